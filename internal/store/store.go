@@ -1,0 +1,87 @@
+// Package store defines the event store port that every backend implements:
+// an append-only log of event envelopes per aggregate, guarded by optimistic
+// concurrency, whose committed events also form a change feed in commit
+// order. The log is the outbox: nothing else has to be written for an event
+// to be published.
+//
+// Backends move opaque payload bytes. This package knows no domain type; the
+// conformance suite in storetest checks a backend without any Order.
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// ErrConflict is returned by Append when the aggregate's current version is
+// not the expected one. Nothing of the refused append is stored.
+var ErrConflict = errors.New("store: version conflict")
+
+// ErrClosed is returned by a store that has been closed.
+var ErrClosed = errors.New("store: closed")
+
+// Event is the envelope of one stored event.
+type Event struct {
+	ID            uuid.UUID // UUIDv7, chosen by the writer
+	AggregateID   uuid.UUID
+	AggregateType string
+	Sequence      int64 // 1-based version of the aggregate after this event
+	Type          string
+	SchemaVersion int             // the schema version of Data
+	Data          json.RawMessage // the event payload, a JSON object
+	CausationID   uuid.UUID       // the command that caused the event
+	CorrelationID uuid.UUID       // the request or conversation it belongs to
+	Timestamp     time.Time       // UTC, when the command was decided
+	Metadata      map[string]string
+
+	// Position is the event's place in the global commit order, assigned by
+	// the store when the event is committed. Events read back from a store
+	// carry it; events handed to Append leave it zero.
+	Position int64
+}
+
+// Store is an event store backend.
+type Store interface {
+	// Append stores events for one aggregate atomically, provided that the
+	// aggregate's current version is expected (0 for an aggregate with no
+	// events). The events must carry the sequences expected+1, expected+2, …
+	// in order, all with the given aggregate id. It returns ErrConflict,
+	// wrapped, when the version differs; then nothing is stored.
+	Append(ctx context.Context, aggregateID uuid.UUID, expected int64, events []Event) error
+
+	// Load returns the aggregate's events whose sequence is greater than
+	// after, in sequence order, upcast to their current schema. An unknown
+	// aggregate has no events: Load returns an empty slice and no error.
+	Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([]Event, error)
+
+	Feed
+
+	// Close releases the backend. Calls after Close return ErrClosed.
+	Close() error
+}
+
+// Feed is the change feed: every committed event, once, in commit order.
+type Feed interface {
+	// ReadFeed returns up to limit committed events whose position is
+	// greater than after, in position order, upcast to their current schema.
+	// When there are none it waits until a commit adds some or ctx ends, in
+	// which case it returns ctx.Err().
+	ReadFeed(ctx context.Context, after int64, limit int) ([]Event, error)
+
+	// Head returns the position of the newest committed event, 0 when the
+	// store is empty.
+	Head(ctx context.Context) (int64, error)
+}
+
+// Upcaster turns stored payloads of older schema versions into the current
+// shape. Backends call it on every read path, so consumers only ever see the
+// current schema.
+type Upcaster interface {
+	// Upcast returns e with Data and SchemaVersion brought to the current
+	// schema of e.Type. Events already current come back unchanged.
+	Upcast(e Event) (Event, error)
+}
