@@ -1,0 +1,276 @@
+package aggregate
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/google/uuid"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// AnyVersion as Meta.Expected means the client sent no If-Match: a conflict
+// with a concurrent writer is resolved by reloading and deciding again.
+const AnyVersion int64 = -1
+
+// Meta is what a command carries besides its own fields.
+type Meta struct {
+	CommandID     uuid.UUID // becomes every event's causation id
+	CorrelationID uuid.UUID
+	// Expected is the version the client last saw (If-Match), or AnyVersion.
+	// A stale one is refused with ErrStale and never retried.
+	Expected int64
+	Metadata map[string]string // copied into every envelope
+}
+
+// root is what the handler needs of an aggregate: replaying its history.
+// replayed tells it its id and the version its history reached, so that its
+// decisions know whether it exists.
+//
+// It lists no union of aggregate types: with one, load's A(new(T)) would not
+// compile, as A's type set would no longer be just *T.
+type root interface {
+	apply(Event)
+	replayed(id uuid.UUID, version int64)
+}
+
+// Handler runs commands: load the aggregate from its events, decide, append
+// the new events at the loaded version.
+//
+// Commands on one aggregate are serialised inside the process, so racing
+// requests queue instead of failing; across processes the store's
+// expected-version check still decides, and a conflict reloads and retries a
+// few times with jittered backoff.
+type Handler struct {
+	store   store.Store
+	now     func() time.Time
+	newID   func() uuid.UUID
+	retries uint64
+
+	mu    sync.Mutex
+	locks map[uuid.UUID]*aggLock
+}
+
+type aggLock struct {
+	sync.Mutex
+	refs int
+}
+
+// NewHandler returns a handler that appends to st and stamps events with now
+// (in UTC).
+func NewHandler(st store.Store, now func() time.Time) *Handler {
+	return &Handler{
+		store:   st,
+		now:     func() time.Time { return now().UTC() },
+		newID:   func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
+		retries: 10,
+		locks:   make(map[uuid.UUID]*aggLock),
+	}
+}
+
+func (h *Handler) lock(id uuid.UUID) func() {
+	h.mu.Lock()
+	l := h.locks[id]
+	if l == nil {
+		l = &aggLock{}
+		h.locks[id] = l
+	}
+	l.refs++
+	h.mu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		h.mu.Lock()
+		if l.refs--; l.refs == 0 {
+			delete(h.locks, id)
+		}
+		h.mu.Unlock()
+	}
+}
+
+// load replays the aggregate's events into a fresh A and returns it with its
+// version, 0 when it has no events. Ids are shared by all aggregate types: a
+// stream of another type is not replayed, but its version is kept, so that a
+// create with that id is refused as existing and other commands find nothing.
+func load[T any, A interface {
+	*T
+	root
+}](ctx context.Context, st store.Store, aggType string, id uuid.UUID) (A, int64, error) {
+	events, err := st.Load(ctx, id, 0)
+	if err != nil {
+		return nil, 0, fmt.Errorf("aggregate: load %s: %w", id, err)
+	}
+	a := A(new(T))
+	var v int64
+	if n := len(events); n > 0 {
+		v = events[n-1].Sequence
+	}
+	if len(events) > 0 && events[0].AggregateType != aggType {
+		a.replayed(uuid.Nil, v)
+		return a, v, nil
+	}
+	for _, e := range events {
+		ev, err := Decode(e)
+		if err != nil {
+			return nil, 0, err
+		}
+		a.apply(ev)
+	}
+	a.replayed(id, v)
+	return a, v, nil
+}
+
+// Order runs one command on order id: decide sees the order as its events
+// left it (Version 0 when it has none) and the command's time, and returns
+// the events to append. It returns the order's new version.
+func (h *Handler) Order(ctx context.Context, id uuid.UUID, meta Meta, decide func(o *Order, now time.Time) ([]Event, error)) (int64, error) {
+	return handle[Order](ctx, h, OrderType, id, meta, decide)
+}
+
+// Customer runs one command on customer id, as Order does for orders.
+func (h *Handler) Customer(ctx context.Context, id uuid.UUID, meta Meta, decide func(c *Customer, now time.Time) ([]Event, error)) (int64, error) {
+	return handle[Customer](ctx, h, CustomerType, id, meta, decide)
+}
+
+// CreateOrder creates order id for a registered customer. It returns an
+// ErrNotFound error when the customer has no events: customers are never
+// deleted, so the check cannot go stale.
+func (h *Handler) CreateOrder(ctx context.Context, id uuid.UUID, meta Meta, customerID uuid.UUID, items []Item) (int64, error) {
+	c, _, err := load[Customer](ctx, h.store, CustomerType, customerID)
+	if err != nil {
+		return 0, err
+	}
+	if c.Version == 0 || c.ID != customerID {
+		return 0, &Error{Kind: ErrNotFound, Code: "customer_not_found", Field: "/customer_id",
+			Detail: fmt.Sprintf("customer %s is not registered", customerID)}
+	}
+	return h.Order(ctx, id, meta, func(o *Order, now time.Time) ([]Event, error) {
+		return o.Create(customerID, items, now)
+	})
+}
+
+// LoadOrder returns the order as its events leave it, straight from the
+// store. It returns an ErrNotFound error for an unknown order.
+func (h *Handler) LoadOrder(ctx context.Context, id uuid.UUID) (*Order, error) {
+	o, _, err := load[Order](ctx, h.store, OrderType, id)
+	if err != nil {
+		return nil, err
+	}
+	// An empty stream replays as version 0 with the id set, a foreign one
+	// with a version and no id: neither is an order.
+	if o.Version == 0 || o.ID != id {
+		return nil, orderNotFound(id)
+	}
+	return o, nil
+}
+
+// LoadCustomer returns the customer as its events leave it, straight from
+// the store. It returns an ErrNotFound error for an unknown customer.
+func (h *Handler) LoadCustomer(ctx context.Context, id uuid.UUID) (*Customer, error) {
+	c, _, err := load[Customer](ctx, h.store, CustomerType, id)
+	if err != nil {
+		return nil, err
+	}
+	if c.Version == 0 || c.ID != id {
+		return nil, customerNotFound(id)
+	}
+	return c, nil
+}
+
+// handle is the one command path. decide sees the aggregate at its current
+// version (a zero aggregate when it has none) and the command's time.
+func handle[T any, A interface {
+	*T
+	root
+}](ctx context.Context, h *Handler, aggType string, id uuid.UUID, meta Meta, decide func(a A, now time.Time) ([]Event, error)) (int64, error) {
+	unlock := h.lock(id)
+	defer unlock()
+
+	op := func() (int64, error) {
+		a, v, err := load[T, A](ctx, h.store, aggType, id)
+		if err != nil {
+			return 0, backoff.Permanent(err)
+		}
+		if meta.Expected != AnyVersion && meta.Expected != v {
+			return 0, backoff.Permanent(&Error{Kind: ErrStale, Code: "version_mismatch",
+				Detail: fmt.Sprintf("expected version %d, current version is %d", meta.Expected, v)})
+		}
+		now := h.now()
+		evs, err := decide(a, now)
+		if err != nil {
+			return 0, backoff.Permanent(err)
+		}
+		if len(evs) == 0 {
+			return v, nil // an idempotent no-op: nothing to append
+		}
+		envs, err := h.envelopes(aggType, id, v, evs, meta, now)
+		if err != nil {
+			return 0, backoff.Permanent(err)
+		}
+		err = h.store.Append(ctx, id, v, envs)
+		if errors.Is(err, store.ErrConflict) && meta.Expected == AnyVersion && v > 0 {
+			return 0, err // another process wrote first: reload and decide again
+		}
+		if errors.Is(err, store.ErrConflict) {
+			if v == 0 {
+				return 0, backoff.Permanent(&Error{Kind: ErrExists, Code: existsCode(aggType),
+					Detail: fmt.Sprintf("%s %s already exists", aggType, id)})
+			}
+			return 0, backoff.Permanent(&Error{Kind: ErrStale, Code: "version_mismatch",
+				Detail: fmt.Sprintf("version %d is no longer current", v)})
+		}
+		if err != nil {
+			return 0, backoff.Permanent(err)
+		}
+		return v + int64(len(envs)), nil
+	}
+
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(2*time.Millisecond),
+		backoff.WithMaxInterval(100*time.Millisecond),
+		backoff.WithRandomizationFactor(0.5),
+		backoff.WithMaxElapsedTime(0),
+	)
+	v, err := backoff.RetryWithData(op, backoff.WithContext(backoff.WithMaxRetries(b, h.retries), ctx))
+	if errors.Is(err, store.ErrConflict) {
+		return 0, &Error{Kind: ErrRejected, Code: "concurrent_modification",
+			Detail: fmt.Sprintf("%s %s kept changing under %d attempts; retry the command", aggType, id, h.retries+1)}
+	}
+	return v, err
+}
+
+func existsCode(aggType string) string {
+	if aggType == OrderType {
+		return "order_exists"
+	}
+	return "customer_exists"
+}
+
+func (h *Handler) envelopes(aggType string, id uuid.UUID, v int64, evs []Event, meta Meta, now time.Time) ([]store.Event, error) {
+	out := make([]store.Event, len(evs))
+	for i, ev := range evs {
+		data, err := json.Marshal(ev)
+		if err != nil {
+			return nil, fmt.Errorf("aggregate: encode %s: %w", ev.EventType(), err)
+		}
+		out[i] = store.Event{
+			ID:            h.newID(),
+			AggregateID:   id,
+			AggregateType: aggType,
+			Sequence:      v + int64(i) + 1,
+			Type:          ev.EventType(),
+			SchemaVersion: SchemaVersion(ev.EventType()),
+			Data:          data,
+			CausationID:   meta.CommandID,
+			CorrelationID: meta.CorrelationID,
+			Timestamp:     now,
+			Metadata:      meta.Metadata,
+		}
+	}
+	return out, nil
+}
