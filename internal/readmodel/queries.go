@@ -1,0 +1,142 @@
+package readmodel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderd/orderd/internal/aggregate"
+)
+
+// ErrBehind is returned, wrapped, when a view has not reached the version a
+// client asked for within the wait. The API answers 503 with Retry-After
+// rather than serve a row older than the client's own write.
+var ErrBehind = errors.New("readmodel: projection is behind the requested version")
+
+// Views is the part of a view backend that queries read.
+type Views interface {
+	// Order returns the order's row, or an error wrapping
+	// aggregate.ErrNotFound when there is none.
+	Order(ctx context.Context, id uuid.UUID) (Order, error)
+
+	// Customer returns the customer's row, or an error wrapping
+	// aggregate.ErrNotFound when there is none.
+	Customer(ctx context.Context, id uuid.UUID) (Customer, error)
+
+	// CustomerOrders returns up to limit of the customer's orders whose id
+	// is greater than after, in id order.
+	CustomerOrders(ctx context.Context, customerID, after uuid.UUID, limit int) ([]OrderSummary, error)
+
+	// Changed returns a channel that is closed after the next commit of
+	// projected rows. Each commit replaces it with a fresh one.
+	Changed() <-chan struct{}
+}
+
+// Queries serves the views with read-your-writes: a client that has just
+// written version n can ask for at least n and wait briefly for the
+// projector to get there.
+type Queries struct {
+	v    Views
+	wait time.Duration
+}
+
+// NewQueries returns queries over v that wait at most wait for a requested
+// version (about 2 s in production: long enough for the projector's usual
+// lag, short enough to answer 503 before a client times out).
+func NewQueries(v Views, wait time.Duration) *Queries {
+	return &Queries{v: v, wait: wait}
+}
+
+// Order returns the order with at least version minVersion. With minVersion
+// 0 it answers at once. A missing order is an *aggregate.Error of kind
+// ErrNotFound with code "order_not_found" when minVersion is 0; otherwise,
+// like an order older than minVersion, it is waited for and ends in an
+// error wrapping ErrBehind, or ctx's error if ctx ends first.
+func (q *Queries) Order(ctx context.Context, id uuid.UUID, minVersion int64) (Order, error) {
+	return atLeast(ctx, q, minVersion,
+		func(ctx context.Context) (Order, error) { return q.v.Order(ctx, id) },
+		func(o Order) int64 { return o.Version },
+		func() error {
+			return &aggregate.Error{Kind: aggregate.ErrNotFound, Code: "order_not_found", Detail: fmt.Sprintf("order %s does not exist", id)}
+		},
+		"order "+id.String())
+}
+
+// Customer returns the customer with at least version minVersion, with the
+// same waiting and errors as Order; the not-found code is
+// "customer_not_found".
+func (q *Queries) Customer(ctx context.Context, id uuid.UUID, minVersion int64) (Customer, error) {
+	return atLeast(ctx, q, minVersion,
+		func(ctx context.Context) (Customer, error) { return q.v.Customer(ctx, id) },
+		func(c Customer) int64 { return c.Version },
+		func() error { return customerNotFound(id) },
+		"customer "+id.String())
+}
+
+// CustomerOrders returns up to limit of the customer's orders whose id is
+// greater than after (uuid.Nil for the first page), in id order. It returns
+// an *aggregate.Error of kind ErrNotFound with code "customer_not_found"
+// when the customer has no view, so an unknown customer is not mistaken for
+// one without orders.
+func (q *Queries) CustomerOrders(ctx context.Context, customerID, after uuid.UUID, limit int) ([]OrderSummary, error) {
+	if _, err := q.v.Customer(ctx, customerID); err != nil {
+		if errors.Is(err, aggregate.ErrNotFound) {
+			return nil, customerNotFound(customerID)
+		}
+		return nil, fmt.Errorf("readmodel: customer %s: %w", customerID, err)
+	}
+	orders, err := q.v.CustomerOrders(ctx, customerID, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("readmodel: orders of customer %s: %w", customerID, err)
+	}
+	return orders, nil
+}
+
+func customerNotFound(id uuid.UUID) error {
+	return &aggregate.Error{Kind: aggregate.ErrNotFound, Code: "customer_not_found", Detail: fmt.Sprintf("customer %s does not exist", id)}
+}
+
+// atLeast reads a row with get until its version reaches minVersion. It
+// takes the Changed channel before each read, so a commit that lands
+// between the read and the wait still wakes it; it never polls.
+func atLeast[T any](ctx context.Context, q *Queries, minVersion int64,
+	get func(context.Context) (T, error), version func(T) int64, notFound func() error, what string,
+) (T, error) {
+	var zero T
+	if minVersion <= 0 {
+		row, err := get(ctx)
+		switch {
+		case errors.Is(err, aggregate.ErrNotFound):
+			return zero, notFound()
+		case err != nil:
+			return zero, fmt.Errorf("readmodel: %s: %w", what, err)
+		}
+		return row, nil
+	}
+
+	timeout := time.NewTimer(q.wait)
+	defer timeout.Stop()
+	var have int64
+	for {
+		changed := q.v.Changed()
+		row, err := get(ctx)
+		switch {
+		case err == nil && version(row) >= minVersion:
+			return row, nil
+		case err == nil:
+			have = version(row)
+		case !errors.Is(err, aggregate.ErrNotFound):
+			return zero, fmt.Errorf("readmodel: %s: %w", what, err)
+		}
+		select {
+		case <-changed:
+		case <-timeout.C:
+			return zero, fmt.Errorf("%w: %s is at version %d after %s, want %d", ErrBehind, what, have, q.wait, minVersion)
+		case <-ctx.Done():
+			return zero, fmt.Errorf("readmodel: %s: waiting for version %d: %w", what, minVersion, ctx.Err())
+		}
+	}
+}

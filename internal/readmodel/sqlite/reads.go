@@ -1,0 +1,116 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/google/uuid"
+
+	"github.com/orderd/orderd/internal/aggregate"
+	"github.com/orderd/orderd/internal/readmodel"
+)
+
+// Order returns the order's row, or an error wrapping aggregate.ErrNotFound
+// when it has none.
+func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error) {
+	o, err := scanOrder(v.read.QueryRowContext(ctx, `SELECT `+orderColumns+` FROM order_read_model WHERE id = ?`, id))
+	if err != nil {
+		return readmodel.Order{}, fmt.Errorf("readmodel/sqlite: order %s: %w", id, err)
+	}
+	return o, nil
+}
+
+// Customer returns the customer's row, or an error wrapping
+// aggregate.ErrNotFound when it has none.
+func (v *Views) Customer(ctx context.Context, id uuid.UUID) (readmodel.Customer, error) {
+	c, err := scanCustomer(v.read.QueryRowContext(ctx, `SELECT `+customerColumns+` FROM customers WHERE id = ?`, id))
+	if err != nil {
+		return readmodel.Customer{}, fmt.Errorf("readmodel/sqlite: customer %s: %w", id, err)
+	}
+	return c, nil
+}
+
+// CustomerOrders returns up to limit of the customer's orders with an id
+// greater than after, in id order: keyset paging, so a page costs the same
+// however deep it is. It returns an error when limit is not positive. A
+// customer without orders, known or not, has an empty list.
+func (v *Views) CustomerOrders(ctx context.Context, customerID, after uuid.UUID, limit int) ([]readmodel.OrderSummary, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("readmodel/sqlite: orders of customer %s: limit %d is not positive", customerID, limit)
+	}
+	rows, err := v.read.QueryContext(ctx, `SELECT `+summaryColumns+` FROM orders_by_customer
+		WHERE customer_id = ? AND order_id > ? ORDER BY order_id LIMIT ?`, customerID, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("readmodel/sqlite: orders of customer %s: %w", customerID, err)
+	}
+	defer rows.Close()
+	out := []readmodel.OrderSummary{}
+	for rows.Next() {
+		var s readmodel.OrderSummary
+		var created, updated string
+		if err := rows.Scan(&s.ID, &s.Status, &s.ItemCount, &s.Quantity, &s.Version, &created, &updated); err != nil {
+			return nil, fmt.Errorf("readmodel/sqlite: orders of customer %s: %w", customerID, err)
+		}
+		if s.CreatedAt, err = parseTime(created); err != nil {
+			return nil, fmt.Errorf("readmodel/sqlite: order %s of customer %s: created_at: %w", s.ID, customerID, err)
+		}
+		if s.UpdatedAt, err = parseTime(updated); err != nil {
+			return nil, fmt.Errorf("readmodel/sqlite: order %s of customer %s: updated_at: %w", s.ID, customerID, err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("readmodel/sqlite: orders of customer %s: %w", customerID, err)
+	}
+	return out, nil
+}
+
+// scanOrder reads one order_read_model row selected with orderColumns. A
+// missing row is an error wrapping aggregate.ErrNotFound, which Apply takes
+// for an order that starts in this batch.
+func scanOrder(row *sql.Row) (readmodel.Order, error) {
+	var o readmodel.Order
+	var items, created, updated string
+	err := row.Scan(&o.ID, &o.CustomerID, &o.Status, &items, &o.TrackingNumber, &o.Carrier,
+		&o.CancelledReason, &o.Version, &created, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return readmodel.Order{}, aggregate.ErrNotFound
+	}
+	if err != nil {
+		return readmodel.Order{}, err
+	}
+	if err := json.Unmarshal([]byte(items), &o.Items); err != nil {
+		return readmodel.Order{}, fmt.Errorf("order %s: items: %w", o.ID, err)
+	}
+	if o.CreatedAt, err = parseTime(created); err != nil {
+		return readmodel.Order{}, fmt.Errorf("order %s: created_at: %w", o.ID, err)
+	}
+	if o.UpdatedAt, err = parseTime(updated); err != nil {
+		return readmodel.Order{}, fmt.Errorf("order %s: updated_at: %w", o.ID, err)
+	}
+	return o, nil
+}
+
+// scanCustomer reads one customers row selected with customerColumns, with
+// the same not-found convention as scanOrder.
+func scanCustomer(row *sql.Row) (readmodel.Customer, error) {
+	var c readmodel.Customer
+	var registered, updated string
+	err := row.Scan(&c.ID, &c.Email, &c.FirstName, &c.LastName, &c.Phone, &c.Version, &registered, &updated)
+	if errors.Is(err, sql.ErrNoRows) {
+		return readmodel.Customer{}, aggregate.ErrNotFound
+	}
+	if err != nil {
+		return readmodel.Customer{}, err
+	}
+	if c.RegisteredAt, err = parseTime(registered); err != nil {
+		return readmodel.Customer{}, fmt.Errorf("customer %s: registered_at: %w", c.ID, err)
+	}
+	if c.UpdatedAt, err = parseTime(updated); err != nil {
+		return readmodel.Customer{}, fmt.Errorf("customer %s: updated_at: %w", c.ID, err)
+	}
+	return c, nil
+}

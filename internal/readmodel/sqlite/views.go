@@ -1,0 +1,135 @@
+// Package sqlite keeps orderd's read models in a SQLite database of their
+// own, separate from the event store's file, so that projection writes never
+// wait for the event writer's lock, nor it for them.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"runtime"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/orderd/orderd/internal/readmodel"
+	"github.com/orderd/orderd/migrations"
+)
+
+// checkpointName is this projector's row in projector_checkpoint. The table
+// is keyed by name so that a second projection could share the file.
+const checkpointName = "readmodel"
+
+// timeFormat writes UTC times with a fixed nine fraction digits: they
+// round-trip exactly and sort as text.
+const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+// Views is the SQLite backend of the read models. It implements the
+// readmodel.Writer the projector writes through and the readmodel.Views
+// that queries read. It is safe for concurrent use.
+type Views struct {
+	write *sql.DB // one connection: SQLite has one writer at a time anyway
+	read  *sql.DB // a pool of read-only connections; WAL lets them run beside the writer
+	log   *zap.Logger
+	stmts statements
+
+	mu      sync.Mutex
+	changed chan struct{}
+}
+
+// Open opens, creating it if needed, the views database at path and brings
+// its schema up to date. It returns an error if the file cannot be opened
+// or migrated.
+func Open(path string, log *zap.Logger) (*Views, error) {
+	// synchronous(NORMAL) in WAL mode does not fsync on every commit, so a
+	// power loss can drop the last few commits. That is safe here: the views
+	// are a cache rebuilt from the event store, and each commit carries its
+	// checkpoint, so whatever is lost is lost together with the checkpoint
+	// that covered it and the projector projects those batches again.
+	q := url.Values{}
+	q.Add("_pragma", "busy_timeout(5000)")
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	// The writer starts its transactions with BEGIN IMMEDIATE so that it
+	// holds the write lock from the start instead of upgrading midway.
+	// The file: URI form with an escaped path keeps a '?', '#' or '%' in the
+	// path from being read as the start of the parameters.
+	file := "file:" + (&url.URL{Path: path}).EscapedPath() + "?"
+	writeDSN := file + q.Encode() + "&_txlock=immediate"
+	q.Add("_pragma", "query_only(1)")
+	readDSN := file + q.Encode()
+
+	write, err := sql.Open("sqlite", writeDSN)
+	if err != nil {
+		return nil, fmt.Errorf("readmodel/sqlite: open %s: %w", path, err)
+	}
+	write.SetMaxOpenConns(1)
+	write.SetMaxIdleConns(1)
+	write.SetConnMaxLifetime(0)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := migrations.ApplySQLite(ctx, write, "sqlite/views"); err != nil {
+		_ = write.Close()
+		return nil, fmt.Errorf("readmodel/sqlite: migrate %s: %w", path, err)
+	}
+
+	read, err := sql.Open("sqlite", readDSN)
+	if err != nil {
+		_ = write.Close()
+		return nil, fmt.Errorf("readmodel/sqlite: open %s for reading: %w", path, err)
+	}
+	n := max(4, runtime.GOMAXPROCS(0))
+	read.SetMaxOpenConns(n)
+	read.SetMaxIdleConns(n)
+
+	v := &Views{write: write, read: read, log: log, changed: make(chan struct{})}
+	if err := v.stmts.prepare(ctx, write); err != nil {
+		_ = v.Close()
+		return nil, fmt.Errorf("readmodel/sqlite: %s: %w", path, err)
+	}
+	log.Info("read model views open", zap.String("path", path))
+	return v, nil
+}
+
+// Close closes the database. Queries and Apply fail after Close.
+func (v *Views) Close() error {
+	return errors.Join(v.stmts.close(), v.read.Close(), v.write.Close())
+}
+
+// Changed returns a channel that is closed when the next Apply commits.
+func (v *Views) Changed() <-chan struct{} {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.changed
+}
+
+// notify wakes every reader waiting on Changed and arms a fresh channel for
+// the next commit.
+func (v *Views) notify() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	close(v.changed)
+	v.changed = make(chan struct{})
+}
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
+
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("bad time %q: %w", s, err)
+	}
+	return t.UTC(), nil
+}
+
+// Interface checks: the consumers define the interfaces, this backend
+// promises to satisfy them.
+var (
+	_ readmodel.Writer = (*Views)(nil)
+	_ readmodel.Views  = (*Views)(nil)
+)
