@@ -31,12 +31,12 @@ type Event struct {
 	AggregateType string
 	Sequence      int64 // 1-based version of the aggregate after this event
 	Type          string
-	SchemaVersion int             // the schema version of Data
-	Data          json.RawMessage // the event payload, a JSON object
-	CausationID   uuid.UUID       // the command that caused the event
-	CorrelationID uuid.UUID       // the request or conversation it belongs to
-	Timestamp     time.Time       // UTC, when the command was decided
-	Metadata      map[string]string
+	SchemaVersion int               // the schema version of Data
+	Data          json.RawMessage   // the event payload, a JSON object; reads back JSON-equal
+	CausationID   uuid.UUID         // the command that caused the event
+	CorrelationID uuid.UUID         // the request or conversation it belongs to
+	Timestamp     time.Time         // UTC, when the command was decided; kept to the millisecond at least
+	Metadata      map[string]string // an empty map may read back as nil
 
 	// Position is the event's place in the global commit order, assigned by
 	// the store when the event is committed. Events read back from a store
@@ -50,7 +50,8 @@ type Store interface {
 	// aggregate's current version is expected (0 for an aggregate with no
 	// events). The events must carry the sequences expected+1, expected+2, …
 	// in order, all with the given aggregate id. It returns ErrConflict,
-	// wrapped, when the version differs; then nothing is stored.
+	// wrapped, when the version differs; then nothing is stored. It returns
+	// only once the outcome is known: nil means the events are durable.
 	Append(ctx context.Context, aggregateID uuid.UUID, expected int64, events []Event) error
 
 	// Load returns the aggregate's events whose sequence is greater than
@@ -60,7 +61,9 @@ type Store interface {
 
 	Feed
 
-	// Close releases the backend. Calls after Close return ErrClosed.
+	// Close releases the backend. A ReadFeed blocked in it wakes with
+	// ErrClosed; calls after Close, a second Close included, return
+	// ErrClosed.
 	Close() error
 }
 

@@ -1,0 +1,130 @@
+package sqlite
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// appendReq is one Append waiting for the writer goroutine.
+type appendReq struct {
+	ctx      context.Context
+	id       uuid.UUID
+	expected int64
+	rows     [][]any    // insert arguments, one slice per event
+	done     chan error // buffered: the writer never blocks on a reply
+}
+
+// Times UnixNano can represent; outside them a timestamp would not
+// round-trip.
+var (
+	minTime = time.Unix(0, math.MinInt64)
+	maxTime = time.Unix(0, math.MaxInt64)
+)
+
+// Append stores events atomically if the aggregate's version is expected.
+// It returns a wrapped store.ErrConflict when the version differs, a wrapped
+// ctx.Err() when ctx ends before the events are written, store.ErrClosed
+// after Close, and a plain error for invalid input (no events, a nil id,
+// events of another aggregate, sequences other than expected+1…, a payload
+// that is not JSON).
+//
+// Append returns only once the outcome is known: after its transaction
+// committed, or failed. A ctx that ends after the events were written into a
+// batch does not cut that wait short, so a nil error always means durable.
+func (s *Store) Append(ctx context.Context, aggregateID uuid.UUID, expected int64, events []store.Event) error {
+	if s.isClosed() {
+		return store.ErrClosed
+	}
+	rows, err := encode(aggregateID, expected, events)
+	if err != nil {
+		return fmt.Errorf("sqlite: append %s: %w", aggregateID, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("sqlite: append %s: %w", aggregateID, err)
+	}
+	r := &appendReq{ctx: ctx, id: aggregateID, expected: expected, rows: rows, done: make(chan error, 1)}
+	select {
+	case s.reqs <- r:
+		s.accepted.Add(1)
+	case <-ctx.Done():
+		return fmt.Errorf("sqlite: append %s: %w", aggregateID, ctx.Err())
+	case <-s.closing:
+		return store.ErrClosed
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-s.stopped:
+		// The request may have slipped into the queue as Close drained it.
+		// The writer replies before it stops, so a reply, if any, is there.
+		select {
+		case err := <-r.done:
+			return err
+		default:
+			return store.ErrClosed
+		}
+	}
+}
+
+// encode validates an append and turns its events into insert arguments,
+// outside the writer goroutine so that concurrent callers do this work in
+// parallel.
+func encode(id uuid.UUID, expected int64, events []store.Event) ([][]any, error) {
+	switch {
+	case len(events) == 0:
+		return nil, errors.New("no events")
+	case id == uuid.Nil:
+		return nil, errors.New("nil aggregate id")
+	case expected < 0:
+		return nil, fmt.Errorf("negative expected version %d", expected)
+	}
+	rows := make([][]any, len(events))
+	for i, e := range events {
+		if err := validate(id, expected+int64(i)+1, e); err != nil {
+			return nil, fmt.Errorf("event %d: %w", i, err)
+		}
+		var meta any // NULL when empty: an empty map reads back as nil
+		if len(e.Metadata) > 0 {
+			b, err := json.Marshal(e.Metadata)
+			if err != nil {
+				return nil, fmt.Errorf("event %d: metadata: %w", i, err)
+			}
+			meta = string(b)
+		}
+		rows[i] = []any{
+			e.ID.String(), id.String(), e.AggregateType, e.Sequence,
+			e.Type, e.SchemaVersion, string(e.Data),
+			e.CausationID.String(), e.CorrelationID.String(),
+			e.Timestamp.UnixNano(), meta,
+		}
+	}
+	return rows, nil
+}
+
+func validate(id uuid.UUID, seq int64, e store.Event) error {
+	switch {
+	case e.AggregateID != id:
+		return fmt.Errorf("aggregate id %s, want %s", e.AggregateID, id)
+	case e.Sequence != seq:
+		return fmt.Errorf("sequence %d, want %d", e.Sequence, seq)
+	case e.ID == uuid.Nil:
+		return errors.New("nil event id")
+	case e.AggregateType == "" || e.Type == "":
+		return errors.New("empty aggregate or event type")
+	case e.SchemaVersion < 1:
+		return fmt.Errorf("schema version %d, want ≥ 1", e.SchemaVersion)
+	case !json.Valid(e.Data):
+		return errors.New("data is not valid JSON")
+	case e.Timestamp.Before(minTime) || e.Timestamp.After(maxTime):
+		return fmt.Errorf("timestamp %v outside the years 1678–2262", e.Timestamp)
+	}
+	return nil
+}

@@ -1,0 +1,234 @@
+// Package sqlite is the event store on one SQLite file, for a single orderd
+// process.
+//
+// All writes go through one connection owned by one goroutine, which groups
+// concurrent appends into one transaction (group commit): a batch pays one
+// fsync however many appends it holds. Reads use a separate pool of
+// connections; in WAL mode they never wait for the writer.
+//
+// Durability: the database runs with journal_mode=WAL and synchronous=FULL.
+// In WAL mode FULL syncs the WAL file at every commit, and Append returns
+// only after its batch committed, so an acknowledged append survives a
+// process crash and a power cut (provided the disk honours fsync). A power
+// cut can lose only batches whose COMMIT had not returned, and no caller was
+// told those succeeded. NORMAL would sync only at checkpoints and could
+// silently drop the last acknowledged appends, which an event log, being
+// the outbox as well, cannot afford; group commit is what makes FULL cheap.
+//
+// The change feed wakes only on commits made through this *Store; another
+// process writing to the same file is not supported.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/orderd/orderd/internal/store"
+	"github.com/orderd/orderd/migrations"
+)
+
+// DefaultMaxBatch is the number of appends one transaction takes at most when
+// Options.MaxBatch is zero.
+const DefaultMaxBatch = 256
+
+// defaultBusyTimeout is how long a connection waits for a lock held by
+// another connection (for example a checkpoint, or the sqlite3 CLI) before
+// failing.
+const defaultBusyTimeout = 5 * time.Second
+
+// Options configure Open. The zero value is usable.
+type Options struct {
+	// Upcaster is applied to every event read; nil upcasts nothing.
+	Upcaster store.Upcaster
+	// Logger receives commit failures; nil logs nothing.
+	Logger *zap.Logger
+	// MaxBatch bounds how many appends share one transaction; 0 means
+	// DefaultMaxBatch.
+	MaxBatch int
+
+	// busyTimeout replaces defaultBusyTimeout, for tests that hold the
+	// write lock from another connection for a while.
+	busyTimeout time.Duration
+}
+
+// Store is a store.Store on a SQLite file. It is safe for concurrent use.
+//
+// Timestamps round-trip exactly (nanoseconds, UTC). Metadata round-trips
+// exactly except that an empty map reads back as nil.
+type Store struct {
+	w        *sql.DB // exactly one connection, used only by the writer goroutine
+	r        *sql.DB // readers
+	up       store.Upcaster
+	log      *zap.Logger
+	maxBatch int
+
+	reqs    chan *appendReq
+	closing chan struct{} // closed by Close: stop taking work
+	stopped chan struct{} // closed when the writer goroutine has returned
+	once    sync.Once
+
+	wakeMu sync.Mutex
+	wake   chan struct{} // closed and replaced after every commit
+
+	// Counters for tests, and metrics some day.
+	accepted atomic.Int64 // appends handed to the writer
+	commits  atomic.Int64 // committed batches
+
+	// Prepared once, not parsed again for every append.
+	insert, maxSeq, savepoint, release, rollbackTo *sql.Stmt // on w
+	loadQ, feedQ, headQ                            *sql.Stmt // on r
+}
+
+// Open opens (creating if needed) the event store at path, brings its schema
+// up to date and starts the writer. The caller must Close the store.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = DefaultMaxBatch
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.busyTimeout <= 0 {
+		opts.busyTimeout = defaultBusyTimeout
+	}
+	s := &Store{
+		up:       opts.Upcaster,
+		log:      opts.Logger,
+		maxBatch: opts.MaxBatch,
+		reqs:     make(chan *appendReq, opts.MaxBatch),
+		closing:  make(chan struct{}),
+		stopped:  make(chan struct{}),
+		wake:     make(chan struct{}),
+	}
+	if err := s.openDBs(path, opts.busyTimeout); err != nil {
+		return nil, errors.Join(err, s.closeDBs())
+	}
+	go s.writeLoop()
+	return s, nil
+}
+
+func (s *Store) openDBs(path string, busy time.Duration) (err error) {
+	ctx := context.Background()
+	// The writer sets WAL first: journal_mode is persistent in the file, so
+	// the readers opened afterwards find it. BEGIN IMMEDIATE takes the write
+	// lock at BEGIN, where busy_timeout can wait for it; a deferred
+	// transaction that upgrades later can fail at once with SQLITE_BUSY.
+	if s.w, err = sql.Open("sqlite", dsn(path, busy,
+		"journal_mode(WAL)", "synchronous(FULL)")+"&_txlock=immediate"); err != nil {
+		return fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	// One connection: SQLite admits one writer anyway, and the writer
+	// goroutine relies on the savepoints of its batch living on it.
+	s.w.SetMaxOpenConns(1)
+	s.w.SetMaxIdleConns(1)
+	s.w.SetConnMaxLifetime(0)
+	if err := migrations.ApplySQLite(ctx, s.w, "sqlite/events"); err != nil {
+		return fmt.Errorf("sqlite: migrate %s: %w", path, err)
+	}
+
+	if s.r, err = sql.Open("sqlite", dsn(path, busy, "query_only(true)")); err != nil {
+		return fmt.Errorf("sqlite: open %s for reading: %w", path, err)
+	}
+	n := max(4, runtime.GOMAXPROCS(0))
+	s.r.SetMaxOpenConns(n)
+	s.r.SetMaxIdleConns(n)
+
+	prepare := func(db *sql.DB, dst **sql.Stmt, query string) {
+		if err != nil {
+			return
+		}
+		if *dst, err = db.PrepareContext(ctx, query); err != nil {
+			err = fmt.Errorf("sqlite: prepare %q: %w", query, err)
+		}
+	}
+	prepare(s.w, &s.insert, insertSQL)
+	prepare(s.w, &s.maxSeq, `SELECT coalesce(max(sequence), 0) FROM events WHERE aggregate_id = ?`)
+	prepare(s.w, &s.savepoint, `SAVEPOINT req`)
+	prepare(s.w, &s.release, `RELEASE req`)
+	prepare(s.w, &s.rollbackTo, `ROLLBACK TO req`)
+	prepare(s.r, &s.loadQ, selectSQL+` WHERE aggregate_id = ? AND sequence > ? ORDER BY sequence`)
+	prepare(s.r, &s.feedQ, selectSQL+` WHERE position > ? ORDER BY position LIMIT ?`)
+	prepare(s.r, &s.headQ, `SELECT coalesce(max(position), 0) FROM events`)
+	return err
+}
+
+// dsn builds a modernc.org/sqlite data source name. The file: URI form with
+// an escaped path keeps a '?', '#' or '%' in the path from being read as the
+// start of the parameters.
+func dsn(path string, busy time.Duration, pragmas ...string) string {
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
+	for _, p := range pragmas {
+		q.Add("_pragma", p)
+	}
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+}
+
+// Close stops the writer, fails the appends still queued with
+// store.ErrClosed, wakes blocked ReadFeed calls and closes the database. It
+// waits for the batch being committed, if any. Calling it again returns
+// store.ErrClosed.
+func (s *Store) Close() error {
+	err := store.ErrClosed
+	s.once.Do(func() {
+		close(s.closing)
+		<-s.stopped
+		err = s.closeDBs()
+	})
+	return err
+}
+
+func (s *Store) closeDBs() error {
+	var firstErr error
+	for _, st := range []*sql.Stmt{s.insert, s.maxSeq, s.savepoint, s.release, s.rollbackTo, s.loadQ, s.feedQ, s.headQ} {
+		if st != nil {
+			_ = st.Close() // closing the DB below reports what matters
+		}
+	}
+	for _, db := range []*sql.DB{s.r, s.w} {
+		if db == nil {
+			continue
+		}
+		if err := db.Close(); err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("sqlite: close: %w", err)
+		}
+	}
+	return firstErr
+}
+
+func (s *Store) isClosed() bool {
+	select {
+	case <-s.closing:
+		return true
+	default:
+		return false
+	}
+}
+
+// wakeChan returns the channel that the next commit closes. Feed readers take
+// it before they query, so a commit that lands between their query and their
+// wait still wakes them.
+func (s *Store) wakeChan() <-chan struct{} {
+	s.wakeMu.Lock()
+	defer s.wakeMu.Unlock()
+	return s.wake
+}
+
+func (s *Store) notify() {
+	s.wakeMu.Lock()
+	defer s.wakeMu.Unlock()
+	close(s.wake)
+	s.wake = make(chan struct{})
+}
+
+var _ store.Store = (*Store)(nil)

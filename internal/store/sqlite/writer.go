@@ -1,0 +1,182 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+
+	"go.uber.org/zap"
+	sqlite "modernc.org/sqlite"
+	sqlite3 "modernc.org/sqlite/lib"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+const insertSQL = `INSERT INTO events (event_id, aggregate_id, aggregate_type, sequence,
+	event_type, event_version, data, causation_id, correlation_id, timestamp, metadata)
+	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+
+// writeLoop is the only goroutine that writes. It takes whatever appends are
+// queued, up to maxBatch, and commits them in one transaction. While a batch
+// is being fsynced new requests queue up, so the batch size grows by itself
+// with the load and no timer is needed.
+func (s *Store) writeLoop() {
+	defer close(s.stopped)
+	batch := make([]*appendReq, 0, s.maxBatch)
+	for {
+		select {
+		case <-s.closing:
+			s.failQueued()
+			return
+		case r := <-s.reqs:
+			batch = append(batch[:0], r)
+		}
+	drain:
+		for len(batch) < s.maxBatch {
+			select {
+			case r := <-s.reqs:
+				batch = append(batch, r)
+			default:
+				break drain
+			}
+		}
+		s.commitBatch(batch)
+		clear(batch) // drop references to finished requests
+	}
+}
+
+// failQueued answers the requests still queued at Close.
+func (s *Store) failQueued() {
+	for {
+		select {
+		case r := <-s.reqs:
+			r.done <- store.ErrClosed
+		default:
+			return
+		}
+	}
+}
+
+// commitBatch writes the batch in one transaction and replies to every
+// request once the outcome is known. Each request runs in its own savepoint,
+// so a request that conflicts is rolled back alone; the replies to the
+// others wait for COMMIT, since an event must never be reported stored
+// before it is durable.
+func (s *Store) commitBatch(batch []*appendReq) {
+	// The transaction is not bound to any caller's ctx: one caller giving up
+	// must not roll back the others.
+	ctx := context.Background()
+	results := make([]error, len(batch))
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		s.failAll(batch, fmt.Errorf("sqlite: begin: %w", err))
+		return
+	}
+	st := txStmts{
+		insert:     tx.StmtContext(ctx, s.insert),
+		maxSeq:     tx.StmtContext(ctx, s.maxSeq),
+		savepoint:  tx.StmtContext(ctx, s.savepoint),
+		release:    tx.StmtContext(ctx, s.release),
+		rollbackTo: tx.StmtContext(ctx, s.rollbackTo),
+	}
+	written := 0
+	for i, r := range batch {
+		if err := r.ctx.Err(); err != nil {
+			results[i] = fmt.Errorf("sqlite: append %s: %w", r.id, err)
+			continue
+		}
+		results[i], err = writeOne(ctx, st, r)
+		if err != nil {
+			// A savepoint statement failed (SQLite may have rolled back the
+			// whole transaction already): none of the batch may commit.
+			_ = tx.Rollback()
+			s.failAll(batch, err)
+			return
+		}
+		if results[i] == nil {
+			written++
+		}
+	}
+	if written == 0 {
+		err = tx.Rollback()
+	} else {
+		err = tx.Commit()
+	}
+	if err != nil {
+		s.failAll(batch, fmt.Errorf("sqlite: commit: %w", err))
+		return
+	}
+	if written > 0 {
+		s.commits.Add(1)
+		s.notify()
+	}
+	for i, r := range batch {
+		r.done <- results[i]
+	}
+}
+
+// txStmts are the writer's prepared statements, bound to one transaction.
+type txStmts struct {
+	insert, maxSeq, savepoint, release, rollbackTo *sql.Stmt
+}
+
+// writeOne runs one request inside a savepoint. It returns the request's own
+// outcome (nil, a wrapped store.ErrConflict, or another error confined to
+// the request) and, separately, an error that spoils the whole transaction.
+func writeOne(ctx context.Context, st txStmts, r *appendReq) (result, fatal error) {
+	if _, err := st.savepoint.ExecContext(ctx); err != nil {
+		return nil, fmt.Errorf("sqlite: savepoint: %w", err)
+	}
+	result = insertAll(ctx, st, r)
+	if result != nil {
+		if _, err := st.rollbackTo.ExecContext(ctx); err != nil {
+			return nil, fmt.Errorf("sqlite: append %s: rollback to savepoint after %v: %w", r.id, result, err)
+		}
+	}
+	if _, err := st.release.ExecContext(ctx); err != nil {
+		return nil, fmt.Errorf("sqlite: release savepoint: %w", err)
+	}
+	return result, nil
+}
+
+// insertAll checks the aggregate's version and inserts the request's events.
+func insertAll(ctx context.Context, st txStmts, r *appendReq) error {
+	var version int64
+	if err := st.maxSeq.QueryRowContext(ctx, r.id.String()).Scan(&version); err != nil {
+		return fmt.Errorf("sqlite: append %s: read version: %w", r.id, err)
+	}
+	if version != r.expected {
+		return fmt.Errorf("sqlite: append %s: version is %d, not %d: %w", r.id, version, r.expected, store.ErrConflict)
+	}
+	for _, row := range r.rows {
+		if _, err := st.insert.ExecContext(ctx, row...); err != nil {
+			return insertError(r, err)
+		}
+	}
+	return nil
+}
+
+// insertError maps a failed insert. A unique violation on (aggregate_id,
+// sequence) is a version conflict that the check above missed, which can
+// only happen if something else writes the file; on event_id it is a
+// reused event id, the caller's bug. SQLite reports which constraint failed
+// only in the message.
+func insertError(r *appendReq, err error) error {
+	var se *sqlite.Error
+	if errors.As(err, &se) && se.Code() == sqlite3.SQLITE_CONSTRAINT_UNIQUE {
+		if strings.Contains(se.Error(), "events.event_id") {
+			return fmt.Errorf("sqlite: append %s: event id already stored: %w", r.id, err)
+		}
+		return fmt.Errorf("sqlite: append %s: %w", r.id, store.ErrConflict)
+	}
+	return fmt.Errorf("sqlite: append %s: insert: %w", r.id, err)
+}
+
+func (s *Store) failAll(batch []*appendReq, err error) {
+	s.log.Error("sqlite: append batch failed", zap.Int("appends", len(batch)), zap.Error(err))
+	for _, r := range batch {
+		r.done <- err
+	}
+}
