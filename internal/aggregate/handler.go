@@ -54,6 +54,8 @@ type Handler struct {
 
 	mu    sync.Mutex
 	locks map[uuid.UUID]*aggLock
+
+	customers idSet // registered customers seen, for CreateOrder's check
 }
 
 type aggLock struct {
@@ -65,11 +67,12 @@ type aggLock struct {
 // (in UTC).
 func NewHandler(st store.Store, now func() time.Time) *Handler {
 	return &Handler{
-		store:   st,
-		now:     func() time.Time { return now().UTC() },
-		newID:   func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
-		retries: 10,
-		locks:   make(map[uuid.UUID]*aggLock),
+		store:     st,
+		now:       func() time.Time { return now().UTC() },
+		newID:     func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
+		retries:   10,
+		locks:     make(map[uuid.UUID]*aggLock),
+		customers: idSet{max: 1 << 16},
 	}
 }
 
@@ -129,29 +132,79 @@ func load[T any, A interface {
 // left it (Version 0 when it has none) and the command's time, and returns
 // the events to append. It returns the order's new version.
 func (h *Handler) Order(ctx context.Context, id uuid.UUID, meta Meta, decide func(o *Order, now time.Time) ([]Event, error)) (int64, error) {
-	return handle[Order](ctx, h, OrderType, id, meta, decide)
+	return handle[Order](ctx, h, OrderType, id, meta, false, decide)
 }
 
 // Customer runs one command on customer id, as Order does for orders.
 func (h *Handler) Customer(ctx context.Context, id uuid.UUID, meta Meta, decide func(c *Customer, now time.Time) ([]Event, error)) (int64, error) {
-	return handle[Customer](ctx, h, CustomerType, id, meta, decide)
+	return handle[Customer](ctx, h, CustomerType, id, meta, false, decide)
 }
 
 // CreateOrder creates order id for a registered customer. It returns an
-// ErrNotFound error when the customer has no events: customers are never
-// deleted, so the check cannot go stale.
+// ErrNotFound error when the customer has no events, and ErrExists when id
+// has events already.
 func (h *Handler) CreateOrder(ctx context.Context, id uuid.UUID, meta Meta, customerID uuid.UUID, items []Item) (int64, error) {
-	c, _, err := load[Customer](ctx, h.store, CustomerType, customerID)
-	if err != nil {
+	if err := h.customerExists(ctx, customerID); err != nil {
 		return 0, err
 	}
-	if c.Version == 0 || c.ID != customerID {
-		return 0, &Error{Kind: ErrNotFound, Code: "customer_not_found", Field: "/customer_id",
-			Detail: fmt.Sprintf("customer %s is not registered", customerID)}
-	}
-	return h.Order(ctx, id, meta, func(o *Order, now time.Time) ([]Event, error) {
+	return handle[Order](ctx, h, OrderType, id, meta, true, func(o *Order, now time.Time) ([]Event, error) {
 		return o.Create(customerID, items, now)
 	})
+}
+
+// RegisterCustomer creates customer id. It returns ErrExists when id has
+// events already.
+func (h *Handler) RegisterCustomer(ctx context.Context, id uuid.UUID, meta Meta, email, firstName, lastName, phone string) (int64, error) {
+	v, err := handle[Customer](ctx, h, CustomerType, id, meta, true, func(c *Customer, now time.Time) ([]Event, error) {
+		return c.Register(email, firstName, lastName, phone, now)
+	})
+	if err == nil {
+		h.customers.add(id)
+	}
+	return v, err
+}
+
+// customerExists checks that customerID is a registered customer. Customers
+// are never deleted, so a customer once seen is remembered, and the check
+// costs a read of the store only the first time.
+func (h *Handler) customerExists(ctx context.Context, customerID uuid.UUID) error {
+	if h.customers.has(customerID) {
+		return nil
+	}
+	c, _, err := load[Customer](ctx, h.store, CustomerType, customerID)
+	if err != nil {
+		return err
+	}
+	if c.Version == 0 || c.ID != customerID {
+		return &Error{Kind: ErrNotFound, Code: "customer_not_found", Field: "/customer_id",
+			Detail: fmt.Sprintf("customer %s is not registered", customerID)}
+	}
+	h.customers.add(customerID)
+	return nil
+}
+
+// idSet is a bounded set of ids. When full it starts again empty: it only
+// saves reads, so forgetting is always safe.
+type idSet struct {
+	mu  sync.Mutex
+	ids map[uuid.UUID]struct{}
+	max int
+}
+
+func (s *idSet) has(id uuid.UUID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.ids[id]
+	return ok
+}
+
+func (s *idSet) add(id uuid.UUID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ids == nil || len(s.ids) >= s.max {
+		s.ids = make(map[uuid.UUID]struct{})
+	}
+	s.ids[id] = struct{}{}
 }
 
 // LoadOrder returns the order as its events leave it, straight from the
@@ -183,18 +236,24 @@ func (h *Handler) LoadCustomer(ctx context.Context, id uuid.UUID) (*Customer, er
 }
 
 // handle is the one command path. decide sees the aggregate at its current
-// version (a zero aggregate when it has none) and the command's time.
+// version (a zero aggregate when it has none) and the command's time. A
+// create skips the load: it is decided on a zero aggregate and appended at
+// version 0, so the store's expected-version check is what refuses an id
+// that has events, and a create costs no read.
 func handle[T any, A interface {
 	*T
 	root
-}](ctx context.Context, h *Handler, aggType string, id uuid.UUID, meta Meta, decide func(a A, now time.Time) ([]Event, error)) (int64, error) {
+}](ctx context.Context, h *Handler, aggType string, id uuid.UUID, meta Meta, create bool, decide func(a A, now time.Time) ([]Event, error)) (int64, error) {
 	unlock := h.lock(id)
 	defer unlock()
 
 	op := func() (int64, error) {
-		a, v, err := load[T, A](ctx, h.store, aggType, id)
-		if err != nil {
-			return 0, backoff.Permanent(err)
+		a, v := A(new(T)), int64(0)
+		if !create {
+			var err error
+			if a, v, err = load[T, A](ctx, h.store, aggType, id); err != nil {
+				return 0, backoff.Permanent(err)
+			}
 		}
 		if meta.Expected != AnyVersion && meta.Expected != v {
 			return 0, backoff.Permanent(&Error{Kind: ErrStale, Code: "version_mismatch",
