@@ -1,0 +1,83 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/orderd/orderd/internal/aggregate"
+)
+
+type ctxKey int
+
+const (
+	correlationKey ctxKey = iota
+	loggerKey
+)
+
+// correlate gives every request a correlation id, from X-Correlation-ID when
+// the client sent a UUID there (trace ids of 32 hex digits parse as one) or
+// a new one, echoes it, and gives the request a logger that carries it. The
+// id is stored in every event the request causes, so it must be a UUID; any
+// other value is refused rather than silently replaced.
+func (s *Server) correlate(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		id := uuid.Nil
+		var bad error
+		if h := r.Header.Get("X-Correlation-ID"); h != "" {
+			parsed, err := uuid.Parse(h)
+			if err != nil || parsed == uuid.Nil || (len(h) != 36 && len(h) != 32) {
+				bad = aggregate.Invalid("invalid_correlation_id", "X-Correlation-ID",
+					"X-Correlation-ID must be a UUID (or 32 hex digits), not %q", h)
+			} else {
+				id = parsed
+			}
+		}
+		if id == uuid.Nil {
+			id = uuid.Must(uuid.NewV7())
+		}
+		log := s.log.With(zap.String("correlation_id", id.String()))
+		ctx := context.WithValue(r.Context(), correlationKey, id)
+		ctx = context.WithValue(ctx, loggerKey, log)
+		r = r.WithContext(ctx)
+		w.Header().Set("X-Correlation-ID", id.String())
+
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		if bad != nil {
+			writeError(rec, r, bad)
+		} else {
+			next.ServeHTTP(rec, r)
+		}
+		if ce := log.Check(zap.InfoLevel, "request"); ce != nil {
+			ce.Write(zap.String("method", r.Method), zap.String("path", r.URL.Path),
+				zap.Int("status", rec.status), zap.Duration("duration", time.Since(start)))
+		}
+	})
+}
+
+func correlationID(ctx context.Context) uuid.UUID {
+	id, _ := ctx.Value(correlationKey).(uuid.UUID)
+	return id
+}
+
+func logger(ctx context.Context) *zap.Logger {
+	if l, ok := ctx.Value(loggerKey).(*zap.Logger); ok {
+		return l
+	}
+	return zap.NewNop()
+}
+
+// statusRecorder remembers the status written, for the access log.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
