@@ -1,0 +1,130 @@
+// Command orderd is the event-sourced order service: an HTTP API for order
+// and customer commands and queries, an event store that is its own outbox,
+// and the in-process workers that tail the store's change feed.
+//
+//	go run ./cmd/orderd            # serve on :8080 with the store in ./data
+//	go run ./cmd/orderd -help      # every flag and its ORDERD_ variable
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/thejerf/suture/v4"
+	"go.uber.org/zap"
+
+	"github.com/orderd/orderd"
+	"github.com/orderd/orderd/internal/aggregate"
+	"github.com/orderd/orderd/internal/api"
+	"github.com/orderd/orderd/internal/readmodel"
+	viewsqlite "github.com/orderd/orderd/internal/readmodel/sqlite"
+	"github.com/orderd/orderd/internal/store/sqlite"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "orderd:", err)
+		os.Exit(1)
+	}
+}
+
+// run is orderd from configuration to shutdown. It serves until ctx ends,
+// then drains: HTTP first, so that every accepted command is answered, then
+// the workers, so that the projector commits its checkpoint, then the
+// stores. onListen, when set, learns the bound address (tests listen on
+// port 0).
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, onListen func(net.Addr)) error {
+	cfg, err := parseConfig(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg, stderr)
+	defer func() { _ = log.Sync() }()
+
+	if err := os.MkdirAll(cfg.dataDir, 0o750); err != nil {
+		return fmt.Errorf("data dir: %w", err)
+	}
+	events, err := sqlite.Open(filepath.Join(cfg.dataDir, "events.db"), sqlite.Options{
+		Upcaster: aggregate.Upcasters(),
+		Logger:   log.Named("store"),
+	})
+	if err != nil {
+		return err
+	}
+	defer events.Close()
+	views, err := viewsqlite.Open(filepath.Join(cfg.dataDir, "views.db"), log.Named("views"))
+	if err != nil {
+		return err
+	}
+	defer views.Close()
+
+	projector := &watched{Service: readmodel.NewProjector(events, views, log.Named("projector"))}
+	workers := suture.New("orderd", suture.Spec{
+		EventHook: func(e suture.Event) { log.Warn("supervisor", zap.String("event", e.String())) },
+	})
+	workers.Add(projector)
+
+	ready := func(ctx context.Context) map[string]api.Component {
+		out := map[string]api.Component{}
+		head, err := events.Head(ctx)
+		if err != nil {
+			out["store"] = api.Component{Status: "down", Detail: err.Error()}
+		} else {
+			out["store"] = api.Component{Status: "up"}
+		}
+		out["projector"] = projector.component(head - projector.Position())
+		return out
+	}
+	commands := aggregate.NewHandler(events, time.Now)
+	queries := readmodel.NewQueries(views, cfg.readWait)
+	srv := &http.Server{
+		Handler:           api.New(commands, queries, events, ready, orderd.OpenAPI, log.Named("http")).Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      15 * time.Second, // above the longest min_version wait
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
+	ln, err := net.Listen("tcp", cfg.httpAddr)
+	if err != nil {
+		return err
+	}
+	log.Info("orderd listening", zap.String("addr", ln.Addr().String()),
+		zap.String("store", cfg.store), zap.String("data_dir", cfg.dataDir))
+	if onListen != nil {
+		onListen(ln.Addr())
+	}
+
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	workDone := workers.ServeBackground(workCtx)
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- srv.Serve(ln) }()
+
+	select {
+	case err = <-httpDone:
+		err = fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
+		log.Info("shutting down")
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+		err = srv.Shutdown(sctx)
+		cancel()
+	}
+	stopWork()
+	if werr := <-workDone; werr != nil && !errors.Is(werr, context.Canceled) {
+		err = errors.Join(err, werr)
+	}
+	log.Info("stopped", zap.Int64("projected_through", projector.Position()))
+	return err
+}
