@@ -1,0 +1,199 @@
+// Package sqlite keeps the relay's ledger (its feed checkpoint and its dead
+// letters) in a SQLite file of its own, separate from the event store and
+// the read models, so that the relay's writes never wait for theirs.
+//
+// Durability: the file runs with journal_mode=WAL and synchronous=FULL, and
+// unlike the read models it is not a cache. The checkpoint decides what is
+// published again after a crash, and the dead letters are the only record
+// of events that were not published. Under synchronous=NORMAL a power cut
+// may roll back commits the relay has already acted on: the checkpoint
+// would move back (every event after it goes to Kafka again), and an
+// operator's discard would be undone (the discarded letter comes back, and
+// the events published behind it are published again). FULL syncs the WAL
+// at every commit, and the relay commits once per batch of events, so the
+// fsync is cheap next to the broker round trip that precedes it.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"runtime"
+	"time"
+
+	"go.uber.org/zap"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/orderd/orderd/internal/relay"
+	"github.com/orderd/orderd/migrations"
+)
+
+// busyTimeout is how long a connection waits for a lock held by another
+// connection (a WAL checkpoint, the sqlite3 CLI during an incident).
+const busyTimeout = 5 * time.Second
+
+// timeFormat writes UTC times with a fixed nine fraction digits: they
+// round-trip exactly and sort as text.
+const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+// Ledger is a relay.Ledger on a SQLite file. It is safe for concurrent use.
+//
+// Times read back exactly, in UTC. Writes go through one connection
+// (SQLite admits one writer at a time anyway); reads use a pool that, in
+// WAL mode, never waits for the writer.
+type Ledger struct {
+	w   *sql.DB
+	r   *sql.DB
+	log *zap.Logger
+}
+
+// Open opens (creating if needed) the ledger at path and brings its schema
+// up to date. log may be nil. The caller must Close the ledger. It returns
+// an error if the file cannot be opened or migrated.
+func Open(path string, log *zap.Logger) (*Ledger, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	l := &Ledger{log: log}
+	if err := l.open(path); err != nil {
+		return nil, errors.Join(err, l.Close())
+	}
+	log.Info("relay ledger open", zap.String("path", path))
+	return l, nil
+}
+
+func (l *Ledger) open(path string) (err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// The writer sets WAL first: journal_mode is persistent in the file, so
+	// the readers opened afterwards find it. BEGIN IMMEDIATE takes the write
+	// lock at BEGIN, where busy_timeout can wait for it; a deferred
+	// transaction that upgrades later can fail at once with SQLITE_BUSY.
+	if l.w, err = sql.Open("sqlite", dsn(path, "journal_mode(WAL)", "synchronous(FULL)")+"&_txlock=immediate"); err != nil {
+		return fmt.Errorf("relay/sqlite: open %s: %w", path, err)
+	}
+	l.w.SetMaxOpenConns(1)
+	l.w.SetMaxIdleConns(1)
+	l.w.SetConnMaxLifetime(0)
+	if err := migrations.ApplySQLite(ctx, l.w, "sqlite/relay"); err != nil {
+		return fmt.Errorf("relay/sqlite: migrate %s: %w", path, err)
+	}
+	if l.r, err = sql.Open("sqlite", dsn(path, "query_only(true)")); err != nil {
+		return fmt.Errorf("relay/sqlite: open %s for reading: %w", path, err)
+	}
+	n := max(2, runtime.GOMAXPROCS(0))
+	l.r.SetMaxOpenConns(n)
+	l.r.SetMaxIdleConns(n)
+	return nil
+}
+
+// dsn builds a modernc.org/sqlite data source name. The file: URI form with
+// an escaped path keeps a '?', '#' or '%' in the path from being read as the
+// start of the parameters.
+func dsn(path string, pragmas ...string) string {
+	q := url.Values{}
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
+	for _, p := range pragmas {
+		q.Add("_pragma", p)
+	}
+	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+}
+
+// Close closes the database; every method fails after it.
+func (l *Ledger) Close() error {
+	var errs []error
+	for _, db := range []*sql.DB{l.r, l.w} {
+		if db != nil {
+			if err := db.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("relay/sqlite: close: %w", err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Checkpoint returns the feed position through which every event is
+// published or dead-lettered, 0 before the first Advance.
+func (l *Ledger) Checkpoint(ctx context.Context) (int64, error) {
+	var pos int64
+	err := l.r.QueryRowContext(ctx, `SELECT coalesce(max(position), 0) FROM relay_checkpoint`).Scan(&pos)
+	if err != nil {
+		return 0, fmt.Errorf("relay/sqlite: checkpoint: %w", err)
+	}
+	return pos, nil
+}
+
+// Advance moves the checkpoint to through, unless it is already further,
+// and records letters, in one transaction: either both happen or neither.
+//
+// A letter whose position is already recorded is ignored, not overwritten.
+// A position always names the same event, and the stored letter may have
+// moved on since it was first recorded (more attempts, a newer error, a
+// parked letter that became failed), which an overwrite would undo. Ignoring
+// it also makes a retried Advance (one whose commit succeeded although the
+// caller saw an error) change nothing. A letter for an event that is
+// recorded under another position, a state other than relay.Failed or
+// relay.Parked, or a position below 1 fails the whole call.
+func (l *Ledger) Advance(ctx context.Context, through int64, letters []relay.DeadLetter) (err error) {
+	if through < 0 {
+		return fmt.Errorf("relay/sqlite: advance to %d: the position must not be negative", through)
+	}
+	for _, d := range letters {
+		if err := valid(d); err != nil {
+			return fmt.Errorf("relay/sqlite: advance to %d: %w", through, err)
+		}
+	}
+	tx, err := l.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("relay/sqlite: advance to %d: %w", through, err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback() // the error that got us here is the one to report
+			err = fmt.Errorf("relay/sqlite: advance to %d: %w", through, err)
+		}
+	}()
+	if _, err := tx.ExecContext(ctx, `INSERT INTO relay_checkpoint (id, position) VALUES (1, ?)
+		ON CONFLICT (id) DO UPDATE SET position = max(position, excluded.position)`, through); err != nil {
+		return err
+	}
+	for _, d := range letters {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO dead_letters (position, event_id, aggregate_id,
+			aggregate_type, sequence, event_type, topic, state, error, attempts, first_failed_at, last_failed_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (position) DO NOTHING`,
+			d.Position, d.EventID.String(), d.AggregateID.String(), d.AggregateType, d.Sequence, d.EventType,
+			d.Topic, d.State, d.Error, d.Attempts, formatTime(d.FirstFailedAt), formatTime(d.LastFailedAt)); err != nil {
+			return fmt.Errorf("letter %d: %w", d.Position, err)
+		}
+	}
+	return tx.Commit()
+}
+
+// valid checks what the schema would refuse anyway, to say it plainly.
+func valid(d relay.DeadLetter) error {
+	if d.Position < 1 {
+		return fmt.Errorf("letter %d: the position must be 1 or more", d.Position)
+	}
+	if d.State != relay.Failed && d.State != relay.Parked {
+		return fmt.Errorf("letter %d: state %q is neither %q nor %q", d.Position, d.State, relay.Failed, relay.Parked)
+	}
+	if d.Attempts < 0 {
+		return fmt.Errorf("letter %d: attempts %d is negative", d.Position, d.Attempts)
+	}
+	return nil
+}
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
+
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("bad time %q: %w", s, err)
+	}
+	return t.UTC(), nil
+}
+
+var _ relay.Ledger = (*Ledger)(nil)
