@@ -1,0 +1,103 @@
+package relay_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"go.uber.org/zap/zaptest"
+
+	"github.com/orderd/orderd/internal/relay"
+	"github.com/orderd/orderd/internal/relay/kafkatest"
+	relaysqlite "github.com/orderd/orderd/internal/relay/sqlite"
+	"github.com/orderd/orderd/internal/store/sqlite"
+)
+
+// TestRelayBreaker injects produce faults with kfake (an in-process Kafka
+// protocol implementation): while the broker answers NotLeaderForPartition
+// the relay retries, its breaker opens, and nothing is dead-lettered; once
+// the fault clears, the breaker closes and every event is published.
+func TestRelayBreaker(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "widgets"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	dir := t.TempDir()
+	events, err := sqlite.Open(filepath.Join(dir, "events.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer events.Close()
+	ledger, err := relaysqlite.Open(filepath.Join(dir, "relay.db"), zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ledger.Close()
+	k, err := relay.NewKafka(relay.KafkaConfig{Brokers: cluster.ListenAddrs(), WriteTimeout: time.Second}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	reg := prometheus.NewRegistry()
+	rl := relay.New(events, events, k, ledger, relay.Config{
+		Topics:       relay.Topics{ByType: map[string]string{"Widget": "widgets"}},
+		RetryInitial: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond,
+		BreakerFailures: 5, BreakerOpen: 200 * time.Millisecond, BreakerSuccesses: 3,
+	}, zaptest.NewLogger(t), relay.NewMetrics(reg))
+	r := &rig{t: t, events: events, seq: map[uuid.UUID]int64{}}
+
+	heal := kafkatest.FailProduce(cluster, int16(kafka.NotLeaderForPartition))
+	for range 10 {
+		r.appendEvent(uuid.New(), 10)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- rl.Serve(ctx) }()
+	waitFor(t, "the breaker to open", func() bool { return rl.Breaker() == "open" })
+	if rl.Position() != 0 {
+		t.Fatalf("relay moved to %d while every produce failed", rl.Position())
+	}
+	heal()
+	waitFor(t, "the relay to catch up", func() bool { return rl.Position() == 10 })
+	// Half-open, the breaker closes after 3 successful publishes: the
+	// backlog went out in one; three more events, one at a time, make up
+	// the rest.
+	for i := int64(11); i <= 13; i++ {
+		r.appendEvent(uuid.New(), 10)
+		waitFor(t, "the next event", func() bool { return rl.Position() == i })
+	}
+	waitFor(t, "the breaker to close", func() bool { return rl.Breaker() == "closed" })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if n := gauge(t, reg, "orderd_relay_breaker_transitions_total", "open"); n < 1 {
+		t.Errorf("breaker opened %v times", n)
+	}
+	if n := gauge(t, reg, "orderd_relay_retries_total", ""); n < 5 {
+		t.Errorf("%v retries, want at least the 5 that open the breaker", n)
+	}
+	if n := gauge(t, reg, "orderd_relay_published_total", ""); n != 13 {
+		t.Errorf("%v published, want 13", n)
+	}
+	if letters, _ := ledger.List(context.Background(), 0, 10); len(letters) != 0 {
+		t.Errorf("transient faults dead-lettered %d events", len(letters))
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,330 @@
+// Package relay publishes every committed event to Kafka: at least once, in
+// order per aggregate, retrying transient failures behind a circuit breaker
+// and dead-lettering the events that can never be published.
+//
+// The relay tails the store's change feed from its own checkpoint, which
+// moves only past events that Kafka acknowledged or that went to the
+// dead-letter ledger. A crash therefore publishes again from the
+// checkpoint: consumers may see an event twice (same ce_id) but never miss
+// one, and never see event n+1 of an aggregate before event n.
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/google/uuid"
+	"github.com/sony/gobreaker/v2"
+	"go.uber.org/zap"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// History reads an aggregate's stored events, for replaying dead letters.
+type History interface {
+	Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([]store.Event, error)
+}
+
+// Config tunes the relay. Zero fields take the defaults in brackets.
+type Config struct {
+	Topics    Topics
+	Source    string // CloudEvents source ["orderd"]
+	BatchSize int    // feed events read per batch [500]
+
+	RetryInitial time.Duration // first retry delay [100ms]
+	RetryMax     time.Duration // retry delay cap [5s]
+
+	BreakerFailures  uint32        // consecutive failures that open the breaker [5]
+	BreakerOpen      time.Duration // how long it stays open before probing [30s]
+	BreakerSuccesses uint32        // probes that must succeed to close it [3]
+}
+
+func (c *Config) defaults() {
+	if c.Source == "" {
+		c.Source = "orderd"
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = 500
+	}
+	if c.RetryInitial <= 0 {
+		c.RetryInitial = 100 * time.Millisecond
+	}
+	if c.RetryMax <= 0 {
+		c.RetryMax = 5 * time.Second
+	}
+	if c.BreakerFailures == 0 {
+		c.BreakerFailures = 5
+	}
+	if c.BreakerOpen <= 0 {
+		c.BreakerOpen = 30 * time.Second
+	}
+	if c.BreakerSuccesses == 0 {
+		c.BreakerSuccesses = 3
+	}
+}
+
+// Relay moves events from the feed to a Publisher.
+type Relay struct {
+	feed    store.Feed
+	history History
+	pub     Publisher
+	ledger  Ledger
+	cfg     Config
+	log     *zap.Logger
+	metrics *Metrics
+	breaker *gobreaker.CircuitBreaker[struct{}]
+
+	// mu serialises the delivery of a feed batch with replays and discards,
+	// so that an aggregate is never unblocked while its next event is being
+	// parked.
+	mu      sync.Mutex
+	blocked map[uuid.UUID]bool
+
+	pos atomic.Int64
+}
+
+// New returns a relay. metrics may be nil. A nil pub makes a relay that is
+// off: it must not Serve, and replays fail with ErrBrokerUnavailable.
+func New(feed store.Feed, history History, pub Publisher, ledger Ledger, cfg Config, log *zap.Logger, metrics *Metrics) *Relay {
+	cfg.defaults()
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	r := &Relay{feed: feed, history: history, pub: pub, ledger: ledger, cfg: cfg, log: log, metrics: metrics}
+	metrics.breaker.Set(0) // closed
+	r.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        "kafka",
+		MaxRequests: cfg.BreakerSuccesses,
+		Timeout:     cfg.BreakerOpen,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= cfg.BreakerFailures },
+		// A message that can never be published says nothing about the
+		// broker's health: it must not open the breaker.
+		IsSuccessful: func(err error) bool { return err == nil || errors.Is(err, ErrPermanent) },
+		OnStateChange: func(_ string, from, to gobreaker.State) {
+			log.Warn("kafka circuit breaker", zap.String("from", from.String()), zap.String("to", to.String()))
+			metrics.breakerState(to)
+		},
+	})
+	return r
+}
+
+// Position returns the feed position through which events are published or
+// dead-lettered.
+func (r *Relay) Position() int64 { return r.pos.Load() }
+
+// Breaker returns the circuit breaker's state: closed, half-open or open.
+func (r *Relay) Breaker() string { return r.breaker.State().String() }
+
+// Serve relays the feed from the ledger's checkpoint until ctx ends, then
+// returns nil. A batch being published when ctx ends is abandoned without
+// moving the checkpoint; it is published again at the next start.
+func (r *Relay) Serve(ctx context.Context) error {
+	pos, err := r.ledger.Checkpoint(ctx)
+	if err != nil {
+		return r.stopped(ctx, fmt.Errorf("relay: read checkpoint: %w", err))
+	}
+	blocked, err := r.ledger.Blocked(ctx)
+	if err != nil {
+		return r.stopped(ctx, fmt.Errorf("relay: read dead letters: %w", err))
+	}
+	r.mu.Lock()
+	r.blocked = make(map[uuid.UUID]bool, len(blocked))
+	for _, id := range blocked {
+		r.blocked[id] = true
+	}
+	r.mu.Unlock()
+	r.pos.Store(pos)
+	r.log.Info("relay starting", zap.Int64("position", pos), zap.Int("blocked_aggregates", len(blocked)))
+
+	for {
+		events, err := r.feed.ReadFeed(ctx, pos, r.cfg.BatchSize)
+		if err != nil {
+			return r.stopped(ctx, fmt.Errorf("relay: read feed after %d: %w", pos, err))
+		}
+		if len(events) == 0 {
+			continue
+		}
+		through := events[len(events)-1].Position
+		if err := r.deliverBatch(ctx, events, through); err != nil {
+			return r.stopped(ctx, err)
+		}
+		pos = through
+		r.pos.Store(pos)
+	}
+}
+
+// stopped turns an error caused by ctx ending into a clean stop.
+func (r *Relay) stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		r.log.Info("relay stopped", zap.Int64("position", r.Position()))
+		return nil
+	}
+	return err
+}
+
+// deliverBatch publishes a feed batch, dead-letters what cannot be
+// published, and moves the checkpoint past it.
+func (r *Relay) deliverBatch(ctx context.Context, events []store.Event, through int64) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	letters, err := r.deliver(ctx, events)
+	if err != nil {
+		return err
+	}
+	// Everything is acknowledged or dead-lettered: record it even if ctx
+	// ended meanwhile, so that it is not published again.
+	if err := r.ledger.Advance(context.WithoutCancel(ctx), through, letters); err != nil {
+		return fmt.Errorf("relay: advance to %d: %w", through, err)
+	}
+	for _, l := range letters {
+		r.blocked[l.AggregateID] = true
+	}
+	r.metrics.deadLettered(letters)
+	return nil
+}
+
+// deliver publishes events in waves that hold at most one event per
+// aggregate, each wave after the previous one is acknowledged: Kafka keeps
+// a key's records in order only within what one request writes, so this is
+// what makes "n+1 never before n is acknowledged" hold across retries and
+// partition batches. Many aggregates share a wave; one busy aggregate
+// costs a round trip per event. Events of blocked aggregates are parked.
+func (r *Relay) deliver(ctx context.Context, events []store.Event) ([]DeadLetter, error) {
+	var letters []DeadLetter
+	blocked := func(id uuid.UUID) bool {
+		if r.blocked[id] {
+			return true
+		}
+		for _, l := range letters {
+			if l.AggregateID == id {
+				return true
+			}
+		}
+		return false
+	}
+	pending := events
+	for len(pending) > 0 {
+		var wave, rest []store.Event
+		inWave := make(map[uuid.UUID]bool)
+		for _, e := range pending {
+			switch {
+			case blocked(e.AggregateID):
+				letters = append(letters, r.letter(e, Parked, ""))
+			case inWave[e.AggregateID]:
+				rest = append(rest, e)
+			default:
+				inWave[e.AggregateID] = true
+				wave = append(wave, e)
+			}
+		}
+		failed, err := r.deliverWave(ctx, wave)
+		if err != nil {
+			return nil, err
+		}
+		letters = append(letters, failed...)
+		pending = rest
+	}
+	return letters, nil
+}
+
+// deliverWave publishes events of distinct aggregates, retrying transient
+// failures until ctx ends. On a permanent failure it narrows down to the
+// events at fault, since kafka-go fails a whole partition batch, not one
+// message: what the error says was written counts as published, and the
+// rest is split and published again until each culprit is alone, then
+// returned as a failed dead letter. Splitting is safe because no two events
+// of a wave share an aggregate.
+func (r *Relay) deliverWave(ctx context.Context, wave []store.Event) ([]DeadLetter, error) {
+	if len(wave) == 0 {
+		return nil, nil
+	}
+	msgs := make([]Message, len(wave))
+	for i, e := range wave {
+		msgs[i] = r.message(e)
+	}
+	err := r.publish(ctx, msgs)
+	switch {
+	case err == nil:
+		r.metrics.published(msgs)
+		return nil, nil
+	case !errors.Is(err, ErrPermanent):
+		return nil, err
+	case len(wave) == 1:
+		r.log.Error("dead-lettering event", zap.Stringer("event_id", wave[0].ID),
+			zap.Stringer("aggregate_id", wave[0].AggregateID), zap.Int64("position", wave[0].Position), zap.Error(err))
+		return []DeadLetter{r.letter(wave[0], Failed, err.Error())}, nil
+	}
+	var pe *PublishError
+	if errors.As(err, &pe) && len(pe.Failed) > 0 && len(pe.Failed) < len(wave) {
+		var written []Message
+		var rest []store.Event
+		for i := range wave {
+			if slices.Contains(pe.Failed, i) {
+				rest = append(rest, wave[i])
+			} else {
+				written = append(written, msgs[i])
+			}
+		}
+		r.metrics.published(written)
+		return r.deliverWave(ctx, rest)
+	}
+	half := len(wave) / 2
+	a, err := r.deliverWave(ctx, wave[:half])
+	if err != nil {
+		return nil, err
+	}
+	b, err := r.deliverWave(ctx, wave[half:])
+	if err != nil {
+		return nil, err
+	}
+	return append(a, b...), nil
+}
+
+// publish sends msgs through the circuit breaker, retrying transient
+// failures with capped, jittered exponential backoff until ctx ends. While
+// the breaker is open attempts fail at once and only the backoff waits.
+func (r *Relay) publish(ctx context.Context, msgs []Message) error {
+	b := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(r.cfg.RetryInitial),
+		backoff.WithMaxInterval(r.cfg.RetryMax),
+		backoff.WithRandomizationFactor(0.5),
+		backoff.WithMaxElapsedTime(0), // transient failures never dead-letter
+	)
+	attempt := 0
+	return backoff.Retry(func() error {
+		attempt++
+		_, err := r.breaker.Execute(func() (struct{}, error) { return struct{}{}, r.pub.Publish(ctx, msgs) })
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, ErrPermanent):
+			return backoff.Permanent(err)
+		case ctx.Err() != nil:
+			return backoff.Permanent(ctx.Err())
+		}
+		r.metrics.retried()
+		if attempt == 1 || attempt%10 == 0 {
+			r.log.Warn("publish failed; retrying", zap.Int("messages", len(msgs)), zap.Int("attempt", attempt),
+				zap.String("breaker", r.Breaker()), zap.Error(err))
+		}
+		return err
+	}, backoff.WithContext(b, ctx))
+}
+
+func (r *Relay) letter(e store.Event, state, reason string) DeadLetter {
+	now := time.Now().UTC()
+	l := DeadLetter{
+		Position: e.Position, EventID: e.ID, AggregateID: e.AggregateID, AggregateType: e.AggregateType,
+		Sequence: e.Sequence, EventType: e.Type, Topic: r.cfg.Topics.For(e.AggregateType), State: state,
+	}
+	if state == Failed {
+		l.Error, l.Attempts, l.FirstFailedAt, l.LastFailedAt = reason, 1, now, now
+	}
+	return l
+}
