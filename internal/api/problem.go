@@ -10,6 +10,7 @@ import (
 
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
+	"github.com/orderd/orderd/internal/relay"
 )
 
 // problem is an RFC 9457 problem details object. Code is the stable,
@@ -44,11 +45,20 @@ func statusOf(err error) int {
 	switch {
 	case errors.Is(err, aggregate.ErrInvalid):
 		return http.StatusBadRequest
-	case errors.Is(err, aggregate.ErrNotFound), errors.Is(err, errNoRoute):
+	case errors.Is(err, aggregate.ErrNotFound), errors.Is(err, errNoRoute), errors.Is(err, relay.ErrNotFound):
 		return http.StatusNotFound
+	case errors.Is(err, errUnauthorized):
+		return http.StatusUnauthorized
 	case errors.Is(err, errNoMethod):
 		return http.StatusMethodNotAllowed
 	case errors.Is(err, aggregate.ErrRejected), errors.Is(err, aggregate.ErrExists):
+		return http.StatusConflict
+	case errors.Is(err, relay.ErrReplayFailed):
+		// Not 502: the broker answered, and refused the event for good
+		// (too large, a topic it will not take). Repeating the request
+		// cannot succeed until the operator changes something, which is
+		// what 409 says; a 5xx would invite blind retries, and this is
+		// not the server failing.
 		return http.StatusConflict
 	case errors.Is(err, aggregate.ErrStale):
 		return http.StatusPreconditionFailed
@@ -56,7 +66,7 @@ func statusOf(err error) int {
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, errMediaType):
 		return http.StatusUnsupportedMediaType
-	case errors.Is(err, readmodel.ErrBehind):
+	case errors.Is(err, readmodel.ErrBehind), errors.Is(err, relay.ErrBrokerUnavailable):
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
@@ -80,17 +90,29 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	var de *aggregate.Error
 	switch {
-	case errors.As(err, &de) && status < 500:
+	case errors.As(err, &de) && status != http.StatusInternalServerError:
 		p.Code, p.Field, p.Detail = de.Code, de.Field, de.Detail
 	case status == http.StatusServiceUnavailable:
 		p.Code, p.Detail = "projection_behind", "the read model has not reached the requested version yet; retry shortly"
-		w.Header().Set("Retry-After", "1")
 	default:
 		p.Code, p.Detail = "internal", "the server failed to handle the request; the correlation id identifies it in the logs"
 		logger(r.Context()).Error("request failed", zap.Error(err), zap.Int("status", status))
+	}
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", retryAfter(err))
 	}
 	p.Type = "urn:orderd:problem:" + p.Code
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(p)
+}
+
+// retryAfter is the Retry-After of a 503, in seconds: a projection catches
+// up in milliseconds, while a broker that timed out a replay is likely to
+// be down for a while yet.
+func retryAfter(err error) string {
+	if errors.Is(err, relay.ErrBrokerUnavailable) {
+		return "10"
+	}
+	return "1"
 }

@@ -12,6 +12,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"github.com/orderd/orderd/internal/aggregate"
@@ -33,7 +35,7 @@ type History interface {
 
 // Component is one part of the service as /readyz reports it.
 type Component struct {
-	Status string `json:"status"` // "up" or "down"
+	Status string `json:"status"` // "up", "degraded" (working, with a problem to look at), "off" or "down" (not ready)
 	Detail string `json:"detail,omitempty"`
 	Lag    *int64 `json:"lag,omitempty"` // events not yet processed, where it applies
 }
@@ -49,12 +51,25 @@ type Server struct {
 	ready    Readiness
 	spec     []byte
 	log      *zap.Logger
+
+	metrics  *Metrics
+	gatherer prometheus.Gatherer
+
+	admin      DeadLetters // see WithAdmin, in admin.go
+	adminToken string
 }
 
 // New returns a server. spec is the OpenAPI document served at
 // /openapi.yaml.
 func New(commands *aggregate.Handler, queries Queries, history History, ready Readiness, spec []byte, log *zap.Logger) *Server {
 	return &Server{commands: commands, queries: queries, history: history, ready: ready, spec: spec, log: log}
+}
+
+// WithMetrics counts and times commands in m and serves gatherer's series
+// at /metrics.
+func (s *Server) WithMetrics(m *Metrics, gatherer prometheus.Gatherer) *Server {
+	s.metrics, s.gatherer = m, gatherer
+	return s
 }
 
 // Handler returns the routes.
@@ -71,25 +86,29 @@ func (s *Server) Handler() http.Handler {
 	r.Get("/healthz", s.handle(s.healthz))
 	r.Get("/readyz", s.handle(s.readyz))
 	r.Get("/openapi.yaml", s.handle(s.openapi))
+	if s.gatherer != nil {
+		r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
+	}
 
 	r.Route("/v1/customers", func(r chi.Router) {
-		r.Post("/", s.handle(s.registerCustomer))
+		r.Post("/", s.command("RegisterCustomer", s.registerCustomer))
 		r.Get("/{id}", s.handle(s.getCustomer))
-		r.Post("/{id}/email", s.handle(s.changeEmail))
-		r.Post("/{id}/phone", s.handle(s.changePhone))
+		r.Post("/{id}/email", s.command("ChangeEmail", s.changeEmail))
+		r.Post("/{id}/phone", s.command("ChangePhone", s.changePhone))
 		r.Get("/{id}/orders", s.handle(s.customerOrders))
 		r.Get("/{id}/events", s.handle(s.customerEvents))
 	})
 	r.Route("/v1/orders", func(r chi.Router) {
-		r.Post("/", s.handle(s.createOrder))
+		r.Post("/", s.command("CreateOrder", s.createOrder))
 		r.Get("/{id}", s.handle(s.getOrder))
 		r.Get("/{id}/events", s.handle(s.orderEvents))
-		r.Put("/{id}/items", s.handle(s.updateItems))
-		r.Post("/{id}/confirm", s.handle(s.confirmOrder))
-		r.Post("/{id}/ship", s.handle(s.shipOrder))
-		r.Post("/{id}/deliver", s.handle(s.deliverOrder))
-		r.Post("/{id}/cancel", s.handle(s.cancelOrder))
+		r.Put("/{id}/items", s.command("UpdateItems", s.updateItems))
+		r.Post("/{id}/confirm", s.command("ConfirmOrder", s.confirmOrder))
+		r.Post("/{id}/ship", s.command("ShipOrder", s.shipOrder))
+		r.Post("/{id}/deliver", s.command("DeliverOrder", s.deliverOrder))
+		r.Post("/{id}/cancel", s.command("CancelOrder", s.cancelOrder))
 	})
+	s.mountAdmin(r)
 	return r
 }
 
@@ -133,7 +152,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	components := s.ready(ctx)
 	status, code := "ready", http.StatusOK
 	for _, c := range components {
-		if c.Status != "up" {
+		if c.Status == "down" {
 			status, code = "not_ready", http.StatusServiceUnavailable
 		}
 	}
