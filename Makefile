@@ -1,13 +1,18 @@
 # The project's commands. `make test` is the one the README names and CI
-# runs; it needs nothing but Go: modules come from the module proxy.
+# runs. It sets up what the tests need: Go modules from the module proxy,
+# kcat from Debian (scripts/deps.sh), and a real Kafka broker from Maven
+# Central (scripts/kafka.sh), which it stops again afterwards.
 GO ?= go
 FUZZTIME ?= 10s
 
-.PHONY: test check unit fuzz bench run
+.PHONY: test deps check unit fuzz bench run
 
 # Every test: static checks, the unit, store-conformance and end-to-end
 # suites, then a short run of each fuzz target.
-test: check unit fuzz
+test: deps check unit fuzz
+
+deps:
+	scripts/deps.sh
 
 check:
 	$(GO) mod download
@@ -15,8 +20,11 @@ check:
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
+# The broker is stopped whatever the tests' outcome; the tests' exit code
+# is the target's.
 unit:
-	$(GO) test -count=1 ./...
+	scripts/kafka.sh start
+	$(GO) test -count=1 -timeout=30m ./... ; rc=$$?; scripts/kafka.sh stop; exit $$rc
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeCommand$$' -fuzztime=$(FUZZTIME) ./internal/api
@@ -24,7 +32,8 @@ fuzz:
 
 # The benchmarks whose figures are in the README.
 bench:
-	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/store/sqlite ./internal/readmodel/sqlite ./cmd/orderd
+	scripts/kafka.sh start
+	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/store/sqlite ./internal/readmodel/sqlite ./internal/relay ./cmd/orderd ; rc=$$?; scripts/kafka.sh stop; exit $$rc
 
 run:
 	$(GO) run ./cmd/orderd

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -183,7 +184,8 @@ func (s *service) call(t testing.TB, method, path string, body any, header map[s
 	var in *openapi3filter.RequestValidationInput
 	if route != nil {
 		in = &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
-			Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true}}
+			Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true,
+				AuthenticationFunc: bearerPresent}}
 		if validRequest {
 			if err := openapi3filter.ValidateRequest(context.Background(), in); err != nil {
 				t.Fatalf("%s %s: request breaks openapi.yaml: %v", method, path, err)
@@ -246,4 +248,14 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return strings.TrimSpace(b.b.String())
+}
+
+// bearerPresent checks what the contract's bearer scheme can: that a
+// request to an admin route carries a bearer token. Whether the token is
+// right is the server's to say (401).
+func bearerPresent(_ context.Context, in *openapi3filter.AuthenticationInput) error {
+	if !strings.HasPrefix(in.RequestValidationInput.Request.Header.Get("Authorization"), "Bearer ") {
+		return in.NewError(errors.New("no bearer token"))
+	}
+	return nil
 }

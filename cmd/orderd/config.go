@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -20,6 +22,19 @@ type config struct {
 	logFormat       string
 	readWait        time.Duration
 	shutdownTimeout time.Duration
+	adminToken      string
+
+	kafkaBrokers     string // comma-separated; empty: the relay is off
+	topicPrefix      string
+	topics           string // Type=topic,… overrides
+	partitions       int
+	replication      int
+	relayBatch       int
+	retryInitial     time.Duration
+	retryMax         time.Duration
+	breakerFailures  int
+	breakerOpen      time.Duration
+	breakerSuccesses int
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -37,16 +52,48 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.store, "store", env("ORDERD_STORE", "sqlite"), "event store backend: sqlite (ORDERD_STORE)")
 	fs.StringVar(&c.logLevel, "log-level", env("ORDERD_LOG_LEVEL", "info"), "debug, info, warn or error (ORDERD_LOG_LEVEL)")
 	fs.StringVar(&c.logFormat, "log-format", env("ORDERD_LOG_FORMAT", "json"), "json or console (ORDERD_LOG_FORMAT)")
-	readWait, err := durationEnv(getenv, "ORDERD_READ_WAIT", 2*time.Second)
-	if err != nil {
-		return c, err
+	durations := []struct {
+		p          *time.Duration
+		flag, name string
+		def        time.Duration
+		usage      string
+	}{
+		{&c.readWait, "read-wait", "ORDERD_READ_WAIT", 2 * time.Second, "longest wait of a GET with min_version for the projection"},
+		{&c.shutdownTimeout, "shutdown-timeout", "ORDERD_SHUTDOWN_TIMEOUT", 15 * time.Second, "longest wait for in-flight requests on SIGTERM"},
+		{&c.retryInitial, "retry-initial", "ORDERD_RETRY_INITIAL", 100 * time.Millisecond, "first delay before the relay retries a failed publish"},
+		{&c.retryMax, "retry-max", "ORDERD_RETRY_MAX", 5 * time.Second, "longest delay between the relay's retries"},
+		{&c.breakerOpen, "breaker-open", "ORDERD_BREAKER_OPEN", 30 * time.Second, "how long the Kafka circuit breaker stays open before probing"},
 	}
-	fs.DurationVar(&c.readWait, "read-wait", readWait, "longest wait of a GET with min_version for the projection (ORDERD_READ_WAIT)")
-	shutdown, err := durationEnv(getenv, "ORDERD_SHUTDOWN_TIMEOUT", 15*time.Second)
-	if err != nil {
-		return c, err
+	for _, d := range durations {
+		def, err := durationEnv(getenv, d.name, d.def)
+		if err != nil {
+			return c, err
+		}
+		fs.DurationVar(d.p, d.flag, def, d.usage+" ("+d.name+")")
 	}
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", shutdown, "longest wait for in-flight requests on SIGTERM (ORDERD_SHUTDOWN_TIMEOUT)")
+	ints := []struct {
+		p          *int
+		flag, name string
+		def        int
+		usage      string
+	}{
+		{&c.partitions, "kafka-partitions", "ORDERD_KAFKA_PARTITIONS", 3, "partitions of the topics orderd creates"},
+		{&c.replication, "kafka-replication", "ORDERD_KAFKA_REPLICATION", 1, "replication factor of the topics orderd creates"},
+		{&c.relayBatch, "relay-batch", "ORDERD_RELAY_BATCH", 500, "events the relay reads from the feed at a time"},
+		{&c.breakerFailures, "breaker-failures", "ORDERD_BREAKER_FAILURES", 5, "consecutive publish failures that open the breaker"},
+		{&c.breakerSuccesses, "breaker-successes", "ORDERD_BREAKER_SUCCESSES", 3, "successful probes that close the breaker"},
+	}
+	for _, n := range ints {
+		def, err := intEnv(getenv, n.name, n.def)
+		if err != nil {
+			return c, err
+		}
+		fs.IntVar(n.p, n.flag, def, n.usage+" ("+n.name+")")
+	}
+	fs.StringVar(&c.adminToken, "admin-token", getenv("ORDERD_ADMIN_TOKEN"), "bearer token of the /v1/admin routes; empty: they are off (ORDERD_ADMIN_TOKEN)")
+	fs.StringVar(&c.kafkaBrokers, "kafka-brokers", getenv("ORDERD_KAFKA_BROKERS"), "Kafka bootstrap servers, comma-separated; empty: the relay is off and the outbox keeps every event (ORDERD_KAFKA_BROKERS)")
+	fs.StringVar(&c.topicPrefix, "kafka-topic-prefix", getenv("ORDERD_KAFKA_TOPIC_PREFIX"), "prefix of the default topic names order-events and customer-events (ORDERD_KAFKA_TOPIC_PREFIX)")
+	fs.StringVar(&c.topics, "kafka-topics", getenv("ORDERD_KAFKA_TOPICS"), "per aggregate type topics, e.g. Order=orders,Customer=customers (ORDERD_KAFKA_TOPICS)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -62,7 +109,54 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if _, err := zapcore.ParseLevel(c.logLevel); err != nil {
 		return c, fmt.Errorf("log level: %w", err)
 	}
+	if _, err := c.topicMap(); err != nil {
+		return c, err
+	}
+	for _, n := range ints {
+		if *n.p < 1 {
+			return c, fmt.Errorf("-%s must be 1 or more, not %d", n.flag, *n.p)
+		}
+	}
 	return c, nil
+}
+
+// brokers returns the Kafka bootstrap servers, none when the relay is off.
+func (c config) brokers() []string {
+	var out []string
+	for _, b := range strings.Split(c.kafkaBrokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// topicMap parses "Order=orders,Customer=customers".
+func (c config) topicMap() (map[string]string, error) {
+	m := map[string]string{}
+	for _, kv := range strings.Split(c.topics, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		typ, topic, ok := strings.Cut(kv, "=")
+		if !ok || strings.TrimSpace(typ) == "" || strings.TrimSpace(topic) == "" {
+			return nil, fmt.Errorf("kafka topics %q: want Type=topic pairs such as Order=orders", c.topics)
+		}
+		m[strings.TrimSpace(typ)] = strings.TrimSpace(topic)
+	}
+	return m, nil
+}
+
+func intEnv(getenv func(string) string, name string, def int) (int, error) {
+	v := getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, fmt.Errorf("%s=%q: want a whole number of 1 or more", name, v)
+	}
+	return n, nil
 }
 
 func durationEnv(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {

@@ -4,6 +4,7 @@
 //
 //	go run ./cmd/orderd            # serve on :8080 with the store in ./data
 //	go run ./cmd/orderd -help      # every flag and its ORDERD_ variable
+//	go run ./cmd/orderd dlq list   # the dead letters of a running orderd
 package main
 
 import (
@@ -19,6 +20,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/thejerf/suture/v4"
 	"go.uber.org/zap"
 
@@ -27,12 +30,20 @@ import (
 	"github.com/orderd/orderd/internal/api"
 	"github.com/orderd/orderd/internal/readmodel"
 	viewsqlite "github.com/orderd/orderd/internal/readmodel/sqlite"
+	relaysqlite "github.com/orderd/orderd/internal/relay/sqlite"
 	"github.com/orderd/orderd/internal/store/sqlite"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == "dlq" {
+		// The operator's client of the admin API; it prints its own errors.
+		if runDLQ(ctx, os.Args[2:], os.Getenv, os.Stdout, os.Stderr) != nil {
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
 		fmt.Fprintln(os.Stderr, "orderd:", err)
 		os.Exit(1)
@@ -55,6 +66,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err := os.MkdirAll(cfg.dataDir, 0o750); err != nil {
 		return fmt.Errorf("data dir: %w", err)
 	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
 	events, err := sqlite.Open(filepath.Join(cfg.dataDir, "events.db"), sqlite.Options{
 		Upcaster: aggregate.Upcasters(),
 		Logger:   log.Named("store"),
@@ -68,31 +82,39 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer views.Close()
+	ledger, err := relaysqlite.Open(filepath.Join(cfg.dataDir, "relay.db"), log.Named("ledger"))
+	if err != nil {
+		return err
+	}
+	defer ledger.Close()
 
-	projector := &watched{Service: readmodel.NewProjector(events, views, log.Named("projector"))}
 	workers := suture.New("orderd", suture.Spec{
 		EventHook: func(e suture.Event) { log.Warn("supervisor", zap.String("event", e.String())) },
 	})
+	projector := &watched{Service: readmodel.NewProjector(events, views, log.Named("projector"))}
 	workers.Add(projector)
-
-	ready := func(ctx context.Context) map[string]api.Component {
-		out := map[string]api.Component{}
-		head, err := events.Head(ctx)
-		if err != nil {
-			out["store"] = api.Component{Status: "down", Detail: err.Error()}
-		} else {
-			out["store"] = api.Component{Status: "up"}
-		}
-		out["projector"] = projector.component(head - projector.Position())
-		return out
+	rl, relayWorker, closeKafka, err := newRelay(cfg, events, ledger, reg, log.Named("relay"))
+	if err != nil {
+		return err
 	}
-	commands := aggregate.NewHandler(events, time.Now)
+	defer closeKafka()
+	if relayWorker != nil {
+		workers.Add(relayWorker)
+	}
+	reg.MustRegister(&lagCollector{feed: events, consumers: consumers(projector, relayWorker)},
+		&deadLetterCollector{ledger: ledger})
+
+	commands := aggregate.NewHandler(countAppends(events, reg), time.Now)
 	queries := readmodel.NewQueries(views, cfg.readWait)
+	handler := api.New(commands, queries, events, readiness(events, projector, relayWorker, rl, ledger), orderd.OpenAPI, log.Named("http")).
+		WithMetrics(api.NewMetrics(reg), reg).
+		WithAdmin(rl, cfg.adminToken).
+		Handler()
 	srv := &http.Server{
-		Handler:           api.New(commands, queries, events, ready, orderd.OpenAPI, log.Named("http")).Handler(),
+		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      15 * time.Second, // above the longest min_version wait
+		WriteTimeout:      30 * time.Second, // above the longest min_version wait and a dead-letter replay
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}
@@ -125,6 +147,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if werr := <-workDone; werr != nil && !errors.Is(werr, context.Canceled) {
 		err = errors.Join(err, werr)
 	}
-	log.Info("stopped", zap.Int64("projected_through", projector.Position()))
+	log.Info("stopped", zap.Int64("projected_through", projector.Position()), zap.Int64("relayed_through", rl.Position()))
 	return err
 }

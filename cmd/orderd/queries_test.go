@@ -107,6 +107,25 @@ func TestOperations(t *testing.T) {
 		t.Fatalf("readyz %+v", ready)
 	}
 
+	s.do(t, "GET", "/metrics", nil, http.StatusOK) // as the contract says
+	m := s.metrics(t)
+	for _, series := range []string{
+		`orderd_commands_total{command="CreateOrder",status="201"}`,
+		`orderd_commands_total{command="RegisterCustomer",status="201"}`,
+		`orderd_command_duration_seconds_count{command="CreateOrder"}`,
+		`orderd_events_appended_total{aggregate_type="Order"}`,
+	} {
+		if m[series] != 1 {
+			t.Errorf("%s = %v, want 1", series, m[series])
+		}
+	}
+	if v, ok := m[`orderd_feed_lag_events{consumer="projector"}`]; !ok || v != 0 {
+		t.Errorf("projector lag %v (present %v), want 0", v, ok)
+	}
+	if ready.Components["relay"].Status != "off" {
+		t.Errorf("relay without brokers: %+v", ready.Components["relay"])
+	}
+
 	r := s.do(t, "GET", "/openapi.yaml", nil, http.StatusOK)
 	if !bytes.Equal(r.Body, orderd.OpenAPI) || !strings.HasPrefix(r.Header.Get("Content-Type"), "application/yaml") {
 		t.Fatalf("/openapi.yaml is not the contract (%s)", r.Header.Get("Content-Type"))

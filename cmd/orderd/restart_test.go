@@ -99,13 +99,17 @@ type process struct {
 	base string
 }
 
-func startProcess(t *testing.T, dir string) *process {
+func startProcess(t *testing.T, dir string, env map[string]string) *process {
 	t.Helper()
 	bin, err := binary()
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(bin, "-http-addr", "127.0.0.1:0", "-data-dir", dir, "-log-level", "info")
+	cmd.Env = os.Environ()
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -142,7 +146,7 @@ func TestKill9(t *testing.T) {
 		t.Skip("builds and runs the binary")
 	}
 	dir := t.TempDir()
-	p := startProcess(t, dir)
+	p := startProcess(t, dir, nil)
 	s := &service{t: t, base: p.base, dataDir: dir, router: contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
 	cust := s.registerCustomer(t, "kill9@example.com")
 
@@ -199,7 +203,7 @@ func TestKill9(t *testing.T) {
 	if got := scalarText(t, filepath.Join(dir, "events.db"), `PRAGMA integrity_check`); got != "ok" {
 		t.Fatalf("integrity_check after kill -9: %s", got)
 	}
-	p2 := startProcess(t, dir)
+	p2 := startProcess(t, dir, nil)
 	s2 := &service{t: t, base: p2.base, dataDir: dir, router: contract(t, p2.base), http: &http.Client{Timeout: 10 * time.Second}}
 	for _, a := range acked {
 		if o := s2.order(t, a.ID, a.Version); o.Status != "created" || o.CustomerID != cust.ID {
