@@ -513,3 +513,31 @@ func TestRelayBrokerDownAtStart(t *testing.T) {
 		t.Fatalf("relay lag %v events, %v s", m[`orderd_feed_lag_events{consumer="relay"}`], m[`orderd_feed_lag_seconds{consumer="relay"}`])
 	}
 }
+
+// TestRelayTurnedOnLater: events committed while no broker was configured
+// wait in the outbox and are published from the first once one is.
+func TestRelayTurnedOnLater(t *testing.T) {
+	brokers := kafkatest.Brokers(t)
+	dir := t.TempDir()
+	s1 := start(t, dir, nil)
+	cust := s1.registerCustomer(t, "later@example.com")
+	o := s1.createOrder(t, cust.ID)
+	s1.do(t, "POST", "/v1/orders/"+o.ID.String()+"/confirm", nil, http.StatusOK)
+	if err := s1.stop(); err != nil {
+		t.Fatal(err)
+	}
+
+	env := kafkaEnv(t, brokers)
+	s2 := start(t, dir, env)
+	s2.waitRelayed(t, 60*time.Second)
+	var seqs []string
+	for _, m := range consumeAll(t, brokers, env["ORDERD_KAFKA_TOPIC_PREFIX"]+"order-events") {
+		seqs = append(seqs, kafkaHeader(m.Headers, "ce_sequence"))
+	}
+	if strings.Join(seqs, ",") != "1,2" {
+		t.Fatalf("order-events after turning the relay on: sequences %v, want 1,2", seqs)
+	}
+	if recs := consumeAll(t, brokers, env["ORDERD_KAFKA_TOPIC_PREFIX"]+"customer-events"); len(recs) != 1 {
+		t.Fatalf("%d records on customer-events, want 1", len(recs))
+	}
+}
