@@ -5,6 +5,7 @@
 //	go run ./cmd/orderd            # serve on :8080 with the store in ./data
 //	go run ./cmd/orderd -help      # every flag and its ORDERD_ variable
 //	go run ./cmd/orderd dlq list   # the dead letters of a running orderd
+//	orderd healthcheck             # exit 0 when the local orderd answers /healthz
 package main
 
 import (
@@ -37,14 +38,24 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if len(os.Args) > 1 && os.Args[1] == "dlq" {
+	args, sub := os.Args[1:], ""
+	if len(args) > 0 {
+		sub = args[0]
+	}
+	var err error
+	switch sub {
+	case "dlq":
 		// The operator's client of the admin API; it prints its own errors.
-		if runDLQ(ctx, os.Args[2:], os.Getenv, os.Stdout, os.Stderr) != nil {
+		if runDLQ(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr) != nil {
 			os.Exit(1)
 		}
 		return
+	case "healthcheck":
+		err = runHealthcheck(ctx, args[1:], os.Getenv, os.Stderr)
+	default:
+		err = run(ctx, args, os.Getenv, os.Stderr, nil)
 	}
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr, nil); err != nil {
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "orderd:", err)
 		os.Exit(1)
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -145,5 +146,19 @@ func TestOperations(t *testing.T) {
 	}
 	if id := uuid.MustParse(s.do(t, "GET", "/healthz", nil, http.StatusOK).Header.Get("X-Correlation-ID")); id.Version() != 7 {
 		t.Fatalf("generated correlation id %s is not a UUIDv7", id)
+	}
+}
+
+// TestHealthcheck: `orderd healthcheck`, the container's HEALTHCHECK,
+// passes against a running orderd and fails where none listens.
+func TestHealthcheck(t *testing.T) {
+	s := start(t, "", nil)
+	addr := strings.TrimPrefix(s.base, "http://")
+	env := func(k string) string { return map[string]string{"ORDERD_HTTP_ADDR": addr}[k] }
+	if err := runHealthcheck(t.Context(), nil, env, io.Discard); err != nil {
+		t.Fatalf("healthcheck of a running orderd: %v", err)
+	}
+	if err := runHealthcheck(t.Context(), []string{"-http-addr", "127.0.0.1:1"}, env, io.Discard); err == nil {
+		t.Fatal("healthcheck passed with nothing listening")
 	}
 }
