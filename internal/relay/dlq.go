@@ -23,9 +23,10 @@ var (
 
 var errRelayOff = fmt.Errorf("%w: the relay is off (no Kafka brokers configured)", ErrBrokerUnavailable)
 
-// replayTimeout bounds how long an operator's replay retries a broker that
-// does not answer, since someone is waiting for it.
-const replayTimeout = 15 * time.Second
+// replayTimeout bounds a whole replay or discard, waiting for the relay's
+// turn included, since someone is waiting for it (and the HTTP server's
+// write timeout is 30 s).
+const replayTimeout = 20 * time.Second
 
 // List returns up to limit dead letters after position after.
 func (r *Relay) List(ctx context.Context, after int64, limit int) ([]DeadLetter, error) {
@@ -48,23 +49,29 @@ func (r *Relay) Inspect(ctx context.Context, position int64) (DeadLetter, store.
 // returns how many it published; once none is left, the aggregate's new
 // events flow again.
 func (r *Relay) Replay(ctx context.Context, position int64) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	ctx, cancel, err := r.operatorTurn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer cancel()
 	l, err := r.ledger.Get(ctx, position)
 	if err != nil {
 		return 0, err
 	}
-	return r.release(ctx, l.AggregateID)
+	return r.releaseAggregate(ctx, l.AggregateID)
 }
 
 // Discard drops the dead letter at position, which is then never published,
 // and replays what is left of its aggregate, as Replay does.
 func (r *Relay) Discard(ctx context.Context, position int64) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	if r.pub == nil {
 		return 0, errRelayOff
 	}
+	ctx, cancel, err := r.operatorTurn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer cancel()
 	l, err := r.ledger.Get(ctx, position)
 	if err != nil {
 		return 0, err
@@ -73,12 +80,26 @@ func (r *Relay) Discard(ctx context.Context, position int64) (int, error) {
 		return 0, err
 	}
 	r.metrics.discarded()
-	return r.release(ctx, l.AggregateID)
+	return r.releaseAggregate(ctx, l.AggregateID)
 }
 
-// release publishes an aggregate's dead letters in sequence order and
-// unblocks the aggregate when none is left. r.mu is held.
-func (r *Relay) release(ctx context.Context, aggregateID uuid.UUID) (int, error) {
+// operatorTurn bounds an operator's command by replayTimeout and takes the
+// relay's turn within it. The returned cancel also gives the turn back.
+func (r *Relay) operatorTurn(ctx context.Context) (context.Context, func(), error) {
+	ctx, cancel := context.WithTimeout(ctx, replayTimeout)
+	if err := r.take(ctx); err != nil {
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, nil, fmt.Errorf("%w: the relay is busy retrying a publish (is Kafka down?)", ErrBrokerUnavailable)
+		}
+		return nil, nil, err
+	}
+	return ctx, func() { r.release(); cancel() }, nil
+}
+
+// releaseAggregate publishes an aggregate's dead letters in sequence order
+// and unblocks the aggregate when none is left. The caller has the turn.
+func (r *Relay) releaseAggregate(ctx context.Context, aggregateID uuid.UUID) (int, error) {
 	if r.pub == nil {
 		return 0, errRelayOff
 	}
@@ -92,10 +113,8 @@ func (r *Relay) release(ctx context.Context, aggregateID uuid.UUID) (int, error)
 		if err != nil {
 			return published, err
 		}
-		pctx, cancel := context.WithTimeout(ctx, replayTimeout)
 		msg := r.message(e)
-		err = r.publish(pctx, []Message{msg})
-		cancel()
+		err = r.publish(ctx, []Message{msg})
 		switch {
 		case err == nil:
 			if err := r.ledger.Remove(ctx, l.Position); err != nil {
@@ -114,9 +133,7 @@ func (r *Relay) release(ctx context.Context, aggregateID uuid.UUID) (int, error)
 				return published, uerr
 			}
 			return published, fmt.Errorf("%w: event %s (position %d): %v", ErrReplayFailed, l.EventID, l.Position, err)
-		case ctx.Err() != nil:
-			return published, ctx.Err()
-		default:
+		default: // Kafka did not take it before the deadline
 			return published, fmt.Errorf("%w: %v", ErrBrokerUnavailable, err)
 		}
 	}

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -80,10 +79,12 @@ type Relay struct {
 	metrics *Metrics
 	breaker *gobreaker.CircuitBreaker[struct{}]
 
-	// mu serialises the delivery of a feed batch with replays and discards,
-	// so that an aggregate is never unblocked while its next event is being
-	// parked.
-	mu      sync.Mutex
+	// turn serialises the delivery of a feed batch with replays and
+	// discards, so that an aggregate is never unblocked while its next event
+	// is being parked. It is a one-slot semaphore rather than a mutex so
+	// that an operator's replay can give up waiting for it: during a Kafka
+	// outage the relay holds it while it retries.
+	turn    chan struct{}
 	blocked map[uuid.UUID]bool
 
 	pos atomic.Int64
@@ -96,7 +97,8 @@ func New(feed store.Feed, history History, pub Publisher, ledger Ledger, cfg Con
 	if metrics == nil {
 		metrics = NewMetrics(nil)
 	}
-	r := &Relay{feed: feed, history: history, pub: pub, ledger: ledger, cfg: cfg, log: log, metrics: metrics}
+	r := &Relay{feed: feed, history: history, pub: pub, ledger: ledger, cfg: cfg, log: log, metrics: metrics,
+		turn: make(chan struct{}, 1), blocked: map[uuid.UUID]bool{}}
 	metrics.breaker.Set(0) // closed
 	r.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        "kafka",
@@ -129,18 +131,10 @@ func (r *Relay) Serve(ctx context.Context) error {
 	if err != nil {
 		return r.stopped(ctx, fmt.Errorf("relay: read checkpoint: %w", err))
 	}
-	blocked, err := r.ledger.Blocked(ctx)
-	if err != nil {
-		return r.stopped(ctx, fmt.Errorf("relay: read dead letters: %w", err))
+	if err := r.loadBlocked(ctx); err != nil {
+		return r.stopped(ctx, err)
 	}
-	r.mu.Lock()
-	r.blocked = make(map[uuid.UUID]bool, len(blocked))
-	for _, id := range blocked {
-		r.blocked[id] = true
-	}
-	r.mu.Unlock()
 	r.pos.Store(pos)
-	r.log.Info("relay starting", zap.Int64("position", pos), zap.Int("blocked_aggregates", len(blocked)))
 
 	for {
 		events, err := r.feed.ReadFeed(ctx, pos, r.cfg.BatchSize)
@@ -159,6 +153,37 @@ func (r *Relay) Serve(ctx context.Context) error {
 	}
 }
 
+// loadBlocked reads which aggregates have dead letters. It holds the turn,
+// so that a replay cannot finish between the read and its use.
+func (r *Relay) loadBlocked(ctx context.Context) error {
+	if err := r.take(ctx); err != nil {
+		return err
+	}
+	defer r.release()
+	blocked, err := r.ledger.Blocked(ctx)
+	if err != nil {
+		return fmt.Errorf("relay: read dead letters: %w", err)
+	}
+	r.blocked = make(map[uuid.UUID]bool, len(blocked))
+	for _, id := range blocked {
+		r.blocked[id] = true
+	}
+	r.log.Info("relay starting", zap.Int64("position", r.Position()), zap.Int("blocked_aggregates", len(blocked)))
+	return nil
+}
+
+// take waits for the turn, or for ctx to end.
+func (r *Relay) take(ctx context.Context) error {
+	select {
+	case r.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Relay) release() { <-r.turn }
+
 // stopped turns an error caused by ctx ending into a clean stop.
 func (r *Relay) stopped(ctx context.Context, err error) error {
 	if ctx.Err() != nil {
@@ -171,8 +196,10 @@ func (r *Relay) stopped(ctx context.Context, err error) error {
 // deliverBatch publishes a feed batch, dead-letters what cannot be
 // published, and moves the checkpoint past it.
 func (r *Relay) deliverBatch(ctx context.Context, events []store.Event, through int64) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	if err := r.take(ctx); err != nil {
+		return err
+	}
+	defer r.release()
 	letters, err := r.deliver(ctx, events)
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package relay_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -259,9 +260,30 @@ func TestRelayDeadLetters(t *testing.T) {
 
 	// Still too large: the replay fails again and nothing moves.
 	ctx := context.Background()
-	if _, err := r.relay.Replay(ctx, letters[0].Position); err == nil {
-		t.Fatal("replay under the same limit succeeded")
+	if n, err := r.relay.Replay(ctx, letters[0].Position); !errors.Is(err, relay.ErrReplayFailed) || n != 0 {
+		t.Fatalf("replay under the same limit = %d, %v; want 0, ErrReplayFailed", n, err)
 	}
+	again, err := r.ledger.List(ctx, 0, 10)
+	if err != nil || len(again) != 2 || again[0].Attempts != 2 || again[0].State != relay.Failed || again[1].State != relay.Parked {
+		t.Fatalf("after a failed replay: %+v, %v; want the letter at 2 attempts, the parked one kept", again, err)
+	}
+	// Discarding a failed letter drops it and releases what was parked
+	// behind it.
+	other := uuid.New()
+	r.appendEvent(other, 6000)
+	r.appendEvent(other, 10)
+	r.serve(r.newRelay())
+	mine, err := r.ledger.OfAggregate(ctx, other)
+	if err != nil || len(mine) != 2 {
+		t.Fatalf("dead letters of the second aggregate: %+v, %v", mine, err)
+	}
+	if n, err := r.relay.Discard(ctx, mine[0].Position); err != nil || n != 1 {
+		t.Fatalf("discard = %d, %v; want the parked event published", n, err)
+	}
+	if left, _ := r.ledger.OfAggregate(ctx, other); len(left) != 0 {
+		t.Fatalf("dead letters left after the discard: %+v", left)
+	}
+
 	alterTopic(t, r.brokers, r.topic, "max.message.bytes", "1048588")
 	n, err := r.relay.Replay(ctx, letters[1].Position) // any letter of the aggregate replays it from its head
 	if err != nil || n != 2 {
@@ -270,7 +292,18 @@ func TestRelayDeadLetters(t *testing.T) {
 	r.appendEvent(big, 10)
 	r.serve(r.newRelay())
 	msgs = r.consumeAll()
-	checkOrder(t, msgs, map[uuid.UUID]int64{small: 3, big: 3})
+	for _, m := range msgs {
+		if string(m.Key) == other.String() && header(m, "ce_sequence") != "2" {
+			t.Fatalf("the discarded event of %s was published", other)
+		}
+	}
+	var kept []kafka.Message
+	for _, m := range msgs {
+		if string(m.Key) != other.String() {
+			kept = append(kept, m)
+		}
+	}
+	checkOrder(t, kept, map[uuid.UUID]int64{small: 3, big: 3})
 	if left, _ := r.ledger.List(ctx, 0, 10); len(left) != 0 {
 		t.Fatalf("dead letters left after the replay: %+v", left)
 	}
