@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -109,8 +111,22 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if _, err := zapcore.ParseLevel(c.logLevel); err != nil {
 		return c, fmt.Errorf("log level: %w", err)
 	}
-	if _, err := c.topicMap(); err != nil {
+	topics, err := c.topicMap()
+	if err != nil {
 		return c, err
+	}
+	for _, t := range append(slices.Collect(maps.Values(topics)), c.topicPrefix+"order-events") {
+		if err := validTopic(t); err != nil {
+			return c, err
+		}
+	}
+	for _, d := range durations {
+		if *d.p <= 0 {
+			return c, fmt.Errorf("-%s must be a positive duration, not %s", d.flag, *d.p)
+		}
+	}
+	if c.retryInitial > c.retryMax {
+		return c, fmt.Errorf("-retry-initial (%s) is longer than -retry-max (%s)", c.retryInitial, c.retryMax)
 	}
 	for _, n := range ints {
 		if *n.p < 1 {
@@ -145,6 +161,19 @@ func (c config) topicMap() (map[string]string, error) {
 		m[strings.TrimSpace(typ)] = strings.TrimSpace(topic)
 	}
 	return m, nil
+}
+
+// validTopic checks a Kafka topic name as the broker would, so that a typo
+// fails at start instead of dead-lettering every event of a type.
+func validTopic(t string) error {
+	ok := t != "" && t != "." && t != ".." && len(t) <= 249 && !strings.HasPrefix(t, "__")
+	for _, r := range t {
+		ok = ok && (r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '_' || r == '-')
+	}
+	if !ok {
+		return fmt.Errorf("kafka topic %q: want 1 to 249 of [a-zA-Z0-9._-], not starting with __", t)
+	}
+	return nil
 }
 
 func intEnv(getenv func(string) string, name string, def int) (int, error) {

@@ -345,7 +345,11 @@ func classifyKafkaError(err error, kms []kafka.Message) error {
 // though kafka.Error.Temporary is false for most of them: they would fail
 // every message, and dead-lettering the whole stream is worse than the
 // relay holding still, its breaker open, until an operator fixes them.
-// Network and context errors are transient too.
+// Network and context errors are transient too. So is InvalidTimestamp: the
+// record time is the event's, so a broker clock ahead of ours by more than
+// message.timestamp.after.max.ms (1 h by default in Kafka 4), or a backlog
+// older than message.timestamp.before.max.ms, would otherwise dead-letter
+// everything; that is a setup fault to fix, not a bad event.
 func isPermanentKafkaError(err error) bool {
 	var code kafka.Error
 	if !errors.As(err, &code) || code.Temporary() {
@@ -355,8 +359,7 @@ func isPermanentKafkaError(err error) bool {
 	case kafka.MessageSizeTooLarge, // bigger than the topic's max.message.bytes
 		kafka.RecordListTooLarge, // bigger than segment.bytes
 		kafka.InvalidRecord,      // refused by broker-side validation (e.g. compacted topic without key)
-		kafka.InvalidTopic,       // an illegal topic name, or an internal topic
-		kafka.InvalidTimestamp:   // outside message.timestamp.*.max.ms
+		kafka.InvalidTopic:       // an illegal topic name, or an internal topic (orderd checks its names at start)
 		return true
 	}
 	return false
