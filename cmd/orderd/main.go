@@ -38,6 +38,9 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// After the first signal the default action is back: a second one ends
+	// a drain that hangs.
+	context.AfterFunc(ctx, stop)
 	args, sub := os.Args[1:], ""
 	if len(args) > 0 {
 		sub = args[0]
@@ -110,7 +113,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer closeKafka()
 	if relayWorker != nil {
-		workers.Add(relayWorker)
+		// A supervisor of its own: a relay failing while Kafka is down must
+		// not spend the failure budget that restarts the projector.
+		relaySup := suture.New("relay", suture.Spec{
+			EventHook: func(e suture.Event) { log.Warn("supervisor", zap.String("event", e.String())) },
+		})
+		relaySup.Add(relayWorker)
+		workers.Add(relaySup)
 	}
 	reg.MustRegister(&lagCollector{feed: events, consumers: consumers(projector, relayWorker)},
 		&deadLetterCollector{ledger: ledger})
@@ -125,7 +134,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      30 * time.Second, // above the longest min_version wait and a dead-letter replay
+		WriteTimeout:      30 * time.Second, // above the longest min_version wait (2 s) and dead-letter replay (20 s)
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}

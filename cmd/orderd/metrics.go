@@ -120,13 +120,21 @@ func readiness(events store.Store, projector, relayWorker *watched, rl *relay.Re
 		} else {
 			out["store"] = api.Component{Status: "up"}
 		}
-		out["projector"] = projector.component(head - projector.Position())
+		// Without the head there is no lag to tell.
+		lag := func(pos int64) *int64 {
+			if err != nil {
+				return nil
+			}
+			l := head - pos
+			return &l
+		}
+		out["projector"] = projector.component(lag(projector.Position()))
 		if relayWorker == nil {
 			out["relay"] = api.Component{Status: "off", Detail: "no Kafka brokers configured; events are kept in the outbox"}
 		} else {
 			// The relay failing (Kafka unreachable at start, say) degrades
 			// the service; it does not make it unready.
-			c := relayWorker.component(head - relayWorker.Position())
+			c := relayWorker.component(lag(relayWorker.Position()))
 			breaker := "kafka circuit breaker " + rl.Breaker()
 			if c.Status == "down" {
 				c.Status, c.Detail = "degraded", breaker+"; "+c.Detail

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"github.com/orderd/orderd/internal/api"
@@ -23,11 +24,17 @@ type watched struct {
 	lastErr error
 }
 
-func (w *watched) Serve(ctx context.Context) error {
+func (w *watched) Serve(ctx context.Context) (err error) {
 	w.set(true, nil)
-	err := w.Service.Serve(ctx)
-	w.set(false, err)
-	return err
+	defer func() {
+		// The supervisor recovers a panic; record it on the way.
+		if p := recover(); p != nil {
+			w.set(false, fmt.Errorf("panic: %v", p))
+			panic(p)
+		}
+		w.set(false, err)
+	}()
+	return w.Service.Serve(ctx)
 }
 
 func (w *watched) set(running bool, err error) {
@@ -38,10 +45,10 @@ func (w *watched) set(running bool, err error) {
 
 func (w *watched) Position() int64 { return w.Service.Position() }
 
-func (w *watched) component(lag int64) api.Component {
+func (w *watched) component(lag *int64) api.Component {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	c := api.Component{Status: "up", Lag: &lag}
+	c := api.Component{Status: "up", Lag: lag}
 	if !w.running {
 		c.Status = "down"
 		if w.lastErr != nil {
