@@ -23,6 +23,13 @@ import (
 //go:embed sqlite
 var SQLite embed.FS
 
+// Scylla holds the CQL schema of the ScyllaDB event store, scylla/NNNN_what.cql,
+// applied in order by gocqlx/migrate (internal/store/scylla). A line
+// "-- CALL name;" in a file runs the Go callback registered under name.
+//
+//go:embed scylla
+var Scylla embed.FS
+
 // ApplySQLite applies, in one transaction each, the files of dir (for
 // example "sqlite/events") that db has not recorded in its
 // schema_migrations table yet.
@@ -38,6 +45,7 @@ func ApplySQLite(ctx context.Context, db *sql.DB, dir string) error {
 		return fmt.Errorf("migrations: read %s: %w", dir, err)
 	}
 	sort.Slice(entries, func(i, j int) bool { return entries[i].Name() < entries[j].Name() })
+	seen := map[int]string{}
 	for _, e := range entries {
 		name := e.Name()
 		if !strings.HasSuffix(name, ".sql") {
@@ -48,6 +56,11 @@ func ApplySQLite(ctx context.Context, db *sql.DB, dir string) error {
 		if err != nil {
 			return fmt.Errorf("migrations: %s/%s: name must start with a number", dir, name)
 		}
+		if other, dup := seen[version]; dup {
+			// The second would be taken as applied already and skipped.
+			return fmt.Errorf("migrations: %s/%s and %s have the same number", dir, name, other)
+		}
+		seen[version] = name
 		if err := applyOne(ctx, db, dir, name, version); err != nil {
 			return err
 		}

@@ -235,6 +235,12 @@ func TestRelayBrokerOutage(t *testing.T) {
 				t.Errorf("create during the outage: %d %s", r.Status, r.Body)
 				return
 			}
+			// A second event of the same order, so that order per
+			// aggregate is at stake during the outage too.
+			if c := s.call(t, "POST", "/v1/orders/"+res.ID.String()+"/confirm", nil, nil, true); c.Status != http.StatusOK {
+				t.Errorf("confirm during the outage: %d %s", c.Status, c.Body)
+				return
+			}
 			created <- res.ID
 		}
 	}()
@@ -268,17 +274,25 @@ func TestRelayBrokerOutage(t *testing.T) {
 		want[id.String()] = true
 	}
 	msgs := consumeAll(t, []string{broker}, env["ORDERD_KAFKA_TOPIC_PREFIX"]+"order-events")
-	seen := map[string]bool{}
+	top := map[string]int{} // per order, the highest sequence seen so far
+	ids := map[string]bool{}
 	dups := 0
 	for _, m := range msgs {
-		if seen[string(m.Key)] {
-			dups++
+		key := string(m.Key)
+		seq, _ := strconv.Atoi(kafkaHeader(m.Headers, "ce_sequence"))
+		if seq > top[key]+1 {
+			t.Fatalf("order %s: sequence %d on the topic before %d", key, seq, top[key]+1)
 		}
-		seen[string(m.Key)] = true
+		top[key] = max(top[key], seq)
+		if id := kafkaHeader(m.Headers, "ce_id"); ids[id] {
+			dups++
+		} else {
+			ids[id] = true
+		}
 	}
 	for id := range want {
-		if !seen[id] {
-			t.Errorf("order %s never reached the topic", id)
+		if top[id] != 2 {
+			t.Errorf("order %s: %d of its 2 events on the topic", id, top[id])
 		}
 	}
 	t.Logf("%d records, %d duplicates", len(msgs), dups)

@@ -144,6 +144,11 @@ func (h *Handler) Customer(ctx context.Context, id uuid.UUID, meta Meta, decide 
 // ErrNotFound error when the customer has no events, and ErrExists when id
 // has events already.
 func (h *Handler) CreateOrder(ctx context.Context, id uuid.UUID, meta Meta, customerID uuid.UUID, items []Item) (int64, error) {
+	// Input first, then state, as the aggregate's decisions do: a bad
+	// request gets the same answer whoever the customer is.
+	if _, err := validItems(items); err != nil {
+		return 0, err
+	}
 	if err := h.customerExists(ctx, customerID); err != nil {
 		return 0, err
 	}

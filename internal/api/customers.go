@@ -206,15 +206,7 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request, aggType, notFoun
 	}
 	out := make([]eventJSON, len(stored))
 	for i, e := range stored {
-		md := e.Metadata
-		if md == nil {
-			md = map[string]string{}
-		}
-		out[i] = eventJSON{
-			EventID: e.ID, AggregateID: e.AggregateID, AggregateType: e.AggregateType, Sequence: e.Sequence,
-			EventType: e.Type, EventVersion: e.SchemaVersion, Data: e.Data, CausationID: e.CausationID,
-			CorrelationID: e.CorrelationID, Timestamp: e.Timestamp, Metadata: md,
-		}
+		out[i] = envelopeOut(e)
 	}
 	w.Header().Set("ETag", etag(stored[len(stored)-1].Sequence))
 	return writeJSON(w, http.StatusOK, map[string]any{"events": out})

@@ -112,8 +112,9 @@ func (l *Ledger) Remove(ctx context.Context, positions ...int64) error {
 	for i, p := range positions {
 		args[i] = p
 	}
-	// One statement is one transaction: a replay that published several
-	// letters never leaves some of them behind to be published again.
+	// One statement is one transaction: the positions go together or not at
+	// all. (The relay removes a replayed letter as soon as Kafka took it, one
+	// at a time, so a crash in a replay republishes at most one.)
 	q := `DELETE FROM dead_letters WHERE position IN (?` + strings.Repeat(`, ?`, len(positions)-1) + `)`
 	if _, err := l.w.ExecContext(ctx, q, args...); err != nil {
 		return fmt.Errorf("relay/sqlite: remove %v: %w", positions, err)
