@@ -24,6 +24,11 @@ var ErrConflict = errors.New("store: version conflict")
 // ErrClosed is returned by a store that has been closed.
 var ErrClosed = errors.New("store: closed")
 
+// ErrNoFeed is returned by ReadFeed and Head of a backend whose change feed
+// is not read through the Store: ScyllaDB's is its CDC log, read by a
+// separate component.
+var ErrNoFeed = errors.New("store: this backend has no change feed; its feed is the CDC log")
+
 // Event is the envelope of one stored event.
 type Event struct {
 	ID            uuid.UUID // UUIDv7, chosen by the writer

@@ -8,8 +8,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
-	"runtime"
 	"sync"
 	"time"
 
@@ -50,43 +48,12 @@ func Open(path string, log *zap.Logger) (*Views, error) {
 	// are a cache rebuilt from the event store, and each commit carries its
 	// checkpoint, so whatever is lost is lost together with the checkpoint
 	// that covered it and the projector projects those batches again.
-	q := url.Values{}
-	q.Add("_pragma", "busy_timeout(5000)")
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(NORMAL)")
-	// The writer starts its transactions with BEGIN IMMEDIATE so that it
-	// holds the write lock from the start instead of upgrading midway.
-	// The file: URI form with an escaped path keeps a '?', '#' or '%' in the
-	// path from being read as the start of the parameters.
-	file := "file:" + (&url.URL{Path: path}).EscapedPath() + "?"
-	writeDSN := file + q.Encode() + "&_txlock=immediate"
-	q.Add("_pragma", "query_only(1)")
-	readDSN := file + q.Encode()
-
-	write, err := sql.Open("sqlite", writeDSN)
-	if err != nil {
-		return nil, fmt.Errorf("readmodel/sqlite: open %s: %w", path, err)
-	}
-	write.SetMaxOpenConns(1)
-	write.SetMaxIdleConns(1)
-	write.SetConnMaxLifetime(0)
-
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := migrations.ApplySQLite(ctx, write, "sqlite/views"); err != nil {
-		_ = write.Close()
-		return nil, fmt.Errorf("readmodel/sqlite: migrate %s: %w", path, err)
-	}
-
-	read, err := sql.Open("sqlite", readDSN)
+	write, read, err := migrations.OpenSQLite(ctx, path, "sqlite/views", migrations.SQLiteOptions{Synchronous: "NORMAL"})
 	if err != nil {
-		_ = write.Close()
-		return nil, fmt.Errorf("readmodel/sqlite: open %s for reading: %w", path, err)
+		return nil, fmt.Errorf("readmodel/sqlite: %w", err)
 	}
-	n := max(4, runtime.GOMAXPROCS(0))
-	read.SetMaxOpenConns(n)
-	read.SetMaxIdleConns(n)
-
 	v := &Views{write: write, read: read, log: log, changed: make(chan struct{})}
 	if err := v.stmts.prepare(ctx, write); err != nil {
 		_ = v.Close()

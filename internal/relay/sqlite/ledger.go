@@ -19,8 +19,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
-	"runtime"
 	"time"
 
 	"go.uber.org/zap"
@@ -67,38 +65,12 @@ func Open(path string, log *zap.Logger) (*Ledger, error) {
 func (l *Ledger) open(path string) (err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	// The writer sets WAL first: journal_mode is persistent in the file, so
-	// the readers opened afterwards find it. BEGIN IMMEDIATE takes the write
-	// lock at BEGIN, where busy_timeout can wait for it; a deferred
-	// transaction that upgrades later can fail at once with SQLITE_BUSY.
-	if l.w, err = sql.Open("sqlite", dsn(path, "journal_mode(WAL)", "synchronous(FULL)")+"&_txlock=immediate"); err != nil {
-		return fmt.Errorf("relay/sqlite: open %s: %w", path, err)
+	// synchronous=FULL: see the package comment.
+	if l.w, l.r, err = migrations.OpenSQLite(ctx, path, "sqlite/relay",
+		migrations.SQLiteOptions{Synchronous: "FULL", BusyTimeout: busyTimeout}); err != nil {
+		return fmt.Errorf("relay/sqlite: %w", err)
 	}
-	l.w.SetMaxOpenConns(1)
-	l.w.SetMaxIdleConns(1)
-	l.w.SetConnMaxLifetime(0)
-	if err := migrations.ApplySQLite(ctx, l.w, "sqlite/relay"); err != nil {
-		return fmt.Errorf("relay/sqlite: migrate %s: %w", path, err)
-	}
-	if l.r, err = sql.Open("sqlite", dsn(path, "query_only(true)")); err != nil {
-		return fmt.Errorf("relay/sqlite: open %s for reading: %w", path, err)
-	}
-	n := max(2, runtime.GOMAXPROCS(0))
-	l.r.SetMaxOpenConns(n)
-	l.r.SetMaxIdleConns(n)
 	return nil
-}
-
-// dsn builds a modernc.org/sqlite data source name. The file: URI form with
-// an escaped path keeps a '?', '#' or '%' in the path from being read as the
-// start of the parameters.
-func dsn(path string, pragmas ...string) string {
-	q := url.Values{}
-	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeout.Milliseconds()))
-	for _, p := range pragmas {
-		q.Add("_pragma", p)
-	}
-	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 }
 
 // Close closes the database; every method fails after it.

@@ -24,8 +24,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,29 +117,13 @@ func Open(path string, opts Options) (*Store, error) {
 
 func (s *Store) openDBs(path string, busy time.Duration) (err error) {
 	ctx := context.Background()
-	// The writer sets WAL first: journal_mode is persistent in the file, so
-	// the readers opened afterwards find it. BEGIN IMMEDIATE takes the write
-	// lock at BEGIN, where busy_timeout can wait for it; a deferred
-	// transaction that upgrades later can fail at once with SQLITE_BUSY.
-	if s.w, err = sql.Open("sqlite", dsn(path, busy,
-		"journal_mode(WAL)", "synchronous(FULL)")+"&_txlock=immediate"); err != nil {
-		return fmt.Errorf("sqlite: open %s: %w", path, err)
+	// synchronous=FULL: see the package comment.
+	if s.w, s.r, err = migrations.OpenSQLite(ctx, path, "sqlite/events",
+		migrations.SQLiteOptions{Synchronous: "FULL", BusyTimeout: busy}); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
 	}
-	// One connection: SQLite admits one writer anyway, and the writer
-	// goroutine relies on the savepoints of its batch living on it.
-	s.w.SetMaxOpenConns(1)
-	s.w.SetMaxIdleConns(1)
-	s.w.SetConnMaxLifetime(0)
-	if err := migrations.ApplySQLite(ctx, s.w, "sqlite/events"); err != nil {
-		return fmt.Errorf("sqlite: migrate %s: %w", path, err)
-	}
-
-	if s.r, err = sql.Open("sqlite", dsn(path, busy, "query_only(true)")); err != nil {
-		return fmt.Errorf("sqlite: open %s for reading: %w", path, err)
-	}
-	n := max(4, runtime.GOMAXPROCS(0))
-	s.r.SetMaxOpenConns(n)
-	s.r.SetMaxIdleConns(n)
+	// The writer goroutine relies on the savepoints of its batch living on
+	// the writer's one connection.
 
 	prepare := func(db *sql.DB, dst **sql.Stmt, query string) {
 		if err != nil {
@@ -160,18 +142,6 @@ func (s *Store) openDBs(path string, busy time.Duration) (err error) {
 	prepare(s.r, &s.feedQ, selectSQL+` WHERE position > ? ORDER BY position LIMIT ?`)
 	prepare(s.r, &s.headQ, `SELECT coalesce(max(position), 0) FROM events`)
 	return err
-}
-
-// dsn builds a modernc.org/sqlite data source name. The file: URI form with
-// an escaped path keeps a '?', '#' or '%' in the path from being read as the
-// start of the parameters.
-func dsn(path string, busy time.Duration, pragmas ...string) string {
-	q := url.Values{}
-	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
-	for _, p := range pragmas {
-		q.Add("_pragma", p)
-	}
-	return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
 }
 
 // Close stops the writer, fails the appends still queued with

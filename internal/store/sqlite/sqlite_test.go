@@ -19,6 +19,7 @@ import (
 
 	"github.com/orderd/orderd/internal/store"
 	"github.com/orderd/orderd/internal/store/storetest"
+	"github.com/orderd/orderd/migrations"
 )
 
 func mustOpen(t testing.TB, path string, up store.Upcaster) *Store {
@@ -44,14 +45,14 @@ func mustOpenWith(t testing.TB, path string, opts Options) *Store {
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, up store.Upcaster) store.Store {
 		return mustOpen(t, filepath.Join(t.TempDir(), "events.db"), up)
-	})
+	}, storetest.Capabilities{Feed: true})
 }
 
 func TestRestart(t *testing.T) {
 	storetest.RunRestart(t, func(t *testing.T) (store.Store, func() store.Store) {
 		path := filepath.Join(t.TempDir(), "events.db")
 		return mustOpen(t, path, nil), func() store.Store { return mustOpen(t, path, nil) }
-	})
+	}, storetest.Capabilities{Feed: true})
 }
 
 // event returns the event at seq of aggregate id, as a writer builds it.
@@ -169,7 +170,7 @@ func TestRefused(t *testing.T) {
 // openHeld, so that the writer waits longer than any test holds the lock.
 func holdWriteLock(t *testing.T, path string) (release func()) {
 	t.Helper()
-	db, err := sql.Open("sqlite", dsn(path, defaultBusyTimeout))
+	db, err := sql.Open("sqlite", migrations.SQLiteDSN(path, defaultBusyTimeout))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,8 +24,8 @@ type ack struct {
 // testFeedOrder: under concurrent appends the feed holds every committed
 // event once, in an order consistent with the order in which appends were
 // acknowledged, and tailers reading while the appends run see the same.
-func testFeedOrder(t *testing.T, open Opener) {
-	s := open(t, nil)
+func testFeedOrder(t *testing.T, b backend) {
+	s := b.open(t, nil)
 	ctx := testContext(t)
 	const writers, appends, aggsPerWriter = 8, 25, 3
 	total := 0
@@ -145,8 +145,8 @@ func tail(ctx context.Context, t *testing.T, s store.Store, n, limit int) []stor
 
 // testFeedResume: a reader that resumes from its checkpoint, the last
 // position it handled, neither skips nor repeats an event.
-func testFeedResume(t *testing.T, open Opener) {
-	s := open(t, nil)
+func testFeedResume(t *testing.T, b backend) {
+	s := b.open(t, nil)
 	var want []store.Event
 	appendSome := func(aggs, perAgg int) {
 		for range aggs {
@@ -164,20 +164,20 @@ func testFeedResume(t *testing.T, open Opener) {
 	}
 	checkpoint := first[len(first)-1].Position
 	rest := readFeedTo(t, s, checkpoint, mustHead(t, s), 4)
-	checkEvents(t, slices.Concat(first, rest), want)
+	b.checkEvents(t, slices.Concat(first, rest), want)
 
 	// New commits after the reader caught up are read from the checkpoint
 	// too, and only they.
 	checkpoint = mustHead(t, s)
 	before := len(want)
 	appendSome(3, 2)
-	checkEvents(t, readFeedTo(t, s, checkpoint, mustHead(t, s), 3), want[before:])
+	b.checkEvents(t, readFeedTo(t, s, checkpoint, mustHead(t, s), 3), want[before:])
 }
 
 // testFeedWakes: ReadFeed waits while there is nothing new and returns the
 // event of the next commit.
-func testFeedWakes(t *testing.T, open Opener) {
-	s := open(t, nil)
+func testFeedWakes(t *testing.T, b backend) {
+	s := b.open(t, nil)
 	for round := range 3 {
 		after := mustHead(t, s)
 		type result struct {
@@ -204,7 +204,7 @@ func testFeedWakes(t *testing.T, open Opener) {
 			if r.err != nil {
 				t.Fatalf("round %d: ReadFeed: %v", round, r.err)
 			}
-			checkEvents(t, r.evs, want)
+			b.checkEvents(t, r.evs, want)
 		case <-time.After(guard):
 			t.Fatalf("round %d: ReadFeed not woken by a commit", round)
 		}
@@ -212,8 +212,8 @@ func testFeedWakes(t *testing.T, open Opener) {
 }
 
 // testFeedCancel: a waiting ReadFeed returns ctx.Err() when its ctx ends.
-func testFeedCancel(t *testing.T, open Opener) {
-	s := open(t, nil)
+func testFeedCancel(t *testing.T, b backend) {
+	s := b.open(t, nil)
 
 	ctx, cancel := context.WithCancel(testContext(t))
 	res := make(chan error, 1)
@@ -236,5 +236,21 @@ func testFeedCancel(t *testing.T, open Opener) {
 	defer cancel()
 	if _, err := s.ReadFeed(ctx, 0, 10); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("ReadFeed past its deadline: %v, want context.DeadlineExceeded", err)
+	}
+}
+
+// testNoFeed: a backend without a feed says so, with store.ErrNoFeed, from
+// both ReadFeed and Head, whether or not it holds events.
+func testNoFeed(t *testing.T, b backend) {
+	s := b.open(t, nil)
+	for round := range 2 {
+		if _, err := s.ReadFeed(testContext(t), 0, 10); !errors.Is(err, store.ErrNoFeed) {
+			t.Errorf("round %d: ReadFeed: %v, want ErrNoFeed", round, err)
+		}
+		if _, err := s.Head(testContext(t)); !errors.Is(err, store.ErrNoFeed) {
+			t.Errorf("round %d: Head: %v, want ErrNoFeed", round, err)
+		}
+		id := uuid.Must(uuid.NewV7())
+		mustAppend(t, s, id, 0, widgets(id, 0, 1))
 	}
 }
