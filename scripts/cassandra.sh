@@ -1,0 +1,413 @@
+#!/usr/bin/env bash
+# scripts/cassandra.sh - run a REAL single-node Apache Cassandra 5.0 for tests,
+# the CQL stand-in for ScyllaDB.
+#
+# Loopback only, no Docker and no tarball: the jars come from Maven Central
+# through the small pom in scripts/cassandra/pom.xml, resolved once into a
+# cache directory. Needs a JDK 17+ (`java`), python3 (readiness check and the
+# `cql` command; standard library only) and, on first use, Maven (`mvn`).
+#
+# Usage: scripts/cassandra.sh COMMAND
+#   start                 fetch jars (first use), start the node, return once
+#                         it answers a CQL query on the native port
+#   stop                  SIGTERM (the node drains), up to CASSANDRA_STOP_TIMEOUT s, then SIGKILL
+#   restart               stop, then start
+#   status                exit 0 if running and answering CQL, else 3
+#   address               print the CQL contact point (127.0.0.1:PORT)
+#   cql 'STATEMENT'       run one CQL statement (consistency ONE) and print the result
+#   nodetool ARGS...      run nodetool against the node (needs CASSANDRA_JMX_PORT)
+#   logs [N]              last N (default 50) lines of the node's log
+#   reset                 stop and delete this node's data (the jar cache is kept)
+#
+# Environment:
+#   CASSANDRA_PORT           CQL native transport port, default 9042
+#   CASSANDRA_STORAGE_PORT   internode (gossip) port, default 7000; set it too
+#                            when running a second node beside the default one
+#   CASSANDRA_JMX_PORT       local JMX port (for `nodetool`), default: JMX off
+#   ORDERD_CACHE             cache root, default <repo>/.cache; Cassandra uses $ORDERD_CACHE/cassandra
+#   CASSANDRA_HEAP_OPTS      heap, default "-Xms512m -Xmx1g"
+#   CASSANDRA_JVM_OPTS       extra JVM options, appended (e.g. -XX:TieredStopAtLevel=1:
+#                            C1 only, starts ~25% faster with ~100 MiB less RSS, slower code)
+#   CASSANDRA_START_TIMEOUT  seconds `start` waits for CQL to answer, default 180
+#   CASSANDRA_STOP_TIMEOUT   seconds `stop` waits for a clean exit before SIGKILL, default 60
+#
+# Layout under $ORDERD_CACHE/cassandra:
+#   lib/                     all jars (from scripts/cassandra/pom.xml; re-resolved if the pom changes)
+#   node-$CASSANDRA_PORT/    cassandra.yaml (from scripts/cassandra/cassandra.yaml),
+#                            data/ (data, commitlog, saved_caches, hints, cdc_raw),
+#                            system.log (+ system.log.1 from the previous run), cassandra.pid
+# One directory per CQL port, so nodes on different ports can run side by side.
+#
+# Exit codes: 0 ok, 1 failure, 2 usage error, 3 not running / not answering (status).
+
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CONF_DIR="$REPO/scripts/cassandra"
+POM="$CONF_DIR/pom.xml"
+YAML_TEMPLATE="$CONF_DIR/cassandra.yaml"
+JVM_OPTIONS="$CONF_DIR/jvm17-server.options"
+CQL_PY="$CONF_DIR/cql.py"
+
+PORT="${CASSANDRA_PORT:-9042}"
+STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-7000}"
+JMX_PORT="${CASSANDRA_JMX_PORT:-}"
+HOST=127.0.0.1
+ADDRESS="$HOST:$PORT"
+
+CASSANDRA_HOME="${ORDERD_CACHE:-$REPO/.cache}/cassandra"
+[[ "$CASSANDRA_HOME" == /* ]] || CASSANDRA_HOME="$PWD/$CASSANDRA_HOME" # the node needs absolute paths
+LIB="$CASSANDRA_HOME/lib"
+RUN="$CASSANDRA_HOME/node-$PORT"
+DATA="$RUN/data"
+YAML="$RUN/cassandra.yaml"
+LOG="$RUN/system.log"
+PIDFILE="$RUN/cassandra.pid"
+
+HEAP_OPTS="${CASSANDRA_HEAP_OPTS:--Xms512m -Xmx1g}"
+EXTRA_JVM_OPTS="${CASSANDRA_JVM_OPTS:-}"
+START_TIMEOUT="${CASSANDRA_START_TIMEOUT:-180}"
+STOP_TIMEOUT="${CASSANDRA_STOP_TIMEOUT:-60}"
+
+say() { printf 'cassandra: %s\n' "$*"; }
+die() { printf 'cassandra: error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- helpers ---
+
+# Serialise start/stop/reset for one node directory (flock is in util-linux,
+# which every Debian has; without it we just run unlocked).
+LOCK_FD=
+take_lock() {
+  [[ -z "$LOCK_FD" ]] || return 0 # already held (restart = stop + start)
+  mkdir -p "$RUN"
+  command -v flock >/dev/null 2>&1 || return 0
+  exec {LOCK_FD}>"$RUN/.lock"
+  flock -w 300 "$LOCK_FD" || die "could not lock $RUN/.lock within 300 s"
+}
+
+need_java() {
+  command -v java >/dev/null 2>&1 || die "java not found on PATH (JDK 17+ needed)"
+  local v major
+  v="$(java -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')"
+  major="${v%%.*}"
+  [[ "$major" =~ ^[0-9]+$ && "$major" -ge 17 ]] || die "Cassandra 5 is run here on Java 17+, found '$v'"
+}
+
+need_python() {
+  command -v python3 >/dev/null 2>&1 || die "python3 not found on PATH (used to talk CQL to the node)"
+}
+
+# Resolve the jars once into $LIB. The pom's sha256 is stored next to them, so
+# editing the pom (e.g. a new Cassandra version) triggers a fresh resolve.
+lib_current() {
+  [[ -f "$LIB/.pom.sha256" && "$(<"$LIB/.pom.sha256")" == "$(sha256sum "$POM" | cut -d' ' -f1)" ]]
+}
+
+resolve_lib() {
+  command -v mvn >/dev/null 2>&1 || die "mvn not found: Maven is needed once to fetch the Cassandra jars"
+  say "resolving Cassandra jars from Maven Central into $LIB (first use) ..."
+  local tmp="$CASSANDRA_HOME/lib.tmp.$$"
+  rm -rf "$tmp"
+  # -q: only errors (e.g. an artifact the repository refuses) are printed;
+  # sed drops the stray colour codes that Debian's Maven 3.8 emits even with -B.
+  # The pom itself drops the native jars for other platforms.
+  if ! mvn -B -q -f "$POM" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$tmp" 2>&1 |
+      sed -e 's/\x1b\[[0-9;]*m//g' -e '/^[[:space:]]*$/d' >&2; then
+    rm -rf "$tmp"
+    die "mvn dependency:copy-dependencies failed for $POM (see the Maven errors above)"
+  fi
+  sha256sum "$POM" | cut -d' ' -f1 >"$tmp/.pom.sha256"
+  rm -rf "$LIB"
+  mv "$tmp" "$LIB"
+  say "$(find "$LIB" -name '*.jar' | wc -l) jars in $LIB"
+}
+
+ensure_lib() {
+  lib_current && return 0
+  mkdir -p "$CASSANDRA_HOME"
+  if ! command -v flock >/dev/null 2>&1; then
+    resolve_lib
+    return 0
+  fi
+  # Several callers may start at once: one downloads, the others wait.
+  local fd
+  exec {fd}>"$CASSANDRA_HOME/.lib.lock"
+  flock -w 600 "$fd" || die "could not lock $CASSANDRA_HOME/.lib.lock"
+  lib_current || resolve_lib
+  exec {fd}>&- # closed again, so the node does not inherit it
+}
+
+# Is PID alive (and not a zombie that nobody reaped yet)?
+alive() {
+  local pid="$1" stat
+  [[ -n "$pid" && -r "/proc/$pid/stat" ]] || return 1
+  stat="$(<"/proc/$pid/stat")" 2>/dev/null || return 1
+  stat="${stat##*) }"
+  [[ "${stat%% *}" != Z ]]
+}
+
+# PID of our node if it is running, from the pid file; checks the command
+# line too, so a recycled pid is not taken for the node.
+node_pid() {
+  local pid cmd
+  [[ -f "$PIDFILE" ]] || return 1
+  pid="$(<"$PIDFILE")"
+  alive "$pid" || return 1
+  cmd="$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" || return 1
+  [[ "$cmd" == *"$YAML"*CassandraDaemon* ]] || return 1
+  echo "$pid"
+}
+
+# Cheap check: does anything accept TCP connections on port $1 (default: CQL port)?
+port_open() {
+  (exec 3<>"/dev/tcp/$HOST/${1:-$PORT}") 2>/dev/null
+}
+
+# Real readiness check: CQL STARTUP -> READY, then a query of system.local.
+# Prints the node's release_version.
+probe() {
+  port_open || return 1
+  timeout 20 python3 "$CQL_PY" "$HOST" "$PORT" ping 2>/dev/null
+}
+
+write_config() {
+  mkdir -p "$DATA" "$RUN/triggers"
+  # Regenerated on every start (ports may change); the data stays in $DATA.
+  # '|' as the sed delimiter: $RUN is a path.
+  {
+    echo "# Generated by scripts/cassandra.sh from scripts/cassandra/cassandra.yaml - edits are overwritten on the next start."
+    sed -e "s|@@RUN@@|$RUN|g" \
+        -e "s|@@NATIVE_PORT@@|$PORT|g" \
+        -e "s|@@STORAGE_PORT@@|$STORAGE_PORT|g" "$YAML_TEMPLATE"
+  } >"$YAML"
+  if grep -q '@@[A-Z_]*@@' "$YAML"; then
+    die "unreplaced template token in $YAML: $(grep -o '@@[A-Z_]*@@' "$YAML" | head -1)"
+  fi
+}
+
+# The options in scripts/cassandra/jvm17-server.options: lines starting with '-'.
+read_jvm_options() {
+  local line
+  JVM_FILE_OPTS=()
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    line="${line%%[[:space:]]}"
+    [[ "$line" == -* ]] && JVM_FILE_OPTS+=("$line")
+  done <"$JVM_OPTIONS"
+}
+
+launch() {
+  # Keep the previous run's log for post-mortems.
+  [[ -f "$LOG" ]] && mv -f "$LOG" "$LOG.1"
+  rm -f "$PIDFILE"
+  local -a heap extra jvm jamm jmx=()
+  read -r -a heap <<<"$HEAP_OPTS"
+  read -r -a extra <<<"$EXTRA_JVM_OPTS"
+  read_jvm_options
+  # jamm measures object sizes (memtable accounting) and is loaded as an agent,
+  # as the distribution's cassandra-env.sh does.
+  jamm=("$LIB"/jamm-*.jar)
+  [[ -f "${jamm[0]}" ]] || die "no jamm jar in $LIB"
+  if [[ -n "$JMX_PORT" ]]; then
+    jmx=(-Dcassandra.jmx.local.port="$JMX_PORT" -Dcom.sun.management.jmxremote.authenticate=false
+         -Djava.rmi.server.hostname="$HOST")
+  fi
+  jvm=(
+    "${heap[@]}" -Xss256k
+    "${JVM_FILE_OPTS[@]}"
+    -javaagent:"${jamm[0]}"
+    "${jmx[@]}"
+    -Dcassandra.config="file://$YAML"
+    -Dcassandra.storagedir="$DATA"
+    -Dcassandra.logdir="$RUN"
+    -Dcassandra.triggers_dir="$RUN/triggers"
+    -Dlogback.configurationFile="$CONF_DIR/logback.xml"
+    -Dcassandra-foreground=yes
+    "${extra[@]}"
+    -cp "$LIB/*"
+  )
+  local setsid=() nolock=()
+  command -v setsid >/dev/null 2>&1 && setsid=(setsid)
+  # Cassandra calls mlockall(MCL_CURRENT) at start-up, which faults in and pins
+  # the whole committed heap (-Xms) and every other mapping: ~1 GB of RSS that
+  # the machine can never reclaim. Only root (CAP_IPC_LOCK) gets past the
+  # memlock limit, so as root we drop that capability for the node; the node
+  # then logs "Unable to lock JVM memory (ENOMEM)" and carries on.
+  if [[ $EUID -eq 0 ]] && command -v setpriv >/dev/null 2>&1; then
+    nolock=(setpriv --bounding-set=-ipc_lock)
+  fi
+  # Detached from our session and stdio; the inner shell records its own pid
+  # and then becomes the JVM (exec), so the pid file holds the node's pid.
+  # {LOCK_FD}>&- : the node must not inherit (and hold) our lock.
+  # MALLOC_ARENA_MAX=4 as in cassandra-env.sh: fewer glibc arenas, less RSS.
+  # shellcheck disable=SC2016
+  MALLOC_ARENA_MAX=4 "${setsid[@]}" "${nolock[@]}" bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
+    java "${jvm[@]}" org.apache.cassandra.service.CassandraDaemon \
+    </dev/null >>"$LOG" 2>&1 {LOCK_FD}>&- &
+  local i
+  for ((i = 0; i < 50; i++)); do
+    [[ -s "$PIDFILE" ]] && return 0
+    sleep 0.1
+  done
+  die "node did not start (no pid file); see $LOG"
+}
+
+fail_start() {
+  printf 'cassandra: error: %s\n' "$1" >&2
+  printf -- '--- last 50 lines of %s ---\n' "$LOG" >&2
+  tail -n 50 "$LOG" >&2 || true
+  exit 1
+}
+
+# Wait until the node answers a CQL query, or fail. Prints the version.
+wait_ready() {
+  local pid="$1" deadline=$((SECONDS + START_TIMEOUT)) version
+  while ((SECONDS < deadline)); do
+    if ! alive "$pid"; then
+      rm -f "$PIDFILE"
+      fail_start "node (pid $pid) exited during startup"
+    fi
+    if version="$(probe)"; then
+      VERSION="$version"
+      return 0
+    fi
+    sleep 1
+  done
+  # Do not leave a half-started node behind.
+  terminate "$pid"
+  rm -f "$PIDFILE"
+  fail_start "node did not answer CQL on $ADDRESS within ${START_TIMEOUT}s (stopped it)"
+}
+
+# SIGTERM (Cassandra's shutdown hook drains: flushes memtables, closes the
+# commit log), wait up to STOP_TIMEOUT, then SIGKILL.
+terminate() {
+  local pid="$1" i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < STOP_TIMEOUT * 5; i++)); do # 0.2 s steps
+    alive "$pid" || return 0
+    sleep 0.2
+  done
+  if alive "$pid"; then
+    say "no clean exit within ${STOP_TIMEOUT}s, sending SIGKILL to $pid"
+    kill -KILL "$pid" 2>/dev/null || true
+    while alive "$pid"; do sleep 0.1; done
+  fi
+}
+
+rss_mib() {
+  awk '/^VmRSS:/ {printf "%d", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo "?"
+}
+
+# --------------------------------------------------------------- commands ---
+
+VERSION=
+cmd_start() {
+  take_lock
+  need_python
+  local pid t0=$SECONDS
+  if pid="$(node_pid)"; then
+    if VERSION="$(probe)"; then
+      say "already running (pid $pid, Cassandra $VERSION), CQL on $ADDRESS"
+      return 0
+    fi
+    say "running (pid $pid) but not answering yet; waiting"
+    wait_ready "$pid"
+    say "ready (pid $pid, Cassandra $VERSION), CQL on $ADDRESS"
+    return 0
+  fi
+  rm -f "$PIDFILE"
+  local p
+  for p in "$PORT" "$STORAGE_PORT" ${JMX_PORT:+"$JMX_PORT"}; do
+    if port_open "$p"; then
+      die "port $p is already in use by another process (not our node in $RUN)"
+    fi
+  done
+  need_java
+  ensure_lib
+  write_config
+  launch
+  pid="$(<"$PIDFILE")"
+  wait_ready "$pid"
+  say "ready in $((SECONDS - t0))s (pid $pid, Cassandra $VERSION, RSS $(rss_mib "$pid") MiB, log $LOG)"
+  say "CQL on $ADDRESS"
+}
+
+cmd_stop() {
+  take_lock
+  local pid t0=$SECONDS
+  if ! pid="$(node_pid)"; then
+    rm -f "$PIDFILE"
+    say "not running"
+    return 0
+  fi
+  say "stopping (pid $pid)"
+  terminate "$pid"
+  rm -f "$PIDFILE"
+  say "stopped in $((SECONDS - t0))s"
+}
+
+cmd_status() {
+  local pid
+  if ! pid="$(node_pid)"; then
+    say "not running"
+    return 3
+  fi
+  need_python
+  if VERSION="$(probe)"; then
+    say "running (pid $pid, Cassandra $VERSION, RSS $(rss_mib "$pid") MiB), CQL on $ADDRESS"
+    return 0
+  fi
+  say "running (pid $pid) but not answering CQL on $ADDRESS"
+  return 3
+}
+
+require_running() {
+  node_pid >/dev/null || die "node not running on port $PORT (scripts/cassandra.sh start)"
+}
+
+cmd_cql() {
+  [[ $# -eq 1 && -n "$1" ]] || { echo "usage: $0 cql 'STATEMENT'" >&2; exit 2; }
+  require_running
+  need_python
+  python3 "$CQL_PY" "$HOST" "$PORT" query "$1"
+}
+
+cmd_nodetool() {
+  [[ -n "$JMX_PORT" ]] || die "nodetool needs JMX: start the node with CASSANDRA_JMX_PORT set (and use the same value here)"
+  require_running
+  # The tools need the same JPMS exports/opens as the node (the --add-* lines).
+  local opt jpms=()
+  read_jvm_options
+  for opt in "${JVM_FILE_OPTS[@]}"; do
+    [[ "$opt" == --add-* ]] && jpms+=("$opt")
+  done
+  # user.home: nodetool keeps its command history in ~/.cassandra; keep it in the run dir.
+  java -Xmx128m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 "${jpms[@]}" \
+    -Duser.home="$RUN" -Dlogback.configurationFile="$CONF_DIR/logback-tools.xml" \
+    -cp "$LIB/*" org.apache.cassandra.tools.NodeTool -h "$HOST" -p "$JMX_PORT" "$@"
+}
+
+cmd_reset() {
+  cmd_stop
+  rm -rf "$RUN"
+  say "deleted $RUN"
+}
+
+usage() {
+  sed -n '10,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+case "${1:-}" in
+  start) cmd_start ;;
+  stop) cmd_stop ;;
+  restart) cmd_stop && cmd_start ;;
+  status) cmd_status ;;
+  address) echo "$ADDRESS" ;;
+  cql) shift; cmd_cql "$@" ;;
+  nodetool) shift; cmd_nodetool "$@" ;;
+  logs) tail -n "${2:-50}" "$LOG" ;;
+  reset) cmd_reset ;;
+  *) usage ;;
+esac
