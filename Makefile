@@ -1,7 +1,8 @@
 # The project's commands. `make test` is the one the README names and CI
 # runs. It sets up what the tests need: Go modules from the module proxy,
-# kcat from Debian (scripts/deps.sh), and a real Kafka broker from Maven
-# Central (scripts/kafka.sh), which it stops again afterwards.
+# kcat from Debian (scripts/deps.sh), a real Kafka broker and a real
+# Cassandra node (the CQL stand-in for ScyllaDB) from Maven Central
+# (scripts/kafka.sh, scripts/cassandra.sh), which it stops afterwards.
 GO ?= go
 FUZZTIME ?= 10s
 
@@ -20,11 +21,12 @@ check:
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-# The broker is stopped whatever the tests' outcome; the tests' exit code
+# The servers are stopped whatever the tests' outcome; the tests' exit code
 # is the target's.
 unit:
 	scripts/kafka.sh start
-	$(GO) test -count=1 -timeout=30m ./... ; rc=$$?; scripts/kafka.sh stop; exit $$rc
+	scripts/cassandra.sh start
+	$(GO) test -count=1 -timeout=30m ./... ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; exit $$rc
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeCommand$$' -fuzztime=$(FUZZTIME) ./internal/api
@@ -33,7 +35,8 @@ fuzz:
 # The benchmarks whose figures are in the README.
 bench:
 	scripts/kafka.sh start
-	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/store/sqlite ./internal/readmodel/sqlite ./internal/relay ./cmd/orderd ; rc=$$?; scripts/kafka.sh stop; exit $$rc
+	scripts/cassandra.sh start
+	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/store/sqlite ./internal/store/scylla ./internal/readmodel/sqlite ./internal/readmodel/scylla ./internal/relay ./cmd/orderd ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; exit $$rc
 
 run:
 	$(GO) run ./cmd/orderd

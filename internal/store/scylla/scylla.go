@@ -1,0 +1,221 @@
+// Package scylla is the event store on ScyllaDB (or Apache Cassandra, its
+// stand-in in tests), for orderd processes that share one cluster.
+//
+// Each aggregate is one partition of the events table: one row per event,
+// clustered by sequence, and a static column holding the aggregate's
+// current version. Append is one lightweight transaction (a conditional
+// batch on that partition), so optimistic concurrency holds across any
+// number of processes; see append.go. An append that returned nil is
+// committed at Config.Consistency (a local quorum by default); ScyllaDB
+// also syncs the commit log of every LWT write before it answers.
+//
+// This backend has no change feed of its own: positions and ReadFeed need a
+// global commit order, which a partitioned store does not have. Its feed is
+// the table's CDC log, enabled by the schema on ScyllaDB and read by a
+// separate component, so ReadFeed and Head return store.ErrNoFeed and the
+// events read back carry no Position.
+package scylla
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sync/atomic"
+	"time"
+
+	"github.com/gocql/gocql"
+	"github.com/scylladb/gocqlx/v3"
+	"go.uber.org/zap"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// Defaults that Open and Migrate apply to the zero fields of Config.
+const (
+	DefaultKeyspace    = "orderd"
+	DefaultReplication = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+	// DefaultTimeout is above ScyllaDB's server-side write and CAS
+	// contention timeouts (2 s and 1 s by default), so that the server's
+	// answer, which says what happened, arrives before the client gives up.
+	DefaultTimeout = 5 * time.Second
+	// DefaultCDCTTL is how long the CDC log keeps a change: the longest
+	// outage of the relay that loses nothing.
+	DefaultCDCTTL = 7 * 24 * time.Hour
+)
+
+// Config says where the cluster is and how to talk to it.
+type Config struct {
+	// Hosts are the contact points, host or host:port (port 9042 when
+	// omitted). At least one is required.
+	Hosts []string
+	// Keyspace holds the events table; it is created when missing.
+	// Default DefaultKeyspace.
+	Keyspace string
+	// Replication is the CQL map of a keyspace that has to be created, for
+	// example "{'class': 'NetworkTopologyStrategy', 'dc1': 3}". It is used as
+	// given. Default DefaultReplication.
+	Replication string
+	// Consistency of reads and of the commit of an append. Default
+	// LocalQuorum.
+	Consistency gocql.Consistency
+	// SerialConsistency of the Paxos phase of an append and of the read that
+	// settles an append whose outcome is unknown: Serial or LocalSerial.
+	// Default LocalSerial.
+	SerialConsistency gocql.Consistency
+	// Timeout bounds each request and the connection set-up. Default
+	// DefaultTimeout.
+	Timeout time.Duration
+	// CDCTTL is how long ScyllaDB keeps the CDC log, in whole seconds. It is
+	// set when the events table is created; changing it later takes an
+	// ALTER TABLE by hand. Default DefaultCDCTTL.
+	CDCTTL time.Duration
+}
+
+// Options configure Open. The zero value is usable.
+type Options struct {
+	// Upcaster is applied to every event read; nil upcasts nothing.
+	Upcaster store.Upcaster
+	// Logger receives the driver's warnings and schema decisions; nil logs
+	// nothing.
+	Logger *zap.Logger
+}
+
+// Store is a store.Store on a ScyllaDB (or Cassandra) keyspace. It is safe
+// for concurrent use, also by several processes on the same keyspace.
+//
+// Timestamps round-trip to the millisecond (CQL's precision), in UTC.
+// Metadata round-trips exactly except that an empty map reads back as nil.
+// Data comes back byte-equal.
+type Store struct {
+	sess   gocqlx.Session
+	cfg    Config
+	up     store.Upcaster
+	log    *zap.Logger
+	scylla bool // the server is ScyllaDB, not Cassandra
+	closed atomic.Bool
+
+	settles atomic.Int64 // appends settled by a read, for tests
+}
+
+// keyspaceName is what an unquoted CQL identifier for a keyspace may be.
+// Checking it keeps the name, which is spliced into DDL, from being CQL.
+var keyspaceName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,47}$`)
+
+// withDefaults fills the zero fields of c and checks the result.
+func (c Config) withDefaults() (Config, error) {
+	if c.Keyspace == "" {
+		c.Keyspace = DefaultKeyspace
+	}
+	if c.Replication == "" {
+		c.Replication = DefaultReplication
+	}
+	if c.Consistency == gocql.Any { // the zero value; ANY cannot serve an LWT anyway
+		c.Consistency = gocql.LocalQuorum
+	}
+	if c.SerialConsistency == 0 {
+		c.SerialConsistency = gocql.LocalSerial
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.CDCTTL == 0 {
+		c.CDCTTL = DefaultCDCTTL
+	}
+	switch {
+	case len(c.Hosts) == 0:
+		return c, errors.New("scylla: no hosts")
+	case !keyspaceName.MatchString(c.Keyspace):
+		return c, fmt.Errorf("scylla: keyspace %q: want a letter, then up to 47 letters, digits or _", c.Keyspace)
+	case !c.SerialConsistency.IsSerial():
+		return c, fmt.Errorf("scylla: serial consistency %v: want SERIAL or LOCAL_SERIAL", c.SerialConsistency)
+	case c.CDCTTL < time.Second:
+		return c, fmt.Errorf("scylla: CDC TTL %v: want at least 1s", c.CDCTTL)
+	}
+	return c, nil
+}
+
+// Open connects to the cluster, creates the keyspace if it is missing,
+// brings the schema up to date (see Migrate) and returns the store. The
+// caller must Close it. It returns an error when the cluster cannot be
+// reached or the schema cannot be applied.
+func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	sess, scylla, err := migrate(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	return &Store{sess: sess, cfg: cfg, up: opts.Upcaster, log: log, scylla: scylla}, nil
+}
+
+// cluster returns the driver configuration for cfg, bound to keyspace ("":
+// none).
+func cluster(cfg Config, keyspace string, log *zap.Logger) *gocql.ClusterConfig {
+	c := gocql.NewCluster(cfg.Hosts...)
+	c.Keyspace = keyspace
+	c.Consistency = cfg.Consistency
+	c.SerialConsistency = cfg.SerialConsistency
+	c.Timeout = cfg.Timeout
+	c.ConnectTimeout = cfg.Timeout
+	// The driver logs what it cannot do about a node (dial failures,
+	// reconnections): warnings, not the info its plain Print would make.
+	c.Logger, _ = zap.NewStdLogAt(log.Named("gocql"), zap.WarnLevel) // fails only for an invalid level
+	return c
+}
+
+// connect opens a session on keyspace ("": none).
+func connect(cfg Config, keyspace string, log *zap.Logger) (gocqlx.Session, error) {
+	sess, err := gocqlx.WrapSession(cluster(cfg, keyspace, log).CreateSession())
+	if err != nil {
+		return sess, fmt.Errorf("scylla: connect to %v: %w", cfg.Hosts, err)
+	}
+	return sess, nil
+}
+
+// IsScylla reports whether the server is ScyllaDB rather than Apache
+// Cassandra. CDC is on only then.
+func (s *Store) IsScylla() bool { return s.scylla }
+
+// Session returns the store's session, for the read models and the CDC
+// readers that share the keyspace. It is closed with the store.
+func (s *Store) Session() gocqlx.Session { return s.sess }
+
+// Keyspace returns the keyspace of the events table.
+func (s *Store) Keyspace() string { return s.cfg.Keyspace }
+
+// Migrate applies the schema files that the keyspace has not seen yet. Open
+// already did; this is for a schema shipped while the store is open.
+func (s *Store) Migrate(ctx context.Context) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return applySchema(ctx, s.sess, s.cfg, s.scylla, s.log)
+}
+
+// Close closes the session. Calls after Close, a second Close included,
+// return store.ErrClosed; calls still running fail with it.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return store.ErrClosed
+	}
+	s.sess.Close()
+	return nil
+}
+
+// closedOr reports store.ErrClosed for a request that failed because Close
+// ran meanwhile, and err otherwise.
+func (s *Store) closedOr(err error) error {
+	if s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed) {
+		return store.ErrClosed
+	}
+	return err
+}
+
+var _ store.Store = (*Store)(nil)
