@@ -131,10 +131,10 @@ func (r *Relay) Serve(ctx context.Context) error {
 	if err != nil {
 		return r.stopped(ctx, fmt.Errorf("relay: read checkpoint: %w", err))
 	}
-	if err := r.loadBlocked(ctx); err != nil {
+	r.pos.Store(pos)
+	if err := r.Resume(ctx); err != nil {
 		return r.stopped(ctx, err)
 	}
-	r.pos.Store(pos)
 
 	for {
 		events, err := r.feed.ReadFeed(ctx, pos, r.cfg.BatchSize)
@@ -153,9 +153,11 @@ func (r *Relay) Serve(ctx context.Context) error {
 	}
 }
 
-// loadBlocked reads which aggregates have dead letters. It holds the turn,
-// so that a replay cannot finish between the read and its use.
-func (r *Relay) loadBlocked(ctx context.Context) error {
+// Resume reads which aggregates have dead letters, whose next events must
+// be parked. Serve calls it; a feed that pushes events to Deliver calls it
+// before the first. It holds the turn, so that a replay cannot finish
+// between the read and its use.
+func (r *Relay) Resume(ctx context.Context) error {
 	if err := r.take(ctx); err != nil {
 		return err
 	}
@@ -183,6 +185,15 @@ func (r *Relay) take(ctx context.Context) error {
 }
 
 func (r *Relay) release() { <-r.turn }
+
+// Deliver publishes events pushed by a feed that keeps its own progress,
+// such as ScyllaDB's CDC log, instead of Serve reading the store's feed. It
+// returns once every event is acknowledged or dead-lettered, which is when
+// the feed may save its progress; an error means it must not. The relay's
+// own checkpoint does not move.
+func (r *Relay) Deliver(ctx context.Context, events []store.Event) error {
+	return r.deliverBatch(ctx, events, 0)
+}
 
 // stopped turns an error caused by ctx ending into a clean stop.
 func (r *Relay) stopped(ctx context.Context, err error) error {
