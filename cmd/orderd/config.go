@@ -37,6 +37,16 @@ type config struct {
 	breakerFailures  int
 	breakerOpen      time.Duration
 	breakerSuccesses int
+
+	scyllaHosts       string // comma-separated
+	scyllaKeyspace    string
+	scyllaReplication string
+	scyllaConsistency string
+	scyllaSerial      string
+	cdcTTL            time.Duration
+	cdcWindow         time.Duration
+	cdcPollDelay      time.Duration
+	cdcIdleDelay      time.Duration
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -51,7 +61,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	fs.StringVar(&c.httpAddr, "http-addr", env("ORDERD_HTTP_ADDR", ":8080"), "address the HTTP API listens on (ORDERD_HTTP_ADDR)")
 	fs.StringVar(&c.dataDir, "data-dir", env("ORDERD_DATA_DIR", "./data"), "directory of the embedded store's files (ORDERD_DATA_DIR)")
-	fs.StringVar(&c.store, "store", env("ORDERD_STORE", "sqlite"), "event store backend: sqlite (ORDERD_STORE)")
+	fs.StringVar(&c.store, "store", env("ORDERD_STORE", "sqlite"), "event store backend: sqlite or scylla (ORDERD_STORE)")
+	fs.StringVar(&c.scyllaHosts, "scylla-hosts", getenv("ORDERD_SCYLLA_HOSTS"), "ScyllaDB contact points, comma-separated host[:port] (ORDERD_SCYLLA_HOSTS)")
+	fs.StringVar(&c.scyllaKeyspace, "scylla-keyspace", env("ORDERD_SCYLLA_KEYSPACE", "orderd"), "keyspace, created when missing (ORDERD_SCYLLA_KEYSPACE)")
+	fs.StringVar(&c.scyllaReplication, "scylla-replication", env("ORDERD_SCYLLA_REPLICATION", "{'class': 'SimpleStrategy', 'replication_factor': 1}"), "replication of a keyspace orderd creates (ORDERD_SCYLLA_REPLICATION)")
+	fs.StringVar(&c.scyllaConsistency, "scylla-consistency", env("ORDERD_SCYLLA_CONSISTENCY", "LOCAL_QUORUM"), "consistency of reads and writes (ORDERD_SCYLLA_CONSISTENCY)")
+	fs.StringVar(&c.scyllaSerial, "scylla-serial-consistency", env("ORDERD_SCYLLA_SERIAL_CONSISTENCY", "LOCAL_SERIAL"), "consistency of the lightweight transactions (ORDERD_SCYLLA_SERIAL_CONSISTENCY)")
 	fs.StringVar(&c.logLevel, "log-level", env("ORDERD_LOG_LEVEL", "info"), "debug, info, warn or error (ORDERD_LOG_LEVEL)")
 	fs.StringVar(&c.logFormat, "log-format", env("ORDERD_LOG_FORMAT", "json"), "json or console (ORDERD_LOG_FORMAT)")
 	durations := []struct {
@@ -65,6 +80,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		{&c.retryInitial, "retry-initial", "ORDERD_RETRY_INITIAL", 100 * time.Millisecond, "first delay before the relay retries a failed publish"},
 		{&c.retryMax, "retry-max", "ORDERD_RETRY_MAX", 5 * time.Second, "longest delay between the relay's retries"},
 		{&c.breakerOpen, "breaker-open", "ORDERD_BREAKER_OPEN", 30 * time.Second, "how long the Kafka circuit breaker stays open before probing"},
+		{&c.cdcTTL, "cdc-ttl", "ORDERD_CDC_TTL", 7 * 24 * time.Hour, "how long ScyllaDB keeps the CDC log: the longest relay outage that loses nothing"},
+		{&c.cdcWindow, "cdc-window", "ORDERD_CDC_WINDOW", 2 * time.Second, "how old a CDC change must be to be read; must cover the write timeout plus clock skew"},
+		{&c.cdcPollDelay, "cdc-poll-delay", "ORDERD_CDC_POLL_DELAY", 250 * time.Millisecond, "wait after a CDC query that found changes"},
+		{&c.cdcIdleDelay, "cdc-idle-delay", "ORDERD_CDC_IDLE_DELAY", time.Second, "wait after a CDC query that found none"},
 	}
 	for _, d := range durations {
 		def, err := durationEnv(getenv, d.name, d.def)
@@ -102,8 +121,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if c.store != "sqlite" {
-		return c, fmt.Errorf("store %q is not available: this build has sqlite", c.store)
+	if c.store != "sqlite" && c.store != "scylla" {
+		return c, fmt.Errorf("store %q: want sqlite or scylla", c.store)
+	}
+	if c.store == "scylla" {
+		if _, err := c.scyllaConfig(); err != nil {
+			return c, err
+		}
 	}
 	if c.logFormat != "json" && c.logFormat != "console" {
 		return c, fmt.Errorf("log format %q: want json or console", c.logFormat)

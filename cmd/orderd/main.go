@@ -6,6 +6,7 @@
 //	go run ./cmd/orderd -help      # every flag and its ORDERD_ variable
 //	go run ./cmd/orderd dlq list   # the dead letters of a running orderd
 //	orderd healthcheck             # exit 0 when the local orderd answers /healthz
+//	orderd migrate                 # bring the store's schema up to date and exit
 package main
 
 import (
@@ -30,9 +31,7 @@ import (
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/api"
 	"github.com/orderd/orderd/internal/readmodel"
-	viewsqlite "github.com/orderd/orderd/internal/readmodel/sqlite"
 	relaysqlite "github.com/orderd/orderd/internal/relay/sqlite"
-	"github.com/orderd/orderd/internal/store/sqlite"
 )
 
 func main() {
@@ -55,6 +54,8 @@ func main() {
 		return
 	case "healthcheck":
 		err = runHealthcheck(ctx, args[1:], os.Getenv, os.Stderr)
+	case "migrate":
+		err = runMigrate(ctx, args[1:], os.Getenv, os.Stderr)
 	default:
 		err = run(ctx, args, os.Getenv, os.Stderr, nil)
 	}
@@ -83,19 +84,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	events, err := sqlite.Open(filepath.Join(cfg.dataDir, "events.db"), sqlite.Options{
-		Upcaster: aggregate.Upcasters(),
-		Logger:   log.Named("store"),
-	})
+	b, err := openBackend(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer events.Close()
-	views, err := viewsqlite.Open(filepath.Join(cfg.dataDir, "views.db"), log.Named("views"))
-	if err != nil {
-		return err
-	}
-	defer views.Close()
+	defer b.close()
+	// The relay's ledger (its checkpoint and dead letters) is a file of
+	// this instance on every backend.
 	ledger, err := relaysqlite.Open(filepath.Join(cfg.dataDir, "relay.db"), log.Named("ledger"))
 	if err != nil {
 		return err
@@ -105,9 +100,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	workers := suture.New("orderd", suture.Spec{
 		EventHook: func(e suture.Event) { log.Warn("supervisor", zap.String("event", e.String())) },
 	})
-	projector := &watched{Service: readmodel.NewProjector(events, views, log.Named("projector"))}
-	workers.Add(projector)
-	rl, relayWorker, closeKafka, err := newRelay(cfg, events, ledger, reg, log.Named("relay"))
+	if b.projector != nil {
+		workers.Add(b.projector)
+	}
+	rl, relayWorker, closeKafka, err := newRelay(cfg, b, ledger, reg, log.Named("relay"))
 	if err != nil {
 		return err
 	}
@@ -121,12 +117,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		relaySup.Add(relayWorker)
 		workers.Add(relaySup)
 	}
-	reg.MustRegister(&lagCollector{feed: events, consumers: consumers(projector, relayWorker)},
-		&deadLetterCollector{ledger: ledger})
+	reg.MustRegister(&deadLetterCollector{ledger: ledger})
+	if b.hasFeed() {
+		reg.MustRegister(&lagCollector{feed: b.events, consumers: consumers(b.projector, relayWorker)})
+	}
+	events := b.events
 
 	commands := aggregate.NewHandler(countAppends(events, reg), time.Now)
-	queries := readmodel.NewQueries(views, cfg.readWait)
-	handler := api.New(commands, queries, events, readiness(events, projector, relayWorker, rl, ledger), orderd.OpenAPI, log.Named("http")).
+	queries := readmodel.NewQueries(b.views, cfg.readWait)
+	handler := api.New(commands, queries, events, readiness(b, relayWorker, rl, ledger), orderd.OpenAPI, log.Named("http")).
 		WithMetrics(api.NewMetrics(reg), reg).
 		WithAdmin(rl, cfg.adminToken).
 		Handler()
@@ -167,6 +166,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if werr := <-workDone; werr != nil && !errors.Is(werr, context.Canceled) {
 		err = errors.Join(err, werr)
 	}
-	log.Info("stopped", zap.Int64("projected_through", projector.Position()), zap.Int64("relayed_through", rl.Position()))
+	log.Info("stopped")
 	return err
 }

@@ -111,27 +111,40 @@ func (c *deadLetterCollector) Collect(ch chan<- prometheus.Metric) {
 // and dead letters make the service "degraded", not unready: commands are
 // still accepted and kept in the outbox, so the instance should keep
 // serving.
-func readiness(events store.Store, projector, relayWorker *watched, rl *relay.Relay, ledger relay.Ledger) api.Readiness {
+func readiness(b *backend, relayWorker *watched, rl *relay.Relay, ledger relay.Ledger) api.Readiness {
 	return func(ctx context.Context) map[string]api.Component {
 		out := map[string]api.Component{}
-		head, err := events.Head(ctx)
-		if err != nil {
-			out["store"] = api.Component{Status: "down", Detail: err.Error()}
+		storeErr := b.ping(ctx)
+		if storeErr != nil {
+			out["store"] = api.Component{Status: "down", Detail: storeErr.Error()}
 		} else {
 			out["store"] = api.Component{Status: "up"}
 		}
-		// Without the head there is no lag to tell.
+		// Lag in events exists only where the store has a feed of positions,
+		// and without the head there is none to tell.
+		var head int64
+		var headErr error = store.ErrNoFeed
+		if b.hasFeed() {
+			head, headErr = b.events.Head(ctx)
+		}
 		lag := func(pos int64) *int64 {
-			if err != nil {
+			if headErr != nil {
 				return nil
 			}
 			l := head - pos
 			return &l
 		}
-		out["projector"] = projector.component(lag(projector.Position()))
-		if relayWorker == nil {
-			out["relay"] = api.Component{Status: "off", Detail: "no Kafka brokers configured; events are kept in the outbox"}
+		if b.projector == nil {
+			out["projector"] = api.Component{Status: "down", Detail: b.cdcOff}
 		} else {
+			out["projector"] = b.projector.component(lag(b.projector.Position()))
+		}
+		switch {
+		case relayWorker == nil && b.cdcOff != "" && rl.On():
+			out["relay"] = api.Component{Status: "down", Detail: b.cdcOff}
+		case relayWorker == nil:
+			out["relay"] = api.Component{Status: "off", Detail: "no Kafka brokers configured; events are kept in the outbox"}
+		default:
 			// The relay failing (Kafka unreachable at start, say) degrades
 			// the service; it does not make it unready.
 			c := relayWorker.component(lag(relayWorker.Position()))

@@ -9,14 +9,15 @@ import (
 
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/relay"
-	"github.com/orderd/orderd/internal/store"
+	"github.com/orderd/orderd/internal/store/scylla/cdc"
 )
 
 // newRelay builds the relay. With no brokers configured it still returns a
 // relay, so that operators can list dead letters, but no worker: the outbox
 // keeps every event, and a later start with brokers publishes from the
 // first. close releases the Kafka client.
-func newRelay(cfg config, events store.Store, ledger relay.Ledger, reg prometheus.Registerer, log *zap.Logger) (*relay.Relay, *watched, func(), error) {
+func newRelay(cfg config, b *backend, ledger relay.Ledger, reg prometheus.Registerer, log *zap.Logger) (*relay.Relay, *watched, func(), error) {
+	events := b.events
 	topics, _ := cfg.topicMap() // checked by parseConfig
 	rcfg := relay.Config{
 		Topics:           relay.Topics{Prefix: cfg.topicPrefix, ByType: topics},
@@ -45,7 +46,13 @@ func newRelay(cfg config, events store.Store, ledger relay.Ledger, reg prometheu
 	rl := relay.New(events, events, k, ledger, rcfg, log, metrics)
 	log.Info("relay on", zap.Strings("brokers", brokers),
 		zap.Strings("topics", rcfg.Topics.All(aggregate.OrderType, aggregate.CustomerType)))
+	if b.cdcOff != "" {
+		return rl, nil, func() { _ = k.Close() }, nil
+	}
 	svc := relayService{relay: rl, kafka: k, topics: rcfg.Topics.All(aggregate.OrderType, aggregate.CustomerType)}
+	if !b.hasFeed() {
+		svc.cdc = b.cdcReader("relay", rl.Deliver)
+	}
 	return rl, &watched{Service: svc}, func() { _ = k.Close() }, nil
 }
 
@@ -56,6 +63,7 @@ type relayService struct {
 	relay  *relay.Relay
 	kafka  *relay.Kafka
 	topics []string
+	cdc    *cdc.Reader // ScyllaDB: the CDC log pushes events; nil: the relay reads the store's feed
 }
 
 func (s relayService) Serve(ctx context.Context) error {
@@ -65,7 +73,16 @@ func (s relayService) Serve(ctx context.Context) error {
 		}
 		return fmt.Errorf("relay: create topics: %w", err)
 	}
-	return s.relay.Serve(ctx)
+	if s.cdc == nil {
+		return s.relay.Serve(ctx)
+	}
+	if err := s.relay.Resume(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	return s.cdc.Serve(ctx)
 }
 
 func (s relayService) Position() int64 { return s.relay.Position() }

@@ -116,6 +116,9 @@ func New(feed store.Feed, history History, pub Publisher, ledger Ledger, cfg Con
 	return r
 }
 
+// On reports whether the relay has a broker to publish to.
+func (r *Relay) On() bool { return r.pub != nil }
+
 // Position returns the feed position through which events are published or
 // dead-lettered.
 func (r *Relay) Position() int64 { return r.pos.Load() }
