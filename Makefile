@@ -6,11 +6,11 @@
 GO ?= go
 FUZZTIME ?= 10s
 
-.PHONY: test deps check unit fuzz bench run
+.PHONY: test deps check compose unit fuzz bench run
 
 # Every test: static checks, the unit, store-conformance and end-to-end
 # suites, then a short run of each fuzz target.
-test: deps check unit fuzz
+test: deps check compose unit fuzz
 
 deps:
 	scripts/deps.sh
@@ -20,6 +20,11 @@ check:
 	@unformatted="$$(gofmt -l cmd internal migrations *.go)"; \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+
+# Dockerfile and compose.yaml are shipped, not run (no Docker engine here):
+# they are validated with docker compose config and a few checks.
+compose:
+	scripts/check-compose.sh
 
 # The servers are stopped whatever the tests' outcome; the tests' exit code
 # is the target's.

@@ -128,6 +128,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		if _, err := c.scyllaConfig(); err != nil {
 			return c, err
 		}
+		// The CDC log is read a confidence window after the write, so the
+		// projection lags by the window and a poll delay at least: a
+		// read-your-writes wait must cover them, unless set on purpose.
+		set := getenv("ORDERD_READ_WAIT") != ""
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "read-wait" })
+		if !set {
+			c.readWait = c.cdcWindow + c.cdcIdleDelay + 2*time.Second
+		}
 	}
 	if c.logFormat != "json" && c.logFormat != "console" {
 		return c, fmt.Errorf("log format %q: want json or console", c.logFormat)
