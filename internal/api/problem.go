@@ -79,6 +79,9 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		// The client went away (for example during a min_version wait):
 		// nobody reads the answer, and it is not the server's failure.
 		logger(r.Context()).Debug("client gone", zap.Error(err))
+		// nginx's "client closed request": nobody reads it, but the access
+		// log and the command metrics then do not count it as a success.
+		w.WriteHeader(499)
 		return
 	}
 	status := statusOf(err)

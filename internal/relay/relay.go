@@ -11,6 +11,7 @@ package relay
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -194,7 +195,17 @@ func (r *Relay) release() { <-r.turn }
 // returns once every event is acknowledged or dead-lettered, which is when
 // the feed may save its progress; an error means it must not. The relay's
 // own checkpoint does not move.
+//
+// Such a feed has no positions, and a dead letter is named by one: an event
+// without a position gets one derived from its id (the random bits of its
+// UUIDv7), the same at every delivery, so that a redelivered dead letter is
+// recognised rather than recorded twice.
 func (r *Relay) Deliver(ctx context.Context, events []store.Event) error {
+	for i, e := range events {
+		if e.Position == 0 {
+			events[i].Position = int64(binary.BigEndian.Uint64(e.ID[8:])>>2) + 1
+		}
+	}
 	return r.deliverBatch(ctx, events, 0)
 }
 

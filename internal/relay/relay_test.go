@@ -388,3 +388,32 @@ func gauge(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
 	}
 	return 0
 }
+
+// TestRelayDeliver: events pushed by a feed with its own progress (the CDC
+// log) are published, dead-lettered and parked exactly as Serve does, and
+// the relay's own checkpoint does not move.
+func TestRelayDeliver(t *testing.T) {
+	r := newRig(t, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: "4096"})
+	ctx := context.Background()
+	if err := r.relay.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	big, small := uuid.New(), uuid.New()
+	pushed := []store.Event{r.appendEvent(small, 10), r.appendEvent(big, 6000), r.appendEvent(big, 10)}
+	// Positions come from the SQLite store; a CDC feed has none, so the
+	// relay must not depend on them beyond naming dead letters.
+	if err := r.relay.Deliver(ctx, pushed[:1]); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.relay.Deliver(ctx, pushed[1:]); err != nil {
+		t.Fatal(err)
+	}
+	checkOrder(t, r.consumeAll(), map[uuid.UUID]int64{small: 1})
+	letters, err := r.ledger.OfAggregate(ctx, big)
+	if err != nil || len(letters) != 2 || letters[0].State != relay.Failed || letters[1].State != relay.Parked {
+		t.Fatalf("dead letters of the big aggregate: %+v, %v", letters, err)
+	}
+	if cp, _ := r.ledger.Checkpoint(ctx); cp != 0 {
+		t.Fatalf("Deliver moved the relay's checkpoint to %d", cp)
+	}
+}
