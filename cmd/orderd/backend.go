@@ -76,7 +76,8 @@ func openScylla(ctx context.Context, cfg config, log *zap.Logger) (*backend, err
 	if err != nil {
 		return nil, err
 	}
-	views := viewscylla.New(events.Session(), events, log.Named("views"))
+	views := viewscylla.New(events.Session(), events, log.Named("views"),
+		viewscylla.WithConsistency(scfg.Consistency), viewscylla.WithSerialConsistency(scfg.SerialConsistency))
 	b := &backend{
 		events: events,
 		views:  views,
@@ -102,7 +103,7 @@ func openScylla(ctx context.Context, cfg config, log *zap.Logger) (*backend, err
 }
 
 // cdcWorker is a CDC reader as a supervised worker. It has no feed
-// position; its readiness shows when it last handled a change.
+// position, so readiness shows no lag for it.
 type cdcWorker struct{ reader *cdc.Reader }
 
 func (w cdcWorker) Serve(ctx context.Context) error { return w.reader.Serve(ctx) }

@@ -137,6 +137,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 			c.readWait = c.cdcWindow + c.cdcIdleDelay + 2*time.Second
 		}
 	}
+	// The HTTP server's write timeout is 30 s: a longer wait would be cut.
+	if c.readWait > 25*time.Second {
+		return c, fmt.Errorf("read wait %s: at most 25s (with ORDERD_STORE=scylla it defaults to the CDC window + 3 s)", c.readWait)
+	}
 	if c.logFormat != "json" && c.logFormat != "console" {
 		return c, fmt.Errorf("log format %q: want json or console", c.logFormat)
 	}

@@ -203,7 +203,7 @@ func (r *Relay) release() { <-r.turn }
 func (r *Relay) Deliver(ctx context.Context, events []store.Event) error {
 	for i, e := range events {
 		if e.Position == 0 {
-			events[i].Position = int64(binary.BigEndian.Uint64(e.ID[8:])>>2) + 1
+			events[i].Position = int64(binary.BigEndian.Uint64(e.ID[8:])>>11) + 1
 		}
 	}
 	return r.deliverBatch(ctx, events, 0)

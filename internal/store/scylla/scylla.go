@@ -100,7 +100,9 @@ type Store struct {
 
 // keyspaceName is what an unquoted CQL identifier for a keyspace may be.
 // Checking it keeps the name, which is spliced into DDL, from being CQL.
-var keyspaceName = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_]{0,47}$`)
+// Lower case only: CQL folds an unquoted name to lower case in DDL, while
+// the driver quotes it in USE and the metadata lookups are exact.
+var keyspaceName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,47}$`)
 
 // withDefaults fills the zero fields of c and checks the result.
 func (c Config) withDefaults() (Config, error) {
@@ -126,7 +128,7 @@ func (c Config) withDefaults() (Config, error) {
 	case len(c.Hosts) == 0:
 		return c, errors.New("scylla: no hosts")
 	case !keyspaceName.MatchString(c.Keyspace):
-		return c, fmt.Errorf("scylla: keyspace %q: want a letter, then up to 47 letters, digits or _", c.Keyspace)
+		return c, fmt.Errorf("scylla: keyspace %q: want a lower-case letter, then up to 47 lower-case letters, digits or _", c.Keyspace)
 	case !c.SerialConsistency.IsSerial():
 		return c, fmt.Errorf("scylla: serial consistency %v: want SERIAL or LOCAL_SERIAL", c.SerialConsistency)
 	case c.CDCTTL < time.Second:

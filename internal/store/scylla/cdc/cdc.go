@@ -13,6 +13,7 @@ package cdc
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -106,6 +107,10 @@ func (r *Reader) Serve(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("cdc: progress table: %w", err)
 	}
+	// Progress must outlive the log it points into: with the library's
+	// fixed week, a longer CDC TTL and a long outage would restart from the
+	// oldest change and hand everything again.
+	progress.SetTTL(int32(min(r.cfg.MaxAge+24*time.Hour, 365*24*time.Hour) / time.Second))
 	reader, err := scyllacdc.NewReader(ctx, &scyllacdc.ReaderConfig{
 		Session:               r.cfg.Session,
 		TableNames:            []string{r.cfg.Keyspace + "." + r.cfg.Table},
@@ -117,6 +122,11 @@ func (r *Reader) Serve(ctx context.Context) error {
 			PostNonEmptyQueryDelay: r.cfg.PollDelay,
 			PostEmptyQueryDelay:    r.cfg.IdleDelay,
 			ChangeAgeLimit:         r.cfg.MaxAge,
+			// A consumer with no progress walks the log from MaxAge ago one
+			// query window at a time, with a delay after each empty one: at
+			// the library's 30 s windows a week of log takes hours. Queries
+			// are paged, so a wide window only costs what it finds.
+			QueryTimeWindowSize: time.Hour,
 		},
 	})
 	if err != nil {
@@ -179,9 +189,19 @@ func (c *consumer) Empty(ctx context.Context, ack gocql.UUID) error {
 // End is called when the stream's generation ends.
 func (c *consumer) End() error { return nil }
 
+// zapPrintf passes the library's messages on: its errors and its
+// "can't keep up" warnings as warnings (it retries them itself, so they are
+// otherwise invisible), the rest at debug level.
 type zapPrintf struct{ log *zap.Logger }
 
-func (z zapPrintf) Printf(format string, v ...interface{}) { z.log.Debug(fmt.Sprintf(format, v...)) }
+func (z zapPrintf) Printf(format string, v ...interface{}) {
+	msg := fmt.Sprintf(format, v...)
+	if l := strings.ToLower(msg); strings.Contains(l, "error") || strings.Contains(l, "keep up") || strings.Contains(l, "not found") {
+		z.log.Warn(msg)
+		return
+	}
+	z.log.Debug(msg)
+}
 
 // The library calls Empty only on consumers that have it.
 var _ scyllacdc.ChangeOrEmptyNotificationConsumer = (*consumer)(nil)
