@@ -2,12 +2,9 @@ package scylla
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
 	"time"
-	"unicode/utf8"
 
 	"github.com/gocql/gocql"
 	"github.com/google/uuid"
@@ -36,13 +33,6 @@ var (
 			Where(qb.Eq("aggregate_id")).If(qb.Eq("version")).ToCql()
 	readBackCQL, _ = qb.Select("events").Columns("event_id").
 			Where(qb.Eq("aggregate_id"), qb.Eq("sequence")).ToCql()
-)
-
-// Times the SQLite backend can store (Unix nanoseconds): both backends take
-// the same events, so that an event log can move from one to the other.
-var (
-	minTime = time.Unix(0, math.MinInt64)
-	maxTime = time.Unix(0, math.MaxInt64)
 )
 
 // Append stores events atomically if the aggregate's version is expected.
@@ -220,19 +210,11 @@ func (noRetry) GetRetryType(error) gocql.RetryType { return gocql.Rethrow }
 // insertArgs validates an append and returns the INSERT arguments of its
 // events.
 func insertArgs(id uuid.UUID, expected int64, events []store.Event) ([][]any, error) {
-	switch {
-	case len(events) == 0:
-		return nil, errors.New("no events")
-	case id == uuid.Nil:
-		return nil, errors.New("nil aggregate id")
-	case expected < 0:
-		return nil, fmt.Errorf("negative expected version %d", expected)
+	if err := store.CheckAppend(id, expected, events); err != nil {
+		return nil, err
 	}
 	rows := make([][]any, len(events))
 	for i, e := range events {
-		if err := validate(id, expected+int64(i)+1, e); err != nil {
-			return nil, fmt.Errorf("event %d: %w", i, err)
-		}
 		var meta any // null when empty: an empty map reads back as nil
 		if len(e.Metadata) > 0 {
 			meta = e.Metadata
@@ -243,34 +225,4 @@ func insertArgs(id uuid.UUID, expected int64, events []store.Event) ([][]any, er
 		}
 	}
 	return rows, nil
-}
-
-// validate checks one event as the SQLite backend does, and that its text
-// is UTF-8, which CQL's text type requires and would otherwise refuse with
-// a less helpful error.
-func validate(id uuid.UUID, seq int64, e store.Event) error {
-	switch {
-	case e.AggregateID != id:
-		return fmt.Errorf("aggregate id %s, want %s", e.AggregateID, id)
-	case e.Sequence != seq:
-		return fmt.Errorf("sequence %d, want %d", e.Sequence, seq)
-	case e.ID == uuid.Nil:
-		return errors.New("nil event id")
-	case e.AggregateType == "" || e.Type == "":
-		return errors.New("empty aggregate or event type")
-	case e.SchemaVersion < 1 || e.SchemaVersion > math.MaxInt32:
-		return fmt.Errorf("schema version %d, want 1 to %d", e.SchemaVersion, math.MaxInt32)
-	case !json.Valid(e.Data):
-		return errors.New("data is not valid JSON")
-	case !utf8.Valid(e.Data) || !utf8.ValidString(e.AggregateType) || !utf8.ValidString(e.Type):
-		return errors.New("data or type is not valid UTF-8")
-	case e.Timestamp.Before(minTime) || e.Timestamp.After(maxTime):
-		return fmt.Errorf("timestamp %v outside the years 1678–2262", e.Timestamp)
-	}
-	for k, v := range e.Metadata {
-		if !utf8.ValidString(k) || !utf8.ValidString(v) {
-			return fmt.Errorf("metadata %q is not valid UTF-8", k)
-		}
-	}
-	return nil
 }

@@ -3,10 +3,7 @@ package sqlite
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"math"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -21,13 +18,6 @@ type appendReq struct {
 	rows     [][]any    // insert arguments, one slice per event
 	done     chan error // buffered: the writer never blocks on a reply
 }
-
-// Times UnixNano can represent; outside them a timestamp would not
-// round-trip.
-var (
-	minTime = time.Unix(0, math.MinInt64)
-	maxTime = time.Unix(0, math.MaxInt64)
-)
 
 // Append stores events atomically if the aggregate's version is expected.
 // It returns a wrapped store.ErrConflict when the version differs, a wrapped
@@ -78,19 +68,11 @@ func (s *Store) Append(ctx context.Context, aggregateID uuid.UUID, expected int6
 // outside the writer goroutine so that concurrent callers do this work in
 // parallel.
 func encode(id uuid.UUID, expected int64, events []store.Event) ([][]any, error) {
-	switch {
-	case len(events) == 0:
-		return nil, errors.New("no events")
-	case id == uuid.Nil:
-		return nil, errors.New("nil aggregate id")
-	case expected < 0:
-		return nil, fmt.Errorf("negative expected version %d", expected)
+	if err := store.CheckAppend(id, expected, events); err != nil {
+		return nil, err
 	}
 	rows := make([][]any, len(events))
 	for i, e := range events {
-		if err := validate(id, expected+int64(i)+1, e); err != nil {
-			return nil, fmt.Errorf("event %d: %w", i, err)
-		}
 		var meta any // NULL when empty: an empty map reads back as nil
 		if len(e.Metadata) > 0 {
 			b, err := json.Marshal(e.Metadata)
@@ -107,24 +89,4 @@ func encode(id uuid.UUID, expected int64, events []store.Event) ([][]any, error)
 		}
 	}
 	return rows, nil
-}
-
-func validate(id uuid.UUID, seq int64, e store.Event) error {
-	switch {
-	case e.AggregateID != id:
-		return fmt.Errorf("aggregate id %s, want %s", e.AggregateID, id)
-	case e.Sequence != seq:
-		return fmt.Errorf("sequence %d, want %d", e.Sequence, seq)
-	case e.ID == uuid.Nil:
-		return errors.New("nil event id")
-	case e.AggregateType == "" || e.Type == "":
-		return errors.New("empty aggregate or event type")
-	case e.SchemaVersion < 1:
-		return fmt.Errorf("schema version %d, want ≥ 1", e.SchemaVersion)
-	case !json.Valid(e.Data):
-		return errors.New("data is not valid JSON")
-	case e.Timestamp.Before(minTime) || e.Timestamp.After(maxTime):
-		return fmt.Errorf("timestamp %v outside the years 1678–2262", e.Timestamp)
-	}
-	return nil
 }
