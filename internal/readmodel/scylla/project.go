@@ -70,7 +70,7 @@ func (v *Views) Project(ctx context.Context, events []store.Event) error {
 	}
 	err := g.Wait()
 	if done.Load() {
-		v.notify()
+		v.Notify()
 	}
 	return err
 }

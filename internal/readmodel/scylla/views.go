@@ -20,7 +20,6 @@ package scylla
 
 import (
 	"context"
-	"sync"
 
 	"github.com/gocql/gocql"
 	"github.com/google/uuid"
@@ -54,8 +53,9 @@ type Views struct {
 	serial      gocql.Consistency // the Paxos phase of conditional writes, and re-reads after one failed
 	concurrency int
 
-	mu      sync.Mutex
-	changed chan struct{}
+	// Changes closes Changed when a Project call that brought a row up to
+	// one of its events returns.
+	readmodel.Changes
 }
 
 // Option configures Views.
@@ -98,29 +98,11 @@ func New(session gocqlx.Session, history History, log *zap.Logger, opts ...Optio
 		consistency: gocql.LocalQuorum,
 		serial:      gocql.LocalSerial,
 		concurrency: DefaultConcurrency,
-		changed:     make(chan struct{}),
 	}
 	for _, opt := range opts {
 		opt(v)
 	}
 	return v
-}
-
-// Changed returns a channel that is closed when the next Project call that
-// brought a row up to one of its events returns.
-func (v *Views) Changed() <-chan struct{} {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.changed
-}
-
-// notify wakes every reader waiting on Changed and arms a fresh channel for
-// the next Project.
-func (v *Views) notify() {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	close(v.changed)
-	v.changed = make(chan struct{})
 }
 
 // The consumer defines the interface, this backend promises to satisfy it.

@@ -125,7 +125,7 @@ func (v *Views) Apply(ctx context.Context, events []store.Event, through int64) 
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("readmodel/sqlite: commit through %d: %w", through, err)
 	}
-	v.notify()
+	v.Notify()
 	return nil
 }
 

@@ -8,7 +8,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -35,8 +34,8 @@ type Views struct {
 	log   *zap.Logger
 	stmts statements
 
-	mu      sync.Mutex
-	changed chan struct{}
+	// Changes closes Changed when an Apply commits.
+	readmodel.Changes
 }
 
 // Open opens, creating it if needed, the views database at path and brings
@@ -54,7 +53,7 @@ func Open(path string, log *zap.Logger) (*Views, error) {
 	if err != nil {
 		return nil, fmt.Errorf("readmodel/sqlite: %w", err)
 	}
-	v := &Views{write: write, read: read, log: log, changed: make(chan struct{})}
+	v := &Views{write: write, read: read, log: log}
 	if err := v.stmts.prepare(ctx, write); err != nil {
 		_ = v.Close()
 		return nil, fmt.Errorf("readmodel/sqlite: %s: %w", path, err)
@@ -66,22 +65,6 @@ func Open(path string, log *zap.Logger) (*Views, error) {
 // Close closes the database. Queries and Apply fail after Close.
 func (v *Views) Close() error {
 	return errors.Join(v.stmts.close(), v.read.Close(), v.write.Close())
-}
-
-// Changed returns a channel that is closed when the next Apply commits.
-func (v *Views) Changed() <-chan struct{} {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.changed
-}
-
-// notify wakes every reader waiting on Changed and arms a fresh channel for
-// the next commit.
-func (v *Views) notify() {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	close(v.changed)
-	v.changed = make(chan struct{})
 }
 
 func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
