@@ -435,7 +435,7 @@ func TestRelayDeadLetterReplay(t *testing.T) {
 		}
 	}
 
-	alterTopicConfig(t, brokers, orders, "max.message.bytes", "1048588")
+	kafkatest.AlterTopic(t, brokers, orders, "max.message.bytes", "1048588")
 	var out, errOut bytes.Buffer
 	getenv := func(k string) string {
 		return map[string]string{"ORDERD_ADMIN_URL": s.base, "ORDERD_ADMIN_TOKEN": "s3cret"}[k]
@@ -460,23 +460,6 @@ func TestRelayDeadLetterReplay(t *testing.T) {
 	}
 	if m := s.metrics(t); m[`orderd_dead_letters{state="failed"}`] != 0 || m[`orderd_dead_letters{state="parked"}`] != 0 {
 		t.Fatalf("dead letters left after the replay")
-	}
-}
-
-func alterTopicConfig(t *testing.T, brokers []string, topic, key, value string) {
-	t.Helper()
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	res, err := c.AlterConfigs(t.Context(), &kafka.AlterConfigsRequest{Resources: []kafka.AlterConfigRequestResource{{
-		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
-		Configs: []kafka.AlterConfigRequestConfig{{Name: key, Value: value}},
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range res.Errors {
-		if e != nil {
-			t.Fatal(e)
-		}
 	}
 }
 

@@ -284,7 +284,7 @@ func TestRelayDeadLetters(t *testing.T) {
 		t.Fatalf("dead letters left after the discard: %+v", left)
 	}
 
-	alterTopic(t, r.brokers, r.topic, "max.message.bytes", "1048588")
+	kafkatest.AlterTopic(t, r.brokers, r.topic, "max.message.bytes", "1048588")
 	n, err := r.relay.Replay(ctx, letters[1].Position) // any letter of the aggregate replays it from its head
 	if err != nil || n != 2 {
 		t.Fatalf("replay = %d, %v; want 2 published", n, err)
@@ -306,23 +306,6 @@ func TestRelayDeadLetters(t *testing.T) {
 	checkOrder(t, kept, map[uuid.UUID]int64{small: 3, big: 3})
 	if left, _ := r.ledger.List(ctx, 0, 10); len(left) != 0 {
 		t.Fatalf("dead letters left after the replay: %+v", left)
-	}
-}
-
-func alterTopic(t *testing.T, brokers []string, topic, key, value string) {
-	t.Helper()
-	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
-	res, err := c.AlterConfigs(context.Background(), &kafka.AlterConfigsRequest{Resources: []kafka.AlterConfigRequestResource{{
-		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
-		Configs: []kafka.AlterConfigRequestConfig{{Name: key, Value: value}},
-	}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range res.Errors {
-		if e != nil {
-			t.Fatal(e)
-		}
 	}
 }
 

@@ -277,3 +277,23 @@ func topicName(t testing.TB) string {
 	_, _ = rand.Read(suffix)
 	return "orderd-test-" + name + "-" + hex.EncodeToString(suffix)
 }
+
+// AlterTopic sets one config of topic, for example raising its
+// max.message.bytes.
+func AlterTopic(t testing.TB, brokers []string, topic, key, value string) {
+	t.Helper()
+	c, done := client(brokers, 10*time.Second)
+	defer done()
+	res, err := c.AlterConfigs(context.Background(), &kafka.AlterConfigsRequest{Resources: []kafka.AlterConfigRequestResource{{
+		ResourceType: kafka.ResourceTypeTopic, ResourceName: topic,
+		Configs: []kafka.AlterConfigRequestConfig{{Name: key, Value: value}},
+	}}})
+	if err != nil {
+		t.Fatalf("kafkatest: alter %s: %v", topic, err)
+	}
+	for _, e := range res.Errors {
+		if e != nil {
+			t.Fatalf("kafkatest: alter %s: %v", topic, e)
+		}
+	}
+}
