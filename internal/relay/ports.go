@@ -100,4 +100,11 @@ type Ledger interface {
 
 	// Count returns the number of dead letters by state.
 	Count(ctx context.Context) (map[string]int, error)
+
+	// Handled returns, for a feed without positions, the highest sequence
+	// of each of the aggregates that was published or dead-lettered.
+	Handled(ctx context.Context, aggregateIDs []uuid.UUID) (map[uuid.UUID]int64, error)
+
+	// MarkHandled raises the handled sequences to seqs; they never go down.
+	MarkHandled(ctx context.Context, seqs map[uuid.UUID]int64) error
 }

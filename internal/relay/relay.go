@@ -196,17 +196,87 @@ func (r *Relay) release() { <-r.turn }
 // the feed may save its progress; an error means it must not. The relay's
 // own checkpoint does not move.
 //
-// Such a feed has no positions, and a dead letter is named by one: an event
-// without a position gets one derived from its id (the random bits of its
-// UUIDv7), the same at every delivery, so that a redelivered dead letter is
+// Such a feed can hand an event again (after a crash) or lose one (a change
+// behind its confidence window, or expired). The ledger keeps the highest
+// sequence handled per aggregate: events at or below it are skipped, and a
+// gap above it is filled from the store first, so that Kafka still sees
+// every event once at least, in order.
+//
+// A dead letter is named by a feed position, which such a feed lacks: an
+// event without one gets one derived from its id (53 of the random bits of
+// its UUIDv7, so that the id stays exact in JSON for JavaScript and jq),
+// the same at every delivery, so that a redelivered dead letter is
 // recognised rather than recorded twice.
 func (r *Relay) Deliver(ctx context.Context, events []store.Event) error {
+	if err := r.take(ctx); err != nil {
+		return err
+	}
+	defer r.release()
+	events, err := r.fill(ctx, events)
+	if err != nil || len(events) == 0 {
+		return err
+	}
 	for i, e := range events {
 		if e.Position == 0 {
 			events[i].Position = int64(binary.BigEndian.Uint64(e.ID[8:])>>11) + 1
 		}
 	}
-	return r.deliverBatch(ctx, events, 0)
+	if _, err := r.deliverTaken(ctx, events, 0); err != nil {
+		return err
+	}
+	top := make(map[uuid.UUID]int64)
+	for _, e := range events {
+		top[e.AggregateID] = max(top[e.AggregateID], e.Sequence)
+	}
+	if err := r.ledger.MarkHandled(context.WithoutCancel(ctx), top); err != nil {
+		return fmt.Errorf("relay: mark handled: %w", err)
+	}
+	return nil
+}
+
+// fill drops the events already handled and loads from the store those the
+// feed skipped, per aggregate, keeping each aggregate's events in order.
+func (r *Relay) fill(ctx context.Context, events []store.Event) ([]store.Event, error) {
+	var ids []uuid.UUID
+	byAgg := make(map[uuid.UUID][]store.Event)
+	for _, e := range events {
+		if byAgg[e.AggregateID] == nil {
+			ids = append(ids, e.AggregateID)
+		}
+		byAgg[e.AggregateID] = append(byAgg[e.AggregateID], e)
+	}
+	handled, err := r.ledger.Handled(ctx, ids)
+	if err != nil {
+		return nil, fmt.Errorf("relay: read handled sequences: %w", err)
+	}
+	var out []store.Event
+	for _, id := range ids {
+		last := handled[id]
+		var fresh []store.Event
+		for _, e := range byAgg[id] {
+			if e.Sequence > last {
+				fresh = append(fresh, e)
+			}
+		}
+		slices.SortFunc(fresh, func(a, b store.Event) int { return int(a.Sequence - b.Sequence) })
+		if len(fresh) > 0 && fresh[0].Sequence > last+1 {
+			missed, err := r.history.Load(ctx, id, last)
+			if err != nil {
+				return nil, fmt.Errorf("relay: load the events the feed skipped of %s: %w", id, err)
+			}
+			var gap []store.Event
+			for _, e := range missed {
+				if e.Sequence < fresh[0].Sequence {
+					gap = append(gap, e)
+				}
+			}
+			r.log.Warn("the feed skipped events; published from the store", zap.Stringer("aggregate_id", id),
+				zap.Int64("after", last), zap.Int("events", len(gap)))
+			fresh = append(gap, fresh...)
+		}
+		out = append(out, fresh...)
+	}
+	return out, nil
 }
 
 // stopped turns an error caused by ctx ending into a clean stop.
@@ -225,20 +295,27 @@ func (r *Relay) deliverBatch(ctx context.Context, events []store.Event, through 
 		return err
 	}
 	defer r.release()
+	_, err := r.deliverTaken(ctx, events, through)
+	return err
+}
+
+// deliverTaken is deliverBatch for a caller that has the turn. It returns
+// the dead letters it recorded.
+func (r *Relay) deliverTaken(ctx context.Context, events []store.Event, through int64) ([]DeadLetter, error) {
 	letters, err := r.deliver(ctx, events)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Everything is acknowledged or dead-lettered: record it even if ctx
 	// ended meanwhile, so that it is not published again.
 	if err := r.ledger.Advance(context.WithoutCancel(ctx), through, letters); err != nil {
-		return fmt.Errorf("relay: advance to %d: %w", through, err)
+		return nil, fmt.Errorf("relay: advance to %d: %w", through, err)
 	}
 	for _, l := range letters {
 		r.blocked[l.AggregateID] = true
 	}
 	r.metrics.deadLettered(letters)
-	return nil
+	return letters, nil
 }
 
 // deliver publishes events in waves that hold at most one event per

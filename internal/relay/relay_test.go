@@ -373,8 +373,9 @@ func gauge(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
 }
 
 // TestRelayDeliver: events pushed by a feed with its own progress (the CDC
-// log) are published, dead-lettered and parked exactly as Serve does, and
-// the relay's own checkpoint does not move.
+// log) are published, dead-lettered and parked exactly as Serve does; an
+// event handed again is skipped, one the feed lost is loaded from the
+// store, in order; and the relay's own checkpoint does not move.
 func TestRelayDeliver(t *testing.T) {
 	r := newRig(t, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: "4096"})
 	ctx := context.Background()
@@ -382,19 +383,37 @@ func TestRelayDeliver(t *testing.T) {
 		t.Fatal(err)
 	}
 	big, small := uuid.New(), uuid.New()
-	pushed := []store.Event{r.appendEvent(small, 10), r.appendEvent(big, 6000), r.appendEvent(big, 10)}
-	// Positions come from the SQLite store; a CDC feed has none, so the
-	// relay must not depend on them beyond naming dead letters.
-	if err := r.relay.Deliver(ctx, pushed[:1]); err != nil {
-		t.Fatal(err)
+	s1 := r.appendEvent(small, 10)
+	r.appendEvent(small, 10) // the feed will lose this one
+	s3 := r.appendEvent(small, 10)
+	b1, b2 := r.appendEvent(big, 6000), r.appendEvent(big, 10)
+	// Events pushed as a CDC reader pushes them: without positions.
+	unpositioned := func(es ...store.Event) []store.Event {
+		for i := range es {
+			es[i].Position = 0
+		}
+		return es
 	}
-	if err := r.relay.Deliver(ctx, pushed[1:]); err != nil {
-		t.Fatal(err)
+	for _, push := range [][]store.Event{
+		unpositioned(s1),
+		unpositioned(s1), // handed again after a crash
+		unpositioned(s3), // s2 never came
+		unpositioned(b1, b2),
+	} {
+		if err := r.relay.Deliver(ctx, push); err != nil {
+			t.Fatal(err)
+		}
 	}
-	checkOrder(t, r.consumeAll(), map[uuid.UUID]int64{small: 1})
+	msgs := r.consumeAll()
+	if dups := checkOrder(t, msgs, map[uuid.UUID]int64{small: 3}); dups != 0 {
+		t.Errorf("%d duplicates: a redelivered event was published again", dups)
+	}
 	letters, err := r.ledger.OfAggregate(ctx, big)
 	if err != nil || len(letters) != 2 || letters[0].State != relay.Failed || letters[1].State != relay.Parked {
 		t.Fatalf("dead letters of the big aggregate: %+v, %v", letters, err)
+	}
+	if letters[0].Position >= 1<<53 {
+		t.Errorf("dead letter id %d is not exact in JSON", letters[0].Position)
 	}
 	if cp, _ := r.ledger.Checkpoint(ctx); cp != 0 {
 		t.Fatalf("Deliver moved the relay's checkpoint to %d", cp)
