@@ -61,69 +61,11 @@ AUTO_CREATE="${KAFKA_AUTO_CREATE_TOPICS:-false}"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 
-say() { printf 'kafka: %s\n' "$*"; }
-die() { printf 'kafka: error: %s\n' "$*" >&2; exit 1; }
+SERVICE=kafka SERVICE_NAME=Kafka SERVICE_HOME="$KAFKA_HOME"
+# shellcheck source=scripts/lib/jvm-service.sh
+. "$REPO/scripts/lib/jvm-service.sh"
 
 # ---------------------------------------------------------------- helpers ---
-
-# Serialise start/stop/reset for one broker directory (flock is in util-linux,
-# which every Debian has; without it we just run unlocked).
-LOCK_FD=
-take_lock() {
-  [[ -z "$LOCK_FD" ]] || return 0 # already held (restart = stop + start)
-  mkdir -p "$RUN"
-  command -v flock >/dev/null 2>&1 || return 0
-  exec {LOCK_FD}>"$RUN/.lock"
-  flock -w 300 "$LOCK_FD" || die "could not lock $RUN/.lock within 300 s"
-}
-
-need_java() {
-  command -v java >/dev/null 2>&1 || die "java not found on PATH (JDK 17+ needed)"
-  local v major
-  v="$(java -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')"
-  major="${v%%.*}"
-  [[ "$major" =~ ^[0-9]+$ && "$major" -ge 17 ]] || die "Kafka 4 needs Java 17+, found '$v'"
-}
-
-# Resolve the jars once into $LIB. The pom's sha256 is stored next to them, so
-# editing the pom (e.g. a new Kafka version) triggers a fresh resolve.
-lib_current() {
-  [[ -f "$LIB/.pom.sha256" && "$(<"$LIB/.pom.sha256")" == "$(sha256sum "$POM" | cut -d' ' -f1)" ]]
-}
-
-resolve_lib() {
-  command -v mvn >/dev/null 2>&1 || die "mvn not found: Maven is needed once to fetch the Kafka jars"
-  say "resolving Kafka jars from Maven Central into $LIB (first use) ..."
-  local tmp="$KAFKA_HOME/lib.tmp.$$"
-  rm -rf "$tmp"
-  # -q: only errors (e.g. an artifact the repository refuses) are printed;
-  # sed drops the stray colour codes that Debian's Maven 3.8 emits even with -B.
-  if ! mvn -B -q -f "$POM" dependency:copy-dependencies \
-        -DincludeScope=runtime -DoutputDirectory="$tmp" 2>&1 |
-      sed -e 's/\x1b\[[0-9;]*m//g' -e '/^[[:space:]]*$/d' >&2; then
-    rm -rf "$tmp"
-    die "mvn dependency:copy-dependencies failed for $POM (see the Maven errors above)"
-  fi
-  sha256sum "$POM" | cut -d' ' -f1 >"$tmp/.pom.sha256"
-  rm -rf "$LIB"
-  mv "$tmp" "$LIB"
-  say "$(find "$LIB" -name '*.jar' | wc -l) jars in $LIB"
-}
-
-ensure_lib() {
-  lib_current && return 0
-  mkdir -p "$KAFKA_HOME"
-  if ! command -v flock >/dev/null 2>&1; then
-    resolve_lib
-    return 0
-  fi
-  # Several callers may start at once: one downloads, the others wait.
-  local fd
-  exec {fd}>"$KAFKA_HOME/.lib.lock"
-  flock -w 600 "$fd" || die "could not lock $KAFKA_HOME/.lib.lock"
-  lib_current || resolve_lib
-  exec {fd}>&- # closed again, so the broker does not inherit it
-}
 
 # Run a Kafka command line tool (TopicCommand, StorageTool, ...) in a small,
 # quick-starting JVM that only logs warnings to stderr.
@@ -133,15 +75,6 @@ KAFKA_TOOL=(
   -cp "$LIB/*"
 )
 kafka_tool() { "${KAFKA_TOOL[@]}" "$@"; }
-
-# Is PID alive (and not a zombie that nobody reaped yet)?
-alive() {
-  local pid="$1" stat
-  [[ -n "$pid" && -r "/proc/$pid/stat" ]] || return 1
-  stat="$(<"/proc/$pid/stat")" 2>/dev/null || return 1
-  stat="${stat##*) }"
-  [[ "${stat%% *}" != Z ]]
-}
 
 # PID of our broker if it is running, from the pid file; checks the command
 # line too, so a recycled pid is not taken for the broker.
@@ -285,21 +218,6 @@ wait_ready() {
   terminate "$pid"
   rm -f "$PIDFILE"
   fail_start "broker did not answer on $BOOTSTRAP within ${START_TIMEOUT}s (stopped it)"
-}
-
-# SIGTERM, wait up to STOP_TIMEOUT for a clean (controlled) shutdown, then SIGKILL.
-terminate() {
-  local pid="$1" i
-  kill -TERM "$pid" 2>/dev/null || return 0
-  for ((i = 0; i < STOP_TIMEOUT * 5; i++)); do # 0.2 s steps
-    alive "$pid" || return 0
-    sleep 0.2
-  done
-  if alive "$pid"; then
-    say "no clean exit within ${STOP_TIMEOUT}s, sending SIGKILL to $pid"
-    kill -KILL "$pid" 2>/dev/null || true
-    while alive "$pid"; do sleep 0.1; done
-  fi
 }
 
 # --------------------------------------------------------------- commands ---

@@ -1,0 +1,97 @@
+# shellcheck shell=bash
+# What scripts/kafka.sh and scripts/cassandra.sh share: logging, a lock per
+# service directory, Java and jar resolution from Maven Central, and process
+# handling. Sourced, not run. The caller sets, before sourcing:
+#   SERVICE       short name for messages (kafka, cassandra)
+#   SERVICE_NAME  the product, for messages (Kafka, Cassandra)
+#   SERVICE_HOME  the service's cache directory (absolute)
+#   POM           the pom that names the jars; LIB, where they go
+#   RUN           the directory of this instance (one per port)
+#   STOP_TIMEOUT  seconds a clean stop may take before SIGKILL
+
+say() { printf '%s: %s\n' "$SERVICE" "$*"; }
+die() { printf '%s: error: %s\n' "$SERVICE" "$*" >&2; exit 1; }
+
+# Serialise start/stop/reset for one instance directory (flock is in
+# util-linux, which every Debian has; without it we just run unlocked).
+LOCK_FD=
+take_lock() {
+  [[ -z "$LOCK_FD" ]] || return 0 # already held (restart = stop + start)
+  mkdir -p "$RUN"
+  command -v flock >/dev/null 2>&1 || return 0
+  exec {LOCK_FD}>"$RUN/.lock"
+  flock -w 300 "$LOCK_FD" || die "could not lock $RUN/.lock within 300 s"
+}
+
+need_java() {
+  command -v java >/dev/null 2>&1 || die "java not found on PATH (JDK 17+ needed)"
+  local v major
+  v="$(java -version 2>&1 | awk -F'"' '/version/ {print $2; exit}')"
+  major="${v%%.*}"
+  [[ "$major" =~ ^[0-9]+$ && "$major" -ge 17 ]] || die "$SERVICE_NAME is run here on Java 17+, found '$v'"
+}
+
+# Resolve the jars once into $LIB. The pom's sha256 is stored next to them,
+# so editing the pom (e.g. a new version) triggers a fresh resolve.
+lib_current() {
+  [[ -f "$LIB/.pom.sha256" && "$(<"$LIB/.pom.sha256")" == "$(sha256sum "$POM" | cut -d' ' -f1)" ]]
+}
+
+resolve_lib() {
+  command -v mvn >/dev/null 2>&1 || die "mvn not found: Maven is needed once to fetch the $SERVICE_NAME jars"
+  say "resolving $SERVICE_NAME jars from Maven Central into $LIB (first use) ..."
+  local tmp="$SERVICE_HOME/lib.tmp.$$"
+  rm -rf "$tmp"
+  # -q: only errors (e.g. an artifact the repository refuses) are printed;
+  # sed drops the stray colour codes that Debian's Maven 3.8 emits even with -B.
+  if ! mvn -B -q -f "$POM" dependency:copy-dependencies \
+        -DincludeScope=runtime -DoutputDirectory="$tmp" 2>&1 |
+      sed -e 's/\x1b\[[0-9;]*m//g' -e '/^[[:space:]]*$/d' >&2; then
+    rm -rf "$tmp"
+    die "mvn dependency:copy-dependencies failed for $POM (see the Maven errors above)"
+  fi
+  sha256sum "$POM" | cut -d' ' -f1 >"$tmp/.pom.sha256"
+  rm -rf "$LIB"
+  mv "$tmp" "$LIB"
+  say "$(find "$LIB" -name '*.jar' | wc -l) jars in $LIB"
+}
+
+ensure_lib() {
+  lib_current && return 0
+  mkdir -p "$SERVICE_HOME"
+  if ! command -v flock >/dev/null 2>&1; then
+    resolve_lib
+    return 0
+  fi
+  # Several callers may start at once: one downloads, the others wait.
+  local fd
+  exec {fd}>"$SERVICE_HOME/.lib.lock"
+  flock -w 600 "$fd" || die "could not lock $SERVICE_HOME/.lib.lock"
+  lib_current || resolve_lib
+  exec {fd}>&- # closed again, so the service does not inherit it
+}
+
+# Is PID alive (and not a zombie that nobody reaped yet)?
+alive() {
+  local pid="$1" stat
+  [[ -n "$pid" && -r "/proc/$pid/stat" ]] || return 1
+  stat="$(<"/proc/$pid/stat")" 2>/dev/null || return 1
+  stat="${stat##*) }"
+  [[ "${stat%% *}" != Z ]]
+}
+
+# Stop PID with SIGTERM, and SIGKILL it if it has not exited within
+# STOP_TIMEOUT seconds.
+terminate() {
+  local pid="$1" i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < STOP_TIMEOUT * 5; i++)); do # 0.2 s steps
+    alive "$pid" || return 0
+    sleep 0.2
+  done
+  if alive "$pid"; then
+    say "no clean exit within ${STOP_TIMEOUT}s, sending SIGKILL to $pid"
+    kill -KILL "$pid" 2>/dev/null || true
+    while alive "$pid"; do sleep 0.1; done
+  fi
+}
