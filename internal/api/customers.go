@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strconv"
@@ -65,23 +66,11 @@ func (s *Server) changePhone(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
+// customerCommand runs a command on an existing customer.
 func (s *Server) customerCommand(w http.ResponseWriter, r *http.Request, name string, req any, decide func(*aggregate.Customer, time.Time) ([]aggregate.Event, error)) error {
-	id, err := pathID(r)
-	if err != nil {
-		return err
-	}
-	if err := decode(r, req, false); err != nil {
-		return err
-	}
-	meta, err := s.meta(r, name)
-	if err != nil {
-		return err
-	}
-	v, err := s.commands.Customer(r.Context(), id, meta, decide)
-	if err != nil {
-		return err
-	}
-	return writeCommandResult(w, http.StatusOK, id, v)
+	return s.existingCommand(w, r, name, req, false, func(ctx context.Context, id uuid.UUID, meta aggregate.Meta) (int64, error) {
+		return s.commands.Customer(ctx, id, meta, decide)
+	})
 }
 
 type customerJSON struct {

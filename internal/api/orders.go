@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"time"
@@ -123,10 +124,17 @@ func (s *Server) cancelOrder(w http.ResponseWriter, r *http.Request) error {
 	})
 }
 
-// orderCommand is the one path of every command on an existing order:
-// parse the id, decode the body into req (which may be optional), read
-// If-Match, then let the handler load, decide and append.
+// orderCommand runs a command on an existing order.
 func (s *Server) orderCommand(w http.ResponseWriter, r *http.Request, name string, req any, optional bool, decide func(*aggregate.Order, time.Time) ([]aggregate.Event, error)) error {
+	return s.existingCommand(w, r, name, req, optional, func(ctx context.Context, id uuid.UUID, meta aggregate.Meta) (int64, error) {
+		return s.commands.Order(ctx, id, meta, decide)
+	})
+}
+
+// existingCommand is the one path of every command on an existing
+// aggregate: parse the id, decode the body into req (which may be
+// optional), read If-Match, then let run load, decide and append.
+func (s *Server) existingCommand(w http.ResponseWriter, r *http.Request, name string, req any, optional bool, run func(context.Context, uuid.UUID, aggregate.Meta) (int64, error)) error {
 	id, err := pathID(r)
 	if err != nil {
 		return err
@@ -138,7 +146,7 @@ func (s *Server) orderCommand(w http.ResponseWriter, r *http.Request, name strin
 	if err != nil {
 		return err
 	}
-	v, err := s.commands.Order(r.Context(), id, meta, decide)
+	v, err := run(r.Context(), id, meta)
 	if err != nil {
 		return err
 	}
