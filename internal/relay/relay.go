@@ -87,6 +87,7 @@ type Relay struct {
 	// outage the relay holds it while it retries.
 	turn    chan struct{}
 	blocked map[uuid.UUID]bool
+	pushes  chan *push // Deliver calls waiting to be published together
 
 	pos atomic.Int64
 }
@@ -99,7 +100,7 @@ func New(feed store.Feed, history History, pub Publisher, ledger Ledger, cfg Con
 		metrics = NewMetrics(nil)
 	}
 	r := &Relay{feed: feed, history: history, pub: pub, ledger: ledger, cfg: cfg, log: log, metrics: metrics,
-		turn: make(chan struct{}, 1), blocked: map[uuid.UUID]bool{}}
+		turn: make(chan struct{}, 1), blocked: map[uuid.UUID]bool{}, pushes: make(chan *push, 1024)}
 	metrics.breaker.Set(0) // closed
 	r.breaker = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:        "kafka",
@@ -207,11 +208,67 @@ func (r *Relay) release() { <-r.turn }
 // its UUIDv7, so that the id stays exact in JSON for JavaScript and jq),
 // the same at every delivery, so that a redelivered dead letter is
 // recognised rather than recorded twice.
+//
+// Concurrent calls (a CDC reader consumes its streams in parallel, one
+// append per call) are combined: whoever gets the turn publishes every
+// call waiting by then in one go, so many aggregates share one Kafka round
+// trip instead of taking one each.
 func (r *Relay) Deliver(ctx context.Context, events []store.Event) error {
-	if err := r.take(ctx); err != nil {
-		return err
+	p := &push{events: events, done: make(chan error, 1)}
+	select {
+	case r.pushes <- p:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
-	defer r.release()
+	for {
+		select {
+		case err := <-p.done:
+			return err
+		case <-ctx.Done():
+			// p may still be published by another call; it is handed
+			// again after a restart either way, and skipped if so.
+			return ctx.Err()
+		case r.turn <- struct{}{}:
+			r.deliverPushes(ctx)
+			r.release()
+		}
+	}
+}
+
+// push is one waiting Deliver call.
+type push struct {
+	events []store.Event
+	done   chan error
+}
+
+// deliverPushes publishes every waiting call's events together and tells
+// each call the outcome. The caller has the turn.
+func (r *Relay) deliverPushes(ctx context.Context) {
+	var batch []*push
+	for len(batch) < cap(r.pushes) {
+		select {
+		case p := <-r.pushes:
+			batch = append(batch, p)
+			continue
+		default:
+		}
+		break
+	}
+	if len(batch) == 0 {
+		return
+	}
+	var events []store.Event
+	for _, p := range batch {
+		events = append(events, p.events...)
+	}
+	err := r.deliverPushed(ctx, events)
+	for _, p := range batch {
+		p.done <- err
+	}
+}
+
+// deliverPushed is the work of Deliver for the combined events.
+func (r *Relay) deliverPushed(ctx context.Context, events []store.Event) error {
 	events, err := r.fill(ctx, events)
 	if err != nil || len(events) == 0 {
 		return err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -418,4 +419,70 @@ func TestRelayDeliver(t *testing.T) {
 	if cp, _ := r.ledger.Checkpoint(ctx); cp != 0 {
 		t.Fatalf("Deliver moved the relay's checkpoint to %d", cp)
 	}
+}
+
+// gatedPublisher holds its first Publish for a while, so that concurrent
+// Deliver calls queue up behind it, and records the size of every call.
+type gatedPublisher struct {
+	relay.Publisher
+	mu    sync.Mutex
+	sizes []int
+}
+
+func (p *gatedPublisher) Publish(ctx context.Context, msgs []relay.Message) error {
+	p.mu.Lock()
+	first := len(p.sizes) == 0
+	p.sizes = append(p.sizes, len(msgs))
+	p.mu.Unlock()
+	if first {
+		time.Sleep(300 * time.Millisecond)
+	}
+	return p.Publisher.Publish(ctx, msgs)
+}
+
+// TestRelayDeliverCombines: concurrent Deliver calls, one append each as a
+// CDC reader's streams make them, share Kafka round trips, and every
+// aggregate's events still arrive in order.
+func TestRelayDeliverCombines(t *testing.T) {
+	r := newRig(t)
+	gated := &gatedPublisher{Publisher: r.kafka}
+	rl := relay.New(r.events, r.events, gated, r.ledger, relay.Config{
+		Topics: relay.Topics{ByType: map[string]string{"Widget": r.topic}},
+	}, zap.NewNop(), nil)
+	ctx := context.Background()
+	if err := rl.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[uuid.UUID]int64{}
+	var stream [][]store.Event
+	for range 20 {
+		id := uuid.New()
+		want[id] = 5
+		var evs []store.Event
+		for range 5 {
+			e := r.appendEvent(id, 10)
+			e.Position = 0
+			evs = append(evs, e)
+		}
+		stream = append(stream, evs)
+	}
+	var wg sync.WaitGroup
+	for _, evs := range stream {
+		wg.Go(func() {
+			for _, e := range evs { // one stream: one change after another
+				if err := rl.Deliver(ctx, []store.Event{e}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if dups := checkOrder(t, r.consumeAll(), want); dups != 0 {
+		t.Errorf("%d duplicates", dups)
+	}
+	if most := slices.Max(gated.sizes); most < 2 || len(gated.sizes) >= 100 {
+		t.Errorf("Kafka calls %v: 100 deliveries were not combined", gated.sizes)
+	}
+	t.Logf("100 deliveries in %d Kafka calls", len(gated.sizes))
 }
