@@ -176,19 +176,7 @@ launch() {
   MALLOC_ARENA_MAX=4 "${setsid[@]}" "${nolock[@]}" bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
     java "${jvm[@]}" org.apache.cassandra.service.CassandraDaemon \
     </dev/null >>"$LOG" 2>&1 {LOCK_FD}>&- &
-  local i
-  for ((i = 0; i < 50; i++)); do
-    [[ -s "$PIDFILE" ]] && return 0
-    sleep 0.1
-  done
-  die "node did not start (no pid file); see $LOG"
-}
-
-fail_start() {
-  printf 'cassandra: error: %s\n' "$1" >&2
-  printf -- '--- last 50 lines of %s ---\n' "$LOG" >&2
-  tail -n 50 "$LOG" >&2 || true
-  exit 1
+  wait_pidfile node
 }
 
 # Wait until the node answers a CQL query, or fail. Prints the version.

@@ -186,19 +186,7 @@ launch() {
   "${setsid[@]}" bash -c 'echo $$ >"$0"; exec "$@"' "$PIDFILE" \
     java "${jvm[@]}" kafka.Kafka "$PROPS" \
     </dev/null >>"$LOG" 2>&1 {LOCK_FD}>&- &
-  local i
-  for ((i = 0; i < 50; i++)); do
-    [[ -s "$PIDFILE" ]] && return 0
-    sleep 0.1
-  done
-  die "broker did not start (no pid file); see $LOG"
-}
-
-fail_start() {
-  printf 'kafka: error: %s\n' "$1" >&2
-  printf -- '--- last 50 lines of %s ---\n' "$LOG" >&2
-  tail -n 50 "$LOG" >&2 || true
-  exit 1
+  wait_pidfile broker
 }
 
 # Wait until the broker answers a real Kafka request, or fail.

@@ -8,6 +8,7 @@
 #   POM           the pom that names the jars; LIB, where they go
 #   RUN           the directory of this instance (one per port)
 #   STOP_TIMEOUT  seconds a clean stop may take before SIGKILL
+#   LOG, PIDFILE  the instance's log and pid file
 
 say() { printf '%s: %s\n' "$SERVICE" "$*"; }
 die() { printf '%s: error: %s\n' "$SERVICE" "$*" >&2; exit 1; }
@@ -94,4 +95,23 @@ terminate() {
     kill -KILL "$pid" 2>/dev/null || true
     while alive "$pid"; do sleep 0.1; done
   fi
+}
+
+# Wait up to 5 s for the background launch to write $PIDFILE; WHAT names
+# the process in the error.
+wait_pidfile() {
+  local what="$1" i
+  for ((i = 0; i < 50; i++)); do
+    [[ -s "$PIDFILE" ]] && return 0
+    sleep 0.1
+  done
+  die "$what did not start (no pid file); see $LOG"
+}
+
+# Fail a start with the message and the end of the service's log ($LOG).
+fail_start() {
+  printf '%s: error: %s\n' "$SERVICE" "$1" >&2
+  printf -- '--- last 50 lines of %s ---\n' "$LOG" >&2
+  tail -n 50 "$LOG" >&2 || true
+  exit 1
 }
