@@ -2,7 +2,8 @@
 // an append-only log of event envelopes per aggregate, guarded by optimistic
 // concurrency, whose committed events also form a change feed in commit
 // order. The log is the outbox: nothing else has to be written for an event
-// to be published.
+// to be published. The feed (Feed) pushes those events to named consumers,
+// and leases (Leases) elect which instance runs each consumer.
 //
 // Backends move opaque payload bytes. This package knows no domain type; the
 // conformance suite in storetest checks a backend without any Order.
@@ -24,11 +25,6 @@ var ErrConflict = errors.New("store: version conflict")
 // ErrClosed is returned by a store that has been closed.
 var ErrClosed = errors.New("store: closed")
 
-// ErrNoFeed is returned by ReadFeed and Head of a backend whose change feed
-// is not read through the Store: ScyllaDB's is its CDC log, read by a
-// separate component.
-var ErrNoFeed = errors.New("store: this backend has no change feed; its feed is the CDC log")
-
 // Event is the envelope of one stored event.
 type Event struct {
 	ID            uuid.UUID // UUIDv7, chosen by the writer
@@ -44,8 +40,9 @@ type Event struct {
 	Metadata      map[string]string // an empty map may read back as nil
 
 	// Position is the event's place in the global commit order, assigned by
-	// the store when the event is committed. Events read back from a store
-	// carry it; events handed to Append leave it zero.
+	// a store that has one (SQLite) when the event is committed. Events read
+	// back from such a store carry it; events handed to Append leave it
+	// zero, and so do the events of a partitioned store (CQL).
 	Position int64
 }
 
@@ -64,25 +61,9 @@ type Store interface {
 	// aggregate has no events: Load returns an empty slice and no error.
 	Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([]Event, error)
 
-	Feed
-
-	// Close releases the backend. A ReadFeed blocked in it wakes with
-	// ErrClosed; calls after Close, a second Close included, return
-	// ErrClosed.
+	// Close releases the backend. Calls after Close, a second Close
+	// included, return ErrClosed.
 	Close() error
-}
-
-// Feed is the change feed: every committed event, once, in commit order.
-type Feed interface {
-	// ReadFeed returns up to limit committed events whose position is
-	// greater than after, in position order, upcast to their current schema.
-	// When there are none it waits until a commit adds some or ctx ends, in
-	// which case it returns ctx.Err().
-	ReadFeed(ctx context.Context, after int64, limit int) ([]Event, error)
-
-	// Head returns the position of the newest committed event, 0 when the
-	// store is empty.
-	Head(ctx context.Context) (int64, error)
 }
 
 // Upcaster turns stored payloads of older schema versions into the current

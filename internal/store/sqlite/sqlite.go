@@ -15,8 +15,11 @@
 // silently drop the last acknowledged appends, which an event log, being
 // the outbox as well, cannot afford; group commit is what makes FULL cheap.
 //
-// The change feed wakes only on commits made through this *Store; another
-// process writing to the same file is not supported.
+// One process at a time: Open takes an advisory lock on path+".lock" and
+// refuses a file that another Store (of this process or another) holds, so
+// a second orderd on the same data dir fails at start instead of racing
+// the first. The change feed wakes only on commits made through this
+// *Store.
 package sqlite
 
 import (
@@ -24,6 +27,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +43,15 @@ import (
 // Options.MaxBatch is zero.
 const DefaultMaxBatch = 256
 
+// DefaultFeedBatch is the number of events Subscribe hands a consumer at
+// once at most when Options.FeedBatch is zero.
+const DefaultFeedBatch = 500
+
+// DefaultProgressEvery is how often at most Subscribe saves a consumer's
+// progress under load when Options.ProgressEvery is zero: after a crash a
+// consumer is handed again at most that much of the feed.
+const DefaultProgressEvery = 100 * time.Millisecond
+
 // defaultBusyTimeout is how long a connection waits for a lock held by
 // another connection (for example a checkpoint, or the sqlite3 CLI) before
 // failing.
@@ -53,6 +66,13 @@ type Options struct {
 	// MaxBatch bounds how many appends share one transaction; 0 means
 	// DefaultMaxBatch.
 	MaxBatch int
+	// FeedBatch bounds how many events Subscribe hands a consumer at once;
+	// 0 means DefaultFeedBatch.
+	FeedBatch int
+	// ProgressEvery is how often at most Subscribe saves a consumer's
+	// progress while it works through a backlog; 0 means
+	// DefaultProgressEvery.
+	ProgressEvery time.Duration
 
 	// busyTimeout replaces defaultBusyTimeout, for tests that hold the
 	// write lock from another connection for a while.
@@ -70,7 +90,15 @@ type Store struct {
 	log      *zap.Logger
 	maxBatch int
 
+	feedBatch     int
+	progressEvery time.Duration
+	subsMu        sync.Mutex
+	subs          map[string]*atomic.Int64 // running subscriptions' positions
+	leases        leases
+
+	lock    *os.File // the advisory lock that keeps other processes out
 	reqs    chan *appendReq
+	saves   chan *saveReq
 	closing chan struct{} // closed by Close: stop taking work
 	stopped chan struct{} // closed when the writer goroutine has returned
 	once    sync.Once
@@ -83,8 +111,8 @@ type Store struct {
 	commits  atomic.Int64 // committed batches
 
 	// Prepared once, not parsed again for every append.
-	insert, maxSeq, savepoint, release, rollbackTo *sql.Stmt // on w
-	loadQ, feedQ, headQ                            *sql.Stmt // on r
+	insert, maxSeq, savepoint, release, rollbackTo, saveProgressQ *sql.Stmt // on w
+	loadQ, feedQ, headQ, progressQ                                *sql.Stmt // on r
 }
 
 // Open opens (creating if needed) the event store at path, brings its schema
@@ -99,15 +127,31 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.busyTimeout <= 0 {
 		opts.busyTimeout = defaultBusyTimeout
 	}
-	s := &Store{
-		up:       opts.Upcaster,
-		log:      opts.Logger,
-		maxBatch: opts.MaxBatch,
-		reqs:     make(chan *appendReq, opts.MaxBatch),
-		closing:  make(chan struct{}),
-		stopped:  make(chan struct{}),
-		wake:     make(chan struct{}),
+	if opts.FeedBatch <= 0 {
+		opts.FeedBatch = DefaultFeedBatch
 	}
+	if opts.ProgressEvery <= 0 {
+		opts.ProgressEvery = DefaultProgressEvery
+	}
+	s := &Store{
+		up:            opts.Upcaster,
+		log:           opts.Logger,
+		maxBatch:      opts.MaxBatch,
+		feedBatch:     opts.FeedBatch,
+		progressEvery: opts.ProgressEvery,
+		subs:          map[string]*atomic.Int64{},
+		leases:        leases{held: map[string]lease{}, now: time.Now},
+		reqs:          make(chan *appendReq, opts.MaxBatch),
+		saves:         make(chan *saveReq, 16),
+		closing:       make(chan struct{}),
+		stopped:       make(chan struct{}),
+		wake:          make(chan struct{}),
+	}
+	lock, err := lockFile(path + ".lock")
+	if err != nil {
+		return nil, err
+	}
+	s.lock = lock
 	if err := s.openDBs(path, opts.busyTimeout); err != nil {
 		return nil, errors.Join(err, s.closeDBs())
 	}
@@ -138,6 +182,9 @@ func (s *Store) openDBs(path string, busy time.Duration) (err error) {
 	prepare(s.w, &s.savepoint, `SAVEPOINT req`)
 	prepare(s.w, &s.release, `RELEASE req`)
 	prepare(s.w, &s.rollbackTo, `ROLLBACK TO req`)
+	prepare(s.w, &s.saveProgressQ, `INSERT INTO feed_progress (consumer, position) VALUES (?, ?)
+		ON CONFLICT (consumer) DO UPDATE SET position = max(position, excluded.position)`)
+	prepare(s.r, &s.progressQ, `SELECT position FROM feed_progress WHERE consumer = ?`)
 	prepare(s.r, &s.loadQ, selectSQL+` WHERE aggregate_id = ? AND sequence > ? ORDER BY sequence`)
 	prepare(s.r, &s.feedQ, selectSQL+` WHERE position > ? ORDER BY position LIMIT ?`)
 	prepare(s.r, &s.headQ, `SELECT coalesce(max(position), 0) FROM events`)
@@ -145,7 +192,7 @@ func (s *Store) openDBs(path string, busy time.Duration) (err error) {
 }
 
 // Close stops the writer, fails the appends still queued with
-// store.ErrClosed, wakes blocked ReadFeed calls and closes the database. It
+// store.ErrClosed, wakes blocked ReadFeed and Subscribe calls and closes the database. It
 // waits for the batch being committed, if any. Calling it again returns
 // store.ErrClosed.
 func (s *Store) Close() error {
@@ -160,7 +207,8 @@ func (s *Store) Close() error {
 
 func (s *Store) closeDBs() error {
 	var firstErr error
-	for _, st := range []*sql.Stmt{s.insert, s.maxSeq, s.savepoint, s.release, s.rollbackTo, s.loadQ, s.feedQ, s.headQ} {
+	for _, st := range []*sql.Stmt{s.insert, s.maxSeq, s.savepoint, s.release, s.rollbackTo, s.saveProgressQ,
+		s.loadQ, s.feedQ, s.headQ, s.progressQ} {
 		if st != nil {
 			_ = st.Close() // closing the DB below reports what matters
 		}
@@ -172,6 +220,9 @@ func (s *Store) closeDBs() error {
 		if err := db.Close(); err != nil && firstErr == nil {
 			firstErr = fmt.Errorf("sqlite: close: %w", err)
 		}
+	}
+	if s.lock != nil {
+		_ = s.lock.Close() // closing the file releases the lock
 	}
 	return firstErr
 }
@@ -201,4 +252,8 @@ func (s *Store) notify() {
 	s.wake = make(chan struct{})
 }
 
-var _ store.Store = (*Store)(nil)
+var (
+	_ store.Store  = (*Store)(nil)
+	_ store.Feed   = (*Store)(nil)
+	_ store.Leases = (*Store)(nil)
+)

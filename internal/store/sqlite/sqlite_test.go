@@ -9,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -45,14 +47,14 @@ func mustOpenWith(t testing.TB, path string, opts Options) *Store {
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, up store.Upcaster) store.Store {
 		return mustOpen(t, filepath.Join(t.TempDir(), "events.db"), up)
-	}, storetest.Capabilities{Feed: true})
+	}, storetest.Capabilities{Positions: true})
 }
 
 func TestRestart(t *testing.T) {
 	storetest.RunRestart(t, func(t *testing.T) (store.Store, func() store.Store) {
 		path := filepath.Join(t.TempDir(), "events.db")
 		return mustOpen(t, path, nil), func() store.Store { return mustOpen(t, path, nil) }
-	}, storetest.Capabilities{Feed: true})
+	}, storetest.Capabilities{Positions: true})
 }
 
 // event returns the event at seq of aggregate id, as a writer builds it.
@@ -385,4 +387,21 @@ func BenchmarkAppendParallel(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(events.Load())/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(float64(events.Load())/float64(s.commits.Load()-commits), "events/commit")
+}
+
+// TestOneProcessPerFile: a second Store on a file that one holds is refused
+// with an error that says why; once the first closes, the file opens again.
+func TestOneProcessPerFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "events.db")
+	first := mustOpen(t, path, nil)
+	if s, err := Open(path, Options{}); err == nil {
+		s.Close()
+		t.Fatal("a second Open of a file in use succeeded")
+	} else if !strings.Contains(err.Error(), "in use by process "+strconv.Itoa(os.Getpid())) {
+		t.Errorf("second Open: %v, want it to name the process that holds the file", err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mustOpen(t, path, nil)
 }

@@ -19,31 +19,39 @@ const insertSQL = `INSERT INTO events (event_id, aggregate_id, aggregate_type, s
 	VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
 
 // writeLoop is the only goroutine that writes. It takes whatever appends are
-// queued, up to maxBatch, and commits them in one transaction. While a batch
-// is being fsynced new requests queue up, so the batch size grows by itself
-// with the load and no timer is needed.
+// queued, up to maxBatch, and commits them in one transaction, together
+// with any feed progress waiting to be saved. While a batch is being
+// fsynced new requests queue up, so the batch size grows by itself with the
+// load and no timer is needed.
 func (s *Store) writeLoop() {
 	defer close(s.stopped)
 	batch := make([]*appendReq, 0, s.maxBatch)
+	var saves []*saveReq
 	for {
+		batch, saves = batch[:0], saves[:0]
 		select {
 		case <-s.closing:
 			s.failQueued()
 			return
 		case r := <-s.reqs:
-			batch = append(batch[:0], r)
+			batch = append(batch, r)
+		case r := <-s.saves:
+			saves = append(saves, r)
 		}
 	drain:
 		for len(batch) < s.maxBatch {
 			select {
 			case r := <-s.reqs:
 				batch = append(batch, r)
+			case r := <-s.saves:
+				saves = append(saves, r)
 			default:
 				break drain
 			}
 		}
-		s.commitBatch(batch)
+		s.commitBatch(batch, saves)
 		clear(batch) // drop references to finished requests
+		clear(saves)
 	}
 }
 
@@ -53,25 +61,27 @@ func (s *Store) failQueued() {
 		select {
 		case r := <-s.reqs:
 			r.done <- store.ErrClosed
+		case r := <-s.saves:
+			r.done <- store.ErrClosed
 		default:
 			return
 		}
 	}
 }
 
-// commitBatch writes the batch in one transaction and replies to every
-// request once the outcome is known. Each request runs in its own savepoint,
-// so a request that conflicts is rolled back alone; the replies to the
-// others wait for COMMIT, since an event must never be reported stored
-// before it is durable.
-func (s *Store) commitBatch(batch []*appendReq) {
+// commitBatch writes the batch and the progress saves in one transaction
+// and replies to every request once the outcome is known. Each append runs
+// in its own savepoint, so one that conflicts is rolled back alone; the
+// replies to the others wait for COMMIT, since an event must never be
+// reported stored before it is durable.
+func (s *Store) commitBatch(batch []*appendReq, saves []*saveReq) {
 	// The transaction is not bound to any caller's ctx: one caller giving up
 	// must not roll back the others.
 	ctx := context.Background()
 	results := make([]error, len(batch))
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		s.failAll(batch, fmt.Errorf("sqlite: begin: %w", err))
+		s.failAll(batch, saves, fmt.Errorf("sqlite: begin: %w", err))
 		return
 	}
 	st := txStmts{
@@ -92,21 +102,32 @@ func (s *Store) commitBatch(batch []*appendReq) {
 			// A savepoint statement failed (SQLite may have rolled back the
 			// whole transaction already): none of the batch may commit.
 			_ = tx.Rollback()
-			s.failAll(batch, err)
+			s.failAll(batch, saves, err)
 			return
 		}
 		if results[i] == nil {
 			written++
 		}
 	}
-	if written == 0 {
+	save := tx.StmtContext(ctx, s.saveProgressQ)
+	for _, r := range saves {
+		if _, err := save.ExecContext(ctx, r.consumer, r.position); err != nil {
+			_ = tx.Rollback()
+			s.failAll(batch, saves, fmt.Errorf("sqlite: save progress of %s: %w", r.consumer, err))
+			return
+		}
+	}
+	if written == 0 && len(saves) == 0 {
 		err = tx.Rollback()
 	} else {
 		err = tx.Commit()
 	}
 	if err != nil {
-		s.failAll(batch, fmt.Errorf("sqlite: commit: %w", err))
+		s.failAll(batch, saves, fmt.Errorf("sqlite: commit: %w", err))
 		return
+	}
+	for _, r := range saves {
+		r.done <- nil
 	}
 	if written > 0 {
 		s.commits.Add(1)
@@ -174,9 +195,12 @@ func insertError(r *appendReq, err error) error {
 	return fmt.Errorf("sqlite: append %s: insert: %w", r.id, err)
 }
 
-func (s *Store) failAll(batch []*appendReq, err error) {
-	s.log.Error("sqlite: append batch failed", zap.Int("appends", len(batch)), zap.Error(err))
+func (s *Store) failAll(batch []*appendReq, saves []*saveReq, err error) {
+	s.log.Error("sqlite: write batch failed", zap.Int("appends", len(batch)), zap.Int("progress_saves", len(saves)), zap.Error(err))
 	for _, r := range batch {
+		r.done <- err
+	}
+	for _, r := range saves {
 		r.done <- err
 	}
 }

@@ -18,7 +18,7 @@ func testConflict(t *testing.T, b backend) {
 	first := widgets(id, 0, 2)
 	mustAppend(t, s, id, 0, first)
 	var head int64
-	if b.caps.Feed {
+	if b.caps.Positions {
 		head = mustHead(t, s)
 	}
 
@@ -39,7 +39,7 @@ func testConflict(t *testing.T, b backend) {
 		}
 	}
 	b.checkEvents(t, mustLoad(t, s, id, 0), first)
-	if b.caps.Feed {
+	if b.caps.Positions {
 		if h := mustHead(t, s); h != head {
 			t.Errorf("Head = %d after conflicts, want %d", h, head)
 		}

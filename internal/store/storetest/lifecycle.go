@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,7 +42,7 @@ func testUpcast(t *testing.T, b backend) {
 	want[0].SchemaVersion = 2
 
 	b.checkEvents(t, mustLoad(t, s, id, 0), want)
-	if b.caps.Feed {
+	if b.caps.Positions {
 		b.checkEvents(t, readFeedTo(t, s, 0, mustHead(t, s), 10), want)
 	}
 
@@ -55,14 +56,13 @@ func testUpcast(t *testing.T, b backend) {
 }
 
 // testClose: Close wakes a waiting ReadFeed, and every call after Close,
-// Close included, returns ErrClosed (ReadFeed and Head too on a backend
-// without a feed: the store is closed before it is feedless).
+// Close included, returns ErrClosed.
 func testClose(t *testing.T, b backend) {
 	s := b.open(t, nil)
 	id := uuid.Must(uuid.NewV7())
 	mustAppend(t, s, id, 0, widgets(id, 0, 1))
 
-	if !b.caps.Feed {
+	if !b.caps.Positions {
 		if err := s.Close(); err != nil {
 			t.Fatalf("Close: %v", err)
 		}
@@ -70,7 +70,7 @@ func testClose(t *testing.T, b backend) {
 		head := mustHead(t, s)
 		waiting := make(chan error, 1)
 		go func() {
-			_, err := s.ReadFeed(testContext(t), head, 10)
+			_, err := positioned(t, s).ReadFeed(testContext(t), head, 10)
 			waiting <- err
 		}()
 		time.Sleep(20 * time.Millisecond) // let it block, though it need not have
@@ -90,11 +90,15 @@ func testClose(t *testing.T, b backend) {
 
 	ctx := testContext(t)
 	checks := map[string]error{
-		"Append":   s.Append(ctx, id, 1, widgets(id, 1, 1)),
-		"Close":    s.Close(),
-		"ReadFeed": func() error { _, err := s.ReadFeed(ctx, 0, 10); return err }(),
-		"Load":     func() error { _, err := s.Load(ctx, id, 0); return err }(),
-		"Head":     func() error { _, err := s.Head(ctx); return err }(),
+		"Append":    s.Append(ctx, id, 1, widgets(id, 1, 1)),
+		"Close":     s.Close(),
+		"Load":      func() error { _, err := s.Load(ctx, id, 0); return err }(),
+		"Subscribe": feed(t, s).Subscribe(ctx, "after-close", func(context.Context, []store.Event) error { return nil }),
+		"Acquire":   func() error { _, err := leases(t, s).Acquire(ctx, "l", "h", time.Second); return err }(),
+	}
+	if b.caps.Positions {
+		checks["ReadFeed"] = func() error { _, err := positioned(t, s).ReadFeed(ctx, 0, 10); return err }()
+		checks["Head"] = func() error { _, err := positioned(t, s).Head(ctx); return err }()
 	}
 	for name, err := range checks {
 		if !errors.Is(err, store.ErrClosed) {
@@ -120,7 +124,7 @@ func RunRestart(t *testing.T, open Reopener, caps Capabilities) {
 	}
 	var head, checkpoint int64
 	var fromCheckpoint []store.Event
-	if caps.Feed {
+	if caps.Positions {
 		head = mustHead(t, s)
 		feed := readFeedTo(t, s, 0, head, 100)
 		b.checkEvents(t, feed, want)
@@ -132,7 +136,7 @@ func RunRestart(t *testing.T, open Reopener, caps Capabilities) {
 	}
 
 	s = reopen()
-	if caps.Feed {
+	if caps.Positions {
 		if h := mustHead(t, s); h != head {
 			t.Fatalf("Head after reopen = %d, want %d", h, head)
 		}
@@ -152,7 +156,7 @@ func RunRestart(t *testing.T, open Reopener, caps Capabilities) {
 	}
 	more := widgets(ids[0], 2, 2)
 	mustAppend(t, s, ids[0], 2, more)
-	if caps.Feed {
+	if caps.Positions {
 		b.checkEvents(t, readFeedTo(t, s, head, mustHead(t, s), 10), more)
 	}
 	if err := s.Close(); err != nil {
@@ -162,7 +166,7 @@ func RunRestart(t *testing.T, open Reopener, caps Capabilities) {
 	// Once more, to see what the second session wrote persisted too.
 	s = reopen()
 	b.checkEvents(t, mustLoad(t, s, ids[0], 0), append(slices.Clone(want[:2]), more...))
-	if caps.Feed {
+	if caps.Positions {
 		b.checkEvents(t, readFeedTo(t, s, 0, mustHead(t, s), 100), append(want, more...))
 	}
 }

@@ -15,7 +15,7 @@ import (
 // Load and from the feed.
 func testRoundTrip(t *testing.T, b backend) {
 	s := b.open(t, nil)
-	if b.caps.Feed {
+	if b.caps.Positions {
 		if h := mustHead(t, s); h != 0 {
 			t.Fatalf("Head of an empty store = %d, want 0", h)
 		}
@@ -37,7 +37,7 @@ func testRoundTrip(t *testing.T, b backend) {
 
 	got := mustLoad(t, s, id, 0)
 	b.checkEvents(t, got, want)
-	if !b.caps.Feed {
+	if !b.caps.Positions {
 		return
 	}
 	for i := 1; i < len(got); i++ {
@@ -121,7 +121,7 @@ func testInvalidAppend(t *testing.T, b backend) {
 	if evs := mustLoad(t, s, id, 0); len(evs) != 0 {
 		t.Errorf("Load returned %d events after refused appends, want none", len(evs))
 	}
-	if b.caps.Feed {
+	if b.caps.Positions {
 		if h := mustHead(t, s); h != 0 {
 			t.Errorf("Head = %d after refused appends, want 0", h)
 		}

@@ -3,7 +3,9 @@
 //
 //	storetest.Run(t, func(t *testing.T, up store.Upcaster) store.Store {
 //		return mustOpen(t, filepath.Join(t.TempDir(), "events.db"), up)
-//	}, storetest.Capabilities{Feed: true})
+//	}, storetest.Capabilities{Positions: true})
+//
+// The store must implement store.Store, store.Feed and store.Leases.
 //
 // The suite knows no domain type: it stores opaque JSON payloads of a
 // made-up aggregate type, "Widget".
@@ -15,8 +17,8 @@
 //   - Data comes back JSON-equal (not necessarily byte-equal).
 //   - Close wakes a ReadFeed that is blocked, which then returns
 //     store.ErrClosed, and a second Close returns store.ErrClosed.
-//   - A backend without a feed (Capabilities.Feed false) answers ReadFeed
-//     and Head with store.ErrNoFeed, and its events carry no Position.
+//   - A backend without a global commit order (Capabilities.Positions
+//     false) hands events with no Position.
 package storetest
 
 import (
@@ -51,11 +53,55 @@ const guard = 30 * time.Second
 // Capabilities say what a backend offers beyond Append and Load, so that
 // the suite checks what it has and skips, saying so, what it has not.
 type Capabilities struct {
-	// Feed: ReadFeed and Head serve the change feed and events read back
-	// carry positions. Without it, both must return store.ErrNoFeed and
-	// positions must be zero: the backend's feed is read elsewhere (for
-	// ScyllaDB, from its CDC log).
-	Feed bool
+	// Positions: the backend has a global commit order. Its events carry
+	// positions, and it has ReadFeed and Head (see Positioned), which the
+	// suite checks too. Without it positions must be zero.
+	Positions bool
+
+	// Blind, when set, returns a store on the same data as s whose appends
+	// the backend's fast path does not see (on Cassandra: appends that
+	// write no hint), so that the suite can check that the slow path
+	// alone delivers them.
+	Blind func(t *testing.T, s store.Store) store.Store
+}
+
+// Positioned is what a backend with Capabilities.Positions offers beyond
+// the ports: its feed read by position.
+type Positioned interface {
+	// ReadFeed returns up to limit committed events whose position is
+	// greater than after, in position order, upcast. When there are none
+	// it waits until a commit adds some or ctx ends (then ctx.Err()).
+	ReadFeed(ctx context.Context, after int64, limit int) ([]store.Event, error)
+	// Head returns the newest committed position, 0 when the store is
+	// empty.
+	Head(ctx context.Context) (int64, error)
+}
+
+func positioned(t *testing.T, s store.Store) Positioned {
+	t.Helper()
+	p, ok := s.(Positioned)
+	if !ok {
+		t.Fatalf("%T has Capabilities.Positions but no ReadFeed and Head", s)
+	}
+	return p
+}
+
+func feed(t *testing.T, s store.Store) store.Feed {
+	t.Helper()
+	f, ok := s.(store.Feed)
+	if !ok {
+		t.Fatalf("%T does not implement store.Feed", s)
+	}
+	return f
+}
+
+func leases(t *testing.T, s store.Store) store.Leases {
+	t.Helper()
+	l, ok := s.(store.Leases)
+	if !ok {
+		t.Fatalf("%T does not implement store.Leases", s)
+	}
+	return l
 }
 
 // backend is the store under test: how to open one and what it offers.
@@ -71,7 +117,7 @@ func Run(t *testing.T, open Opener, caps Capabilities) {
 	tests := []struct {
 		name  string
 		fn    func(*testing.T, backend)
-		needs string // "feed": runs only with Capabilities.Feed; "no feed": only without
+		needs string // "positions": runs only with Capabilities.Positions; "blind": only with Blind
 	}{
 		{"RoundTrip", testRoundTrip, ""},
 		{"LoadAfter", testLoadAfter, ""},
@@ -79,21 +125,29 @@ func Run(t *testing.T, open Opener, caps Capabilities) {
 		{"Conflict", testConflict, ""},
 		{"SameVersionRace", testSameVersionRace, ""},
 		{"ConcurrentWritersOneAggregate", testConcurrentWriters, ""},
-		{"FeedOrderIsCommitOrder", testFeedOrder, "feed"},
-		{"FeedResume", testFeedResume, "feed"},
-		{"FeedBlocksAndWakes", testFeedWakes, "feed"},
-		{"FeedCancel", testFeedCancel, "feed"},
-		{"NoFeed", testNoFeed, "no feed"},
+		{"PositionsAreCommitOrder", testFeedOrder, "positions"},
+		{"PositionsResume", testFeedResume, "positions"},
+		{"ReadFeedBlocksAndWakes", testFeedWakes, "positions"},
+		{"ReadFeedCancel", testFeedCancel, "positions"},
+		{"SubscribeComplete", testSubscribeComplete, ""},
+		{"SubscribeResume", testSubscribeResume, ""},
+		{"SubscribeConsumersIndependent", testSubscribeIndependent, ""},
+		{"SubscribeHandlerError", testSubscribeHandlerError, ""},
+		{"SubscribeUpcast", testSubscribeUpcast, ""},
+		{"SubscribeLag", testSubscribeLag, ""},
+		{"SubscribeBlind", testSubscribeBlind, "blind"},
+		{"Leases", testLeases, ""},
+		{"LeaseExpiry", testLeaseExpiry, ""},
 		{"Upcast", testUpcast, ""},
 		{"Close", testClose, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			switch {
-			case tc.needs == "feed" && !caps.Feed:
-				t.Skip("the backend has no change feed (Capabilities.Feed is false)")
-			case tc.needs == "no feed" && caps.Feed:
-				t.Skip("the backend has a change feed (Capabilities.Feed is true)")
+			case tc.needs == "positions" && !caps.Positions:
+				t.Skip("the backend has no global commit order (Capabilities.Positions is false)")
+			case tc.needs == "blind" && caps.Blind == nil:
+				t.Skip("the backend has no fast path that can miss an event (Capabilities.Blind is nil)")
 			}
 			t.Parallel()
 			tc.fn(t, b)
@@ -158,7 +212,7 @@ func mustLoad(t *testing.T, s store.Store, id uuid.UUID, after int64) []store.Ev
 
 func mustHead(t *testing.T, s store.Store) int64 {
 	t.Helper()
-	h, err := s.Head(testContext(t))
+	h, err := positioned(t, s).Head(testContext(t))
 	if err != nil {
 		t.Fatalf("Head: %v", err)
 	}
@@ -171,7 +225,7 @@ func readFeedTo(t *testing.T, s store.Store, after, head int64, limit int) []sto
 	t.Helper()
 	var all []store.Event
 	for after < head {
-		evs, err := s.ReadFeed(testContext(t), after, limit)
+		evs, err := positioned(t, s).ReadFeed(testContext(t), after, limit)
 		if err != nil {
 			t.Fatalf("ReadFeed(%d, %d): %v", after, limit, err)
 		}
@@ -191,7 +245,7 @@ func readFeedTo(t *testing.T, s store.Store, after, head int64, limit int) []sto
 
 // checkEvents fails unless got matches want field by field, within the
 // guarantees listed in the package comment, and every event has a position
-// if the backend has a feed, and none if it has not.
+// if the backend has a global order, and none if it has not.
 func (b backend) checkEvents(t *testing.T, got, want []store.Event) {
 	t.Helper()
 	if len(got) != len(want) {
@@ -201,10 +255,10 @@ func (b backend) checkEvents(t *testing.T, got, want []store.Event) {
 		diff := eventDiff(got[i], want[i])
 		switch {
 		case diff != "":
-		case b.caps.Feed && got[i].Position <= 0:
+		case b.caps.Positions && got[i].Position <= 0:
 			diff = fmt.Sprintf("Position %d, want > 0", got[i].Position)
-		case !b.caps.Feed && got[i].Position != 0:
-			diff = fmt.Sprintf("Position %d from a backend without a feed, want 0", got[i].Position)
+		case !b.caps.Positions && got[i].Position != 0:
+			diff = fmt.Sprintf("Position %d from a backend without positions, want 0", got[i].Position)
 		}
 		if diff != "" {
 			t.Errorf("event %d (seq %d): %s", i, want[i].Sequence, diff)

@@ -126,7 +126,7 @@ func tail(ctx context.Context, t *testing.T, s store.Store, n, limit int) []stor
 	var got []store.Event
 	var after int64
 	for len(got) < n {
-		evs, err := s.ReadFeed(ctx, after, limit)
+		evs, err := positioned(t, s).ReadFeed(ctx, after, limit)
 		if err != nil {
 			t.Errorf("tailer: ReadFeed(%d, %d) after %d of %d events: %v", after, limit, len(got), n, err)
 			return got
@@ -158,7 +158,7 @@ func testFeedResume(t *testing.T, b backend) {
 	}
 	appendSome(4, 3)
 
-	first, err := s.ReadFeed(testContext(t), 0, 5)
+	first, err := positioned(t, s).ReadFeed(testContext(t), 0, 5)
 	if err != nil || len(first) == 0 || len(first) > 5 {
 		t.Fatalf("ReadFeed(0, 5) = %d events, %v; want 1 to 5 events", len(first), err)
 	}
@@ -186,7 +186,7 @@ func testFeedWakes(t *testing.T, b backend) {
 		}
 		res := make(chan result, 1)
 		go func() {
-			evs, err := s.ReadFeed(testContext(t), after, 10)
+			evs, err := positioned(t, s).ReadFeed(testContext(t), after, 10)
 			res <- result{evs, err}
 		}()
 		select {
@@ -218,7 +218,7 @@ func testFeedCancel(t *testing.T, b backend) {
 	ctx, cancel := context.WithCancel(testContext(t))
 	res := make(chan error, 1)
 	go func() {
-		_, err := s.ReadFeed(ctx, 0, 10)
+		_, err := positioned(t, s).ReadFeed(ctx, 0, 10)
 		res <- err
 	}()
 	time.Sleep(20 * time.Millisecond) // let it block, though it need not have
@@ -234,23 +234,7 @@ func testFeedCancel(t *testing.T, b backend) {
 
 	ctx, cancel = context.WithTimeout(testContext(t), 30*time.Millisecond)
 	defer cancel()
-	if _, err := s.ReadFeed(ctx, 0, 10); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := positioned(t, s).ReadFeed(ctx, 0, 10); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("ReadFeed past its deadline: %v, want context.DeadlineExceeded", err)
-	}
-}
-
-// testNoFeed: a backend without a feed says so, with store.ErrNoFeed, from
-// both ReadFeed and Head, whether or not it holds events.
-func testNoFeed(t *testing.T, b backend) {
-	s := b.open(t, nil)
-	for round := range 2 {
-		if _, err := s.ReadFeed(testContext(t), 0, 10); !errors.Is(err, store.ErrNoFeed) {
-			t.Errorf("round %d: ReadFeed: %v, want ErrNoFeed", round, err)
-		}
-		if _, err := s.Head(testContext(t)); !errors.Is(err, store.ErrNoFeed) {
-			t.Errorf("round %d: Head: %v, want ErrNoFeed", round, err)
-		}
-		id := uuid.Must(uuid.NewV7())
-		mustAppend(t, s, id, 0, widgets(id, 0, 1))
 	}
 }

@@ -1,0 +1,169 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// Subscribe hands the feed to h from the consumer's saved position, in
+// position order, in batches of up to Options.FeedBatch events, until ctx
+// ends (it returns nil) or h, the store or its Close stops it (it returns
+// the error; store.ErrClosed after Close).
+//
+// Positions are a global commit order (see ReadFeed), so tailing them is
+// complete and keeps every aggregate's events in order without any help.
+// Progress is saved by the writer goroutine, together with the appends it
+// commits anyway: when the consumer has caught up, at most every
+// Options.ProgressEvery while it works through a backlog, and when it
+// stops. A crash can therefore hand again at most that much.
+//
+// Only one subscription per consumer name may run in a Store at a time;
+// a second one fails at once.
+func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler) (err error) {
+	if consumer == "" {
+		return errors.New("sqlite: subscribe: empty consumer name")
+	}
+	pos, err := s.savedProgress(ctx, consumer)
+	if err != nil {
+		return err
+	}
+	cur, err := s.track(consumer, pos)
+	if err != nil {
+		return err
+	}
+	defer s.untrack(consumer)
+
+	saved, savedAt := pos, time.Now()
+	save := func() error {
+		if pos == saved {
+			return nil
+		}
+		if err := s.saveProgress(consumer, pos); err != nil {
+			return fmt.Errorf("sqlite: save progress of %s at %d: %w", consumer, pos, err)
+		}
+		saved, savedAt = pos, time.Now()
+		return nil
+	}
+	// Whatever ends the subscription, what h acknowledged is saved, so a
+	// clean stop hands nothing twice.
+	defer func() {
+		if serr := save(); serr != nil && !errors.Is(serr, store.ErrClosed) {
+			err = errors.Join(err, serr)
+		}
+		if ctx.Err() != nil && (err == nil || errors.Is(err, ctx.Err())) {
+			err = nil
+		}
+	}()
+
+	for {
+		wake := s.wakeChan() // before the query, so no commit goes unnoticed
+		evs, err := s.query(ctx, s.feedQ, pos, s.feedBatch)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			return fmt.Errorf("sqlite: read feed of %s after %d: %w", consumer, pos, err)
+		case len(evs) == 0:
+			// Caught up: a good moment to save, since nothing waits.
+			if err := save(); err != nil {
+				return err
+			}
+			select {
+			case <-wake:
+			case <-ctx.Done():
+				return nil
+			case <-s.closing:
+				return store.ErrClosed
+			}
+			continue
+		}
+		if err := h(ctx, evs); err != nil {
+			return fmt.Errorf("sqlite: %s: handle events %d..%d: %w", consumer, evs[0].Position, evs[len(evs)-1].Position, err)
+		}
+		pos = evs[len(evs)-1].Position
+		cur.Store(pos)
+		if time.Since(savedAt) >= s.progressEvery {
+			if err := save(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// Lag counts the committed events after the consumer's position (the
+// running subscription's, or the saved one) and the age of the first.
+func (s *Store) Lag(ctx context.Context, consumer string) (store.Lag, error) {
+	pos, ok := s.tracked(consumer)
+	if !ok {
+		var err error
+		if pos, err = s.savedProgress(ctx, consumer); err != nil {
+			return store.Lag{}, err
+		}
+	}
+	head, err := s.Head(ctx)
+	if err != nil {
+		return store.Lag{}, err
+	}
+	lag := store.Lag{Known: true, Events: max(head-pos, 0), At: time.Now()}
+	if lag.Events == 0 {
+		return lag, nil
+	}
+	next, err := s.query(ctx, s.feedQ, pos, 1)
+	if err != nil {
+		return store.Lag{}, fmt.Errorf("sqlite: lag of %s: %w", consumer, err)
+	}
+	if len(next) > 0 {
+		lag.Age = max(lag.At.Sub(next[0].Timestamp), 0)
+	}
+	return lag, nil
+}
+
+// savedProgress reads the consumer's saved position, 0 when it has none.
+func (s *Store) savedProgress(ctx context.Context, consumer string) (int64, error) {
+	if s.isClosed() {
+		return 0, store.ErrClosed
+	}
+	var pos int64
+	err := s.progressQ.QueryRowContext(ctx, consumer).Scan(&pos)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return 0, nil
+	case err != nil:
+		return 0, fmt.Errorf("sqlite: read progress of %s: %w", consumer, s.closedOr(err))
+	}
+	return pos, nil
+}
+
+// saveReq is a consumer's position waiting for the writer goroutine.
+type saveReq struct {
+	consumer string
+	position int64
+	done     chan error // buffered
+}
+
+// saveProgress has the writer save the consumer's position, in the next
+// transaction it commits, and waits until it is durable.
+func (s *Store) saveProgress(consumer string, position int64) error {
+	r := &saveReq{consumer: consumer, position: position, done: make(chan error, 1)}
+	select {
+	case s.saves <- r:
+	case <-s.closing:
+		return store.ErrClosed
+	}
+	select {
+	case err := <-r.done:
+		return err
+	case <-s.stopped:
+		select {
+		case err := <-r.done:
+			return err
+		default:
+			return store.ErrClosed
+		}
+	}
+}

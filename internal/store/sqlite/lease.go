@@ -1,0 +1,114 @@
+package sqlite
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// leases implements store.Leases in memory. A SQLite store belongs to one
+// process (see lockFile), so every holder lives in this process and a map
+// is a complete record; it still honours the ttl, so that a holder that
+// stops renewing loses the lease exactly as on a shared store.
+type leases struct {
+	mu   sync.Mutex
+	held map[string]lease
+	now  func() time.Time
+}
+
+type lease struct {
+	holder string
+	until  time.Time
+}
+
+// Acquire takes the lease for holder, or renews it, unless another holder
+// has it and its ttl has not run out.
+func (s *Store) Acquire(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	if err := s.checkLease(ctx, name, holder); err != nil {
+		return false, err
+	}
+	if ttl <= 0 {
+		return false, fmt.Errorf("sqlite: lease %s: ttl %v, want > 0", name, ttl)
+	}
+	l := &s.leases
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	if cur, ok := l.held[name]; ok && cur.holder != holder && now.Before(cur.until) {
+		return false, nil
+	}
+	l.held[name] = lease{holder: holder, until: now.Add(ttl)}
+	return true, nil
+}
+
+// Release gives the lease up if holder has it.
+func (s *Store) Release(ctx context.Context, name, holder string) error {
+	if err := s.checkLease(ctx, name, holder); err != nil {
+		return err
+	}
+	l := &s.leases
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cur, ok := l.held[name]; ok && cur.holder == holder {
+		delete(l.held, name)
+	}
+	return nil
+}
+
+// Holder returns who holds the lease, "" when nobody does.
+func (s *Store) Holder(ctx context.Context, name string) (string, error) {
+	if err := s.checkLease(ctx, name, "-"); err != nil {
+		return "", err
+	}
+	l := &s.leases
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cur, ok := l.held[name]; ok && l.now().Before(cur.until) {
+		return cur.holder, nil
+	}
+	return "", nil
+}
+
+func (s *Store) checkLease(ctx context.Context, name, holder string) error {
+	switch {
+	case s.isClosed():
+		return store.ErrClosed
+	case name == "" || holder == "":
+		return fmt.Errorf("sqlite: lease: empty name or holder")
+	}
+	return ctx.Err()
+}
+
+// track records a running subscription's position for Lag; a second
+// subscription of the same consumer is refused.
+func (s *Store) track(consumer string, pos int64) (*atomic.Int64, error) {
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	if _, dup := s.subs[consumer]; dup {
+		return nil, fmt.Errorf("sqlite: consumer %s is already subscribed in this process", consumer)
+	}
+	cur := new(atomic.Int64)
+	cur.Store(pos)
+	s.subs[consumer] = cur
+	return cur, nil
+}
+
+func (s *Store) untrack(consumer string) {
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	delete(s.subs, consumer)
+}
+
+// tracked returns the position of the consumer's running subscription.
+func (s *Store) tracked(consumer string) (int64, bool) {
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	if cur, ok := s.subs[consumer]; ok {
+		return cur.Load(), true
+	}
+	return 0, false
+}
