@@ -212,34 +212,6 @@ func (s *idSet) add(id uuid.UUID) {
 	s.ids[id] = struct{}{}
 }
 
-// LoadOrder returns the order as its events leave it, straight from the
-// store. It returns an ErrNotFound error for an unknown order.
-func (h *Handler) LoadOrder(ctx context.Context, id uuid.UUID) (*Order, error) {
-	o, _, err := load[Order](ctx, h.store, OrderType, id)
-	if err != nil {
-		return nil, err
-	}
-	// An empty stream replays as version 0 with the id set, a foreign one
-	// with a version and no id: neither is an order.
-	if o.Version == 0 || o.ID != id {
-		return nil, orderNotFound(id)
-	}
-	return o, nil
-}
-
-// LoadCustomer returns the customer as its events leave it, straight from
-// the store. It returns an ErrNotFound error for an unknown customer.
-func (h *Handler) LoadCustomer(ctx context.Context, id uuid.UUID) (*Customer, error) {
-	c, _, err := load[Customer](ctx, h.store, CustomerType, id)
-	if err != nil {
-		return nil, err
-	}
-	if c.Version == 0 || c.ID != id {
-		return nil, customerNotFound(id)
-	}
-	return c, nil
-}
-
 // handle is the one command path. decide sees the aggregate at its current
 // version (a zero aggregate when it has none) and the command's time. A
 // create skips the load: it is decided on a zero aggregate and appended at

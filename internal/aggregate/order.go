@@ -94,13 +94,11 @@ func (o *Order) invalidTransition(to Status) error {
 }
 
 // Create records OrderCreated for customerID with a copy of items. It
-// returns an ErrExists error ("order_exists") when the id already has
-// events, even of another aggregate type, and an ErrInvalid error for a nil
-// customer id or invalid items (see UpdateItems).
+// returns an ErrInvalid error for a nil customer id or invalid items (see
+// UpdateItems). A create is decided on a zero Order and appended at version
+// 0, so an id that already has events (of any aggregate type) is refused by
+// the store, as the handler's ErrExists ("order_exists").
 func (o *Order) Create(customerID uuid.UUID, items []Item, now time.Time) ([]Event, error) {
-	if o.Version > 0 {
-		return nil, &Error{Kind: ErrExists, Code: "order_exists", Detail: "the order id is already in use"}
-	}
 	if customerID == uuid.Nil {
 		return nil, Invalid("invalid_customer_id", "/customer_id", "customer_id is required")
 	}
