@@ -95,7 +95,6 @@ func invalid(code, field string) wantErr      { return wantErr{ErrInvalid, code,
 var (
 	ok            = wantErr{}
 	orderMissing  = refused(ErrNotFound, "order_not_found")
-	orderExists   = refused(ErrExists, "order_exists")
 	badTransition = refused(ErrRejected, "invalid_transition")
 	notEditable   = refused(ErrRejected, "order_not_editable")
 	isConfirmed   = refused(ErrRejected, "order_already_confirmed")
