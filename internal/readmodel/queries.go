@@ -30,8 +30,11 @@ type Views interface {
 	// is greater than after, in id order.
 	CustomerOrders(ctx context.Context, customerID, after uuid.UUID, limit int) ([]OrderSummary, error)
 
-	// Changed returns a channel that is closed after the next commit of
-	// projected rows. Each commit replaces it with a fresh one.
+	// Changed returns a channel that is closed when this Views' next
+	// Apply of events of projected types returns, whether those events
+	// changed rows or had been applied before (by this process or
+	// another). Each such Apply replaces it with a fresh one. A write by
+	// another process's Views does not close it.
 	Changed() <-chan struct{}
 }
 

@@ -38,7 +38,7 @@ const (
 		WHERE customer_id = ? AND order_id > ? LIMIT ?`
 )
 
-// table is how Project reads, projects and writes the rows of one
+// table is how Apply reads, projects and writes the rows of one
 // aggregate type, so that one generic loop (project) serves orders and
 // customers alike.
 type table[R any] interface {
@@ -89,8 +89,9 @@ func (t orderTable) write(ctx context.Context, o readmodel.Order, base int64) (b
 // the row of version n+1 that another projector wrote meanwhile; and two
 // writes of one version carry the same values, as both are projected from
 // the same events. A crash between the two writes leaves the list behind
-// until the order's next event, or the feed's repeat of this one (Project
-// rewrites the list when the last event it is given is the row's version).
+// only until the feed delivers the batch again, as it does with every batch
+// Apply did not return nil for (Apply rewrites the list when the last event
+// it is given is the row's version).
 // The customer of an order never changes, so its list row never moves
 // partition. Conditioning this write as well would cost a second Paxos
 // round per event for nothing.
@@ -131,7 +132,7 @@ func (t customerTable) write(ctx context.Context, c readmodel.Customer, base int
 func (customerTable) written(context.Context, readmodel.Customer) error { return nil }
 
 // cas runs a conditional write and reports whether it was applied. A
-// refused condition returns the row's current values; Project re-reads
+// refused condition returns the row's current values; Apply re-reads
 // instead, so gocqlx's ExecCAS, which scans and drops them, suits.
 func (v *Views) cas(ctx context.Context, stmt string, args ...any) (bool, error) {
 	q := v.session.ContextQuery(ctx, stmt, nil).Bind(args...)

@@ -1,28 +1,24 @@
 // Package scylla keeps orderd's read models in ScyllaDB (or any CQL store),
 // in the event store's keyspace, for ORDERD_STORE=scylla.
 //
-// There the projector is fed by Scylla's CDC log, which keeps each
-// aggregate's events in order but may repeat them and may lose some (TTL
-// expiry, a confidence window too small). So Project is written to be
-// idempotent and self-healing rather than to trust its input:
+// Apply is the projector: a store.Handler that the change feed pushes
+// batches to, in order per aggregate and without gaps, but possibly more
+// than once, and, during a failover, from two orderd instances at once. So:
 //
 //   - an event at or below a row's version changes nothing (readmodel's pure
 //     Apply functions decide that);
-//   - an event beyond version+1 makes Project load the missing events from
-//     the event store (History) and apply them first;
+//   - an event beyond version+1 is an error wrapping readmodel.ErrGap: the
+//     feed never leaves one, so it reports a bug;
 //   - every row write is a lightweight transaction conditioned on the
-//     version it was computed from, so two projectors (two orderd instances)
-//     can race on one row and neither ever moves it back.
+//     version it was computed from, so two instances can race on one row
+//     and neither ever moves it back.
 //
 // CQL timestamps hold milliseconds, so on this backend the read models keep
 // times to the millisecond.
 package scylla
 
 import (
-	"context"
-
 	"github.com/gocql/gocql"
-	"github.com/google/uuid"
 	"github.com/scylladb/gocqlx/v3"
 	"go.uber.org/zap"
 
@@ -30,30 +26,24 @@ import (
 	"github.com/orderd/orderd/internal/store"
 )
 
-// History is the part of the event store Project needs to heal a gap: the
-// events of one aggregate after a given sequence, in sequence order, as
-// store.Store.Load returns them.
-type History interface {
-	Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([]store.Event, error)
-}
+// concurrency is how many aggregates one Apply call works on at once. An
+// aggregate's own events are always applied in order, by one goroutine.
+// Each aggregate costs a read and a Paxos round, so throughput comes from
+// overlapping them; 32 keeps a batch of 256 events (the feed's usual size)
+// to a handful of rounds without flooding a small cluster.
+const concurrency = 32
 
-// DefaultConcurrency is how many aggregates Project works on at once unless
-// WithConcurrency says otherwise.
-const DefaultConcurrency = 32
-
-// Views is the Scylla backend of the read models. Project writes them; it
-// implements the readmodel.Views that queries read. It is safe for
-// concurrent use, also by several Views (in several processes) on one
-// keyspace.
+// Views is the Scylla backend of the read models. Apply, a store.Handler,
+// writes them; they implement the readmodel.Views that queries read. It is
+// safe for concurrent use, also by several Views (in several processes) on
+// one keyspace.
 type Views struct {
 	session     gocqlx.Session
-	history     History
 	log         *zap.Logger
 	consistency gocql.Consistency // reads and the commit of writes
 	serial      gocql.Consistency // the Paxos phase of conditional writes, and re-reads after one failed
-	concurrency int
 
-	// Changes closes Changed when a Project call that brought a row up to
+	// Changes closes Changed when an Apply call that brought a row up to
 	// one of its events returns.
 	readmodel.Changes
 }
@@ -76,28 +66,14 @@ func WithSerialConsistency(c gocql.Consistency) Option {
 	return func(v *Views) { v.serial = c }
 }
 
-// WithConcurrency sets how many aggregates one Project call works on at
-// once. An aggregate's own events are always applied in order, by one
-// goroutine. Values below 1 are ignored.
-func WithConcurrency(n int) Option {
-	return func(v *Views) {
-		if n > 0 {
-			v.concurrency = n
-		}
-	}
-}
-
 // New returns views over the tables of migrations/scylla/01xx_*.cql in
-// session's keyspace; the event store's migration creates them. history is
-// the event store, read only to heal gaps in what Project is given.
-func New(session gocqlx.Session, history History, log *zap.Logger, opts ...Option) *Views {
+// session's keyspace; the event store's migration creates them.
+func New(session gocqlx.Session, log *zap.Logger, opts ...Option) *Views {
 	v := &Views{
 		session:     session,
-		history:     history,
 		log:         log,
 		consistency: gocql.LocalQuorum,
 		serial:      gocql.LocalSerial,
-		concurrency: DefaultConcurrency,
 	}
 	for _, opt := range opts {
 		opt(v)
@@ -105,5 +81,9 @@ func New(session gocqlx.Session, history History, log *zap.Logger, opts ...Optio
 	return v
 }
 
-// The consumer defines the interface, this backend promises to satisfy it.
-var _ readmodel.Views = (*Views)(nil)
+// Interface checks: the consumers define the interfaces, this backend
+// promises to satisfy them.
+var (
+	_ store.Handler   = (*Views)(nil).Apply
+	_ readmodel.Views = (*Views)(nil)
+)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/google/uuid"
 
@@ -23,7 +24,7 @@ const (
 // statements are the writer's statements, prepared once on its single
 // connection and bound to each batch's transaction.
 type statements struct {
-	order, customer, upsertOrder, upsertSummary, upsertCustomer, checkpoint, setCheckpoint *sql.Stmt
+	order, customer, upsertOrder, upsertSummary, upsertCustomer *sql.Stmt
 }
 
 func (s *statements) prepare(ctx context.Context, db *sql.DB) error {
@@ -46,11 +47,6 @@ func (s *statements) prepare(ctx context.Context, db *sql.DB) error {
 			ON CONFLICT (id) DO UPDATE SET email = excluded.email, first_name = excluded.first_name,
 				last_name = excluded.last_name, phone = excluded.phone, version = excluded.version,
 				registered_at = excluded.registered_at, updated_at = excluded.updated_at`},
-		{&s.checkpoint, `SELECT position FROM projector_checkpoint WHERE name = ?`},
-		// max() keeps the checkpoint from moving back when a batch that was
-		// already committed is applied again.
-		{&s.setCheckpoint, `INSERT INTO projector_checkpoint (name, position) VALUES (?, ?)
-			ON CONFLICT (name) DO UPDATE SET position = max(position, excluded.position)`},
 	} {
 		stmt, err := db.PrepareContext(ctx, p.query)
 		if err != nil {
@@ -63,7 +59,7 @@ func (s *statements) prepare(ctx context.Context, db *sql.DB) error {
 
 func (s *statements) close() error {
 	var errs []error
-	for _, stmt := range []*sql.Stmt{s.order, s.customer, s.upsertOrder, s.upsertSummary, s.upsertCustomer, s.checkpoint, s.setCheckpoint} {
+	for _, stmt := range []*sql.Stmt{s.order, s.customer, s.upsertOrder, s.upsertSummary, s.upsertCustomer} {
 		if stmt != nil {
 			errs = append(errs, stmt.Close())
 		}
@@ -71,28 +67,24 @@ func (s *statements) close() error {
 	return errors.Join(errs...)
 }
 
-// Checkpoint returns the feed position the views are up to date through, 0
-// before the first Apply.
-func (v *Views) Checkpoint(ctx context.Context) (int64, error) {
-	var pos int64
-	err := v.stmts.checkpoint.QueryRowContext(ctx, checkpointName).Scan(&pos)
-	if errors.Is(err, sql.ErrNoRows) {
-		return 0, nil
+// Apply projects events in one transaction, then wakes the readers waiting
+// on Changed. It is a store.Handler: the projector's feed calls it. Each row
+// is loaded once per batch, projected with readmodel's pure functions and
+// written once, if it changed. Events of aggregate types without views are
+// skipped. An event at or below its row's version changes nothing, so a
+// batch may be delivered again. On any error nothing is written: an event
+// that skips past its row's version+1 returns an error wrapping
+// readmodel.ErrGap (the feed never leaves gaps, so it reports a bug), and an
+// event that does not decode or cannot start its row returns an error too.
+//
+// When Apply returns nil the batch is durable and every row is at least at
+// its events' versions. Changed is closed whenever the batch held an event
+// of a projected type, even one already applied: another orderd process may
+// have written the row, and a wait here must still end.
+func (v *Views) Apply(ctx context.Context, events []store.Event) (err error) {
+	if !slices.ContainsFunc(events, projected) {
+		return nil
 	}
-	if err != nil {
-		return 0, fmt.Errorf("readmodel/sqlite: read checkpoint: %w", err)
-	}
-	return pos, nil
-}
-
-// Apply projects events and moves the checkpoint to through in one
-// transaction, then wakes the readers waiting on Changed. Each row is loaded
-// once per batch, projected with readmodel's pure functions and written
-// once, if it changed. Events already reflected in a row change nothing, and
-// the checkpoint never moves back, so a batch may be applied again. Events
-// of aggregate types without views are skipped. On any error, including an
-// event that does not decode or a sequence gap, nothing is written.
-func (v *Views) Apply(ctx context.Context, events []store.Event, through int64) (err error) {
 	tx, err := v.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("readmodel/sqlite: begin: %w", err)
@@ -119,14 +111,16 @@ func (v *Views) Apply(ctx context.Context, events []store.Event, through int64) 
 	if err := b.flush(); err != nil {
 		return fmt.Errorf("readmodel/sqlite: %w", err)
 	}
-	if _, err := tx.StmtContext(ctx, v.stmts.setCheckpoint).ExecContext(ctx, checkpointName, through); err != nil {
-		return fmt.Errorf("readmodel/sqlite: set checkpoint %d: %w", through, err)
-	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("readmodel/sqlite: commit through %d: %w", through, err)
+		return fmt.Errorf("readmodel/sqlite: commit %d events: %w", len(events), err)
 	}
 	v.Notify()
 	return nil
+}
+
+// projected reports whether e's aggregate type has views here.
+func projected(e store.Event) bool {
+	return e.AggregateType == aggregate.OrderType || e.AggregateType == aggregate.CustomerType
 }
 
 // dirty is a row of the batch's cache and whether the batch changed it.

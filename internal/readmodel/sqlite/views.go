@@ -14,20 +14,17 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
 	"github.com/orderd/orderd/internal/readmodel"
+	"github.com/orderd/orderd/internal/store"
 	"github.com/orderd/orderd/migrations"
 )
-
-// checkpointName is this projector's row in projector_checkpoint. The table
-// is keyed by name so that a second projection could share the file.
-const checkpointName = "readmodel"
 
 // timeFormat writes UTC times with a fixed nine fraction digits: they
 // round-trip exactly and sort as text.
 const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
 
-// Views is the SQLite backend of the read models. It implements the
-// readmodel.Writer the projector writes through and the readmodel.Views
-// that queries read. It is safe for concurrent use.
+// Views is the SQLite backend of the read models. Apply, a store.Handler,
+// writes them; they implement the readmodel.Views that queries read. It is
+// safe for concurrent use, also by several Views on one file.
 type Views struct {
 	write *sql.DB // one connection: SQLite has one writer at a time anyway
 	read  *sql.DB // a pool of read-only connections; WAL lets them run beside the writer
@@ -42,14 +39,16 @@ type Views struct {
 // its schema up to date. It returns an error if the file cannot be opened
 // or migrated.
 func Open(path string, log *zap.Logger) (*Views, error) {
-	// synchronous(NORMAL) in WAL mode does not fsync on every commit, so a
-	// power loss can drop the last few commits. That is safe here: the views
-	// are a cache rebuilt from the event store, and each commit carries its
-	// checkpoint, so whatever is lost is lost together with the checkpoint
-	// that covered it and the projector projects those batches again.
+	// synchronous(FULL): Apply returning nil is what lets the feed record
+	// the batch as handled, in the event store's file. A commit that a power
+	// loss took back (as NORMAL allows in WAL mode) would leave the rows
+	// behind the feed's progress for good: the next event of such a row
+	// would be a gap, and a min_version read would wait for ever. (When the
+	// projector's checkpoint lived in this file, in the same transaction as
+	// the rows, both went back together and NORMAL was enough.)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	write, read, err := migrations.OpenSQLite(ctx, path, "sqlite/views", migrations.SQLiteOptions{Synchronous: "NORMAL"})
+	write, read, err := migrations.OpenSQLite(ctx, path, "sqlite/views", migrations.SQLiteOptions{Synchronous: "FULL"})
 	if err != nil {
 		return nil, fmt.Errorf("readmodel/sqlite: %w", err)
 	}
@@ -80,6 +79,6 @@ func parseTime(s string) (time.Time, error) {
 // Interface checks: the consumers define the interfaces, this backend
 // promises to satisfy them.
 var (
-	_ readmodel.Writer = (*Views)(nil)
-	_ readmodel.Views  = (*Views)(nil)
+	_ store.Handler   = (*Views)(nil).Apply
+	_ readmodel.Views = (*Views)(nil)
 )

@@ -19,39 +19,42 @@ import (
 )
 
 // maxAttempts bounds the read-project-write rounds for one aggregate. Each
-// lost round means another projector moved the row on, so a handful always
-// suffices; the bound only turns a bug (a condition that can never hold)
+// lost round means another instance moved the row on, a write timed out or
+// a read was behind; the next round reads serially, so a handful always
+// suffices. The bound only turns a bug (a condition that can never hold)
 // into an error instead of a spin.
 const maxAttempts = 16
 
-// Project brings the rows of the events' aggregates up to those events.
-// Events of aggregate types without views are skipped. It may be given
-// events in any grouping, any number of times, with gaps: for each
-// aggregate it reads the row, applies the events with readmodel's pure
-// functions (which ignore those at or below the row's version), loads from
-// History whatever lies between the row and an event that skips ahead, and
-// writes the row on condition that nobody moved it meanwhile, trying again
-// on top of the newer row if somebody did.
+// Apply brings the rows of the events' aggregates up to those events. It is
+// a store.Handler: the projector's feed calls it. Events of aggregate types
+// without views are skipped. For each aggregate it reads the row, applies
+// the events with readmodel's pure functions (which ignore those at or
+// below the row's version, so a redelivered batch is harmless), and writes
+// the row on condition that nobody moved it meanwhile, trying again on top
+// of the newer row if somebody did: two instances applying the same events
+// at once (during a failover) never move a row back.
 //
-// Aggregates are independent, so Project works on several at once and
+// Aggregates are independent, so Apply works on several at once, and
 // Cassandra has no transaction across them: on error some rows may be
-// written and others not. Calling Project again with the same events is
-// then the way to finish, since what is written counts as applied. It
-// returns an error when an event does not decode or cannot start its row,
-// History fails or ends before an event, or Cassandra fails.
+// written and others not. Delivering the batch again is then the way to
+// finish, since what is written counts as applied. Apply returns an error
+// wrapping readmodel.ErrGap when an event skips past its row's version+1
+// (the feed never leaves such a gap, so it reports a bug), and an error
+// when an event does not decode or cannot start its row, or Cassandra
+// fails; the row of such an event is left as it was.
 //
-// When it returns, every row it was given an event for is at least at that
-// event's version (unless an error says otherwise), and readers waiting on
-// Changed are woken: also for rows another projector wrote first, so that a
-// read-your-writes wait is woken by whichever Views learns of the event.
-func (v *Views) Project(ctx context.Context, events []store.Event) error {
+// When it returns nil, every row it was given an event for is at least at
+// that event's version, and readers waiting on Changed are woken: also for
+// rows another instance wrote first, so that a read-your-writes wait is
+// woken by whichever Views learns of the event.
+func (v *Views) Apply(ctx context.Context, events []store.Event) error {
 	groups := group(events)
 	if len(groups) == 0 {
 		return nil
 	}
 	var done atomic.Bool
 	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(v.concurrency)
+	g.SetLimit(concurrency)
 	for _, a := range groups {
 		g.Go(func() error {
 			var err error
@@ -75,7 +78,7 @@ func (v *Views) Project(ctx context.Context, events []store.Event) error {
 	return err
 }
 
-// aggregateEvents are the events of one aggregate in one Project call.
+// aggregateEvents are the events of one aggregate in one Apply call.
 type aggregateEvents struct {
 	typ    string
 	id     uuid.UUID
@@ -83,9 +86,9 @@ type aggregateEvents struct {
 }
 
 // group splits events by aggregate, keeping those of projected types only,
-// and sorts each aggregate's events by sequence: a feed keeps them in order
-// anyway, and sorting spares a needless trip to History when a caller's
-// batch does not.
+// and sorts each aggregate's events by sequence. The feed keeps them in
+// order anyway; sorting keeps a redelivered event that a batch carries
+// after newer ones from looking like a gap.
 func group(events []store.Event) []*aggregateEvents {
 	type key struct {
 		typ string
@@ -126,7 +129,16 @@ func project[R any](ctx context.Context, v *Views, t table[R], id uuid.UUID, eve
 			return fmt.Errorf("read: %w", err)
 		}
 		base := t.version(r)
-		changed, err := applyAll(ctx, v, t, &r, id, events)
+		changed, err := applyAll(t, &r, events)
+		if errors.Is(err, readmodel.ErrGap) && c != v.serial {
+			// A read below the serial level may miss a write that another
+			// instance committed (at One, or in another datacenter): make
+			// sure the row really is behind before reporting a bug.
+			v.log.Info("read model row behind an event; re-reading it serially",
+				zap.Stringer("aggregate_id", id), zap.Int64("version", base), zap.Error(err))
+			c = v.serial
+			continue
+		}
 		if err != nil {
 			return err
 		}
@@ -171,46 +183,16 @@ func uncertain(err error) bool {
 	return errors.As(err, &wt) || errors.Is(err, gocql.ErrTimeoutNoResponse)
 }
 
-// applyAll applies events to r in order, healing a gap from History when
-// one skips past r's version. It reports whether r changed.
-func applyAll[R any](ctx context.Context, v *Views, t table[R], r *R, id uuid.UUID, events []store.Event) (bool, error) {
+// applyAll applies events to r in order and reports whether r changed. On
+// error r may hold some of the events; the caller then drops it.
+func applyAll[R any](t table[R], r *R, events []store.Event) (bool, error) {
 	changed := false
 	for _, e := range events {
 		c, err := t.apply(r, e)
-		if errors.Is(err, readmodel.ErrGap) {
-			c, err = heal(ctx, v, t, r, id, e)
-		}
 		if err != nil {
-			return false, fmt.Errorf("event %s #%d at position %d: %w", e.ID, e.Sequence, e.Position, err)
+			return false, fmt.Errorf("event %s #%d: %w", e.ID, e.Sequence, err)
 		}
 		changed = changed || c
 	}
-	return changed, nil
-}
-
-// heal applies to r the aggregate's events after r's version from History,
-// which must reach at least e, the event that found the gap. It applies all
-// History has, past e too: they are the aggregate's true later events, and
-// when the feed delivers them they count as applied.
-func heal[R any](ctx context.Context, v *Views, t table[R], r *R, id uuid.UUID, e store.Event) (bool, error) {
-	from := t.version(*r)
-	missing, err := v.history.Load(ctx, id, from)
-	if err != nil {
-		return false, fmt.Errorf("heal gap after version %d: load history: %w", from, err)
-	}
-	changed := false
-	for _, h := range missing {
-		c, err := t.apply(r, h)
-		if err != nil {
-			return false, fmt.Errorf("heal gap after version %d: history event %s #%d: %w", from, h.ID, h.Sequence, err)
-		}
-		changed = changed || c
-	}
-	if to := t.version(*r); to < e.Sequence {
-		return false, fmt.Errorf("%w: history of %s ends at version %d, before sequence %d", readmodel.ErrGap, id, to, e.Sequence)
-	}
-	v.log.Info("healed a gap in the read model's feed from the event store",
-		zap.String("aggregate_type", e.AggregateType), zap.Stringer("aggregate_id", id),
-		zap.Int64("from_version", from), zap.Int64("gap_event", e.Sequence), zap.Int64("to_version", t.version(*r)))
 	return changed, nil
 }

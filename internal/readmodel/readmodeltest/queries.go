@@ -1,0 +1,192 @@
+package readmodeltest
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderd/orderd/internal/aggregate"
+	"github.com/orderd/orderd/internal/readmodel"
+)
+
+// testCustomerOrdersPages pages a customer's orders by id, beside another
+// customer's.
+func testCustomerOrdersPages(t *testing.T, b Backend) {
+	ctx := context.Background()
+	h := newHistory(t)
+	customer, other := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
+	h.register(at(0), customer, "ada@example.com", "Ada", "Lovelace", "")
+	h.register(at(0), other, "bob@example.com", "Bob", "Babbage", "")
+	var ids []uuid.UUID
+	for i := range 5 {
+		id := uuid.Must(uuid.NewV7())
+		ids = append(ids, id)
+		h.create(at(i), id, customer, []aggregate.Item{{ProductID: uuid.Must(uuid.NewV7()), Quantity: i + 1}})
+		h.create(at(i), uuid.Must(uuid.NewV7()), other, []aggregate.Item{{ProductID: uuid.Must(uuid.NewV7()), Quantity: 1}})
+	}
+	apply(t, b.Views, h.events())
+
+	orders, _ := fold(t, h.events())
+	var got []readmodel.OrderSummary
+	after := uuid.Nil
+	for page := 0; ; page++ {
+		list, err := b.Views.CustomerOrders(ctx, customer, after, 2)
+		if err != nil {
+			t.Fatalf("page %d: %v", page, err)
+		}
+		if len(list) > 2 {
+			t.Fatalf("page %d has %d rows, limit 2", page, len(list))
+		}
+		if len(list) == 0 {
+			break
+		}
+		got = append(got, list...)
+		after = list[len(list)-1].ID
+	}
+	var want []readmodel.OrderSummary
+	for _, id := range ids { // UUIDv7 ids made in a row sort in creation order
+		want = append(want, b.order(orders[id]).Summary())
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("paged orders =\n%+v\nwant\n%+v", got, want)
+	}
+	if list, err := b.Views.CustomerOrders(ctx, customer, ids[2], 10); err != nil || !reflect.DeepEqual(list, want[3:]) {
+		t.Errorf("CustomerOrders(after the third) = %+v, %v; want %+v", list, err, want[3:])
+	}
+	if list, err := b.Views.CustomerOrders(ctx, uuid.Must(uuid.NewV7()), uuid.Nil, 10); err != nil || list == nil || len(list) != 0 {
+		t.Errorf("CustomerOrders(unknown) = %#v, %v; want an empty, non-nil list", list, err)
+	}
+	if _, err := b.Views.CustomerOrders(ctx, customer, uuid.Nil, 0); err == nil {
+		t.Error("CustomerOrders with limit 0 succeeded")
+	}
+}
+
+// readSpy reports the version of each order row it reads, so that a test
+// knows when a query waiting for a newer version has read an older one and
+// is about to wait on the Changed channel it took before that read.
+type readSpy struct {
+	readmodel.Views
+	versions chan int64
+}
+
+func (s readSpy) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error) {
+	o, err := s.Views.Order(ctx, id)
+	select {
+	case s.versions <- o.Version:
+	default:
+	}
+	return o, err
+}
+
+// testQueriesWaitForVersion asks for a version the row has not reached:
+// the read waits, and ends as soon as Apply brings the row there.
+func testQueriesWaitForVersion(t *testing.T, b Backend) {
+	ctx := context.Background()
+	l := newLifecycle(t)
+	events := l.events()
+	apply(t, b.Views, events[:4]) // order A at version 2
+
+	spy := readSpy{Views: b.Views, versions: make(chan int64, 1)}
+	q := readmodel.NewQueries(spy, guard)
+	type result struct {
+		o   readmodel.Order
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		o, err := q.Order(ctx, l.orderA, 5)
+		done <- result{o, err}
+	}()
+	select {
+	case v := <-spy.versions:
+		if v != 2 {
+			t.Fatalf("the query read order A at version %d, want 2", v)
+		}
+	case <-time.After(guard):
+		t.Fatal("the query did not read order A")
+	}
+	apply(t, b.Views, events[4:])
+	select {
+	case r := <-done:
+		want, _, _ := l.want(b)
+		if r.err != nil || !reflect.DeepEqual(r.o, want) {
+			t.Errorf("Order(A, min 5) = %+v, %v; want %+v", r.o, r.err, want)
+		}
+	case <-time.After(guard):
+		t.Fatal("Order(A, min 5) still waiting after Apply brought order A to version 5")
+	}
+}
+
+// testQueriesBehind asks for a version that never comes: ErrBehind once
+// the wait is over.
+func testQueriesBehind(t *testing.T, b Backend) {
+	ctx := context.Background()
+	l := newLifecycle(t)
+	apply(t, b.Views, l.events())
+	const wait = 100 * time.Millisecond
+	q := readmodel.NewQueries(b.Views, wait)
+	start := time.Now()
+	if _, err := q.Order(ctx, l.orderA, 6); !errors.Is(err, readmodel.ErrBehind) {
+		t.Errorf("Order(A, min 6) error = %v, want ErrBehind", err)
+	}
+	if waited := time.Since(start); waited < wait {
+		t.Errorf("Order(A, min 6) gave up after %v, before the wait of %v", waited, wait)
+	}
+	if _, err := q.Customer(ctx, l.custID, 4); !errors.Is(err, readmodel.ErrBehind) {
+		t.Errorf("Customer(min 4) error = %v, want ErrBehind", err)
+	}
+}
+
+// testQueriesAnswerAtOnce reads rows that are there, and rows that are not
+// with no version asked for: nothing may wait, though the wait is an hour.
+func testQueriesAnswerAtOnce(t *testing.T, b Backend) {
+	ctx, cancel := context.WithTimeout(context.Background(), guard)
+	defer cancel()
+	l := newLifecycle(t)
+	apply(t, b.Views, l.events())
+	a, _, c := l.want(b)
+	q := readmodel.NewQueries(b.Views, time.Hour)
+
+	for _, minVersion := range []int64{0, 4, 5} {
+		if o, err := q.Order(ctx, l.orderA, minVersion); err != nil || !reflect.DeepEqual(o, a) {
+			t.Errorf("Order(A, min %d) = %+v, %v; want %+v", minVersion, o, err, a)
+		}
+	}
+	if got, err := q.Customer(ctx, l.custID, 3); err != nil || !reflect.DeepEqual(got, c) {
+		t.Errorf("Customer(min 3) = %+v, %v; want %+v", got, err, c)
+	}
+	if list, err := q.CustomerOrders(ctx, l.custID, uuid.Nil, 10); err != nil || len(list) != 2 {
+		t.Errorf("CustomerOrders = %+v, %v; want orders A and B", list, err)
+	}
+
+	unknown := uuid.Must(uuid.NewV7())
+	_, err := q.Order(ctx, unknown, 0)
+	wantNotFound(t, "Order", err, "order_not_found")
+	_, err = q.Customer(ctx, unknown, 0)
+	wantNotFound(t, "Customer", err, "customer_not_found")
+	_, err = q.CustomerOrders(ctx, unknown, uuid.Nil, 10)
+	wantNotFound(t, "CustomerOrders", err, "customer_not_found")
+}
+
+func wantNotFound(t *testing.T, what string, err error, code string) {
+	t.Helper()
+	var ae *aggregate.Error
+	if !errors.As(err, &ae) || !errors.Is(err, aggregate.ErrNotFound) || ae.Code != code {
+		t.Errorf("%s(unknown) error = %v, want ErrNotFound with code %s", what, err, code)
+	}
+}
+
+// testQueriesWaitForUnknownRow asks for a version of a row that does not
+// exist yet: it is waited for like an old row, until ctx ends.
+func testQueriesWaitForUnknownRow(t *testing.T, b Backend) {
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err := readmodel.NewQueries(b.Views, time.Hour).Order(ctx, uuid.Must(uuid.NewV7()), 1)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Order(unknown, min 1) with an ending ctx: error %v, want DeadlineExceeded", err)
+	}
+}
