@@ -44,13 +44,20 @@ type Views interface {
 type Queries struct {
 	v    Views
 	wait time.Duration
+	poll time.Duration
 }
 
 // NewQueries returns queries over v that wait at most wait for a requested
 // version (about 2 s in production: long enough for the projector's usual
 // lag, short enough to answer 503 before a client times out).
-func NewQueries(v Views, wait time.Duration) *Queries {
-	return &Queries{v: v, wait: wait}
+//
+// A waiting query wakes when v's Changed says this process projected
+// something. Where the projector may run in another process (several
+// instances on one CQL keyspace, one of them the active projector), whose
+// commits close no channel here, poll > 0 makes a waiting query also read
+// its row again every poll; 0 relies on Changed alone.
+func NewQueries(v Views, wait, poll time.Duration) *Queries {
+	return &Queries{v: v, wait: wait, poll: poll}
 }
 
 // Order returns the order with at least version minVersion. With minVersion
@@ -104,7 +111,8 @@ func customerNotFound(id uuid.UUID) error {
 
 // atLeast reads a row with get until its version reaches minVersion. It
 // takes the Changed channel before each read, so a commit that lands
-// between the read and the wait still wakes it; it never polls.
+// between the read and the wait still wakes it; it polls only when q.poll
+// says the projector may be elsewhere.
 func atLeast[T any](ctx context.Context, q *Queries, minVersion int64,
 	get func(context.Context) (T, error), version func(T) int64, notFound func() error, what string,
 ) (T, error) {
@@ -122,6 +130,12 @@ func atLeast[T any](ctx context.Context, q *Queries, minVersion int64,
 
 	timeout := time.NewTimer(q.wait)
 	defer timeout.Stop()
+	var poll <-chan time.Time // nil: never
+	if q.poll > 0 {
+		t := time.NewTicker(q.poll)
+		defer t.Stop()
+		poll = t.C
+	}
 	var have int64
 	for {
 		changed := q.v.Changed()
@@ -136,6 +150,7 @@ func atLeast[T any](ctx context.Context, q *Queries, minVersion int64,
 		}
 		select {
 		case <-changed:
+		case <-poll:
 		case <-timeout.C:
 			return zero, fmt.Errorf("%w: %s is at version %d after %s, want %d", ErrBehind, what, have, q.wait, minVersion)
 		case <-ctx.Done():

@@ -91,7 +91,7 @@ func testQueriesWaitForVersion(t *testing.T, b Backend) {
 	apply(t, b.Views, events[:4]) // order A at version 2
 
 	spy := readSpy{Views: b.Views, versions: make(chan int64, 1)}
-	q := readmodel.NewQueries(spy, guard)
+	q := readmodel.NewQueries(spy, guard, 0)
 	type result struct {
 		o   readmodel.Order
 		err error
@@ -128,7 +128,7 @@ func testQueriesBehind(t *testing.T, b Backend) {
 	l := newLifecycle(t)
 	apply(t, b.Views, l.events())
 	const wait = 100 * time.Millisecond
-	q := readmodel.NewQueries(b.Views, wait)
+	q := readmodel.NewQueries(b.Views, wait, 0)
 	start := time.Now()
 	if _, err := q.Order(ctx, l.orderA, 6); !errors.Is(err, readmodel.ErrBehind) {
 		t.Errorf("Order(A, min 6) error = %v, want ErrBehind", err)
@@ -149,7 +149,7 @@ func testQueriesAnswerAtOnce(t *testing.T, b Backend) {
 	l := newLifecycle(t)
 	apply(t, b.Views, l.events())
 	a, _, c := l.want(b)
-	q := readmodel.NewQueries(b.Views, time.Hour)
+	q := readmodel.NewQueries(b.Views, time.Hour, 0)
 
 	for _, minVersion := range []int64{0, 4, 5} {
 		if o, err := q.Order(ctx, l.orderA, minVersion); err != nil || !reflect.DeepEqual(o, a) {
@@ -185,8 +185,35 @@ func wantNotFound(t *testing.T, what string, err error, code string) {
 func testQueriesWaitForUnknownRow(t *testing.T, b Backend) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, err := readmodel.NewQueries(b.Views, time.Hour).Order(ctx, uuid.Must(uuid.NewV7()), 1)
+	_, err := readmodel.NewQueries(b.Views, time.Hour, 0).Order(ctx, uuid.Must(uuid.NewV7()), 1)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Order(unknown, min 1) with an ending ctx: error %v, want DeadlineExceeded", err)
+	}
+}
+
+// testQueriesSeeOtherInstance: a query waiting on one Views, whose rows
+// another instance projects (the active projector of a cluster), sees the
+// row reach its version by polling, long before its wait is over.
+func testQueriesSeeOtherInstance(t *testing.T, b Backend) {
+	other := b.second(t)
+	ctx := context.Background()
+	l := newLifecycle(t)
+	events := l.events()
+	apply(t, other, events[:4]) // order A at version 2
+	q := readmodel.NewQueries(b.Views, guard, 20*time.Millisecond)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() {
+		_, err := q.Order(ctx, l.orderA, 5)
+		done <- err
+	}()
+	apply(t, other, events[4:])
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Order(A, min 5) = %v after the other instance projected version 5", err)
+		}
+	case <-time.After(guard):
+		t.Fatalf("Order(A, min 5) still waiting %s after another instance projected version 5", time.Since(start))
 	}
 }

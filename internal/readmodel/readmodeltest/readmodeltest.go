@@ -92,6 +92,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"QueriesBehind", testQueriesBehind},
 		{"QueriesAnswerAtOnce", testQueriesAnswerAtOnce},
 		{"QueriesWaitForUnknownRow", testQueriesWaitForUnknownRow},
+		{"QueriesSeeOtherInstance", testQueriesSeeOtherInstance},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
