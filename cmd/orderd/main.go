@@ -18,7 +18,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -31,7 +30,7 @@ import (
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/api"
 	"github.com/orderd/orderd/internal/readmodel"
-	relaysqlite "github.com/orderd/orderd/internal/relay/sqlite"
+	"github.com/orderd/orderd/internal/relay"
 )
 
 func main() {
@@ -78,9 +77,6 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	log := newLogger(cfg, stderr)
 	defer func() { _ = log.Sync() }()
 
-	if err := os.MkdirAll(cfg.dataDir, 0o750); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -89,26 +85,28 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer b.close()
-	// The relay's ledger (its checkpoint and dead letters) is a file of
-	// this instance on every backend.
-	ledger, err := relaysqlite.Open(filepath.Join(cfg.dataDir, "relay.db"), log.Named("ledger"))
+	rp, err := newRelay(cfg, b, reg, log.Named("relay"))
 	if err != nil {
 		return err
 	}
-	defer ledger.Close()
+	if rp.kafka != nil {
+		defer rp.kafka.Close()
+	}
 
+	// Each worker runs on the one instance that holds its lease; the
+	// others stand by (on SQLite there is only one instance).
 	workers := suture.New("orderd", suture.Spec{
 		EventHook: func(e suture.Event) { log.Warn("supervisor", zap.String("event", e.String())) },
 	})
-	if b.projector != nil {
-		workers.Add(b.projector)
+	elect := func(name string, work func(context.Context) error) *elected {
+		return &elected{leases: b.leases, name: name, holder: cfg.instance, ttl: cfg.leaseTTL, work: work, log: log.Named(name)}
 	}
-	rl, relayWorker, closeKafka, err := newRelay(cfg, b, ledger, reg, log.Named("relay"))
-	if err != nil {
-		return err
-	}
-	defer closeKafka()
-	if relayWorker != nil {
+	projector := elect("projector", func(ctx context.Context) error { return b.feed.Subscribe(ctx, "projector", b.views.Apply) })
+	workers.Add(projector)
+	consumers := []string{"projector"}
+	var relayWorker *elected
+	if rp.work != nil {
+		relayWorker = elect(relay.Consumer, rp.work)
 		// A supervisor of its own: a relay failing while Kafka is down must
 		// not spend the failure budget that restarts the projector.
 		relaySup := suture.New("relay", suture.Spec{
@@ -116,18 +114,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		})
 		relaySup.Add(relayWorker)
 		workers.Add(relaySup)
+		consumers = append(consumers, relay.Consumer)
 	}
-	reg.MustRegister(&deadLetterCollector{ledger: ledger})
-	if b.hasFeed() {
-		reg.MustRegister(&lagCollector{feed: b.events, consumers: consumers(b.projector, relayWorker)})
-	}
-	events := b.events
+	reg.MustRegister(&deadLetterCollector{ledger: b.ledger}, &lagCollector{feed: b.feed, consumers: consumers})
 
-	commands := aggregate.NewHandler(countAppends(events, reg), time.Now)
-	queries := readmodel.NewQueries(b.views, cfg.readWait)
-	handler := api.New(commands, queries, events, readiness(b, relayWorker, rl, ledger), orderd.OpenAPI, log.Named("http")).
+	commands := aggregate.NewHandler(countAppends(b.events, reg), time.Now)
+	queries := readmodel.NewQueries(b.views, cfg.readWait, b.readPoll)
+	handler := api.New(commands, queries, b.events, readiness(b, projector, relayWorker, rp.relay), orderd.OpenAPI, log.Named("http")).
 		WithMetrics(api.NewMetrics(reg), reg).
-		WithAdmin(rl, cfg.adminToken).
+		WithAdmin(rp.relay, cfg.adminToken).
 		Handler()
 	srv := &http.Server{
 		Handler:           handler,
@@ -141,7 +136,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	log.Info("orderd listening", zap.String("addr", ln.Addr().String()),
+	log.Info("orderd listening", zap.String("addr", ln.Addr().String()), zap.String("instance", cfg.instance),
 		zap.String("store", cfg.store), zap.String("data_dir", cfg.dataDir))
 	if onListen != nil {
 		onListen(ln.Addr())
