@@ -49,7 +49,18 @@ var (
 // by reading the aggregate back (see settle). Only when that read fails too
 // does Append return an error that leaves the outcome open; the caller can
 // then Load and see.
+//
+// On Cassandra an append that returned nil queues a hint for the feed's
+// subscriptions (see hints.go); that never delays or fails the append.
 func (s *Store) Append(ctx context.Context, aggregateID uuid.UUID, expected int64, events []store.Event) error {
+	err := s.append(ctx, aggregateID, expected, events)
+	if err == nil && s.hints != nil {
+		s.hints.add(aggregateID, expected+int64(len(events)))
+	}
+	return err
+}
+
+func (s *Store) append(ctx context.Context, aggregateID uuid.UUID, expected int64, events []store.Event) error {
 	if s.closed.Load() {
 		return store.ErrClosed
 	}

@@ -71,23 +71,3 @@ func (s *Store) load(ctx context.Context, id uuid.UUID, after int64) ([]store.Ev
 	}
 	return evs, nil
 }
-
-// ReadFeed returns store.ErrNoFeed, or store.ErrClosed after Close. This
-// backend's change feed is the CDC log of its events table, read by a
-// separate component: a partitioned store has no global commit order to
-// number positions by.
-func (s *Store) ReadFeed(context.Context, int64, int) ([]store.Event, error) {
-	if s.closed.Load() {
-		return nil, store.ErrClosed
-	}
-	return nil, store.ErrNoFeed
-}
-
-// Head returns store.ErrNoFeed, or store.ErrClosed after Close; see
-// ReadFeed.
-func (s *Store) Head(context.Context) (int64, error) {
-	if s.closed.Load() {
-		return 0, store.ErrClosed
-	}
-	return 0, store.ErrNoFeed
-}

@@ -1,5 +1,5 @@
-// Package scylla is the event store on ScyllaDB (or Apache Cassandra, its
-// stand-in in tests), for orderd processes that share one cluster.
+// Package scylla is the event store on ScyllaDB or Apache Cassandra, for
+// orderd processes that share one cluster.
 //
 // Each aggregate is one partition of the events table: one row per event,
 // clustered by sequence, and a static column holding the aggregate's
@@ -9,11 +9,13 @@
 // committed at Config.Consistency (a local quorum by default); ScyllaDB
 // also syncs the commit log of every LWT write before it answers.
 //
-// This backend has no change feed of its own: positions and ReadFeed need a
-// global commit order, which a partitioned store does not have. Its feed is
-// the table's CDC log, enabled by the schema on ScyllaDB and read by a
-// separate component, so ReadFeed and Head return store.ErrNoFeed and the
-// events read back carry no Position.
+// The Store is also a store.Feed and store.Leases. A partitioned store has
+// no global commit order, so events carry no Position, and each consumer's
+// progress is kept per aggregate (feed_progress). The feed has a fast path,
+// the CDC log on ScyllaDB and hints written after each append on
+// Cassandra, and a slow path that makes it complete: a reconciliation pass
+// that compares every aggregate's version with the consumer's progress;
+// see feed.go, deliver.go and reconcile.go.
 package scylla
 
 import (
@@ -21,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -62,7 +65,26 @@ type Config struct {
 	// SerialConsistency of the Paxos phase of an append and of the read that
 	// settles an append whose outcome is unknown: Serial or LocalSerial.
 	// Default LocalSerial.
+	//
+	// LOCAL_SERIAL (and LOCAL_QUORUM) is safe only when every writer of an
+	// aggregate talks to one datacenter: Paxos then runs among that DC's
+	// replicas, and two appends at the same version in the same DC cannot
+	// both win. On one DC that always holds. On several, set LocalDC on
+	// every instance to the same DC (the others stand by or serve reads),
+	// or, with writers in several DCs, set SERIAL, whose Paxos spans every
+	// DC: two LOCAL_SERIAL appends in different DCs can both write version
+	// n+1, the later silently replacing the earlier.
 	SerialConsistency gocql.Consistency
+	// LocalDC, when set, is the datacenter this process talks to: the
+	// driver connects only to that DC's nodes and sends each request to a
+	// replica of its partition there (token aware, and shard aware on
+	// ScyllaDB), so LOCAL_QUORUM and LOCAL_SERIAL mean that DC. Open fails
+	// when no node is in it. Empty: any node of any DC, as the contact
+	// points lead, and Open warns when the cluster has several DCs.
+	LocalDC string
+	// Tablets says how the keyspace is created when missing; an existing
+	// one is left as it is. Default TabletsAuto; see TabletsMode.
+	Tablets TabletsMode
 	// Timeout bounds each request and the connection set-up. Default
 	// DefaultTimeout.
 	Timeout time.Duration
@@ -79,6 +101,13 @@ type Options struct {
 	// Logger receives the driver's warnings and schema decisions; nil logs
 	// nothing.
 	Logger *zap.Logger
+	// Feed tunes Subscribe and the hints appends write for it.
+	Feed FeedOptions
+
+	// NoHints, for tests, makes Append write no hint on Cassandra, so that
+	// only the reconciliation pass can deliver its events. (On ScyllaDB
+	// the CDC log sees every append whatever this says.)
+	NoHints bool
 }
 
 // Store is a store.Store on a ScyllaDB (or Cassandra) keyspace. It is safe
@@ -94,6 +123,11 @@ type Store struct {
 	log    *zap.Logger
 	scylla bool // the server is ScyllaDB, not Cassandra
 	closed atomic.Bool
+
+	feed  FeedOptions
+	hints *hinter       // nil on ScyllaDB and with Options.NoHints
+	subs  sync.Map      // consumer name → *subscription running in this process
+	done  chan struct{} // closed by Close, to stop subscriptions
 
 	settles atomic.Int64 // appends settled by a read, for tests
 }
@@ -124,6 +158,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.CDCTTL == 0 {
 		c.CDCTTL = DefaultCDCTTL
 	}
+	if c.Tablets == "" {
+		c.Tablets = TabletsAuto
+	}
 	switch {
 	case len(c.Hosts) == 0:
 		return c, errors.New("scylla: no hosts")
@@ -133,6 +170,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("scylla: serial consistency %v: want SERIAL or LOCAL_SERIAL", c.SerialConsistency)
 	case c.CDCTTL < time.Second:
 		return c, fmt.Errorf("scylla: CDC TTL %v: want at least 1s", c.CDCTTL)
+	case c.Tablets != TabletsAuto && c.Tablets != TabletsOn && c.Tablets != TabletsOff:
+		return c, fmt.Errorf("scylla: tablets %q: want auto, on or off", c.Tablets)
 	}
 	return c, nil
 }
@@ -154,7 +193,12 @@ func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Store{sess: sess, cfg: cfg, up: opts.Upcaster, log: log, scylla: scylla}, nil
+	s := &Store{sess: sess, cfg: cfg, up: opts.Upcaster, log: log, scylla: scylla,
+		feed: opts.Feed.withDefaults(), done: make(chan struct{})}
+	if !scylla && !opts.NoHints {
+		s.hints = newHinter(s)
+	}
+	return s, nil
 }
 
 // cluster returns the driver configuration for cfg, bound to keyspace ("":
@@ -166,6 +210,17 @@ func cluster(cfg Config, keyspace string, log *zap.Logger) *gocql.ClusterConfig 
 	c.SerialConsistency = cfg.SerialConsistency
 	c.Timeout = cfg.Timeout
 	c.ConnectTimeout = cfg.Timeout
+	if cfg.LocalDC != "" {
+		// Token aware over DC aware: a replica of the partition in the
+		// local DC, else another local node; never a remote one, which
+		// would make LOCAL_* mean its DC. The filter keeps the pools (and
+		// the control connection) off the other DCs' nodes altogether.
+		// scylladb/gocql picks the replica's shard itself, whatever the
+		// policy.
+		c.PoolConfig.HostSelectionPolicy = gocql.TokenAwareHostPolicy(
+			gocql.DCAwareRoundRobinPolicy(cfg.LocalDC, gocql.HostPolicyOptionDisableDCFailover))
+		c.HostFilter = gocql.DataCenterHostFilter(cfg.LocalDC)
+	}
 	// The driver logs what it cannot do about a node (dial failures,
 	// reconnections): warnings, not the info its plain Print would make.
 	c.Logger, _ = zap.NewStdLogAt(log.Named("gocql"), zap.WarnLevel) // fails only for an invalid level
@@ -201,11 +256,16 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return applySchema(ctx, s.sess, s.cfg, s.scylla, s.log)
 }
 
-// Close closes the session. Calls after Close, a second Close included,
-// return store.ErrClosed; calls still running fail with it.
+// Close writes the hints still queued (for up to a second) and closes the
+// session. Calls after Close, a second Close included, return
+// store.ErrClosed; calls still running fail with it, Subscribe included.
 func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return store.ErrClosed
+	}
+	close(s.done)
+	if s.hints != nil {
+		s.hints.close()
 	}
 	s.sess.Close()
 	return nil

@@ -33,12 +33,30 @@ func testConfig(t testing.TB) Config {
 	return Config{Hosts: hosts, Keyspace: cqltest.Keyspace(t, hosts), Timeout: cqltest.Timeout}
 }
 
+// testFeed makes the reconciliation pass run every 300 ms over 4 token
+// ranges, so that the suite's waits for it end quickly without swamping a
+// small machine.
+var testFeed = FeedOptions{ReconcileEvery: 300 * time.Millisecond, RangeSplits: 4}
+
 // mustOpen opens a store on cfg and closes it in t's cleanup.
 func mustOpen(t testing.TB, cfg Config, up store.Upcaster) *Store {
 	t.Helper()
+	return openWith(t, cfg, Options{Upcaster: up})
+}
+
+// openWith opens a store on cfg with opts (Feed testFeed and a test logger
+// unless set) and closes it in t's cleanup.
+func openWith(t testing.TB, cfg Config, opts Options) *Store {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	s, err := Open(ctx, cfg, Options{Upcaster: up, Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))})
+	if opts.Feed == (FeedOptions{}) {
+		opts.Feed = testFeed
+	}
+	if opts.Logger == nil {
+		opts.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	}
+	s, err := Open(ctx, cfg, opts)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", cfg.Keyspace, err)
 	}
@@ -50,17 +68,24 @@ func mustOpen(t testing.TB, cfg Config, up store.Upcaster) *Store {
 	return s
 }
 
+// blind opens, on the keyspace of s, a store whose appends write no hint:
+// on Cassandra only the reconciliation pass sees them. (On ScyllaDB the CDC
+// log sees them all the same.)
+func blind(t *testing.T, s store.Store) store.Store {
+	return openWith(t, s.(*Store).cfg, Options{NoHints: true})
+}
+
 func TestConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T, up store.Upcaster) store.Store {
 		return mustOpen(t, testConfig(t), up)
-	}, storetest.Capabilities{Feed: false})
+	}, storetest.Capabilities{Blind: blind})
 }
 
 func TestRestart(t *testing.T) {
 	storetest.RunRestart(t, func(t *testing.T) (store.Store, func() store.Store) {
 		cfg := testConfig(t) // the reopened store finds the same keyspace
 		return mustOpen(t, cfg, nil), func() store.Store { return mustOpen(t, cfg, nil) }
-	}, storetest.Capabilities{Feed: false})
+	}, storetest.Capabilities{})
 }
 
 // event returns the event at seq of aggregate id, as a writer builds it.
