@@ -50,7 +50,11 @@ const (
 // permanently, or a later event of the same aggregate parked behind it so
 // that the aggregate's order holds.
 type DeadLetter struct {
-	Position      int64 // the event's feed position; the dead letter's id
+	// Position is the dead letter's id: the event's feed position where the
+	// store has a global commit order (SQLite), otherwise a number derived
+	// from the event id (see letterPosition). Either way one event always
+	// gets the same one.
+	Position      int64
 	EventID       uuid.UUID
 	AggregateID   uuid.UUID
 	AggregateType string
@@ -64,47 +68,96 @@ type DeadLetter struct {
 	LastFailedAt  time.Time
 }
 
-// Ledger is the relay's durable state: its feed checkpoint and its dead
-// letters.
+// Operator commands on a dead letter, carried out by the active relay.
+const (
+	OpReplay  = "replay"  // publish the aggregate's dead letters in order
+	OpDiscard = "discard" // drop this one, then replay the rest
+)
+
+// Request states.
+const (
+	RequestPending = "pending" // waiting for the active relay
+	RequestDone    = "done"    // carried out: every dead letter of the aggregate is published
+	RequestFailed  = "failed"  // a dead letter failed permanently again; Error says why
+	RequestMissing = "missing" // the dead letter was gone when the relay got to it
+)
+
+// Request is an operator's command on a dead letter, queued in the ledger
+// so that whichever instance runs the relay carries it out, and its
+// outcome once it has. A dead letter has at most one request at a time.
+type Request struct {
+	Position    int64     // the dead letter's
+	ID          uuid.UUID // names this request among the dead letter's successive ones
+	Op          string    // OpReplay or OpDiscard
+	RequestedAt time.Time
+	State       string // RequestPending until the relay finishes it
+	Published   int    // how many events the relay published for it
+	Error       string // for RequestFailed: the permanent failure
+	FinishedAt  time.Time
+}
+
+// Ledger is the relay's durable state: its dead letters and the operators'
+// requests on them. It is shared by every instance of a deployment, so
+// that any of them can list and request, while the active relay records
+// and carries out. Implementations keep times to the millisecond at least,
+// and read them back in UTC.
 type Ledger interface {
-	// Checkpoint returns the feed position through which every event is
-	// published or dead-lettered; 0 at first.
-	Checkpoint(ctx context.Context) (int64, error)
+	// Record stores letters. A letter whose position is recorded already
+	// keeps the stored row: the feed may hand an event again after a
+	// crash, and the stored letter may have moved on since (more attempts,
+	// a newer error) which an overwrite would undo. It fails for a letter
+	// with a position below 1, a state other than Failed or Parked, or
+	// negative attempts. After an error some letters may be stored;
+	// recording them again is harmless.
+	Record(ctx context.Context, letters []DeadLetter) error
 
-	// Advance moves the checkpoint to through and records letters, in one
-	// transaction, so a crash never loses a dead letter nor publishes twice
-	// an event already dead-lettered. Moving the checkpoint backwards is a
-	// no-op for the checkpoint.
-	Advance(ctx context.Context, through int64, letters []DeadLetter) error
+	// Blocked returns the aggregates that have dead letters, each with the
+	// lowest sequence among them: the relay parks the aggregate's events
+	// from that sequence on.
+	Blocked(ctx context.Context) (map[uuid.UUID]int64, error)
 
-	// Blocked returns the aggregates that have dead letters.
-	Blocked(ctx context.Context) ([]uuid.UUID, error)
-
-	// List returns up to limit dead letters with a position greater than
-	// after, in position order.
+	// List returns up to limit (1 or more) dead letters with a position
+	// greater than after, in position order.
 	List(ctx context.Context, after int64, limit int) ([]DeadLetter, error)
 
-	// Get returns one dead letter, or ErrNotFound.
+	// Get returns one dead letter, or an error wrapping ErrNotFound.
 	Get(ctx context.Context, position int64) (DeadLetter, error)
 
 	// OfAggregate returns the aggregate's dead letters in sequence order.
 	OfAggregate(ctx context.Context, aggregateID uuid.UUID) ([]DeadLetter, error)
 
-	// Update stores a dead letter's new state, error and attempts, or
-	// returns ErrNotFound.
+	// Update stores a dead letter's State, Error, Attempts and
+	// LastFailedAt; what identifies the event and FirstFailedAt stay as
+	// recorded. It returns an error wrapping ErrNotFound for an unknown
+	// letter, and an error for an invalid state.
 	Update(ctx context.Context, l DeadLetter) error
 
 	// Remove deletes dead letters (published at last, or discarded).
 	// Unknown positions are ignored.
 	Remove(ctx context.Context, positions ...int64) error
 
-	// Count returns the number of dead letters by state.
+	// Count returns the number of dead letters by state, Failed and Parked
+	// always present.
 	Count(ctx context.Context) (map[string]int, error)
 
-	// Handled returns, for a feed without positions, the highest sequence
-	// of each of the aggregates that was published or dead-lettered.
-	Handled(ctx context.Context, aggregateIDs []uuid.UUID) (map[uuid.UUID]int64, error)
+	// Request queues q (pending, whatever q.State says) on the dead letter
+	// at q.Position, unless a request is pending there already; it returns
+	// the request that is pending now, q or the earlier one. A finished
+	// request is replaced. It returns an error wrapping ErrNotFound when
+	// there is no such dead letter, and an error for an unknown Op.
+	Request(ctx context.Context, q Request) (Request, error)
 
-	// MarkHandled raises the handled sequences to seqs; they never go down.
-	MarkHandled(ctx context.Context, seqs map[uuid.UUID]int64) error
+	// Requests returns the pending requests in position order.
+	Requests(ctx context.Context) ([]Request, error)
+
+	// RequestAt returns the latest request on the dead letter at position,
+	// pending or finished (also after the letter is gone), or an error
+	// wrapping ErrNotFound when there is none.
+	RequestAt(ctx context.Context, position int64) (Request, error)
+
+	// Finish records the outcome of the pending request q.ID: q.State
+	// (RequestDone, RequestFailed or RequestMissing), Published, Error and
+	// FinishedAt. It is a no-op when that request is not pending any more
+	// (finished already, or replaced), so finishing again is harmless.
+	Finish(ctx context.Context, q Request) error
 }

@@ -3,10 +3,8 @@ package relay_test
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -48,7 +46,7 @@ func newRigTB(t testing.TB, topicConfigs ...kafka.ConfigEntry) *rig {
 	t.Helper()
 	brokers := kafkatest.Brokers(t)
 	dir := t.TempDir()
-	events, err := sqlite.Open(filepath.Join(dir, "events.db"), sqlite.Options{})
+	events, err := sqlite.Open(filepath.Join(dir, "events.db"), sqlite.Options{FeedBatch: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,20 +64,23 @@ func newRigTB(t testing.TB, topicConfigs ...kafka.ConfigEntry) *rig {
 	r := &rig{t: t, brokers: brokers, topic: kafkatest.Topic(t, brokers, 3, topicConfigs...),
 		events: events, ledger: ledger, kafka: k, reg: prometheus.NewRegistry(), seq: map[uuid.UUID]int64{}}
 	r.metrics = relay.NewMetrics(r.reg)
-	r.relay = r.newRelay()
+	r.relay = r.newRelay(r.kafka)
 	return r
 }
 
-func (r *rig) newRelay() *relay.Relay {
-	return relay.New(r.events, r.events, r.kafka, r.ledger, relay.Config{
+// newRelay returns another relay on the rig's ledger and store: another
+// instance, as far as the ledger can tell.
+func (r *rig) newRelay(pub relay.Publisher) *relay.Relay {
+	return relay.New(r.events, pub, r.ledger, relay.Config{
 		Topics:       relay.Topics{ByType: map[string]string{"Widget": r.topic}},
-		BatchSize:    64,
 		RetryInitial: 10 * time.Millisecond, RetryMax: 200 * time.Millisecond,
+		RequestPoll: 100 * time.Millisecond, RequestWait: 20 * time.Millisecond,
 	}, zap.NewNop(), r.metrics)
 }
 
 // appendEvent appends the next event of aggregate id with a payload of
-// about size bytes.
+// about size bytes, and returns it as the feed hands it (with its
+// position).
 func (r *rig) appendEvent(id uuid.UUID, size int) store.Event {
 	r.t.Helper()
 	r.seq[id]++
@@ -89,35 +90,54 @@ func (r *rig) appendEvent(id uuid.UUID, size int) store.Event {
 		Type: "WidgetChanged", SchemaVersion: 1, Data: data, CausationID: uuid.New(), CorrelationID: uuid.New(),
 		Timestamp: time.Now().UTC(),
 	}
-	if err := r.events.Append(context.Background(), id, r.seq[id]-1, []store.Event{e}); err != nil {
+	ctx := context.Background()
+	if err := r.events.Append(ctx, id, r.seq[id]-1, []store.Event{e}); err != nil {
 		r.t.Fatal(err)
 	}
-	return e
+	stored, err := r.events.Load(ctx, id, r.seq[id]-1)
+	if err != nil || len(stored) != 1 {
+		r.t.Fatalf("load back %s/%d: %v, %v", id, r.seq[id], stored, err)
+	}
+	return stored[0]
 }
 
-// serve runs the relay until it has reached the store's head, then stops
-// it and checks it stopped cleanly.
-func (r *rig) serve(rl *relay.Relay) {
+// handle hands a batch to the rig's relay as the feed would.
+func (r *rig) handle(rl *relay.Relay, events ...store.Event) {
 	r.t.Helper()
-	head, err := r.events.Head(context.Background())
-	if err != nil {
-		r.t.Fatal(err)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := rl.Handle(ctx, events); err != nil {
+		r.t.Fatalf("Handle: %v", err)
 	}
+}
+
+// serve runs rl over the store's feed until the test ends or stop is
+// called, and checks that it stopped cleanly.
+func (r *rig) serve(rl *relay.Relay) (stop func()) {
+	r.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- rl.Serve(ctx) }()
-	deadline := time.Now().Add(60 * time.Second)
-	for rl.Position() < head {
-		if time.Now().After(deadline) {
+	go func() { done <- rl.Serve(ctx, r.events) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
 			cancel()
-			r.t.Fatalf("relay at %d after 60s, head %d", rl.Position(), head)
-		}
-		time.Sleep(5 * time.Millisecond)
+			if err := <-done; err != nil {
+				r.t.Errorf("Serve: %v", err)
+			}
+		})
 	}
-	cancel()
-	if err := <-done; err != nil {
-		r.t.Fatalf("Serve: %v", err)
-	}
+	r.t.Cleanup(stop)
+	return stop
+}
+
+// caughtUp waits until the relay has handled every committed event.
+func (r *rig) caughtUp() {
+	r.t.Helper()
+	waitFor(r.t, "the relay to catch up", func() bool {
+		lag, err := r.events.Lag(context.Background(), relay.Consumer)
+		return err == nil && lag.Events == 0
+	})
 }
 
 // consumeAll reads every record on the rig's topic, duplicates included.
@@ -142,7 +162,7 @@ func header(m kafka.Message, key string) string {
 // checkOrder fails unless, per key, no sequence appears before the one
 // below it has, and every key has exactly sequences 1..want[key]. It
 // returns the number of duplicate records (at-least-once delivery).
-func checkOrder(t *testing.T, msgs []kafka.Message, want map[uuid.UUID]int64) int {
+func checkOrder(t testing.TB, msgs []kafka.Message, want map[uuid.UUID]int64) int {
 	t.Helper()
 	top := map[string]int64{}
 	seen := map[string]bool{}
@@ -174,181 +194,20 @@ func checkOrder(t *testing.T, msgs []kafka.Message, want map[uuid.UUID]int64) in
 	return dups
 }
 
-// TestRelayPublishesInOrder: interleaved events of several aggregates reach
-// the topic in order per key, each once, as CloudEvents; a restart resumes
-// from the checkpoint without publishing anything again.
-func TestRelayPublishesInOrder(t *testing.T) {
-	r := newRig(t)
-	ids := make([]uuid.UUID, 5)
-	for i := range ids {
-		ids[i] = uuid.New()
-	}
-	var first store.Event
-	for n := range 20 {
-		for _, id := range ids {
-			if e := r.appendEvent(id, 50); n == 0 && id == ids[0] {
-				first = e
-			}
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
 		}
+		time.Sleep(5 * time.Millisecond)
 	}
-	r.serve(r.relay)
-	msgs := kafkatest.Consume(t, r.brokers, r.topic, 100, 30*time.Second)
-	if dups := checkOrder(t, msgs, map[uuid.UUID]int64{ids[0]: 20, ids[1]: 20, ids[2]: 20, ids[3]: 20, ids[4]: 20}); dups != 0 {
-		t.Errorf("%d duplicates in a run without failures", dups)
-	}
-	for _, m := range msgs {
-		if header(m, "ce_id") != first.ID.String() {
-			continue
-		}
-		want := map[string]string{
-			"ce_specversion": "1.0", "ce_source": "orderd", "ce_type": "WidgetChanged", "ce_subject": first.AggregateID.String(),
-			"content-type": "application/json", "ce_time": first.Timestamp.Format(time.RFC3339Nano), "ce_sequence": "1",
-			"ce_schemaversion": "1", "ce_aggregatetype": "Widget",
-			"ce_correlationid": first.CorrelationID.String(), "ce_causationid": first.CausationID.String(),
-		}
-		for k, v := range want {
-			if got := header(m, k); got != v {
-				t.Errorf("header %s = %q, want %q", k, got, v)
-			}
-		}
-		if string(m.Value) != string(first.Data) || string(m.Key) != first.AggregateID.String() {
-			t.Errorf("record %s / %s, want the event's data keyed by its aggregate", m.Key, m.Value)
-		}
-	}
-
-	// More events, and a new relay on the same ledger: only they go out.
-	for _, id := range ids[:2] {
-		r.appendEvent(id, 50)
-	}
-	r.serve(r.newRelay())
-	ends := kafkatest.EndOffsets(t, r.brokers, r.topic)
-	total := int64(0)
-	for _, n := range ends {
-		total += n
-	}
-	if total != 102 {
-		t.Errorf("%d records on the topic after a restart, want 102 (nothing republished)", total)
-	}
-}
-
-// TestRelayDeadLetters: an event over the topic's size limit is
-// dead-lettered, the later events of its aggregate are parked behind it,
-// other aggregates flow; once the limit is raised, a replay publishes them
-// in order and the aggregate flows again.
-func TestRelayDeadLetters(t *testing.T) {
-	r := newRig(t, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: "4096"})
-	big, small := uuid.New(), uuid.New()
-	r.appendEvent(small, 10)
-	failed := r.appendEvent(big, 6000)
-	r.appendEvent(small, 10)
-	parked := r.appendEvent(big, 10)
-	r.appendEvent(small, 10)
-	r.serve(r.relay)
-
-	msgs := r.consumeAll()
-	checkOrder(t, msgs, map[uuid.UUID]int64{small: 3})
-	letters, err := r.ledger.List(context.Background(), 0, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(letters) != 2 || letters[0].EventID != failed.ID || letters[0].State != relay.Failed ||
-		letters[1].EventID != parked.ID || letters[1].State != relay.Parked || letters[0].Error == "" {
-		t.Fatalf("dead letters %+v", letters)
-	}
-	if n := gauge(t, r.reg, "orderd_relay_dead_lettered_total", "failed"); n != 1 {
-		t.Errorf("dead_lettered_total{failed} = %v, want 1", n)
-	}
-
-	// Still too large: the replay fails again and nothing moves.
-	ctx := context.Background()
-	if n, err := r.relay.Replay(ctx, letters[0].Position); !errors.Is(err, relay.ErrReplayFailed) || n != 0 {
-		t.Fatalf("replay under the same limit = %d, %v; want 0, ErrReplayFailed", n, err)
-	}
-	again, err := r.ledger.List(ctx, 0, 10)
-	if err != nil || len(again) != 2 || again[0].Attempts != 2 || again[0].State != relay.Failed || again[1].State != relay.Parked {
-		t.Fatalf("after a failed replay: %+v, %v; want the letter at 2 attempts, the parked one kept", again, err)
-	}
-	// Discarding a failed letter drops it and releases what was parked
-	// behind it.
-	other := uuid.New()
-	r.appendEvent(other, 6000)
-	r.appendEvent(other, 10)
-	r.serve(r.newRelay())
-	mine, err := r.ledger.OfAggregate(ctx, other)
-	if err != nil || len(mine) != 2 {
-		t.Fatalf("dead letters of the second aggregate: %+v, %v", mine, err)
-	}
-	if n, err := r.relay.Discard(ctx, mine[0].Position); err != nil || n != 1 {
-		t.Fatalf("discard = %d, %v; want the parked event published", n, err)
-	}
-	if left, _ := r.ledger.OfAggregate(ctx, other); len(left) != 0 {
-		t.Fatalf("dead letters left after the discard: %+v", left)
-	}
-
-	kafkatest.AlterTopic(t, r.brokers, r.topic, "max.message.bytes", "1048588")
-	n, err := r.relay.Replay(ctx, letters[1].Position) // any letter of the aggregate replays it from its head
-	if err != nil || n != 2 {
-		t.Fatalf("replay = %d, %v; want 2 published", n, err)
-	}
-	r.appendEvent(big, 10)
-	r.serve(r.newRelay())
-	msgs = r.consumeAll()
-	for _, m := range msgs {
-		if string(m.Key) == other.String() && header(m, "ce_sequence") != "2" {
-			t.Fatalf("the discarded event of %s was published", other)
-		}
-	}
-	var kept []kafka.Message
-	for _, m := range msgs {
-		if string(m.Key) != other.String() {
-			kept = append(kept, m)
-		}
-	}
-	checkOrder(t, kept, map[uuid.UUID]int64{small: 3, big: 3})
-	if left, _ := r.ledger.List(ctx, 0, 10); len(left) != 0 {
-		t.Fatalf("dead letters left after the replay: %+v", left)
-	}
-}
-
-// TestRelayConcurrentWriters: 20 aggregates × 50 events appended by
-// concurrent writers while the relay runs all arrive, in order per key.
-func TestRelayConcurrentWriters(t *testing.T) {
-	r := newRig(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- r.relay.Serve(ctx) }()
-
-	want := map[uuid.UUID]int64{}
-	var wg sync.WaitGroup
-	for range 20 {
-		id := uuid.New()
-		want[id] = 50
-		wg.Go(func() {
-			for seq := int64(1); seq <= 50; seq++ {
-				data := fmt.Appendf(nil, `{"n":%d}`, seq)
-				e := store.Event{ID: uuid.Must(uuid.NewV7()), AggregateID: id, AggregateType: "Widget", Sequence: seq,
-					Type: "WidgetChanged", SchemaVersion: 1, Data: data, CausationID: uuid.New(), CorrelationID: uuid.New(),
-					Timestamp: time.Now().UTC()}
-				if err := r.events.Append(ctx, id, seq-1, []store.Event{e}); err != nil {
-					t.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	msgs := kafkatest.Consume(t, r.brokers, r.topic, 1000, 60*time.Second)
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	dups := checkOrder(t, msgs, want)
-	t.Logf("%d records, %d duplicates", len(msgs), dups)
 }
 
 // gauge returns the value of the series name whose one label has value
 // label (or of the unlabelled series when label is empty), 0 if absent.
-func gauge(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+func gauge(t testing.TB, reg *prometheus.Registry, name, label string) float64 {
 	t.Helper()
 	families, err := reg.Gather()
 	if err != nil {
@@ -373,104 +232,163 @@ func gauge(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
 	return 0
 }
 
-// TestRelayDeliver: events pushed by a feed with its own progress (the CDC
-// log) are published, dead-lettered and parked exactly as Serve does; an
-// event handed again is skipped, one the feed lost is loaded from the
-// store, in order; and the relay's own checkpoint does not move.
-func TestRelayDeliver(t *testing.T) {
+// TestHandlePublishesInOrder: interleaved events of several aggregates in
+// one batch reach the topic in order per key, each once, as CloudEvents;
+// the batch handed again is published again, still in order.
+func TestHandlePublishesInOrder(t *testing.T) {
+	r := newRig(t)
+	ids := make([]uuid.UUID, 5)
+	for i := range ids {
+		ids[i] = uuid.New()
+	}
+	var batch []store.Event
+	for range 20 {
+		for _, id := range ids {
+			batch = append(batch, r.appendEvent(id, 50))
+		}
+	}
+	first := batch[0]
+	r.handle(r.relay, batch...)
+	want := map[uuid.UUID]int64{ids[0]: 20, ids[1]: 20, ids[2]: 20, ids[3]: 20, ids[4]: 20}
+	msgs := kafkatest.Consume(t, r.brokers, r.topic, 100, 30*time.Second)
+	if dups := checkOrder(t, msgs, want); dups != 0 {
+		t.Errorf("%d duplicates in a run without failures", dups)
+	}
+	for _, m := range msgs {
+		if header(m, "ce_id") != first.ID.String() {
+			continue
+		}
+		want := map[string]string{
+			"ce_specversion": "1.0", "ce_source": "orderd", "ce_type": "WidgetChanged", "ce_subject": first.AggregateID.String(),
+			"content-type": "application/json", "ce_time": first.Timestamp.Format(time.RFC3339Nano), "ce_sequence": "1",
+			"ce_schemaversion": "1", "ce_aggregatetype": "Widget",
+			"ce_correlationid": first.CorrelationID.String(), "ce_causationid": first.CausationID.String(),
+		}
+		for k, v := range want {
+			if got := header(m, k); got != v {
+				t.Errorf("header %s = %q, want %q", k, got, v)
+			}
+		}
+		if string(m.Value) != string(first.Data) || string(m.Key) != first.AggregateID.String() {
+			t.Errorf("record %s / %s, want the event's data keyed by its aggregate", m.Key, m.Value)
+		}
+	}
+
+	// Redelivery (after a crash, say): published again, in order.
+	r.handle(r.relay, batch[:50]...)
+	msgs = kafkatest.Consume(t, r.brokers, r.topic, 150, 30*time.Second)
+	if dups := checkOrder(t, msgs, want); dups != 50 {
+		t.Errorf("%d duplicates after handing 50 events again, want 50", dups)
+	}
+	if letters, _ := r.ledger.List(context.Background(), 0, 10); len(letters) != 0 {
+		t.Errorf("dead letters after a clean run: %+v", letters)
+	}
+}
+
+// TestHandleDeadLetters: an event over the topic's size limit is
+// dead-lettered, the later events of its aggregate are parked behind it,
+// other aggregates flow. Handing the batch again changes no letter, and
+// an earlier event of the blocked aggregate handed again is published
+// again, not parked.
+func TestHandleDeadLetters(t *testing.T) {
 	r := newRig(t, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: "4096"})
+	t0 := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	rl := relay.New(r.events, r.kafka, r.ledger, relay.Config{
+		Topics: relay.Topics{ByType: map[string]string{"Widget": r.topic}},
+		Now:    func() time.Time { return t0 },
+	}, zap.NewNop(), r.metrics)
+	big, small := uuid.New(), uuid.New()
+	b1 := r.appendEvent(big, 10)
+	batch := []store.Event{r.appendEvent(small, 10), b1}
+	r.handle(rl, batch...)
+	failed := r.appendEvent(big, 6000)
+	batch = []store.Event{r.appendEvent(small, 10), failed, r.appendEvent(small, 10)}
+	parked := r.appendEvent(big, 10)
+	batch = append(batch, parked, r.appendEvent(small, 10))
+	r.handle(rl, batch...)
+
 	ctx := context.Background()
-	if err := r.relay.Resume(ctx); err != nil {
+	letters, err := r.ledger.List(ctx, 0, 10)
+	if err != nil {
 		t.Fatal(err)
 	}
-	big, small := uuid.New(), uuid.New()
-	s1 := r.appendEvent(small, 10)
-	r.appendEvent(small, 10) // the feed will lose this one
-	s3 := r.appendEvent(small, 10)
-	b1, b2 := r.appendEvent(big, 6000), r.appendEvent(big, 10)
-	// Events pushed as a CDC reader pushes them: without positions.
-	unpositioned := func(es ...store.Event) []store.Event {
-		for i := range es {
-			es[i].Position = 0
-		}
-		return es
+	if len(letters) != 2 || letters[0].EventID != failed.ID || letters[0].State != relay.Failed ||
+		letters[1].EventID != parked.ID || letters[1].State != relay.Parked || letters[0].Error == "" {
+		t.Fatalf("dead letters %+v", letters)
 	}
-	for _, push := range [][]store.Event{
-		unpositioned(s1),
-		unpositioned(s1), // handed again after a crash
-		unpositioned(s3), // s2 never came
-		unpositioned(b1, b2),
-	} {
-		if err := r.relay.Deliver(ctx, push); err != nil {
-			t.Fatal(err)
-		}
+	if letters[0].Position != failed.Position || !letters[0].FirstFailedAt.Equal(t0) || letters[0].Attempts != 1 {
+		t.Errorf("failed letter %+v: want the event's position as id, the relay's clock, 1 attempt", letters[0])
+	}
+	if n := gauge(t, r.reg, "orderd_relay_dead_lettered_total", "failed"); n != 1 {
+		t.Errorf("dead_lettered_total{failed} = %v, want 1", n)
+	}
+	moved := letters[0]
+	moved.Attempts, moved.Error = 5, "moved on"
+	if err := r.ledger.Update(ctx, moved); err != nil {
+		t.Fatal(err)
+	}
+
+	// The same batches again, as after a crash, through a relay that reads
+	// the blocked aggregates from the ledger.
+	again := r.newRelay(r.kafka)
+	r.handle(again, b1)
+	r.handle(again, batch...)
+	after, err := r.ledger.List(ctx, 0, 10)
+	if err != nil || len(after) != 2 || after[0].Attempts != 5 || after[0].Error != "moved on" || after[1].State != relay.Parked {
+		t.Fatalf("dead letters after a redelivery: %+v, %v; want them as they were", after, err)
 	}
 	msgs := r.consumeAll()
-	if dups := checkOrder(t, msgs, map[uuid.UUID]int64{small: 3}); dups != 0 {
-		t.Errorf("%d duplicates: a redelivered event was published again", dups)
+	if dups := checkOrder(t, msgs, map[uuid.UUID]int64{small: 4, big: 1}); dups != 4 {
+		t.Errorf("%d duplicates, want 4: big's first and small's last 3, handed again", dups)
 	}
-	letters, err := r.ledger.OfAggregate(ctx, big)
+}
+
+// TestHandleWithoutPositions: events of a store without a global order
+// (CQL) get dead-letter ids derived from their event ids, exact in JSON,
+// the same at every delivery.
+func TestHandleWithoutPositions(t *testing.T) {
+	r := newRig(t, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: "4096"})
+	big := uuid.New()
+	b1, b2 := r.appendEvent(big, 6000), r.appendEvent(big, 10)
+	b1.Position, b2.Position = 0, 0
+	r.handle(r.relay, b1, b2)
+	r.handle(r.newRelay(r.kafka), b1, b2)
+	letters, err := r.ledger.OfAggregate(context.Background(), big)
 	if err != nil || len(letters) != 2 || letters[0].State != relay.Failed || letters[1].State != relay.Parked {
-		t.Fatalf("dead letters of the big aggregate: %+v, %v", letters, err)
+		t.Fatalf("dead letters: %+v, %v", letters, err)
 	}
-	if letters[0].Position >= 1<<53 {
-		t.Errorf("dead letter id %d is not exact in JSON", letters[0].Position)
+	for _, l := range letters {
+		if l.Position < 1 || l.Position >= 1<<53 {
+			t.Errorf("dead letter id %d is not in [1, 2^53)", l.Position)
+		}
 	}
-	if cp, _ := r.ledger.Checkpoint(ctx); cp != 0 {
-		t.Fatalf("Deliver moved the relay's checkpoint to %d", cp)
+	if letters[0].Position == letters[1].Position {
+		t.Errorf("two events share dead letter id %d", letters[0].Position)
 	}
 }
 
-// gatedPublisher holds its first Publish for a while, so that concurrent
-// Deliver calls queue up behind it, and records the size of every call.
-type gatedPublisher struct {
-	relay.Publisher
-	mu    sync.Mutex
-	sizes []int
-}
-
-func (p *gatedPublisher) Publish(ctx context.Context, msgs []relay.Message) error {
-	p.mu.Lock()
-	first := len(p.sizes) == 0
-	p.sizes = append(p.sizes, len(msgs))
-	p.mu.Unlock()
-	if first {
-		time.Sleep(300 * time.Millisecond)
-	}
-	return p.Publisher.Publish(ctx, msgs)
-}
-
-// TestRelayDeliverCombines: concurrent Deliver calls, one append each as a
-// CDC reader's streams make them, share Kafka round trips, and every
-// aggregate's events still arrive in order.
-func TestRelayDeliverCombines(t *testing.T) {
+// TestServeConcurrentWriters: 20 aggregates × 50 events appended by
+// concurrent writers while the relay serves the store's feed all arrive,
+// in order per key; a relay started again on the same feed publishes
+// nothing again.
+func TestServeConcurrentWriters(t *testing.T) {
 	r := newRig(t)
-	gated := &gatedPublisher{Publisher: r.kafka}
-	rl := relay.New(r.events, r.events, gated, r.ledger, relay.Config{
-		Topics: relay.Topics{ByType: map[string]string{"Widget": r.topic}},
-	}, zap.NewNop(), nil)
-	ctx := context.Background()
-	if err := rl.Resume(ctx); err != nil {
-		t.Fatal(err)
-	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.relay.Serve(ctx, r.events) }()
+
 	want := map[uuid.UUID]int64{}
-	var stream [][]store.Event
+	var wg sync.WaitGroup
 	for range 20 {
 		id := uuid.New()
-		want[id] = 5
-		var evs []store.Event
-		for range 5 {
-			e := r.appendEvent(id, 10)
-			e.Position = 0
-			evs = append(evs, e)
-		}
-		stream = append(stream, evs)
-	}
-	var wg sync.WaitGroup
-	for _, evs := range stream {
+		want[id] = 50
 		wg.Go(func() {
-			for _, e := range evs { // one stream: one change after another
-				if err := rl.Deliver(ctx, []store.Event{e}); err != nil {
+			for seq := int64(1); seq <= 50; seq++ {
+				data := fmt.Appendf(nil, `{"n":%d}`, seq)
+				e := store.Event{ID: uuid.Must(uuid.NewV7()), AggregateID: id, AggregateType: "Widget", Sequence: seq,
+					Type: "WidgetChanged", SchemaVersion: 1, Data: data, CausationID: uuid.New(), CorrelationID: uuid.New(),
+					Timestamp: time.Now().UTC()}
+				if err := r.events.Append(ctx, id, seq-1, []store.Event{e}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -478,11 +396,18 @@ func TestRelayDeliverCombines(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if dups := checkOrder(t, r.consumeAll(), want); dups != 0 {
-		t.Errorf("%d duplicates", dups)
+	r.caughtUp()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
-	if most := slices.Max(gated.sizes); most < 2 || len(gated.sizes) >= 100 {
-		t.Errorf("Kafka calls %v: 100 deliveries were not combined", gated.sizes)
+	msgs := r.consumeAll()
+	dups := checkOrder(t, msgs, want)
+	t.Logf("%d records, %d duplicates", len(msgs), dups)
+
+	r.serve(r.newRelay(r.kafka))
+	r.caughtUp()
+	if again := r.consumeAll(); len(again) != len(msgs) {
+		t.Errorf("%d records after a restart, %d before: the restart published again", len(again), len(msgs))
 	}
-	t.Logf("100 deliveries in %d Kafka calls", len(gated.sizes))
 }

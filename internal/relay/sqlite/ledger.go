@@ -1,17 +1,18 @@
-// Package sqlite keeps the relay's ledger (its feed checkpoint and its dead
-// letters) in a SQLite file of its own, separate from the event store and
-// the read models, so that the relay's writes never wait for theirs.
+// Package sqlite keeps the relay's ledger (its dead letters and the
+// operators' requests on them) in a SQLite file of its own, separate from
+// the event store and the read models, so that the relay's writes never
+// wait for theirs. It is the ledger of a single orderd on SQLite; on the
+// CQL backend the ledger lives in the cluster (relay/scylla).
 //
 // Durability: the file runs with journal_mode=WAL and synchronous=FULL, and
-// unlike the read models it is not a cache. The checkpoint decides what is
-// published again after a crash, and the dead letters are the only record
-// of events that were not published. Under synchronous=NORMAL a power cut
-// may roll back commits the relay has already acted on: the checkpoint
-// would move back (every event after it goes to Kafka again), and an
+// unlike the read models it is not a cache: the dead letters are the only
+// record of events that were not published. Under synchronous=NORMAL a
+// power cut may roll back commits the relay has already acted on: an
 // operator's discard would be undone (the discarded letter comes back, and
-// the events published behind it are published again). FULL syncs the WAL
-// at every commit, and the relay commits once per batch of events, so the
-// fsync is cheap next to the broker round trip that precedes it.
+// the events published behind it are published again), and a dead letter
+// recorded just before the feed saved its progress past it would be lost.
+// FULL syncs the WAL at every commit; the relay commits only when a batch
+// has dead letters, or for an operator's request, so the fsync is rare.
 package sqlite
 
 import (
@@ -86,51 +87,35 @@ func (l *Ledger) Close() error {
 	return errors.Join(errs...)
 }
 
-// Checkpoint returns the feed position through which every event is
-// published or dead-lettered, 0 before the first Advance.
-func (l *Ledger) Checkpoint(ctx context.Context) (int64, error) {
-	var pos int64
-	err := l.r.QueryRowContext(ctx, `SELECT coalesce(max(position), 0) FROM relay_checkpoint`).Scan(&pos)
-	if err != nil {
-		return 0, fmt.Errorf("relay/sqlite: checkpoint: %w", err)
-	}
-	return pos, nil
-}
-
-// Advance moves the checkpoint to through, unless it is already further,
-// and records letters, in one transaction: either both happen or neither.
+// Record stores letters in one transaction: either all of them or none.
 //
 // A letter whose position is already recorded is ignored, not overwritten.
 // A position always names the same event, and the stored letter may have
 // moved on since it was first recorded (more attempts, a newer error, a
 // parked letter that became failed), which an overwrite would undo. Ignoring
-// it also makes a retried Advance (one whose commit succeeded although the
+// it also makes a retried Record (one whose commit succeeded although the
 // caller saw an error) change nothing. A letter for an event that is
 // recorded under another position, a state other than relay.Failed or
 // relay.Parked, or a position below 1 fails the whole call.
-func (l *Ledger) Advance(ctx context.Context, through int64, letters []relay.DeadLetter) (err error) {
-	if through < 0 {
-		return fmt.Errorf("relay/sqlite: advance to %d: the position must not be negative", through)
+func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) (err error) {
+	if len(letters) == 0 {
+		return nil
 	}
 	for _, d := range letters {
 		if err := valid(d); err != nil {
-			return fmt.Errorf("relay/sqlite: advance to %d: %w", through, err)
+			return fmt.Errorf("relay/sqlite: record: %w", err)
 		}
 	}
 	tx, err := l.w.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("relay/sqlite: advance to %d: %w", through, err)
+		return fmt.Errorf("relay/sqlite: record: %w", err)
 	}
 	defer func() {
 		if err != nil {
 			_ = tx.Rollback() // the error that got us here is the one to report
-			err = fmt.Errorf("relay/sqlite: advance to %d: %w", through, err)
+			err = fmt.Errorf("relay/sqlite: record: %w", err)
 		}
 	}()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO relay_checkpoint (id, position) VALUES (1, ?)
-		ON CONFLICT (id) DO UPDATE SET position = max(position, excluded.position)`, through); err != nil {
-		return err
-	}
 	for _, d := range letters {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO dead_letters (position, event_id, aggregate_id,
 			aggregate_type, sequence, event_type, topic, state, error, attempts, first_failed_at, last_failed_at)

@@ -16,29 +16,31 @@ const selectSQL = `SELECT position, event_id, aggregate_id, aggregate_type, sequ
 	topic, state, error, attempts, first_failed_at, last_failed_at FROM dead_letters`
 
 // Blocked returns the aggregates that have dead letters, failed or parked,
-// in id order. The relay parks every later event of these aggregates.
-func (l *Ledger) Blocked(ctx context.Context) ([]uuid.UUID, error) {
-	rows, err := l.r.QueryContext(ctx, `SELECT DISTINCT aggregate_id FROM dead_letters ORDER BY aggregate_id`)
+// each with the lowest sequence among its letters. The relay parks the
+// aggregate's events from that sequence on.
+func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
+	rows, err := l.r.QueryContext(ctx, `SELECT aggregate_id, min(sequence) FROM dead_letters GROUP BY aggregate_id`)
 	if err != nil {
 		return nil, fmt.Errorf("relay/sqlite: blocked: %w", err)
 	}
 	defer rows.Close()
-	var ids []uuid.UUID
+	blocked := map[uuid.UUID]int64{}
 	for rows.Next() {
 		var s string
-		if err := rows.Scan(&s); err != nil {
+		var seq int64
+		if err := rows.Scan(&s, &seq); err != nil {
 			return nil, fmt.Errorf("relay/sqlite: blocked: %w", err)
 		}
 		id, err := uuid.Parse(s)
 		if err != nil {
 			return nil, fmt.Errorf("relay/sqlite: blocked: bad aggregate id %q: %w", s, err)
 		}
-		ids = append(ids, id)
+		blocked[id] = seq
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("relay/sqlite: blocked: %w", err)
 	}
-	return ids, nil
+	return blocked, nil
 }
 
 // List returns up to limit dead letters with a position greater than after,
