@@ -1,56 +1,65 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"maps"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/gocql/gocql"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/orderd/orderd/internal/relay"
+	"github.com/orderd/orderd/internal/store/scylla"
+	"github.com/orderd/orderd/internal/store/scylla/cdc"
 )
 
-// config is everything orderd reads from its flags and environment. Each
-// flag has an ORDERD_ variable; a flag given on the command line wins.
+// config is everything orderd reads from its flags and environment, parsed
+// once into the values the constructors take. Each flag has an ORDERD_
+// variable; a flag given on the command line wins.
 type config struct {
 	httpAddr        string
 	dataDir         string
-	store           string
-	logLevel        string
+	store           string // "sqlite" or "scylla"
+	instance        string // this instance's name in leases and /readyz
+	logLevel        zapcore.Level
 	logFormat       string
 	readWait        time.Duration
 	shutdownTimeout time.Duration
 	adminToken      string
+	leaseTTL        time.Duration
 
-	kafkaBrokers     string // comma-separated; empty: the relay is off
-	topicPrefix      string
-	topics           string // Type=topic,… overrides
-	partitions       int
-	replication      int
-	relayBatch       int
-	retryInitial     time.Duration
-	retryMax         time.Duration
-	breakerFailures  int
-	breakerOpen      time.Duration
-	breakerSuccesses int
+	brokers []string // empty: the relay is off
+	kafka   relay.KafkaConfig
+	relay   relay.Config
 
-	scyllaHosts       string // comma-separated
-	scyllaKeyspace    string
-	scyllaReplication string
-	scyllaConsistency string
-	scyllaSerial      string
-	cdcTTL            time.Duration
-	cdcWindow         time.Duration
-	cdcPollDelay      time.Duration
-	cdcIdleDelay      time.Duration
+	scylla scylla.Config // with store "scylla"
+	feed   scylla.FeedOptions
+}
+
+// flags are the raw values of the flags whose parsing needs more than the
+// flag package does.
+type flags struct {
+	logLevel, topics, brokers, tablets                           string
+	scyllaHosts, scyllaConsistency, scyllaSerial                 string
+	partitions, replication, breakerFailures, breakerSuccesses   int
+	scyllaTimeout, cdcWindow, cdcPollDelay, cdcIdleDelay, cdcTTL time.Duration
+	reconcileInterval, hintPoll                                  time.Duration
+	reconcileRate                                                int
 }
 
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
-	var c config
+	var (
+		c config
+		f flags
+	)
 	fs := flag.NewFlagSet("orderd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	env := func(name, def string) string {
@@ -59,15 +68,19 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		}
 		return def
 	}
+	host, _ := os.Hostname()
 	fs.StringVar(&c.httpAddr, "http-addr", env("ORDERD_HTTP_ADDR", ":8080"), "address the HTTP API listens on (ORDERD_HTTP_ADDR)")
 	fs.StringVar(&c.dataDir, "data-dir", env("ORDERD_DATA_DIR", "./data"), "directory of the embedded store's files (ORDERD_DATA_DIR)")
 	fs.StringVar(&c.store, "store", env("ORDERD_STORE", "sqlite"), "event store backend: sqlite or scylla (ORDERD_STORE)")
-	fs.StringVar(&c.scyllaHosts, "scylla-hosts", getenv("ORDERD_SCYLLA_HOSTS"), "ScyllaDB contact points, comma-separated host[:port] (ORDERD_SCYLLA_HOSTS)")
-	fs.StringVar(&c.scyllaKeyspace, "scylla-keyspace", env("ORDERD_SCYLLA_KEYSPACE", "orderd"), "keyspace, created when missing (ORDERD_SCYLLA_KEYSPACE)")
-	fs.StringVar(&c.scyllaReplication, "scylla-replication", env("ORDERD_SCYLLA_REPLICATION", "{'class': 'SimpleStrategy', 'replication_factor': 1}"), "replication of a keyspace orderd creates (ORDERD_SCYLLA_REPLICATION)")
-	fs.StringVar(&c.scyllaConsistency, "scylla-consistency", env("ORDERD_SCYLLA_CONSISTENCY", "LOCAL_QUORUM"), "consistency of reads and writes (ORDERD_SCYLLA_CONSISTENCY)")
-	fs.StringVar(&c.scyllaSerial, "scylla-serial-consistency", env("ORDERD_SCYLLA_SERIAL_CONSISTENCY", "LOCAL_SERIAL"), "consistency of the lightweight transactions (ORDERD_SCYLLA_SERIAL_CONSISTENCY)")
-	fs.StringVar(&c.logLevel, "log-level", env("ORDERD_LOG_LEVEL", "info"), "debug, info, warn or error (ORDERD_LOG_LEVEL)")
+	fs.StringVar(&c.instance, "instance-id", env("ORDERD_INSTANCE_ID", fmt.Sprintf("%s-%d", host, os.Getpid())), "this instance's name in the workers' leases and /readyz (ORDERD_INSTANCE_ID)")
+	fs.StringVar(&f.scyllaHosts, "scylla-hosts", getenv("ORDERD_SCYLLA_HOSTS"), "ScyllaDB contact points, comma-separated host[:port] (ORDERD_SCYLLA_HOSTS)")
+	fs.StringVar(&c.scylla.Keyspace, "scylla-keyspace", env("ORDERD_SCYLLA_KEYSPACE", scylla.DefaultKeyspace), "keyspace, created when missing (ORDERD_SCYLLA_KEYSPACE)")
+	fs.StringVar(&c.scylla.Replication, "scylla-replication", env("ORDERD_SCYLLA_REPLICATION", scylla.DefaultReplication), "replication of a keyspace orderd creates (ORDERD_SCYLLA_REPLICATION)")
+	fs.StringVar(&f.scyllaConsistency, "scylla-consistency", env("ORDERD_SCYLLA_CONSISTENCY", "LOCAL_QUORUM"), "consistency of reads and writes (ORDERD_SCYLLA_CONSISTENCY)")
+	fs.StringVar(&f.scyllaSerial, "scylla-serial-consistency", env("ORDERD_SCYLLA_SERIAL_CONSISTENCY", "LOCAL_SERIAL"), "consistency of the lightweight transactions: LOCAL_SERIAL when every writer is in one datacenter, else SERIAL (ORDERD_SCYLLA_SERIAL_CONSISTENCY)")
+	fs.StringVar(&c.scylla.LocalDC, "scylla-local-dc", getenv("ORDERD_SCYLLA_LOCAL_DC"), "this instance's datacenter: requests go to its nodes, token-aware (ORDERD_SCYLLA_LOCAL_DC)")
+	fs.StringVar(&f.tablets, "scylla-tablets", env("ORDERD_SCYLLA_TABLETS", "auto"), "tablets of a keyspace orderd creates: auto (on from ScyllaDB 2025.4, where CDC and LWT support them), on or off (ORDERD_SCYLLA_TABLETS)")
+	fs.StringVar(&f.logLevel, "log-level", env("ORDERD_LOG_LEVEL", "info"), "debug, info, warn or error (ORDERD_LOG_LEVEL)")
 	fs.StringVar(&c.logFormat, "log-format", env("ORDERD_LOG_FORMAT", "json"), "json or console (ORDERD_LOG_FORMAT)")
 	durations := []struct {
 		p          *time.Duration
@@ -77,13 +90,17 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}{
 		{&c.readWait, "read-wait", "ORDERD_READ_WAIT", 2 * time.Second, "longest wait of a GET with min_version for the projection"},
 		{&c.shutdownTimeout, "shutdown-timeout", "ORDERD_SHUTDOWN_TIMEOUT", 15 * time.Second, "longest wait for in-flight requests on SIGTERM"},
-		{&c.retryInitial, "retry-initial", "ORDERD_RETRY_INITIAL", 100 * time.Millisecond, "first delay before the relay retries a failed publish"},
-		{&c.retryMax, "retry-max", "ORDERD_RETRY_MAX", 5 * time.Second, "longest delay between the relay's retries"},
-		{&c.breakerOpen, "breaker-open", "ORDERD_BREAKER_OPEN", 30 * time.Second, "how long the Kafka circuit breaker stays open before probing"},
-		{&c.cdcTTL, "cdc-ttl", "ORDERD_CDC_TTL", 7 * 24 * time.Hour, "how long ScyllaDB keeps the CDC log: the longest relay outage that loses nothing"},
-		{&c.cdcWindow, "cdc-window", "ORDERD_CDC_WINDOW", 2 * time.Second, "how old a CDC change must be to be read; must cover the write timeout plus clock skew"},
-		{&c.cdcPollDelay, "cdc-poll-delay", "ORDERD_CDC_POLL_DELAY", 250 * time.Millisecond, "wait after a CDC query that found changes"},
-		{&c.cdcIdleDelay, "cdc-idle-delay", "ORDERD_CDC_IDLE_DELAY", time.Second, "wait after a CDC query that found none"},
+		{&c.leaseTTL, "lease-ttl", "ORDERD_LEASE_TTL", 10 * time.Second, "how long a worker's lease lasts unrenewed: a standby takes over within it when the active instance dies"},
+		{&c.relay.RetryInitial, "retry-initial", "ORDERD_RETRY_INITIAL", 100 * time.Millisecond, "first delay before the relay retries a failed publish"},
+		{&c.relay.RetryMax, "retry-max", "ORDERD_RETRY_MAX", 5 * time.Second, "longest delay between the relay's retries"},
+		{&c.relay.BreakerOpen, "breaker-open", "ORDERD_BREAKER_OPEN", 30 * time.Second, "how long the Kafka circuit breaker stays open before probing"},
+		{&f.scyllaTimeout, "scylla-timeout", "ORDERD_SCYLLA_TIMEOUT", scylla.DefaultTimeout, "bound of each CQL request"},
+		{&f.cdcTTL, "cdc-ttl", "ORDERD_CDC_TTL", scylla.DefaultCDCTTL, "how long ScyllaDB keeps the CDC log"},
+		{&f.cdcWindow, "cdc-window", "ORDERD_CDC_WINDOW", cdc.DefaultWindow, "how old a CDC change must be to be read; what arrives later is found by the reconciliation pass"},
+		{&f.cdcPollDelay, "cdc-poll-delay", "ORDERD_CDC_POLL_DELAY", cdc.DefaultPollDelay, "wait after a CDC query that found changes"},
+		{&f.cdcIdleDelay, "cdc-idle-delay", "ORDERD_CDC_IDLE_DELAY", cdc.DefaultIdleDelay, "wait after a CDC query that found none"},
+		{&f.hintPoll, "hint-poll", "ORDERD_HINT_POLL", scylla.DefaultHintPoll, "on Apache Cassandra: how often the active workers read the hints new appends leave"},
+		{&f.reconcileInterval, "reconcile-interval", "ORDERD_RECONCILE_INTERVAL", scylla.DefaultReconcileEvery, "on CQL: how often the active workers compare every aggregate's version with what they handled"},
 	}
 	for _, d := range durations {
 		def, err := durationEnv(getenv, d.name, d.def)
@@ -98,11 +115,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		def        int
 		usage      string
 	}{
-		{&c.partitions, "kafka-partitions", "ORDERD_KAFKA_PARTITIONS", 3, "partitions of the topics orderd creates"},
-		{&c.replication, "kafka-replication", "ORDERD_KAFKA_REPLICATION", 1, "replication factor of the topics orderd creates"},
-		{&c.relayBatch, "relay-batch", "ORDERD_RELAY_BATCH", 500, "events the relay reads from the feed at a time"},
-		{&c.breakerFailures, "breaker-failures", "ORDERD_BREAKER_FAILURES", 5, "consecutive publish failures that open the breaker"},
-		{&c.breakerSuccesses, "breaker-successes", "ORDERD_BREAKER_SUCCESSES", 3, "successful probes that close the breaker"},
+		{&f.partitions, "kafka-partitions", "ORDERD_KAFKA_PARTITIONS", 3, "partitions of the topics orderd creates"},
+		{&f.replication, "kafka-replication", "ORDERD_KAFKA_REPLICATION", 1, "replication factor of the topics orderd creates"},
+		{&f.breakerFailures, "breaker-failures", "ORDERD_BREAKER_FAILURES", 5, "consecutive publish failures that open the breaker"},
+		{&f.breakerSuccesses, "breaker-successes", "ORDERD_BREAKER_SUCCESSES", 3, "successful probes that close the breaker"},
+		{&f.reconcileRate, "reconcile-rate", "ORDERD_RECONCILE_RATE", scylla.DefaultReconcileRate, "on CQL: aggregates per second the reconciliation pass reads at most"},
 	}
 	for _, n := range ints {
 		def, err := intEnv(getenv, n.name, n.def)
@@ -112,91 +129,133 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		fs.IntVar(n.p, n.flag, def, n.usage+" ("+n.name+")")
 	}
 	fs.StringVar(&c.adminToken, "admin-token", getenv("ORDERD_ADMIN_TOKEN"), "bearer token of the /v1/admin routes; empty: they are off (ORDERD_ADMIN_TOKEN)")
-	fs.StringVar(&c.kafkaBrokers, "kafka-brokers", getenv("ORDERD_KAFKA_BROKERS"), "Kafka bootstrap servers, comma-separated; empty: the relay is off and the outbox keeps every event (ORDERD_KAFKA_BROKERS)")
-	fs.StringVar(&c.topicPrefix, "kafka-topic-prefix", getenv("ORDERD_KAFKA_TOPIC_PREFIX"), "prefix of the default topic names order-events and customer-events (ORDERD_KAFKA_TOPIC_PREFIX)")
-	fs.StringVar(&c.topics, "kafka-topics", getenv("ORDERD_KAFKA_TOPICS"), "per aggregate type topics, e.g. Order=orders,Customer=customers (ORDERD_KAFKA_TOPICS)")
+	fs.StringVar(&f.brokers, "kafka-brokers", getenv("ORDERD_KAFKA_BROKERS"), "Kafka bootstrap servers, comma-separated; empty: the relay is off and the outbox keeps every event (ORDERD_KAFKA_BROKERS)")
+	fs.StringVar(&c.relay.Topics.Prefix, "kafka-topic-prefix", getenv("ORDERD_KAFKA_TOPIC_PREFIX"), "prefix of the default topic names order-events and customer-events (ORDERD_KAFKA_TOPIC_PREFIX)")
+	fs.StringVar(&f.topics, "kafka-topics", getenv("ORDERD_KAFKA_TOPICS"), "per aggregate type topics, e.g. Order=orders,Customer=customers (ORDERD_KAFKA_TOPICS)")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
-	if c.store != "sqlite" && c.store != "scylla" {
-		return c, fmt.Errorf("store %q: want sqlite or scylla", c.store)
-	}
-	if c.store == "scylla" {
-		if _, err := c.scyllaConfig(); err != nil {
-			return c, err
-		}
-		// The CDC log is read a confidence window after the write, so the
-		// projection lags by the window and a poll delay at least: a
-		// read-your-writes wait must cover them, unless set on purpose.
-		set := getenv("ORDERD_READ_WAIT") != ""
-		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "read-wait" })
-		if !set {
-			c.readWait = c.cdcWindow + c.cdcIdleDelay + 2*time.Second
-		}
-	}
-	// The HTTP server's write timeout is 30 s: a longer wait would be cut.
-	if c.readWait > 25*time.Second {
-		return c, fmt.Errorf("read wait %s: at most 25s (with ORDERD_STORE=scylla it defaults to the CDC window + 3 s)", c.readWait)
-	}
-	if c.logFormat != "json" && c.logFormat != "console" {
-		return c, fmt.Errorf("log format %q: want json or console", c.logFormat)
-	}
-	if _, err := zapcore.ParseLevel(c.logLevel); err != nil {
-		return c, fmt.Errorf("log level: %w", err)
-	}
-	topics, err := c.topicMap()
-	if err != nil {
-		return c, err
-	}
-	for _, t := range append(slices.Collect(maps.Values(topics)), c.topicPrefix+"order-events") {
-		if err := validTopic(t); err != nil {
-			return c, err
-		}
-	}
 	for _, d := range durations {
 		if *d.p <= 0 {
 			return c, fmt.Errorf("-%s must be a positive duration, not %s", d.flag, *d.p)
 		}
-	}
-	if c.retryInitial > c.retryMax {
-		return c, fmt.Errorf("-retry-initial (%s) is longer than -retry-max (%s)", c.retryInitial, c.retryMax)
 	}
 	for _, n := range ints {
 		if *n.p < 1 {
 			return c, fmt.Errorf("-%s must be 1 or more, not %d", n.flag, *n.p)
 		}
 	}
+	if c.instance == "" {
+		return c, errors.New("instance id: must not be empty")
+	}
+	if c.leaseTTL < time.Second {
+		return c, fmt.Errorf("lease ttl %s: at least 1s (leases on CQL count whole seconds)", c.leaseTTL)
+	}
+	if c.logFormat != "json" && c.logFormat != "console" {
+		return c, fmt.Errorf("log format %q: want json or console", c.logFormat)
+	}
+	var err error
+	if c.logLevel, err = zapcore.ParseLevel(f.logLevel); err != nil {
+		return c, fmt.Errorf("log level: %w", err)
+	}
+	if err := c.kafkaConfig(f); err != nil {
+		return c, err
+	}
+	switch c.store {
+	case "sqlite":
+	case "scylla":
+		if err := c.scyllaConfig(f); err != nil {
+			return c, err
+		}
+		// On CQL the projection follows the fast path (CDC window and
+		// polls, or hint polls): a read-your-writes wait must cover them,
+		// unless set on purpose.
+		set := getenv("ORDERD_READ_WAIT") != ""
+		fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == "read-wait" })
+		if !set {
+			c.readWait = f.cdcWindow + f.cdcIdleDelay + 2*time.Second
+		}
+	default:
+		return c, fmt.Errorf("store %q: want sqlite or scylla", c.store)
+	}
+	// The HTTP server's write timeout is 30 s: a longer wait would be cut.
+	if c.readWait > 25*time.Second {
+		return c, fmt.Errorf("read wait %s: at most 25s (with ORDERD_STORE=scylla it defaults to the CDC window + 3 s)", c.readWait)
+	}
 	return c, nil
 }
 
-// brokers returns the Kafka bootstrap servers, none when the relay is off.
-func (c config) brokers() []string {
+// kafkaConfig sets the relay's and Kafka's part of c from f.
+func (c *config) kafkaConfig(f flags) error {
+	c.brokers = splitList(f.brokers)
+	topics := map[string]string{}
+	for _, kv := range splitList(f.topics) {
+		typ, topic, ok := strings.Cut(kv, "=")
+		if !ok || strings.TrimSpace(typ) == "" || strings.TrimSpace(topic) == "" {
+			return fmt.Errorf("kafka topics %q: want Type=topic pairs such as Order=orders", f.topics)
+		}
+		topics[strings.TrimSpace(typ)] = strings.TrimSpace(topic)
+	}
+	for _, t := range append(slices.Collect(maps.Values(topics)), c.relay.Topics.Prefix+"order-events") {
+		if err := validTopic(t); err != nil {
+			return err
+		}
+	}
+	if c.relay.RetryInitial > c.relay.RetryMax {
+		return fmt.Errorf("-retry-initial (%s) is longer than -retry-max (%s)", c.relay.RetryInitial, c.relay.RetryMax)
+	}
+	c.relay.Topics.ByType = topics
+	c.relay.BreakerFailures = uint32(f.breakerFailures)
+	c.relay.BreakerSuccesses = uint32(f.breakerSuccesses)
+	c.kafka = relay.KafkaConfig{Brokers: c.brokers, ClientID: "orderd", Partitions: f.partitions, ReplicationFactor: f.replication}
+	return nil
+}
+
+// scyllaConfig sets the CQL part of c from f.
+func (c *config) scyllaConfig(f flags) error {
+	c.scylla.Hosts = splitList(f.scyllaHosts)
+	if len(c.scylla.Hosts) == 0 {
+		return errors.New("ORDERD_STORE=scylla needs ORDERD_SCYLLA_HOSTS")
+	}
+	cons, err := gocql.ParseConsistencyWrapper(f.scyllaConsistency)
+	if err != nil {
+		return fmt.Errorf("scylla consistency: %w", err)
+	}
+	var serial gocql.Consistency
+	if err := serial.UnmarshalText([]byte(strings.ToUpper(f.scyllaSerial))); err != nil || !serial.IsSerial() {
+		return fmt.Errorf("scylla serial consistency %q: want SERIAL or LOCAL_SERIAL", f.scyllaSerial)
+	}
+	c.scylla.Tablets = scylla.TabletsMode(f.tablets)
+	switch c.scylla.Tablets {
+	case scylla.TabletsAuto, scylla.TabletsOn, scylla.TabletsOff:
+	default:
+		return fmt.Errorf("scylla tablets %q: want auto, on or off", f.tablets)
+	}
+	c.scylla.Consistency, c.scylla.SerialConsistency = cons, serial
+	c.scylla.Timeout, c.scylla.CDCTTL = f.scyllaTimeout, f.cdcTTL
+	c.feed = scylla.FeedOptions{
+		HintPoll:       f.hintPoll,
+		ReconcileEvery: f.reconcileInterval,
+		ReconcileRate:  f.reconcileRate,
+		CDCWindow:      f.cdcWindow,
+		CDCPollDelay:   f.cdcPollDelay,
+		CDCIdleDelay:   f.cdcIdleDelay,
+	}
+	return nil
+}
+
+// splitList splits a comma-separated list, dropping empty items.
+func splitList(s string) []string {
 	var out []string
-	for _, b := range strings.Split(c.kafkaBrokers, ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			out = append(out, b)
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			out = append(out, v)
 		}
 	}
 	return out
-}
-
-// topicMap parses "Order=orders,Customer=customers".
-func (c config) topicMap() (map[string]string, error) {
-	m := map[string]string{}
-	for _, kv := range strings.Split(c.topics, ",") {
-		if kv = strings.TrimSpace(kv); kv == "" {
-			continue
-		}
-		typ, topic, ok := strings.Cut(kv, "=")
-		if !ok || strings.TrimSpace(typ) == "" || strings.TrimSpace(topic) == "" {
-			return nil, fmt.Errorf("kafka topics %q: want Type=topic pairs such as Order=orders", c.topics)
-		}
-		m[strings.TrimSpace(typ)] = strings.TrimSpace(topic)
-	}
-	return m, nil
 }
 
 // validTopic checks a Kafka topic name as the broker would, so that a typo
@@ -238,7 +297,7 @@ func durationEnv(getenv func(string) string, name string, def time.Duration) (ti
 
 // newLogger builds the process's logger; it is passed down, never global.
 func newLogger(c config, w io.Writer) *zap.Logger {
-	level, _ := zapcore.ParseLevel(c.logLevel)
+	level := c.logLevel
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	var enc zapcore.Encoder

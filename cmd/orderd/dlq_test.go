@@ -111,7 +111,7 @@ func dlqServer(t *testing.T, token string) (string, *testDLQ) {
 		}
 		letters = append(letters, l)
 	}
-	if err := ledger.Advance(context.Background(), 5, letters); err != nil {
+	if err := ledger.Record(context.Background(), letters); err != nil {
 		t.Fatal(err)
 	}
 

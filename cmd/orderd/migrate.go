@@ -2,14 +2,10 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"go.uber.org/zap"
 
-	relaysqlite "github.com/orderd/orderd/internal/relay/sqlite"
 	"github.com/orderd/orderd/internal/store/scylla"
 )
 
@@ -24,15 +20,10 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	log := newLogger(cfg, stderr)
 	defer func() { _ = log.Sync() }()
-	if err := os.MkdirAll(cfg.dataDir, 0o750); err != nil {
-		return fmt.Errorf("data dir: %w", err)
-	}
 	if cfg.store == "scylla" {
-		scfg, err := cfg.scyllaConfig()
-		if err != nil {
-			return err
-		}
-		if err := scylla.Migrate(ctx, scfg, log.Named("store")); err != nil {
+		// The relay's and the read models' tables are in the keyspace's
+		// schema too.
+		if err := scylla.Migrate(ctx, cfg.scylla, log.Named("store")); err != nil {
 			return err
 		}
 	} else {
@@ -43,10 +34,6 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 		}
 		b.close()
 	}
-	ledger, err := relaysqlite.Open(filepath.Join(cfg.dataDir, "relay.db"), log.Named("ledger"))
-	if err != nil {
-		return err
-	}
 	log.Info("schema up to date", zap.String("store", cfg.store))
-	return ledger.Close()
+	return nil
 }

@@ -369,10 +369,10 @@ func TestRelayKill9(t *testing.T) {
 		t.Fatalf("orderd after SIGTERM: %v", err)
 	}
 	head := scalar(t, filepath.Join(dir, "events.db"), `SELECT max(position) FROM events`)
-	relayed := scalar(t, filepath.Join(dir, "relay.db"), `SELECT position FROM relay_checkpoint`)
-	projected := scalar(t, filepath.Join(dir, "views.db"), `SELECT max(position) FROM projector_checkpoint`)
+	relayed := scalar(t, filepath.Join(dir, "events.db"), `SELECT position FROM feed_progress WHERE consumer = 'relay'`)
+	projected := scalar(t, filepath.Join(dir, "events.db"), `SELECT position FROM feed_progress WHERE consumer = 'projector'`)
 	if relayed != head || projected != head {
-		t.Fatalf("after SIGTERM: head %d, relay checkpoint %d, projector checkpoint %d", head, relayed, projected)
+		t.Fatalf("after SIGTERM: head %d, relay progress %d, projector progress %d", head, relayed, projected)
 	}
 }
 

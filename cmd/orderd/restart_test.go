@@ -36,7 +36,7 @@ func scalar(t testing.TB, file, query string) int64 {
 	return n.Int64
 }
 
-// TestRestart: a graceful stop leaves the projector's checkpoint at the
+// TestRestart: a graceful stop leaves the projector's progress at the
 // store's head; after a restart the data is all there, nothing is projected
 // twice, and projection resumes with the next event.
 func TestRestart(t *testing.T) {
@@ -54,7 +54,7 @@ func TestRestart(t *testing.T) {
 	}
 
 	head := scalar(t, filepath.Join(dir, "events.db"), `SELECT max(position) FROM events`)
-	checkpoint := scalar(t, filepath.Join(dir, "views.db"), `SELECT max(position) FROM projector_checkpoint`)
+	checkpoint := scalar(t, filepath.Join(dir, "events.db"), `SELECT position FROM feed_progress WHERE consumer = 'projector'`)
 	if head != 5 || checkpoint != head {
 		t.Fatalf("after a graceful stop: head %d, checkpoint %d; want both 5", head, checkpoint)
 	}

@@ -38,6 +38,15 @@ type Component struct {
 	Status string `json:"status"` // "up", "degraded" (working, with a problem to look at), "off" or "down" (not ready)
 	Detail string `json:"detail,omitempty"`
 	Lag    *int64 `json:"lag,omitempty"` // events not yet processed, where it applies
+
+	// Of a worker that one instance runs while the others stand by: this
+	// instance's role ("active" or "standby") and the instance that is
+	// active, as far as this one knows.
+	Role   string `json:"role,omitempty"`
+	Active string `json:"active,omitempty"`
+	// LagSeconds is how long the oldest event not yet processed has
+	// waited, where it is known.
+	LagSeconds *float64 `json:"lag_seconds,omitempty"`
 }
 
 // Readiness reports the state of each component by name.

@@ -1,0 +1,274 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// errLeaseLost ends a worker's context when its instance no longer holds
+// the worker's lease.
+var errLeaseLost = errors.New("lease lost")
+
+// Roles of an instance for one worker, as /readyz shows them.
+const (
+	roleActive  = "active"
+	roleStandby = "standby"
+)
+
+// elected runs a worker on the one instance that holds its lease; on the
+// others it stands by, trying to take the lease every ttl/3, so that one of
+// them takes over within the ttl when the holder dies.
+//
+// The holder renews every ttl/3. Its worker's context ends when a renewal
+// finds the lease taken, and also when its own deadline (the start of the
+// last successful renewal plus ttl, on this process's monotonic clock)
+// passes without a renewal, whether the store answered or not: a holder
+// that was paused or cut off never acts beside its successor, which
+// cannot take the lease before that same deadline.
+type elected struct {
+	leases store.Leases
+	name   string // the lease, and the worker's name
+	holder string // this instance
+	ttl    time.Duration
+	work   func(ctx context.Context) error
+	log    *zap.Logger
+
+	mu     sync.Mutex
+	role   string
+	leader string // the holder last seen, this instance or another
+	err    error  // why the worker last failed, until it runs again
+}
+
+// workerState is what /readyz shows of an elected worker.
+type workerState struct {
+	role, leader string
+	err          error
+}
+
+// Serve takes turns between standing by and working until ctx ends (then
+// it returns nil) or the worker fails (then it gives the lease up, so that
+// a standby can take over at once, and returns the error for the
+// supervisor).
+func (e *elected) Serve(ctx context.Context) (err error) {
+	e.setRole(roleStandby, "")
+	defer func() {
+		// The supervisor recovers a panic; record it on the way.
+		if p := recover(); p != nil {
+			e.fail(fmt.Errorf("panic: %v", p))
+			panic(p)
+		}
+		if err != nil {
+			e.fail(err)
+		}
+	}()
+	every := e.ttl / 3
+	for {
+		sent := time.Now()
+		ok, err := e.try(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil:
+			e.log.Warn("lease: cannot reach the store", zap.String("lease", e.name), zap.Error(err))
+		case ok:
+			if err := e.hold(ctx, sent); err != nil {
+				return err
+			}
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(every):
+		}
+	}
+}
+
+// try takes or renews the lease within a third of its ttl.
+func (e *elected) try(ctx context.Context) (bool, error) {
+	actx, cancel := context.WithTimeout(ctx, e.ttl/3)
+	defer cancel()
+	ok, err := e.leases.Acquire(actx, e.name, e.holder, e.ttl)
+	if err != nil {
+		return false, err
+	}
+	leader := e.holder
+	if !ok {
+		if leader, err = e.leases.Holder(actx, e.name); err != nil {
+			leader = ""
+		}
+	}
+	e.mu.Lock()
+	e.leader = leader
+	e.mu.Unlock()
+	return ok, nil
+}
+
+// hold runs the worker while the lease taken at sent lasts.
+func (e *elected) hold(ctx context.Context, sent time.Time) error {
+	lctx := newLeaseContext(ctx, sent.Add(e.ttl))
+	defer lctx.stop()
+	e.setRole(roleActive, e.holder)
+	e.fail(nil)
+	e.log.Info("lease taken: this instance runs the worker", zap.String("lease", e.name), zap.String("holder", e.holder))
+	done := make(chan error, 1)
+	go func() { done <- e.work(lctx) }()
+
+	renew := time.NewTicker(e.ttl / 3)
+	defer renew.Stop()
+	for {
+		select {
+		case err := <-done:
+			e.setRole(roleStandby, "")
+			if rerr := e.leases.Release(context.WithoutCancel(ctx), e.name, e.holder); rerr != nil {
+				e.log.Warn("lease: release", zap.String("lease", e.name), zap.Error(rerr))
+			}
+			if err != nil && !errors.Is(err, errLeaseLost) && ctx.Err() == nil {
+				return fmt.Errorf("%s: %w", e.name, err)
+			}
+			if ctx.Err() == nil {
+				e.log.Warn("lease lost: this instance stands by", zap.String("lease", e.name), zap.Error(context.Cause(lctx)))
+			}
+			return nil
+		case <-renew.C:
+			sent := time.Now()
+			ok, err := e.try(ctx)
+			switch {
+			case err == nil && ok:
+				lctx.extend(sent.Add(e.ttl))
+			case err == nil:
+				lctx.lose(fmt.Errorf("%w: %s holds it now", errLeaseLost, e.leaderSeen()))
+			default: // keep working until the deadline; the next renewal may get through
+				e.log.Warn("lease: renewal failed", zap.String("lease", e.name), zap.Error(err))
+			}
+		}
+	}
+}
+
+func (e *elected) setRole(role, leader string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.role = role
+	if leader != "" {
+		e.leader = leader
+	}
+}
+
+func (e *elected) leaderSeen() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.leader == "" {
+		return "another instance"
+	}
+	return e.leader
+}
+
+// fail records why the worker failed; nil clears it.
+func (e *elected) fail(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.err = err
+	if err != nil {
+		e.role = roleStandby
+	}
+}
+
+// state returns this instance's role, the holder it last saw, and why the
+// worker last failed.
+func (e *elected) state() workerState {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return workerState{e.role, e.leader, e.err}
+}
+
+// leaseContext is a worker's context while its lease lasts. Err checks the
+// deadline itself, not only the timer that closes Done, so that a process
+// that resumes after a pause sees the lease gone at its very next check,
+// before its timers have had a chance to run.
+type leaseContext struct {
+	context.Context // the parent, for Value and Deadline
+
+	mu       sync.Mutex
+	deadline time.Time
+	timer    *time.Timer
+	done     chan struct{}
+	err      error
+	stopped  chan struct{}
+}
+
+func newLeaseContext(parent context.Context, deadline time.Time) *leaseContext {
+	c := &leaseContext{Context: parent, deadline: deadline, done: make(chan struct{}), stopped: make(chan struct{})}
+	c.timer = time.AfterFunc(time.Until(deadline), c.expire)
+	go func() {
+		select {
+		case <-parent.Done():
+			c.end(context.Cause(parent))
+		case <-c.stopped:
+		}
+	}()
+	return c
+}
+
+func (c *leaseContext) Done() <-chan struct{} { return c.done }
+
+// Err is non-nil once the parent ended, the lease was lost, or its
+// deadline passed.
+func (c *leaseContext) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil && !time.Now().Before(c.deadline) {
+		c.endLocked(fmt.Errorf("%w: not renewed before its deadline", errLeaseLost))
+	}
+	return c.err
+}
+
+// extend moves the deadline on after a renewal, unless the context ended.
+func (c *leaseContext) extend(deadline time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil || !time.Now().Before(c.deadline) {
+		return // too late: the lease lapsed in between, the worker must stop
+	}
+	c.deadline = deadline
+	c.timer.Reset(time.Until(deadline))
+}
+
+func (c *leaseContext) expire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil && !time.Now().Before(c.deadline) {
+		c.endLocked(fmt.Errorf("%w: not renewed before its deadline", errLeaseLost))
+	}
+}
+
+func (c *leaseContext) lose(cause error) { c.end(cause) }
+
+func (c *leaseContext) end(cause error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.endLocked(cause)
+}
+
+func (c *leaseContext) endLocked(cause error) {
+	if c.err != nil {
+		return
+	}
+	if cause == nil {
+		cause = context.Canceled
+	}
+	c.err = cause
+	close(c.done)
+}
+
+// stop releases the timer and the goroutine watching the parent.
+func (c *leaseContext) stop() {
+	c.timer.Stop()
+	close(c.stopped)
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zaptest"
+
+	"github.com/orderd/orderd/internal/store"
+	"github.com/orderd/orderd/internal/store/sqlite"
+)
+
+// actions records when each instance's worker acted.
+type actions struct {
+	mu sync.Mutex
+	at map[string][]time.Time
+}
+
+// worker acts every few milliseconds while its context lets it. The time
+// is taken before the check, so a recorded action certainly happened while
+// the lease was valid.
+func (a *actions) worker(holder string) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		for {
+			now := time.Now()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			a.mu.Lock()
+			a.at[holder] = append(a.at[holder], now)
+			a.mu.Unlock()
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func (a *actions) first(holder string) (time.Time, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.at[holder]) == 0 {
+		return time.Time{}, false
+	}
+	return a.at[holder][0], true
+}
+
+func (a *actions) last(holder string) time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.at[holder][len(a.at[holder])-1]
+}
+
+// pausable is a store's leases behind a switch that makes every call hang,
+// as a partitioned or stopped instance's calls do.
+type pausable struct {
+	store.Leases
+	mu     sync.Mutex
+	paused chan struct{} // nil: calls go through; otherwise closed to resume
+}
+
+func (p *pausable) pause() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.paused = make(chan struct{})
+}
+
+func (p *pausable) resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	close(p.paused)
+	p.paused = nil
+}
+
+func (p *pausable) wait(ctx context.Context) error {
+	p.mu.Lock()
+	ch := p.paused
+	p.mu.Unlock()
+	if ch == nil {
+		return nil
+	}
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *pausable) Acquire(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+	if err := p.wait(ctx); err != nil {
+		return false, err
+	}
+	return p.Leases.Acquire(ctx, name, holder, ttl)
+}
+
+func newElected(t *testing.T, l store.Leases, holder string, ttl time.Duration, work func(context.Context) error) (*elected, func()) {
+	e := &elected{leases: l, name: "relay", holder: holder, ttl: ttl, work: work, log: zaptest.NewLogger(t)}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- e.Serve(ctx) }()
+	stop := func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("%s: Serve: %v", holder, err)
+		}
+	}
+	return e, stop
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func leasesOf(t *testing.T) store.Leases {
+	s, err := sqlite.Open(filepath.Join(t.TempDir(), "events.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// TestElectedOneActive: of two instances exactly one works; when it stops,
+// the standby takes over.
+func TestElectedOneActive(t *testing.T) {
+	l := leasesOf(t)
+	acts := &actions{at: map[string][]time.Time{}}
+	const ttl = 600 * time.Millisecond
+	a, stopA := newElected(t, l, "a", ttl, acts.worker("a"))
+	waitUntil(t, "a is active", func() bool { return a.state().role == roleActive })
+	b, stopB := newElected(t, l, "b", ttl, acts.worker("b"))
+	defer stopB()
+	waitUntil(t, "b has seen a as the leader", func() bool { return b.state().leader == "a" })
+	if r := b.state().role; r != roleStandby {
+		t.Fatalf("b is %s while a holds the lease", r)
+	}
+	if _, acted := acts.first("b"); acted {
+		t.Fatal("the standby acted while the holder held the lease")
+	}
+
+	stopA() // a clean stop releases the lease
+	waitUntil(t, "b takes over", func() bool { return b.state().role == roleActive })
+	firstB, _ := acts.first("b")
+	if lastA := acts.last("a"); !lastA.Before(firstB) {
+		t.Errorf("a acted at %v, after b started at %v", lastA, firstB)
+	}
+}
+
+// TestElectedStaleHolder: a holder cut off from the store stops acting by
+// its own deadline; a standby takes over no sooner; when the old holder
+// comes back it finds the lease taken and stands by.
+func TestElectedStaleHolder(t *testing.T) {
+	l := leasesOf(t)
+	acts := &actions{at: map[string][]time.Time{}}
+	const ttl = 600 * time.Millisecond
+	cut := &pausable{Leases: l}
+	a, stopA := newElected(t, cut, "a", ttl, acts.worker("a"))
+	defer stopA()
+	waitUntil(t, "a is active", func() bool { return a.state().role == roleActive })
+	b, stopB := newElected(t, l, "b", ttl, acts.worker("b"))
+	defer stopB()
+
+	cut.pause() // a's renewals hang from now on
+	waitUntil(t, "b takes over", func() bool { return b.state().role == roleActive })
+	waitUntil(t, "b acts", func() bool { _, ok := acts.first("b"); return ok })
+	firstB, _ := acts.first("b")
+	if lastA := acts.last("a"); !lastA.Before(firstB) {
+		t.Fatalf("the cut-off holder acted at %v, after its successor started at %v", lastA, firstB)
+	}
+
+	cut.resume()
+	waitUntil(t, "a stands by", func() bool { st := a.state(); return st.role == roleStandby && st.leader == "b" })
+	time.Sleep(2 * ttl) // a tries again meanwhile; it must keep standing by
+	if r := a.state().role; r != roleStandby {
+		t.Errorf("the old holder is %s after it came back, want standby", r)
+	}
+	if lastA := acts.last("a"); !lastA.Before(firstB) {
+		t.Errorf("the old holder acted at %v after it came back", lastA)
+	}
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/orderd/orderd/internal/api"
+	"github.com/orderd/orderd/internal/relay"
+	"github.com/orderd/orderd/internal/store"
+)
+
+// readiness reports each component for /readyz: the store; the projector
+// and the relay, with this instance's role for each, the active instance,
+// and the lag where the backend knows it; and the dead letters.
+//
+// The store and the projector are "down" when they fail, which makes the
+// instance unready. A Kafka outage (the breaker not closed), a failing
+// relay and dead letters make it "degraded", not unready: commands are
+// still accepted and kept in the outbox, so the instance should keep
+// serving. A standby is "up": it is ready to take over.
+func readiness(b *backend, projector, relayWorker *elected, rl *relay.Relay) api.Readiness {
+	return func(ctx context.Context) map[string]api.Component {
+		out := map[string]api.Component{}
+		if err := b.ping(ctx); err != nil {
+			out["store"] = api.Component{Status: "down", Detail: err.Error()}
+		} else {
+			out["store"] = api.Component{Status: "up"}
+		}
+		out["projector"] = workerComponent(ctx, b.feed, projector)
+		if relayWorker == nil {
+			out["relay"] = api.Component{Status: "off", Detail: "no Kafka brokers configured; events are kept in the outbox"}
+		} else {
+			c := workerComponent(ctx, b.feed, relayWorker)
+			breaker := "kafka circuit breaker " + rl.Breaker()
+			switch {
+			case c.Status == "down":
+				c.Status, c.Detail = "degraded", breaker+"; "+c.Detail
+			case c.Role == roleActive && rl.Breaker() != "closed":
+				c.Status, c.Detail = "degraded", breaker
+			case c.Role == roleActive:
+				c.Detail = breaker
+			}
+			out["relay"] = c
+		}
+		if counts, err := b.ledger.Count(ctx); err != nil {
+			out["dead_letters"] = api.Component{Status: "down", Detail: err.Error()}
+		} else {
+			n := int64(counts[relay.Failed] + counts[relay.Parked])
+			c := api.Component{Status: "up", Lag: &n}
+			if n > 0 {
+				c.Status = "degraded"
+				c.Detail = fmt.Sprintf("%d failed, %d parked behind them", counts[relay.Failed], counts[relay.Parked])
+			}
+			out["dead_letters"] = c
+		}
+		return out
+	}
+}
+
+// workerComponent is a worker's part of /readyz.
+func workerComponent(ctx context.Context, feed store.Feed, w *elected) api.Component {
+	st := w.state()
+	c := api.Component{Status: "up", Role: st.role, Active: st.leader}
+	if st.err != nil {
+		c.Status, c.Detail = "down", st.err.Error()
+	}
+	if lag, err := feed.Lag(ctx, w.name); err == nil && lag.Known {
+		events, seconds := lag.Events, lag.Age.Seconds()
+		c.Lag, c.LagSeconds = &events, &seconds
+	}
+	return c
+}
