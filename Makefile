@@ -31,7 +31,7 @@ compose:
 unit:
 	scripts/kafka.sh start
 	scripts/cassandra.sh start
-	$(GO) test -count=1 -timeout=30m ./... ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; exit $$rc
+	$(GO) test -race -count=1 -timeout=40m ./... ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; exit $$rc
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeCommand$$' -fuzztime=$(FUZZTIME) ./internal/api

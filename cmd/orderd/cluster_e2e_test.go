@@ -32,7 +32,7 @@ type node struct {
 
 // cluster is orderd as several stateless processes on one keyspace.
 type cluster struct {
-	t     *testing.T
+	t     testing.TB
 	env   map[string]string
 	mu    sync.Mutex
 	nodes []*node
@@ -86,7 +86,7 @@ type readyzBody struct {
 	}
 }
 
-func (n *node) ready(t *testing.T) readyzBody {
+func (n *node) ready(t testing.TB) readyzBody {
 	var r readyzBody
 	n.svc.call(t, "GET", "/readyz", nil, nil, true).json(t, &r)
 	return r
@@ -153,12 +153,8 @@ func TestClusterOnCassandra(t *testing.T) {
 		"ORDERD_RECONCILE_INTERVAL", "2s",
 		"ORDERD_READ_WAIT", "20s",
 	)}
-	// The first node creates the keyspace; the others find it.
-	c.start("node-a")
-	c.start("node-b")
-	c.start("node-c")
+	startCluster(t, c, 3)
 	relayNode := c.active("relay", 30*time.Second)
-	c.active("projector", 30*time.Second)
 
 	// A dead letter written by the active relay, seen and replayed
 	// through another node.

@@ -99,7 +99,7 @@ type process struct {
 	base string
 }
 
-func startProcess(t *testing.T, dir string, env map[string]string) *process {
+func startProcess(t testing.TB, dir string, env map[string]string) *process {
 	t.Helper()
 	bin, err := binary()
 	if err != nil {

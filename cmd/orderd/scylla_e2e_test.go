@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"strings"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gocql/gocql"
 	"github.com/google/uuid"
 
 	"github.com/orderd/orderd/internal/relay/kafkatest"
@@ -99,32 +102,94 @@ func TestMigrateScylla(t *testing.T) {
 
 // TestScyllaCDC needs a real ScyllaDB, which no script here can start:
 // point ORDERD_TEST_SCYLLA at one (host:port; `docker compose up -d scylla`
-// gives one on 127.0.0.1:9042). It runs orderd on it with the test broker
-// and checks what Cassandra cannot show: a command's events reach the read
-// model through the CDC log (GET with min_version) and Kafka through the
-// relay, in order. Without ORDERD_TEST_SCYLLA it skips, in CI too.
+// gives one on 127.0.0.1:9042). It checks what Cassandra cannot show:
+//   - commands taken by one instance reach the read model on another and
+//     Kafka through the CDC log, in order;
+//   - a relay that starts after the events (its consumer new to the log)
+//     publishes them all;
+//   - a change the CDC reader cannot see, written with a timestamp behind
+//     its confidence window (as a lightweight transaction completed late
+//     by Paxos is), is delivered by the reconciliation pass to the read
+//     model and to Kafka.
+//
+// Without ORDERD_TEST_SCYLLA it skips, in CI too.
 func TestScyllaCDC(t *testing.T) {
 	host := os.Getenv("ORDERD_TEST_SCYLLA")
 	if host == "" {
 		t.Skip("needs a real ScyllaDB: ORDERD_TEST_SCYLLA=127.0.0.1:9042 (docker compose up -d scylla)")
 	}
 	brokers := kafkatest.Brokers(t)
+	keyspace := "orderd_cdc_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
 	env := kafkaEnv(t, brokers,
-		"ORDERD_STORE", "scylla", "ORDERD_SCYLLA_HOSTS", host,
-		"ORDERD_SCYLLA_KEYSPACE", "orderd_cdc_"+strings.ReplaceAll(uuid.NewString()[:8], "-", ""),
-		"ORDERD_READ_WAIT", "20s")
-	s := start(t, "", env)
-	cust := s.registerCustomer(t, "cdc@example.com")
-	o := s.createOrder(t, cust.ID)
-	s.do(t, "POST", "/v1/orders/"+o.ID.String()+"/confirm", nil, http.StatusOK)
-	if got := s.order(t, o.ID, 2); got.Status != "confirmed" || got.Version != 2 {
-		t.Fatalf("read model through CDC: %+v", got)
+		"ORDERD_STORE", "scylla", "ORDERD_SCYLLA_HOSTS", host, "ORDERD_SCYLLA_KEYSPACE", keyspace,
+		"ORDERD_READ_WAIT", "20s", "ORDERD_RECONCILE_INTERVAL", "3s", "ORDERD_LEASE_TTL", "3s")
+	quiet := maps.Clone(env)
+	delete(quiet, "ORDERD_KAFKA_BROKERS") // the first instance has no relay
+	c := &cluster{t: t, env: quiet}
+	a := c.start("node-a")
+	c.active("projector", 30*time.Second)
+
+	cust := a.svc.registerCustomer(t, "cdc@example.com")
+	o := a.svc.createOrder(t, cust.ID)
+	a.svc.do(t, "POST", "/v1/orders/"+o.ID.String()+"/confirm", nil, http.StatusOK)
+
+	c.env = env
+	started := time.Now()
+	b := c.start("node-b")
+	if got := b.svc.order(t, o.ID, 2); got.Status != "confirmed" || got.Version != 2 {
+		t.Fatalf("read model through CDC, read on the other instance: %+v", got)
 	}
+	topic := env["ORDERD_KAFKA_TOPIC_PREFIX"] + "order-events"
 	var seqs []string
-	for _, m := range kafkatest.Consume(t, brokers, env["ORDERD_KAFKA_TOPIC_PREFIX"]+"order-events", 2, 60*time.Second) {
+	for _, m := range kafkatest.Consume(t, brokers, topic, 2, 60*time.Second) {
 		seqs = append(seqs, kafkaHeader(m.Headers, "ce_sequence"))
 	}
 	if strings.Join(seqs, ",") != "1,2" {
 		t.Fatalf("order-events through CDC: sequences %v, want 1,2", seqs)
 	}
+	t.Logf("a relay started after the events published them within %s", time.Since(started).Round(time.Millisecond))
+
+	// An order written an hour in the past: its CDC log row lands far
+	// behind the reader's window, so only the reconciliation pass finds it.
+	sess := scyllaSession(t, host, keyspace)
+	late := uuid.Must(uuid.NewV7())
+	at := time.Now().Add(-time.Hour)
+	data := fmt.Sprintf(`{"customer_id":%q,"items":[{"product_id":%q,"quantity":1}],"created_at":%q}`,
+		cust.ID, uuid.NewString(), at.UTC().Format(time.RFC3339Nano))
+	batch := sess.NewBatch(gocql.UnloggedBatch)
+	batch.Query(`UPDATE events USING TIMESTAMP ? SET version = 1 WHERE aggregate_id = ?`, at.UnixMicro(), late)
+	batch.Query(`INSERT INTO events (aggregate_id, sequence, event_id, aggregate_type, event_type, event_version,
+		data, causation_id, correlation_id, timestamp) VALUES (?, 1, ?, 'Order', 'OrderCreated', 2, ?, ?, ?, ?) USING TIMESTAMP ?`,
+		late, uuid.Must(uuid.NewV7()), data, uuid.New(), uuid.New(), at.UnixMilli(), at.UnixMicro())
+	if err := sess.ExecuteBatch(batch); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.svc.order(t, late, 1); got.Status != "created" {
+		t.Fatalf("the order the CDC reader cannot see: %+v", got)
+	}
+	var found bool
+	for _, m := range kafkatest.Consume(t, brokers, topic, 3, 60*time.Second) {
+		found = found || string(m.Key) == late.String()
+	}
+	if !found {
+		t.Fatal("the order the CDC reader cannot see is not on Kafka")
+	}
+}
+
+// scyllaSession is a plain driver session on keyspace, for writing what
+// orderd never would.
+func scyllaSession(t *testing.T, host, keyspace string) *gocql.Session {
+	cl := gocql.NewCluster(host)
+	cl.Keyspace = keyspace
+	cl.Timeout = 10 * time.Second
+	sess, err := cl.CreateSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// The instances have stopped by now (cleanups run last first).
+		_ = sess.Query(`DROP KEYSPACE IF EXISTS ` + keyspace).Exec()
+		sess.Close()
+	})
+	return sess
 }
