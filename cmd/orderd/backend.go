@@ -43,6 +43,9 @@ type backend struct {
 	// readPoll is how often a min_version read polls its row, where the
 	// projector may be another instance's (see readmodel.NewQueries).
 	readPoll time.Duration
+	// hintsDropped counts the Cassandra hints dropped since start (nil:
+	// the backend writes none).
+	hintsDropped func() int64
 
 	ping  func(ctx context.Context) error // a real request to the store
 	close func()
@@ -92,7 +95,8 @@ func openScylla(ctx context.Context, cfg config, log *zap.Logger) (*backend, err
 		ledger: relayscylla.NewLedger(sess, cfg.scylla.Consistency, cfg.scylla.SerialConsistency, log.Named("ledger")),
 		// The active projector may be another instance's: a waiting read
 		// looks again at this pace (one read of one row per wait and poll).
-		readPoll: 50 * time.Millisecond,
+		readPoll:     50 * time.Millisecond,
+		hintsDropped: events.HintsDropped,
 		// Loading an aggregate nobody has is one real read of the events
 		// table.
 		ping:  func(ctx context.Context) error { _, err := events.Load(ctx, uuid.Nil, 0); return err },

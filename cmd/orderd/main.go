@@ -117,6 +117,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		consumers = append(consumers, relay.Consumer)
 	}
 	reg.MustRegister(&deadLetterCollector{ledger: b.ledger}, &lagCollector{feed: b.feed, consumers: consumers})
+	if b.hintsDropped != nil {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "orderd_feed_hints_dropped_total",
+			Help: "Hints of new appends not written because their queue was full (Apache Cassandra); the reconciliation pass delivers those appends instead.",
+		}, func() float64 { return float64(b.hintsDropped()) }))
+	}
 
 	commands := aggregate.NewHandler(countAppends(b.events, reg), time.Now)
 	queries := readmodel.NewQueries(b.views, cfg.readWait, b.readPoll)
