@@ -13,6 +13,7 @@ import (
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/store"
+	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 )
 
 const (
@@ -186,12 +187,12 @@ func (b *batch) flush() error {
 			return fmt.Errorf("encode items of order %s: %w", id, err)
 		}
 		if _, err := upsertOrder.ExecContext(b.ctx, o.ID, o.CustomerID, o.Status, string(items),
-			o.TrackingNumber, o.Carrier, o.CancelledReason, o.Version, formatTime(o.CreatedAt), formatTime(o.UpdatedAt)); err != nil {
+			o.TrackingNumber, o.Carrier, o.CancelledReason, o.Version, storesqlite.FormatTime(o.CreatedAt), storesqlite.FormatTime(o.UpdatedAt)); err != nil {
 			return fmt.Errorf("write order %s: %w", id, err)
 		}
 		s := o.Summary()
 		if _, err := upsertSummary.ExecContext(b.ctx, o.CustomerID, s.ID, s.Status, s.ItemCount, s.Quantity,
-			s.Version, formatTime(s.CreatedAt), formatTime(s.UpdatedAt)); err != nil {
+			s.Version, storesqlite.FormatTime(s.CreatedAt), storesqlite.FormatTime(s.UpdatedAt)); err != nil {
 			return fmt.Errorf("write order %s of customer %s: %w", id, o.CustomerID, err)
 		}
 	}
@@ -202,7 +203,7 @@ func (b *batch) flush() error {
 		}
 		c := d.row
 		if _, err := upsertCustomer.ExecContext(b.ctx, c.ID, c.Email, c.FirstName, c.LastName, c.Phone,
-			c.Version, formatTime(c.RegisteredAt), formatTime(c.UpdatedAt)); err != nil {
+			c.Version, storesqlite.FormatTime(c.RegisteredAt), storesqlite.FormatTime(c.UpdatedAt)); err != nil {
 			return fmt.Errorf("write customer %s: %w", id, err)
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/readmodel/readmodeltest"
 	"github.com/orderd/orderd/internal/store"
+	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 	"github.com/orderd/orderd/migrations"
 )
 
@@ -63,7 +64,7 @@ func TestApplyIsOneTransaction(t *testing.T) {
 func TestMigrationDropsCheckpoint(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "views.db")
 	ctx := context.Background()
-	old, err := sql.Open("sqlite", migrations.SQLiteDSN(path, 0))
+	old, err := sql.Open("sqlite", storesqlite.DSN(path, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +95,7 @@ func TestMigrationDropsCheckpoint(t *testing.T) {
 	if err := v.Apply(ctx, readmodeltest.Pipeline(t, 2)); err != nil {
 		t.Errorf("Apply on the migrated file: %v", err)
 	}
-	check, err := sql.Open("sqlite", migrations.SQLiteDSN(path, 0, "query_only(true)"))
+	check, err := sql.Open("sqlite", storesqlite.DSN(path, 0, "query_only(true)"))
 	if err != nil {
 		t.Fatal(err)
 	}

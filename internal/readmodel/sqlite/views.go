@@ -15,12 +15,8 @@ import (
 
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/store"
-	"github.com/orderd/orderd/migrations"
+	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 )
-
-// timeFormat writes UTC times with a fixed nine fraction digits: they
-// round-trip exactly and sort as text.
-const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
 
 // Views is the SQLite backend of the read models. Apply, a store.Handler,
 // writes them; they implement the readmodel.Views that queries read. It is
@@ -48,7 +44,7 @@ func Open(path string, log *zap.Logger) (*Views, error) {
 	// the rows, both went back together and NORMAL was enough.)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	write, read, err := migrations.OpenSQLite(ctx, path, "sqlite/views", migrations.SQLiteOptions{Synchronous: "FULL"})
+	write, read, err := storesqlite.OpenDB(ctx, path, "sqlite/views", storesqlite.DBOptions{Synchronous: "FULL"})
 	if err != nil {
 		return nil, fmt.Errorf("readmodel/sqlite: %w", err)
 	}
@@ -64,16 +60,6 @@ func Open(path string, log *zap.Logger) (*Views, error) {
 // Close closes the database. Queries and Apply fail after Close.
 func (v *Views) Close() error {
 	return errors.Join(v.stmts.close(), v.read.Close(), v.write.Close())
-}
-
-func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
-
-func parseTime(s string) (time.Time, error) {
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("bad time %q: %w", s, err)
-	}
-	return t.UTC(), nil
 }
 
 // Interface checks: the consumers define the interfaces, this backend

@@ -26,16 +26,12 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/orderd/orderd/internal/relay"
-	"github.com/orderd/orderd/migrations"
+	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 )
 
 // busyTimeout is how long a connection waits for a lock held by another
 // connection (a WAL checkpoint, the sqlite3 CLI during an incident).
 const busyTimeout = 5 * time.Second
-
-// timeFormat writes UTC times with a fixed nine fraction digits: they
-// round-trip exactly and sort as text.
-const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
 
 // Ledger is a relay.Ledger on a SQLite file. It is safe for concurrent use.
 //
@@ -67,8 +63,8 @@ func (l *Ledger) open(path string) (err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// synchronous=FULL: see the package comment.
-	if l.w, l.r, err = migrations.OpenSQLite(ctx, path, "sqlite/relay",
-		migrations.SQLiteOptions{Synchronous: "FULL", BusyTimeout: busyTimeout}); err != nil {
+	if l.w, l.r, err = storesqlite.OpenDB(ctx, path, "sqlite/relay",
+		storesqlite.DBOptions{Synchronous: "FULL", BusyTimeout: busyTimeout}); err != nil {
 		return fmt.Errorf("relay/sqlite: %w", err)
 	}
 	return nil
@@ -122,7 +118,7 @@ func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) (err er
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (position) DO NOTHING`,
 			d.Position, d.EventID.String(), d.AggregateID.String(), d.AggregateType, d.Sequence, d.EventType,
-			d.Topic, d.State, d.Error, d.Attempts, formatTime(d.FirstFailedAt), formatTime(d.LastFailedAt)); err != nil {
+			d.Topic, d.State, d.Error, d.Attempts, storesqlite.FormatTime(d.FirstFailedAt), storesqlite.FormatTime(d.LastFailedAt)); err != nil {
 			return fmt.Errorf("letter %d: %w", d.Position, err)
 		}
 	}
@@ -141,16 +137,6 @@ func valid(d relay.DeadLetter) error {
 		return fmt.Errorf("letter %d: attempts %d is negative", d.Position, d.Attempts)
 	}
 	return nil
-}
-
-func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
-
-func parseTime(s string) (time.Time, error) {
-	t, err := time.Parse(time.RFC3339Nano, s)
-	if err != nil {
-		return time.Time{}, fmt.Errorf("bad time %q: %w", s, err)
-	}
-	return t.UTC(), nil
 }
 
 var _ relay.Ledger = (*Ledger)(nil)

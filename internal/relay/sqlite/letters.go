@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderd/orderd/internal/relay"
+	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 )
 
 const selectSQL = `SELECT position, event_id, aggregate_id, aggregate_type, sequence, event_type,
@@ -90,7 +91,7 @@ func (l *Ledger) Update(ctx context.Context, d relay.DeadLetter) error {
 		return fmt.Errorf("relay/sqlite: update: %w", err)
 	}
 	res, err := l.w.ExecContext(ctx, `UPDATE dead_letters SET state = ?, error = ?, attempts = ?, last_failed_at = ?
-		WHERE position = ?`, d.State, d.Error, d.Attempts, formatTime(d.LastFailedAt), d.Position)
+		WHERE position = ?`, d.State, d.Error, d.Attempts, storesqlite.FormatTime(d.LastFailedAt), d.Position)
 	if err != nil {
 		return fmt.Errorf("relay/sqlite: update %d: %w", d.Position, err)
 	}
@@ -175,8 +176,8 @@ func scan(rows *sql.Rows) (relay.DeadLetter, error) {
 	var errs [4]error
 	d.EventID, errs[0] = uuid.Parse(eventID)
 	d.AggregateID, errs[1] = uuid.Parse(aggID)
-	d.FirstFailedAt, errs[2] = parseTime(first)
-	d.LastFailedAt, errs[3] = parseTime(last)
+	d.FirstFailedAt, errs[2] = storesqlite.ParseTime(first)
+	d.LastFailedAt, errs[3] = storesqlite.ParseTime(last)
 	if err := errors.Join(errs[:]...); err != nil {
 		return d, fmt.Errorf("dead letter %d: %w", d.Position, err)
 	}

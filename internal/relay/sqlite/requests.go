@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderd/orderd/internal/relay"
+	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 )
 
 // keepFinished is how long a finished request stays readable: its waiter
@@ -54,7 +55,7 @@ func (l *Ledger) Request(ctx context.Context, q relay.Request) (_ relay.Request,
 		VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (position) DO UPDATE SET id = excluded.id, op = excluded.op, requested_at = excluded.requested_at,
 			state = excluded.state, published = 0, error = '', finished_at = ''`,
-		q.Position, q.ID.String(), q.Op, formatTime(q.RequestedAt), q.State); err != nil {
+		q.Position, q.ID.String(), q.Op, storesqlite.FormatTime(q.RequestedAt), q.State); err != nil {
 		return q, err
 	}
 	q.RequestedAt = q.RequestedAt.UTC()
@@ -105,11 +106,11 @@ func (l *Ledger) Finish(ctx context.Context, q relay.Request) error {
 	}
 	if _, err := l.w.ExecContext(ctx, `UPDATE relay_requests SET state = ?, published = ?, error = ?, finished_at = ?
 		WHERE position = ? AND id = ? AND state = ?`,
-		q.State, q.Published, q.Error, formatTime(q.FinishedAt), q.Position, q.ID.String(), relay.RequestPending); err != nil {
+		q.State, q.Published, q.Error, storesqlite.FormatTime(q.FinishedAt), q.Position, q.ID.String(), relay.RequestPending); err != nil {
 		return fmt.Errorf("relay/sqlite: finish request on %d: %w", q.Position, err)
 	}
 	if _, err := l.w.ExecContext(ctx, `DELETE FROM relay_requests WHERE state != ? AND finished_at < ?`,
-		relay.RequestPending, formatTime(q.FinishedAt.Add(-keepFinished))); err != nil {
+		relay.RequestPending, storesqlite.FormatTime(q.FinishedAt.Add(-keepFinished))); err != nil {
 		return fmt.Errorf("relay/sqlite: prune finished requests: %w", err)
 	}
 	return nil
@@ -124,9 +125,9 @@ func scanRequest(row interface{ Scan(...any) error }) (relay.Request, error) {
 	}
 	var errs [3]error
 	q.ID, errs[0] = uuid.Parse(id)
-	q.RequestedAt, errs[1] = parseTime(requested)
+	q.RequestedAt, errs[1] = storesqlite.ParseTime(requested)
 	if finished != "" {
-		q.FinishedAt, errs[2] = parseTime(finished)
+		q.FinishedAt, errs[2] = storesqlite.ParseTime(finished)
 	}
 	if err := errors.Join(errs[:]...); err != nil {
 		return q, fmt.Errorf("request on %d: %w", q.Position, err)

@@ -36,7 +36,6 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/orderd/orderd/internal/store"
-	"github.com/orderd/orderd/migrations"
 )
 
 // DefaultMaxBatch is the number of appends one transaction takes at most when
@@ -162,8 +161,8 @@ func Open(path string, opts Options) (*Store, error) {
 func (s *Store) openDBs(path string, busy time.Duration) (err error) {
 	ctx := context.Background()
 	// synchronous=FULL: see the package comment.
-	if s.w, s.r, err = migrations.OpenSQLite(ctx, path, "sqlite/events",
-		migrations.SQLiteOptions{Synchronous: "FULL", BusyTimeout: busy}); err != nil {
+	if s.w, s.r, err = OpenDB(ctx, path, "sqlite/events",
+		DBOptions{Synchronous: "FULL", BusyTimeout: busy}); err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
 	// The writer goroutine relies on the savepoints of its batch living on

@@ -21,7 +21,6 @@ import (
 
 	"github.com/orderd/orderd/internal/store"
 	"github.com/orderd/orderd/internal/store/storetest"
-	"github.com/orderd/orderd/migrations"
 )
 
 func mustOpen(t testing.TB, path string, up store.Upcaster) *Store {
@@ -172,7 +171,7 @@ func TestRefused(t *testing.T) {
 // openHeld, so that the writer waits longer than any test holds the lock.
 func holdWriteLock(t *testing.T, path string) (release func()) {
 	t.Helper()
-	db, err := sql.Open("sqlite", migrations.SQLiteDSN(path, defaultBusyTimeout))
+	db, err := sql.Open("sqlite", DSN(path, defaultBusyTimeout))
 	if err != nil {
 		t.Fatal(err)
 	}

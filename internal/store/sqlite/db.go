@@ -1,4 +1,4 @@
-package migrations
+package sqlite
 
 import (
 	"context"
@@ -8,11 +8,29 @@ import (
 	"runtime"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+	"github.com/orderd/orderd/migrations"
 )
 
-// SQLiteOptions tune OpenSQLite.
-type SQLiteOptions struct {
+// TimeFormat is how orderd's SQLite databases store times: UTC RFC 3339
+// text with nine fraction digits, which round-trips exactly, sorts as text
+// and reads well in the sqlite3 CLI during an incident.
+const TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+// FormatTime formats t in TimeFormat.
+func FormatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
+
+// ParseTime parses a time stored in TimeFormat (any RFC 3339 time, in
+// fact), in UTC.
+func ParseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("bad time %q: %w", s, err)
+	}
+	return t.UTC(), nil
+}
+
+// DBOptions tune OpenDB.
+type DBOptions struct {
 	// Synchronous is the writer's synchronous pragma, FULL or NORMAL; each
 	// database says in its package why it chose its level.
 	Synchronous string
@@ -21,12 +39,12 @@ type SQLiteOptions struct {
 	BusyTimeout time.Duration
 }
 
-// OpenSQLite opens the SQLite file at path the way every orderd database
-// is used: one writer connection in WAL mode, whose transactions begin
+// OpenDB opens the SQLite file at path the way every orderd database is
+// used (the event store's, the read models', the relay's ledger): one writer connection in WAL mode, whose transactions begin
 // IMMEDIATE, with the schema of dir (for example "sqlite/events") applied,
 // and a pool of query-only readers that WAL never makes wait for the
 // writer. On error nothing is left open.
-func OpenSQLite(ctx context.Context, path, dir string, opts SQLiteOptions) (w, r *sql.DB, err error) {
+func OpenDB(ctx context.Context, path, dir string, opts DBOptions) (w, r *sql.DB, err error) {
 	if opts.BusyTimeout <= 0 {
 		opts.BusyTimeout = 5 * time.Second
 	}
@@ -47,7 +65,7 @@ func OpenSQLite(ctx context.Context, path, dir string, opts SQLiteOptions) (w, r
 	// the readers opened afterwards find it. BEGIN IMMEDIATE takes the write
 	// lock at BEGIN, where busy_timeout can wait for it; a deferred
 	// transaction that upgrades later can fail at once with SQLITE_BUSY.
-	if w, err = sql.Open("sqlite", SQLiteDSN(path, opts.BusyTimeout,
+	if w, err = sql.Open("sqlite", DSN(path, opts.BusyTimeout,
 		"journal_mode(WAL)", "synchronous("+opts.Synchronous+")")+"&_txlock=immediate"); err != nil {
 		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -55,10 +73,10 @@ func OpenSQLite(ctx context.Context, path, dir string, opts SQLiteOptions) (w, r
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	if err := ApplySQLite(ctx, w, dir); err != nil {
+	if err := migrations.ApplySQLite(ctx, w, dir); err != nil {
 		return w, nil, fmt.Errorf("migrate %s: %w", path, err)
 	}
-	if r, err = sql.Open("sqlite", SQLiteDSN(path, opts.BusyTimeout, "query_only(true)")); err != nil {
+	if r, err = sql.Open("sqlite", DSN(path, opts.BusyTimeout, "query_only(true)")); err != nil {
 		return w, nil, fmt.Errorf("open %s for reading: %w", path, err)
 	}
 	n := max(4, runtime.GOMAXPROCS(0))
@@ -67,10 +85,10 @@ func OpenSQLite(ctx context.Context, path, dir string, opts SQLiteOptions) (w, r
 	return w, r, nil
 }
 
-// SQLiteDSN builds a modernc.org/sqlite data source name. The file: URI
+// DSN builds a modernc.org/sqlite data source name. The file: URI
 // form with an escaped path keeps a '?', '#' or '%' in the path from being
 // read as the start of the parameters.
-func SQLiteDSN(path string, busy time.Duration, pragmas ...string) string {
+func DSN(path string, busy time.Duration, pragmas ...string) string {
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
 	for _, p := range pragmas {
