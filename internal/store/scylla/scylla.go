@@ -42,8 +42,10 @@ const (
 	// contention timeouts (2 s and 1 s by default), so that the server's
 	// answer, which says what happened, arrives before the client gives up.
 	DefaultTimeout = 5 * time.Second
-	// DefaultCDCTTL is how long the CDC log keeps a change: the longest
-	// outage of the relay that loses nothing.
+	// DefaultCDCTTL is how long the CDC log keeps a change. A worker down
+	// for longer loses nothing (the reconciliation pass delivers from the
+	// events table whatever the log no longer has), it only catches up
+	// through the slower path.
 	DefaultCDCTTL = 7 * 24 * time.Hour
 )
 
