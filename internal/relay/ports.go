@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -94,6 +95,20 @@ type Request struct {
 	Published   int    // how many events the relay published for it
 	Error       string // for RequestFailed: the permanent failure
 	FinishedAt  time.Time
+}
+
+// Check reports what no ledger may store, in the same words on every
+// backend: a position below 1, an unknown state, negative attempts.
+func (l DeadLetter) Check() error {
+	switch {
+	case l.Position < 1:
+		return fmt.Errorf("letter %d: the position must be 1 or more", l.Position)
+	case l.State != Failed && l.State != Parked:
+		return fmt.Errorf("letter %d: state %q is neither %q nor %q", l.Position, l.State, Failed, Parked)
+	case l.Attempts < 0:
+		return fmt.Errorf("letter %d: attempts %d is negative", l.Position, l.Attempts)
+	}
+	return nil
 }
 
 // Ledger is the relay's durable state: its dead letters and the operators'

@@ -86,7 +86,7 @@ func (l *Ledger) lwt(ctx context.Context, current map[string]any, stmt string, a
 // letters before the failed one are stored; recording again is harmless.
 func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) error {
 	for _, d := range letters {
-		if err := valid(d); err != nil {
+		if err := d.Check(); err != nil {
 			return fmt.Errorf("relay/scylla: record: %w", err)
 		}
 	}
@@ -163,7 +163,7 @@ func (l *Ledger) OfAggregate(ctx context.Context, aggregateID uuid.UUID) ([]rela
 // error wrapping relay.ErrNotFound when there is no such letter, and an
 // error for an invalid state.
 func (l *Ledger) Update(ctx context.Context, d relay.DeadLetter) error {
-	if err := valid(d); err != nil {
+	if err := d.Check(); err != nil {
 		return fmt.Errorf("relay/scylla: update: %w", err)
 	}
 	applied, err := l.lwt(ctx, nil, updateCQL, d.State, d.Error, d.Attempts, d.LastFailedAt, consumer, d.Position)
@@ -222,19 +222,6 @@ func (l *Ledger) scan(ctx context.Context, stmt string, args ...any) ([]relay.De
 	return out, nil
 }
 
-// valid checks a letter as the SQLite ledger's schema does.
-func valid(d relay.DeadLetter) error {
-	if d.Position < 1 {
-		return fmt.Errorf("letter %d: the position must be 1 or more", d.Position)
-	}
-	if d.State != relay.Failed && d.State != relay.Parked {
-		return fmt.Errorf("letter %d: state %q is neither %q nor %q", d.Position, d.State, relay.Failed, relay.Parked)
-	}
-	if d.Attempts < 0 {
-		return fmt.Errorf("letter %d: attempts %d is negative", d.Position, d.Attempts)
-	}
-	return nil
-}
 
 func gocqlUUID(id uuid.UUID) gocql.UUID { return gocql.UUID(id) }
 

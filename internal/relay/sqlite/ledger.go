@@ -98,7 +98,7 @@ func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) (err er
 		return nil
 	}
 	for _, d := range letters {
-		if err := valid(d); err != nil {
+		if err := d.Check(); err != nil {
 			return fmt.Errorf("relay/sqlite: record: %w", err)
 		}
 	}
@@ -125,18 +125,5 @@ func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) (err er
 	return tx.Commit()
 }
 
-// valid checks what the schema would refuse anyway, to say it plainly.
-func valid(d relay.DeadLetter) error {
-	if d.Position < 1 {
-		return fmt.Errorf("letter %d: the position must be 1 or more", d.Position)
-	}
-	if d.State != relay.Failed && d.State != relay.Parked {
-		return fmt.Errorf("letter %d: state %q is neither %q nor %q", d.Position, d.State, relay.Failed, relay.Parked)
-	}
-	if d.Attempts < 0 {
-		return fmt.Errorf("letter %d: attempts %d is negative", d.Position, d.Attempts)
-	}
-	return nil
-}
 
 var _ relay.Ledger = (*Ledger)(nil)

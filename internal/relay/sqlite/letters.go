@@ -87,7 +87,7 @@ func (l *Ledger) OfAggregate(ctx context.Context, aggregateID uuid.UUID) ([]rela
 // such letter, and an error for a state other than relay.Failed or
 // relay.Parked.
 func (l *Ledger) Update(ctx context.Context, d relay.DeadLetter) error {
-	if err := valid(d); err != nil {
+	if err := d.Check(); err != nil {
 		return fmt.Errorf("relay/sqlite: update: %w", err)
 	}
 	res, err := l.w.ExecContext(ctx, `UPDATE dead_letters SET state = ?, error = ?, attempts = ?, last_failed_at = ?

@@ -49,14 +49,19 @@ func (s *Store) Append(ctx context.Context, aggregateID uuid.UUID, expected int6
 	case <-s.closing:
 		return store.ErrClosed
 	}
+	return s.reply(r.done)
+}
+
+// reply waits for the writer's answer to a request it was handed.
+func (s *Store) reply(done <-chan error) error {
 	select {
-	case err := <-r.done:
+	case err := <-done:
 		return err
 	case <-s.stopped:
 		// The request may have slipped into the queue as Close drained it.
 		// The writer replies before it stops, so a reply, if any, is there.
 		select {
-		case err := <-r.done:
+		case err := <-done:
 			return err
 		default:
 			return store.ErrClosed

@@ -155,15 +155,5 @@ func (s *Store) saveProgress(consumer string, position int64) error {
 	case <-s.closing:
 		return store.ErrClosed
 	}
-	select {
-	case err := <-r.done:
-		return err
-	case <-s.stopped:
-		select {
-		case err := <-r.done:
-			return err
-		default:
-			return store.ErrClosed
-		}
-	}
+	return s.reply(r.done)
 }
