@@ -135,7 +135,11 @@ func (sub *subscription) deliverBatch(ctx context.Context, reqs []request) error
 		upTo  = make(map[uuid.UUID]int64)
 	)
 	flush := func() error {
-		if len(batch) == 0 || ctx.Err() != nil {
+		// The subscriber's own context is asked too: a derived one learns
+		// only later that it ended, and a caller's context may end by a
+		// deadline that no timer has noticed yet (a lease that lapsed
+		// while the process was paused).
+		if len(batch) == 0 || ctx.Err() != nil || sub.ctx.Err() != nil {
 			return nil
 		}
 		if err := sub.h(ctx, batch); err != nil {

@@ -110,6 +110,7 @@ func (o FeedOptions) withDefaults() FeedOptions {
 // reconciliation pass send requests to the delivery core (deliver.go),
 // which alone calls the Handler.
 type subscription struct {
+	ctx      context.Context // Subscribe's, as the caller gave it
 	s        *Store
 	consumer string
 	h        store.Handler
@@ -144,7 +145,7 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 	if consumer == "" {
 		return errors.New("scylla: subscribe: empty consumer name")
 	}
-	sub := s.newSubscription(consumer, h)
+	sub := s.newSubscription(ctx, consumer, h)
 	s.subs.Store(consumer, sub)
 	defer s.subs.CompareAndDelete(consumer, sub)
 
@@ -170,9 +171,9 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 	return nil
 }
 
-func (s *Store) newSubscription(consumer string, h store.Handler) *subscription {
+func (s *Store) newSubscription(ctx context.Context, consumer string, h store.Handler) *subscription {
 	return &subscription{
-		s: s, consumer: consumer, h: h, opt: s.feed,
+		ctx: ctx, s: s, consumer: consumer, h: h, opt: s.feed,
 		log:     s.log.With(zap.String("consumer", consumer)),
 		work:    make(chan request, s.feed.BatchSize),
 		handled: make(map[uuid.UUID]int64),
