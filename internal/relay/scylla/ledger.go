@@ -222,7 +222,6 @@ func (l *Ledger) scan(ctx context.Context, stmt string, args ...any) ([]relay.De
 	return out, nil
 }
 
-
 func gocqlUUID(id uuid.UUID) gocql.UUID { return gocql.UUID(id) }
 
 // utc returns t in UTC, the zero time (a null timestamp) as it is.

@@ -125,5 +125,4 @@ func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) (err er
 	return tx.Commit()
 }
 
-
 var _ relay.Ledger = (*Ledger)(nil)
