@@ -24,6 +24,7 @@ type relayParts struct {
 // keeps every event, and a later start with brokers publishes from the
 // first. The caller closes the Kafka client.
 func newRelay(cfg config, b *backend, reg prometheus.Registerer, log *zap.Logger) (relayParts, error) {
+	cfg.relay.Types = aggregate.PublishedTypes()
 	metrics := relay.NewMetrics(reg)
 	if len(cfg.brokers) == 0 {
 		log.Warn("relay off: no Kafka brokers configured (ORDERD_KAFKA_BROKERS); events are kept in the outbox and published from the first once a broker is configured")
@@ -34,7 +35,7 @@ func newRelay(cfg config, b *backend, reg prometheus.Registerer, log *zap.Logger
 		return relayParts{}, fmt.Errorf("kafka: %w", err)
 	}
 	rl := relay.New(b.events, k, b.ledger, cfg.relay, log, metrics)
-	topics := cfg.relay.Topics.All(aggregate.OrderType, aggregate.CustomerType)
+	topics := cfg.relay.Topics.All(cfg.relay.Types...)
 	log.Info("relay on", zap.Strings("brokers", cfg.brokers), zap.Strings("topics", topics))
 	// The topics are made sure of first: the relay fails, and is restarted
 	// by its supervisor, while Kafka cannot be reached at start; commands

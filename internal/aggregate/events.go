@@ -10,7 +10,8 @@ import (
 	"github.com/orderd/orderd/internal/store"
 )
 
-// Aggregate type names, as stored in every envelope.
+// Aggregate type names, as stored in every envelope. EmailClaimType is in
+// emailclaim.go.
 const (
 	OrderType    = "Order"
 	CustomerType = "Customer"
@@ -87,6 +88,23 @@ type CustomerPhoneChanged struct {
 	ChangedAt time.Time `json:"changed_at"`
 }
 
+// EmailClaimed reserves an address (its key) for a customer. CustomerVersion
+// is the customer's version when it claimed: the customer's event that
+// takes the address is appended at that version.
+type EmailClaimed struct {
+	Email           string    `json:"email"`
+	CustomerID      uuid.UUID `json:"customer_id"`
+	CustomerVersion int64     `json:"customer_version"`
+	ClaimedAt       time.Time `json:"claimed_at"`
+}
+
+// EmailReleased frees an address its customer moved away from.
+type EmailReleased struct {
+	Email      string    `json:"email"`
+	CustomerID uuid.UUID `json:"customer_id"`
+	ReleasedAt time.Time `json:"released_at"`
+}
+
 func (OrderCreated) EventType() string         { return "OrderCreated" }
 func (OrderItemsUpdated) EventType() string    { return "OrderItemsUpdated" }
 func (OrderConfirmed) EventType() string       { return "OrderConfirmed" }
@@ -96,6 +114,8 @@ func (OrderCancelled) EventType() string       { return "OrderCancelled" }
 func (CustomerRegistered) EventType() string   { return "CustomerRegistered" }
 func (CustomerEmailChanged) EventType() string { return "CustomerEmailChanged" }
 func (CustomerPhoneChanged) EventType() string { return "CustomerPhoneChanged" }
+func (EmailClaimed) EventType() string         { return "EmailClaimed" }
+func (EmailReleased) EventType() string        { return "EmailReleased" }
 
 // SchemaVersion returns the current schema version of an event type, the one
 // written by this code and produced by upcasting on every read.
@@ -133,6 +153,10 @@ func Decode(e store.Event) (Event, error) {
 		ev, err = decodeAs[CustomerEmailChanged](e.Data)
 	case "CustomerPhoneChanged":
 		ev, err = decodeAs[CustomerPhoneChanged](e.Data)
+	case "EmailClaimed":
+		ev, err = decodeAs[EmailClaimed](e.Data)
+	case "EmailReleased":
+		ev, err = decodeAs[EmailReleased](e.Data)
 	default:
 		return nil, fmt.Errorf("aggregate: event %s has unknown type %q", e.ID, e.Type)
 	}

@@ -56,6 +56,10 @@ func ParseEmail(s string) (Email, error) {
 // String returns the address.
 func (e Email) String() string { return e.addr }
 
+// Key returns the address as uniqueness compares it: lower-cased whole,
+// local part included (see emailKey).
+func (e Email) Key() string { return emailKey(e.addr) }
+
 // hostName reports whether domain is at least two dot-separated labels of
 // letters, digits and inner hyphens. Letters may be non-ASCII: internationalised
 // domains are stored as typed, not in punycode.

@@ -33,7 +33,7 @@ func (r *Relay) Handle(ctx context.Context, events []store.Event) error {
 	if err := r.loadBlocked(ctx); err != nil {
 		return err
 	}
-	events = slices.Clone(events)
+	events = r.published(events)
 	for i := range events {
 		events[i].Position = letterPosition(events[i])
 	}
@@ -53,6 +53,23 @@ func (r *Relay) Handle(ctx context.Context, events []store.Event) error {
 	}
 	r.metrics.deadLettered(letters)
 	return nil
+}
+
+// published returns a copy of the events of the types the relay publishes.
+// The others are acknowledged with the batch and never published: they are
+// not facts for other services, and they need no dead letter, since nothing
+// waits for them.
+func (r *Relay) published(events []store.Event) []store.Event {
+	if len(r.cfg.Types) == 0 {
+		return slices.Clone(events)
+	}
+	out := make([]store.Event, 0, len(events))
+	for _, e := range events {
+		if slices.Contains(r.cfg.Types, e.AggregateType) {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // letterPosition returns the id a dead letter of e gets: its feed position

@@ -43,6 +43,11 @@ type Config struct {
 	Topics Topics
 	Source string // CloudEvents source ["orderd"]
 
+	// Types are the aggregate types whose events are published [all]. The
+	// feed's events of other types (the domain's internal bookkeeping) are
+	// acknowledged without being published.
+	Types []string
+
 	RetryInitial time.Duration // first retry delay [100ms]
 	RetryMax     time.Duration // retry delay cap [5s]
 

@@ -1,0 +1,157 @@
+package aggregate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// Unique addresses are kept by one EmailClaim stream per address (its id
+// derived from the address's key), written in two steps around the
+// customer's own write, since the store has no transaction across streams:
+//
+//  1. claim the address: append EmailClaimed at the claim stream's version,
+//     refused ("email_taken") while another customer holds it;
+//  2. append the customer's event that takes the address;
+//  3. after an address change, release the old address (EmailReleased).
+//
+// Racing claims of one address meet at one stream version: the store lets
+// one append, and the others read the winner's claim and are refused,
+// never retried into a second winner. A crash between the steps leaves a
+// claim whose holder does not have the address; it is taken over once
+// stale (see EmailClaim.heldBy), or at once by the same customer.
+
+// customer runs a customer command through handle, claiming the address a
+// decision gives the customer before appending it, and releasing the one
+// it left after.
+func (h *Handler) customer(ctx context.Context, id uuid.UUID, meta Meta, create bool, decide func(c *Customer, now time.Time) ([]Event, error)) (int64, error) {
+	var left string // the address the appended decision moved away from
+	run := func(c *Customer, now time.Time) ([]Event, error) {
+		left = "" // each attempt decides afresh
+		return decide(c, now)
+	}
+	claim := func(ctx context.Context, c *Customer, v int64, evs []Event, now time.Time) (context.Context, context.CancelFunc, error) {
+		email := takenEmail(evs)
+		if email == "" || emailKey(email) == emailKey(c.Email) {
+			return ctx, func() {}, nil // no address, or one the customer holds already
+		}
+		if create {
+			if err := h.notRegistered(ctx, id); err != nil {
+				return nil, nil, err
+			}
+		}
+		// The customer write must be over within claimHold of the claim;
+		// the deadline starts before the claim, so it is never later.
+		actx, cancel := context.WithTimeout(ctx, h.claimHold)
+		if err := h.claim(ctx, email, id, v, meta, now); err != nil {
+			cancel()
+			return nil, nil, err
+		}
+		left = c.Email
+		return actx, cancel, nil
+	}
+	v, err := handle[Customer](ctx, h, CustomerType, id, meta, create, run, claim)
+	if err == nil && left != "" {
+		// The change is committed whatever happens now, so the release
+		// runs even if the client went away. A release that fails leaves
+		// a claim already stale (the customer moved past it): nothing to
+		// report.
+		_ = h.release(context.WithoutCancel(ctx), left, id, v, meta)
+	}
+	return v, err
+}
+
+// takenEmail returns the address that evs give their customer, or "".
+func takenEmail(evs []Event) string {
+	var email string
+	for _, e := range evs {
+		switch e := e.(type) {
+		case CustomerRegistered:
+			email = e.Email
+		case CustomerEmailChanged:
+			email = e.Email
+		}
+	}
+	return email
+}
+
+// notRegistered returns an ErrExists error ("customer_exists") when id has
+// events. A create is decided on a zero customer without reading it, and
+// its append at version 0 refuses an existing id; a registration reads it
+// before claiming all the same, so that a refused registration leaves no
+// claim, and existence is answered before a taken address.
+func (h *Handler) notRegistered(ctx context.Context, id uuid.UUID) error {
+	events, err := h.store.Load(ctx, id, 0)
+	if err != nil {
+		return fmt.Errorf("aggregate: load %s: %w", id, err)
+	}
+	if len(events) > 0 {
+		return &Error{Kind: ErrExists, Code: existsCode(CustomerType),
+			Detail: fmt.Sprintf("%s %s already exists", CustomerType, id)}
+	}
+	return nil
+}
+
+// claim reserves email for customer, at its version. A conflict means
+// another claim landed first: it is read and decided on again, so that a
+// live one refuses this one.
+func (h *Handler) claim(ctx context.Context, email string, customer uuid.UUID, version int64, meta Meta, now time.Time) error {
+	id := claimID(emailKey(email))
+	for range h.retries + 1 {
+		c, v, err := load[EmailClaim](ctx, h.store, EmailClaimType, id)
+		if err != nil {
+			return err
+		}
+		var holder *Customer
+		if c.Holder != uuid.Nil && c.Holder != customer {
+			if holder, _, err = load[Customer](ctx, h.store, CustomerType, c.Holder); err != nil {
+				return err
+			}
+		}
+		evs, err := c.Claim(email, customer, version, holder, h.claimTTL, now)
+		if err != nil {
+			return err
+		}
+		if err := h.appendClaim(ctx, id, v, evs, meta, now); !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+	}
+	return &Error{Kind: ErrRejected, Code: "concurrent_modification",
+		Detail: fmt.Sprintf("the claim of %s kept changing under %d attempts; retry the command", truncate(email, 64), h.retries+1)}
+}
+
+// release gives up customer's claim of email, made before version.
+func (h *Handler) release(ctx context.Context, email string, customer uuid.UUID, version int64, meta Meta) error {
+	id := claimID(emailKey(email))
+	for range h.retries + 1 {
+		c, v, err := load[EmailClaim](ctx, h.store, EmailClaimType, id)
+		if err != nil {
+			return err
+		}
+		now := h.now()
+		if err := h.appendClaim(ctx, id, v, c.Release(customer, version, now), meta, now); !errors.Is(err, store.ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("aggregate: release %s: %w", id, store.ErrConflict)
+}
+
+// appendClaim appends a claim's events at v; none is no append.
+func (h *Handler) appendClaim(ctx context.Context, id uuid.UUID, v int64, evs []Event, meta Meta, now time.Time) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	envs, err := h.envelopes(EmailClaimType, id, v, evs, meta, now)
+	if err != nil {
+		return err
+	}
+	if err := h.store.Append(ctx, id, v, envs); err != nil {
+		return fmt.Errorf("aggregate: claim %s: %w", id, err)
+	}
+	return nil
+}

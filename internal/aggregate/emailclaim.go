@@ -1,0 +1,132 @@
+package aggregate
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+// EmailClaimType is the aggregate type of email claims: the reservation of
+// one address by one customer, which is how customers' addresses are kept
+// unique without a store capability beyond one stream's optimistic
+// concurrency. Its events are bookkeeping, not facts for other services:
+// see PublishedTypes.
+const EmailClaimType = "EmailClaim"
+
+// emailClaimSpace is the UUIDv5 namespace of claim stream ids. Changing it
+// forgets every claim.
+var emailClaimSpace = uuid.MustParse("4727093b-7f90-4d04-ba2a-cb0710e3e580")
+
+// PublishedTypes returns the aggregate types whose events are facts for
+// other services, the ones the relay publishes: orders and customers, not
+// email claims.
+func PublishedTypes() []string { return []string{OrderType, CustomerType} }
+
+// EmailClaimID returns the id of addr's claim stream: a UUIDv5 of its key,
+// so that every instance finds one stream per address without an index.
+func EmailClaimID(addr Email) uuid.UUID { return claimID(addr.Key()) }
+
+func claimID(key string) uuid.UUID { return uuid.NewSHA1(emailClaimSpace, []byte(key)) }
+
+// emailKey returns the key of an address as ParseEmail returns it (and as
+// customers store it): the whole address lower-cased. Mail systems treat
+// local parts case-insensitively in practice, so Ann@x.com and ann@x.com
+// are one mailbox, and one customer's.
+func emailKey(addr string) string { return strings.ToLower(addr) }
+
+// EmailClaim is an address's reservation as its events leave it.
+//
+// A claim is held by Holder while it is live (the holder's current address
+// has this key) or pending (the holder has written nothing since it
+// claimed, and the claim is younger than the handler's claim TTL: the
+// holder may be between its claim and its customer write). Any other claim
+// is stale: the holder crashed between the two writes, or failed its
+// customer write, or moved on; any customer may take it over. See heldBy
+// for why this rule never lets two customers end with one address.
+type EmailClaim struct {
+	ID      uuid.UUID
+	Email   string    // the key, as emailKey returns it
+	Holder  uuid.UUID // uuid.Nil when never claimed or released
+	Since   int64     // the holder's version when it claimed
+	At      time.Time // when the holder claimed
+	Version int64     // 0 when the claim has no events
+}
+
+// emailTaken is the refusal of an address another customer holds.
+func emailTaken(email string) error {
+	return &Error{Kind: ErrRejected, Code: "email_taken", Field: "/email",
+		Detail: fmt.Sprintf("%s is used by another customer", truncate(email, 64))}
+}
+
+// Claim records EmailClaimed for customer, at version when it claims: the
+// customer's events that take the address will be appended at that
+// version. holder is the current holder as loaded (nil when the claim is
+// free or is customer's own), ttl how long a pending claim is held and now
+// the command's time.
+//
+// It returns an ErrRejected error ("email_taken") while another customer
+// holds the claim. A free or stale claim, or one customer's own, is claimed
+// again (a new event), so that the claim's version and time are those of
+// the write that follows it.
+func (c *EmailClaim) Claim(email string, customer uuid.UUID, version int64, holder *Customer, ttl time.Duration, now time.Time) ([]Event, error) {
+	if c.ID == uuid.Nil && c.Version > 0 {
+		// The claim's id is some other aggregate's (a client chose it):
+		// the address cannot be reserved, so it cannot be given out.
+		return nil, emailTaken(email)
+	}
+	if c.Holder != uuid.Nil && c.Holder != customer && c.heldBy(holder, ttl, now) {
+		return nil, emailTaken(email)
+	}
+	return []Event{EmailClaimed{Email: emailKey(email), CustomerID: customer, CustomerVersion: version, ClaimedAt: now.UTC()}}, nil
+}
+
+// heldBy reports whether the claim still belongs to its holder, loaded as
+// holder (a Customer without events when it has none).
+//
+// Why it is safe: a stale claim's holder can no longer write the address.
+// A holder whose version moved past Since cannot append at Since any more;
+// if it retries, it claims again, after any takeover, and is refused. A
+// holder still at Since is given ttl from its claim: the handler bounds the
+// customer write that follows a claim to a much shorter time (claimHold),
+// so a takeover after ttl never races that write. The rule assumes that a
+// store write is decided within ttl − claimHold of its deadline and that
+// instances' clocks agree within that margin. A claim is never held for
+// ever: at most ttl past a crash, and not at all once the holder moved on.
+func (c *EmailClaim) heldBy(holder *Customer, ttl time.Duration, now time.Time) bool {
+	if holder == nil {
+		return false
+	}
+	if holder.ID == c.Holder && holder.Version > 0 && emailKey(holder.Email) == c.Email {
+		return true // live
+	}
+	return holder.Version <= c.Since && now.Before(c.At.Add(ttl)) // pending
+}
+
+// Release records EmailReleased when customer holds the claim from before
+// version, the customer's version once its address changed to another.
+// Anything else (a claim taken over, released, or made again by customer
+// since) is not customer's to release, and causes no event: a release is a
+// courtesy, since a moved-on holder's claim is stale anyway.
+func (c *EmailClaim) Release(customer uuid.UUID, version int64, now time.Time) []Event {
+	if c.Holder != customer || c.Since >= version {
+		return nil
+	}
+	return []Event{EmailReleased{Email: c.Email, CustomerID: customer, ReleasedAt: now.UTC()}}
+}
+
+// apply changes the claim by one event.
+func (c *EmailClaim) apply(e Event) {
+	switch e := e.(type) {
+	case EmailClaimed:
+		c.Email, c.Holder, c.Since, c.At = e.Email, e.CustomerID, e.CustomerVersion, e.ClaimedAt
+	case EmailReleased:
+		c.Email, c.Holder, c.Since, c.At = e.Email, uuid.Nil, 0, time.Time{}
+	}
+}
+
+// replayed records the id and the version the claim's history reached.
+func (c *EmailClaim) replayed(id uuid.UUID, version int64) {
+	c.ID, c.Version = id, version
+}
