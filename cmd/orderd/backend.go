@@ -40,6 +40,7 @@ type backend struct {
 	leases store.Leases
 	views  views
 	ledger relay.Ledger
+	keys   store.Idempotency // the records of Idempotency-Keys
 	// readPoll is how often a min_version read polls its row, where the
 	// projector may be another instance's (see readmodel.NewQueries).
 	readPoll time.Duration
@@ -73,10 +74,16 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 	if err != nil {
 		return nil, errors.Join(err, views.Close(), events.Close())
 	}
+	keys, err := sqlite.OpenKeys(filepath.Join(cfg.dataDir, "keys.db"), sqlite.KeysOptions{
+		Logger: log.Named("keys"), PurgeEvery: min(cfg.idempotencyTTL, sqlite.DefaultPurgeEvery),
+	})
+	if err != nil {
+		return nil, errors.Join(err, ledger.Close(), views.Close(), events.Close())
+	}
 	return &backend{
-		events: events, feed: events, leases: events, views: views, ledger: ledger,
+		events: events, feed: events, leases: events, views: views, ledger: ledger, keys: keys,
 		ping:  func(ctx context.Context) error { _, err := events.Head(ctx); return err },
-		close: func() { ledger.Close(); views.Close(); events.Close() },
+		close: func() { keys.Close(); ledger.Close(); views.Close(); events.Close() },
 	}, nil
 }
 
@@ -89,7 +96,7 @@ func openScylla(ctx context.Context, cfg config, log *zap.Logger) (*backend, err
 	}
 	sess := events.Session()
 	return &backend{
-		events: events, feed: events, leases: events,
+		events: events, feed: events, leases: events, keys: events,
 		views: viewscylla.New(sess, log.Named("views"),
 			viewscylla.WithConsistency(cfg.scylla.Consistency), viewscylla.WithSerialConsistency(cfg.scylla.SerialConsistency)),
 		ledger: relayscylla.NewLedger(sess, cfg.scylla.Consistency, cfg.scylla.SerialConsistency, log.Named("ledger")),

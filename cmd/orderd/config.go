@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/orderd/orderd/internal/api"
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/store/scylla"
 	"github.com/orderd/orderd/internal/store/scylla/cdc"
@@ -35,6 +36,7 @@ type config struct {
 	shutdownTimeout time.Duration
 	adminToken      string
 	leaseTTL        time.Duration
+	idempotencyTTL  time.Duration
 
 	brokers []string // empty: the relay is off
 	kafka   relay.KafkaConfig
@@ -55,6 +57,8 @@ type flags struct {
 	reconcileRate                                                int
 }
 
+// parseConfig parses orderd's flags over its environment. -help (or -h)
+// prints the usage to stderr and returns flag.ErrHelp, which is no failure.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	var (
 		c config
@@ -62,6 +66,10 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	)
 	fs := flag.NewFlagSet("orderd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, commandsUsage)
+		fs.PrintDefaults()
+	}
 	env := func(name, def string) string {
 		if v := getenv(name); v != "" {
 			return v
@@ -90,6 +98,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}{
 		{&c.readWait, "read-wait", "ORDERD_READ_WAIT", 2 * time.Second, "longest wait of a GET with min_version for the projection"},
 		{&c.shutdownTimeout, "shutdown-timeout", "ORDERD_SHUTDOWN_TIMEOUT", 15 * time.Second, "longest wait for in-flight requests on SIGTERM"},
+		{&c.idempotencyTTL, "idempotency-ttl", "ORDERD_IDEMPOTENCY_TTL", api.DefaultIdempotencyTTL, "how long the answer to an Idempotency-Key is kept for retries"},
 		{&c.leaseTTL, "lease-ttl", "ORDERD_LEASE_TTL", 10 * time.Second, "how long a worker's lease lasts unrenewed: a standby takes over within it when the active instance dies"},
 		{&c.relay.RetryInitial, "retry-initial", "ORDERD_RETRY_INITIAL", 100 * time.Millisecond, "first delay before the relay retries a failed publish"},
 		{&c.relay.RetryMax, "retry-max", "ORDERD_RETRY_MAX", 5 * time.Second, "longest delay between the relay's retries"},
