@@ -51,9 +51,9 @@ func TestBadInput(t *testing.T) {
 		{"existing order id", "POST", "/v1/orders", fmt.Sprintf(`{"id":%q,"customer_id":%q,"items":[{"product_id":%q,"quantity":1}]}`, o.ID, cust.ID, prod), nil, 409, "order_exists", ""},
 		{"order id of a customer", "POST", "/v1/orders", fmt.Sprintf(`{"id":%q,"customer_id":%q,"items":[{"product_id":%q,"quantity":1}]}`, cust.ID, cust.ID, prod), nil, 409, "order_exists", ""},
 		{"2 MiB body", "POST", "/v1/orders", huge, nil, 413, "body_too_large", ""},
-		{"text/plain", "POST", "/v1/orders", newOrder(`[]`), map[string]string{"Content-Type": "text/plain"}, 415, "unsupported_media_type", ""},
-		{"no content type", "POST", "/v1/orders", newOrder(`[]`), map[string]string{"Content-Type": ""}, 415, "unsupported_media_type", ""},
-		{"latin-1 json", "POST", "/v1/orders", newOrder(`[]`), map[string]string{"Content-Type": "application/json; charset=latin1"}, 415, "unsupported_media_type", ""},
+		{"text/plain", "POST", "/v1/orders", newOrder(`[]`), map[string]string{"Content-Type": "text/plain"}, 415, "unsupported_media_type", "Content-Type"},
+		{"no content type", "POST", "/v1/orders", newOrder(`[]`), map[string]string{"Content-Type": ""}, 415, "unsupported_media_type", "Content-Type"},
+		{"latin-1 json", "POST", "/v1/orders", newOrder(`[]`), map[string]string{"Content-Type": "application/json; charset=latin1"}, 415, "unsupported_media_type", "Content-Type"},
 		{"bad email", "POST", "/v1/customers", `{"email":"john.doe@","first_name":"J","last_name":"D"}`, nil, 400, "invalid_email", "/email"},
 		{"display-name email", "POST", "/v1/customers", `{"email":"John <j@example.com>","first_name":"J","last_name":"D"}`, nil, 400, "invalid_email", "/email"},
 		{"phone not E.164", "POST", "/v1/customers", `{"email":"j@example.com","first_name":"J","last_name":"D","phone":"+1-555-0123"}`, nil, 400, "invalid_phone", "/phone"},
@@ -74,11 +74,43 @@ func TestBadInput(t *testing.T) {
 		{"bad min_version", "GET", order + "?min_version=abc", ``, nil, 400, "invalid_query", "min_version"},
 		{"zero min_version", "GET", order + "?min_version=0", ``, nil, 400, "invalid_query", "min_version"},
 		{"limit over 500", "GET", "/v1/customers/" + cust.ID.String() + "/orders?limit=501", ``, nil, 400, "invalid_query", "limit"},
-		{"bad after cursor", "GET", "/v1/customers/" + cust.ID.String() + "/orders?after=x", ``, nil, 400, "invalid_id", "after"},
+		{"bad after cursor", "GET", "/v1/customers/" + cust.ID.String() + "/orders?after=x", ``, nil, 400, "invalid_query", "after"},
 		{"unknown order read", "GET", "/v1/orders/" + uuid.NewString(), ``, nil, 404, "order_not_found", ""},
 		{"unknown order history", "GET", "/v1/orders/" + uuid.NewString() + "/events", ``, nil, 404, "order_not_found", ""},
 		{"customer history as order", "GET", "/v1/orders/" + cust.ID.String() + "/events", ``, nil, 404, "order_not_found", ""},
 		{"unknown route", "GET", "/v1/widgets", ``, nil, 404, "not_found", ""},
+		// Strict JSON.
+		{"invalid UTF-8", "POST", "/v1/customers", "{\"email\":\"j@example.com\",\"first_name\":\"J\xff\",\"last_name\":\"D\"}", nil, 400, "invalid_encoding", "/first_name"},
+		{"lone surrogate", "POST", "/v1/customers", `{"email":"j@example.com","first_name":"J\ud800","last_name":"D"}`, nil, 400, "invalid_encoding", "/first_name"},
+		{"duplicate key", "POST", "/v1/customers", `{"email":"j@example.com","email":"k@example.com","first_name":"J","last_name":"D"}`, nil, 400, "duplicate_field", "/email"},
+		{"key in another case", "POST", "/v1/customers", `{"EMAIL":"j@example.com","first_name":"J","last_name":"D"}`, nil, 400, "invalid_field", "/EMAIL"},
+		{"control character", "POST", "/v1/customers", `{"email":"j@example.com","first_name":"J\u0000","last_name":"D"}`, nil, 400, "invalid_character", "/first_name"},
+		{"bidi override", "POST", "/v1/customers", `{"email":"j@example.com","first_name":"J","last_name":"\u202eD"}`, nil, 400, "invalid_character", "/last_name"},
+		{"zero-width space", "POST", order + "/ship", `{"tracking_number":"T\u200b1","carrier":"DHL"}`, nil, 400, "invalid_character", "/tracking_number"},
+		{"C1 control in a reason", "POST", order + "/cancel", `{"reason":"\u009b"}`, nil, 400, "invalid_character", "/reason"},
+		{"quantity beyond float64", "POST", "/v1/orders", newOrder(`[{"product_id":"` + prod + `","quantity":1e309}]`), nil, 400, "invalid_field", "/items/0/quantity"},
+		// Ids and empty values.
+		{"nil customer id", "POST", "/v1/orders", `{"customer_id":"00000000-0000-0000-0000-000000000000","items":[{"product_id":"` + prod + `","quantity":1}]}`, nil, 400, "invalid_id", "/customer_id"},
+		{"nil path id", "GET", "/v1/orders/00000000-0000-0000-0000-000000000000", ``, nil, 400, "invalid_id", "id"},
+		{"empty id", "POST", "/v1/customers", `{"id":"","email":"j@example.com","first_name":"J","last_name":"D"}`, nil, 400, "invalid_id", "/id"},
+		{"empty after", "GET", "/v1/customers/" + cust.ID.String() + "/orders?after=", ``, nil, 400, "invalid_query", "after"},
+		{"empty min_version", "GET", order + "?min_version=", ``, nil, 400, "invalid_query", "min_version"},
+		{"limit twice", "GET", "/v1/customers/" + cust.ID.String() + "/orders?limit=1&limit=2", ``, nil, 400, "invalid_query", "limit"},
+		{"empty correlation id", "GET", order, ``, map[string]string{"X-Correlation-ID": ""}, 400, "invalid_correlation_id", "X-Correlation-ID"},
+		{"nil correlation id", "GET", order, ``, map[string]string{"X-Correlation-ID": "00000000000000000000000000000000"}, 400, "invalid_correlation_id", "X-Correlation-ID"},
+		{"empty If-Match", "POST", order + "/confirm", ``, map[string]string{"If-Match": ""}, 400, "invalid_if_match", "If-Match"},
+		{"If-Match list", "POST", order + "/confirm", ``, map[string]string{"If-Match": `"1", "2"`}, 400, "invalid_if_match", "If-Match"},
+		{"If-Match 0", "POST", order + "/confirm", ``, map[string]string{"If-Match": `"0"`}, 412, "version_mismatch", ""},
+		{"If-Match beyond int64", "POST", order + "/confirm", ``, map[string]string{"If-Match": `"99999999999999999999"`}, 412, "version_mismatch", ""},
+		// Input, then existence, then state.
+		{"unknown order, zero quantity", "PUT", "/v1/orders/" + uuid.NewString() + "/items", `{"items":[{"product_id":"` + prod + `","quantity":0}]}`, nil, 400, "invalid_quantity", "/items/0/quantity"},
+		{"unknown order, bad product id", "PUT", "/v1/orders/" + uuid.NewString() + "/items", `{"items":[{"product_id":"x","quantity":1}]}`, nil, 400, "invalid_id", "/items/0/product_id"},
+		{"unknown order, valid items", "PUT", "/v1/orders/" + uuid.NewString() + "/items", `{"items":[{"product_id":"` + prod + `","quantity":1}]}`, nil, 404, "order_not_found", ""},
+		{"unknown order, If-Match", "POST", "/v1/orders/" + uuid.NewString() + "/confirm", ``, map[string]string{"If-Match": `"5"`}, 404, "order_not_found", ""},
+		{"customer's id as an order, If-Match", "POST", "/v1/orders/" + cust.ID.String() + "/confirm", ``, map[string]string{"If-Match": `"5"`}, 404, "order_not_found", ""},
+		{"unknown order, no carrier", "POST", "/v1/orders/" + uuid.NewString() + "/ship", `{"tracking_number":"T-1","carrier":" "}`, nil, 400, "carrier_required", "/carrier"},
+		{"unknown customer, bad phone", "POST", "/v1/customers/" + uuid.NewString() + "/phone", `{"phone":"555"}`, nil, 400, "invalid_phone", "/phone"},
+		{"created order, reason too long", "POST", order + "/cancel", `{"reason":"` + strings.Repeat("r", 501) + `"}`, nil, 400, "reason_too_long", "/reason"},
 		{"wrong method", "DELETE", order, ``, nil, 405, "method_not_allowed", ""},
 	}
 	before := storedEvents(t, s)
@@ -92,7 +124,11 @@ func TestBadInput(t *testing.T) {
 			for k, v := range c.header {
 				header[k] = v
 			}
+			n0 := storedEvents(t, s)
 			r := s.call(t, c.method, c.path, body, header, false)
+			if n := storedEvents(t, s); n != n0 {
+				t.Errorf("the refused request stored %d events", n-n0)
+			}
 			if r.Status != c.status {
 				t.Fatalf("status %d, want %d: %s", r.Status, c.status, r.Body)
 			}

@@ -12,6 +12,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -45,6 +46,9 @@ func main() {
 	}
 	var err error
 	switch sub {
+	case "help":
+		usage(os.Stdout)
+		return
 	case "dlq":
 		// The operator's client of the admin API; it prints its own errors.
 		if runDLQ(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr) != nil {
@@ -58,10 +62,31 @@ func main() {
 	default:
 		err = run(ctx, args, os.Getenv, os.Stderr, nil)
 	}
+	if errors.Is(err, flag.ErrHelp) {
+		return // -help printed the usage
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "orderd:", err)
 		os.Exit(1)
 	}
+}
+
+// commandsUsage heads orderd's -help, before the flags.
+const commandsUsage = `usage: orderd [flags]              serve the API and run the workers
+       orderd migrate [flags]      bring the store's schema up to date and exit
+       orderd healthcheck [flags]  exit 0 when the orderd on -http-addr answers /healthz
+       orderd dlq <command> ...    list, show, replay or discard dead letters (orderd dlq -help)
+       orderd help                 this text
+
+Each subcommand takes the flags below (and has its own -help). Every flag
+has an ORDERD_ environment variable; a flag given on the command line wins.
+
+flags:
+`
+
+// usage prints commandsUsage and the flags to w.
+func usage(w io.Writer) {
+	_, _ = parseConfig([]string{"-help"}, func(string) string { return "" }, w)
 }
 
 // run is orderd from configuration to shutdown. It serves until ctx ends,
@@ -128,7 +153,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	queries := readmodel.NewQueries(b.views, cfg.readWait, b.readPoll)
 	handler := api.New(commands, queries, b.events, readiness(b, projector, relayWorker, rp.relay), orderd.OpenAPI, log.Named("http")).
 		WithMetrics(api.NewMetrics(reg), reg).
+		WithAsyncAPI(orderd.AsyncAPI).
 		WithAdmin(rp.relay, cfg.adminToken).
+		WithIdempotency(api.NewIdempotency(b.keys, b.events, api.IdempotencyOptions{TTL: cfg.idempotencyTTL})).
 		Handler()
 	srv := &http.Server{
 		Handler:           handler,

@@ -52,6 +52,11 @@ type Handler struct {
 	newID   func() uuid.UUID
 	retries uint64
 
+	// claimTTL is how long a pending email claim is held; claimHold bounds
+	// the customer write that follows a claim, well within claimTTL (see
+	// EmailClaim.heldBy).
+	claimTTL, claimHold time.Duration
+
 	mu    sync.Mutex
 	locks map[uuid.UUID]*aggLock
 
@@ -71,6 +76,8 @@ func NewHandler(st store.Store, now func() time.Time) *Handler {
 		now:       func() time.Time { return now().UTC() },
 		newID:     func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
 		retries:   10,
+		claimTTL:  time.Minute,
+		claimHold: 10 * time.Second,
 		locks:     make(map[uuid.UUID]*aggLock),
 		customers: idSet{max: 1 << 16},
 	}
@@ -132,12 +139,15 @@ func load[T any, A interface {
 // left it (Version 0 when it has none) and the command's time, and returns
 // the events to append. It returns the order's new version.
 func (h *Handler) Order(ctx context.Context, id uuid.UUID, meta Meta, decide func(o *Order, now time.Time) ([]Event, error)) (int64, error) {
-	return handle[Order](ctx, h, OrderType, id, meta, false, decide)
+	return handle[Order](ctx, h, OrderType, id, meta, false, decide, nil)
 }
 
-// Customer runs one command on customer id, as Order does for orders.
+// Customer runs one command on customer id, as Order does for orders. A
+// decision that gives the customer an address claims it first (see
+// claims.go): it returns an ErrRejected error ("email_taken") when another
+// customer holds the address.
 func (h *Handler) Customer(ctx context.Context, id uuid.UUID, meta Meta, decide func(c *Customer, now time.Time) ([]Event, error)) (int64, error) {
-	return handle[Customer](ctx, h, CustomerType, id, meta, false, decide)
+	return h.customer(ctx, id, meta, false, decide)
 }
 
 // CreateOrder creates order id for a registered customer. It returns an
@@ -154,13 +164,14 @@ func (h *Handler) CreateOrder(ctx context.Context, id uuid.UUID, meta Meta, cust
 	}
 	return handle[Order](ctx, h, OrderType, id, meta, true, func(o *Order, now time.Time) ([]Event, error) {
 		return o.Create(customerID, items, now)
-	})
+	}, nil)
 }
 
 // RegisterCustomer creates customer id. It returns ErrExists when id has
-// events already.
+// events already, and an ErrRejected error ("email_taken") when another
+// customer holds the address.
 func (h *Handler) RegisterCustomer(ctx context.Context, id uuid.UUID, meta Meta, email, firstName, lastName, phone string) (int64, error) {
-	v, err := handle[Customer](ctx, h, CustomerType, id, meta, true, func(c *Customer, now time.Time) ([]Event, error) {
+	v, err := h.customer(ctx, id, meta, true, func(c *Customer, now time.Time) ([]Event, error) {
 		return c.Register(email, firstName, lastName, phone, now)
 	})
 	if err == nil {
@@ -212,15 +223,22 @@ func (s *idSet) add(id uuid.UUID) {
 	s.ids[id] = struct{}{}
 }
 
+// guard runs between a decision that returned events and their append, at
+// each attempt: it may refuse the command, or write elsewhere first (an
+// email claim), and returns the context the append runs under and its
+// cancel. Its errors are final.
+type guard[A any] func(ctx context.Context, a A, v int64, evs []Event, now time.Time) (context.Context, context.CancelFunc, error)
+
 // handle is the one command path. decide sees the aggregate at its current
 // version (a zero aggregate when it has none) and the command's time. A
 // create skips the load: it is decided on a zero aggregate and appended at
 // version 0, so the store's expected-version check is what refuses an id
-// that has events, and a create costs no read.
+// that has events, and a create costs no read. guard may be nil.
 func handle[T any, A interface {
 	*T
 	root
-}](ctx context.Context, h *Handler, aggType string, id uuid.UUID, meta Meta, create bool, decide func(a A, now time.Time) ([]Event, error)) (int64, error) {
+	found() error
+}](ctx context.Context, h *Handler, aggType string, id uuid.UUID, meta Meta, create bool, decide func(a A, now time.Time) ([]Event, error), guard guard[A]) (int64, error) {
 	unlock := h.lock(id)
 	defer unlock()
 
@@ -233,6 +251,11 @@ func handle[T any, A interface {
 			}
 		}
 		if meta.Expected != AnyVersion && meta.Expected != v {
+			// Existence before state: an unknown aggregate is not found,
+			// whatever version the client expected of it.
+			if err := a.found(); err != nil && !create {
+				return 0, backoff.Permanent(err)
+			}
 			return 0, backoff.Permanent(&Error{Kind: ErrStale, Code: "version_mismatch",
 				Detail: fmt.Sprintf("expected version %d, current version is %d", meta.Expected, v)})
 		}
@@ -248,7 +271,15 @@ func handle[T any, A interface {
 		if err != nil {
 			return 0, backoff.Permanent(err)
 		}
-		err = h.store.Append(ctx, id, v, envs)
+		actx := ctx
+		if guard != nil {
+			var cancel context.CancelFunc
+			if actx, cancel, err = guard(ctx, a, v, evs, now); err != nil {
+				return 0, backoff.Permanent(err)
+			}
+			defer cancel()
+		}
+		err = h.store.Append(actx, id, v, envs)
 		if errors.Is(err, store.ErrConflict) && meta.Expected == AnyVersion && v > 0 {
 			return 0, err // another process wrote first: reload and decide again
 		}

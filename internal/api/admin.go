@@ -6,6 +6,7 @@ import (
 	"crypto/subtle"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -14,7 +15,6 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
-	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/store"
 )
@@ -50,9 +50,6 @@ const (
 	maxDLQLimit     = 500
 )
 
-// errUnauthorized is the kind of a missing or wrong admin token.
-var errUnauthorized = errors.New("unauthorized")
-
 // WithAdmin serves the dead-letter admin routes under /v1/admin, for
 // requests that carry "Authorization: Bearer <token>". With an empty token
 // (or a nil dl) the routes are not mounted at all and answer 404 like any
@@ -86,10 +83,10 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 		switch {
 		case !strings.EqualFold(scheme, "Bearer") || token == "":
 			w.Header().Set("WWW-Authenticate", `Bearer realm="orderd-admin"`)
-			writeError(w, r, httpError(errUnauthorized, "unauthorized", "the admin API needs an Authorization: Bearer <token> header"))
+			writeError(w, r, &problem{kind: errUnauthorized, code: "unauthorized", detail: "the admin API needs an Authorization: Bearer <token> header"})
 		case !tokenMatches(token, want):
 			w.Header().Set("WWW-Authenticate", `Bearer realm="orderd-admin", error="invalid_token"`)
-			writeError(w, r, httpError(errUnauthorized, "unauthorized", "the bearer token is not the admin token"))
+			writeError(w, r, &problem{kind: errUnauthorized, code: "unauthorized", detail: "the bearer token is not the admin token"})
 		default:
 			next.ServeHTTP(w, r)
 		}
@@ -153,22 +150,14 @@ func envelopeOut(e store.Event) eventJSON {
 }
 
 func (s *Server) listDeadLetters(w http.ResponseWriter, r *http.Request) error {
-	q := r.URL.Query()
-	limit := defaultDLQLimit
-	if v := q.Get("limit"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > maxDLQLimit {
-			return aggregate.Invalid("invalid_query", "limit", "limit must be a whole number from 1 to %d, not %q", maxDLQLimit, v)
-		}
-		limit = n
+	n, err := queryInt(r, "limit", 1, maxDLQLimit, defaultDLQLimit, fmt.Sprintf("a whole number from 1 to %d", maxDLQLimit))
+	if err != nil {
+		return err
 	}
-	var after int64
-	if v := q.Get("after"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return aggregate.Invalid("invalid_query", "after", "after must be a dead letter id (a whole number of 0 or more), not %q", v)
-		}
-		after = n
+	limit := int(n)
+	after, err := queryInt(r, "after", 0, math.MaxInt64, 0, "a dead letter id (a whole number of 0 or more)")
+	if err != nil {
+		return err
 	}
 	// One more than asked tells whether there is a next page without a
 	// second query, so next_after is null exactly on the last page.
@@ -212,11 +201,16 @@ func (s *Server) discardDeadLetter(w http.ResponseWriter, r *http.Request) error
 }
 
 // release runs a replay or a discard and answers how many events it
-// published.
+// published. An unknown id is 404 whether or not the relay runs here (a
+// replay or discard on an instance without one is 503): existence is
+// answered before the state of the relay.
 func (s *Server) release(w http.ResponseWriter, r *http.Request, op func(context.Context, int64) (int, error)) error {
 	id, err := letterID(r)
 	if err != nil {
 		return err
+	}
+	if _, _, err := s.admin.Inspect(r.Context(), id); err != nil {
+		return deadLetterError(id, 0, err)
 	}
 	n, err := op(r.Context(), id)
 	if err != nil {
@@ -230,24 +224,25 @@ func letterID(r *http.Request) (int64, error) {
 	s := chi.URLParam(r, "id")
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id < 1 {
-		return 0, aggregate.Invalid("invalid_id", "id", "id must be a dead letter id, a whole number of 1 or more, not %q", s)
+		return 0, invalid("invalid_id", "id", "id must be a dead letter id, a whole number of 1 or more, not %q", s)
 	}
 	return id, nil
 }
 
-// deadLetterError gives the relay's errors their problem codes; statusOf
-// gives them their statuses. published is how many events went out before
-// err: a replay that stops halfway has still changed something.
+// deadLetterError words the relay's errors; problems gives them their
+// statuses and codes. published is how many events went out before err: a
+// replay that stops halfway has still changed something.
 func deadLetterError(id int64, published int, err error) error {
+	var detail string
 	switch {
 	case errors.Is(err, relay.ErrNotFound):
-		return httpError(relay.ErrNotFound, "dead_letter_not_found", fmt.Sprintf("no dead letter has id %d", id))
+		detail = fmt.Sprintf("no dead letter has id %d", id)
 	case errors.Is(err, relay.ErrReplayFailed):
-		return httpError(relay.ErrReplayFailed, "replay_failed",
-			fmt.Sprintf("%d event(s) published, then publishing failed again (the dead letter stays): %v", published, err))
+		detail = fmt.Sprintf("%d event(s) published, then publishing failed again (the dead letter stays): %v", published, err)
 	case errors.Is(err, relay.ErrBrokerUnavailable):
-		return httpError(relay.ErrBrokerUnavailable, "broker_unavailable",
-			fmt.Sprintf("%d event(s) published, then Kafka could not be reached; retry later: %v", published, err))
+		detail = fmt.Sprintf("%d event(s) published, then Kafka could not be reached; retry later: %v", published, err)
+	default:
+		return err
 	}
-	return err
+	return &problem{kind: err, detail: detail} // the code is problems' code of err
 }

@@ -3,12 +3,11 @@ package api
 import (
 	"context"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
-
-	"github.com/orderd/orderd/internal/aggregate"
 )
 
 type ctxKey int
@@ -16,6 +15,7 @@ type ctxKey int
 const (
 	correlationKey ctxKey = iota
 	loggerKey
+	commandKey
 )
 
 // correlate gives every request a correlation id, from X-Correlation-ID when
@@ -28,11 +28,12 @@ func (s *Server) correlate(next http.Handler) http.Handler {
 		start := time.Now()
 		id := uuid.Nil
 		var bad error
-		if h := r.Header.Get("X-Correlation-ID"); h != "" {
-			parsed, err := uuid.Parse(h)
-			if err != nil || parsed == uuid.Nil || (len(h) != 36 && len(h) != 32) {
-				bad = aggregate.Invalid("invalid_correlation_id", "X-Correlation-ID",
-					"X-Correlation-ID must be a UUID (or 32 hex digits), not %q", h)
+		if vals := r.Header.Values("X-Correlation-ID"); len(vals) > 0 {
+			parsed, err := uuid.Parse(vals[0])
+			if len(vals) > 1 || err != nil || parsed == uuid.Nil || (len(vals[0]) != 36 && len(vals[0]) != 32) {
+				// An empty value is refused too: it is not taken for none.
+				bad = invalid("invalid_correlation_id", "X-Correlation-ID",
+					"X-Correlation-ID must be one UUID (or 32 hex digits), not the nil UUID, not %q", strings.Join(vals, ", "))
 			} else {
 				id = parsed
 			}

@@ -2,22 +2,22 @@ package api
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/orderd/orderd/internal/aggregate"
+	"github.com/orderd/orderd/internal/readmodel"
 )
 
 type registerCustomerRequest struct {
-	ID        string `json:"id"`
-	Email     string `json:"email"`
-	FirstName string `json:"first_name"`
-	LastName  string `json:"last_name"`
-	Phone     string `json:"phone"`
+	ID        *string `json:"id"` // nil: the server picks one; "" is refused like any non-UUID
+	Email     string  `json:"email"`
+	FirstName string  `json:"first_name"`
+	LastName  string  `json:"last_name"`
+	Phone     string  `json:"phone"`
 }
 
 type changeEmailRequest struct {
@@ -33,14 +33,11 @@ func (s *Server) registerCustomer(w http.ResponseWriter, r *http.Request) error 
 	if err := decode(r, &req, false); err != nil {
 		return err
 	}
-	id := uuid.Must(uuid.NewV7())
-	if req.ID != "" {
-		var err error
-		if id, err = parseUUID(req.ID, "/id"); err != nil {
-			return err
-		}
+	id, err := newID(req.ID)
+	if err != nil {
+		return err
 	}
-	meta, err := s.meta(r, "RegisterCustomer")
+	meta, err := s.meta(r, id)
 	if err != nil {
 		return err
 	}
@@ -54,23 +51,29 @@ func (s *Server) registerCustomer(w http.ResponseWriter, r *http.Request) error 
 
 func (s *Server) changeEmail(w http.ResponseWriter, r *http.Request) error {
 	var req changeEmailRequest
-	return s.customerCommand(w, r, "ChangeEmail", &req, func(c *aggregate.Customer, now time.Time) ([]aggregate.Event, error) {
+	return s.customerCommand(w, r, &req, func(c *aggregate.Customer, now time.Time) ([]aggregate.Event, error) {
 		return c.ChangeEmail(req.Email, now)
 	})
 }
 
 func (s *Server) changePhone(w http.ResponseWriter, r *http.Request) error {
 	var req changePhoneRequest
-	return s.customerCommand(w, r, "ChangePhone", &req, func(c *aggregate.Customer, now time.Time) ([]aggregate.Event, error) {
+	return s.customerCommand(w, r, &req, func(c *aggregate.Customer, now time.Time) ([]aggregate.Event, error) {
 		return c.ChangePhone(req.Phone, now)
 	})
 }
 
-// customerCommand runs a command on an existing customer.
-func (s *Server) customerCommand(w http.ResponseWriter, r *http.Request, name string, req any, decide func(*aggregate.Customer, time.Time) ([]aggregate.Event, error)) error {
-	return s.existingCommand(w, r, name, req, false, func(ctx context.Context, id uuid.UUID, meta aggregate.Meta) (int64, error) {
-		return s.commands.Customer(ctx, id, meta, decide)
-	})
+// customerCommand runs a command on an existing customer; see
+// existingCommand.
+func (s *Server) customerCommand(w http.ResponseWriter, r *http.Request, req any, decide func(*aggregate.Customer, time.Time) ([]aggregate.Event, error)) error {
+	return s.existingCommand(w, r, req, false,
+		func(id uuid.UUID) error {
+			_, err := decide(&aggregate.Customer{ID: id, Version: 1}, time.Time{})
+			return inputError(err)
+		},
+		func(ctx context.Context, id uuid.UUID, meta aggregate.Meta) (int64, error) {
+			return s.commands.Customer(ctx, id, meta, decide)
+		})
 }
 
 type customerJSON struct {
@@ -93,7 +96,7 @@ func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	c, err := s.queries.Customer(r.Context(), id, min)
+	c, err := atLeast(r.Context(), s, aggregate.CustomerType, id, min, s.queries.Customer, func(c readmodel.Customer) int64 { return c.Version })
 	if err != nil {
 		return err
 	}
@@ -126,23 +129,27 @@ func (s *Server) customerOrders(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	q := r.URL.Query()
-	limit := 100
-	if l := q.Get("limit"); l != "" {
-		n, err := strconv.Atoi(l)
-		if err != nil || n < 1 || n > 500 {
-			return aggregate.Invalid("invalid_query", "limit", "limit must be a whole number from 1 to 500, not %q", l)
-		}
-		limit = n
+	n, err := queryInt(r, "limit", 1, 500, 100, "a whole number from 1 to 500")
+	if err != nil {
+		return err
 	}
+	limit := int(n)
 	var after uuid.UUID
-	if a := q.Get("after"); a != "" {
-		if after, err = parseUUID(a, "after"); err != nil {
-			return err
+	a, ok, err := query(r, "after")
+	if err != nil {
+		return err
+	}
+	if ok {
+		var why string
+		if after, why = uuidOf(a); why != "" {
+			return invalid("invalid_query", "after", "after %s", why)
 		}
 	}
 	// One more than asked tells whether another page follows.
 	rows, err := s.queries.CustomerOrders(r.Context(), id, after, limit+1)
+	if errors.Is(err, readmodel.ErrNotFound) {
+		return notFound(aggregate.CustomerType, id)
+	}
 	if err != nil {
 		return err
 	}
@@ -162,41 +169,5 @@ func (s *Server) customerOrders(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *Server) customerEvents(w http.ResponseWriter, r *http.Request) error {
-	return s.events(w, r, aggregate.CustomerType, "customer_not_found")
-}
-
-type eventJSON struct {
-	EventID       uuid.UUID         `json:"event_id"`
-	AggregateID   uuid.UUID         `json:"aggregate_id"`
-	AggregateType string            `json:"aggregate_type"`
-	Sequence      int64             `json:"sequence"`
-	EventType     string            `json:"event_type"`
-	EventVersion  int               `json:"event_version"`
-	Data          json.RawMessage   `json:"data"`
-	CausationID   uuid.UUID         `json:"causation_id"`
-	CorrelationID uuid.UUID         `json:"correlation_id"`
-	Timestamp     time.Time         `json:"timestamp"`
-	Metadata      map[string]string `json:"metadata"`
-}
-
-// events answers the stored envelopes of one aggregate, straight from the
-// event store, upcast to the current schema.
-func (s *Server) events(w http.ResponseWriter, r *http.Request, aggType, notFound string) error {
-	id, err := pathID(r)
-	if err != nil {
-		return err
-	}
-	stored, err := s.history.Load(r.Context(), id, 0)
-	if err != nil {
-		return err
-	}
-	if len(stored) == 0 || stored[0].AggregateType != aggType {
-		return &aggregate.Error{Kind: aggregate.ErrNotFound, Code: notFound, Detail: "no " + aggType + " has id " + id.String()}
-	}
-	out := make([]eventJSON, len(stored))
-	for i, e := range stored {
-		out[i] = envelopeOut(e)
-	}
-	w.Header().Set("ETag", etag(stored[len(stored)-1].Sequence))
-	return writeJSON(w, http.StatusOK, map[string]any{"events": out})
+	return s.events(w, r, aggregate.CustomerType)
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -32,10 +33,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return m
 }
 
-// command is handle for a command route: it also counts the command by its
-// answer's status and times it.
+// command is handle for a command route. name, the command's one spelling,
+// goes into every event's metadata (see meta) and labels the command's
+// series: its count by answer status and its latency.
 func (s *Server) command(name string, fn func(w http.ResponseWriter, r *http.Request) error) http.HandlerFunc {
-	h := s.handle(fn)
+	var handled http.Handler = s.handle(fn)
+	if s.idem != nil {
+		handled = s.idem.Middleware(handled)
+	}
+	h := func(w http.ResponseWriter, r *http.Request) {
+		handled.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), commandKey, name)))
+	}
 	if s.metrics == nil {
 		return h
 	}
@@ -46,4 +54,10 @@ func (s *Server) command(name string, fn func(w http.ResponseWriter, r *http.Req
 		s.metrics.latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
 		s.metrics.commands.WithLabelValues(name, strconv.Itoa(rec.status)).Inc()
 	}
+}
+
+// commandName is the name of the command r runs, as its route set it.
+func commandName(ctx context.Context) string {
+	name, _ := ctx.Value(commandKey).(string)
+	return name
 }

@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -18,7 +19,7 @@ type itemJSON struct {
 }
 
 type createOrderRequest struct {
-	ID         string     `json:"id"`
+	ID         *string    `json:"id"` // nil: the server picks one; "" is refused like any non-UUID
 	CustomerID string     `json:"customer_id"`
 	Items      []itemJSON `json:"items"`
 }
@@ -53,17 +54,22 @@ func items(in []itemJSON) ([]aggregate.Item, error) {
 	return out, nil
 }
 
+// newID returns the client's id for a new aggregate, or a new one.
+func newID(id *string) (uuid.UUID, error) {
+	if id == nil {
+		return uuid.Must(uuid.NewV7()), nil
+	}
+	return parseUUID(*id, "/id")
+}
+
 func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 	var req createOrderRequest
 	if err := decode(r, &req, false); err != nil {
 		return err
 	}
-	id := uuid.Must(uuid.NewV7())
-	if req.ID != "" {
-		var err error
-		if id, err = parseUUID(req.ID, "/id"); err != nil {
-			return err
-		}
+	id, err := newID(req.ID)
+	if err != nil {
+		return err
 	}
 	customerID, err := parseUUID(req.CustomerID, "/customer_id")
 	if err != nil {
@@ -73,10 +79,11 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	meta, err := s.meta(r, "CreateOrder")
+	meta, err := s.meta(r, id)
 	if err != nil {
 		return err
 	}
+	// The handler checks the items before it looks the customer up.
 	v, err := s.commands.CreateOrder(r.Context(), id, meta, customerID, its)
 	if err != nil {
 		return err
@@ -87,7 +94,7 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) updateItems(w http.ResponseWriter, r *http.Request) error {
 	var req updateItemsRequest
-	return s.orderCommand(w, r, "UpdateItems", &req, false, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
+	return s.orderCommand(w, r, &req, false, aggregate.Created, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
 		its, err := items(req.Items)
 		if err != nil {
 			return nil, err
@@ -98,43 +105,62 @@ func (s *Server) updateItems(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) confirmOrder(w http.ResponseWriter, r *http.Request) error {
 	var req struct{}
-	return s.orderCommand(w, r, "ConfirmOrder", &req, true, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
+	return s.orderCommand(w, r, &req, true, aggregate.Created, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
 		return o.Confirm(now)
 	})
 }
 
 func (s *Server) shipOrder(w http.ResponseWriter, r *http.Request) error {
 	var req shipRequest
-	return s.orderCommand(w, r, "ShipOrder", &req, false, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
+	return s.orderCommand(w, r, &req, false, aggregate.Confirmed, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
 		return o.Ship(req.TrackingNumber, req.Carrier, now)
 	})
 }
 
 func (s *Server) deliverOrder(w http.ResponseWriter, r *http.Request) error {
 	var req deliverRequest
-	return s.orderCommand(w, r, "DeliverOrder", &req, true, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
+	return s.orderCommand(w, r, &req, true, aggregate.Shipped, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
 		return o.Deliver(req.Signature, now)
 	})
 }
 
 func (s *Server) cancelOrder(w http.ResponseWriter, r *http.Request) error {
 	var req cancelRequest
-	return s.orderCommand(w, r, "CancelOrder", &req, true, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
+	return s.orderCommand(w, r, &req, true, aggregate.Created, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
 		return o.Cancel(req.Reason, now)
 	})
 }
 
-// orderCommand runs a command on an existing order.
-func (s *Server) orderCommand(w http.ResponseWriter, r *http.Request, name string, req any, optional bool, decide func(*aggregate.Order, time.Time) ([]aggregate.Event, error)) error {
-	return s.existingCommand(w, r, name, req, optional, func(ctx context.Context, id uuid.UUID, meta aggregate.Meta) (int64, error) {
-		return s.commands.Order(ctx, id, meta, decide)
-	})
+// orderCommand runs a command on an existing order. allowedIn is a status
+// in which the order takes the command, for the input check of
+// existingCommand.
+func (s *Server) orderCommand(w http.ResponseWriter, r *http.Request, req any, optional bool, allowedIn aggregate.Status,
+	decide func(*aggregate.Order, time.Time) ([]aggregate.Event, error),
+) error {
+	return s.existingCommand(w, r, req, optional,
+		func(id uuid.UUID) error {
+			_, err := decide(&aggregate.Order{ID: id, Version: 1, Status: allowedIn}, time.Time{})
+			return inputError(err)
+		},
+		func(ctx context.Context, id uuid.UUID, meta aggregate.Meta) (int64, error) {
+			return s.commands.Order(ctx, id, meta, decide)
+		})
 }
 
 // existingCommand is the one path of every command on an existing
-// aggregate: parse the id, decode the body into req (which may be
-// optional), read If-Match, then let run load, decide and append.
-func (s *Server) existingCommand(w http.ResponseWriter, r *http.Request, name string, req any, optional bool, run func(context.Context, uuid.UUID, aggregate.Meta) (int64, error)) error {
+// aggregate, in the API's one order of precedence: input, then existence,
+// then state. It parses the id, decodes the body into req (which may be
+// optional), reads If-Match, and has check refuse invalid input, all before
+// anything is loaded; then run loads, decides and appends, and answers 404
+// for an aggregate that does not exist before any refusal of its state.
+//
+// check decides the command, as run would, on an aggregate that exists and
+// is in a state that takes it: decisions are pure and check their input
+// before the state, so what that refuses is exactly the invalid input. The
+// rules stay written once, in the aggregate.
+func (s *Server) existingCommand(w http.ResponseWriter, r *http.Request, req any, optional bool,
+	check func(uuid.UUID) error, run func(context.Context, uuid.UUID, aggregate.Meta) (int64, error),
+) error {
 	id, err := pathID(r)
 	if err != nil {
 		return err
@@ -142,8 +168,11 @@ func (s *Server) existingCommand(w http.ResponseWriter, r *http.Request, name st
 	if err := decode(r, req, optional); err != nil {
 		return err
 	}
-	meta, err := s.meta(r, name)
+	meta, err := s.meta(r, id)
 	if err != nil {
+		return err
+	}
+	if err := check(id); err != nil {
 		return err
 	}
 	v, err := run(r.Context(), id, meta)
@@ -153,17 +182,31 @@ func (s *Server) existingCommand(w http.ResponseWriter, r *http.Request, name st
 	return writeCommandResult(w, http.StatusOK, id, v)
 }
 
-// meta is what every command carries besides its fields.
-func (s *Server) meta(r *http.Request, command string) (aggregate.Meta, error) {
+// inputError keeps of a decision's error only a refusal of the input.
+func inputError(err error) error {
+	if errors.Is(err, errInvalid) || errors.Is(err, aggregate.ErrInvalid) {
+		return err
+	}
+	return nil
+}
+
+// meta is what every command on aggregate id carries besides its fields:
+// its name, as its route gave it (see command), and its Idempotency-Key,
+// if any (see Idempotency), go into every event's metadata.
+func (s *Server) meta(r *http.Request, id uuid.UUID) (aggregate.Meta, error) {
 	expected, err := expectedVersion(r)
 	if err != nil {
+		return aggregate.Meta{}, err
+	}
+	md := map[string]string{"command": commandName(r.Context())}
+	if err := attachIdempotencyKey(r, id, md); err != nil {
 		return aggregate.Meta{}, err
 	}
 	return aggregate.Meta{
 		CommandID:     uuid.Must(uuid.NewV7()),
 		CorrelationID: correlationID(r.Context()),
 		Expected:      expected,
-		Metadata:      map[string]string{"command": command},
+		Metadata:      md,
 	}, nil
 }
 
@@ -199,7 +242,7 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	o, err := s.queries.Order(r.Context(), id, min)
+	o, err := atLeast(r.Context(), s, aggregate.OrderType, id, min, s.queries.Order, func(o readmodel.Order) int64 { return o.Version })
 	if err != nil {
 		return err
 	}
@@ -229,5 +272,5 @@ func nullable(s string) *string {
 }
 
 func (s *Server) orderEvents(w http.ResponseWriter, r *http.Request) error {
-	return s.events(w, r, aggregate.OrderType, "order_not_found")
+	return s.events(w, r, aggregate.OrderType)
 }

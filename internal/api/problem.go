@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
+	"strings"
 
+	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"github.com/orderd/orderd/internal/aggregate"
@@ -13,9 +16,97 @@ import (
 	"github.com/orderd/orderd/internal/relay"
 )
 
-// problem is an RFC 9457 problem details object. Code is the stable,
-// machine-readable name of the error; Type is derived from it.
+// The kinds of error only the HTTP layer raises. Each is a row of problems.
+var (
+	errInvalid      = errors.New("invalid request") // input refused before any command or query runs
+	errUnauthorized = errors.New("unauthorized")
+	errNoRoute      = errors.New("no such route")
+	errNotFound     = errors.New("not found") // a read of an id nothing is stored under
+	errNoMethod     = errors.New("method not allowed")
+	errNotReached   = errors.New("version not reached") // min_version above the stored version
+	errBodyTooLarge = errors.New("body too large")
+	errMediaType    = errors.New("unsupported media type")
+)
+
+// problems is the one place that says which error means which status. An
+// error is answered by the first row whose err it wraps; code is used when
+// the error carries none of its own (an *aggregate.Error or a *problem
+// does); retryAfter, when set, is sent as Retry-After (seconds). Errors matching no row are
+// 500s.
+var problems = []struct {
+	err        error
+	status     int
+	code       string
+	retryAfter string
+}{
+	{errInvalid, http.StatusBadRequest, "invalid_request", ""},
+	{aggregate.ErrInvalid, http.StatusBadRequest, "invalid_request", ""},
+	{errUnauthorized, http.StatusUnauthorized, "unauthorized", ""},
+	{errNoRoute, http.StatusNotFound, "not_found", ""},
+	{errNotFound, http.StatusNotFound, "not_found", ""},
+	{aggregate.ErrNotFound, http.StatusNotFound, "not_found", ""},
+	{relay.ErrNotFound, http.StatusNotFound, "dead_letter_not_found", ""},
+	{errNoMethod, http.StatusMethodNotAllowed, "method_not_allowed", ""},
+	{aggregate.ErrRejected, http.StatusConflict, "invalid_transition", ""},
+	{aggregate.ErrExists, http.StatusConflict, "already_exists", ""},
+	{errNotReached, http.StatusConflict, "version_not_reached", ""},
+	{errKeyReused, http.StatusUnprocessableEntity, "idempotency_key_reused", ""},
+	{errKeyInFlight, http.StatusConflict, "idempotency_key_in_flight", "1"},
+	// Not 502: the broker answered, and refused the event for good (too
+	// large, a topic it will not take). Repeating the request cannot
+	// succeed until the operator changes something, which is what 409
+	// says; a 5xx would invite blind retries.
+	{relay.ErrReplayFailed, http.StatusConflict, "replay_failed", ""},
+	{aggregate.ErrStale, http.StatusPreconditionFailed, "version_mismatch", ""},
+	{errBodyTooLarge, http.StatusRequestEntityTooLarge, "body_too_large", ""},
+	{errMediaType, http.StatusUnsupportedMediaType, "unsupported_media_type", ""},
+	// A projection catches up in milliseconds; a broker that timed out a
+	// replay is likely to be down for a while yet.
+	{readmodel.ErrBehind, http.StatusServiceUnavailable, "projection_behind", "1"},
+	{relay.ErrBrokerUnavailable, http.StatusServiceUnavailable, "broker_unavailable", "10"},
+}
+
+// problem is an error the HTTP layer words itself: a kind from problems
+// (or an error wrapping one), a stable code (empty: the code of the kind's
+// row), the field at fault (a JSON pointer into the body, or the name of a
+// header, query or path parameter) and a detail safe to show.
 type problem struct {
+	kind   error
+	code   string
+	field  string
+	detail string
+}
+
+func (p *problem) Error() string {
+	if p.field != "" {
+		return fmt.Sprintf("%s: %s (%s): %s", p.kind, p.code, p.field, p.detail)
+	}
+	return fmt.Sprintf("%s: %s: %s", p.kind, p.code, p.detail)
+}
+
+// Unwrap makes errors.Is(err, errInvalid) and friends work.
+func (p *problem) Unwrap() error { return p.kind }
+
+// invalid is the problem of input refused before any handler logic runs.
+func invalid(code, field, format string, args ...any) error {
+	return &problem{kind: errInvalid, code: code, field: field, detail: fmt.Sprintf(format, args...)}
+}
+
+// notFoundCodes are the codes of reads of an id nothing of that type is
+// stored under, by aggregate type.
+var notFoundCodes = map[string]string{
+	aggregate.OrderType:    "order_not_found",
+	aggregate.CustomerType: "customer_not_found",
+}
+
+// notFound is the problem of every read of an aggregate that does not exist.
+func notFound(aggType string, id uuid.UUID) error {
+	return &problem{kind: errNotFound, code: notFoundCodes[aggType], detail: fmt.Sprintf("%s %s does not exist", strings.ToLower(aggType), id)}
+}
+
+// problemJSON is an RFC 9457 problem details object. Code is the stable,
+// machine-readable name of the error; Type is derived from it.
+type problemJSON struct {
 	Type          string `json:"type"`
 	Title         string `json:"title"`
 	Status        int    `json:"status"`
@@ -26,54 +117,35 @@ type problem struct {
 	CorrelationID string `json:"correlation_id,omitempty"`
 }
 
-// Kinds of error that only the HTTP layer raises, as the Kind of an
-// *aggregate.Error so that every 4xx carries a code. Domain errors come from
-// aggregate; they all meet in statusOf.
-var (
-	errBodyTooLarge = errors.New("body too large")
-	errMediaType    = errors.New("unsupported media type")
-	errNoRoute      = errors.New("no such route")
-	errNoMethod     = errors.New("method not allowed")
-)
-
-func httpError(kind error, code, detail string) error {
-	return &aggregate.Error{Kind: kind, Code: code, Detail: detail}
-}
-
-// statusOf is the only place that knows which error means which status.
-func statusOf(err error) int {
-	switch {
-	case errors.Is(err, aggregate.ErrInvalid):
-		return http.StatusBadRequest
-	case errors.Is(err, aggregate.ErrNotFound), errors.Is(err, errNoRoute), errors.Is(err, relay.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, errUnauthorized):
-		return http.StatusUnauthorized
-	case errors.Is(err, errNoMethod):
-		return http.StatusMethodNotAllowed
-	case errors.Is(err, aggregate.ErrRejected), errors.Is(err, aggregate.ErrExists):
-		return http.StatusConflict
-	case errors.Is(err, relay.ErrReplayFailed):
-		// Not 502: the broker answered, and refused the event for good
-		// (too large, a topic it will not take). Repeating the request
-		// cannot succeed until the operator changes something, which is
-		// what 409 says; a 5xx would invite blind retries, and this is
-		// not the server failing.
-		return http.StatusConflict
-	case errors.Is(err, aggregate.ErrStale):
-		return http.StatusPreconditionFailed
-	case errors.Is(err, errBodyTooLarge):
-		return http.StatusRequestEntityTooLarge
-	case errors.Is(err, errMediaType):
-		return http.StatusUnsupportedMediaType
-	case errors.Is(err, readmodel.ErrBehind), errors.Is(err, relay.ErrBrokerUnavailable):
-		return http.StatusServiceUnavailable
+// describe returns err's status, its body's code, field and detail, and
+// the Retry-After to send (empty for none). A 500 never shows err's text.
+func describe(err error) (status int, p problemJSON, retryAfter string) {
+	status = http.StatusInternalServerError
+	for _, row := range problems {
+		if errors.Is(err, row.err) {
+			status, p.Code, retryAfter = row.status, row.code, row.retryAfter
+			break
+		}
 	}
-	return http.StatusInternalServerError
+	var de *aggregate.Error
+	var ap *problem
+	switch {
+	case status == http.StatusInternalServerError:
+		p.Code, p.Detail = "internal", "the server failed to handle the request; the correlation id identifies it in the logs"
+	case errors.As(err, &ap):
+		p.Field, p.Detail = ap.field, ap.detail
+		if ap.code != "" {
+			p.Code = ap.code
+		}
+	case errors.As(err, &de):
+		p.Code, p.Field, p.Detail = de.Code, de.Field, de.Detail
+	default:
+		p.Detail = err.Error()
+	}
+	return status, p, retryAfter
 }
 
-// writeError answers err as a problem. Only 5xx are logged as errors, and a
-// 500 never shows err's text to the client.
+// writeError answers err as a problem. Only 5xx are logged as errors.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away (for example during a min_version wait):
@@ -84,38 +156,17 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		w.WriteHeader(499)
 		return
 	}
-	status := statusOf(err)
-	p := problem{
-		Status:        status,
-		Title:         http.StatusText(status),
-		Instance:      r.URL.Path,
-		CorrelationID: correlationID(r.Context()).String(),
-	}
-	var de *aggregate.Error
-	switch {
-	case errors.As(err, &de) && status != http.StatusInternalServerError:
-		p.Code, p.Field, p.Detail = de.Code, de.Field, de.Detail
-	case status == http.StatusServiceUnavailable:
-		p.Code, p.Detail = "projection_behind", "the read model has not reached the requested version yet; retry shortly"
-	default:
-		p.Code, p.Detail = "internal", "the server failed to handle the request; the correlation id identifies it in the logs"
+	status, p, retryAfter := describe(err)
+	if status >= 500 {
 		logger(r.Context()).Error("request failed", zap.Error(err), zap.Int("status", status))
 	}
-	if status == http.StatusServiceUnavailable {
-		w.Header().Set("Retry-After", retryAfter(err))
-	}
+	p.Status, p.Title, p.Instance = status, http.StatusText(status), r.URL.Path
+	p.CorrelationID = correlationID(r.Context()).String()
 	p.Type = "urn:orderd:problem:" + p.Code
+	if retryAfter != "" {
+		w.Header().Set("Retry-After", retryAfter)
+	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(p)
-}
-
-// retryAfter is the Retry-After of a 503, in seconds: a projection catches
-// up in milliseconds, while a broker that timed out a replay is likely to
-// be down for a while yet.
-func retryAfter(err error) string {
-	if errors.Is(err, relay.ErrBrokerUnavailable) {
-		return "10"
-	}
-	return "1"
 }

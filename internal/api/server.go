@@ -8,9 +8,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -66,12 +68,29 @@ type Server struct {
 
 	admin      DeadLetters // see WithAdmin, in admin.go
 	adminToken string
+
+	idem  *Idempotency // see WithIdempotency
+	async []byte       // the AsyncAPI document; see WithAsyncAPI
 }
 
 // New returns a server. spec is the OpenAPI document served at
 // /openapi.yaml.
 func New(commands *aggregate.Handler, queries Queries, history History, ready Readiness, spec []byte, log *zap.Logger) *Server {
 	return &Server{commands: commands, queries: queries, history: history, ready: ready, spec: spec, log: log}
+}
+
+// WithAsyncAPI serves spec, the AsyncAPI document of the events orderd
+// publishes, at /asyncapi.yaml.
+func (s *Server) WithAsyncAPI(spec []byte) *Server {
+	s.async = spec
+	return s
+}
+
+// WithIdempotency makes every command route honour Idempotency-Key through
+// m. Call it before Handler.
+func (s *Server) WithIdempotency(m *Idempotency) *Server {
+	s.idem = m
+	return s
 }
 
 // WithMetrics counts and times commands in m and serves gatherer's series
@@ -81,20 +100,32 @@ func (s *Server) WithMetrics(m *Metrics, gatherer prometheus.Gatherer) *Server {
 	return s
 }
 
-// Handler returns the routes.
+// Handler returns the routes. Every GET route answers HEAD as well; a
+// route asked with a method it does not take answers 405 with Allow, and
+// OPTIONS answers 204 with Allow on every route (RFC 9110).
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.correlate, s.recoverPanics)
+	r.Use(s.correlate, s.recoverPanics, middleware.GetHead)
 	r.NotFound(s.handle(func(http.ResponseWriter, *http.Request) error {
-		return httpError(errNoRoute, "not_found", "no such route")
+		return &problem{kind: errNoRoute, code: "not_found", detail: "no such route"}
 	}))
-	r.MethodNotAllowed(s.handle(func(http.ResponseWriter, *http.Request) error {
-		return httpError(errNoMethod, "method_not_allowed", "this route does not take that method")
+	r.MethodNotAllowed(s.handle(func(w http.ResponseWriter, req *http.Request) error {
+		allow := allowed(r, req.URL.Path)
+		w.Header().Set("Allow", allow)
+		if req.Method == http.MethodOptions {
+			w.WriteHeader(http.StatusNoContent)
+			return nil
+		}
+		return &problem{kind: errNoMethod, code: "method_not_allowed",
+			detail: fmt.Sprintf("%s is not allowed here; this route takes %s", req.Method, allow)}
 	}))
 
 	r.Get("/healthz", s.handle(s.healthz))
 	r.Get("/readyz", s.handle(s.readyz))
-	r.Get("/openapi.yaml", s.handle(s.openapi))
+	r.Get("/openapi.yaml", s.handle(yamlDocument(s.spec)))
+	if s.async != nil {
+		r.Get("/asyncapi.yaml", s.handle(yamlDocument(s.async)))
+	}
 	if s.gatherer != nil {
 		r.Method(http.MethodGet, "/metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}))
 	}
@@ -119,6 +150,31 @@ func (s *Server) Handler() http.Handler {
 	})
 	s.mountAdmin(r)
 	return r
+}
+
+// allowed is the Allow header of path on routes: the methods it has a
+// route for, HEAD with GET, and OPTIONS.
+func allowed(routes chi.Routes, path string) string {
+	if routes.Match(chi.NewRouteContext(), http.MethodTrace, path) {
+		// No route takes TRACE: path is where a subrouter is mounted, which
+		// chi matches for every method; its root route says what it takes.
+		for _, rt := range routes.Routes() {
+			if rt.SubRoutes != nil && rt.Pattern == strings.TrimSuffix(path, "/")+"/*" {
+				routes, path = rt.SubRoutes, "/"
+			}
+		}
+	}
+	var methods []string
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
+		probe := m
+		if m == http.MethodHead {
+			probe = http.MethodGet // GetHead answers HEAD with the GET route
+		}
+		if routes.Match(chi.NewRouteContext(), probe, path) {
+			methods = append(methods, m)
+		}
+	}
+	return strings.Join(append(methods, http.MethodOptions), ", ")
 }
 
 // handle adapts a handler that returns an error: the error becomes the
@@ -168,8 +224,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, code, map[string]any{"status": status, "components": components})
 }
 
-func (s *Server) openapi(w http.ResponseWriter, r *http.Request) error {
-	w.Header().Set("Content-Type", "application/yaml")
-	_, err := w.Write(s.spec)
-	return err
+// yamlDocument serves a YAML document (the API's contracts).
+func yamlDocument(doc []byte) func(w http.ResponseWriter, r *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		w.Header().Set("Content-Type", "application/yaml")
+		_, err := w.Write(doc)
+		return err
+	}
 }

@@ -11,6 +11,11 @@ import (
 	"github.com/orderd/orderd/internal/aggregate"
 )
 
+// ErrNotFound is returned, wrapped, when a view has no row for the id: the
+// read side says only that it has nothing, and the API decides what that
+// means to a client.
+var ErrNotFound = errors.New("readmodel: not found")
+
 // ErrBehind is returned, wrapped, when a view has not reached the version a
 // client asked for within the wait. The API answers 503 with Retry-After
 // rather than serve a row older than the client's own write.
@@ -61,40 +66,34 @@ func NewQueries(v Views, wait, poll time.Duration) *Queries {
 }
 
 // Order returns the order with at least version minVersion. With minVersion
-// 0 it answers at once. A missing order is an *aggregate.Error of kind
-// ErrNotFound with code "order_not_found" when minVersion is 0; otherwise,
-// like an order older than minVersion, it is waited for and ends in an
-// error wrapping ErrBehind, or ctx's error if ctx ends first.
+// 0 it answers at once, and a missing order is an error wrapping
+// ErrNotFound; otherwise, like an order older than minVersion, it is waited
+// for and ends in an error wrapping ErrBehind, or ctx's error if ctx ends
+// first.
 func (q *Queries) Order(ctx context.Context, id uuid.UUID, minVersion int64) (Order, error) {
 	return atLeast(ctx, q, minVersion,
 		func(ctx context.Context) (Order, error) { return q.v.Order(ctx, id) },
 		func(o Order) int64 { return o.Version },
-		func() error {
-			return &aggregate.Error{Kind: aggregate.ErrNotFound, Code: "order_not_found", Detail: fmt.Sprintf("order %s does not exist", id)}
-		},
 		"order "+id.String())
 }
 
 // Customer returns the customer with at least version minVersion, with the
-// same waiting and errors as Order; the not-found code is
-// "customer_not_found".
+// same waiting and errors as Order.
 func (q *Queries) Customer(ctx context.Context, id uuid.UUID, minVersion int64) (Customer, error) {
 	return atLeast(ctx, q, minVersion,
 		func(ctx context.Context) (Customer, error) { return q.v.Customer(ctx, id) },
 		func(c Customer) int64 { return c.Version },
-		func() error { return customerNotFound(id) },
 		"customer "+id.String())
 }
 
 // CustomerOrders returns up to limit of the customer's orders whose id is
 // greater than after (uuid.Nil for the first page), in id order. It returns
-// an *aggregate.Error of kind ErrNotFound with code "customer_not_found"
-// when the customer has no view, so an unknown customer is not mistaken for
-// one without orders.
+// an error wrapping ErrNotFound when the customer has no view, so an
+// unknown customer is not mistaken for one without orders.
 func (q *Queries) CustomerOrders(ctx context.Context, customerID, after uuid.UUID, limit int) ([]OrderSummary, error) {
 	if _, err := q.v.Customer(ctx, customerID); err != nil {
 		if errors.Is(err, aggregate.ErrNotFound) {
-			return nil, customerNotFound(customerID)
+			return nil, fmt.Errorf("%w: customer %s", ErrNotFound, customerID)
 		}
 		return nil, fmt.Errorf("readmodel: customer %s: %w", customerID, err)
 	}
@@ -105,23 +104,19 @@ func (q *Queries) CustomerOrders(ctx context.Context, customerID, after uuid.UUI
 	return orders, nil
 }
 
-func customerNotFound(id uuid.UUID) error {
-	return &aggregate.Error{Kind: aggregate.ErrNotFound, Code: "customer_not_found", Detail: fmt.Sprintf("customer %s does not exist", id)}
-}
-
 // atLeast reads a row with get until its version reaches minVersion. It
 // takes the Changed channel before each read, so a commit that lands
 // between the read and the wait still wakes it; it polls only when q.poll
 // says the projector may be elsewhere.
 func atLeast[T any](ctx context.Context, q *Queries, minVersion int64,
-	get func(context.Context) (T, error), version func(T) int64, notFound func() error, what string,
+	get func(context.Context) (T, error), version func(T) int64, what string,
 ) (T, error) {
 	var zero T
 	if minVersion <= 0 {
 		row, err := get(ctx)
 		switch {
 		case errors.Is(err, aggregate.ErrNotFound):
-			return zero, notFound()
+			return zero, fmt.Errorf("%w: %s", ErrNotFound, what)
 		case err != nil:
 			return zero, fmt.Errorf("readmodel: %s: %w", what, err)
 		}
