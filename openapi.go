@@ -1,5 +1,6 @@
 // Package orderd holds what the service embeds from the repository's root:
-// its OpenAPI contract. The service itself is in cmd/orderd and internal/.
+// its OpenAPI and AsyncAPI contracts. The service itself is in cmd/orderd
+// and internal/.
 package orderd
 
 import _ "embed"
@@ -9,3 +10,11 @@ import _ "embed"
 //
 //go:embed openapi.yaml
 var OpenAPI []byte
+
+// AsyncAPI is asyncapi.yaml, the contract of the events published to Kafka
+// (topics, CloudEvents headers, key and one payload schema per event type
+// and schema version). The server answers it at /asyncapi.yaml, and the
+// relay's end-to-end tests validate every record they read back against it.
+//
+//go:embed asyncapi.yaml
+var AsyncAPI []byte

@@ -326,8 +326,10 @@ func TestClusterOnCassandra(t *testing.T) {
 	})
 	published := map[uuid.UUID]int64{} // highest sequence first seen in order
 	records := 0
-	for _, topic := range []string{orders, customers} {
-		for _, m := range consumeAll(t, brokers, topic) {
+	for topic, name := range map[string]string{orders: "order-events", customers: "customer-events"} {
+		msgs := consumeAll(t, brokers, topic)
+		checkMessages(t, name, msgs) // name: the topic's default, whose channel asyncapi.yaml describes
+		for _, m := range msgs {
 			records++
 			id := uuid.MustParse(string(m.Key))
 			seq, _ := strconv.ParseInt(kafkaHeader(m.Headers, "ce_sequence"), 10, 64)

@@ -105,6 +105,7 @@ func TestRelayLifecycle(t *testing.T) {
 	events := s.events(t, "orders", o.ID)
 
 	recs := kcat(t, brokers[0], env["ORDERD_KAFKA_TOPIC_PREFIX"]+"order-events", len(events))
+	checkKcat(t, "order-events", recs)
 	if len(recs) != len(events) {
 		t.Fatalf("%d records on order-events, want %d", len(recs), len(events))
 	}
@@ -135,8 +136,10 @@ func TestRelayLifecycle(t *testing.T) {
 			t.Errorf("record %d payload %v, want the event's data %v", i, data, e.Data)
 		}
 	}
-	if recs := kcat(t, brokers[0], env["ORDERD_KAFKA_TOPIC_PREFIX"]+"customer-events", 1); recs[0].header("ce_type") != "CustomerRegistered" {
-		t.Errorf("customer-events: %+v", recs[0])
+	customers := kcat(t, brokers[0], env["ORDERD_KAFKA_TOPIC_PREFIX"]+"customer-events", 1)
+	checkKcat(t, "customer-events", customers)
+	if customers[0].header("ce_type") != "CustomerRegistered" {
+		t.Errorf("customer-events: %+v", customers[0])
 	}
 }
 
@@ -274,6 +277,7 @@ func TestRelayBrokerOutage(t *testing.T) {
 		want[id.String()] = true
 	}
 	msgs := consumeAll(t, []string{broker}, env["ORDERD_KAFKA_TOPIC_PREFIX"]+"order-events")
+	checkMessages(t, "order-events", msgs)
 	top := map[string]int{} // per order, the highest sequence seen so far
 	ids := map[string]bool{}
 	dups := 0
@@ -348,6 +352,7 @@ func TestRelayKill9(t *testing.T) {
 	s2.waitRelayed(t, 60*time.Second)
 	stored := int(scalar(t, s2.eventsDB(), `SELECT count(*) FROM events WHERE aggregate_type = 'Order'`))
 	msgs := consumeAll(t, brokers, env["ORDERD_KAFKA_TOPIC_PREFIX"]+"order-events")
+	checkMessages(t, "order-events", msgs)
 	ids := map[string]bool{}
 	for _, m := range msgs {
 		ids[kafkaHeader(m.Headers, "ce_id")] = true
@@ -429,6 +434,7 @@ func TestRelayDeadLetterReplay(t *testing.T) {
 		t.Fatalf("wrong token: %d", r.Status)
 	}
 	small2 := kafkatest.Consume(t, brokers, orders, 2, 30*time.Second)
+	checkMessages(t, "order-events", small2)
 	for _, m := range small2 {
 		if string(m.Key) != small.ID.String() {
 			t.Fatalf("record of %s on the topic while it is dead-lettered", m.Key)
@@ -450,7 +456,9 @@ func TestRelayDeadLetterReplay(t *testing.T) {
 	s.waitRelayed(t, 30*time.Second)
 
 	var seqs []string
-	for _, m := range consumeAll(t, brokers, orders) {
+	replayed := consumeAll(t, brokers, orders)
+	checkMessages(t, "order-events", replayed)
+	for _, m := range replayed {
 		if string(m.Key) == big.ID.String() {
 			seqs = append(seqs, kafkaHeader(m.Headers, "ce_sequence"))
 		}
@@ -494,7 +502,7 @@ func TestRelayBrokerDownAtStart(t *testing.T) {
 	for {
 		s.do(t, "GET", "/readyz", nil, http.StatusOK).json(t, &ready)
 		c := ready.Components["relay"]
-		if c.Status == "degraded" && c.Lag != nil && *c.Lag == 2 {
+		if c.Status == "degraded" && c.Lag != nil && *c.Lag == 3 { // the claim, the customer, the order
 			break
 		}
 		if time.Now().After(deadline) {
@@ -506,7 +514,7 @@ func TestRelayBrokerDownAtStart(t *testing.T) {
 		t.Fatalf("a Kafka outage made the service unready: %+v", ready)
 	}
 	m := s.metrics(t)
-	if m[`orderd_feed_lag_events{consumer="relay"}`] != 2 || m[`orderd_feed_lag_seconds{consumer="relay"}`] <= 0 {
+	if m[`orderd_feed_lag_events{consumer="relay"}`] != 3 || m[`orderd_feed_lag_seconds{consumer="relay"}`] <= 0 {
 		t.Fatalf("relay lag %v events, %v s", m[`orderd_feed_lag_events{consumer="relay"}`], m[`orderd_feed_lag_seconds{consumer="relay"}`])
 	}
 }
@@ -528,13 +536,17 @@ func TestRelayTurnedOnLater(t *testing.T) {
 	s2 := start(t, dir, env)
 	s2.waitRelayed(t, 60*time.Second)
 	var seqs []string
-	for _, m := range consumeAll(t, brokers, env["ORDERD_KAFKA_TOPIC_PREFIX"]+"order-events") {
+	orders := consumeAll(t, brokers, env["ORDERD_KAFKA_TOPIC_PREFIX"]+"order-events")
+	checkMessages(t, "order-events", orders)
+	for _, m := range orders {
 		seqs = append(seqs, kafkaHeader(m.Headers, "ce_sequence"))
 	}
 	if strings.Join(seqs, ",") != "1,2" {
 		t.Fatalf("order-events after turning the relay on: sequences %v, want 1,2", seqs)
 	}
-	if recs := consumeAll(t, brokers, env["ORDERD_KAFKA_TOPIC_PREFIX"]+"customer-events"); len(recs) != 1 {
-		t.Fatalf("%d records on customer-events, want 1", len(recs))
+	customers := consumeAll(t, brokers, env["ORDERD_KAFKA_TOPIC_PREFIX"]+"customer-events")
+	checkMessages(t, "customer-events", customers)
+	if len(customers) != 1 {
+		t.Fatalf("%d records on customer-events, want 1", len(customers))
 	}
 }
