@@ -10,7 +10,7 @@ FUZZTIME ?= 10s
 
 # Every test: static checks, the unit, store-conformance and end-to-end
 # suites, then a short run of each fuzz target.
-test: deps check compose unit fuzz
+test: deps check compose unit fuzz contract
 
 deps:
 	scripts/deps.sh
@@ -36,6 +36,13 @@ unit:
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeCommand$$' -fuzztime=$(FUZZTIME) ./internal/api
 	$(GO) test -run='^$$' -fuzz='^FuzzUpcastOrderCreated$$' -fuzztime=$(FUZZTIME) ./internal/aggregate
+
+# The independent contract check: Schemathesis (from PyPI, into .cache)
+# against a live orderd, every check, about 2 minutes; what it excludes and
+# why is in scripts/contract/.
+.PHONY: contract
+contract:
+	scripts/contract.sh
 
 # The benchmarks whose figures are in the README.
 bench:

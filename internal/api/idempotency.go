@@ -153,11 +153,9 @@ func idempotencyKey(h http.Header) (key string, present bool, err error) {
 		return refuse("send one Idempotency-Key header")
 	}
 	key = vals[0]
-	if strings.HasPrefix(key, `"`) {
-		unquoted, ok := sfString(key)
-		if !ok {
-			return refuse(`a quoted Idempotency-Key must be a structured-field string: "…" with only \" and \\ escaped`)
-		}
+	// The draft's form is a structured-field string, in quotes; a bare
+	// value, or one that does not parse as such, is taken as it is.
+	if unquoted, ok := sfString(key); ok {
 		key = unquoted
 	}
 	switch {
