@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-
-	"github.com/orderd/orderd/internal/aggregate"
 )
 
 // ErrNotFound is returned, wrapped, when a view has no row for the id: the
@@ -24,11 +22,11 @@ var ErrBehind = errors.New("readmodel: projection is behind the requested versio
 // Views is the part of a view backend that queries read.
 type Views interface {
 	// Order returns the order's row, or an error wrapping
-	// aggregate.ErrNotFound when there is none.
+	// ErrNotFound when there is none.
 	Order(ctx context.Context, id uuid.UUID) (Order, error)
 
 	// Customer returns the customer's row, or an error wrapping
-	// aggregate.ErrNotFound when there is none.
+	// ErrNotFound when there is none.
 	Customer(ctx context.Context, id uuid.UUID) (Customer, error)
 
 	// CustomerOrders returns up to limit of the customer's orders whose id
@@ -92,7 +90,7 @@ func (q *Queries) Customer(ctx context.Context, id uuid.UUID, minVersion int64) 
 // unknown customer is not mistaken for one without orders.
 func (q *Queries) CustomerOrders(ctx context.Context, customerID, after uuid.UUID, limit int) ([]OrderSummary, error) {
 	if _, err := q.v.Customer(ctx, customerID); err != nil {
-		if errors.Is(err, aggregate.ErrNotFound) {
+		if errors.Is(err, ErrNotFound) {
 			return nil, fmt.Errorf("%w: customer %s", ErrNotFound, customerID)
 		}
 		return nil, fmt.Errorf("readmodel: customer %s: %w", customerID, err)
@@ -115,7 +113,7 @@ func atLeast[T any](ctx context.Context, q *Queries, minVersion int64,
 	if minVersion <= 0 {
 		row, err := get(ctx)
 		switch {
-		case errors.Is(err, aggregate.ErrNotFound):
+		case errors.Is(err, ErrNotFound):
 			return zero, fmt.Errorf("%w: %s", ErrNotFound, what)
 		case err != nil:
 			return zero, fmt.Errorf("readmodel: %s: %w", what, err)
@@ -140,7 +138,7 @@ func atLeast[T any](ctx context.Context, q *Queries, minVersion int64,
 			return row, nil
 		case err == nil:
 			have = version(row)
-		case !errors.Is(err, aggregate.ErrNotFound):
+		case !errors.Is(err, ErrNotFound):
 			return zero, fmt.Errorf("readmodel: %s: %w", what, err)
 		}
 		select {

@@ -121,10 +121,10 @@ func compareUUID(x, y uuid.UUID) int { return slices.Compare(x[:], y[:]) }
 func notFound(t *testing.T, v Views, id uuid.UUID) {
 	t.Helper()
 	ctx := context.Background()
-	if o, err := v.Order(ctx, id); !errors.Is(err, aggregate.ErrNotFound) {
+	if o, err := v.Order(ctx, id); !errors.Is(err, readmodel.ErrNotFound) {
 		t.Errorf("Order(%s) = %+v, %v; want ErrNotFound", id, o, err)
 	}
-	if c, err := v.Customer(ctx, id); !errors.Is(err, aggregate.ErrNotFound) {
+	if c, err := v.Customer(ctx, id); !errors.Is(err, readmodel.ErrNotFound) {
 		t.Errorf("Customer(%s) = %+v, %v; want ErrNotFound", id, c, err)
 	}
 }
@@ -139,7 +139,7 @@ func testLifecycle(t *testing.T, b Backend) {
 	l.check(t, b, b.Views)
 	notFound(t, b.Views, l.warehouse)
 	notFound(t, b.Views, uuid.Must(uuid.NewV7()))
-	if _, err := b.Views.Customer(context.Background(), l.orderA); !errors.Is(err, aggregate.ErrNotFound) {
+	if _, err := b.Views.Customer(context.Background(), l.orderA); !errors.Is(err, readmodel.ErrNotFound) {
 		t.Errorf("Customer(an order's id) error = %v, want ErrNotFound", err)
 	}
 }

@@ -62,7 +62,7 @@ func testGap(t *testing.T, b Backend) {
 			if got, err := b.Views.Order(ctx, a); err != nil || !reflect.DeepEqual(got, before) {
 				t.Errorf("order A after the gap = %+v, %v; want it unchanged, %+v", got, err, before)
 			}
-			if got, err := b.Views.Order(ctx, d); !errors.Is(err, aggregate.ErrNotFound) {
+			if got, err := b.Views.Order(ctx, d); !errors.Is(err, readmodel.ErrNotFound) {
 				t.Errorf("order D after the gap = %+v, %v; want ErrNotFound", got, err)
 			}
 		})
@@ -90,7 +90,7 @@ func testUndecodableEvent(t *testing.T, b Backend) {
 	if err := b.Views.Apply(ctx, []store.Event{bad}); err == nil {
 		t.Fatal("Apply of an undecodable OrderCreated succeeded")
 	}
-	if o, err := b.Views.Order(ctx, id); !errors.Is(err, aggregate.ErrNotFound) {
+	if o, err := b.Views.Order(ctx, id); !errors.Is(err, readmodel.ErrNotFound) {
 		t.Errorf("order after the failed Apply = %+v, %v; want ErrNotFound", o, err)
 	}
 

@@ -9,7 +9,7 @@ import (
 	"github.com/orderd/orderd/internal/readmodel"
 )
 
-// Order returns the order's row, or an error wrapping aggregate.ErrNotFound
+// Order returns the order's row, or an error wrapping readmodel.ErrNotFound
 // when it has none. It reads at the configured consistency.
 func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error) {
 	o, err := v.order(ctx, id, v.consistency)
@@ -20,7 +20,7 @@ func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error
 }
 
 // Customer returns the customer's row, or an error wrapping
-// aggregate.ErrNotFound when it has none. It reads at the configured
+// readmodel.ErrNotFound when it has none. It reads at the configured
 // consistency.
 func (v *Views) Customer(ctx context.Context, id uuid.UUID) (readmodel.Customer, error) {
 	c, err := v.customer(ctx, id, v.consistency)

@@ -10,7 +10,6 @@ import (
 	"github.com/gocql/gocql"
 	"github.com/google/uuid"
 
-	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/store"
 )
@@ -59,7 +58,7 @@ type orderTable struct{ v *Views }
 
 func (t orderTable) read(ctx context.Context, id uuid.UUID, c gocql.Consistency) (readmodel.Order, error) {
 	o, err := t.v.order(ctx, id, c)
-	if errors.Is(err, aggregate.ErrNotFound) {
+	if errors.Is(err, readmodel.ErrNotFound) {
 		return readmodel.Order{}, nil
 	}
 	return o, err
@@ -111,7 +110,7 @@ type customerTable struct{ v *Views }
 
 func (t customerTable) read(ctx context.Context, id uuid.UUID, c gocql.Consistency) (readmodel.Customer, error) {
 	cu, err := t.v.customer(ctx, id, c)
-	if errors.Is(err, aggregate.ErrNotFound) {
+	if errors.Is(err, readmodel.ErrNotFound) {
 		return readmodel.Customer{}, nil
 	}
 	return cu, err
@@ -146,14 +145,14 @@ func (v *Views) cas(ctx context.Context, stmt string, args ...any) (bool, error)
 }
 
 // order reads one order row at consistency c. A missing row is an error
-// wrapping aggregate.ErrNotFound.
+// wrapping readmodel.ErrNotFound.
 func (v *Views) order(ctx context.Context, id uuid.UUID, c gocql.Consistency) (readmodel.Order, error) {
 	var o readmodel.Order
 	var items string
 	err := v.session.Session.Query(selectOrder, id).WithContext(ctx).Consistency(c).Idempotent(true).Scan(&o.ID, &o.CustomerID,
 		&o.Status, &items, &o.TrackingNumber, &o.Carrier, &o.CancelledReason, &o.Version, &o.CreatedAt, &o.UpdatedAt)
 	if errors.Is(err, gocql.ErrNotFound) {
-		return readmodel.Order{}, aggregate.ErrNotFound
+		return readmodel.Order{}, readmodel.ErrNotFound
 	}
 	if err != nil {
 		return readmodel.Order{}, err
@@ -172,7 +171,7 @@ func (v *Views) customer(ctx context.Context, id uuid.UUID, c gocql.Consistency)
 	err := v.session.Session.Query(selectCustomer, id).WithContext(ctx).Consistency(c).Idempotent(true).Scan(&cu.ID, &cu.Email,
 		&cu.FirstName, &cu.LastName, &cu.Phone, &cu.Version, &cu.RegisteredAt, &cu.UpdatedAt)
 	if errors.Is(err, gocql.ErrNotFound) {
-		return readmodel.Customer{}, aggregate.ErrNotFound
+		return readmodel.Customer{}, readmodel.ErrNotFound
 	}
 	if err != nil {
 		return readmodel.Customer{}, err

@@ -147,7 +147,7 @@ func (b *batch) apply(e store.Event) error {
 		d, ok := b.orders[e.AggregateID]
 		if !ok {
 			o, err := scanOrder(b.loadOrder.QueryRowContext(b.ctx, e.AggregateID))
-			if err != nil && !errors.Is(err, aggregate.ErrNotFound) {
+			if err != nil && !errors.Is(err, readmodel.ErrNotFound) {
 				return err
 			}
 			d = &dirty[readmodel.Order]{row: o}
@@ -160,7 +160,7 @@ func (b *batch) apply(e store.Event) error {
 		d, ok := b.customers[e.AggregateID]
 		if !ok {
 			c, err := scanCustomer(b.loadCustomer.QueryRowContext(b.ctx, e.AggregateID))
-			if err != nil && !errors.Is(err, aggregate.ErrNotFound) {
+			if err != nil && !errors.Is(err, readmodel.ErrNotFound) {
 				return err
 			}
 			d = &dirty[readmodel.Customer]{row: c}

@@ -11,7 +11,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/readmodel/readmodeltest"
 	"github.com/orderd/orderd/internal/store"
@@ -47,7 +46,7 @@ func TestApplyIsOneTransaction(t *testing.T) {
 				t.Fatalf("Apply: error %v, want %v", err, tt.wantErr)
 			}
 			for _, e := range []store.Event{events[2], events[4]} {
-				if o, err := v.Order(ctx, e.AggregateID); !errors.Is(err, aggregate.ErrNotFound) {
+				if o, err := v.Order(ctx, e.AggregateID); !errors.Is(err, readmodel.ErrNotFound) {
 					t.Errorf("order %s, created earlier in the failed batch: %+v, %v; want ErrNotFound", e.AggregateID, o, err)
 				}
 			}

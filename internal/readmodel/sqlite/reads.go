@@ -9,12 +9,11 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
 	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 )
 
-// Order returns the order's row, or an error wrapping aggregate.ErrNotFound
+// Order returns the order's row, or an error wrapping readmodel.ErrNotFound
 // when it has none.
 func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error) {
 	o, err := scanOrder(v.read.QueryRowContext(ctx, `SELECT `+orderColumns+` FROM order_read_model WHERE id = ?`, id))
@@ -25,7 +24,7 @@ func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error
 }
 
 // Customer returns the customer's row, or an error wrapping
-// aggregate.ErrNotFound when it has none.
+// readmodel.ErrNotFound when it has none.
 func (v *Views) Customer(ctx context.Context, id uuid.UUID) (readmodel.Customer, error) {
 	c, err := scanCustomer(v.read.QueryRowContext(ctx, `SELECT `+customerColumns+` FROM customers WHERE id = ?`, id))
 	if err != nil {
@@ -70,7 +69,7 @@ func (v *Views) CustomerOrders(ctx context.Context, customerID, after uuid.UUID,
 }
 
 // scanOrder reads one order_read_model row selected with orderColumns. A
-// missing row is an error wrapping aggregate.ErrNotFound, which Apply takes
+// missing row is an error wrapping readmodel.ErrNotFound, which Apply takes
 // for an order that starts in this batch.
 func scanOrder(row *sql.Row) (readmodel.Order, error) {
 	var o readmodel.Order
@@ -78,7 +77,7 @@ func scanOrder(row *sql.Row) (readmodel.Order, error) {
 	err := row.Scan(&o.ID, &o.CustomerID, &o.Status, &items, &o.TrackingNumber, &o.Carrier,
 		&o.CancelledReason, &o.Version, &created, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
-		return readmodel.Order{}, aggregate.ErrNotFound
+		return readmodel.Order{}, readmodel.ErrNotFound
 	}
 	if err != nil {
 		return readmodel.Order{}, err
@@ -102,7 +101,7 @@ func scanCustomer(row *sql.Row) (readmodel.Customer, error) {
 	var registered, updated string
 	err := row.Scan(&c.ID, &c.Email, &c.FirstName, &c.LastName, &c.Phone, &c.Version, &registered, &updated)
 	if errors.Is(err, sql.ErrNoRows) {
-		return readmodel.Customer{}, aggregate.ErrNotFound
+		return readmodel.Customer{}, readmodel.ErrNotFound
 	}
 	if err != nil {
 		return readmodel.Customer{}, err
