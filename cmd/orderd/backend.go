@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/orderd/orderd/internal/aggregate"
@@ -48,8 +49,24 @@ type backend struct {
 	// the backend writes none).
 	hintsDropped func() int64
 
-	ping  func(ctx context.Context) error // a real request to the store
-	close func()
+	// ping is what /readyz asks of the store: that it can write (nil, or
+	// an error wrapping store.ErrUnavailable while a storage fault lasts:
+	// the store then probes with a tiny write) and a real read.
+	ping func(ctx context.Context) error
+	// health is the event store's record of storage faults, for
+	// orderd_storage_faults_total.
+	health store.WriteHealth
+	close  func()
+}
+
+// pingStore checks that st can write, then reads with read.
+func pingStore(st store.WriteHealth, read func(ctx context.Context) error) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		if err := st.CheckWrite(ctx); err != nil {
+			return err
+		}
+		return read(ctx)
+	}
 }
 
 func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, error) {
@@ -76,14 +93,16 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 	}
 	keys, err := sqlite.OpenKeys(filepath.Join(cfg.dataDir, "keys.db"), sqlite.KeysOptions{
 		Logger: log.Named("keys"), PurgeEvery: min(cfg.idempotencyTTL, sqlite.DefaultPurgeEvery),
+		Health: events.Health(), // one disk, one episode
 	})
 	if err != nil {
 		return nil, errors.Join(err, ledger.Close(), views.Close(), events.Close())
 	}
 	return &backend{
 		events: events, feed: events, leases: events, views: views, ledger: ledger, keys: keys,
-		ping:  func(ctx context.Context) error { _, err := events.Head(ctx); return err },
-		close: func() { keys.Close(); ledger.Close(); views.Close(); events.Close() },
+		ping:   pingStore(events, func(ctx context.Context) error { _, err := events.Head(ctx); return err }),
+		health: events,
+		close:  func() { keys.Close(); ledger.Close(); views.Close(); events.Close() },
 	}, nil
 }
 
@@ -106,7 +125,24 @@ func openScylla(ctx context.Context, cfg config, log *zap.Logger) (*backend, err
 		hintsDropped: events.HintsDropped,
 		// Loading an aggregate nobody has is one real read of the events
 		// table.
-		ping:  func(ctx context.Context) error { _, err := events.Load(ctx, uuid.Nil, 0); return err },
-		close: func() { events.Close() },
+		ping:   pingStore(events, func(ctx context.Context) error { _, err := events.Load(ctx, uuid.Nil, 0); return err }),
+		health: events,
+		close:  func() { events.Close() },
 	}, nil
+}
+
+var storageFaultsDesc = prometheus.NewDesc("orderd_storage_faults_total",
+	"Storage faults (a full disk, a read-only file system, an I/O error; on CQL unavailable replicas, timeouts, no host) met by the store, by operation.",
+	[]string{"op"}, nil)
+
+// storageFaultCollector reports the store's storage faults by operation
+// (append, progress, read, keys on SQLite; append, cql on CQL).
+type storageFaultCollector struct{ health store.WriteHealth }
+
+func (c storageFaultCollector) Describe(ch chan<- *prometheus.Desc) { ch <- storageFaultsDesc }
+
+func (c storageFaultCollector) Collect(ch chan<- prometheus.Metric) {
+	for op, n := range c.health.StorageFaults() {
+		ch <- prometheus.MustNewConstMetric(storageFaultsDesc, prometheus.CounterValue, float64(n), op)
+	}
 }

@@ -14,7 +14,10 @@ import (
 // and the lag where the backend knows it; and the dead letters.
 //
 // The store and the projector are "down" when they fail, which makes the
-// instance unready. A Kafka outage (the breaker not closed), a failing
+// instance unready. The store is down also while its writes fail for a
+// storage fault (a full disk, a cluster without quorum), though reads may
+// work: b.ping checks the store's write health first, which probes with a
+// tiny write while it is down, so /readyz notices recovery without traffic. A Kafka outage (the breaker not closed), a failing
 // relay and dead letters make it "degraded", not unready: commands are
 // still accepted and kept in the outbox, so the instance should keep
 // serving. A standby is "up": it is ready to take over.

@@ -14,6 +14,7 @@ import (
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/relay"
+	"github.com/orderd/orderd/internal/store"
 )
 
 // The kinds of error only the HTTP layer raises. Each is a row of problems.
@@ -63,7 +64,13 @@ var problems = []struct {
 	// A projection catches up in milliseconds; a broker that timed out a
 	// replay is likely to be down for a while yet.
 	{readmodel.ErrBehind, http.StatusServiceUnavailable, "projection_behind", "1"},
+	// Too many reads wait for their version already: a slot frees within
+	// the read wait (2 s).
+	{readmodel.ErrTooManyWaiters, http.StatusServiceUnavailable, "too_many_waiters", "1"},
 	{relay.ErrBrokerUnavailable, http.StatusServiceUnavailable, "broker_unavailable", "10"},
+	// A full disk, a read-only file system, an I/O error: the store cannot
+	// write until the operator acts; /readyz says so meanwhile.
+	{store.ErrUnavailable, http.StatusServiceUnavailable, "storage_unavailable", "5"},
 }
 
 // problem is an error the HTTP layer words itself: a kind from problems
@@ -132,6 +139,9 @@ func describe(err error) (status int, p problemJSON, retryAfter string) {
 	switch {
 	case status == http.StatusInternalServerError:
 		p.Code, p.Detail = "internal", "the server failed to handle the request; the correlation id identifies it in the logs"
+	case errors.Is(err, store.ErrUnavailable):
+		// The driver's or SQLite's own words stay in the logs.
+		p.Detail = "the storage cannot take this request now (a full or failing disk, or too few replicas); nothing was stored; retry after Retry-After seconds"
 	case errors.As(err, &ap):
 		p.Field, p.Detail = ap.field, ap.detail
 		if ap.code != "" {
@@ -157,10 +167,15 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	status, p, retryAfter := describe(err)
-	if status >= 500 {
+	switch {
+	case errors.Is(err, store.ErrUnavailable):
+		// The store logs each episode once; a line per request would flood.
+		logger(r.Context()).Debug("request failed", zap.Error(err), zap.Int("status", status))
+	case status >= 500:
 		logger(r.Context()).Error("request failed", zap.Error(err), zap.Int("status", status))
 	}
-	p.Status, p.Title, p.Instance = status, http.StatusText(status), r.URL.Path
+	p.Status, p.Title, p.Instance = status, http.StatusText(status), requestPath(r)
+	p.Field, p.Detail = sanitize(p.Field, maxField), sanitize(p.Detail, maxDetail)
 	p.CorrelationID = correlationID(r.Context()).String()
 	p.Type = "urn:orderd:problem:" + p.Code
 	if retryAfter != "" {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
@@ -43,7 +44,7 @@ func (r *Relay) Handle(ctx context.Context, events []store.Event) error {
 	}
 	// Everything is acknowledged or dead-lettered: record it even if ctx
 	// ended meanwhile, so that the work is not lost.
-	if err := r.ledger.Record(context.WithoutCancel(ctx), letters); err != nil {
+	if err := r.record(ctx, letters); err != nil {
 		return fmt.Errorf("relay: record %d dead letters: %w", len(letters), err)
 	}
 	for _, l := range letters {
@@ -53,6 +54,34 @@ func (r *Relay) Handle(ctx context.Context, events []store.Event) error {
 	}
 	r.metrics.deadLettered(letters)
 	return nil
+}
+
+// record stores letters in the ledger. While the ledger's storage fails
+// (store.ErrUnavailable) it tries again with capped backoff, holding the
+// batch rather than failing it: a failed batch is handed again and
+// published again, and a supervisor restarting the relay at once would
+// make every restart a batch of duplicates. It gives up when ctx ends.
+func (r *Relay) record(ctx context.Context, letters []DeadLetter) error {
+	wait := r.cfg.RetryInitial
+	for try := 1; ; try++ {
+		err := r.ledger.Record(context.WithoutCancel(ctx), letters)
+		if err == nil || !errors.Is(err, store.ErrUnavailable) {
+			if err == nil && try > 1 {
+				r.log.Info("relay: dead letters recorded again", zap.Int("tries", try))
+			}
+			return err
+		}
+		if try == 1 {
+			r.log.Warn("relay: cannot record dead letters; holding the batch until the ledger can be written",
+				zap.Int("letters", len(letters)), zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(ctx.Err(), err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, r.cfg.RetryMax)
+	}
 }
 
 // published returns a copy of the events of the types the relay publishes.

@@ -65,7 +65,7 @@ func (l *Ledger) open(path string) (err error) {
 	// synchronous=FULL: see the package comment.
 	if l.w, l.r, err = storesqlite.OpenDB(ctx, path, "sqlite/relay",
 		storesqlite.DBOptions{Synchronous: "FULL", BusyTimeout: busyTimeout}); err != nil {
-		return fmt.Errorf("relay/sqlite: %w", err)
+		return fmt.Errorf("relay/sqlite: %w", storesqlite.Fault(err))
 	}
 	return nil
 }
@@ -99,17 +99,17 @@ func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) (err er
 	}
 	for _, d := range letters {
 		if err := d.Check(); err != nil {
-			return fmt.Errorf("relay/sqlite: record: %w", err)
+			return fmt.Errorf("relay/sqlite: record: %w", storesqlite.Fault(err))
 		}
 	}
 	tx, err := l.w.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("relay/sqlite: record: %w", err)
+		return fmt.Errorf("relay/sqlite: record: %w", storesqlite.Fault(err))
 	}
 	defer func() {
 		if err != nil {
 			_ = tx.Rollback() // the error that got us here is the one to report
-			err = fmt.Errorf("relay/sqlite: record: %w", err)
+			err = fmt.Errorf("relay/sqlite: record: %w", storesqlite.Fault(err))
 		}
 	}()
 	for _, d := range letters {

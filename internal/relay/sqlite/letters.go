@@ -22,7 +22,7 @@ const selectSQL = `SELECT position, event_id, aggregate_id, aggregate_type, sequ
 func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
 	rows, err := l.r.QueryContext(ctx, `SELECT aggregate_id, min(sequence) FROM dead_letters GROUP BY aggregate_id`)
 	if err != nil {
-		return nil, fmt.Errorf("relay/sqlite: blocked: %w", err)
+		return nil, fmt.Errorf("relay/sqlite: blocked: %w", storesqlite.Fault(err))
 	}
 	defer rows.Close()
 	blocked := map[uuid.UUID]int64{}
@@ -30,16 +30,16 @@ func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
 		var s string
 		var seq int64
 		if err := rows.Scan(&s, &seq); err != nil {
-			return nil, fmt.Errorf("relay/sqlite: blocked: %w", err)
+			return nil, fmt.Errorf("relay/sqlite: blocked: %w", storesqlite.Fault(err))
 		}
 		id, err := uuid.Parse(s)
 		if err != nil {
-			return nil, fmt.Errorf("relay/sqlite: blocked: bad aggregate id %q: %w", s, err)
+			return nil, fmt.Errorf("relay/sqlite: blocked: bad aggregate id %q: %w", s, storesqlite.Fault(err))
 		}
 		blocked[id] = seq
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("relay/sqlite: blocked: %w", err)
+		return nil, fmt.Errorf("relay/sqlite: blocked: %w", storesqlite.Fault(err))
 	}
 	return blocked, nil
 }
@@ -52,7 +52,7 @@ func (l *Ledger) List(ctx context.Context, after int64, limit int) ([]relay.Dead
 	}
 	ls, err := l.query(ctx, selectSQL+` WHERE position > ? ORDER BY position LIMIT ?`, after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("relay/sqlite: list after %d: %w", after, err)
+		return nil, fmt.Errorf("relay/sqlite: list after %d: %w", after, storesqlite.Fault(err))
 	}
 	return ls, nil
 }
@@ -62,7 +62,7 @@ func (l *Ledger) List(ctx context.Context, after int64, limit int) ([]relay.Dead
 func (l *Ledger) Get(ctx context.Context, position int64) (relay.DeadLetter, error) {
 	ls, err := l.query(ctx, selectSQL+` WHERE position = ?`, position)
 	if err != nil {
-		return relay.DeadLetter{}, fmt.Errorf("relay/sqlite: get %d: %w", position, err)
+		return relay.DeadLetter{}, fmt.Errorf("relay/sqlite: get %d: %w", position, storesqlite.Fault(err))
 	}
 	if len(ls) == 0 {
 		return relay.DeadLetter{}, fmt.Errorf("relay/sqlite: get %d: %w", position, relay.ErrNotFound)
@@ -75,7 +75,7 @@ func (l *Ledger) Get(ctx context.Context, position int64) (relay.DeadLetter, err
 func (l *Ledger) OfAggregate(ctx context.Context, aggregateID uuid.UUID) ([]relay.DeadLetter, error) {
 	ls, err := l.query(ctx, selectSQL+` WHERE aggregate_id = ? ORDER BY sequence`, aggregateID.String())
 	if err != nil {
-		return nil, fmt.Errorf("relay/sqlite: dead letters of %s: %w", aggregateID, err)
+		return nil, fmt.Errorf("relay/sqlite: dead letters of %s: %w", aggregateID, storesqlite.Fault(err))
 	}
 	return ls, nil
 }
@@ -88,16 +88,16 @@ func (l *Ledger) OfAggregate(ctx context.Context, aggregateID uuid.UUID) ([]rela
 // relay.Parked.
 func (l *Ledger) Update(ctx context.Context, d relay.DeadLetter) error {
 	if err := d.Check(); err != nil {
-		return fmt.Errorf("relay/sqlite: update: %w", err)
+		return fmt.Errorf("relay/sqlite: update: %w", storesqlite.Fault(err))
 	}
 	res, err := l.w.ExecContext(ctx, `UPDATE dead_letters SET state = ?, error = ?, attempts = ?, last_failed_at = ?
 		WHERE position = ?`, d.State, d.Error, d.Attempts, storesqlite.FormatTime(d.LastFailedAt), d.Position)
 	if err != nil {
-		return fmt.Errorf("relay/sqlite: update %d: %w", d.Position, err)
+		return fmt.Errorf("relay/sqlite: update %d: %w", d.Position, storesqlite.Fault(err))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return fmt.Errorf("relay/sqlite: update %d: %w", d.Position, err)
+		return fmt.Errorf("relay/sqlite: update %d: %w", d.Position, storesqlite.Fault(err))
 	}
 	if n == 0 {
 		return fmt.Errorf("relay/sqlite: update %d: %w", d.Position, relay.ErrNotFound)
@@ -120,7 +120,7 @@ func (l *Ledger) Remove(ctx context.Context, positions ...int64) error {
 	// at a time, so a crash in a replay republishes at most one.)
 	q := `DELETE FROM dead_letters WHERE position IN (?` + strings.Repeat(`, ?`, len(positions)-1) + `)`
 	if _, err := l.w.ExecContext(ctx, q, args...); err != nil {
-		return fmt.Errorf("relay/sqlite: remove %v: %w", positions, err)
+		return fmt.Errorf("relay/sqlite: remove %v: %w", positions, storesqlite.Fault(err))
 	}
 	return nil
 }
@@ -131,7 +131,7 @@ func (l *Ledger) Remove(ctx context.Context, positions ...int64) error {
 func (l *Ledger) Count(ctx context.Context) (map[string]int, error) {
 	rows, err := l.r.QueryContext(ctx, `SELECT state, count(*) FROM dead_letters GROUP BY state`)
 	if err != nil {
-		return nil, fmt.Errorf("relay/sqlite: count: %w", err)
+		return nil, fmt.Errorf("relay/sqlite: count: %w", storesqlite.Fault(err))
 	}
 	defer rows.Close()
 	counts := map[string]int{relay.Failed: 0, relay.Parked: 0}
@@ -139,12 +139,12 @@ func (l *Ledger) Count(ctx context.Context) (map[string]int, error) {
 		var state string
 		var n int
 		if err := rows.Scan(&state, &n); err != nil {
-			return nil, fmt.Errorf("relay/sqlite: count: %w", err)
+			return nil, fmt.Errorf("relay/sqlite: count: %w", storesqlite.Fault(err))
 		}
 		counts[state] = n
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("relay/sqlite: count: %w", err)
+		return nil, fmt.Errorf("relay/sqlite: count: %w", storesqlite.Fault(err))
 	}
 	return counts, nil
 }

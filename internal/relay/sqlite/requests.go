@@ -27,12 +27,12 @@ func (l *Ledger) Request(ctx context.Context, q relay.Request) (_ relay.Request,
 	}
 	tx, err := l.w.BeginTx(ctx, nil)
 	if err != nil {
-		return q, fmt.Errorf("relay/sqlite: request on %d: %w", q.Position, err)
+		return q, fmt.Errorf("relay/sqlite: request on %d: %w", q.Position, storesqlite.Fault(err))
 	}
 	defer func() {
 		if err != nil {
 			_ = tx.Rollback()
-			err = fmt.Errorf("relay/sqlite: request on %d: %w", q.Position, err)
+			err = fmt.Errorf("relay/sqlite: request on %d: %w", q.Position, storesqlite.Fault(err))
 		}
 	}()
 	var one int
@@ -66,19 +66,19 @@ func (l *Ledger) Request(ctx context.Context, q relay.Request) (_ relay.Request,
 func (l *Ledger) Requests(ctx context.Context) ([]relay.Request, error) {
 	rows, err := l.r.QueryContext(ctx, requestSQL+` WHERE state = ? ORDER BY position`, relay.RequestPending)
 	if err != nil {
-		return nil, fmt.Errorf("relay/sqlite: requests: %w", err)
+		return nil, fmt.Errorf("relay/sqlite: requests: %w", storesqlite.Fault(err))
 	}
 	defer rows.Close()
 	var out []relay.Request
 	for rows.Next() {
 		q, err := scanRequest(rows)
 		if err != nil {
-			return nil, fmt.Errorf("relay/sqlite: requests: %w", err)
+			return nil, fmt.Errorf("relay/sqlite: requests: %w", storesqlite.Fault(err))
 		}
 		out = append(out, q)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("relay/sqlite: requests: %w", err)
+		return nil, fmt.Errorf("relay/sqlite: requests: %w", storesqlite.Fault(err))
 	}
 	return out, nil
 }
@@ -91,7 +91,7 @@ func (l *Ledger) RequestAt(ctx context.Context, position int64) (relay.Request, 
 	case errors.Is(err, sql.ErrNoRows):
 		return q, fmt.Errorf("relay/sqlite: request on %d: %w", position, relay.ErrNotFound)
 	case err != nil:
-		return q, fmt.Errorf("relay/sqlite: request on %d: %w", position, err)
+		return q, fmt.Errorf("relay/sqlite: request on %d: %w", position, storesqlite.Fault(err))
 	}
 	return q, nil
 }
@@ -107,11 +107,11 @@ func (l *Ledger) Finish(ctx context.Context, q relay.Request) error {
 	if _, err := l.w.ExecContext(ctx, `UPDATE relay_requests SET state = ?, published = ?, error = ?, finished_at = ?
 		WHERE position = ? AND id = ? AND state = ?`,
 		q.State, q.Published, q.Error, storesqlite.FormatTime(q.FinishedAt), q.Position, q.ID.String(), relay.RequestPending); err != nil {
-		return fmt.Errorf("relay/sqlite: finish request on %d: %w", q.Position, err)
+		return fmt.Errorf("relay/sqlite: finish request on %d: %w", q.Position, storesqlite.Fault(err))
 	}
 	if _, err := l.w.ExecContext(ctx, `DELETE FROM relay_requests WHERE state != ? AND finished_at < ?`,
 		relay.RequestPending, storesqlite.FormatTime(q.FinishedAt.Add(-keepFinished))); err != nil {
-		return fmt.Errorf("relay/sqlite: prune finished requests: %w", err)
+		return fmt.Errorf("relay/sqlite: prune finished requests: %w", storesqlite.Fault(err))
 	}
 	return nil
 }

@@ -52,10 +52,26 @@ var (
 //
 // On Cassandra an append that returned nil queues a hint for the feed's
 // subscriptions (see hints.go); that never delays or fails the append.
+//
+// The cluster's failures (unavailable replicas, timeouts, no host) wrap
+// store.ErrUnavailable, an outcome left open included, and make CheckWrite
+// fail until an append succeeds again.
 func (s *Store) Append(ctx context.Context, aggregateID uuid.UUID, expected int64, events []store.Event) error {
 	err := s.append(ctx, aggregateID, expected, events)
-	if err == nil && s.hints != nil {
-		s.hints.add(aggregateID, expected+int64(len(events)))
+	switch {
+	case err == nil:
+		s.health.OK()
+		if s.hints != nil {
+			s.hints.add(aggregateID, expected+int64(len(events)))
+		}
+	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrClosed), ctx.Err() != nil:
+	default:
+		if !errors.Is(err, store.ErrUnavailable) && unavailable(err) {
+			err = fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+		}
+		if errors.Is(err, store.ErrUnavailable) {
+			s.health.Fault("append", true, err)
+		}
 	}
 	return err
 }
@@ -114,8 +130,10 @@ func (s *Store) append(ctx context.Context, aggregateID uuid.UUID, expected int6
 	switch {
 	case err != nil && uncertain(err):
 		return s.settle(ctx, aggregateID, expected, events[0].ID, sent, err)
-	case err != nil:
-		return fmt.Errorf("scylla: append %s at version %d: %w", aggregateID, expected, s.closedOr(err))
+	case err != nil && (s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed)):
+		return fmt.Errorf("scylla: append %s at version %d: %w", aggregateID, expected, store.ErrClosed)
+	case err != nil: // Append wraps the cluster's failures
+		return fmt.Errorf("scylla: append %s at version %d: %w", aggregateID, expected, err)
 	case !applied:
 		found := "no aggregate"
 		if v, ok := current["version"].(int64); ok {

@@ -125,6 +125,7 @@ type Store struct {
 	log    *zap.Logger
 	scylla bool // the server is ScyllaDB, not Cassandra
 	closed atomic.Bool
+	health *store.Health // the outcome of the recent appends
 
 	feed  FeedOptions
 	hints *hinter       // nil on ScyllaDB and with Options.NoHints
@@ -196,7 +197,7 @@ func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{sess: sess, cfg: cfg, up: opts.Upcaster, log: log, scylla: scylla,
-		feed: opts.Feed.withDefaults(), done: make(chan struct{})}
+		health: store.NewHealth("scylla", log), feed: opts.Feed.withDefaults(), done: make(chan struct{})}
 	if !scylla && !opts.NoHints {
 		s.hints = newHinter(s)
 	}
@@ -274,12 +275,13 @@ func (s *Store) Close() error {
 }
 
 // closedOr reports store.ErrClosed for a request that failed because Close
-// ran meanwhile, and err otherwise.
+// ran meanwhile, err wrapping store.ErrUnavailable for the cluster's
+// failure (counted as cql), and err otherwise.
 func (s *Store) closedOr(err error) error {
 	if s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed) {
 		return store.ErrClosed
 	}
-	return err
+	return s.fault("cql", false, err)
 }
 
 var _ store.Store = (*Store)(nil)

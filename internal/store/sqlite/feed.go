@@ -7,7 +7,16 @@ import (
 	"fmt"
 	"time"
 
+	"go.uber.org/zap"
+
 	"github.com/orderd/orderd/internal/store"
+)
+
+// The backoff between tries to save a consumer's progress while the disk
+// fails.
+const (
+	saveRetryInitial = 100 * time.Millisecond
+	saveRetryMax     = 2 * time.Second
 )
 
 // Subscribe hands the feed to h from the consumer's saved position, in
@@ -22,11 +31,18 @@ import (
 // Options.ProgressEvery while it works through a backlog, and when it
 // stops. A crash can therefore hand again at most that much.
 //
+// A save that fails for the disk (store.ErrUnavailable) does not end the
+// subscription: it is retried with capped backoff (saveRetryInitial to
+// saveRetryMax), and nothing new is handed meanwhile; while the store's
+// writes fail, progress is saved after every batch. So a storage fault
+// makes a consumer pause, and hands again at most one batch if the
+// subscription ends before the storage recovers.
+//
 // Only one subscription per consumer name may run in a Store at a time;
 // a second one fails at once.
 func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler) (err error) {
-	if consumer == "" {
-		return errors.New("sqlite: subscribe: empty consumer name")
+	if consumer == "" || consumer == probeConsumer {
+		return fmt.Errorf("sqlite: subscribe: consumer name %q is not allowed", consumer)
 	}
 	pos, err := s.savedProgress(ctx, consumer)
 	if err != nil {
@@ -49,6 +65,39 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 		saved, savedAt = pos, time.Now()
 		return nil
 	}
+	// keep saves what h acknowledged before anything else is handed. A
+	// save that fails for the disk is tried again, with capped backoff,
+	// rather than ending the subscription: a restart would hand again
+	// everything since the last save, and a supervisor restarting a
+	// consumer that cannot save would have it publish the same events
+	// again and again. It returns nil when ctx ends meanwhile.
+	keep := func() error {
+		err := save()
+		if !errors.Is(err, store.ErrUnavailable) {
+			return err
+		}
+		s.log.Warn("feed: cannot save a consumer's progress; it is handed nothing new until the progress is saved",
+			zap.String("consumer", consumer), zap.Int64("position", pos), zap.Error(err))
+		wait, tries := saveRetryInitial, 1
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-s.closing:
+				return store.ErrClosed
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, saveRetryMax)
+			tries++
+			if err = save(); !errors.Is(err, store.ErrUnavailable) {
+				if err == nil {
+					s.log.Info("feed: progress saved again", zap.String("consumer", consumer),
+						zap.Int64("position", pos), zap.Int("tries", tries))
+				}
+				return err
+			}
+		}
+	}
 	// Whatever ends the subscription, what h acknowledged is saved, so a
 	// clean stop hands nothing twice.
 	defer func() {
@@ -70,7 +119,7 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 			return fmt.Errorf("sqlite: read feed of %s after %d: %w", consumer, pos, err)
 		case len(evs) == 0:
 			// Caught up: a good moment to save, since nothing waits.
-			if err := save(); err != nil {
+			if err := keep(); err != nil || ctx.Err() != nil {
 				return err
 			}
 			select {
@@ -87,8 +136,11 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 		}
 		pos = evs[len(evs)-1].Position
 		cur.Store(pos)
-		if time.Since(savedAt) >= s.progressEvery {
-			if err := save(); err != nil {
+		// While the store's writes fail, every batch is saved before the
+		// next is handed: if the subscription ends before the storage
+		// recovers, at most this batch is handed again.
+		if time.Since(savedAt) >= s.progressEvery || s.health.Down() {
+			if err := keep(); err != nil || ctx.Err() != nil {
 				return err
 			}
 		}

@@ -33,6 +33,12 @@ type KeysOptions struct {
 	PurgeEvery time.Duration
 	// Now is the clock of Get and of the purge; nil means time.Now.
 	Now func() time.Time
+	// Health receives the storage faults of keys.db's writes; pass the
+	// event store's (Store.Health), so that one episode covers the data
+	// dir's disk. Keys report faults only, never recovery: the event
+	// store's writes and probe say when the disk is back. nil: a Health of
+	// its own.
+	Health *store.Health
 }
 
 // Keys is a store.Idempotency on a SQLite file of its own (keys.db beside
@@ -54,14 +60,15 @@ type KeysOptions struct {
 // Concurrent Attaches share one fsync (group commit), which FULL, syncing
 // at every commit under the one write lock, could not do.
 type Keys struct {
-	w, r  *sql.DB
-	log   *zap.Logger
-	now   func() time.Time
-	mu    sync.Mutex // serialises the writes
-	wal   walSyncer
-	stop  chan struct{}
-	done  chan struct{}
-	close sync.Once
+	w, r   *sql.DB
+	log    *zap.Logger
+	health *store.Health
+	now    func() time.Time
+	mu     sync.Mutex // serialises the writes
+	wal    walSyncer
+	stop   chan struct{}
+	done   chan struct{}
+	close  sync.Once
 }
 
 // OpenKeys opens (creating if needed) the key store at path, brings its
@@ -88,7 +95,10 @@ func OpenKeys(path string, opts KeysOptions) (*Keys, error) {
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("sqlite: keys: open the WAL: %w", err), r.Close(), w.Close())
 	}
-	k := &Keys{w: w, r: r, log: opts.Logger, now: opts.Now, stop: make(chan struct{}), done: make(chan struct{})}
+	if opts.Health == nil {
+		opts.Health = store.NewHealth("sqlite: keys", opts.Logger)
+	}
+	k := &Keys{w: w, r: r, log: opts.Logger, health: opts.Health, now: opts.Now, stop: make(chan struct{}), done: make(chan struct{})}
 	k.wal.init(wal)
 	go k.purgeLoop(opts.PurgeEvery)
 	return k, nil
@@ -138,6 +148,7 @@ func (k *Keys) Begin(ctx context.Context, rec store.IdempotencyRecord) (_ store.
 	defer func() {
 		if err != nil {
 			_ = tx.Rollback()
+			err = k.fault(true, err)
 		}
 	}()
 	res, err := tx.ExecContext(ctx, `INSERT INTO idempotency_keys
@@ -176,7 +187,7 @@ func (k *Keys) Get(ctx context.Context, key string) (store.IdempotencyRecord, bo
 	rec, found, err := scanKey(k.r.QueryRowContext(ctx, `SELECT `+keyColumns+` FROM idempotency_keys
 		WHERE key = ? AND expires_at > ?`, key, FormatTime(k.now())))
 	if err != nil {
-		return rec, false, fmt.Errorf("sqlite: get key %q: %w", key, err)
+		return rec, false, fmt.Errorf("sqlite: get key %q: %w", key, k.fault(false, err))
 	}
 	return rec, found, nil
 }
@@ -189,7 +200,7 @@ func (k *Keys) Attach(ctx context.Context, c store.IdempotencyClaim, aggregateID
 		return err
 	}
 	if err := k.wal.sync(); err != nil {
-		return fmt.Errorf("sqlite: attach key %q: sync: %w", c.Key, err)
+		return fmt.Errorf("sqlite: attach key %q: sync: %w", c.Key, k.fault(true, err))
 	}
 	return nil
 }
@@ -227,7 +238,7 @@ func (k *Keys) update(ctx context.Context, op string, c store.IdempotencyClaim, 
 	}
 	defer func() {
 		if err != nil {
-			err = fmt.Errorf("sqlite: %s key %q: %w", op, c.Key, err)
+			err = fmt.Errorf("sqlite: %s key %q: %w", op, c.Key, k.fault(true, err))
 		}
 	}()
 	cond := ` WHERE key = ? AND owner = ? AND expires_at > ?`
@@ -249,6 +260,15 @@ func (k *Keys) update(ctx context.Context, op string, c store.IdempotencyClaim, 
 		return store.ErrNotOwner
 	}
 	return nil
+}
+
+// fault wraps a storage fault in store.ErrUnavailable and counts it under
+// the op "keys"; a write's opens an episode of the health.
+func (k *Keys) fault(write bool, err error) error {
+	if err = Fault(err); errors.Is(err, store.ErrUnavailable) {
+		k.health.Fault("keys", write, err)
+	}
+	return err
 }
 
 // Purge deletes the records that expired by now and returns how many.

@@ -85,12 +85,13 @@ func (s *Store) Head(ctx context.Context) (int64, error) {
 }
 
 // closedOr reports store.ErrClosed for a query that failed because Close
-// ran meanwhile, and err otherwise.
+// ran meanwhile, err wrapping store.ErrUnavailable for a read that failed
+// for the disk (counted, but no sign that writes fail), and err otherwise.
 func (s *Store) closedOr(err error) error {
 	if s.isClosed() {
 		return store.ErrClosed
 	}
-	return err
+	return s.fault("read", false, err)
 }
 
 func (s *Store) query(ctx context.Context, q *sql.Stmt, args ...any) (evs []store.Event, err error) {

@@ -60,7 +60,8 @@ const defaultBusyTimeout = 5 * time.Second
 type Options struct {
 	// Upcaster is applied to every event read; nil upcasts nothing.
 	Upcaster store.Upcaster
-	// Logger receives commit failures; nil logs nothing.
+	// Logger receives commit failures, and the start and end of each
+	// episode of storage faults; nil logs nothing.
 	Logger *zap.Logger
 	// MaxBatch bounds how many appends share one transaction; 0 means
 	// DefaultMaxBatch.
@@ -94,6 +95,7 @@ type Store struct {
 	subsMu        sync.Mutex
 	subs          map[string]*atomic.Int64 // running subscriptions' positions
 	leases        leases
+	health        *store.Health // the outcome of the recent writes
 
 	lock    *os.File // the advisory lock that keeps other processes out
 	reqs    chan *appendReq
@@ -140,6 +142,7 @@ func Open(path string, opts Options) (*Store, error) {
 		progressEvery: opts.ProgressEvery,
 		subs:          map[string]*atomic.Int64{},
 		leases:        leases{held: map[string]lease{}, now: time.Now},
+		health:        store.NewHealth("sqlite", opts.Logger),
 		reqs:          make(chan *appendReq, opts.MaxBatch),
 		saves:         make(chan *saveReq, 16),
 		closing:       make(chan struct{}),

@@ -84,6 +84,10 @@ func (s *Store) commitBatch(batch []*appendReq, saves []*saveReq) {
 		s.failAll(batch, saves, fmt.Errorf("sqlite: begin: %w", err))
 		return
 	}
+	// An insert that failed for the disk fails its request alone (SQLite
+	// rolled back the statement); the whole batch is spoilt only if SQLite
+	// rolled the transaction back, which the savepoint's rollback finds.
+	faulted := false
 	st := txStmts{
 		insert:     tx.StmtContext(ctx, s.insert),
 		maxSeq:     tx.StmtContext(ctx, s.maxSeq),
@@ -107,6 +111,8 @@ func (s *Store) commitBatch(batch []*appendReq, saves []*saveReq) {
 		}
 		if results[i] == nil {
 			written++
+		} else if IsFault(results[i]) {
+			results[i], faulted = Fault(results[i]), true
 		}
 	}
 	save := tx.StmtContext(ctx, s.saveProgressQ)
@@ -126,6 +132,11 @@ func (s *Store) commitBatch(batch []*appendReq, saves []*saveReq) {
 		s.failAll(batch, saves, fmt.Errorf("sqlite: commit: %w", err))
 		return
 	}
+	if faulted {
+		s.health.Fault("append", true, firstFault(results))
+	} else if written > 0 || len(saves) > 0 {
+		s.health.OK()
+	}
 	for _, r := range saves {
 		r.done <- nil
 	}
@@ -136,6 +147,16 @@ func (s *Store) commitBatch(batch []*appendReq, saves []*saveReq) {
 	for i, r := range batch {
 		r.done <- results[i]
 	}
+}
+
+// firstFault returns the first of results that is a storage fault.
+func firstFault(results []error) error {
+	for _, err := range results {
+		if errors.Is(err, store.ErrUnavailable) {
+			return err
+		}
+	}
+	return nil
 }
 
 // txStmts are the writer's prepared statements, bound to one transaction.
@@ -153,7 +174,7 @@ func writeOne(ctx context.Context, st txStmts, r *appendReq) (result, fatal erro
 	result = insertAll(ctx, st, r)
 	if result != nil {
 		if _, err := st.rollbackTo.ExecContext(ctx); err != nil {
-			return nil, fmt.Errorf("sqlite: append %s: rollback to savepoint after %v: %w", r.id, result, err)
+			return nil, fmt.Errorf("sqlite: append %s: rollback to savepoint after %w: %w", r.id, result, err)
 		}
 	}
 	if _, err := st.release.ExecContext(ctx); err != nil {
@@ -195,8 +216,17 @@ func insertError(r *appendReq, err error) error {
 	return fmt.Errorf("sqlite: append %s: insert: %w", r.id, err)
 }
 
+// failAll answers every request of a batch that did not commit with err.
+// A storage fault is wrapped in store.ErrUnavailable and logged by the
+// store's health, once per episode; any other failure is logged here.
 func (s *Store) failAll(batch []*appendReq, saves []*saveReq, err error) {
-	s.log.Error("sqlite: write batch failed", zap.Int("appends", len(batch)), zap.Int("progress_saves", len(saves)), zap.Error(err))
+	op := "append"
+	if len(batch) == 0 {
+		op = "progress"
+	}
+	if err = s.fault(op, true, err); !errors.Is(err, store.ErrUnavailable) {
+		s.log.Error("sqlite: write batch failed", zap.Int("appends", len(batch)), zap.Int("progress_saves", len(saves)), zap.Error(err))
+	}
 	for _, r := range batch {
 		r.done <- err
 	}
