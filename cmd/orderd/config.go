@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/gocql/gocql"
@@ -17,6 +18,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/orderd/orderd/internal/api"
+	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/store/scylla"
 	"github.com/orderd/orderd/internal/store/scylla/cdc"
@@ -37,6 +39,8 @@ type config struct {
 	adminToken      string
 	leaseTTL        time.Duration
 	idempotencyTTL  time.Duration
+	maxConns        int // HTTP connections open at once
+	maxWaiters      int // GETs with min_version waiting at once
 
 	brokers []string // empty: the relay is off
 	kafka   relay.KafkaConfig
@@ -102,7 +106,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		{&c.leaseTTL, "lease-ttl", "ORDERD_LEASE_TTL", 10 * time.Second, "how long a worker's lease lasts unrenewed: a standby takes over within it when the active instance dies"},
 		{&c.relay.RetryInitial, "retry-initial", "ORDERD_RETRY_INITIAL", 100 * time.Millisecond, "first delay before the relay retries a failed publish"},
 		{&c.relay.RetryMax, "retry-max", "ORDERD_RETRY_MAX", 5 * time.Second, "longest delay between the relay's retries"},
-		{&c.relay.BreakerOpen, "breaker-open", "ORDERD_BREAKER_OPEN", 30 * time.Second, "how long the Kafka circuit breaker stays open before probing"},
+		{&c.relay.BreakerOpen, "breaker-open", "ORDERD_BREAKER_OPEN", 5 * time.Second, "how long the Kafka circuit breaker stays open before it lets one publish through as a probe: recovery follows the broker within it"},
 		{&f.scyllaTimeout, "scylla-timeout", "ORDERD_SCYLLA_TIMEOUT", scylla.DefaultTimeout, "bound of each CQL request"},
 		{&f.cdcTTL, "cdc-ttl", "ORDERD_CDC_TTL", scylla.DefaultCDCTTL, "how long ScyllaDB keeps the CDC log"},
 		{&f.cdcWindow, "cdc-window", "ORDERD_CDC_WINDOW", cdc.DefaultWindow, "how old a CDC change must be to be read; what arrives later is found by the reconciliation pass"},
@@ -129,6 +133,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		{&f.breakerFailures, "breaker-failures", "ORDERD_BREAKER_FAILURES", 5, "consecutive publish failures that open the breaker"},
 		{&f.breakerSuccesses, "breaker-successes", "ORDERD_BREAKER_SUCCESSES", 3, "successful probes that close the breaker"},
 		{&f.reconcileRate, "reconcile-rate", "ORDERD_RECONCILE_RATE", scylla.DefaultReconcileRate, "on CQL: aggregates per second the reconciliation pass reads at most"},
+		{&c.maxConns, "max-conns", "ORDERD_MAX_CONNS", defaultMaxConns(), "HTTP connections open at once; at the cap the longest inactive one is closed for a new one (default: 4096, or 3/4 of the open-file limit when that is lower)"},
+		{&c.maxWaiters, "max-waiters", "ORDERD_MAX_WAITERS", readmodel.DefaultMaxWaiters, "GETs with min_version waiting for the projection at once; beyond them 503 too_many_waiters"},
 	}
 	for _, n := range ints {
 		def, err := intEnv(getenv, n.name, n.def)
@@ -278,6 +284,17 @@ func validTopic(t string) error {
 		return fmt.Errorf("kafka topic %q: want 1 to 249 of [a-zA-Z0-9._-], not starting with __", t)
 	}
 	return nil
+}
+
+// defaultMaxConns is 4096 connections, or 3/4 of the open-file limit when
+// that is lower, leaving the rest to the stores, Kafka and the CQL driver.
+// (Go raises the soft limit to the hard one at start.)
+func defaultMaxConns() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur == 0 {
+		return 4096
+	}
+	return int(max(min(rl.Cur/4*3, 4096), 64))
 }
 
 func intEnv(getenv func(string) string, name string, def int) (int, error) {

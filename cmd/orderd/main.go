@@ -89,10 +89,15 @@ func usage(w io.Writer) {
 	_, _ = parseConfig([]string{"-help"}, func(string) string { return "" }, w)
 }
 
+// maxHeaderBytes bounds a request's header (Go's default is 1 MiB); 16 KiB
+// holds every header the API takes with room to spare.
+const maxHeaderBytes = 16 << 10
+
 // run is orderd from configuration to shutdown. It serves until ctx ends,
-// then drains: HTTP first, so that every accepted command is answered, then
-// the workers, so that the projector commits its checkpoint, then the
-// stores. onListen, when set, learns the bound address (tests listen on
+// then drains within the shutdown timeout: HTTP first, so that every
+// accepted command is answered, then the workers, which finish the batch
+// in flight and catch up with the head before they save their progress,
+// then the stores. onListen, when set, learns the bound address (tests listen on
 // port 0).
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, onListen func(net.Addr)) error {
 	cfg, err := parseConfig(args, getenv, stderr)
@@ -110,6 +115,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	defer b.close()
+	// The workers follow the feed through drain, so that a graceful
+	// shutdown finishes their work in flight (see drainingFeed). SQLite's
+	// Lag is exact; on CQL a drain finishes the batch in hand.
+	drain := newDrainingFeed(b.feed, cfg.store == "sqlite")
+	b.feed = drain
 	rp, err := newRelay(cfg, b, reg, log.Named("relay"))
 	if err != nil {
 		return err
@@ -120,8 +130,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	// Each worker runs on the one instance that holds its lease; the
 	// others stand by (on SQLite there is only one instance).
+	// The supervisors wait for their workers' drain (up to the shutdown
+	// timeout) before giving up on them.
+	stopWait := cfg.shutdownTimeout + 5*time.Second
+	// A worker that keeps failing (a disk that stays full) is restarted
+	// twice at once, then every 5-7.5 s: never a hot loop.
 	workers := suture.New("orderd", suture.Spec{
-		EventHook: func(e suture.Event) { log.Warn("supervisor", zap.String("event", e.String())) },
+		EventHook:        func(e suture.Event) { log.Warn("supervisor", zap.String("event", e.String())) },
+		Timeout:          stopWait,
+		FailureThreshold: 2, FailureDecay: 30, FailureBackoff: 5 * time.Second,
 	})
 	elect := func(name string, work func(context.Context) error) *elected {
 		return &elected{leases: b.leases, name: name, holder: cfg.instance, ttl: cfg.leaseTTL, work: work, log: log.Named(name)}
@@ -135,13 +152,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		// A supervisor of its own: a relay failing while Kafka is down must
 		// not spend the failure budget that restarts the projector.
 		relaySup := suture.New("relay", suture.Spec{
-			EventHook: func(e suture.Event) { log.Warn("supervisor", zap.String("event", e.String())) },
+			EventHook:        func(e suture.Event) { log.Warn("supervisor", zap.String("event", e.String())) },
+			Timeout:          stopWait,
+			FailureThreshold: 2, FailureDecay: 30, FailureBackoff: 5 * time.Second,
 		})
 		relaySup.Add(relayWorker)
 		workers.Add(relaySup)
 		consumers = append(consumers, relay.Consumer)
 	}
-	reg.MustRegister(&deadLetterCollector{ledger: b.ledger}, &lagCollector{feed: b.feed, consumers: consumers})
+	reg.MustRegister(&deadLetterCollector{ledger: b.ledger}, &lagCollector{feed: b.feed, consumers: consumers},
+		storageFaultCollector{health: b.health})
 	if b.hintsDropped != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "orderd_feed_hints_dropped_total",
@@ -150,7 +170,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 
 	commands := aggregate.NewHandler(countAppends(b.events, reg), time.Now)
-	queries := readmodel.NewQueries(b.views, cfg.readWait, b.readPoll)
+	queries := readmodel.NewQueries(b.views, cfg.readWait, b.readPoll).WithMaxWaiters(cfg.maxWaiters)
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "orderd_read_waiters",
+		Help: "GETs with min_version waiting for the projection now (at most ORDERD_MAX_WAITERS).",
+	}, func() float64 { return float64(queries.Waiting()) }))
+	conns := api.NewConns(cfg.maxConns, reg)
 	handler := api.New(commands, queries, b.events, readiness(b, projector, relayWorker, rp.relay), orderd.OpenAPI, log.Named("http")).
 		WithMetrics(api.NewMetrics(reg), reg).
 		WithAsyncAPI(orderd.AsyncAPI).
@@ -162,15 +187,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       15 * time.Second,
 		WriteTimeout:      30 * time.Second, // above the longest min_version wait (2 s) and dead-letter replay (20 s)
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
+		// An idle keep-alive connection holds a file descriptor: 30 s is
+		// plenty for a client's next request, and conns closes the longest
+		// idle ones first when the cap is reached.
+		IdleTimeout:    30 * time.Second,
+		MaxHeaderBytes: maxHeaderBytes,
+		ConnState:      conns.Track,
+		ErrorLog:       zap.NewStdLog(log.Named("http")),
 	}
 	ln, err := net.Listen("tcp", cfg.httpAddr)
 	if err != nil {
 		return err
 	}
+	ln = conns.Listener(ln)
 	log.Info("orderd listening", zap.String("addr", ln.Addr().String()), zap.String("instance", cfg.instance),
-		zap.String("store", cfg.store), zap.String("data_dir", cfg.dataDir))
+		zap.String("store", cfg.store), zap.String("data_dir", cfg.dataDir), zap.Int("max_conns", conns.Max()))
 	if onListen != nil {
 		onListen(ln.Addr())
 	}
@@ -185,10 +216,23 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	case err = <-httpDone:
 		err = fmt.Errorf("http: %w", err)
 	case <-ctx.Done():
+		// One deadline for both stages: HTTP drains first, so that no
+		// command is appended after, then the workers finish what is in
+		// flight and catch up with the head (drainingFeed).
 		log.Info("shutting down")
-		sctx, cancel := context.WithTimeout(context.Background(), cfg.shutdownTimeout)
+		deadline := time.Now().Add(cfg.shutdownTimeout)
+		sctx, cancel := context.WithDeadline(context.Background(), deadline)
 		err = srv.Shutdown(sctx)
 		cancel()
+		if cfg.store == "scylla" {
+			// A worker that drains does not renew its lease: it stops
+			// while the lease it renewed last still holds (at least 2/3
+			// of the TTL), before a standby may take over.
+			if lease := time.Now().Add(cfg.leaseTTL / 2); lease.Before(deadline) {
+				deadline = lease
+			}
+		}
+		drain.begin(deadline)
 	}
 	stopWork()
 	if werr := <-workDone; werr != nil && !errors.Is(werr, context.Canceled) {

@@ -224,7 +224,7 @@ func letterID(r *http.Request) (int64, error) {
 	s := chi.URLParam(r, "id")
 	id, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || id < 1 {
-		return 0, invalid("invalid_id", "id", "id must be a dead letter id, a whole number of 1 or more, not %q", s)
+		return 0, invalid("invalid_id", "id", "id must be a dead letter id, a whole number of 1 or more, not %s", echo(s))
 	}
 	return id, nil
 }

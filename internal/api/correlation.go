@@ -33,7 +33,7 @@ func (s *Server) correlate(next http.Handler) http.Handler {
 			if len(vals) > 1 || err != nil || parsed == uuid.Nil || (len(vals[0]) != 36 && len(vals[0]) != 32) {
 				// An empty value is refused too: it is not taken for none.
 				bad = invalid("invalid_correlation_id", "X-Correlation-ID",
-					"X-Correlation-ID must be one UUID (or 32 hex digits), not the nil UUID, not %q", strings.Join(vals, ", "))
+					"X-Correlation-ID must be one UUID (or 32 hex digits), not the nil UUID, not %s", echo(strings.Join(vals, ", ")))
 			} else {
 				id = parsed
 			}
@@ -54,7 +54,7 @@ func (s *Server) correlate(next http.Handler) http.Handler {
 			next.ServeHTTP(rec, r)
 		}
 		if ce := log.Check(zap.InfoLevel, "request"); ce != nil {
-			ce.Write(zap.String("method", r.Method), zap.String("path", r.URL.Path),
+			ce.Write(zap.String("method", r.Method), zap.String("path", requestPath(r)),
 				zap.Int("status", rec.status), zap.Duration("duration", time.Since(start)))
 		}
 	})

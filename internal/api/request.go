@@ -85,7 +85,7 @@ func checkJSONMediaType(r *http.Request) error {
 		ct = "none"
 	}
 	return &problem{kind: errMediaType, code: "unsupported_media_type", field: "Content-Type",
-		detail: fmt.Sprintf("the request body must be application/json (UTF-8), not %s", ct)}
+		detail: fmt.Sprintf("the request body must be application/json (UTF-8), not %s", sanitize(ct, maxEcho))}
 }
 
 // scan reads body token by token. It returns the first syntax error as err
@@ -147,7 +147,7 @@ func decodeError(err error) error {
 	field := string(se.JSONPointer)
 	if errors.Is(se.Err, json.ErrUnknownName) {
 		name := field[strings.LastIndexByte(field, '/')+1:]
-		return invalid("invalid_field", field, "unknown field %q (names are case-sensitive)", name)
+		return invalid("invalid_field", field, "unknown field %s (names are case-sensitive)", echo(name))
 	}
 	want := "a JSON " + jsonKind(se.GoType)
 	if want == "a JSON number" {
@@ -155,7 +155,7 @@ func decodeError(err error) error {
 	}
 	got := se.JSONKind.String()
 	if se.JSONKind == '0' && len(se.JSONValue) > 0 {
-		got = string(se.JSONValue)
+		got = sanitize(string(se.JSONValue), maxEcho)
 	}
 	return invalid("invalid_field", field, "%s must be %s, not %s", field, want, got)
 }
@@ -224,7 +224,7 @@ func uuidOf(s string) (uuid.UUID, string) {
 	id, err := uuid.Parse(s)
 	switch {
 	case err != nil || len(s) != 36:
-		return uuid.Nil, fmt.Sprintf("must be a UUID like 0190c2e4-8d3e-7a8b-9c1d-2e3f4a5b6c7d, not %q", s)
+		return uuid.Nil, fmt.Sprintf("must be a UUID like 0190c2e4-8d3e-7a8b-9c1d-2e3f4a5b6c7d, not %s", echo(s))
 	case id == uuid.Nil:
 		return uuid.Nil, "must not be the nil UUID, which names nothing"
 	}
@@ -253,7 +253,7 @@ func expectedVersion(r *http.Request) (int64, error) {
 	digits, ok := strings.CutPrefix(h, `"`)
 	digits, ok2 := strings.CutSuffix(digits, `"`)
 	if len(vals) > 1 || !ok || !ok2 || digits == "" || strings.Trim(digits, "0123456789") != "" {
-		return 0, invalid("invalid_if_match", "If-Match", `If-Match must be * or one strong entity tag holding a version, such as "3", not %q`, strings.Join(vals, ", "))
+		return 0, invalid("invalid_if_match", "If-Match", `If-Match must be * or one strong entity tag holding a version, such as "3", not %s`, echo(strings.Join(vals, ", ")))
 	}
 	v, err := strconv.ParseInt(digits, 10, 64)
 	if err != nil || strconv.FormatInt(v, 10) != digits {
@@ -287,7 +287,7 @@ func queryInt(r *http.Request, name string, min, max, def int64, what string) (i
 	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil || n < min || n > max {
-		return 0, invalid("invalid_query", name, "%s must be %s, not %q", name, what, s)
+		return 0, invalid("invalid_query", name, "%s must be %s, not %s", name, what, echo(s))
 	}
 	return n, nil
 }

@@ -117,7 +117,7 @@ func (s *Server) Handler() http.Handler {
 			return nil
 		}
 		return &problem{kind: errNoMethod, code: "method_not_allowed",
-			detail: fmt.Sprintf("%s is not allowed here; this route takes %s", req.Method, allow)}
+			detail: fmt.Sprintf("%s is not allowed here; this route takes %s", sanitize(req.Method, maxEcho), allow)}
 	}))
 
 	r.Get("/healthz", s.handle(s.healthz))

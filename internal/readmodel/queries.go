@@ -19,6 +19,15 @@ var ErrNotFound = errors.New("readmodel: not found")
 // rather than serve a row older than the client's own write.
 var ErrBehind = errors.New("readmodel: projection is behind the requested version")
 
+// ErrTooManyWaiters is returned, wrapped, when a read would have to wait
+// for its version while the most reads a Queries lets wait at once are
+// waiting already. The API answers 503 with Retry-After at once.
+var ErrTooManyWaiters = errors.New("readmodel: too many reads waiting for a version")
+
+// DefaultMaxWaiters is how many reads a Queries lets wait for a version at
+// once unless WithMaxWaiters says otherwise.
+const DefaultMaxWaiters = 1024
+
 // Views is the part of a view backend that queries read.
 type Views interface {
 	// Order returns the order's row, or an error wrapping
@@ -33,35 +42,49 @@ type Views interface {
 	// is greater than after, in id order.
 	CustomerOrders(ctx context.Context, customerID, after uuid.UUID, limit int) ([]OrderSummary, error)
 
-	// Changed returns a channel that is closed when this Views' next
-	// Apply of events of projected types returns, whether those events
-	// changed rows or had been applied before (by this process or
-	// another). Each such Apply replaces it with a fresh one. A write by
-	// another process's Views does not close it.
-	Changed() <-chan struct{}
+	// Watch returns a channel that is closed when this Views' next Apply
+	// that held an event of aggregate id returns, whether the event changed
+	// the row or had been applied before (by this process or another), and
+	// stop, which the caller calls once it no longer waits. A write by
+	// another process's Views does not close it. Changes implements it.
+	Watch(id uuid.UUID) (changed <-chan struct{}, stop func())
 }
 
 // Queries serves the views with read-your-writes: a client that has just
 // written version n can ask for at least n and wait briefly for the
 // projector to get there.
 type Queries struct {
-	v    Views
-	wait time.Duration
-	poll time.Duration
+	v       Views
+	wait    time.Duration
+	poll    time.Duration
+	waiters chan struct{} // a slot per read waiting for a version
 }
 
 // NewQueries returns queries over v that wait at most wait for a requested
 // version (about 2 s in production: long enough for the projector's usual
 // lag, short enough to answer 503 before a client times out).
 //
-// A waiting query wakes when v's Changed says this process projected
-// something. Where the projector may run in another process (several
+// A waiting query wakes when v's Watch says this process projected an
+// event of its row, and only then. Where the projector may run in another process (several
 // instances on one CQL keyspace, one of them the active projector), whose
 // commits close no channel here, poll > 0 makes a waiting query also read
 // its row again every poll; 0 relies on Changed alone.
+//
+// At most DefaultMaxWaiters reads wait at once; see WithMaxWaiters.
 func NewQueries(v Views, wait, poll time.Duration) *Queries {
-	return &Queries{v: v, wait: wait, poll: poll}
+	return &Queries{v: v, wait: wait, poll: poll, waiters: make(chan struct{}, DefaultMaxWaiters)}
 }
+
+// WithMaxWaiters lets at most n reads (n ≥ 1) wait for a version at once;
+// a read that would have to wait beyond them fails at once with an error
+// wrapping ErrTooManyWaiters. Call it before serving.
+func (q *Queries) WithMaxWaiters(n int) *Queries {
+	q.waiters = make(chan struct{}, max(n, 1))
+	return q
+}
+
+// Waiting returns how many reads wait for a version now.
+func (q *Queries) Waiting() int { return len(q.waiters) }
 
 // Order returns the order with at least version minVersion. With minVersion
 // 0 it answers at once, and a missing order is an error wrapping
@@ -69,7 +92,7 @@ func NewQueries(v Views, wait, poll time.Duration) *Queries {
 // for and ends in an error wrapping ErrBehind, or ctx's error if ctx ends
 // first.
 func (q *Queries) Order(ctx context.Context, id uuid.UUID, minVersion int64) (Order, error) {
-	return atLeast(ctx, q, minVersion,
+	return atLeast(ctx, q, id, minVersion,
 		func(ctx context.Context) (Order, error) { return q.v.Order(ctx, id) },
 		func(o Order) int64 { return o.Version },
 		"order "+id.String())
@@ -78,7 +101,7 @@ func (q *Queries) Order(ctx context.Context, id uuid.UUID, minVersion int64) (Or
 // Customer returns the customer with at least version minVersion, with the
 // same waiting and errors as Order.
 func (q *Queries) Customer(ctx context.Context, id uuid.UUID, minVersion int64) (Customer, error) {
-	return atLeast(ctx, q, minVersion,
+	return atLeast(ctx, q, id, minVersion,
 		func(ctx context.Context) (Customer, error) { return q.v.Customer(ctx, id) },
 		func(c Customer) int64 { return c.Version },
 		"customer "+id.String())
@@ -102,25 +125,32 @@ func (q *Queries) CustomerOrders(ctx context.Context, customerID, after uuid.UUI
 	return orders, nil
 }
 
-// atLeast reads a row with get until its version reaches minVersion. It
-// takes the Changed channel before each read, so a commit that lands
-// between the read and the wait still wakes it; it polls only when q.poll
-// says the projector may be elsewhere.
-func atLeast[T any](ctx context.Context, q *Queries, minVersion int64,
+// atLeast reads the row of id with get until its version reaches
+// minVersion. A row that is there already costs one read and no wait
+// slot. Otherwise it takes a slot (or fails with ErrTooManyWaiters) and
+// watches id before each read, so that a commit that lands between the
+// read and the wait still wakes it; it polls only when q.poll says the
+// projector may be elsewhere.
+func atLeast[T any](ctx context.Context, q *Queries, id uuid.UUID, minVersion int64,
 	get func(context.Context) (T, error), version func(T) int64, what string,
 ) (T, error) {
 	var zero T
-	if minVersion <= 0 {
-		row, err := get(ctx)
-		switch {
-		case errors.Is(err, ErrNotFound):
-			return zero, fmt.Errorf("%w: %s", ErrNotFound, what)
-		case err != nil:
-			return zero, fmt.Errorf("readmodel: %s: %w", what, err)
-		}
+	row, err := get(ctx)
+	switch {
+	case err == nil && version(row) >= minVersion:
 		return row, nil
+	case errors.Is(err, ErrNotFound) && minVersion <= 0:
+		return zero, fmt.Errorf("%w: %s", ErrNotFound, what)
+	case err != nil && !errors.Is(err, ErrNotFound):
+		return zero, fmt.Errorf("readmodel: %s: %w", what, err)
 	}
 
+	select {
+	case q.waiters <- struct{}{}:
+		defer func() { <-q.waiters }()
+	default:
+		return zero, fmt.Errorf("%w: %d are waiting; %s", ErrTooManyWaiters, cap(q.waiters), what)
+	}
 	timeout := time.NewTimer(q.wait)
 	defer timeout.Stop()
 	var poll <-chan time.Time // nil: never
@@ -131,23 +161,28 @@ func atLeast[T any](ctx context.Context, q *Queries, minVersion int64,
 	}
 	var have int64
 	for {
-		changed := q.v.Changed()
+		changed, stop := q.v.Watch(id)
 		row, err := get(ctx)
 		switch {
 		case err == nil && version(row) >= minVersion:
+			stop()
 			return row, nil
 		case err == nil:
 			have = version(row)
 		case !errors.Is(err, ErrNotFound):
+			stop()
 			return zero, fmt.Errorf("readmodel: %s: %w", what, err)
 		}
 		select {
 		case <-changed:
 		case <-poll:
 		case <-timeout.C:
+			stop()
 			return zero, fmt.Errorf("%w: %s is at version %d after %s, want %d", ErrBehind, what, have, q.wait, minVersion)
 		case <-ctx.Done():
+			stop()
 			return zero, fmt.Errorf("readmodel: %s: waiting for version %d: %w", what, minVersion, ctx.Err())
 		}
+		stop()
 	}
 }

@@ -52,7 +52,7 @@ type Config struct {
 	RetryMax     time.Duration // retry delay cap [5s]
 
 	BreakerFailures  uint32        // consecutive failures that open the breaker [5]
-	BreakerOpen      time.Duration // how long it stays open before probing [30s]
+	BreakerOpen      time.Duration // how long it stays open before probing [5s]
 	BreakerSuccesses uint32        // probes that must succeed to close it [3]
 
 	// RequestPoll is how often the active relay looks in the ledger for
@@ -80,7 +80,7 @@ func (c *Config) defaults() {
 		c.BreakerFailures = 5
 	}
 	if c.BreakerOpen <= 0 {
-		c.BreakerOpen = 30 * time.Second
+		c.BreakerOpen = 5 * time.Second
 	}
 	if c.BreakerSuccesses == 0 {
 		c.BreakerSuccesses = 3

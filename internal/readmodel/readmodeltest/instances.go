@@ -24,45 +24,56 @@ func closed(ch <-chan struct{}) bool {
 }
 
 // testChangedAfterApply checks the wake-up that read-your-writes waits on:
-// Changed is closed by an Apply that changed rows and replaced by a fresh
-// channel; an Apply of events already applied, here or by another
+// Watch(id) is closed by an Apply that changed id's row and replaced by a
+// fresh channel; an Apply of events already applied, here or by another
 // instance, closes it too (a wait here must end whoever wrote the row); a
-// batch of unprojected events only does not.
+// batch of unprojected events, or of other aggregates only, does not.
 func testChangedAfterApply(t *testing.T, b Backend) {
 	l := newLifecycle(t)
 	events := l.events()
 	v := b.Views
+	id := events[0].AggregateID
 
-	ch := v.Changed()
+	ch, stop := v.Watch(id)
+	defer stop()
+	other, stopOther := v.Watch(uuid.New())
+	defer stopOther()
 	if closed(ch) {
-		t.Fatal("Changed closed before any Apply")
+		t.Fatal("Watch closed before any Apply")
 	}
 	apply(t, v, []store.Event{events[4]}) // the Warehouse event
 	if closed(ch) {
-		t.Error("Changed closed by an Apply of unprojected events only")
+		t.Error("Watch closed by an Apply of unprojected events only")
 	}
 	apply(t, v, events[:1])
 	if !closed(ch) {
-		t.Fatal("Changed not closed by an Apply that changed a row")
+		t.Fatal("Watch not closed by an Apply that changed its row")
 	}
-	next := v.Changed()
+	if closed(other) {
+		t.Error("Watch of another id closed by an Apply that did not touch it")
+	}
+	next, stopNext := v.Watch(id)
+	defer stopNext()
 	if next == ch || closed(next) {
-		t.Fatal("Changed not replaced by an open channel after an Apply")
+		t.Fatal("Watch not replaced by an open channel after an Apply")
 	}
 	apply(t, v, events[:1])
 	if !closed(next) {
-		t.Error("Changed not closed by an Apply of an event already applied")
+		t.Error("Watch not closed by an Apply of an event already applied")
 	}
 
 	if b.Second == nil {
 		return
 	}
-	other := b.Second(t)
-	apply(t, other, events[1:3])
-	ch = v.Changed()
-	apply(t, v, events[1:3])
-	if !closed(ch) {
-		t.Error("Changed not closed by an Apply of events another instance applied first")
+	second := b.Second(t)
+	apply(t, second, events[1:3])
+	for _, e := range events[1:3] {
+		ch, stop := v.Watch(e.AggregateID)
+		apply(t, v, events[1:3])
+		if !closed(ch) {
+			t.Errorf("Watch of %s not closed by an Apply of events another instance applied first", e.AggregateID)
+		}
+		stop()
 	}
 }
 

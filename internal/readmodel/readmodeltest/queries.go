@@ -216,3 +216,61 @@ func testQueriesSeeOtherInstance(t *testing.T, b Backend) {
 		t.Fatalf("Order(A, min 5) still waiting %s after another instance projected version 5", time.Since(start))
 	}
 }
+
+// testQueriesTooManyWaiters: reads beyond the bound of waiting reads fail
+// at once with ErrTooManyWaiters, while a read that needs no wait still
+// answers; the waiting reads wake when their row is applied.
+func testQueriesTooManyWaiters(t *testing.T, b Backend) {
+	events := newLifecycle(t).events()
+	first, second := -1, -1 // an order's first two events
+	for i, e := range events {
+		switch {
+		case first < 0 && e.AggregateType == aggregate.OrderType:
+			first = i
+		case first >= 0 && second < 0 && e.AggregateID == events[first].AggregateID:
+			second = i
+		}
+	}
+	if second < 0 {
+		t.Fatal("the lifecycle has no order with two events")
+	}
+	apply(t, b.Views, events[:first+1])
+	id := events[first].AggregateID
+	q := readmodel.NewQueries(b.Views, 10*time.Second, 0).WithMaxWaiters(2)
+
+	results := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := q.Order(context.Background(), id, events[second].Sequence)
+			results <- err
+		}()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for q.Waiting() < 2 {
+		select {
+		case err := <-results:
+			t.Fatalf("a waiting read ended before its row was applied: %v", err)
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d reads waiting, want 2", q.Waiting())
+		}
+	}
+	if _, err := q.Order(context.Background(), uuid.Must(uuid.NewV7()), 1); !errors.Is(err, readmodel.ErrTooManyWaiters) {
+		t.Fatalf("a third waiting read: %v, want ErrTooManyWaiters", err)
+	}
+	if _, err := q.Order(context.Background(), id, events[first].Sequence); err != nil {
+		t.Errorf("a read that needs no wait while the waiters are full: %v", err)
+	}
+	apply(t, b.Views, events[first+1:second+1])
+	for range 2 {
+		select {
+		case err := <-results:
+			if err != nil {
+				t.Errorf("a waiting read: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a waiting read did not wake when its row was applied")
+		}
+	}
+}

@@ -93,6 +93,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"QueriesAnswerAtOnce", testQueriesAnswerAtOnce},
 		{"QueriesWaitForUnknownRow", testQueriesWaitForUnknownRow},
 		{"QueriesSeeOtherInstance", testQueriesSeeOtherInstance},
+		{"QueriesTooManyWaiters", testQueriesTooManyWaiters},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync/atomic"
+	"sync"
 
 	"github.com/gocql/gocql"
 	"github.com/google/uuid"
@@ -44,7 +44,7 @@ const maxAttempts = 16
 // fails; the row of such an event is left as it was.
 //
 // When it returns nil, every row it was given an event for is at least at
-// that event's version, and readers waiting on Changed are woken: also for
+// that event's version, and the readers watching those rows are woken: also for
 // rows another instance wrote first, so that a read-your-writes wait is
 // woken by whichever Views learns of the event.
 func (v *Views) Apply(ctx context.Context, events []store.Event) error {
@@ -52,7 +52,10 @@ func (v *Views) Apply(ctx context.Context, events []store.Event) error {
 	if len(groups) == 0 {
 		return nil
 	}
-	var done atomic.Bool
+	var (
+		mu   sync.Mutex
+		done []uuid.UUID // the aggregates brought up to their events
+	)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(concurrency)
 	for _, a := range groups {
@@ -67,14 +70,14 @@ func (v *Views) Apply(ctx context.Context, events []store.Event) error {
 			if err != nil {
 				return fmt.Errorf("readmodel/scylla: %s %s: %w", a.typ, a.id, err)
 			}
-			done.Store(true)
+			mu.Lock()
+			done = append(done, a.id)
+			mu.Unlock()
 			return nil
 		})
 	}
 	err := g.Wait()
-	if done.Load() {
-		v.Notify()
-	}
+	v.Notify(done...)
 	return err
 }
 

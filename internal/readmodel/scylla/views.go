@@ -43,8 +43,8 @@ type Views struct {
 	consistency gocql.Consistency // reads and the commit of writes
 	serial      gocql.Consistency // the Paxos phase of conditional writes, and re-reads after one failed
 
-	// Changes closes Changed when an Apply call that brought a row up to
-	// one of its events returns.
+	// Changes wakes the readers of the rows an Apply call brought up to
+	// their events, when it returns.
 	readmodel.Changes
 }
 

@@ -79,9 +79,9 @@ func (s *statements) close() error {
 // event that does not decode or cannot start its row returns an error too.
 //
 // When Apply returns nil the batch is durable and every row is at least at
-// its events' versions. Changed is closed whenever the batch held an event
-// of a projected type, even one already applied: another orderd process may
-// have written the row, and a wait here must still end.
+// its events' versions. The readers watching a row the batch held an event
+// of are woken, even when the event was applied already: another orderd
+// process may have written the row, and a wait here must still end.
 func (v *Views) Apply(ctx context.Context, events []store.Event) (err error) {
 	if !slices.ContainsFunc(events, projected) {
 		return nil
@@ -115,7 +115,7 @@ func (v *Views) Apply(ctx context.Context, events []store.Event) (err error) {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("readmodel/sqlite: commit %d events: %w", len(events), err)
 	}
-	v.Notify()
+	v.Notify(b.ids()...)
 	return nil
 }
 
@@ -171,6 +171,18 @@ func (b *batch) apply(e store.Event) error {
 		return err
 	}
 	return nil // no view of this aggregate type
+}
+
+// ids returns the aggregates the batch held events of.
+func (b *batch) ids() []uuid.UUID {
+	ids := make([]uuid.UUID, 0, len(b.orders)+len(b.customers))
+	for id := range b.orders {
+		ids = append(ids, id)
+	}
+	for id := range b.customers {
+		ids = append(ids, id)
+	}
+	return ids
 }
 
 // flush writes the rows the batch changed.

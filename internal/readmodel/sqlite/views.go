@@ -27,7 +27,7 @@ type Views struct {
 	log   *zap.Logger
 	stmts statements
 
-	// Changes closes Changed when an Apply commits.
+	// Changes wakes the readers of the rows an Apply committed.
 	readmodel.Changes
 }
 
