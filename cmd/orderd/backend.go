@@ -42,6 +42,7 @@ type backend struct {
 	views  views
 	ledger relay.Ledger
 	keys   store.Idempotency // the records of Idempotency-Keys
+	snaps  store.Snapshots   // the aggregates' snapshots, a cache
 	// readPoll is how often a min_version read polls its row, where the
 	// projector may be another instance's (see readmodel.NewQueries).
 	readPoll time.Duration
@@ -98,8 +99,12 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 	if err != nil {
 		return nil, errors.Join(err, ledger.Close(), views.Close(), events.Close())
 	}
+	snaps, err := sqlite.OpenSnapshots(ctx, filepath.Join(cfg.dataDir, "snapshots.db"))
+	if err != nil {
+		return nil, errors.Join(err, keys.Close(), ledger.Close(), views.Close(), events.Close())
+	}
 	return &backend{
-		events: events, feed: events, leases: events, views: views, ledger: ledger, keys: keys,
+		events: events, feed: events, leases: events, views: views, ledger: ledger, keys: keys, snaps: snaps,
 		ping:   pingStore(events, func(ctx context.Context) error { _, err := events.Head(ctx); return err }),
 		health: events,
 		close:  func() { keys.Close(); ledger.Close(); views.Close(); events.Close() },
@@ -115,7 +120,7 @@ func openScylla(ctx context.Context, cfg config, log *zap.Logger) (*backend, err
 	}
 	sess := events.Session()
 	return &backend{
-		events: events, feed: events, leases: events, keys: events,
+		events: events, feed: events, leases: events, keys: events, snaps: events,
 		views: viewscylla.New(sess, log.Named("views"),
 			viewscylla.WithConsistency(cfg.scylla.Consistency), viewscylla.WithSerialConsistency(cfg.scylla.SerialConsistency)),
 		ledger: relayscylla.NewLedger(sess, cfg.scylla.Consistency, cfg.scylla.SerialConsistency, log.Named("ledger")),

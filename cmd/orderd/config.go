@@ -39,6 +39,7 @@ type config struct {
 	adminToken      string
 	leaseTTL        time.Duration
 	idempotencyTTL  time.Duration
+	snapshotEvery   int // events between an aggregate's snapshots; 0: none
 	maxConns        int // HTTP connections open at once
 	maxWaiters      int // GETs with min_version waiting at once
 
@@ -143,6 +144,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		}
 		fs.IntVar(n.p, n.flag, def, n.usage+" ("+n.name+")")
 	}
+	snapshotEvery, err := intEnvZero(getenv, "ORDERD_SNAPSHOT_EVERY", 100)
+	if err != nil {
+		return c, err
+	}
+	fs.IntVar(&c.snapshotEvery, "snapshot-every", snapshotEvery, "events between an aggregate's snapshots, which spare a command the replay of a long history; 0: no snapshots (ORDERD_SNAPSHOT_EVERY)")
 	fs.StringVar(&c.adminToken, "admin-token", getenv("ORDERD_ADMIN_TOKEN"), "bearer token of the /v1/admin routes; empty: they are off (ORDERD_ADMIN_TOKEN)")
 	fs.StringVar(&f.brokers, "kafka-brokers", getenv("ORDERD_KAFKA_BROKERS"), "Kafka bootstrap servers, comma-separated; empty: the relay is off and the outbox keeps every event (ORDERD_KAFKA_BROKERS)")
 	fs.StringVar(&c.relay.Topics.Prefix, "kafka-topic-prefix", getenv("ORDERD_KAFKA_TOPIC_PREFIX"), "prefix of the default topic names order-events and customer-events (ORDERD_KAFKA_TOPIC_PREFIX)")
@@ -172,7 +178,6 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	if c.logFormat != "json" && c.logFormat != "console" {
 		return c, fmt.Errorf("log format %q: want json or console", c.logFormat)
 	}
-	var err error
 	if c.logLevel, err = zapcore.ParseLevel(f.logLevel); err != nil {
 		return c, fmt.Errorf("log level: %w", err)
 	}
@@ -305,6 +310,19 @@ func intEnv(getenv func(string) string, name string, def int) (int, error) {
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 {
 		return 0, fmt.Errorf("%s=%q: want a whole number of 1 or more", name, v)
+	}
+	return n, nil
+}
+
+// intEnvZero is intEnv for a setting where 0 means off.
+func intEnvZero(getenv func(string) string, name string, def int) (int, error) {
+	v := getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%s=%q: want a whole number of 0 or more", name, v)
 	}
 	return n, nil
 }

@@ -169,7 +169,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		}, func() float64 { return float64(b.hintsDropped()) }))
 	}
 
-	commands := aggregate.NewHandler(countAppends(b.events, reg), time.Now)
+	commands := aggregate.NewHandler(countAppends(b.events, reg), time.Now,
+		aggregate.WithLogger(log.Named("aggregate")), aggregate.WithSnapshots(b.snaps, int64(cfg.snapshotEvery)))
 	queries := readmodel.NewQueries(b.views, cfg.readWait, b.readPoll).WithMaxWaiters(cfg.maxWaiters)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "orderd_read_waiters",

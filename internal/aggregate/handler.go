@@ -10,6 +10,7 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
+	"go.uber.org/zap"
 
 	"github.com/orderd/orderd/internal/store"
 )
@@ -61,6 +62,9 @@ type Handler struct {
 	locks map[uuid.UUID]*aggLock
 
 	customers idSet // registered customers seen, for CreateOrder's check
+
+	log   *zap.Logger
+	snaps snapshotCache // the zero value takes and reads no snapshots
 }
 
 type aggLock struct {
@@ -69,9 +73,9 @@ type aggLock struct {
 }
 
 // NewHandler returns a handler that appends to st and stamps events with now
-// (in UTC).
-func NewHandler(st store.Store, now func() time.Time) *Handler {
-	return &Handler{
+// (in UTC), configured by opts.
+func NewHandler(st store.Store, now func() time.Time, opts ...Option) *Handler {
+	h := &Handler{
 		store:     st,
 		now:       func() time.Time { return now().UTC() },
 		newID:     func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
@@ -80,7 +84,12 @@ func NewHandler(st store.Store, now func() time.Time) *Handler {
 		claimHold: 10 * time.Second,
 		locks:     make(map[uuid.UUID]*aggLock),
 		customers: idSet{max: 1 << 16},
+		log:       zap.NewNop(),
 	}
+	for _, opt := range opts {
+		opt(h)
+	}
+	return h
 }
 
 func (h *Handler) lock(id uuid.UUID) func() {
@@ -107,32 +116,40 @@ func (h *Handler) lock(id uuid.UUID) func() {
 // version, 0 when it has no events. Ids are shared by all aggregate types: a
 // stream of another type is not replayed, but its version is kept, so that a
 // create with that id is refused as existing and other commands find nothing.
+// It reads no snapshot: it is the full replay that snapshots must agree with.
 func load[T any, A interface {
 	*T
 	root
 }](ctx context.Context, st store.Store, aggType string, id uuid.UUID) (A, int64, error) {
-	events, err := st.Load(ctx, id, 0)
+	a, v, _, err := replayTail(ctx, st, aggType, id, A(new(T)), 0)
+	return a, v, err
+}
+
+// replayTail applies to a, which holds the aggregate's state at version
+// after, the events that follow, and returns it with its version and the
+// number of events it replayed.
+func replayTail[A root](ctx context.Context, st store.Store, aggType string, id uuid.UUID, a A, after int64) (A, int64, int, error) {
+	events, err := st.Load(ctx, id, after)
 	if err != nil {
-		return nil, 0, fmt.Errorf("aggregate: load %s: %w", id, err)
+		return a, 0, 0, fmt.Errorf("aggregate: load %s: %w", id, err)
 	}
-	a := A(new(T))
-	var v int64
+	v := after
 	if n := len(events); n > 0 {
 		v = events[n-1].Sequence
 	}
 	if len(events) > 0 && events[0].AggregateType != aggType {
 		a.replayed(uuid.Nil, v)
-		return a, v, nil
+		return a, v, len(events), nil
 	}
 	for _, e := range events {
 		ev, err := Decode(e)
 		if err != nil {
-			return nil, 0, err
+			return a, 0, 0, err
 		}
 		a.apply(ev)
 	}
 	a.replayed(id, v)
-	return a, v, nil
+	return a, v, len(events), nil
 }
 
 // Order runs one command on order id: decide sees the order as its events
@@ -243,10 +260,10 @@ func handle[T any, A interface {
 	defer unlock()
 
 	op := func() (int64, error) {
-		a, v := A(new(T)), int64(0)
+		a, v, tail := A(new(T)), int64(0), 0
 		if !create {
 			var err error
-			if a, v, err = load[T, A](ctx, h.store, aggType, id); err != nil {
+			if a, v, tail, err = loadCached[T, A](ctx, h, aggType, id); err != nil {
 				return 0, backoff.Permanent(err)
 			}
 		}
@@ -294,6 +311,7 @@ func handle[T any, A interface {
 		if err != nil {
 			return 0, backoff.Permanent(err)
 		}
+		h.snaps.after(a, aggType, id, v, envs, tail)
 		return v + int64(len(envs)), nil
 	}
 

@@ -17,7 +17,7 @@ import (
 )
 
 // openStore is the real embedded store on a file of the test's own.
-func openStore(t *testing.T) *sqlite.Store {
+func openStore(t testing.TB) *sqlite.Store {
 	t.Helper()
 	st, err := sqlite.Open(filepath.Join(t.TempDir(), "events.db"), sqlite.Options{Upcaster: Upcasters()})
 	if err != nil {
@@ -27,7 +27,7 @@ func openStore(t *testing.T) *sqlite.Store {
 	return st
 }
 
-func registerCustomer(t *testing.T, h *Handler, id uuid.UUID) {
+func registerCustomer(t testing.TB, h *Handler, id uuid.UUID) {
 	t.Helper()
 	if _, err := h.Customer(context.Background(), id, Meta{CommandID: uuid.New(), Expected: AnyVersion},
 		func(c *Customer, now time.Time) ([]Event, error) {

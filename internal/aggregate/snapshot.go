@@ -1,0 +1,227 @@
+package aggregate
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// The state schema versions of the aggregates that snapshot. Bump one when
+// the fields of its aggregate change (TestSnapshotStateFields says when):
+// snapshots of an older version are then ignored and the aggregates
+// replayed from their events, so a change of the aggregate never needs a
+// migration of its snapshots.
+const (
+	orderStateVersion    = 1
+	customerStateVersion = 1
+)
+
+// snapshotTimeout bounds one background save.
+const snapshotTimeout = 5 * time.Second
+
+// maxSnapshotSaves bounds the saves in flight; a snapshot due while that
+// many are running is dropped (the next threshold takes another).
+const maxSnapshotSaves = 8
+
+// Option configures a Handler.
+type Option func(*Handler)
+
+// WithSnapshots makes the handler load aggregates from their newest usable
+// snapshot in snaps plus the events after it, and save a snapshot, in the
+// background, after an append that crosses a multiple of every events (or
+// that follows a load that replayed every events or more). every ≤ 0 or a
+// nil snaps takes and reads no snapshots.
+func WithSnapshots(snaps store.Snapshots, every int64) Option {
+	return func(h *Handler) {
+		if snaps == nil || every <= 0 {
+			return
+		}
+		h.snaps.store, h.snaps.every = snaps, every
+		h.snaps.slots = make(chan struct{}, maxSnapshotSaves)
+		h.snaps.log = h.log
+	}
+}
+
+// WithLogger gives the handler a logger, for what it does in the background
+// (snapshots); the default logs nothing.
+func WithLogger(log *zap.Logger) Option {
+	return func(h *Handler) {
+		if log != nil {
+			h.log, h.snaps.log = log, log
+		}
+	}
+}
+
+// SnapshotStats counts what became of snapshots since the handler started.
+type SnapshotStats struct {
+	Saved   uint64 // written
+	Failed  uint64 // a save or a read of the snapshot store failed
+	Dropped uint64 // due while maxSnapshotSaves saves were running
+	Ignored uint64 // found but unusable: another state version, or undecodable
+}
+
+// SnapshotStats returns the handler's snapshot counters.
+func (h *Handler) SnapshotStats() SnapshotStats {
+	c := &h.snaps
+	return SnapshotStats{Saved: c.saved.Load(), Failed: c.failed.Load(), Dropped: c.dropped.Load(), Ignored: c.ignored.Load()}
+}
+
+// snapshotCache is the handler's use of a store.Snapshots.
+type snapshotCache struct {
+	store store.Snapshots // nil: snapshots off
+	every int64
+	slots chan struct{} // one token per save in flight
+	log   *zap.Logger
+	wg    sync.WaitGroup // the saves in flight, for tests
+
+	saved, failed, dropped, ignored atomic.Uint64
+}
+
+// snapshotRoot is an aggregate that snapshots: it encodes its state as JSON
+// of its fields, at a state version of its own.
+type snapshotRoot interface {
+	root
+	stateVersion() int
+	encodeState() ([]byte, error)
+	decodeState([]byte) error
+}
+
+// loadCached is load through the snapshot cache: it starts from the newest
+// snapshot of id, when there is a usable one, and replays the events after
+// it. It also returns how many events it replayed.
+func loadCached[T any, A interface {
+	*T
+	root
+}](ctx context.Context, h *Handler, aggType string, id uuid.UUID) (A, int64, int, error) {
+	a := A(new(T))
+	if s, ok := any(a).(snapshotRoot); ok && h.snaps.store != nil {
+		if from, ok := h.restore(ctx, s, aggType, id); ok {
+			return replayTail(ctx, h.store, aggType, id, a, from)
+		}
+		a = A(new(T)) // restore may have left part of a bad snapshot
+	}
+	return replayTail(ctx, h.store, aggType, id, a, 0)
+}
+
+// restore sets a to id's newest snapshot and returns its version; false
+// when there is none it can use. A snapshot that cannot be used is logged
+// and counted, never an error: the events still answer.
+func (h *Handler) restore(ctx context.Context, a snapshotRoot, aggType string, id uuid.UUID) (int64, bool) {
+	c := &h.snaps
+	snap, found, err := c.store.Latest(ctx, id, math.MaxInt64)
+	if err != nil {
+		c.failed.Add(1)
+		h.log.Warn("snapshot read failed; replaying the events", zap.Stringer("aggregate_id", id), zap.Error(err))
+		return 0, false
+	}
+	if !found {
+		return 0, false
+	}
+	why := ""
+	switch {
+	case snap.AggregateType != aggType:
+		why = fmt.Sprintf("aggregate type %s, want %s", snap.AggregateType, aggType)
+	case snap.StateVersion != a.stateVersion():
+		why = fmt.Sprintf("state version %d, want %d", snap.StateVersion, a.stateVersion())
+	case snap.Version < 1:
+		why = fmt.Sprintf("version %d", snap.Version)
+	default:
+		if err := a.decodeState(snap.State); err != nil {
+			why = err.Error()
+		}
+	}
+	if why != "" {
+		c.ignored.Add(1)
+		h.log.Info("snapshot ignored; replaying the events", zap.Stringer("aggregate_id", id),
+			zap.Int64("version", snap.Version), zap.String("reason", why))
+		return 0, false
+	}
+	a.replayed(id, snap.Version)
+	return snap.Version, true
+}
+
+// after runs after envs were appended to a at version from: when a snapshot
+// is due, it applies them to a and saves a's state, in the background. The
+// command owns a no longer. tail is how many events loading a replayed.
+func (c *snapshotCache) after(a any, aggType string, id uuid.UUID, from int64, envs []store.Event, tail int) {
+	s, ok := a.(snapshotRoot)
+	if !ok || c.store == nil {
+		return
+	}
+	to := from + int64(len(envs))
+	if from/c.every == to/c.every && int64(tail) < c.every {
+		return
+	}
+	select {
+	case c.slots <- struct{}{}:
+	default:
+		c.dropped.Add(1)
+		return
+	}
+	c.wg.Add(1)
+	go func() {
+		defer func() { <-c.slots; c.wg.Done() }()
+		if err := c.save(s, aggType, id, to, envs); err != nil {
+			c.failed.Add(1)
+			c.log.Warn("snapshot not saved", zap.Stringer("aggregate_id", id), zap.Int64("version", to), zap.Error(err))
+			return
+		}
+		c.saved.Add(1)
+	}()
+}
+
+// save applies envs to a, as a replay would, and saves its state at to.
+func (c *snapshotCache) save(a snapshotRoot, aggType string, id uuid.UUID, to int64, envs []store.Event) error {
+	for _, e := range envs {
+		ev, err := Decode(e)
+		if err != nil {
+			return err
+		}
+		a.apply(ev)
+	}
+	a.replayed(id, to)
+	state, err := a.encodeState()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
+	defer cancel()
+	return c.store.Save(ctx, store.Snapshot{AggregateID: id, AggregateType: aggType, Version: to,
+		StateVersion: a.stateVersion(), State: state, TakenAt: time.Now().UTC()})
+}
+
+// decodeStrict decodes JSON into v, refusing fields v does not have: a
+// snapshot with fields the aggregate lost is of another state version.
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decode snapshot state: %w", err)
+	}
+	return nil
+}
+
+// orderState is Order without its methods: its JSON is an order's snapshot.
+type orderState Order
+
+func (o *Order) stateVersion() int            { return orderStateVersion }
+func (o *Order) encodeState() ([]byte, error) { return json.Marshal((*orderState)(o)) }
+func (o *Order) decodeState(b []byte) error   { return decodeStrict(b, (*orderState)(o)) }
+
+// customerState is Customer without its methods: its JSON is a customer's
+// snapshot.
+type customerState Customer
+
+func (c *Customer) stateVersion() int            { return customerStateVersion }
+func (c *Customer) encodeState() ([]byte, error) { return json.Marshal((*customerState)(c)) }
+func (c *Customer) decodeState(b []byte) error   { return decodeStrict(b, (*customerState)(c)) }
