@@ -87,16 +87,24 @@ type customerJSON struct {
 	UpdatedAt    time.Time `json:"updated_at"`
 }
 
+// getCustomer answers the customer from the read model, or with
+// ?as_of_version or ?as_of its state in the past, folded from the event
+// store.
 func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r)
 	if err != nil {
 		return err
 	}
-	min, err := minVersion(r)
+	min, at, err := readParams(r)
 	if err != nil {
 		return err
 	}
-	c, err := atLeast(r.Context(), s, aggregate.CustomerType, id, min, s.queries.Customer, func(c readmodel.Customer) int64 { return c.Version })
+	var c readmodel.Customer
+	if at.past() {
+		c, err = pastState(r.Context(), s, aggregate.CustomerType, id, at, (*readmodel.Customer).Apply)
+	} else {
+		c, err = atLeast(r.Context(), s, aggregate.CustomerType, id, min, s.queries.Customer, func(c readmodel.Customer) int64 { return c.Version })
+	}
 	if err != nil {
 		return err
 	}

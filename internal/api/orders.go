@@ -233,16 +233,23 @@ type orderJSON struct {
 	UpdatedAt       time.Time        `json:"updated_at"`
 }
 
+// getOrder answers the order from the read model, or with ?as_of_version
+// or ?as_of its state in the past, folded from the event store.
 func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r)
 	if err != nil {
 		return err
 	}
-	min, err := minVersion(r)
+	min, at, err := readParams(r)
 	if err != nil {
 		return err
 	}
-	o, err := atLeast(r.Context(), s, aggregate.OrderType, id, min, s.queries.Order, func(o readmodel.Order) int64 { return o.Version })
+	var o readmodel.Order
+	if at.past() {
+		o, err = pastState(r.Context(), s, aggregate.OrderType, id, at, (*readmodel.Order).Apply)
+	} else {
+		o, err = atLeast(r.Context(), s, aggregate.OrderType, id, min, s.queries.Order, func(o readmodel.Order) int64 { return o.Version })
+	}
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,119 @@
+package api
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// pointInTime is where in an aggregate's history a read asks to look:
+// ?as_of_version=N or ?as_of=<RFC 3339 time>. The zero value asks for the
+// present, which the read models serve.
+type pointInTime struct {
+	version int64     // as_of_version, 0 when not given
+	at      time.Time // as_of, zero when not given
+}
+
+func (p pointInTime) past() bool { return p.version > 0 || !p.at.IsZero() }
+
+// readParams reads a GET of one aggregate's query: min_version, and
+// as_of_version or as_of. Each value is checked first, then the
+// combination: a past state is computed from the event store and never
+// waits for the projection, so min_version means nothing beside it, and a
+// version and a time could name two points.
+func readParams(r *http.Request) (min int64, p pointInTime, err error) {
+	if min, err = minVersion(r); err != nil {
+		return 0, p, err
+	}
+	if p.version, err = queryInt(r, "as_of_version", 1, math.MaxInt64, 0, "a whole number of 1 or more"); err != nil {
+		return 0, p, err
+	}
+	if p.at, err = asOf(r); err != nil {
+		return 0, p, err
+	}
+	switch {
+	case p.version > 0 && !p.at.IsZero():
+		return 0, p, conflicting("as_of", "as_of_version and as_of cannot be given together: ask for a version or a time, not both")
+	case min > 0 && p.version > 0:
+		return 0, p, conflicting("as_of_version", "min_version cannot be given with as_of_version: a past state is read from the event store and never waits")
+	case min > 0 && !p.at.IsZero():
+		return 0, p, conflicting("as_of", "min_version cannot be given with as_of: a past state is read from the event store and never waits")
+	}
+	return min, p, nil
+}
+
+func conflicting(field, detail string) error {
+	return &problem{kind: errInvalid, code: "conflicting_query", field: field, detail: detail}
+}
+
+// asOf reads ?as_of, an RFC 3339 date-time with its offset; zero when
+// absent. Go's parser differs from RFC 3339 in two ways: it takes a comma
+// before the fraction, which is refused here, and not a leap second
+// (23:59:60), which is taken as the instant after the second before it, as
+// POSIX time does; 't' and 'z' are taken as RFC 3339 allows.
+func asOf(r *http.Request) (time.Time, error) {
+	s, ok, err := query(r, "as_of")
+	if err != nil || !ok {
+		return time.Time{}, err
+	}
+	in, leap := strings.ToUpper(s), time.Duration(0)
+	if len(in) > 19 && in[10] == 'T' && in[16:19] == ":60" {
+		in, leap = in[:17]+"59"+in[19:], time.Second
+	}
+	t, perr := time.Parse(time.RFC3339, in)
+	t = t.Add(leap)
+	if perr != nil || strings.ContainsRune(s, ',') {
+		hint := ""
+		if strings.ContainsRune(s, ' ') {
+			hint = " (a + in the offset must be sent as %2B)"
+		}
+		return time.Time{}, invalid("invalid_query", "as_of", "as_of must be an RFC 3339 date-time with an offset, such as 2024-11-05T10:00:00Z, not %s%s", echo(s), hint)
+	}
+	return t, nil
+}
+
+// pastState folds the stored events of aggregate id, in sequence order,
+// with apply (a read model's own Apply, so the answer has the read
+// model's shape) up to p: the last event at or below p.version, or the
+// last one whose timestamp is at or before p.at. Events are folded as a
+// prefix: the state after an event is the state after all events before
+// it. It answers 404 for an id nothing of aggType is stored under and for
+// a time before the aggregate's first event, and 409 version_not_reached
+// for a version beyond the stored one.
+func pastState[T any](ctx context.Context, s *Server, aggType string, id uuid.UUID, p pointInTime,
+	apply func(*T, store.Event) (bool, error),
+) (T, error) {
+	var state T
+	events, err := s.stored(ctx, aggType, id)
+	if err != nil {
+		return state, err
+	}
+	what := strings.ToLower(aggType)
+	switch v := storedVersion(events); {
+	case len(events) == 0:
+		return state, notFound(aggType, id)
+	case p.version > v:
+		return state, &problem{kind: errNotReached, code: "version_not_reached", field: "as_of_version",
+			detail: fmt.Sprintf("%s %s is at version %d; version %d does not exist yet", what, id, v, p.version)}
+	case !p.at.IsZero() && p.at.Before(events[0].Timestamp):
+		return state, &problem{kind: errNotFound, code: notFoundCodes[aggType], field: "as_of",
+			detail: fmt.Sprintf("%s %s did not exist yet at %s; it was created at %s", what, id,
+				p.at.UTC().Format(time.RFC3339Nano), events[0].Timestamp.UTC().Format(time.RFC3339Nano))}
+	}
+	for _, e := range events {
+		if p.version > 0 && e.Sequence > p.version || !p.at.IsZero() && e.Timestamp.After(p.at) {
+			break
+		}
+		if _, err := apply(&state, e); err != nil {
+			return state, fmt.Errorf("%s %s as of %d: %w", what, id, e.Sequence, err)
+		}
+	}
+	return state, nil
+}
