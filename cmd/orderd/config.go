@@ -138,13 +138,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		{&c.maxWaiters, "max-waiters", "ORDERD_MAX_WAITERS", readmodel.DefaultMaxWaiters, "GETs with min_version waiting for the projection at once; beyond them 503 too_many_waiters"},
 	}
 	for _, n := range ints {
-		def, err := intEnv(getenv, n.name, n.def)
+		def, err := intEnv(getenv, n.name, n.def, 1)
 		if err != nil {
 			return c, err
 		}
 		fs.IntVar(n.p, n.flag, def, n.usage+" ("+n.name+")")
 	}
-	snapshotEvery, err := intEnvZero(getenv, "ORDERD_SNAPSHOT_EVERY", 100)
+	snapshotEvery, err := intEnv(getenv, "ORDERD_SNAPSHOT_EVERY", 100, 0) // 0: off
 	if err != nil {
 		return c, err
 	}
@@ -302,27 +302,16 @@ func defaultMaxConns() int {
 	return int(max(min(rl.Cur/4*3, 4096), 64))
 }
 
-func intEnv(getenv func(string) string, name string, def int) (int, error) {
+// intEnv reads a whole number of at least least from the variable name,
+// def when it is unset.
+func intEnv(getenv func(string) string, name string, def, least int) (int, error) {
 	v := getenv(name)
 	if v == "" {
 		return def, nil
 	}
 	n, err := strconv.Atoi(v)
-	if err != nil || n < 1 {
-		return 0, fmt.Errorf("%s=%q: want a whole number of 1 or more", name, v)
-	}
-	return n, nil
-}
-
-// intEnvZero is intEnv for a setting where 0 means off.
-func intEnvZero(getenv func(string) string, name string, def int) (int, error) {
-	v := getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < 0 {
-		return 0, fmt.Errorf("%s=%q: want a whole number of 0 or more", name, v)
+	if err != nil || n < least {
+		return 0, fmt.Errorf("%s=%q: want a whole number of %d or more", name, v, least)
 	}
 	return n, nil
 }
