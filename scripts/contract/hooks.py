@@ -85,19 +85,24 @@ def _duplicate_product(case, response):
     one product with different quantities are distinct items. Recognised by
     the problem code and by the request really repeating a product_id.
     """
-    if response.status_code != 400 or not isinstance(case.body, dict):
-        return False
-    try:
-        code = json.loads(response.content).get("code")
-    except (ValueError, AttributeError):
-        return False
-    if code != "duplicate_product":
+    if _refusal(response).get("code") != "duplicate_product" or not isinstance(case.body, dict):
         return False
     items = case.body.get("items")
     if not isinstance(items, list):
         return False
     ids = [i.get("product_id") for i in items if isinstance(i, dict)]
     return any(_same_uuid(a, b) for n, a in enumerate(ids) for b in ids[n + 1 :])
+
+
+def _refusal(response):
+    """The problem of a 400 answer as a dict; empty for any other answer."""
+    if response.status_code != 400:
+        return {}
+    try:
+        body = json.loads(response.content)
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
 
 
 _HEX = re.compile(r"[^0-9a-f]")
@@ -120,14 +125,10 @@ def _long_local_part(case, response):
     description says the server checks it. Recognised by the problem code
     and by the request's email really having such a local part.
     """
-    if response.status_code != 400 or not isinstance(case.body, dict):
-        return False
-    try:
-        code = json.loads(response.content).get("code")
-    except (ValueError, AttributeError):
+    if _refusal(response).get("code") != "invalid_email" or not isinstance(case.body, dict):
         return False
     email = case.body.get("email")
-    if code != "invalid_email" or not isinstance(email, str) or "@" not in email:
+    if not isinstance(email, str) or "@" not in email:
         return False
     return len(email.rsplit("@", 1)[0].encode()) > 64
 
@@ -146,13 +147,8 @@ def _refused_if_match(case, response):
     its detail failing the parameter's pattern: a schema-valid If-Match
     refused as invalid would still be reported.
     """
-    if response.status_code != 400:
-        return False
-    try:
-        body = json.loads(response.content)
-    except ValueError:
-        return False
-    if not isinstance(body, dict) or body.get("code") != "invalid_if_match":
+    body = _refusal(response)
+    if body.get("code") != "invalid_if_match":
         return False
     m = _ECHOED.search(body.get("detail", ""))
     return m is not None and not _IF_MATCH.match(m.group(1).replace('\\"', '"'))
