@@ -78,6 +78,15 @@ func (f *drainingFeed) Subscribe(ctx context.Context, consumer string, h store.H
 			mu.Unlock()
 			return context.Canceled // inner has ended: the feed stops cleanly
 		}
+		// Outside a drain the caller's context is asked itself, not only
+		// through the watcher below: a lease's context says it lapsed the
+		// moment its deadline passes, before any timer has fired.
+		if err := ctx.Err(); err != nil && !f.draining() {
+			stopped = true
+			cancel()
+			mu.Unlock()
+			return err
+		}
 		busy = true
 		mu.Unlock()
 		defer func() {
