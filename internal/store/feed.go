@@ -90,3 +90,21 @@ type Leases interface {
 	// Holder returns who holds the lease, "" when nobody does.
 	Holder(ctx context.Context, name string) (string, error)
 }
+
+// Log is the whole event history read in bulk, in the order the store
+// keeps it: what a rebuild of the read models replays.
+type Log interface {
+	// Replay hands h, in batches, every event committed after mark (0: from
+	// the first event) and before the call, and returns the mark to pass
+	// next time for only what is committed after. Within a batch, and from
+	// one batch to the next, each aggregate's events are in sequence order
+	// and without gaps. A backend without a global commit order replays
+	// everything each time and returns mark 0. It returns h's error
+	// (wrapped) as soon as h fails, and ctx's error when ctx ends.
+	Replay(ctx context.Context, after int64, h Handler) (mark int64, err error)
+
+	// Count returns how many events the store holds: exactly, or an
+	// estimate where counting exactly costs a full scan. It sizes a
+	// rebuild's progress bar.
+	Count(ctx context.Context) (int64, error)
+}

@@ -5,7 +5,8 @@
 //		return mustOpen(t, filepath.Join(t.TempDir(), "events.db"), up)
 //	}, storetest.Capabilities{Positions: true})
 //
-// The store must implement store.Store, store.Feed and store.Leases.
+// The store must implement store.Store, store.Feed, store.Log and
+// store.Leases.
 //
 // The suite knows no domain type: it stores opaque JSON payloads of a
 // made-up aggregate type, "Widget".
@@ -136,6 +137,10 @@ func Run(t *testing.T, open Opener, caps Capabilities) {
 		{"SubscribeUpcast", testSubscribeUpcast, ""},
 		{"SubscribeLag", testSubscribeLag, ""},
 		{"SubscribeBlind", testSubscribeBlind, "blind"},
+		{"ReplayWhole", testReplayWhole, ""},
+		{"ReplayMark", testReplayMark, ""},
+		{"ReplayHandlerError", testReplayHandlerError, ""},
+		{"ReplayCancel", testReplayCancel, ""},
 		{"Leases", testLeases, ""},
 		{"LeaseExpiry", testLeaseExpiry, ""},
 		{"Upcast", testUpcast, ""},
