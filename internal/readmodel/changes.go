@@ -73,3 +73,13 @@ func (c *Changes) Watching() int {
 	defer c.mu.Unlock()
 	return len(c.watches)
 }
+
+// Broadcast wakes every waiting reader, whatever its id.
+func (c *Changes) Broadcast() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, w := range c.watches {
+		close(w.ch)
+		delete(c.watches, id)
+	}
+}
