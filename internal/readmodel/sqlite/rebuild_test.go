@@ -1,0 +1,29 @@
+package sqlite
+
+import (
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/orderd/orderd/internal/aggregate"
+	"github.com/orderd/orderd/internal/readmodel/readmodeltest"
+	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
+)
+
+func TestRebuild(t *testing.T) {
+	readmodeltest.RunRebuild(t, func(t *testing.T) readmodeltest.RebuildBackend {
+		dir := t.TempDir()
+		events, err := storesqlite.Open(filepath.Join(dir, "events.db"), storesqlite.Options{Upcaster: aggregate.Upcasters()})
+		if err != nil {
+			t.Fatalf("open the event store: %v", err)
+		}
+		t.Cleanup(func() { _ = events.Close() })
+		catalog, err := OpenCatalog(t.Context(), dir, zap.NewNop())
+		if err != nil {
+			t.Fatalf("OpenCatalog: %v", err)
+		}
+		t.Cleanup(func() { _ = catalog.Close() })
+		return readmodeltest.RebuildBackend{Store: events, Catalog: catalog}
+	})
+}
