@@ -24,13 +24,6 @@ import (
 	"github.com/orderd/orderd/internal/store/sqlite"
 )
 
-// views is a read-model backend: what queries read, and the projector's
-// Handler.
-type views interface {
-	readmodel.Views
-	Apply(ctx context.Context, events []store.Event) error
-}
-
 // backend is one ORDERD_STORE: the event store with its change feed and
 // its leases, the read models, and the relay's dead-letter ledger. The
 // embedded backend keeps them in files of the data dir; the CQL backend
@@ -39,10 +32,14 @@ type backend struct {
 	events store.Store
 	feed   store.Feed
 	leases store.Leases
-	views  views
-	ledger relay.Ledger
-	keys   store.Idempotency // the records of Idempotency-Keys
-	snaps  store.Snapshots   // the aggregates' snapshots, a cache
+	log    store.Log // the whole history, for rebuilds
+	// views are the read models' current generation, which queries read
+	// and the projector writes, in the catalog of their generations.
+	views   *readmodel.Live
+	catalog readmodel.Catalog
+	ledger  relay.Ledger
+	keys    store.Idempotency // the records of Idempotency-Keys
+	snaps   store.Snapshots   // the aggregates' snapshots, a cache
 	// readPoll is how often a min_version read polls its row, where the
 	// projector may be another instance's (see readmodel.NewQueries).
 	readPoll time.Duration
@@ -84,31 +81,50 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 	if err != nil {
 		return nil, err
 	}
-	views, err := viewsqlite.Open(filepath.Join(cfg.dataDir, "views.db"), log.Named("views"))
+	catalog, err := viewsqlite.OpenCatalog(ctx, cfg.dataDir, log.Named("views"))
 	if err != nil {
 		return nil, errors.Join(err, events.Close())
 	}
+	views, err := openLive(ctx, catalog, events, log)
+	if err != nil {
+		return nil, errors.Join(err, catalog.Close(), events.Close())
+	}
 	ledger, err := relaysqlite.Open(filepath.Join(cfg.dataDir, "relay.db"), log.Named("ledger"))
 	if err != nil {
-		return nil, errors.Join(err, views.Close(), events.Close())
+		return nil, errors.Join(err, catalog.Close(), events.Close())
 	}
 	keys, err := sqlite.OpenKeys(filepath.Join(cfg.dataDir, "keys.db"), sqlite.KeysOptions{
 		Logger: log.Named("keys"), PurgeEvery: min(cfg.idempotencyTTL, sqlite.DefaultPurgeEvery),
 		Health: events.Health(), // one disk, one episode
 	})
 	if err != nil {
-		return nil, errors.Join(err, ledger.Close(), views.Close(), events.Close())
+		return nil, errors.Join(err, ledger.Close(), catalog.Close(), events.Close())
 	}
 	snaps, err := sqlite.OpenSnapshots(ctx, filepath.Join(cfg.dataDir, "snapshots.db"))
 	if err != nil {
-		return nil, errors.Join(err, keys.Close(), ledger.Close(), views.Close(), events.Close())
+		return nil, errors.Join(err, keys.Close(), ledger.Close(), catalog.Close(), events.Close())
 	}
 	return &backend{
-		events: events, feed: events, leases: events, views: views, ledger: ledger, keys: keys, snaps: snaps,
+		events: events, feed: events, leases: events, log: events, views: views, catalog: catalog,
+		ledger: ledger, keys: keys, snaps: snaps,
 		ping:   pingStore(events, func(ctx context.Context) error { _, err := events.Head(ctx); return err }),
 		health: events,
-		close:  func() { keys.Close(); ledger.Close(); views.Close(); events.Close() },
+		close:  func() { snaps.Close(); keys.Close(); ledger.Close(); catalog.Close(); events.Close() },
 	}, nil
+}
+
+// openLive opens the current generation of the read models in catalog.
+func openLive(ctx context.Context, catalog readmodel.Catalog, events store.Store, log *zap.Logger) (*readmodel.Live, error) {
+	cur, err := catalog.Current(ctx)
+	if err != nil {
+		return nil, err
+	}
+	g, err := catalog.Open(ctx, cur)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("read models", zap.Int64("generation", cur))
+	return readmodel.NewLive(cur, g, events, log.Named("views")), nil
 }
 
 func openScylla(ctx context.Context, cfg config, log *zap.Logger) (*backend, error) {
@@ -121,8 +137,8 @@ func openScylla(ctx context.Context, cfg config, log *zap.Logger) (*backend, err
 	sess := events.Session()
 	return &backend{
 		events: events, feed: events, leases: events, keys: events, snaps: events,
-		views: viewscylla.New(sess, log.Named("views"),
-			viewscylla.WithConsistency(cfg.scylla.Consistency), viewscylla.WithSerialConsistency(cfg.scylla.SerialConsistency)),
+		views: readmodel.NewLive(0, viewscylla.New(sess, log.Named("views"),
+			viewscylla.WithConsistency(cfg.scylla.Consistency), viewscylla.WithSerialConsistency(cfg.scylla.SerialConsistency)), events, log.Named("views")),
 		ledger: relayscylla.NewLedger(sess, cfg.scylla.Consistency, cfg.scylla.SerialConsistency, log.Named("ledger")),
 		// The active projector may be another instance's: a waiting read
 		// looks again at this pace (one read of one row per wait and poll).

@@ -22,10 +22,12 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/thejerf/suture/v4"
 	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/orderd/orderd"
 	"github.com/orderd/orderd/internal/aggregate"
@@ -89,6 +91,14 @@ func usage(w io.Writer) {
 	_, _ = parseConfig([]string{"-help"}, func(string) string { return "" }, w)
 }
 
+// rebuilds is rb as the API takes it: nil (no routes) without a catalog.
+func rebuilds(rb *readmodel.Rebuilder) api.Rebuilds {
+	if rb == nil {
+		return nil
+	}
+	return rb
+}
+
 // maxHeaderBytes bounds a request's header (Go's default is 1 MiB); 16 KiB
 // holds every header the API takes with room to spare.
 const maxHeaderBytes = 16 << 10
@@ -143,7 +153,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	elect := func(name string, work func(context.Context) error) *elected {
 		return &elected{leases: b.leases, name: name, holder: cfg.instance, ttl: cfg.leaseTTL, work: work, log: log.Named(name)}
 	}
-	projector := elect("projector", func(ctx context.Context) error { return b.feed.Subscribe(ctx, "projector", b.views.Apply) })
+	// The active projector also carries out the rebuilds of the read
+	// models: during one, its batches reach the new generation too.
+	var rebuilder *readmodel.Rebuilder
+	if b.catalog != nil {
+		rebuilder = readmodel.NewRebuilder(b.catalog, b.log, b.views, readmodel.RebuildOptions{}, log.Named("rebuild"))
+	}
+	projector := elect("projector", func(ctx context.Context) error {
+		if rebuilder == nil {
+			return b.feed.Subscribe(ctx, "projector", b.views.Apply)
+		}
+		g, ctx := errgroup.WithContext(ctx)
+		g.Go(func() error { return rebuilder.Serve(ctx, cfg.instance+"/"+uuid.NewString()) })
+		g.Go(func() error { return b.feed.Subscribe(ctx, "projector", b.views.Apply) })
+		return g.Wait()
+	})
 	workers.Add(projector)
 	consumers := []string{"projector"}
 	var relayWorker *elected
@@ -181,6 +205,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		WithMetrics(api.NewMetrics(reg), reg).
 		WithAsyncAPI(orderd.AsyncAPI).
 		WithAdmin(rp.relay, cfg.adminToken).
+		WithRebuilds(rebuilds(rebuilder)).
 		WithIdempotency(api.NewIdempotency(b.keys, b.events, api.IdempotencyOptions{TTL: cfg.idempotencyTTL})).
 		Handler()
 	srv := &http.Server{

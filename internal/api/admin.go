@@ -50,10 +50,12 @@ const (
 	maxDLQLimit     = 500
 )
 
-// WithAdmin serves the dead-letter admin routes under /v1/admin, for
-// requests that carry "Authorization: Bearer <token>". With an empty token
-// (or a nil dl) the routes are not mounted at all and answer 404 like any
-// unknown path: an admin API without a credential is never open by accident.
+// WithAdmin serves the admin routes under /v1/admin (the dead letters of
+// dl, and the rebuilds of WithRebuilds), for requests that carry
+// "Authorization: Bearer <token>". With an empty token the routes are not
+// mounted at all and answer 404 like any unknown path: an admin API
+// without a credential is never open by accident. A nil dl mounts no
+// dead-letter routes.
 func (s *Server) WithAdmin(dl DeadLetters, token string) *Server {
 	s.admin, s.adminToken = dl, token
 	return s
@@ -61,15 +63,20 @@ func (s *Server) WithAdmin(dl DeadLetters, token string) *Server {
 
 // mountAdmin adds the admin routes to r when WithAdmin configured them.
 func (s *Server) mountAdmin(r chi.Router) {
-	if s.admin == nil || s.adminToken == "" {
+	if s.adminToken == "" || (s.admin == nil && s.rebuilds == nil) {
 		return
 	}
 	r.Route("/v1/admin", func(r chi.Router) {
 		r.Use(s.authorize)
-		r.Get("/dlq", s.handle(s.listDeadLetters))
-		r.Get("/dlq/{id}", s.handle(s.getDeadLetter))
-		r.Post("/dlq/{id}/replay", s.handle(s.replayDeadLetter))
-		r.Delete("/dlq/{id}", s.handle(s.discardDeadLetter))
+		if s.admin != nil {
+			r.Get("/dlq", s.handle(s.listDeadLetters))
+			r.Get("/dlq/{id}", s.handle(s.getDeadLetter))
+			r.Post("/dlq/{id}/replay", s.handle(s.replayDeadLetter))
+			r.Delete("/dlq/{id}", s.handle(s.discardDeadLetter))
+		}
+		if s.rebuilds != nil {
+			s.mountRebuilds(r)
+		}
 	})
 }
 

@@ -27,6 +27,7 @@ var (
 	errNotReached   = errors.New("version not reached") // min_version above the stored version
 	errBodyTooLarge = errors.New("body too large")
 	errMediaType    = errors.New("unsupported media type")
+	errRebuildEnded = errors.New("rebuild ended")
 )
 
 // problems is the one place that says which error means which status. An
@@ -58,6 +59,8 @@ var problems = []struct {
 	// succeed until the operator changes something, which is what 409
 	// says; a 5xx would invite blind retries.
 	{relay.ErrReplayFailed, http.StatusConflict, "replay_failed", ""},
+	{readmodel.ErrRebuildRunning, http.StatusConflict, "rebuild_running", ""},
+	{errRebuildEnded, http.StatusConflict, "rebuild_ended", ""},
 	{aggregate.ErrStale, http.StatusPreconditionFailed, "version_mismatch", ""},
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, "body_too_large", ""},
 	{errMediaType, http.StatusUnsupportedMediaType, "unsupported_media_type", ""},
