@@ -15,7 +15,7 @@ FUZZ_UPCAST ?= 120000x
 
 # Every test: static checks, the unit, store-conformance and end-to-end
 # suites, then a short run of each fuzz target.
-test: deps check compose unit fuzz contract
+test: deps check compose monitoring unit fuzz contract
 
 deps:
 	scripts/deps.sh
@@ -30,6 +30,13 @@ check:
 # they are validated with docker compose config and a few checks.
 compose:
 	scripts/check-compose.sh
+
+# The Prometheus config, the alerting rules and their unit tests (promtool)
+# and the Grafana dashboard; TestMonitoringSeriesExist, in unit, checks the
+# series they name against a running orderd.
+.PHONY: monitoring
+monitoring:
+	scripts/check-monitoring.sh
 
 # The servers are stopped whatever the tests' outcome; the tests' exit code
 # is the target's.

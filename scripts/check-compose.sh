@@ -130,6 +130,17 @@ else
 	fi
 fi
 
+# Every file or directory a service mounts from the repository is there
+# (Compose would create a missing one as an empty directory).
+for src in $(grep -Eo '^ *- \./[^:]+:' compose.yaml | sed -E 's/^ *- (\.\/[^:]+):$/\1/'); do
+	[ -e "$src" ] || fail "compose.yaml mounts $src, which does not exist"
+done
+for f in deploy/prometheus/prometheus.yml deploy/prometheus/alerts.yml \
+	deploy/grafana/provisioning/datasources/prometheus.yaml \
+	deploy/grafana/provisioning/dashboards/orderd.yaml deploy/grafana/dashboards/orderd.json; do
+	[ -f "$f" ] || fail "$f, which compose.yaml's prometheus or grafana service loads, does not exist"
+done
+
 # --- Dockerfile -----------------------------------------------------------
 [ -f Dockerfile ] || die "Dockerfile not found in $PWD"
 hadolint=$(hadolint_cmd)

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use besides Go and a JDK: kcat, the
-# independent Kafka client some end-to-end tests consume with. Needs root
+# independent Kafka client some end-to-end tests consume with, and
+# prometheus, for promtool, with which scripts/check-monitoring.sh checks
+# the Prometheus configuration, the alerting rules and their tests. Needs root
 # (CI runs as root); elsewhere it says what to install and carries on, and
 # the tests that need kcat skip locally (they fail under CI=true).
 set -euo pipefail
 
 missing=()
 command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
 [ ${#missing[@]} -eq 0 ] && exit 0
