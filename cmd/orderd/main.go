@@ -57,6 +57,11 @@ func main() {
 			os.Exit(1)
 		}
 		return
+	case "rebuild":
+		if runRebuild(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr, isTerminal(os.Stdout)) != nil {
+			os.Exit(1)
+		}
+		return
 	case "healthcheck":
 		err = runHealthcheck(ctx, args[1:], os.Getenv, os.Stderr)
 	case "migrate":
@@ -78,6 +83,7 @@ const commandsUsage = `usage: orderd [flags]              serve the API and run 
        orderd migrate [flags]      bring the store's schema up to date and exit
        orderd healthcheck [flags]  exit 0 when the orderd on -http-addr answers /healthz
        orderd dlq <command> ...    list, show, replay or discard dead letters (orderd dlq -help)
+       orderd rebuild [command]    rebuild the read models blue/green, with progress (orderd rebuild -help)
        orderd help                 this text
 
 Each subcommand takes the flags below (and has its own -help). Every flag
@@ -97,6 +103,13 @@ func rebuilds(rb *readmodel.Rebuilder) api.Rebuilds {
 		return nil
 	}
 	return rb
+}
+
+// isTerminal reports whether f is a terminal (a character device), where
+// progress may be redrawn in place.
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // maxHeaderBytes bounds a request's header (Go's default is 1 MiB); 16 KiB
