@@ -2,6 +2,7 @@ package scylla
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -45,6 +46,16 @@ func TestGeneration(t *testing.T) {
 			w, g := e.columns(t, name), e.columns(t, got.all()[i])
 			if len(w) == 0 || fmt.Sprint(w) != fmt.Sprint(g) {
 				t.Errorf("columns of %s:\n%v\nwant those of %s:\n%v", got.all()[i], g, name, w)
+			}
+		}
+	})
+	t.Run("CommentsPointAtRebuild", func(t *testing.T) {
+		for _, name := range append(tablesOf(0).all(), tablesOf(gen).all()...) {
+			var comment string
+			err := e.store.Session().Session.Query(`SELECT comment FROM system_schema.tables WHERE keyspace_name = ? AND table_name = ?`,
+				e.ks, name).Scan(&comment)
+			if err != nil || !strings.Contains(comment, "orderd rebuild") {
+				t.Errorf("comment of %s = %q, %v; want it to point at orderd rebuild", name, comment, err)
 			}
 		}
 	})
