@@ -9,6 +9,7 @@ import (
 
 	"github.com/gocql/gocql"
 	"github.com/google/uuid"
+	"go.uber.org/zap"
 
 	"github.com/orderd/orderd/internal/readmodel"
 )
@@ -97,7 +98,8 @@ func (c *Catalog) Begin(ctx context.Context, r readmodel.Rebuild) (readmodel.Reb
 		if _, err := c.release(ctx, running.ID); err != nil {
 			return readmodel.Rebuild{}, false, fmt.Errorf("readmodel/scylla: begin rebuild %s: release the lock of ended rebuild %s: %w", r.ID, holder, err)
 		}
-		c.log.Warn("released the rebuild lock of a rebuild that had ended without releasing it")
+		c.log.Warn("released the rebuild lock of a rebuild that had ended without releasing it",
+			zap.Stringer("rebuild_id", running.ID), zap.String("state", string(running.State)))
 	}
 }
 
