@@ -46,7 +46,23 @@ func newEnv(t testing.TB) *env {
 
 // views returns views on the env's keyspace over a session of their own,
 // as a separate orderd process would have, closed when t ends.
-func (e *env) views(t testing.TB, log *zap.Logger) *Views {
+func (e *env) views(t testing.TB, log *zap.Logger, opts ...Option) *Views {
+	t.Helper()
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return New(e.session(t), log, opts...)
+}
+
+// catalog returns a catalog on the env's keyspace over a session of its
+// own, as a separate orderd process would have, closed when t ends.
+func (e *env) catalog(t testing.TB) *Catalog {
+	t.Helper()
+	return NewCatalog(e.session(t), e.ks, zap.NewNop())
+}
+
+// session returns a new session on the env's keyspace, closed when t ends.
+func (e *env) session(t testing.TB) gocqlx.Session {
 	t.Helper()
 	c := gocql.NewCluster(e.hosts...)
 	c.Keyspace = e.ks
@@ -57,10 +73,7 @@ func (e *env) views(t testing.TB, log *zap.Logger) *Views {
 		t.Fatalf("connect to %v: %v", e.hosts, err)
 	}
 	t.Cleanup(s.Close)
-	if log == nil {
-		log = zap.NewNop()
-	}
-	return New(s, log)
+	return s
 }
 
 // eventsOf returns the events of aggregate id among events.

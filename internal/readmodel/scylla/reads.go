@@ -43,7 +43,7 @@ func (v *Views) CustomerOrders(ctx context.Context, customerID, after uuid.UUID,
 	if limit < 1 {
 		return nil, fmt.Errorf("readmodel/scylla: orders of customer %s: limit %d is not positive", customerID, limit)
 	}
-	iter := v.session.Session.Query(selectSummaries, customerID, after, limit).
+	iter := v.session.Session.Query(v.q.selectSummaries, customerID, after, limit).
 		WithContext(ctx).Consistency(v.consistency).Idempotent(true).PageSize(limit).Iter()
 	out := []readmodel.OrderSummary{}
 	var s readmodel.OrderSummary

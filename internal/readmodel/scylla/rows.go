@@ -14,29 +14,6 @@ import (
 	"github.com/orderd/orderd/internal/store"
 )
 
-const (
-	orderColumns    = `id, customer_id, status, items, tracking_number, carrier, cancelled_reason, version, created_at, updated_at`
-	customerColumns = `id, email, first_name, last_name, phone, version, registered_at, updated_at`
-	summaryColumns  = `order_id, status, item_count, quantity, version, created_at, updated_at`
-
-	selectOrder = `SELECT ` + orderColumns + ` FROM order_read_model WHERE id = ?`
-	insertOrder = `INSERT INTO order_read_model (` + orderColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`
-	updateOrder = `UPDATE order_read_model SET customer_id = ?, status = ?, items = ?, tracking_number = ?,
-		carrier = ?, cancelled_reason = ?, version = ?, created_at = ?, updated_at = ? WHERE id = ? IF version = ?`
-
-	selectCustomer = `SELECT ` + customerColumns + ` FROM customers WHERE id = ?`
-	insertCustomer = `INSERT INTO customers (` + customerColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`
-	updateCustomer = `UPDATE customers SET email = ?, first_name = ?, last_name = ?, phone = ?,
-		version = ?, registered_at = ?, updated_at = ? WHERE id = ? IF version = ?`
-
-	// The write timestamp is the order's version, not the clock: see
-	// orderTable.written for why.
-	writeSummary = `INSERT INTO orders_by_customer (customer_id, ` + summaryColumns + `)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?`
-	selectSummaries = `SELECT ` + summaryColumns + ` FROM orders_by_customer
-		WHERE customer_id = ? AND order_id > ? LIMIT ?`
-)
-
 // table is how Apply reads, projects and writes the rows of one
 // aggregate type, so that one generic loop (project) serves orders and
 // customers alike.
@@ -53,7 +30,8 @@ type table[R any] interface {
 	written(ctx context.Context, r R) error
 }
 
-// orderTable is order_read_model, with orders_by_customer beside it.
+// orderTable is order_read_model (of the Views' generation), with
+// orders_by_customer beside it.
 type orderTable struct{ v *Views }
 
 func (t orderTable) read(ctx context.Context, id uuid.UUID, c gocql.Consistency) (readmodel.Order, error) {
@@ -73,10 +51,10 @@ func (t orderTable) write(ctx context.Context, o readmodel.Order, base int64) (b
 		return false, fmt.Errorf("encode items of order %s: %w", o.ID, err)
 	}
 	if base == 0 {
-		return t.v.cas(ctx, insertOrder, o.ID, o.CustomerID, o.Status, string(items), o.TrackingNumber,
+		return t.v.cas(ctx, t.v.q.insertOrder, o.ID, o.CustomerID, o.Status, string(items), o.TrackingNumber,
 			o.Carrier, o.CancelledReason, o.Version, o.CreatedAt, o.UpdatedAt)
 	}
-	return t.v.cas(ctx, updateOrder, o.CustomerID, o.Status, string(items), o.TrackingNumber,
+	return t.v.cas(ctx, t.v.q.updateOrder, o.CustomerID, o.Status, string(items), o.TrackingNumber,
 		o.Carrier, o.CancelledReason, o.Version, o.CreatedAt, o.UpdatedAt, o.ID, base)
 }
 
@@ -96,7 +74,7 @@ func (t orderTable) write(ctx context.Context, o readmodel.Order, base int64) (b
 // round per event for nothing.
 func (t orderTable) written(ctx context.Context, o readmodel.Order) error {
 	s := o.Summary()
-	err := t.v.session.Session.Query(writeSummary, o.CustomerID, s.ID, s.Status, s.ItemCount, s.Quantity,
+	err := t.v.session.Session.Query(t.v.q.writeSummary, o.CustomerID, s.ID, s.Status, s.ItemCount, s.Quantity,
 		s.Version, s.CreatedAt, s.UpdatedAt, s.Version).WithContext(ctx).Consistency(t.v.consistency).
 		Idempotent(true).Exec() // the timestamp makes a repeat harmless, so the driver may retry it
 	if err != nil {
@@ -121,10 +99,10 @@ func (customerTable) version(c readmodel.Customer) int64                       {
 
 func (t customerTable) write(ctx context.Context, c readmodel.Customer, base int64) (bool, error) {
 	if base == 0 {
-		return t.v.cas(ctx, insertCustomer, c.ID, c.Email, c.FirstName, c.LastName, c.Phone,
+		return t.v.cas(ctx, t.v.q.insertCustomer, c.ID, c.Email, c.FirstName, c.LastName, c.Phone,
 			c.Version, c.RegisteredAt, c.UpdatedAt)
 	}
-	return t.v.cas(ctx, updateCustomer, c.Email, c.FirstName, c.LastName, c.Phone,
+	return t.v.cas(ctx, t.v.q.updateCustomer, c.Email, c.FirstName, c.LastName, c.Phone,
 		c.Version, c.RegisteredAt, c.UpdatedAt, c.ID, base)
 }
 
@@ -149,7 +127,7 @@ func (v *Views) cas(ctx context.Context, stmt string, args ...any) (bool, error)
 func (v *Views) order(ctx context.Context, id uuid.UUID, c gocql.Consistency) (readmodel.Order, error) {
 	var o readmodel.Order
 	var items string
-	err := v.session.Session.Query(selectOrder, id).WithContext(ctx).Consistency(c).Idempotent(true).Scan(&o.ID, &o.CustomerID,
+	err := v.session.Session.Query(v.q.selectOrder, id).WithContext(ctx).Consistency(c).Idempotent(true).Scan(&o.ID, &o.CustomerID,
 		&o.Status, &items, &o.TrackingNumber, &o.Carrier, &o.CancelledReason, &o.Version, &o.CreatedAt, &o.UpdatedAt)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return readmodel.Order{}, readmodel.ErrNotFound
@@ -168,7 +146,7 @@ func (v *Views) order(ctx context.Context, id uuid.UUID, c gocql.Consistency) (r
 // not-found convention as order.
 func (v *Views) customer(ctx context.Context, id uuid.UUID, c gocql.Consistency) (readmodel.Customer, error) {
 	var cu readmodel.Customer
-	err := v.session.Session.Query(selectCustomer, id).WithContext(ctx).Consistency(c).Idempotent(true).Scan(&cu.ID, &cu.Email,
+	err := v.session.Session.Query(v.q.selectCustomer, id).WithContext(ctx).Consistency(c).Idempotent(true).Scan(&cu.ID, &cu.Email,
 		&cu.FirstName, &cu.LastName, &cu.Phone, &cu.Version, &cu.RegisteredAt, &cu.UpdatedAt)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return readmodel.Customer{}, readmodel.ErrNotFound

@@ -33,12 +33,15 @@ import (
 // to a handful of rounds without flooding a small cluster.
 const concurrency = 32
 
-// Views is the Scylla backend of the read models. Apply, a store.Handler,
-// writes them; they implement the readmodel.Views that queries read. It is
-// safe for concurrent use, also by several Views (in several processes) on
-// one keyspace.
+// Views is the Scylla backend of the read models: the tables of one
+// generation (see Catalog). Apply, a store.Handler, writes them; they
+// implement the readmodel.Views that queries read. It is safe for
+// concurrent use, also by several Views (in several processes) on one
+// keyspace.
 type Views struct {
 	session     gocqlx.Session
+	gen         int64
+	q           statements // on the tables of gen
 	log         *zap.Logger
 	consistency gocql.Consistency // reads and the commit of writes
 	serial      gocql.Consistency // the Paxos phase of conditional writes, and re-reads after one failed
@@ -66,8 +69,18 @@ func WithSerialConsistency(c gocql.Consistency) Option {
 	return func(v *Views) { v.serial = c }
 }
 
-// New returns views over the tables of migrations/scylla/01xx_*.cql in
-// session's keyspace; the event store's migration creates them.
+// WithGeneration makes the views those of generation gen (at least 0)
+// rather than 0: the tables order_read_model_g<gen>, orders_by_customer_g<gen>
+// and customers_g<gen>, which Catalog.Open creates. Generation 0's tables
+// are those of migrations/scylla/0101_views.cql.
+func WithGeneration(gen int64) Option {
+	return func(v *Views) { v.gen = gen }
+}
+
+// New returns views over the tables of one generation in session's
+// keyspace: generation 0, those of migrations/scylla/01xx_*.cql, which the
+// event store's migration creates, unless WithGeneration says otherwise.
+// New creates no table; Catalog.Open does.
 func New(session gocqlx.Session, log *zap.Logger, opts ...Option) *Views {
 	v := &Views{
 		session:     session,
@@ -78,12 +91,17 @@ func New(session gocqlx.Session, log *zap.Logger, opts ...Option) *Views {
 	for _, opt := range opts {
 		opt(v)
 	}
+	v.q = statementsOf(tablesOf(v.gen))
 	return v
 }
+
+// Generation returns the generation whose tables v reads and writes.
+func (v *Views) Generation() int64 { return v.gen }
 
 // Interface checks: the consumers define the interfaces, this backend
 // promises to satisfy them.
 var (
-	_ store.Handler   = (*Views)(nil).Apply
-	_ readmodel.Views = (*Views)(nil)
+	_ store.Handler        = (*Views)(nil).Apply
+	_ readmodel.Views      = (*Views)(nil)
+	_ readmodel.Generation = (*Views)(nil)
 )

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/gocql/gocql"
 	"github.com/google/uuid"
 	"github.com/scylladb/gocqlx/v3/qb"
 
@@ -14,7 +15,7 @@ import (
 // loadCQL selects the events of one aggregate after a sequence. The
 // restriction on the clustering column also keeps out the partition's
 // static-only row, should one exist.
-var loadCQL, _ = qb.Select("events").Columns(columns[1:]...).
+var loadCQL, _ = qb.Select("events").Columns(columns...).
 	Where(qb.Eq("aggregate_id"), qb.Gt("sequence")).ToCql()
 
 // Load returns the aggregate's events with a sequence above after, in
@@ -38,16 +39,31 @@ func (s *Store) Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([
 func (s *Store) load(ctx context.Context, id uuid.UUID, after int64) ([]store.Event, error) {
 	// The driver pages through a long stream on its own (5000 rows a page).
 	iter := s.sess.Session.Query(loadCQL, id, after).WithContext(ctx).Idempotent(true).Iter()
+	var evs []store.Event
+	err := s.scanEvents(iter, func(e store.Event) error {
+		evs = append(evs, e)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return evs, nil
+}
+
+// scanEvents decodes the rows of iter, which selects columns, into events,
+// upcast, and passes each to yield in the order of the rows. It skips a
+// static-only row (version written by hand, no event). It closes iter and
+// returns yield's error, an upcaster's, or the driver's.
+func (s *Store) scanEvents(iter *gocql.Iter, yield func(store.Event) error) error {
 	var (
-		evs  []store.Event
 		data string
 		ms   int64
 		meta map[string]string
 	)
 	for {
-		e := store.Event{AggregateID: id}
+		var e store.Event
 		meta = nil // Scan leaves a null map as it was
-		if !iter.Scan(&e.Sequence, &e.ID, &e.AggregateType, &e.Type, &e.SchemaVersion,
+		if !iter.Scan(&e.AggregateID, &e.Sequence, &e.ID, &e.AggregateType, &e.Type, &e.SchemaVersion,
 			&data, &e.CausationID, &e.CorrelationID, &ms, &meta) {
 			break
 		}
@@ -57,17 +73,17 @@ func (s *Store) load(ctx context.Context, id uuid.UUID, after int64) ([]store.Ev
 		e.Data = []byte(data)
 		e.Timestamp = time.UnixMilli(ms).UTC()
 		e.Metadata = meta
+		var err error
 		if s.up != nil {
-			var err error
-			if e, err = s.up.Upcast(e); err != nil {
-				_ = iter.Close() // the upcast error is the one to report
-				return nil, err
-			}
+			e, err = s.up.Upcast(e)
 		}
-		evs = append(evs, e)
+		if err == nil {
+			err = yield(e)
+		}
+		if err != nil {
+			_ = iter.Close() // the upcast's or yield's error is the one to report
+			return err
+		}
 	}
-	if err := iter.Close(); err != nil {
-		return nil, err
-	}
-	return evs, nil
+	return iter.Close()
 }

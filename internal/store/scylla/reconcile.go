@@ -20,6 +20,26 @@ const versionsCQL = `SELECT DISTINCT aggregate_id, version FROM events
 // rangePage is the page size of the token-range reads.
 const rangePage = 1000
 
+// tokenRange is the token range (lo, hi] of the Murmur3 ring.
+type tokenRange struct{ lo, hi int64 }
+
+// tokenRanges cuts the Murmur3 ring, from MinInt64 (exclusive: no key has
+// that token) to MaxInt64, into n equal ranges, in ring order.
+func tokenRanges(n int) []tokenRange {
+	step := uint64(math.MaxUint64 / uint64(n))
+	out := make([]tokenRange, n)
+	lo := int64(math.MinInt64)
+	for i := range out {
+		hi := int64(uint64(lo) + step)
+		if i == n-1 {
+			hi = math.MaxInt64
+		}
+		out[i] = tokenRange{lo, hi}
+		lo = hi
+	}
+	return out
+}
+
 // reconcile runs a reconciliation pass at once and then one every
 // ReconcileEvery, until ctx ends.
 //
@@ -58,21 +78,12 @@ func (sub *subscription) pass(ctx context.Context) error {
 		sent   int64
 		splits = sub.opt.RangeSplits
 	)
-	// The Murmur3 ring runs from MinInt64 (exclusive: no key has that
-	// token) to MaxInt64, cut into splits equal ranges.
-	step := uint64(math.MaxUint64 / uint64(splits))
-	lo := int64(math.MinInt64)
-	for i := range splits {
-		hi := int64(uint64(lo) + step)
-		if i == splits-1 {
-			hi = math.MaxInt64
-		}
-		n, k, err := sub.passRange(ctx, p, lo, hi, start, read)
+	for _, r := range tokenRanges(splits) {
+		n, k, err := sub.passRange(ctx, p, r.lo, r.hi, start, read)
 		if err != nil {
 			return err
 		}
 		read, sent = read+n, sent+k
-		lo = hi
 	}
 
 	done := make(chan struct{})
