@@ -274,4 +274,3 @@ func testRebuildKill9(t *testing.T, env map[string]string, events int, halfBuilt
 	}
 	t.Logf("rebuild after the kill: %d events", again.EventsDone)
 }
-

@@ -230,7 +230,7 @@ func rebuildArgs(r readmodel.Rebuild) []any {
 		r.CancelRequested, formatOptional(r.RequestedAt), formatOptional(r.StartedAt), formatOptional(r.UpdatedAt), formatOptional(r.EndedAt)}
 }
 
-// formatOptional stores the zero time as ''.
+// formatOptional stores the zero time as ”.
 func formatOptional(t time.Time) string {
 	if t.IsZero() {
 		return ""
