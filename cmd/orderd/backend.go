@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/orderd/orderd/internal/aggregate"
+	"github.com/orderd/orderd/internal/api"
 	"github.com/orderd/orderd/internal/readmodel"
 	viewscylla "github.com/orderd/orderd/internal/readmodel/scylla"
 	viewsqlite "github.com/orderd/orderd/internal/readmodel/sqlite"
@@ -43,6 +44,9 @@ type backend struct {
 	ledger relay.Ledger
 	keys   store.Idempotency // the records of Idempotency-Keys
 	snaps  store.Snapshots   // the aggregates' snapshots, a cache
+	// log is the event store in its global commit order, which
+	// GET /v1/events/stream reads; nil on CQL, which has none.
+	log api.EventLog
 	// readPoll is how often a min_version read polls its row, where the
 	// projector may be another instance's (see readmodel.NewQueries).
 	readPoll time.Duration
@@ -104,7 +108,7 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 		return nil, errors.Join(err, keys.Close(), ledger.Close(), views.Close(), events.Close())
 	}
 	return &backend{
-		events: events, feed: events, leases: events, views: views, ledger: ledger, keys: keys, snaps: snaps,
+		events: events, feed: events, leases: events, views: views, ledger: ledger, keys: keys, snaps: snaps, log: events,
 		ping:   pingStore(events, func(ctx context.Context) error { _, err := events.Head(ctx); return err }),
 		health: events,
 		close:  func() { keys.Close(); ledger.Close(); views.Close(); events.Close() },
