@@ -127,8 +127,8 @@ func (c *sseConn) serve(ctx context.Context) error {
 	defer beat.Stop()
 	for {
 		select {
-		case batch := <-c.sub.ch:
-			if err := c.write(batch); err != nil {
+		case b := <-c.sub.ch:
+			if err := c.write(b); err != nil {
 				return err
 			}
 			beat.Reset(c.st.opts.Heartbeat)
@@ -152,11 +152,11 @@ func (c *sseConn) catchUp(ctx context.Context, to int64) error {
 		if err != nil {
 			return err
 		}
-		batch, err := encodeFrames(evs)
+		b, err := encodeBatch(evs)
 		if err != nil {
 			return err
 		}
-		if err := c.write(batch); err != nil {
+		if err := c.write(b); err != nil {
 			return err
 		}
 		c.last = max(c.last, evs[len(evs)-1].Position) // past events not shown too
@@ -164,24 +164,20 @@ func (c *sseConn) catchUp(ctx context.Context, to int64) error {
 	return nil
 }
 
-// write writes the frames after c.last and flushes them.
-func (c *sseConn) write(batch []frame) error {
+// write writes the events of b after c.last (those up to it were
+// written from the store already) in one piece, and flushes them.
+func (c *sseConn) write(b *batch) error {
+	msg := b.after(c.last)
+	if len(msg) == 0 {
+		return nil
+	}
 	if err := c.sub.extend(c.st.opts.WriteTimeout); err != nil {
 		return err
 	}
-	wrote := false
-	for _, f := range batch {
-		if f.pos <= c.last {
-			continue // already written from the store
-		}
-		if _, err := c.w.Write(f.msg); err != nil {
-			return err
-		}
-		c.last, wrote = f.pos, true
+	if _, err := c.w.Write(msg); err != nil {
+		return err
 	}
-	if !wrote {
-		return nil
-	}
+	c.last = b.pos[len(b.pos)-1]
 	return c.rc.Flush()
 }
 

@@ -140,7 +140,7 @@ func (s *Stream) leave() { s.open.Add(-1) }
 
 // subscriber is one client as the hub sees it.
 type subscriber struct {
-	ch chan []frame
+	ch chan *batch
 	rc *http.ResponseController
 
 	mu   sync.Mutex
@@ -149,7 +149,7 @@ type subscriber struct {
 }
 
 func newSubscriber(buffer int, rc *http.ResponseController) *subscriber {
-	return &subscriber{ch: make(chan []frame, buffer), rc: rc, gone: make(chan struct{})}
+	return &subscriber{ch: make(chan *batch, buffer), rc: rc, gone: make(chan struct{})}
 }
 
 // end drops the client: its next write fails, and so does the one it may
@@ -238,9 +238,9 @@ func (s *Stream) tail(ctx context.Context, gen int, from int64) {
 		if err == nil && len(evs) == 0 {
 			err = errors.New("the store's feed returned no events")
 		}
-		var batch []frame
+		var b *batch
 		if err == nil {
-			batch, err = encodeFrames(evs)
+			b, err = encodeBatch(evs)
 		}
 		s.mu.Lock()
 		if s.gen != gen {
@@ -259,10 +259,10 @@ func (s *Stream) tail(ctx context.Context, gen int, from int64) {
 		}
 		after = evs[len(evs)-1].Position
 		s.pos = after
-		if len(batch) > 0 {
+		if len(b.pos) > 0 {
 			for sub := range s.subs {
 				select {
-				case sub.ch <- batch:
+				case sub.ch <- b:
 				default:
 					delete(s.subs, sub)
 					sub.end(errSlow)
@@ -274,10 +274,21 @@ func (s *Stream) tail(ctx context.Context, gen int, from int64) {
 	}
 }
 
-// frame is one event as an SSE message, ready to write.
-type frame struct {
-	pos int64
-	msg []byte
+// batch is events as SSE messages, ready to write: encoded once by the
+// hub for all its clients, and written to each in one piece.
+type batch struct {
+	msg    []byte  // the messages, back to back
+	pos    []int64 // each message's position, increasing
+	starts []int   // where each message starts in msg
+}
+
+// after returns the messages of the events after position last.
+func (b *batch) after(last int64) []byte {
+	i, _ := slices.BinarySearch(b.pos, last+1)
+	if i == len(b.pos) {
+		return nil
+	}
+	return b.msg[b.starts[i]:]
 }
 
 // streamEventJSON is an event as the stream's data shows it: its envelope
@@ -291,9 +302,9 @@ type streamEventJSON struct {
 // relay's (email claims are bookkeeping).
 var published = aggregate.PublishedTypes()
 
-// encodeFrames returns the SSE messages of the published events of evs.
-func encodeFrames(evs []store.Event) ([]frame, error) {
-	out := make([]frame, 0, len(evs))
+// encodeBatch returns the SSE messages of the published events of evs.
+func encodeBatch(evs []store.Event) (*batch, error) {
+	b := &batch{}
 	for _, e := range evs {
 		if !slices.Contains(published, e.AggregateType) {
 			continue
@@ -302,15 +313,14 @@ func encodeFrames(evs []store.Event) ([]frame, error) {
 		if err != nil {
 			return nil, fmt.Errorf("encode event at %d: %w", e.Position, err)
 		}
-		msg := make([]byte, 0, len(data)+len(e.Type)+48)
-		msg = append(msg, "id: "...)
-		msg = strconv.AppendInt(msg, e.Position, 10)
-		msg = append(msg, "\nevent: "...)
-		msg = append(msg, e.Type...)
-		msg = append(msg, "\ndata: "...)
-		msg = append(msg, data...)
-		msg = append(msg, "\n\n"...)
-		out = append(out, frame{e.Position, msg})
+		b.pos, b.starts = append(b.pos, e.Position), append(b.starts, len(b.msg))
+		b.msg = append(b.msg, "id: "...)
+		b.msg = strconv.AppendInt(b.msg, e.Position, 10)
+		b.msg = append(b.msg, "\nevent: "...)
+		b.msg = append(b.msg, e.Type...)
+		b.msg = append(b.msg, "\ndata: "...)
+		b.msg = append(b.msg, data...)
+		b.msg = append(b.msg, "\n\n"...)
 	}
-	return out, nil
+	return b, nil
 }
