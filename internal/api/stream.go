@@ -42,6 +42,11 @@ type StreamOptions struct {
 	Buffer int
 	// Batch is the most events read from the store at once (default 256).
 	Batch int
+	// Linger is the least time between two reads of the hub (default
+	// 20 ms): under load, the events of many commits go out as one batch,
+	// one write per client, rather than a write per commit. An event
+	// after a quiet spell goes out at once.
+	Linger time.Duration
 	// Heartbeat is the pause after which an idle stream sends a comment,
 	// so proxies keep it open and clients notice a dead one (default 15 s).
 	Heartbeat time.Duration
@@ -84,6 +89,7 @@ func NewStream(log EventLog, opts StreamOptions, reg prometheus.Registerer, logg
 	opts.MaxClients = cmpOr(opts.MaxClients, 1000)
 	opts.Buffer = cmpOr(opts.Buffer, 64)
 	opts.Batch = cmpOr(opts.Batch, 256)
+	opts.Linger = cmpOr(opts.Linger, 20*time.Millisecond)
 	opts.Heartbeat = cmpOr(opts.Heartbeat, 15*time.Second)
 	opts.WriteTimeout = cmpOr(opts.WriteTimeout, 10*time.Second)
 	ctx, stop := context.WithCancel(context.Background())
@@ -233,8 +239,16 @@ func (s *Stream) stopHubLocked() {
 // store fails; then every client is ended, to reconnect with Last-Event-ID.
 func (s *Stream) tail(ctx context.Context, gen int, from int64) {
 	after := from
+	linger := time.NewTimer(0)
+	defer linger.Stop()
 	for {
+		select {
+		case <-linger.C:
+		case <-ctx.Done():
+			return
+		}
 		evs, err := s.log.ReadFeed(ctx, after, s.opts.Batch)
+		linger.Reset(s.opts.Linger)
 		if err == nil && len(evs) == 0 {
 			err = errors.New("the store's feed returned no events")
 		}
