@@ -86,12 +86,15 @@ var errSlow = errors.New("stream client too slow: its buffer is full")
 // orderd_stream_clients_dropped_total) are registered in reg when not nil.
 // A nil log makes GET /v1/events/stream answer 501 stream_not_offered.
 func NewStream(log EventLog, opts StreamOptions, reg prometheus.Registerer, logger *zap.Logger) *Stream {
-	opts.MaxClients = cmpOr(opts.MaxClients, 1000)
-	opts.Buffer = cmpOr(opts.Buffer, 64)
-	opts.Batch = cmpOr(opts.Batch, 256)
-	opts.Linger = cmpOr(opts.Linger, 20*time.Millisecond)
-	opts.Heartbeat = cmpOr(opts.Heartbeat, 15*time.Second)
-	opts.WriteTimeout = cmpOr(opts.WriteTimeout, 10*time.Second)
+	opts.MaxClients = orDefault(opts.MaxClients, 1000)
+	opts.Buffer = orDefault(opts.Buffer, 64)
+	opts.Batch = orDefault(opts.Batch, 256)
+	opts.Linger = orDefault(opts.Linger, 20*time.Millisecond)
+	opts.Heartbeat = orDefault(opts.Heartbeat, 15*time.Second)
+	opts.WriteTimeout = orDefault(opts.WriteTimeout, 10*time.Second)
+	if logger == nil {
+		logger = zap.NewNop()
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	s := &Stream{log: log, opts: opts, ctx: ctx, stop: stop, subs: map[*subscriber]struct{}{}, logger: logger}
 	if reg != nil {
@@ -109,7 +112,8 @@ func NewStream(log EventLog, opts StreamOptions, reg prometheus.Registerer, logg
 	return s
 }
 
-func cmpOr[T int | time.Duration](v, def T) T {
+// orDefault returns v, or def when v is not positive.
+func orDefault[T int | time.Duration](v, def T) T {
 	if v <= 0 {
 		return def
 	}
