@@ -69,9 +69,10 @@ type Server struct {
 	admin      DeadLetters // see WithAdmin, in admin.go
 	adminToken string
 
-	idem   *Idempotency // see WithIdempotency
-	async  []byte       // the AsyncAPI document; see WithAsyncAPI
-	stream *Stream      // GET /v1/events/stream; see WithStream, in sse.go
+	idem  *Idempotency // see WithIdempotency
+	async []byte       // the AsyncAPI document; see WithAsyncAPI
+
+	stream *Stream // GET /v1/events/stream; see WithStream, in sse.go
 }
 
 // New returns a server. spec is the OpenAPI document served at
