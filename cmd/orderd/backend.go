@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/orderd/orderd/internal/aggregate"
+	"github.com/orderd/orderd/internal/api"
 	"github.com/orderd/orderd/internal/readmodel"
 	viewscylla "github.com/orderd/orderd/internal/readmodel/scylla"
 	viewsqlite "github.com/orderd/orderd/internal/readmodel/sqlite"
@@ -40,6 +41,9 @@ type backend struct {
 	ledger  relay.Ledger
 	keys    store.Idempotency // the records of Idempotency-Keys
 	snaps   store.Snapshots   // the aggregates' snapshots, a cache
+	// positions is the event store in its global commit order, which
+	// GET /v1/events/stream reads; nil on CQL, which has none.
+	positions api.EventLog
 	// readPoll is how often a min_version read polls its row, where the
 	// projector may be another instance's (see readmodel.NewQueries).
 	readPoll time.Duration
@@ -106,7 +110,7 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 	}
 	return &backend{
 		events: events, feed: events, leases: events, log: events, views: views, catalog: catalog,
-		ledger: ledger, keys: keys, snaps: snaps,
+		ledger: ledger, keys: keys, snaps: snaps, positions: events,
 		ping:   pingStore(events, func(ctx context.Context) error { _, err := events.Head(ctx); return err }),
 		health: events,
 		close:  func() { snaps.Close(); keys.Close(); ledger.Close(); catalog.Close(); events.Close() },

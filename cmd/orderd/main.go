@@ -214,12 +214,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		Help: "GETs with min_version waiting for the projection now (at most ORDERD_MAX_WAITERS).",
 	}, func() float64 { return float64(queries.Waiting()) }))
 	conns := api.NewConns(cfg.maxConns, reg)
+	// A stream holds its connection busy for good: at most half of them,
+	// so that streams can never take every connection from commands.
+	stream := api.NewStream(b.positions, api.StreamOptions{MaxClients: min(1000, max(1, cfg.maxConns/2))}, reg, log.Named("stream"))
+	defer stream.Stop()
 	handler := api.New(commands, queries, b.events, readiness(b, projector, relayWorker, rp.relay), orderd.OpenAPI, log.Named("http")).
 		WithMetrics(api.NewMetrics(reg), reg).
 		WithAsyncAPI(orderd.AsyncAPI).
 		WithAdmin(rp.relay, cfg.adminToken).
 		WithRebuilds(rebuilds(rebuilder)).
 		WithIdempotency(api.NewIdempotency(b.keys, b.events, api.IdempotencyOptions{TTL: cfg.idempotencyTTL})).
+		WithStream(stream).
 		Handler()
 	srv := &http.Server{
 		Handler:           handler,
@@ -234,6 +239,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		ConnState:      conns.Track,
 		ErrorLog:       zap.NewStdLog(log.Named("http")),
 	}
+	// Streams never end by themselves: Shutdown ends them at once rather
+	// than waiting for its deadline.
+	srv.RegisterOnShutdown(stream.Stop)
 	ln, err := net.Listen("tcp", cfg.httpAddr)
 	if err != nil {
 		return err

@@ -82,3 +82,7 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.status = code
 	r.ResponseWriter.WriteHeader(code)
 }
+
+// Unwrap lets http.ResponseController reach the connection (to flush and
+// set deadlines), as the event stream does.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }

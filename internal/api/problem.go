@@ -28,6 +28,9 @@ var (
 	errBodyTooLarge = errors.New("body too large")
 	errMediaType    = errors.New("unsupported media type")
 	errRebuildEnded = errors.New("rebuild ended")
+
+	errStreamNotOffered = errors.New("event stream not offered") // a store with no global order
+	errTooManyStreams   = errors.New("too many event streams")
 )
 
 // problems is the one place that says which error means which status. An
@@ -64,6 +67,9 @@ var problems = []struct {
 	{aggregate.ErrStale, http.StatusPreconditionFailed, "version_mismatch", ""},
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, "body_too_large", ""},
 	{errMediaType, http.StatusUnsupportedMediaType, "unsupported_media_type", ""},
+	// The CQL backend has no global order to number a stream of all
+	// events by: the server does not support the route, whatever is asked.
+	{errStreamNotOffered, http.StatusNotImplemented, "stream_not_offered", ""},
 	// A projection catches up in milliseconds; a broker that timed out a
 	// replay is likely to be down for a while yet.
 	{readmodel.ErrBehind, http.StatusServiceUnavailable, "projection_behind", "1"},
@@ -71,6 +77,9 @@ var problems = []struct {
 	// the read wait (2 s).
 	{readmodel.ErrTooManyWaiters, http.StatusServiceUnavailable, "too_many_waiters", "1"},
 	{relay.ErrBrokerUnavailable, http.StatusServiceUnavailable, "broker_unavailable", "10"},
+	// Every event stream the server serves is open: one frees when a
+	// client leaves.
+	{errTooManyStreams, http.StatusServiceUnavailable, "too_many_streams", "5"},
 	// A full disk, a read-only file system, an I/O error: the store cannot
 	// write until the operator acts; /readyz says so meanwhile.
 	{store.ErrUnavailable, http.StatusServiceUnavailable, "storage_unavailable", "5"},

@@ -72,6 +72,8 @@ type Server struct {
 
 	idem  *Idempotency // see WithIdempotency
 	async []byte       // the AsyncAPI document; see WithAsyncAPI
+
+	stream *Stream // GET /v1/events/stream; see WithStream, in sse.go
 }
 
 // New returns a server. spec is the OpenAPI document served at
@@ -149,6 +151,7 @@ func (s *Server) Handler() http.Handler {
 		r.Post("/{id}/deliver", s.command("DeliverOrder", s.deliverOrder))
 		r.Post("/{id}/cancel", s.command("CancelOrder", s.cancelOrder))
 	})
+	r.Get("/v1/events/stream", s.handle(s.eventStream))
 	s.mountAdmin(r)
 	return r
 }

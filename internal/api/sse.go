@@ -1,0 +1,200 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// WithStream serves GET /v1/events/stream from st. Without it (or with a
+// stream of no EventLog) the route answers 501 stream_not_offered.
+func (s *Server) WithStream(st *Stream) *Server {
+	s.stream = st
+	return s
+}
+
+// eventStream answers GET /v1/events/stream: every published event after
+// the position the client names, as Server-Sent Events whose id is the
+// position, first from the store, then live as events are committed.
+func (s *Server) eventStream(w http.ResponseWriter, r *http.Request) error {
+	st := s.stream
+	if st == nil || st.log == nil {
+		return &problem{kind: errStreamNotOffered, code: "stream_not_offered",
+			detail: "this event store has no global commit order (the CQL backend keeps each aggregate's events apart), so it offers no stream of all events; consume the Kafka topics, or read one aggregate's events at /v1/orders/{id}/events"}
+	}
+	after, err := streamAfter(r)
+	if err != nil {
+		return err
+	}
+	if !st.admit() {
+		return &problem{kind: errTooManyStreams, code: "too_many_streams",
+			detail: fmt.Sprintf("%d event streams are open, the most this server serves at once; retry later", st.opts.MaxClients)}
+	}
+	defer st.leave()
+
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no") // nginx would hold the events back otherwise
+	if r.Method == http.MethodHead {
+		w.WriteHeader(http.StatusOK)
+		return nil
+	}
+	rc := http.NewResponseController(w)
+	// The server's ReadTimeout would end the request's context mid-stream
+	// (its background read of the idle connection times out); the stream
+	// reads nothing more, and notices a client gone by its EOF.
+	_ = rc.SetReadDeadline(time.Time{})
+	c := &sseConn{w: w, rc: rc, st: st, last: after, sub: newSubscriber(st.opts.Buffer, rc)}
+	w.WriteHeader(http.StatusOK)
+	// Past this point the answer is under way: an error can only end it.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	defer context.AfterFunc(st.ctx, cancel)()
+	err = c.serve(ctx)
+	switch {
+	case err == nil, ctx.Err() != nil, errors.Is(err, errSlow):
+		logger(r.Context()).Debug("event stream ended", zap.Error(err), zap.Int64("last", c.last))
+	default:
+		logger(r.Context()).Warn("event stream failed", zap.Error(err), zap.Int64("last", c.last))
+	}
+	return nil
+}
+
+// streamAfter returns the position a stream starts after: Last-Event-ID,
+// which a reconnecting EventSource sends to the URL it first asked (with
+// its original ?after), wins over ?after; both must be positions.
+func streamAfter(r *http.Request) (int64, error) {
+	after, err := queryInt(r, "after", 0, math.MaxInt64, 0, "a feed position (a whole number of 0 or more)")
+	if err != nil {
+		return 0, err
+	}
+	vals := r.Header.Values("Last-Event-ID")
+	if len(vals) == 0 {
+		return after, nil
+	}
+	n, err := strconv.ParseInt(vals[0], 10, 64)
+	if len(vals) > 1 || err != nil || n < 0 || vals[0] != strconv.FormatInt(n, 10) {
+		return 0, invalid("invalid_last_event_id", "Last-Event-ID",
+			"Last-Event-ID must be one event id of this stream, a whole number of 0 or more, not %s", echo(vals[0]))
+	}
+	return n, nil
+}
+
+// sseConn is one client's stream.
+type sseConn struct {
+	w    http.ResponseWriter
+	rc   *http.ResponseController
+	st   *Stream
+	sub  *subscriber
+	last int64 // the position of the last event written, or the start
+}
+
+// serve catches up from the store, joins the hub, closes the gap between
+// the two from the store, then writes the hub's batches as they come. It
+// returns when ctx ends (the client went, or Stop), or the client is
+// dropped or a write fails.
+func (c *sseConn) serve(ctx context.Context) error {
+	if err := c.flush(); err != nil { // the headers, at once
+		return err
+	}
+	head, err := c.st.log.Head(ctx)
+	if err != nil {
+		return err
+	}
+	// Most of a long catch-up happens before joining, so that the hub's
+	// batches do not pile up in the buffer meanwhile.
+	if err := c.catchUp(ctx, head); err != nil {
+		return err
+	}
+	joined, err := c.st.join(ctx, c.sub)
+	if err != nil {
+		return err
+	}
+	defer c.st.unsubscribe(c.sub)
+	// The hub hands over every event after joined; what lies between the
+	// last event written and joined comes from the store.
+	if err := c.catchUp(ctx, joined); err != nil {
+		return err
+	}
+	beat := time.NewTicker(c.st.opts.Heartbeat)
+	defer beat.Stop()
+	for {
+		select {
+		case b := <-c.sub.ch:
+			if err := c.write(b); err != nil {
+				return err
+			}
+			beat.Reset(c.st.opts.Heartbeat)
+		case <-beat.C:
+			if err := c.send([]byte(": ping\n\n")); err != nil {
+				return err
+			}
+		case <-c.sub.gone:
+			return c.sub.why
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// catchUp writes the events after c.last up to position to from the
+// store. ReadFeed never blocks here: to is a committed position.
+func (c *sseConn) catchUp(ctx context.Context, to int64) error {
+	for c.last < to {
+		evs, err := c.st.log.ReadFeed(ctx, c.last, c.st.opts.Batch)
+		if err != nil {
+			return err
+		}
+		b, err := encodeBatch(evs)
+		if err != nil {
+			return err
+		}
+		if err := c.write(b); err != nil {
+			return err
+		}
+		c.last = max(c.last, evs[len(evs)-1].Position) // past events not shown too
+	}
+	return nil
+}
+
+// write writes the events of b after c.last (those up to it were
+// written from the store already) in one piece, and flushes them.
+func (c *sseConn) write(b *batch) error {
+	msg := b.after(c.last)
+	if len(msg) == 0 {
+		return nil
+	}
+	if err := c.sub.extend(c.st.opts.WriteTimeout); err != nil {
+		return err
+	}
+	if _, err := c.w.Write(msg); err != nil {
+		return err
+	}
+	c.last = b.pos[len(b.pos)-1]
+	return c.rc.Flush()
+}
+
+// send writes p (a comment) and flushes it.
+func (c *sseConn) send(p []byte) error {
+	if err := c.sub.extend(c.st.opts.WriteTimeout); err != nil {
+		return err
+	}
+	if _, err := c.w.Write(p); err != nil {
+		return err
+	}
+	return c.rc.Flush()
+}
+
+func (c *sseConn) flush() error {
+	if err := c.sub.extend(c.st.opts.WriteTimeout); err != nil {
+		return err
+	}
+	return c.rc.Flush()
+}
