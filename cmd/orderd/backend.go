@@ -44,6 +44,9 @@ type backend struct {
 	// positions is the event store in its global commit order, which
 	// GET /v1/events/stream reads; nil on CQL, which has none.
 	positions api.EventLog
+	// trackViews: other instances may switch the read models' generation,
+	// so this one looks every second (readmodel.Live.Track).
+	trackViews bool
 	// readPoll is how often a min_version read polls its row, where the
 	// projector may be another instance's (see readmodel.NewQueries).
 	readPoll time.Duration
@@ -139,10 +142,17 @@ func openScylla(ctx context.Context, cfg config, log *zap.Logger) (*backend, err
 		return nil, err
 	}
 	sess := events.Session()
+	catalog := viewscylla.NewCatalog(sess, events.Keyspace(), log.Named("views"),
+		viewscylla.WithConsistency(cfg.scylla.Consistency), viewscylla.WithSerialConsistency(cfg.scylla.SerialConsistency))
+	views, err := openLive(ctx, catalog, events, log)
+	if err != nil {
+		return nil, errors.Join(err, events.Close())
+	}
 	return &backend{
-		events: events, feed: events, leases: events, keys: events, snaps: events,
-		views: readmodel.NewLive(0, viewscylla.New(sess, log.Named("views"),
-			viewscylla.WithConsistency(cfg.scylla.Consistency), viewscylla.WithSerialConsistency(cfg.scylla.SerialConsistency)), events, log.Named("views")),
+		events: events, feed: events, leases: events, log: events, keys: events, snaps: events,
+		views: views, catalog: catalog,
+		// Another instance's rebuild switches generations: see run.
+		trackViews: true,
 		ledger: relayscylla.NewLedger(sess, cfg.scylla.Consistency, cfg.scylla.SerialConsistency, log.Named("ledger")),
 		// The active projector may be another instance's: a waiting read
 		// looks again at this pace (one read of one row per wait and poll).

@@ -38,6 +38,7 @@ type config struct {
 	shutdownTimeout time.Duration
 	adminToken      string
 	leaseTTL        time.Duration
+	rebuildGrace    time.Duration
 	idempotencyTTL  time.Duration
 	snapshotEvery   int // events between an aggregate's snapshots; 0: none
 	maxConns        int // HTTP connections open at once
@@ -105,6 +106,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		{&c.shutdownTimeout, "shutdown-timeout", "ORDERD_SHUTDOWN_TIMEOUT", 15 * time.Second, "longest wait for in-flight requests on SIGTERM"},
 		{&c.idempotencyTTL, "idempotency-ttl", "ORDERD_IDEMPOTENCY_TTL", api.DefaultIdempotencyTTL, "how long the answer to an Idempotency-Key is kept for retries"},
 		{&c.leaseTTL, "lease-ttl", "ORDERD_LEASE_TTL", 10 * time.Second, "how long a worker's lease lasts unrenewed: a standby takes over within it when the active instance dies"},
+		{&c.rebuildGrace, "rebuild-grace", "ORDERD_REBUILD_GRACE", 5 * time.Second, "how long the read models a rebuild replaced are still written, for reads in flight and for other instances to switch (they look every second), before they are dropped"},
 		{&c.relay.RetryInitial, "retry-initial", "ORDERD_RETRY_INITIAL", 100 * time.Millisecond, "first delay before the relay retries a failed publish"},
 		{&c.relay.RetryMax, "retry-max", "ORDERD_RETRY_MAX", 5 * time.Second, "longest delay between the relay's retries"},
 		{&c.relay.BreakerOpen, "breaker-open", "ORDERD_BREAKER_OPEN", 5 * time.Second, "how long the Kafka circuit breaker stays open before it lets one publish through as a probe: recovery follows the broker within it"},

@@ -97,14 +97,6 @@ func usage(w io.Writer) {
 	_, _ = parseConfig([]string{"-help"}, func(string) string { return "" }, w)
 }
 
-// rebuilds is rb as the API takes it: nil (no routes) without a catalog.
-func rebuilds(rb *readmodel.Rebuilder) api.Rebuilds {
-	if rb == nil {
-		return nil
-	}
-	return rb
-}
-
 // isTerminal reports whether f is a terminal (a character device), where
 // progress may be redrawn in place.
 func isTerminal(f *os.File) bool {
@@ -168,14 +160,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	// The active projector also carries out the rebuilds of the read
 	// models: during one, its batches reach the new generation too.
-	var rebuilder *readmodel.Rebuilder
-	if b.catalog != nil {
-		rebuilder = readmodel.NewRebuilder(b.catalog, b.log, b.views, readmodel.RebuildOptions{}, log.Named("rebuild"))
-	}
+	rebuilder := readmodel.NewRebuilder(b.catalog, b.log, b.views, readmodel.RebuildOptions{Grace: cfg.rebuildGrace}, log.Named("rebuild"))
 	projector := elect("projector", func(ctx context.Context) error {
-		if rebuilder == nil {
-			return b.feed.Subscribe(ctx, "projector", b.views.Apply)
-		}
 		g, ctx := errgroup.WithContext(ctx)
 		g.Go(func() error { return rebuilder.Serve(ctx, cfg.instance+"/"+uuid.NewString()) })
 		g.Go(func() error { return b.feed.Subscribe(ctx, "projector", b.views.Apply) })
@@ -222,7 +208,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		WithMetrics(api.NewMetrics(reg), reg).
 		WithAsyncAPI(orderd.AsyncAPI).
 		WithAdmin(rp.relay, cfg.adminToken).
-		WithRebuilds(rebuilds(rebuilder)).
+		WithRebuilds(rebuilder).
 		WithIdempotency(api.NewIdempotency(b.keys, b.events, api.IdempotencyOptions{TTL: cfg.idempotencyTTL})).
 		WithStream(stream).
 		Handler()
@@ -256,6 +242,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 	workDone := workers.ServeBackground(workCtx)
+	if b.trackViews {
+		go b.views.Track(workCtx, b.catalog, time.Second)
+	}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- srv.Serve(ln) }()
 

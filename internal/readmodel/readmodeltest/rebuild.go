@@ -38,6 +38,10 @@ type RebuildBackend struct {
 	Catalog readmodel.Catalog
 	// TimePrecision is how finely the backend keeps times (see Backend).
 	TimePrecision time.Duration
+	// Events is how many events of history the rebuild under load starts
+	// from (before the load's): as many as the backend appends in a few
+	// seconds.
+	Events int
 }
 
 // RunRebuild runs the suite of blue/green rebuilds (readmodel.Rebuilder,
@@ -147,7 +151,7 @@ func testRebuildUnderLoad(t *testing.T, b RebuildBackend) {
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	ctx := ctxOf(t)
 	// History before the rebuild, projected by generation 0.
-	for _, e := range Pipeline(t, 3000) {
+	for _, e := range Pipeline(t, b.Events) {
 		if err := b.Store.Append(ctx, e.AggregateID, e.Sequence-1, []store.Event{e}); err != nil {
 			t.Fatalf("append: %v", err)
 		}
@@ -220,8 +224,8 @@ func testRebuildUnderLoad(t *testing.T, b RebuildBackend) {
 	if done.State != readmodel.RebuildDone {
 		t.Fatalf("rebuild ended %s: %s", done.State, done.Error)
 	}
-	if done.Generation != 1 || done.From != 0 || done.EventsDone < 3000 {
-		t.Errorf("rebuild = %+v; want generation 1 from 0, at least the 3000 events before it", done)
+	if done.Generation != 1 || done.From != 0 || done.EventsDone < int64(b.Events) {
+		t.Errorf("rebuild = %+v; want generation 1 from 0, at least the %d events before it", done, b.Events)
 	}
 	if got := n.live.Current(); got != 1 {
 		t.Errorf("live reads generation %d, want 1", got)

@@ -24,6 +24,6 @@ func TestRebuild(t *testing.T) {
 			t.Fatalf("OpenCatalog: %v", err)
 		}
 		t.Cleanup(func() { _ = catalog.Close() })
-		return readmodeltest.RebuildBackend{Store: events, Catalog: catalog}
+		return readmodeltest.RebuildBackend{Store: events, Catalog: catalog, Events: 3000}
 	})
 }
