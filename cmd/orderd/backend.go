@@ -153,7 +153,7 @@ func openScylla(ctx context.Context, cfg config, log *zap.Logger) (*backend, err
 		views: views, catalog: catalog,
 		// Another instance's rebuild switches generations: see run.
 		trackViews: true,
-		ledger: relayscylla.NewLedger(sess, cfg.scylla.Consistency, cfg.scylla.SerialConsistency, log.Named("ledger")),
+		ledger:     relayscylla.NewLedger(sess, cfg.scylla.Consistency, cfg.scylla.SerialConsistency, log.Named("ledger")),
 		// The active projector may be another instance's: a waiting read
 		// looks again at this pace (one read of one row per wait and poll).
 		readPoll:     50 * time.Millisecond,
