@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -123,12 +124,37 @@ func expectAsOf(t *testing.T, s *service, kind string, id uuid.UUID, states map[
 	}
 }
 
+// snapshotModes runs a time-travel test with snapshots off, and with a
+// snapshot after every command: then a past read starts from the snapshot
+// at or below its version, and must answer exactly what the events alone
+// answer. wait, called once the test's commands are done, waits until
+// their snapshots are saved (they are saved in the background).
+func snapshotModes(t *testing.T, test func(t *testing.T, s *service, wait func(n int64))) {
+	for _, mode := range []struct{ name, every string }{{"no snapshots", "0"}, {"a snapshot per command", "1"}} {
+		t.Run(mode.name, func(t *testing.T) {
+			s := start(t, "", map[string]string{"ORDERD_SNAPSHOT_EVERY": mode.every})
+			test(t, s, func(n int64) {
+				if mode.every == "0" {
+					return
+				}
+				waitFor(t, 10*time.Second, "the snapshots to be saved", func() bool {
+					return scalar(t, filepath.Join(s.dataDir, "snapshots.db"), `SELECT count(*) FROM snapshots`) >= n
+				})
+			})
+		})
+	}
+}
+
 // TestTimeTravelOrder reads every version of a lifecycle order, by version
 // and by time, and compares it with what GET answered at that step.
 func TestTimeTravelOrder(t *testing.T) {
-	s := start(t, "", nil)
+	snapshotModes(t, testTimeTravelOrder)
+}
+
+func testTimeTravelOrder(t *testing.T, s *service, wait func(n int64)) {
 	cust := s.registerCustomer(t, "time.travel@example.com")
 	id, states := lifecycleStates(t, s, cust.ID)
+	wait(6) // the customer's, and one per version of the order
 	for v := int64(1); v <= 5; v++ {
 		if got := s.past(t, "orders", id, fmt.Sprintf("as_of_version=%d", v)); !reflect.DeepEqual(got, states[v]) {
 			t.Errorf("as_of_version=%d:\n got %v\nwant %v", v, got, states[v])
@@ -144,7 +170,10 @@ func TestTimeTravelOrder(t *testing.T) {
 
 // TestTimeTravelCustomer does the same for a customer.
 func TestTimeTravelCustomer(t *testing.T) {
-	s := start(t, "", nil)
+	snapshotModes(t, testTimeTravelCustomer)
+}
+
+func testTimeTravelCustomer(t *testing.T, s *service, wait func(n int64)) {
 	cust := s.registerCustomer(t, "before@example.com")
 	path := "/v1/customers/" + cust.ID.String()
 	states := map[int64]asOfState{}
@@ -158,6 +187,7 @@ func TestTimeTravelCustomer(t *testing.T) {
 	read(2)
 	s.do(t, "POST", path+"/phone", map[string]any{"phone": "+4915112345678"}, http.StatusOK)
 	read(3)
+	wait(3) // one per version
 	for v := int64(1); v <= 3; v++ {
 		if got := s.past(t, "customers", cust.ID, fmt.Sprintf("as_of_version=%d", v)); !reflect.DeepEqual(got, states[v]) {
 			t.Errorf("as_of_version=%d:\n got %v\nwant %v", v, got, states[v])

@@ -105,7 +105,7 @@ func loadCached[T any, A interface {
 }](ctx context.Context, h *Handler, aggType string, id uuid.UUID) (A, int64, int, error) {
 	a := A(new(T))
 	if s, ok := any(a).(snapshotRoot); ok && h.snaps.store != nil {
-		if from, ok := h.restore(ctx, s, aggType, id); ok {
+		if from, ok := h.restore(ctx, s, aggType, id, math.MaxInt64); ok {
 			return replayTail(ctx, h.store, aggType, id, a, from)
 		}
 		a = A(new(T)) // restore may have left part of a bad snapshot
@@ -113,12 +113,13 @@ func loadCached[T any, A interface {
 	return replayTail(ctx, h.store, aggType, id, a, 0)
 }
 
-// restore sets a to id's newest snapshot and returns its version; false
-// when there is none it can use. A snapshot that cannot be used is logged
-// and counted, never an error: the events still answer.
-func (h *Handler) restore(ctx context.Context, a snapshotRoot, aggType string, id uuid.UUID) (int64, bool) {
+// restore sets a to id's newest snapshot at or below version atOrBelow and
+// returns its version; false when there is none it can use. A snapshot
+// that cannot be used is logged and counted, never an error: the events
+// still answer.
+func (h *Handler) restore(ctx context.Context, a snapshotRoot, aggType string, id uuid.UUID, atOrBelow int64) (int64, bool) {
 	c := &h.snaps
-	snap, found, err := c.store.Latest(ctx, id, math.MaxInt64)
+	snap, found, err := c.store.Latest(ctx, id, atOrBelow)
 	if err != nil {
 		c.failed.Add(1)
 		h.log.Warn("snapshot read failed; replaying the events", zap.Stringer("aggregate_id", id), zap.Error(err))

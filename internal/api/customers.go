@@ -101,7 +101,7 @@ func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request) error {
 	}
 	var c readmodel.Customer
 	if at.past() {
-		c, err = pastState(r.Context(), s, aggregate.CustomerType, id, at, (*readmodel.Customer).Apply)
+		c, err = pastState(r.Context(), s, aggregate.CustomerType, id, at, s.customerAt)
 	} else {
 		c, err = atLeast(r.Context(), s, aggregate.CustomerType, id, min, s.queries.Customer, func(c readmodel.Customer) int64 { return c.Version })
 	}

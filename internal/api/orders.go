@@ -246,7 +246,7 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) error {
 	}
 	var o readmodel.Order
 	if at.past() {
-		o, err = pastState(r.Context(), s, aggregate.OrderType, id, at, (*readmodel.Order).Apply)
+		o, err = pastState(r.Context(), s, aggregate.OrderType, id, at, s.orderAt)
 	} else {
 		o, err = atLeast(r.Context(), s, aggregate.OrderType, id, min, s.queries.Order, func(o readmodel.Order) int64 { return o.Version })
 	}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/orderd/orderd/internal/store"
+	"github.com/orderd/orderd/internal/readmodel"
 )
 
 // pointInTime is where in an aggregate's history a read asks to look:
@@ -79,41 +79,61 @@ func asOf(r *http.Request) (time.Time, error) {
 	return t, nil
 }
 
-// pastState folds the stored events of aggregate id, in sequence order,
-// with apply (a read model's own Apply, so the answer has the read
-// model's shape) up to p: the last event at or below p.version, or the
-// last one whose timestamp is at or before p.at. Events are folded as a
-// prefix: the state after an event is the state after all events before
-// it. It answers 404 for an id nothing of aggType is stored under and for
-// a time before the aggregate's first event, and 409 version_not_reached
-// for a version beyond the stored one.
+// pastState returns aggregate id as it was at p, in the read model's
+// shape: at p.version, or at the version of the last event whose
+// timestamp is at or before p.at. at computes it from the newest snapshot
+// at or below that version and the events after it (aggregate.Handler's
+// OrderAt, converted), and returns the current version too. It answers
+// 404 for an id nothing of aggType is stored under and for a time before
+// the aggregate's first event, and 409 version_not_reached for a version
+// beyond the stored one.
 func pastState[T any](ctx context.Context, s *Server, aggType string, id uuid.UUID, p pointInTime,
-	apply func(*T, store.Event) (bool, error),
+	at func(ctx context.Context, id uuid.UUID, version int64) (T, int64, error),
 ) (T, error) {
-	var state T
-	events, err := s.stored(ctx, aggType, id)
-	if err != nil {
-		return state, err
-	}
+	var zero T
 	what := strings.ToLower(aggType)
-	switch v := storedVersion(events); {
-	case len(events) == 0:
-		return state, notFound(aggType, id)
-	case p.version > v:
-		return state, &problem{kind: errNotReached, code: "version_not_reached", field: "as_of_version",
-			detail: fmt.Sprintf("%s %s is at version %d; version %d does not exist yet", what, id, v, p.version)}
-	case !p.at.IsZero() && p.at.Before(events[0].Timestamp):
-		return state, &problem{kind: errNotFound, code: notFoundCodes[aggType], field: "as_of",
-			detail: fmt.Sprintf("%s %s did not exist yet at %s; it was created at %s", what, id,
-				p.at.UTC().Format(time.RFC3339Nano), events[0].Timestamp.UTC().Format(time.RFC3339Nano))}
+	version := p.version
+	if version == 0 {
+		// The version at p.at, from the events' timestamps.
+		events, err := s.stored(ctx, aggType, id)
+		switch {
+		case err != nil:
+			return zero, err
+		case len(events) == 0:
+			return zero, notFound(aggType, id)
+		case p.at.Before(events[0].Timestamp):
+			return zero, &problem{kind: errNotFound, code: notFoundCodes[aggType], field: "as_of",
+				detail: fmt.Sprintf("%s %s did not exist yet at %s; it was created at %s", what, id,
+					p.at.UTC().Format(time.RFC3339Nano), events[0].Timestamp.UTC().Format(time.RFC3339Nano))}
+		}
+		for _, e := range events {
+			if e.Timestamp.After(p.at) {
+				break
+			}
+			version = e.Sequence
+		}
 	}
-	for _, e := range events {
-		if p.version > 0 && e.Sequence > p.version || !p.at.IsZero() && e.Timestamp.After(p.at) {
-			break
-		}
-		if _, err := apply(&state, e); err != nil {
-			return state, fmt.Errorf("%s %s as of %d: %w", what, id, e.Sequence, err)
-		}
+	state, current, err := at(ctx, id, version)
+	switch {
+	case err != nil:
+		return zero, fmt.Errorf("%s %s as of %d: %w", what, id, version, err)
+	case current == 0:
+		return zero, notFound(aggType, id)
+	case version > current:
+		return zero, &problem{kind: errNotReached, code: "version_not_reached", field: "as_of_version",
+			detail: fmt.Sprintf("%s %s is at version %d; version %d does not exist yet", what, id, current, version)}
 	}
 	return state, nil
+}
+
+// orderAt is the order at a version, in the read model's shape.
+func (s *Server) orderAt(ctx context.Context, id uuid.UUID, version int64) (readmodel.Order, int64, error) {
+	o, current, err := s.commands.OrderAt(ctx, id, version)
+	return readmodel.OrderOf(o), current, err
+}
+
+// customerAt is the customer at a version, in the read model's shape.
+func (s *Server) customerAt(ctx context.Context, id uuid.UUID, version int64) (readmodel.Customer, int64, error) {
+	c, current, err := s.commands.CustomerAt(ctx, id, version)
+	return readmodel.CustomerOf(c), current, err
 }

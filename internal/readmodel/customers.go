@@ -64,3 +64,12 @@ func (c *Customer) Apply(e store.Event) (bool, error) {
 	c.Version = e.Sequence
 	return true, nil
 }
+
+// CustomerOf returns the read model of the aggregate's state c, as OrderOf
+// does for orders.
+func CustomerOf(c aggregate.Customer) Customer {
+	return Customer{
+		ID: c.ID, Email: c.Email, FirstName: c.FirstName, LastName: c.LastName, Phone: c.Phone,
+		Version: c.Version, RegisteredAt: c.RegisteredAt.UTC(), UpdatedAt: c.UpdatedAt.UTC(),
+	}
+}

@@ -147,3 +147,13 @@ func admit(e store.Event, version int64) (bool, error) {
 	}
 	return true, nil
 }
+
+// OrderOf returns the read model of the aggregate's state o: what applying
+// o's events gives, for time travel from a snapshot.
+func OrderOf(o aggregate.Order) Order {
+	return Order{
+		ID: o.ID, CustomerID: o.CustomerID, Status: string(o.Status), Items: copyItems(o.Items),
+		TrackingNumber: o.TrackingNumber, Carrier: o.Carrier, CancelledReason: o.CancelledReason,
+		Version: o.Version, CreatedAt: o.CreatedAt.UTC(), UpdatedAt: o.UpdatedAt.UTC(),
+	}
+}
