@@ -76,10 +76,13 @@ func (h *Handler) SnapshotStats() SnapshotStats {
 	return SnapshotStats{Saved: c.saved.Load(), Failed: c.failed.Load(), Dropped: c.dropped.Load(), Ignored: c.ignored.Load()}
 }
 
-// snapshotCache is the handler's use of a store.Snapshots.
+// snapshotCache is the handler's use of a store.Snapshots, with a tier
+// in memory in front of it: the state each command left, so that the next
+// command on a hot aggregate replays nothing.
 type snapshotCache struct {
-	store store.Snapshots // nil: snapshots off
-	every int64
+	store  store.Snapshots // nil: snapshots off
+	recent recentStates
+	every  int64
 	slots chan struct{} // one token per save in flight
 	log   *zap.Logger
 	wg    sync.WaitGroup // the saves in flight, for tests
@@ -105,6 +108,11 @@ func loadCached[T any, A interface {
 }](ctx context.Context, h *Handler, aggType string, id uuid.UUID) (A, int64, int, error) {
 	a := A(new(T))
 	if s, ok := any(a).(snapshotRoot); ok && h.snaps.store != nil {
+		if from, ok := h.snaps.recent.restore(s, aggType, id); ok {
+			return replayTail(ctx, h.store, aggType, id, a, from)
+		}
+		a = A(new(T))
+		s = any(a).(snapshotRoot)
 		if from, ok := h.restore(ctx, s, aggType, id, math.MaxInt64); ok {
 			return replayTail(ctx, h.store, aggType, id, a, from)
 		}
@@ -151,15 +159,23 @@ func (h *Handler) restore(ctx context.Context, a snapshotRoot, aggType string, i
 	return snap.Version, true
 }
 
-// after runs after envs were appended to a at version from: when a snapshot
-// is due, it applies them to a and saves a's state, in the background. The
-// command owns a no longer. tail is how many events loading a replayed.
+// after runs after envs were appended to a at version from: it applies
+// them to a (the command owns a no longer), keeps a's state in memory for
+// the next command, and, when a snapshot is due, saves that state in the
+// background. tail is how many events loading a replayed.
 func (c *snapshotCache) after(a any, aggType string, id uuid.UUID, from int64, envs []store.Event, tail int) {
 	s, ok := a.(snapshotRoot)
 	if !ok || c.store == nil {
 		return
 	}
 	to := from + int64(len(envs))
+	state, err := stateAt(s, id, to, envs)
+	if err != nil {
+		c.failed.Add(1)
+		c.log.Warn("snapshot state not encoded", zap.Stringer("aggregate_id", id), zap.Int64("version", to), zap.Error(err))
+		return
+	}
+	c.recent.put(id, recentState{aggType: aggType, version: to, stateVersion: s.stateVersion(), state: state})
 	if from/c.every == to/c.every && int64(tail) < c.every {
 		return
 	}
@@ -172,7 +188,11 @@ func (c *snapshotCache) after(a any, aggType string, id uuid.UUID, from int64, e
 	c.wg.Add(1)
 	go func() {
 		defer func() { <-c.slots; c.wg.Done() }()
-		if err := c.save(s, aggType, id, to, envs); err != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
+		defer cancel()
+		err := c.store.Save(ctx, store.Snapshot{AggregateID: id, AggregateType: aggType, Version: to,
+			StateVersion: s.stateVersion(), State: state, TakenAt: time.Now().UTC()})
+		if err != nil {
 			c.failed.Add(1)
 			c.log.Warn("snapshot not saved", zap.Stringer("aggregate_id", id), zap.Int64("version", to), zap.Error(err))
 			return
@@ -181,24 +201,66 @@ func (c *snapshotCache) after(a any, aggType string, id uuid.UUID, from int64, e
 	}()
 }
 
-// save applies envs to a, as a replay would, and saves its state at to.
-func (c *snapshotCache) save(a snapshotRoot, aggType string, id uuid.UUID, to int64, envs []store.Event) error {
+// stateAt applies envs to a, as a replay would, and returns a's state at
+// version to, encoded.
+func stateAt(a snapshotRoot, id uuid.UUID, to int64, envs []store.Event) ([]byte, error) {
 	for _, e := range envs {
 		ev, err := Decode(e)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		a.apply(ev)
 	}
 	a.replayed(id, to)
-	state, err := a.encodeState()
-	if err != nil {
-		return err
+	return a.encodeState()
+}
+
+// maxRecent bounds the states kept in memory: about 300 bytes each.
+const maxRecent = 10_000
+
+// recentStates are the encoded states the last commands left, by
+// aggregate: what a store snapshot holds, without the read. A state at a
+// version is the same forever (events are never changed), so an entry is
+// never wrong, only older than the events, whose tail the load replays.
+// When full, an arbitrary entry makes room.
+type recentStates struct {
+	mu     sync.Mutex
+	states map[uuid.UUID]recentState
+}
+
+type recentState struct {
+	aggType      string
+	version      int64
+	stateVersion int
+	state        []byte
+}
+
+func (r *recentStates) put(id uuid.UUID, s recentState) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.states == nil {
+		r.states = map[uuid.UUID]recentState{}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
-	defer cancel()
-	return c.store.Save(ctx, store.Snapshot{AggregateID: id, AggregateType: aggType, Version: to,
-		StateVersion: a.stateVersion(), State: state, TakenAt: time.Now().UTC()})
+	if _, ok := r.states[id]; !ok && len(r.states) >= maxRecent {
+		for old := range r.states {
+			delete(r.states, old)
+			break
+		}
+	}
+	r.states[id] = s
+}
+
+// restore sets a to id's state in memory and returns its version; false
+// when there is none of a's type and state version.
+func (r *recentStates) restore(a snapshotRoot, aggType string, id uuid.UUID) (int64, bool) {
+	r.mu.Lock()
+	s, ok := r.states[id]
+	r.mu.Unlock()
+	if !ok || s.aggType != aggType || s.stateVersion != a.stateVersion() || a.decodeState(s.state) != nil {
+		return 0, false
+	}
+	a.replayed(id, s.version)
+	return s.version, true
 }
 
 // decodeStrict decodes JSON into v, refusing fields v does not have: a

@@ -9,8 +9,9 @@ import (
 )
 
 // BenchmarkCommandLongHistory: a command on an order with 10,000 events,
-// replaying them all, then from a snapshot every 100 events; and, for
-// scale, a command on a new order.
+// replaying them all; with snapshots every 100 events, from the state the
+// last command left in memory, and cold, from the newest stored snapshot;
+// and, for scale, a command on a new order.
 //
 //	go test -run '^$' -bench CommandLongHistory ./internal/aggregate/
 func BenchmarkCommandLongHistory(b *testing.B) {
@@ -60,6 +61,19 @@ func BenchmarkCommandLongHistory(b *testing.B) {
 		h := NewHandler(openStore(b), time.Now, WithSnapshots(openSnapshots(b), 100))
 		run(b, h, long(b, h))
 		b.ReportMetric(float64(h.SnapshotStats().Saved), "snapshots")
+	})
+	b.Run("10k-events/snapshots-every-100/cold", func(b *testing.B) {
+		// Each command in a handler with nothing in memory, as the first
+		// command after a restart or on another instance: the load reads
+		// the newest stored snapshot and replays the events after it.
+		st, snaps := openStore(b), openSnapshots(b)
+		id := long(b, NewHandler(st, time.Now, WithSnapshots(snaps, 100)))
+		for b.Loop() {
+			h := NewHandler(st, time.Now, WithSnapshots(snaps, 100))
+			if _, err := h.Order(ctx, id, Meta{Expected: AnyVersion}, update); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 	b.Run("new-order", func(b *testing.B) {
 		h := NewHandler(openStore(b), time.Now, WithSnapshots(openSnapshots(b), 100))

@@ -48,10 +48,11 @@ func randomOrderCommand(r *rand.Rand) lifecycleCommand {
 }
 
 // TestSnapshotEqualsReplay is the property test: over random command
-// sequences, with a snapshot every 3 events, the order loaded from its
-// newest snapshot plus the tail equals the order replayed from all its
-// events, after every command, in every status of the life cycle; so does
-// the customer its orders belong to.
+// sequences, with a snapshot every 3 events, the order loaded from the
+// state the last command left in memory, and the order loaded from its
+// newest stored snapshot, each plus the tail, equal the order replayed
+// from all its events, after every command, in every status of the life
+// cycle; so does the customer its orders belong to.
 func TestSnapshotEqualsReplay(t *testing.T) {
 	ctx := context.Background()
 	st, snaps := openStore(t), openSnapshots(t)
@@ -72,12 +73,16 @@ func TestSnapshotEqualsReplay(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			cached, v, _, err := loadCached[Order](ctx, h, OrderType, id)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !reflect.DeepEqual(cached, full) || v != full.Version {
-				t.Fatalf("seed %d step %d: from a snapshot %+v (version %d), replayed %+v", seed, step, cached, v, full)
+			// From the state in memory, and, in a handler with nothing in
+			// memory, from the store's newest snapshot.
+			for name, hh := range map[string]*Handler{"memory": h, "store": NewHandler(st, time.Now, WithSnapshots(snaps, 3))} {
+				cached, v, _, err := loadCached[Order](ctx, hh, OrderType, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(cached, full) || v != full.Version {
+					t.Fatalf("seed %d step %d: from a snapshot (%s) %+v (version %d), replayed %+v", seed, step, name, cached, v, full)
+				}
 			}
 			seen[full.Status] = true
 		}
@@ -115,12 +120,15 @@ func TestSnapshotEqualsReplay(t *testing.T) {
 func TestSnapshotIgnored(t *testing.T) {
 	ctx := context.Background()
 	st, snaps := openStore(t), openSnapshots(t)
-	h := NewHandler(st, time.Now, WithSnapshots(snaps, 1000))
+	writer := NewHandler(st, time.Now, WithSnapshots(snaps, 1000))
 	cust, id := uuid.New(), uuid.New()
-	registerCustomer(t, h, cust)
-	if _, err := h.CreateOrder(ctx, id, Meta{Expected: AnyVersion}, cust, []Item{{ProductID: uuid.New(), Quantity: 1}}); err != nil {
+	registerCustomer(t, writer, cust)
+	if _, err := writer.CreateOrder(ctx, id, Meta{Expected: AnyVersion}, cust, []Item{{ProductID: uuid.New(), Quantity: 1}}); err != nil {
 		t.Fatal(err)
 	}
+	// A handler with nothing in memory (another process, or this one
+	// restarted) reads the store's snapshots.
+	h := NewHandler(st, time.Now, WithSnapshots(snaps, 1000))
 	full, _, _ := load[Order](ctx, st, OrderType, id)
 	lie := *full
 	lie.Status = Delivered
@@ -217,5 +225,49 @@ func TestSnapshotStateFields(t *testing.T) {
 			t.Errorf("%s at state version %d has the fields\n\t%s\nnot\n\t%s\nbump its state version and update this test",
 				typ.Name(), tc.version, got, tc.fields)
 		}
+	}
+}
+
+// TestRecentStatesTwoWriters: the state a command left in memory is older
+// than the events once another process (here another handler on the same
+// store) appends; the next load replays what it missed.
+func TestRecentStatesTwoWriters(t *testing.T) {
+	ctx := context.Background()
+	st, snaps := openStore(t), openSnapshots(t)
+	a := NewHandler(st, time.Now, WithSnapshots(snaps, 100))
+	b := NewHandler(st, time.Now, WithSnapshots(snaps, 100))
+	cust, id := uuid.New(), uuid.New()
+	registerCustomer(t, a, cust)
+	if _, err := a.CreateOrder(ctx, id, Meta{Expected: AnyVersion}, cust, []Item{{ProductID: uuid.New(), Quantity: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	r := rand.New(rand.NewPCG(7, 7))
+	for step := range 30 {
+		h := []*Handler{a, b}[r.IntN(2)]
+		items := []Item{{ProductID: uuid.New(), Quantity: 1 + step}}
+		if _, err := h.Order(ctx, id, Meta{Expected: AnyVersion}, func(o *Order, now time.Time) ([]Event, error) { return o.UpdateItems(items, now) }); err != nil {
+			t.Fatal(err)
+		}
+		full, _, err := load[Order](ctx, st, OrderType, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, h := range map[string]*Handler{"a": a, "b": b} {
+			got, v, _, err := loadCached[Order](ctx, h, OrderType, id)
+			if err != nil || v != full.Version || !reflect.DeepEqual(got, full) {
+				t.Fatalf("step %d, handler %s: %+v at %d, %v; want %+v", step, name, got, v, err, full)
+			}
+		}
+	}
+}
+
+// TestRecentStatesBounded: the states in memory never exceed maxRecent.
+func TestRecentStatesBounded(t *testing.T) {
+	var r recentStates
+	for range maxRecent + 50 {
+		r.put(uuid.New(), recentState{aggType: OrderType, version: 1, stateVersion: orderStateVersion, state: []byte(`{}`)})
+	}
+	if n := len(r.states); n != maxRecent {
+		t.Fatalf("%d states in memory, want %d", n, maxRecent)
 	}
 }
