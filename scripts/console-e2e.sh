@@ -62,6 +62,7 @@ fi
 [ -x "$CHROMIUM" ] || unavailable "no $CHROMIUM (Debian: apt-get install chromium; scripts/deps.sh does it as root)"
 command -v node >/dev/null 2>&1 || unavailable "no node (Debian: apt-get install nodejs npm)"
 command -v npm >/dev/null 2>&1 || unavailable "no npm (Debian: apt-get install npm)"
+[ "$(node -p 'process.versions.node.split(".")[0]')" -ge 20 ] || unavailable "node $(node --version) is too old: playwright-core needs 20 or later"
 installed=$(node -p "require('$E2E/node_modules/playwright-core/package.json').version" 2>/dev/null || true)
 if [ "$installed" != "$PLAYWRIGHT_VERSION" ]; then
 	say "installing playwright-core $PLAYWRIGHT_VERSION into e2e/console (npm ci)"
