@@ -30,6 +30,8 @@ async function open(t, path) {
   const context = await browser.newContext({viewport: {width: 1280, height: 900}});
   const page = await context.newPage();
   const errors = [];
+  const requests = [];
+  page.on('request', r => requests.push({method: r.method(), path: new URL(r.url()).pathname}));
   page.on('console', m => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', e => errors.push(String(e)));
   page.on('dialog', d => errors.push('unexpected dialog: ' + d.message()));
@@ -40,7 +42,7 @@ async function open(t, path) {
     await context.close();
     assert.deepEqual(errors, [], 'errors in the page');
   });
-  return {page, errors};
+  return {page, errors, requests};
 }
 
 function checkHeaders(headers, path) {
@@ -118,8 +120,12 @@ test('the walkthrough order in its timeline, by deep link, and after a reload', 
 });
 
 test('a live event arrives in the feed while the page is open; the feed pauses when scrolled', async t => {
-  const {page} = await open(t, '/console');
+  const started = Date.now();
+  const {page, requests} = await open(t, '/console');
   await page.getByText('Live: connected to the event stream.').waitFor();
+  // ?after=now: the events of the tests before are not replayed.
+  await page.waitForTimeout(500);
+  assert.equal(await page.locator('#feed-list li').count(), 0, 'the feed starts empty');
   // Health from /readyz: the store, the workers with their role, the dead letters.
   const health = page.getByRole('region', {name: 'Health'});
   await health.getByRole('heading', {name: 'Projector'}).waitFor();
@@ -132,7 +138,8 @@ test('a live event arrives in the feed while the page is open; the feed pauses w
   await item.waitFor({timeout: 10000});
   assert.match(await item.innerText(), /^OrderCreated Order /);
   assert.equal(await page.locator('#feed-list li').first().innerText(), await item.innerText(), 'newest first');
-  await shot(page, 'live');
+  assert.match(await page.locator('#feed-list li').nth(1).innerText(), new RegExp(`^CustomerRegistered Customer ${c}`));
+  assert.equal(await page.locator('#feed-list li').count(), 2);
 
   // Enough events to scroll, then scroll away from the top: new ones are
   // counted, not inserted, until the user asks for them.
@@ -147,6 +154,13 @@ test('a live event arrives in the feed while the page is open; the feed pauses w
   await page.locator('#feed-list li', {hasText: later}).first().waitFor();
   assert.ok((await page.locator('#feed-list li').first().innerText()).includes(later));
   assert.ok(await more.isHidden());
+  await shot(page, 'live');
+
+  // No request storm: one stream for the whole visit, /readyz every 5 s.
+  const streams = requests.filter(r => r.method === 'GET' && r.path === '/v1/events/stream');
+  assert.equal(streams.length, 1, 'one EventSource');
+  const polls = requests.filter(r => r.path === '/readyz').length;
+  assert.ok(polls <= Math.ceil((Date.now() - started) / 5000) + 1, `${polls} polls of /readyz`);
 });
 
 test('time travel through the versions, with what changed at each', async t => {

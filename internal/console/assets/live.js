@@ -128,9 +128,9 @@ function follow({list, scroller, more, status}, signal) {
       status.textContent = `The event stream is unavailable (HTTP ${res.status}).`;
       return;
     }
-    // From the first event: the stream has no "from now" position yet, so
-    // the feed keeps the newest KEEP of what it reads.
-    es = new EventSource('/v1/events/stream');
+    // Only what happens from now on: the stream names the head first, so
+    // that EventSource's reconnections (with Last-Event-ID) leave no gap.
+    es = new EventSource('/v1/events/stream?after=now');
     for (const t of EVENT_TYPES) es.addEventListener(t, onEvent);
     es.onopen = () => { status.textContent = 'Live: connected to the event stream.'; };
     // EventSource reconnects by itself, resuming with Last-Event-ID.
