@@ -277,6 +277,38 @@ test('a dead letter replayed and another discarded from the console', async t =>
   await page.getByLabel('Admin token').waitFor();
 });
 
+// lowContrast lists the visible text in the page whose contrast with its
+// background is below WCAG AA (4.5:1, or 3:1 for large text). Disabled
+// controls are exempt, as WCAG allows.
+function lowContrast(page) {
+  return page.evaluate(() => {
+    const rgba = c => (c.match(/[\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => {
+      const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const background = el => {
+      for (; el; el = el.parentElement) {
+        const c = rgba(getComputedStyle(el).backgroundColor);
+        if (c.length === 3 || c[3] > 0) return c;
+      }
+      return [255, 255, 255];
+    };
+    const bad = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      const el = n.parentElement;
+      if (!n.textContent.trim() || !el.checkVisibility() || el.closest(':disabled')) continue;
+      const st = getComputedStyle(el);
+      const [l1, l2] = [lum(rgba(st.color)), lum(background(el))];
+      const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+      const large = parseFloat(st.fontSize) >= 24 || (parseFloat(st.fontSize) >= 18.66 && Number(st.fontWeight) >= 700);
+      if (ratio < (large ? 3 : 4.5)) bad.push(`${ratio.toFixed(2)}: ${n.textContent.trim().slice(0, 40)}`);
+    }
+    return bad;
+  });
+}
+
 test('keyboard: Tab reaches the search, Enter opens the id; controls have accessible names', async t => {
   const c = await customer();
   const id = await order(c);
@@ -285,6 +317,8 @@ test('keyboard: Tab reaches the search, Enter opens the id; controls have access
   assert.equal(await page.getByRole('link', {name: 'Live'}).getAttribute('aria-current'), 'page');
   const search = page.getByRole('searchbox', {name: 'Order or customer id'});
   assert.ok(await page.getByRole('button', {name: 'Open'}).isVisible());
+  await page.getByTestId('dead-letter-count').waitFor();
+  assert.deepEqual(await lowContrast(page), [], 'text below AA contrast on the live page');
 
   let reached = false;
   for (let i = 0; i < 10 && !reached; i++) {
@@ -304,6 +338,8 @@ test('keyboard: Tab reaches the search, Enter opens the id; controls have access
   assert.ok(await h1.evaluate(el => el === document.activeElement));
   assert.ok((await h1.innerText()).includes(id));
   assert.ok(await page.getByRole('slider', {name: 'Version'}).isVisible());
+  await page.getByTestId('changes').waitFor();
+  assert.deepEqual(await lowContrast(page), [], 'text below AA contrast on the order page');
   await shot(page, 'keyboard-search');
 
   // The customer's page from the order, by keyboard: its orders list it.
