@@ -15,7 +15,7 @@ FUZZ_UPCAST ?= 120000x
 
 # Every test: static checks, the unit, store-conformance and end-to-end
 # suites, then a short run of each fuzz target.
-test: deps check compose monitoring unit fuzz contract
+test: deps check compose monitoring unit fuzz contract console
 
 deps:
 	scripts/deps.sh
@@ -55,6 +55,15 @@ fuzz:
 .PHONY: contract
 contract:
 	scripts/contract.sh
+
+# The console's end-to-end tests in headless Chromium (Debian's chromium,
+# driven by playwright-core from e2e/console, installed there with npm ci),
+# against a live orderd and a Kafka broker on port 29092 that the script
+# starts and stops (unless one already answers there); screenshots in
+# e2e/console/artifacts/.
+.PHONY: console
+console:
+	scripts/console-e2e.sh
 
 # The benchmarks whose figures are in the README.
 bench:

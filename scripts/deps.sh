@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use besides Go and a JDK: kcat, the
-# independent Kafka client some end-to-end tests consume with, and
+# independent Kafka client some end-to-end tests consume with;
 # prometheus, for promtool, with which scripts/check-monitoring.sh checks
-# the Prometheus configuration, the alerting rules and their tests. Needs root
+# the Prometheus configuration, the alerting rules and their tests; and
+# chromium, node and npm for the console's browser tests. Needs root
 # (CI runs as root); elsewhere it says what to install and carries on, and
 # the tests that need kcat skip locally (they fail under CI=true).
 set -euo pipefail
@@ -12,6 +13,11 @@ command -v kcat >/dev/null 2>&1 || missing+=(kcat)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+# The console's browser tests (scripts/console-e2e.sh): Debian's chromium,
+# driven from Node by playwright-core, which that script installs with npm ci.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -32,6 +32,7 @@ import (
 	"github.com/orderd/orderd"
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/api"
+	"github.com/orderd/orderd/internal/console"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/relay"
 )
@@ -204,6 +205,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// so that streams can never take every connection from commands.
 	stream := api.NewStream(b.positions, api.StreamOptions{MaxClients: min(1000, max(1, cfg.maxConns/2))}, reg, log.Named("stream"))
 	defer stream.Stop()
+	ui, err := console.New()
+	if err != nil {
+		return err
+	}
 	handler := api.New(commands, queries, b.events, readiness(b, projector, relayWorker, rp.relay), orderd.OpenAPI, log.Named("http")).
 		WithMetrics(api.NewMetrics(reg), reg).
 		WithAsyncAPI(orderd.AsyncAPI).
@@ -211,6 +216,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		WithRebuilds(rebuilder).
 		WithIdempotency(api.NewIdempotency(b.keys, b.events, api.IdempotencyOptions{TTL: cfg.idempotencyTTL})).
 		WithStream(stream).
+		WithConsole(ui).
 		Handler()
 	srv := &http.Server{
 		Handler:           handler,

@@ -74,6 +74,8 @@ type Server struct {
 	async []byte       // the AsyncAPI document; see WithAsyncAPI
 
 	stream *Stream // GET /v1/events/stream; see WithStream, in sse.go
+
+	console http.Handler // the operator console at /console; see WithConsole
 }
 
 // New returns a server. spec is the OpenAPI document served at
@@ -100,6 +102,14 @@ func (s *Server) WithIdempotency(m *Idempotency) *Server {
 // at /metrics.
 func (s *Server) WithMetrics(m *Metrics, gatherer prometheus.Gatherer) *Server {
 	s.metrics, s.gatherer = m, gatherer
+	return s
+}
+
+// WithConsole serves h, the operator console, at /console and every path
+// under it. The console is pages and scripts, not part of the API: it is
+// not in openapi.yaml.
+func (s *Server) WithConsole(h http.Handler) *Server {
+	s.console = h
 	return s
 }
 
@@ -153,6 +163,9 @@ func (s *Server) Handler() http.Handler {
 	})
 	r.Get("/v1/events/stream", s.handle(s.eventStream))
 	s.mountAdmin(r)
+	if s.console != nil {
+		r.Mount("/console", s.console)
+	}
 	return r
 }
 

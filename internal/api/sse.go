@@ -28,7 +28,7 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request) error {
 		return &problem{kind: errStreamNotOffered, code: "stream_not_offered",
 			detail: "this event store has no global commit order (the CQL backend keeps each aggregate's events apart), so it offers no stream of all events; consume the Kafka topics, or read one aggregate's events at /v1/orders/{id}/events"}
 	}
-	after, err := streamAfter(r)
+	after, fromNow, err := streamAfter(r)
 	if err != nil {
 		return err
 	}
@@ -37,6 +37,11 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request) error {
 			detail: fmt.Sprintf("%d event streams are open, the most this server serves at once; retry later", st.opts.MaxClients)}
 	}
 	defer st.leave()
+	if fromNow {
+		if after, err = st.log.Head(r.Context()); err != nil {
+			return err
+		}
+	}
 
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
@@ -51,7 +56,7 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request) error {
 	// (its background read of the idle connection times out); the stream
 	// reads nothing more, and notices a client gone by its EOF.
 	_ = rc.SetReadDeadline(time.Time{})
-	c := &sseConn{w: w, rc: rc, st: st, last: after, sub: newSubscriber(st.opts.Buffer, rc)}
+	c := &sseConn{w: w, rc: rc, st: st, last: after, mark: fromNow, sub: newSubscriber(st.opts.Buffer, rc)}
 	w.WriteHeader(http.StatusOK)
 	// Past this point the answer is under way: an error can only end it.
 	ctx, cancel := context.WithCancel(r.Context())
@@ -69,22 +74,24 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request) error {
 
 // streamAfter returns the position a stream starts after: Last-Event-ID,
 // which a reconnecting EventSource sends to the URL it first asked (with
-// its original ?after), wins over ?after; both must be positions.
-func streamAfter(r *http.Request) (int64, error) {
-	after, err := queryInt(r, "after", 0, math.MaxInt64, 0, "a feed position (a whole number of 0 or more)")
-	if err != nil {
-		return 0, err
+// its original ?after), wins over ?after; both must be positions, or
+// ?after=now, which asks for the head (fromNow: the caller reads it).
+func streamAfter(r *http.Request) (after int64, fromNow bool, err error) {
+	if v, ok, _ := query(r, "after"); ok && v == "now" {
+		fromNow = true
+	} else if after, err = queryInt(r, "after", 0, math.MaxInt64, 0, "a feed position (a whole number of 0 or more) or now"); err != nil {
+		return 0, false, err
 	}
 	vals := r.Header.Values("Last-Event-ID")
 	if len(vals) == 0 {
-		return after, nil
+		return after, fromNow, nil
 	}
 	n, err := strconv.ParseInt(vals[0], 10, 64)
 	if len(vals) > 1 || err != nil || n < 0 || vals[0] != strconv.FormatInt(n, 10) {
-		return 0, invalid("invalid_last_event_id", "Last-Event-ID",
+		return 0, false, invalid("invalid_last_event_id", "Last-Event-ID",
 			"Last-Event-ID must be one event id of this stream, a whole number of 0 or more, not %s", echo(vals[0]))
 	}
-	return n, nil
+	return n, false, nil
 }
 
 // sseConn is one client's stream.
@@ -94,6 +101,10 @@ type sseConn struct {
 	st   *Stream
 	sub  *subscriber
 	last int64 // the position of the last event written, or the start
+	// mark: the stream started at the head (?after=now), which it names
+	// first in an id without data: an EventSource takes it as its last
+	// event id, so a reconnection before any event resumes there.
+	mark bool
 }
 
 // serve catches up from the store, joins the hub, closes the gap between
@@ -103,6 +114,11 @@ type sseConn struct {
 func (c *sseConn) serve(ctx context.Context) error {
 	if err := c.flush(); err != nil { // the headers, at once
 		return err
+	}
+	if c.mark {
+		if err := c.send([]byte("id: " + strconv.FormatInt(c.last, 10) + "\n\n")); err != nil {
+			return err
+		}
 	}
 	head, err := c.st.log.Head(ctx)
 	if err != nil {

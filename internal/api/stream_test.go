@@ -118,6 +118,7 @@ type sseClient struct {
 	events chan sseEvent // closed at the stream's end
 	mu     sync.Mutex
 	pings  int
+	marks  []int64 // ids sent without an event (?after=now's start)
 }
 
 // open starts a stream with the query and the headers given (name, value,
@@ -153,6 +154,12 @@ func (s *streamed) open(t *testing.T, query string, header ...string) *sseClient
 
 func (c *sseClient) close() { c.resp.Body.Close() }
 
+func (c *sseClient) sentMarks() []int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.marks)
+}
+
 func (c *sseClient) read(t *testing.T) {
 	defer close(c.events)
 	sc := bufio.NewScanner(c.resp.Body)
@@ -169,7 +176,12 @@ func (c *sseClient) read(t *testing.T) {
 		field, value, _ := strings.Cut(line, ": ")
 		switch field {
 		case "":
-			if ev.id != 0 {
+			if ev.id != 0 && ev.typ == "" {
+				c.mu.Lock()
+				c.marks = append(c.marks, ev.id)
+				c.mu.Unlock()
+				ev = sseEvent{}
+			} else if ev.id != 0 {
 				c.events <- ev
 				ev = sseEvent{}
 			}
@@ -263,6 +275,39 @@ func TestStreamCatchUpThenLive(t *testing.T) {
 	c2 := s.open(t, "?after="+strconv.FormatInt(mid, 10))
 	if rest := c2.take(t, 3, 10*time.Second); !slices.Equal(positions(rest), positions(got[7:])) {
 		t.Errorf("after %d: %v, want %v", mid, positions(rest), positions(got[7:]))
+	}
+}
+
+// TestStreamFromNow: ?after=now starts at the head when the request
+// comes: the stream first names that position (an id without data, so
+// that an EventSource reconnecting before any event resumes there), then
+// hands only the events committed later. Last-Event-ID still wins.
+func TestStreamFromNow(t *testing.T) {
+	s := newStreamed(t, StreamOptions{}, nil)
+	for range 3 {
+		s.register(t)
+	}
+	head, err := s.events.Head(context.Background())
+	if err != nil || head == 0 {
+		t.Fatalf("head %d, %v", head, err)
+	}
+	c := s.open(t, "?after=now")
+	waitFor(t, "the stream's starting id", func() bool { return len(c.sentMarks()) > 0 })
+	if m := c.sentMarks(); !slices.Equal(m, []int64{head}) {
+		t.Fatalf("?after=now started with ids %v, want the head %d", m, head)
+	}
+	id := s.register(t)
+	got := c.take(t, 1, 10*time.Second)
+	if got[0].data.AggregateID != id || got[0].id <= head {
+		t.Fatalf("first event: %s of %s at %d, want the new customer %s after %d", got[0].typ, got[0].data.AggregateID, got[0].id, id, head)
+	}
+	// A reconnection with the mark resumes right after it.
+	again := s.open(t, "?after=now", "Last-Event-ID", strconv.FormatInt(head, 10))
+	if ev := again.take(t, 1, 10*time.Second); ev[0].id != got[0].id {
+		t.Fatalf("resumed at %d, want %d", ev[0].id, got[0].id)
+	}
+	if m := again.sentMarks(); len(m) != 0 {
+		t.Errorf("a resumed stream sent ids without events: %v", m)
 	}
 }
 
@@ -471,6 +516,8 @@ func TestStreamRefusals(t *testing.T) {
 	}{
 		{"?after=-1", "", "invalid_query", "after"},
 		{"?after=abc", "", "invalid_query", "after"},
+		{"?after=NOW", "", "invalid_query", "after"},
+		{"?after=now&after=now", "", "invalid_query", "after"},
 		{"?after=", "", "invalid_query", "after"},
 		{"?after=1&after=2", "", "invalid_query", "after"},
 		{"", "x", "invalid_last_event_id", "Last-Event-ID"},

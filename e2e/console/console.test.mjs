@@ -1,0 +1,366 @@
+// End-to-end tests of the orderd console in a real headless Chromium,
+// against a real orderd (and Kafka for the dead letters) that
+// scripts/console-e2e.sh starts; it passes ORDERD_URL, ORDERD_ADMIN_TOKEN,
+// CHROMIUM, and E2E_KAFKA, E2E_ORDER_TOPIC, E2E_SCRIPT for the dead-letter
+// test. Screenshots go to artifacts/.
+import {test, before, after} from 'node:test';
+import assert from 'node:assert/strict';
+import {execFileSync} from 'node:child_process';
+import {mkdirSync} from 'node:fs';
+import {randomUUID} from 'node:crypto';
+import {chromium} from 'playwright-core';
+
+const BASE = process.env.ORDERD_URL;
+const TOKEN = process.env.ORDERD_ADMIN_TOKEN;
+const ARTIFACTS = new URL('./artifacts/', import.meta.url).pathname;
+assert.ok(BASE, 'ORDERD_URL is not set: run scripts/console-e2e.sh');
+mkdirSync(ARTIFACTS, {recursive: true});
+
+let browser;
+before(async () => {
+  // Debian's chromium, as root here: no sandbox.
+  browser = await chromium.launch({executablePath: process.env.CHROMIUM || '/usr/bin/chromium', args: ['--no-sandbox']});
+});
+after(async () => { await browser?.close(); });
+
+// open loads path in a fresh browser context and collects the page's
+// errors: console errors (a CSP violation is one), uncaught exceptions.
+// The test fails if any was collected by its end.
+async function open(t, path) {
+  const context = await browser.newContext({viewport: {width: 1280, height: 900}});
+  const page = await context.newPage();
+  const errors = [];
+  const requests = [];
+  page.on('request', r => requests.push({method: r.method(), path: new URL(r.url()).pathname}));
+  page.on('console', m => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', e => errors.push(String(e)));
+  page.on('dialog', d => errors.push('unexpected dialog: ' + d.message()));
+  const res = await page.goto(BASE + path);
+  assert.equal(res.status(), 200, `GET ${path}`);
+  checkHeaders(res.headers(), path);
+  t.after(async () => {
+    await context.close();
+    assert.deepEqual(errors, [], 'errors in the page');
+  });
+  return {page, errors, requests};
+}
+
+function checkHeaders(headers, path) {
+  const csp = headers['content-security-policy'] || '';
+  for (const want of ["default-src 'none'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"]) {
+    assert.ok(csp.includes(want), `${path}: Content-Security-Policy ${csp} lacks ${want}`);
+  }
+  assert.equal(headers['x-content-type-options'], 'nosniff');
+  assert.equal(headers['referrer-policy'], 'no-referrer');
+}
+
+async function shot(page, name) {
+  await page.screenshot({path: ARTIFACTS + name + '.png', fullPage: true});
+}
+
+// call sends a request to the API and returns the parsed answer.
+async function call(method, path, body, headers = {}) {
+  const res = await fetch(BASE + path, {
+    method, body: body && JSON.stringify(body),
+    headers: {'Content-Type': 'application/json', ...headers},
+  });
+  const text = await res.text();
+  assert.ok(res.ok, `${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+const product = () => randomUUID();
+async function customer(first = 'Ada') {
+  return (await call('POST', '/v1/customers', {email: `c-${randomUUID()}@example.com`, first_name: first, last_name: 'Lovelace'})).id;
+}
+async function order(customerId, items = [{product_id: product(), quantity: 2}]) {
+  return (await call('POST', '/v1/orders', {customer_id: customerId, items})).id;
+}
+
+test('the walkthrough order in its timeline, by deep link, and after a reload', async t => {
+  // The README's walkthrough: create, change the items, confirm, ship, deliver.
+  const c = await customer('John');
+  const id = await order(c, [{product_id: '0f8fad5b-d9cb-469f-a165-70867728950e', quantity: 2},
+    {product_id: '7c9e6679-7425-40de-944b-e07fc1f90ae7', quantity: 1}]);
+  await call('PUT', `/v1/orders/${id}/items`, {items: [{product_id: '0f8fad5b-d9cb-469f-a165-70867728950e', quantity: 3}]});
+  await call('POST', `/v1/orders/${id}/confirm`, null, {'If-Match': '"2"'});
+  await call('POST', `/v1/orders/${id}/ship`, {tracking_number: 'TRACK-123-XYZ', carrier: 'DHL Express'});
+  await call('POST', `/v1/orders/${id}/deliver`, {signature: 'John Doe'});
+  const stored = (await call('GET', `/v1/orders/${id}/events`)).events;
+
+  const {page} = await open(t, `/console/orders/${id}`);
+  const check = async () => {
+    await page.getByRole('heading', {level: 1, name: `Order ${id}`}).waitFor();
+    const items = page.getByTestId('timeline').locator(':scope > li');
+    await items.nth(4).waitFor();
+    assert.equal(await items.count(), 5);
+    const want = ['OrderCreated', 'OrderItemsUpdated', 'OrderConfirmed', 'OrderShipped', 'OrderDelivered'];
+    for (let i = 0; i < 5; i++) {
+      const li = items.nth(i);
+      assert.equal(await li.locator('h3').innerText(), `v${i + 1} ${want[i]}`);
+      const text = await li.innerText();
+      assert.ok(text.includes(stored[i].correlation_id), `event ${i + 1} shows its correlation id`);
+      assert.ok(text.includes(stored[i].causation_id), `event ${i + 1} shows its causation id`);
+    }
+    const state = page.getByTestId('current-state');
+    await state.getByText('delivered', {exact: true}).waitFor();
+    assert.ok((await state.innerText()).includes('TRACK-123-XYZ'));
+  };
+  await check();
+  await shot(page, 'order');
+  await page.reload(); // a deep link works on reload: the server serves the app at any /console path
+  await check();
+
+  // The correlation id links to the events that share it.
+  await page.getByTestId('timeline').locator(':scope > li').nth(2).getByRole('link', {name: stored[2].correlation_id}).click();
+  const related = page.getByTestId('correlated');
+  await related.waitFor();
+  assert.match(await related.innerText(), /^OrderConfirmed v3 of Order/);
+  assert.equal(new URL(page.url()).searchParams.get('correlation'), stored[2].correlation_id);
+});
+
+test('a live event arrives in the feed while the page is open; the feed pauses when scrolled', async t => {
+  const started = Date.now();
+  const {page, requests} = await open(t, '/console');
+  await page.getByText('Live: connected to the event stream.').waitFor();
+  // ?after=now: the events of the tests before are not replayed.
+  await page.waitForTimeout(500);
+  assert.equal(await page.locator('#feed-list li').count(), 0, 'the feed starts empty');
+  // Health from /readyz: the store, the workers with their role, the dead letters.
+  const health = page.getByRole('region', {name: 'Health'});
+  await health.getByRole('heading', {name: 'Projector'}).waitFor();
+  assert.match(await health.innerText(), /Role here\s+active/);
+  await page.getByTestId('dead-letter-count').waitFor();
+
+  const c = await customer();
+  const id = await order(c);
+  const item = page.locator('#feed-list li', {hasText: id});
+  await item.waitFor({timeout: 10000});
+  assert.match(await item.innerText(), /^OrderCreated Order /);
+  assert.equal(await page.locator('#feed-list li').first().innerText(), await item.innerText(), 'newest first');
+  assert.match(await page.locator('#feed-list li').nth(1).innerText(), new RegExp(`^CustomerRegistered Customer ${c}`));
+  assert.equal(await page.locator('#feed-list li').count(), 2);
+
+  // Enough events to scroll, then scroll away from the top: new ones are
+  // counted, not inserted, until the user asks for them.
+  for (let i = 0; i < 25; i++) await customer();
+  await page.locator('#feed-list li').nth(25).waitFor();
+  await page.locator('.feed-scroll').evaluate(el => { el.scrollTop = el.scrollHeight; });
+  const later = await order(c);
+  const more = page.getByRole('button', {name: '1 new event — show'});
+  await more.waitFor();
+  assert.equal(await page.locator('#feed-list li', {hasText: later}).count(), 0, 'not inserted while scrolled');
+  await more.click();
+  await page.locator('#feed-list li', {hasText: later}).first().waitFor();
+  assert.ok((await page.locator('#feed-list li').first().innerText()).includes(later));
+  assert.ok(await more.isHidden());
+  await shot(page, 'live');
+
+  // No request storm: one stream for the whole visit, /readyz every 5 s.
+  const streams = requests.filter(r => r.method === 'GET' && r.path === '/v1/events/stream');
+  assert.equal(streams.length, 1, 'one EventSource');
+  const polls = requests.filter(r => r.path === '/readyz').length;
+  assert.ok(polls <= Math.ceil((Date.now() - started) / 5000) + 1, `${polls} polls of /readyz`);
+});
+
+test('time travel through the versions, with what changed at each', async t => {
+  const c = await customer();
+  const id = await order(c);
+  await call('POST', `/v1/orders/${id}/confirm`);
+  await call('POST', `/v1/orders/${id}/ship`, {tracking_number: 'T-42', carrier: 'Post'});
+
+  const {page} = await open(t, `/console/orders/${id}?version=1`);
+  const out = page.locator('#version-out');
+  const state = () => page.getByTestId('state-at-version').innerText().then(JSON.parse);
+  const changed = async () => Object.fromEntries(await page.getByTestId('changes').locator('tbody tr').evaluateAll(rows =>
+    rows.map(r => [r.querySelector('th').textContent, [r.cells[1].textContent, r.cells[2].textContent]])));
+  const at = async v => {
+    await page.getByText(new RegExp(`^Version ${v} of 3`)).waitFor();
+    await page.getByRole('heading', {name: `State at version ${v}`}).waitFor();
+  };
+
+  await at(1);
+  assert.match(await out.innerText(), /OrderCreated/);
+  assert.equal((await state()).status, 'created');
+  assert.equal((await state()).version, 1);
+  await shot(page, 'timetravel-v1');
+
+  await page.getByRole('button', {name: /Next version/}).click();
+  await at(2);
+  assert.equal((await state()).status, 'confirmed');
+  assert.deepEqual((await changed()).status, ['created', 'confirmed']);
+  assert.equal(new URL(page.url()).searchParams.get('version'), '2');
+
+  await page.getByRole('button', {name: /Next version/}).click();
+  await at(3);
+  const s3 = await state();
+  assert.equal(s3.status, 'shipped');
+  assert.equal(s3.tracking_number, 'T-42');
+  const c3 = await changed();
+  assert.deepEqual(c3.status, ['confirmed', 'shipped']);
+  assert.deepEqual(c3.tracking_number, ['null', 'T-42']);
+  assert.deepEqual(c3.carrier, ['null', 'Post']);
+  assert.ok(!('customer_id' in c3), 'unchanged fields are not listed');
+  assert.ok(await page.getByRole('button', {name: /Next version/}).isDisabled());
+  await shot(page, 'timetravel-v3');
+
+  // The slider by keyboard; the timeline marks the version shown.
+  const slider = page.getByRole('slider', {name: 'Version'});
+  await slider.focus();
+  await page.keyboard.press('ArrowLeft');
+  await at(2);
+  assert.equal(await page.locator('.timeline > li.current h3').innerText(), 'v2 OrderConfirmed');
+  await page.reload();
+  await at(2); // the version is in the URL
+});
+
+test('a dead letter replayed and another discarded from the console', async t => {
+  if (!process.env.E2E_KAFKA) {
+    t.skip('no Kafka (scripts/console-e2e.sh could not start one)');
+    return;
+  }
+  // Orders of 100 lines (about 6 KB) are over the topic's 4096 bytes.
+  const c = await customer();
+  const big = () => Array.from({length: 100}, () => ({product_id: product(), quantity: 1}));
+  const first = await order(c, big());
+  const second = await order(c, big());
+  const auth = {Authorization: 'Bearer ' + TOKEN};
+  let letters = [];
+  for (const deadline = Date.now() + 60000; Date.now() < deadline; await new Promise(r => setTimeout(r, 500))) {
+    letters = (await call('GET', '/v1/admin/dlq', null, auth)).dead_letters.filter(l => [first, second].includes(l.aggregate_id));
+    if (letters.length === 2) break;
+  }
+  assert.equal(letters.length, 2, 'both orders dead-lettered');
+  const [a, b] = [letters.find(l => l.aggregate_id === first), letters.find(l => l.aggregate_id === second)];
+
+  const {page, errors} = await open(t, '/console/dead-letters');
+  const input = page.getByLabel('Admin token');
+  await input.fill('wrong-token');
+  await page.getByRole('button', {name: 'Unlock'}).click();
+  await page.getByText('The server refused that token.').waitFor();
+  // The browser logs the refusal; it is the one error this page may show.
+  assert.deepEqual(errors.splice(0), ['Failed to load resource: the server responded with a status of 401 (Unauthorized)']);
+  await page.getByLabel('Admin token').fill(TOKEN);
+  await page.getByRole('button', {name: 'Unlock'}).click();
+  const table = page.getByTestId('dead-letters');
+  await table.waitFor();
+  for (const l of [a, b]) {
+    const row = table.locator(`tr[data-id="${l.id}"]`);
+    assert.match(await row.innerText(), /OrderCreated v1/);
+    assert.match(await row.innerText(), /failed/);
+  }
+  await page.getByRole('button', {name: `Inspect dead letter ${a.id}`}).click();
+  await page.getByTestId('dead-letter-event').waitFor();
+  assert.equal(JSON.parse(await page.getByTestId('dead-letter-event').innerText()).aggregate_id, first);
+  await shot(page, 'dead-letters');
+
+  // Fix the cause, then replay the first from the page.
+  execFileSync('bash', [process.env.E2E_SCRIPT, 'alter-topic', process.env.E2E_ORDER_TOPIC, 'max.message.bytes=1048588'], {stdio: 'inherit'});
+  await page.getByRole('button', {name: `Replay dead letter ${a.id}`}).click();
+  await page.getByText(`Dead letter ${a.id} replayed: 1 event(s) published.`).waitFor({timeout: 30000});
+  assert.equal(await table.locator(`tr[data-id="${a.id}"]`).count(), 0);
+
+  // Discard the second, after the confirmation dialog.
+  page.removeAllListeners('dialog');
+  page.once('dialog', d => d.accept());
+  await page.getByRole('button', {name: `Discard dead letter ${b.id}`}).click();
+  await page.getByText(`Dead letter ${b.id} discarded: 0 event(s) published.`).waitFor({timeout: 30000});
+  await shot(page, 'dead-letters-done');
+
+  const left = (await call('GET', '/v1/admin/dlq', null, auth)).dead_letters.map(l => l.id);
+  assert.ok(!left.includes(a.id) && !left.includes(b.id), `the API still lists ${left}`);
+  // The token was never put in a URL or in storage.
+  assert.ok(!page.url().includes(TOKEN));
+  assert.equal(await page.evaluate(() => localStorage.length + sessionStorage.length + document.cookie.length), 0);
+  // A reload forgets it.
+  await page.reload();
+  await page.getByLabel('Admin token').waitFor();
+});
+
+// lowContrast lists the visible text in the page whose contrast with its
+// background is below WCAG AA (4.5:1, or 3:1 for large text). Disabled
+// controls are exempt, as WCAG allows.
+function lowContrast(page) {
+  return page.evaluate(() => {
+    const rgba = c => (c.match(/[\d.]+/g) || []).map(Number);
+    const lum = ([r, g, b]) => {
+      const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const background = el => {
+      for (; el; el = el.parentElement) {
+        const c = rgba(getComputedStyle(el).backgroundColor);
+        if (c.length === 3 || c[3] > 0) return c;
+      }
+      return [255, 255, 255];
+    };
+    const bad = [];
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    for (let n = walker.nextNode(); n; n = walker.nextNode()) {
+      const el = n.parentElement;
+      if (!n.textContent.trim() || !el.checkVisibility() || el.closest(':disabled')) continue;
+      const st = getComputedStyle(el);
+      const [l1, l2] = [lum(rgba(st.color)), lum(background(el))];
+      const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+      const large = parseFloat(st.fontSize) >= 24 || (parseFloat(st.fontSize) >= 18.66 && Number(st.fontWeight) >= 700);
+      if (ratio < (large ? 3 : 4.5)) bad.push(`${ratio.toFixed(2)}: ${n.textContent.trim().slice(0, 40)}`);
+    }
+    return bad;
+  });
+}
+
+test('keyboard: Tab reaches the search, Enter opens the id; controls have accessible names', async t => {
+  const c = await customer();
+  const id = await order(c);
+  const {page} = await open(t, '/console');
+  assert.ok(await page.getByRole('navigation', {name: 'Console'}).getByRole('link', {name: 'Dead letters'}).isVisible());
+  assert.equal(await page.getByRole('link', {name: 'Live'}).getAttribute('aria-current'), 'page');
+  const search = page.getByRole('searchbox', {name: 'Order or customer id'});
+  assert.ok(await page.getByRole('button', {name: 'Open'}).isVisible());
+  await page.getByTestId('dead-letter-count').waitFor();
+  assert.deepEqual(await lowContrast(page), [], 'text below AA contrast on the live page');
+
+  let reached = false;
+  for (let i = 0; i < 10 && !reached; i++) {
+    await page.keyboard.press('Tab');
+    reached = await search.evaluate(el => el === document.activeElement);
+  }
+  assert.ok(reached, 'Tab reaches the search box');
+  // Focus is visible: an outline, from :focus-visible.
+  const outline = await search.evaluate(el => getComputedStyle(el).outlineStyle + ' ' + getComputedStyle(el).outlineWidth);
+  assert.match(outline, /^solid 3px$/);
+  await page.keyboard.type(id);
+  await page.keyboard.press('Enter');
+  await page.waitForURL(`**/console/orders/${id}`);
+  // Focus moves to the new page's heading.
+  const h1 = page.getByRole('heading', {level: 1});
+  await h1.waitFor();
+  assert.ok(await h1.evaluate(el => el === document.activeElement));
+  assert.ok((await h1.innerText()).includes(id));
+  assert.ok(await page.getByRole('slider', {name: 'Version'}).isVisible());
+  await page.getByTestId('changes').waitFor();
+  assert.deepEqual(await lowContrast(page), [], 'text below AA contrast on the order page');
+  await shot(page, 'keyboard-search');
+
+  // The customer's page from the order, by keyboard: its orders list it.
+  const toCustomer = page.getByTestId('current-state').getByRole('link', {name: c});
+  await toCustomer.focus();
+  await page.keyboard.press('Enter');
+  await page.waitForURL(`**/console/customers/${c}`);
+  await page.getByTestId('customer-orders').getByRole('link', {name: id}).waitFor();
+  // Back, with the browser's history.
+  await page.goBack();
+  await page.waitForURL(`**/console/orders/${id}`);
+  await page.getByTestId('timeline').waitFor();
+});
+
+test('data is shown as text, never run as markup', async t => {
+  const evil = '<img src=x onerror=alert(1)><script>alert(2)</script>';
+  const c = (await call('POST', '/v1/customers', {email: `x-${randomUUID()}@example.com`, first_name: evil, last_name: '"><b>bold</b>'})).id;
+  const {page} = await open(t, `/console/customers/${c}`);
+  const state = page.getByTestId('current-state');
+  await state.getByText(evil, {exact: true}).waitFor();
+  assert.equal(await page.locator('main img, main script, main b').count(), 0);
+  assert.ok((await page.getByTestId('timeline').textContent()).includes(JSON.stringify(evil).slice(1, -1)), 'the payload shows the name as text');
+  await shot(page, 'customer');
+});
