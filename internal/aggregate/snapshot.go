@@ -83,9 +83,9 @@ type snapshotCache struct {
 	store  store.Snapshots // nil: snapshots off
 	recent recentStates
 	every  int64
-	slots chan struct{} // one token per save in flight
-	log   *zap.Logger
-	wg    sync.WaitGroup // the saves in flight, for tests
+	slots  chan struct{} // one token per save in flight
+	log    *zap.Logger
+	wg     sync.WaitGroup // the saves in flight, for tests
 
 	saved, failed, dropped, ignored atomic.Uint64
 }
