@@ -144,8 +144,16 @@ func TestRebuildCommand(t *testing.T) {
 	if p := s.do(t, "GET", "/v1/admin/rebuilds/"+uuid.NewString(), nil, http.StatusNotFound, auth...).problem(t); p.Code != "rebuild_not_found" {
 		t.Fatalf("unknown rebuild: %+v", p)
 	}
-	if p := s.call(t, "GET", "/v1/admin/rebuilds/42", nil, map[string]string{"Authorization": "Bearer " + rebuildToken}, false).problem(t); p.Status != 400 || p.Field != "id" {
-		t.Fatalf("bad rebuild id: %+v", p)
+	if p := s.call(t, "GET", "/v1/admin/rebuilds/42", nil, map[string]string{"Authorization": "Bearer " + rebuildToken}, false).problem(t); p.Status != 404 {
+		t.Fatalf("a rebuild id that is not a UUID: %+v", p)
+	}
+	if p := s.call(t, "GET", "/v1/admin/rebuilds/00000000-0000-0000-0000-000000000000", nil, map[string]string{"Authorization": "Bearer " + rebuildToken}, false).problem(t); p.Status != 400 || p.Field != "id" {
+		t.Fatalf("the nil UUID as a rebuild id: %+v", p)
+	}
+	// latest is not an id: it takes GET and HEAD only.
+	r405 := s.call(t, "DELETE", "/v1/admin/rebuilds/latest", nil, map[string]string{"Authorization": "Bearer " + rebuildToken}, false)
+	if p := r405.problem(t); p.Status != 405 || r405.Header.Get("Allow") != "GET, HEAD, OPTIONS" {
+		t.Fatalf("DELETE /v1/admin/rebuilds/latest: %+v, Allow %q", p, r405.Header.Get("Allow"))
 	}
 	if p := s.call(t, "POST", "/v1/admin/rebuilds", nil, nil, false).problem(t); p.Status != http.StatusUnauthorized {
 		t.Fatalf("rebuild without the token: %+v", p)

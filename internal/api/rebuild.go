@@ -37,12 +37,17 @@ func (s *Server) WithRebuilds(rb Rebuilds) *Server {
 	return s
 }
 
+// rebuildID is the pattern of a rebuild's {id}: a UUID, so that "latest"
+// is never taken for one (DELETE /rebuilds/latest is a 405, not a 400
+// about a bad id).
+const rebuildID = "/rebuilds/{id:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}}"
+
 // mountRebuilds adds the rebuild routes to r, the admin router.
 func (s *Server) mountRebuilds(r chi.Router) {
 	r.Post("/rebuilds", s.handle(s.startRebuild))
 	r.Get("/rebuilds/latest", s.handle(s.latestRebuild))
-	r.Get("/rebuilds/{id}", s.handle(s.getRebuild))
-	r.Delete("/rebuilds/{id}", s.handle(s.cancelRebuild))
+	r.Get(rebuildID, s.handle(s.getRebuild))
+	r.Delete(rebuildID, s.handle(s.cancelRebuild))
 }
 
 // rebuildJSON is a rebuild as the admin API shows it.
