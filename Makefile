@@ -1,8 +1,9 @@
 # The project's commands. `make test` is the one the README names and CI
 # runs. It sets up what the tests need: Go modules from the module proxy,
-# kcat from Debian (scripts/deps.sh), a real Kafka broker and a real
-# Cassandra node (the CQL stand-in for ScyllaDB) from Maven Central
-# (scripts/kafka.sh, scripts/cassandra.sh), which it stops afterwards.
+# kcat, prometheus (promtool) and chromium from Debian and playwright-core
+# from npm (scripts/deps.sh), a real Kafka broker and a real Cassandra node
+# (the CQL stand-in for ScyllaDB) from Maven Central (scripts/kafka.sh,
+# scripts/cassandra.sh), which it stops afterwards.
 GO ?= go
 # Fuzz budgets are counts of inputs, not durations: with a duration, go
 # test's fuzz coordinator can report its own deadline as a failure
@@ -13,8 +14,9 @@ FUZZ_UPCAST ?= 120000x
 
 .PHONY: test deps check compose unit fuzz bench run
 
-# Every test: static checks, the unit, store-conformance and end-to-end
-# suites, then a short run of each fuzz target.
+# Every test: static checks, the monitoring checks, the unit,
+# conformance and end-to-end suites, a short run of each fuzz target, the
+# contract check and the console's browser tests.
 test: deps check compose monitoring unit fuzz contract console
 
 deps:
@@ -69,7 +71,7 @@ console:
 bench:
 	scripts/kafka.sh start
 	scripts/cassandra.sh start
-	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/store/sqlite ./internal/store/scylla ./internal/readmodel/sqlite ./internal/readmodel/scylla ./internal/relay ./cmd/orderd ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; exit $$rc
+	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/store/sqlite ./internal/store/scylla ./internal/readmodel/sqlite ./internal/readmodel/scylla ./internal/relay ./internal/aggregate ./cmd/orderd ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; exit $$rc
 
 run:
 	$(GO) run ./cmd/orderd
