@@ -43,6 +43,8 @@ die() {
 	say "$*"
 	exit 2
 }
+# shellcheck source=scripts/lib/orderd.sh
+. scripts/lib/orderd.sh
 # unavailable skips the check for a missing tool, or fails it under CI.
 unavailable() {
 	if [ "${CI:-}" = true ]; then
@@ -112,22 +114,7 @@ ORDERD_HTTP_ADDR=127.0.0.1:0 \
 	"$work/orderd" >"$work/orderd.log" 2>&1 &
 pid=$!
 
-# orderd logs the address it bound ("orderd listening", "addr").
-addr=
-for _ in $(seq 150); do
-	kill -0 "$pid" 2>/dev/null || die "orderd exited at start"
-	addr=$(sed -n 's/.*"msg":"orderd listening".*"addr":"\([^"]*\)".*/\1/p' "$work/orderd.log" | head -n 1)
-	[ -n "$addr" ] && break
-	sleep 0.2
-done
-[ -n "$addr" ] || die "orderd did not log its address within 30 s"
-base=http://$addr
-for _ in $(seq 150); do
-	curl -fsS -o /dev/null "$base/healthz" 2>/dev/null && break
-	kill -0 "$pid" 2>/dev/null || die "orderd exited at start"
-	sleep 0.2
-done
-curl -fsS -o /dev/null "$base/healthz" || die "orderd did not answer /healthz within 30 s"
+base=$(orderd_base "$pid" "$work/orderd.log") || exit 1
 say "orderd is up at $base (SQLite in $work/data, no Kafka)"
 
 # --- Schemathesis ----------------------------------------------------------

@@ -45,38 +45,14 @@ func runDLQ(ctx context.Context, args []string, getenv func(string) string, stdo
 			fmt.Fprintln(stderr, "orderd dlq:", err)
 		}
 	}()
-	fs := flag.NewFlagSet("orderd dlq", flag.ContinueOnError)
-	// flag would print a parse error as well as return it; the deferred
-	// print above is the one line of every failure, so it prints only the
-	// usage.
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
-		fs.SetOutput(stderr)
-		defer fs.SetOutput(io.Discard)
-		fmt.Fprint(stderr, dlqUsage)
-		fs.PrintDefaults()
-	}
-	addr := fs.String("addr", cmp.Or(getenv("ORDERD_ADMIN_URL"), "http://127.0.0.1:8080"), "orderd's base `URL` (ORDERD_ADMIN_URL)")
-	token := fs.String("token", getenv("ORDERD_ADMIN_TOKEN"), "the admin `token` (ORDERD_ADMIN_TOKEN, which other users cannot read in ps)")
+	fs, client := adminFlags("orderd dlq", dlqUsage, getenv, stderr)
 	after := fs.Int64("after", 0, "list: only dead letters with an id above this `ID`")
 	limit := fs.Int("limit", 100, "list: at most `N` dead letters, 1 to 500")
-
-	// flag stops at the first argument that is not a flag; parse again
-	// after each one so that "replay 42 -token T" works as well.
-	var words []string
-	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil
-			}
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		words, rest = append(words, fs.Arg(0)), fs.Args()[1:]
+	words, err := parseWords(fs, args)
+	if err != nil || words == nil {
+		return err
 	}
-	c := &adminClient{base: strings.TrimRight(*addr, "/"), token: *token, http: &http.Client{Timeout: time.Minute}}
+	c := client()
 
 	if len(words) == 0 {
 		fs.Usage()
@@ -188,6 +164,46 @@ func (c *adminClient) show(ctx context.Context, stdout io.Writer, id int64) erro
 	out.WriteByte('\n')
 	_, err := stdout.Write(out.Bytes())
 	return err
+}
+
+// adminFlags returns the flag set of an admin command, name, with -addr
+// and -token, and the client they make once parsed. The set prints only
+// its usage (usage, then the flags) to stderr: the command prints its
+// errors itself, once.
+func adminFlags(name, usage string, getenv func(string) string, stderr io.Writer) (*flag.FlagSet, func() *adminClient) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		fs.SetOutput(stderr)
+		defer fs.SetOutput(io.Discard)
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	addr := fs.String("addr", cmp.Or(getenv("ORDERD_ADMIN_URL"), "http://127.0.0.1:8080"), "orderd's base `URL` (ORDERD_ADMIN_URL)")
+	token := fs.String("token", getenv("ORDERD_ADMIN_TOKEN"), "the admin `token` (ORDERD_ADMIN_TOKEN, which other users cannot read in ps)")
+	return fs, func() *adminClient {
+		return &adminClient{base: strings.TrimRight(*addr, "/"), token: *token, http: &http.Client{Timeout: time.Minute}}
+	}
+}
+
+// parseWords parses args with fs, flags anywhere: flag stops at the first
+// argument that is not a flag, so it parses again after each one
+// ("replay 42 -token T" works as well). It returns the other arguments,
+// in order, and nil words and no error after -help (the usage printed).
+func parseWords(fs *flag.FlagSet, args []string) ([]string, error) {
+	words := []string{}
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, nil
+			}
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return words, nil
+		}
+		words, rest = append(words, fs.Arg(0)), fs.Args()[1:]
+	}
 }
 
 // adminClient calls the admin API of one orderd.

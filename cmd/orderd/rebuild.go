@@ -1,10 +1,8 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -55,32 +53,14 @@ func runRebuild(ctx context.Context, args []string, getenv func(string) string, 
 			fmt.Fprintln(stderr, "orderd rebuild:", err)
 		}
 	}()
-	fs := flag.NewFlagSet("orderd rebuild", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
-		fs.SetOutput(stderr)
-		defer fs.SetOutput(io.Discard)
-		fmt.Fprint(stderr, rebuildUsage)
-		fs.PrintDefaults()
-	}
-	addr := fs.String("addr", cmp.Or(getenv("ORDERD_ADMIN_URL"), "http://127.0.0.1:8080"), "orderd's base `URL` (ORDERD_ADMIN_URL)")
-	token := fs.String("token", getenv("ORDERD_ADMIN_TOKEN"), "the admin `token` (ORDERD_ADMIN_TOKEN, which other users cannot read in ps)")
+	fs, client := adminFlags("orderd rebuild", rebuildUsage, getenv, stderr)
 	detach := fs.Bool("detach", false, "start the rebuild, print its ID and exit without following it")
 	every := fs.Duration("every", 250*time.Millisecond, "how often to ask for progress while following")
-	var words []string
-	for rest := args; ; {
-		if err := fs.Parse(rest); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil
-			}
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		words, rest = append(words, fs.Arg(0)), fs.Args()[1:]
+	words, err := parseWords(fs, args)
+	if err != nil || words == nil {
+		return err
 	}
-	c := &adminClient{base: strings.TrimRight(*addr, "/"), token: *token, http: &http.Client{Timeout: time.Minute}}
+	c := client()
 	p := &progressPrinter{w: stdout, terminal: terminal}
 
 	cmd, rest := "", []string(nil)

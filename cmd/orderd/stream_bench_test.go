@@ -7,12 +7,9 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/google/uuid"
 )
 
 // BenchmarkCommandsWithStreamClients is BenchmarkCreateOrder's load (64
@@ -25,43 +22,16 @@ func BenchmarkCommandsWithStreamClients(b *testing.B) {
 	for _, clients := range []int{0, 100} {
 		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
 			s := start(b, "", map[string]string{"ORDERD_LOG_LEVEL": "error"})
-			cust := s.registerCustomer(b, fmt.Sprintf("bench-%d@example.com", clients)).ID
 			readers := make([]*atomic.Int64, clients)
 			for i := range readers {
 				readers[i] = countStream(b, s)
 			}
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128, MaxConnsPerHost: 128}}
-			defer client.CloseIdleConnections()
-
-			var mu sync.Mutex
-			var lat []time.Duration
-			b.SetParallelism(32)
-			b.ResetTimer()
-			began := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				var mine []time.Duration
-				for pb.Next() {
-					body := fmt.Sprintf(`{"customer_id":%q,"items":[{"product_id":%q,"quantity":2}]}`, cust, uuid.NewString())
-					t0 := time.Now()
-					if _, err := post(client, s.base+"/v1/orders", body); err != nil {
-						b.Error(err)
-						return
-					}
-					mine = append(mine, time.Since(t0))
-				}
-				mu.Lock()
-				lat = append(lat, mine...)
-				mu.Unlock()
-			})
-			elapsed := time.Since(began)
-			b.StopTimer()
-			b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "cmds/s")
-			reportPercentiles(b, "", lat)
+			sent := benchCreate(b, s, false)
 			if clients == 0 {
 				return
 			}
 			// Every reader should get the customer and every order.
-			want := int64(len(lat) + 1)
+			want := int64(sent + 1)
 			deadline := time.Now().Add(30 * time.Second)
 			var got int64
 			for _, r := range readers {

@@ -121,6 +121,17 @@ func waitEnded(t *testing.T, c readmodel.Catalog, id uuid.UUID) readmodel.Rebuil
 	return readmodel.Rebuild{}
 }
 
+// appendEach appends events to s one at a time, in order, as commands
+// would have.
+func appendEach(t *testing.T, s store.Store, events []store.Event) {
+	t.Helper()
+	for _, e := range events {
+		if err := s.Append(ctxOf(t), e.AggregateID, e.Sequence-1, []store.Event{e}); err != nil {
+			t.Fatalf("append %s #%d: %v", e.AggregateID, e.Sequence, err)
+		}
+	}
+}
+
 // writer appends a pipeline of order lifecycles to s, event by event, as
 // commands would, until ctx ends or the pipeline is used up, and offers
 // each order it creates on created (dropping it when nobody takes it).
@@ -151,11 +162,7 @@ func testRebuildUnderLoad(t *testing.T, b RebuildBackend) {
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	ctx := ctxOf(t)
 	// History before the rebuild, projected by generation 0.
-	for _, e := range Pipeline(t, b.Events) {
-		if err := b.Store.Append(ctx, e.AggregateID, e.Sequence-1, []store.Event{e}); err != nil {
-			t.Fatalf("append: %v", err)
-		}
-	}
+	appendEach(t, b.Store, Pipeline(t, b.Events))
 	n := startNode(t, b, log)
 
 	load, stopLoad := context.WithCancel(ctx)
@@ -319,11 +326,7 @@ func testRebuildCancel(t *testing.T, b RebuildBackend) {
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	ctx := ctxOf(t)
 	l := newLifecycle(t)
-	for _, e := range l.events() {
-		if err := b.Store.Append(ctx, e.AggregateID, e.Sequence-1, []store.Event{e}); err != nil {
-			t.Fatalf("append: %v", err)
-		}
-	}
+	appendEach(t, b.Store, l.events())
 	live := readmodel.NewLive(0, mustOpenGen(t, b.Catalog, 0), b.Store, log)
 	rb := readmodel.NewRebuilder(b.Catalog, b.Store, live, readmodel.RebuildOptions{Poll: 20 * time.Millisecond}, log)
 	r, err := rb.Request(ctx)
@@ -356,11 +359,7 @@ func testRebuildInterrupted(t *testing.T, b RebuildBackend) {
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	ctx := ctxOf(t)
 	l := newLifecycle(t)
-	for _, e := range l.events() {
-		if err := b.Store.Append(ctx, e.AggregateID, e.Sequence-1, []store.Event{e}); err != nil {
-			t.Fatalf("append: %v", err)
-		}
-	}
+	appendEach(t, b.Store, l.events())
 	// The crashed run: generation 0 projected, generation 1 half built.
 	if err := mustOpenGen(t, b.Catalog, 0).Apply(ctx, l.events()); err != nil {
 		t.Fatalf("Apply to generation 0: %v", err)
