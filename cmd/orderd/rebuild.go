@@ -110,7 +110,7 @@ func runRebuild(ctx context.Context, args []string, getenv func(string) string, 
 		return c.follow(ctx, path, *every, p)
 	case "cancel":
 		var r rebuildJSON
-		if err := c.do(ctx, http.MethodDelete, path, &r); err != nil {
+		if err := c.do(ctx, http.MethodPost, path+"/cancel", &r); err != nil {
 			return err
 		}
 		fmt.Fprintf(stdout, "rebuild %s asked to stop (it is %s); it stops before its switch\n", r.ID, r.State)

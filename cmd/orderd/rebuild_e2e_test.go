@@ -138,7 +138,12 @@ func TestRebuildCommand(t *testing.T) {
 	if !strings.Contains(out.String(), r.ID.String()+": done") {
 		t.Fatalf("orderd rebuild status printed %q", &out)
 	}
-	if p := s.do(t, "DELETE", "/v1/admin/rebuilds/"+r.ID.String(), nil, http.StatusConflict, auth...).problem(t); p.Code != "rebuild_ended" {
+	errOut.Reset()
+	if err := runRebuild(t.Context(), append(args, "cancel", r.ID.String()), func(string) string { return "" }, &out, &errOut, false); err == nil ||
+		!strings.Contains(errOut.String(), "rebuild_ended") {
+		t.Fatalf("orderd rebuild cancel of an ended rebuild: %v, stderr %q", err, &errOut)
+	}
+	if p := s.do(t, "POST", "/v1/admin/rebuilds/"+r.ID.String()+"/cancel", nil, http.StatusConflict, auth...).problem(t); p.Code != "rebuild_ended" {
 		t.Fatalf("cancel of an ended rebuild: %+v", p)
 	}
 	if p := s.do(t, "GET", "/v1/admin/rebuilds/"+uuid.NewString(), nil, http.StatusNotFound, auth...).problem(t); p.Code != "rebuild_not_found" {

@@ -38,8 +38,7 @@ func (s *Server) WithRebuilds(rb Rebuilds) *Server {
 }
 
 // rebuildID is the pattern of a rebuild's {id}: a UUID, so that "latest"
-// is never taken for one (DELETE /rebuilds/latest is a 405, not a 400
-// about a bad id).
+// is never taken for one.
 const rebuildID = "/rebuilds/{id:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}}"
 
 // mountRebuilds adds the rebuild routes to r, the admin router.
@@ -47,7 +46,9 @@ func (s *Server) mountRebuilds(r chi.Router) {
 	r.Post("/rebuilds", s.handle(s.startRebuild))
 	r.Get("/rebuilds/latest", s.handle(s.latestRebuild))
 	r.Get(rebuildID, s.handle(s.getRebuild))
-	r.Delete(rebuildID, s.handle(s.cancelRebuild))
+	// A cancel is an action on the rebuild, not its deletion: the rebuild
+	// stays, ended cancelled, for GET to show.
+	r.Post(rebuildID+"/cancel", s.handle(s.cancelRebuild))
 }
 
 // rebuildJSON is a rebuild as the admin API shows it.
@@ -99,7 +100,7 @@ func (s *Server) startRebuild(w http.ResponseWriter, r *http.Request) error {
 	rb, err := s.rebuilds.Request(r.Context())
 	if errors.Is(err, readmodel.ErrRebuildRunning) {
 		w.Header().Set("Location", "/v1/admin/rebuilds/"+rb.ID.String())
-		return &problem{kind: err, detail: fmt.Sprintf("rebuild %s is %s: one rebuild runs at a time; follow it, or cancel it with DELETE", rb.ID, rb.State)}
+		return &problem{kind: err, detail: fmt.Sprintf("rebuild %s is %s: one rebuild runs at a time; follow it, or cancel it with POST /v1/admin/rebuilds/%s/cancel", rb.ID, rb.State, rb.ID)}
 	}
 	if err != nil {
 		return err
