@@ -101,3 +101,49 @@ func get(c *http.Client, url string) error {
 	}
 	return nil
 }
+
+// BenchmarkGetOrder is the load run of the HTTP read path: 64 concurrent
+// clients read random orders among 1,000 from the read model (no
+// min_version), on a real orderd on loopback in this process. It reports
+// reads/s and p50/p99 latency.
+func BenchmarkGetOrder(b *testing.B) {
+	s := start(b, "", map[string]string{"ORDERD_LOG_LEVEL": "error"})
+	cust := s.registerCustomer(b, "bench-get@example.com").ID
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128, MaxConnsPerHost: 128}}
+	defer client.CloseIdleConnections()
+	ids := make([]string, 1000)
+	for i := range ids {
+		id, err := post(client, s.base+"/v1/orders", fmt.Sprintf(`{"customer_id":%q,"items":[{"product_id":%q,"quantity":2}]}`, cust, uuid.NewString()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids[i] = id
+	}
+	if err := get(client, s.base+"/v1/orders/"+ids[len(ids)-1]+"?min_version=1"); err != nil {
+		b.Fatal(err)
+	}
+
+	var mu sync.Mutex
+	var lat []time.Duration
+	b.SetParallelism(32)
+	b.ResetTimer()
+	began := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		var mine []time.Duration
+		for n := 0; pb.Next(); n++ {
+			t0 := time.Now()
+			if err := get(client, s.base+"/v1/orders/"+ids[(n*7919+int(t0.UnixNano()))%len(ids)]); err != nil {
+				b.Error(err)
+				return
+			}
+			mine = append(mine, time.Since(t0))
+		}
+		mu.Lock()
+		lat = append(lat, mine...)
+		mu.Unlock()
+	})
+	elapsed := time.Since(began)
+	b.StopTimer()
+	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "reads/s")
+	reportPercentiles(b, "", lat)
+}

@@ -28,6 +28,42 @@ type statements struct {
 	order, customer, upsertOrder, upsertSummary, upsertCustomer *sql.Stmt
 }
 
+// readStatements are the queries' statements, prepared once on the read
+// pool (database/sql prepares each on a connection the first time that
+// connection runs it, and keeps it).
+type readStatements struct {
+	order, customer, summaries *sql.Stmt
+}
+
+func (s *readStatements) prepare(ctx context.Context, db *sql.DB) error {
+	for _, p := range []struct {
+		stmt  **sql.Stmt
+		query string
+	}{
+		{&s.order, `SELECT ` + orderColumns + ` FROM order_read_model WHERE id = ?`},
+		{&s.customer, `SELECT ` + customerColumns + ` FROM customers WHERE id = ?`},
+		{&s.summaries, `SELECT ` + summaryColumns + ` FROM orders_by_customer
+			WHERE customer_id = ? AND order_id > ? ORDER BY order_id LIMIT ?`},
+	} {
+		stmt, err := db.PrepareContext(ctx, p.query)
+		if err != nil {
+			return fmt.Errorf("prepare %q: %w", p.query, err)
+		}
+		*p.stmt = stmt
+	}
+	return nil
+}
+
+func (s *readStatements) close() error {
+	var errs []error
+	for _, stmt := range []*sql.Stmt{s.order, s.customer, s.summaries} {
+		if stmt != nil {
+			errs = append(errs, stmt.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
 func (s *statements) prepare(ctx context.Context, db *sql.DB) error {
 	for _, p := range []struct {
 		stmt  **sql.Stmt

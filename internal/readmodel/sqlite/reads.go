@@ -16,7 +16,7 @@ import (
 // Order returns the order's row, or an error wrapping readmodel.ErrNotFound
 // when it has none.
 func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error) {
-	o, err := scanOrder(v.read.QueryRowContext(ctx, `SELECT `+orderColumns+` FROM order_read_model WHERE id = ?`, id))
+	o, err := scanOrder(v.reads.order.QueryRowContext(ctx, id))
 	if err != nil {
 		return readmodel.Order{}, fmt.Errorf("readmodel/sqlite: order %s: %w", id, err)
 	}
@@ -26,7 +26,7 @@ func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error
 // Customer returns the customer's row, or an error wrapping
 // readmodel.ErrNotFound when it has none.
 func (v *Views) Customer(ctx context.Context, id uuid.UUID) (readmodel.Customer, error) {
-	c, err := scanCustomer(v.read.QueryRowContext(ctx, `SELECT `+customerColumns+` FROM customers WHERE id = ?`, id))
+	c, err := scanCustomer(v.reads.customer.QueryRowContext(ctx, id))
 	if err != nil {
 		return readmodel.Customer{}, fmt.Errorf("readmodel/sqlite: customer %s: %w", id, err)
 	}
@@ -41,8 +41,7 @@ func (v *Views) CustomerOrders(ctx context.Context, customerID, after uuid.UUID,
 	if limit < 1 {
 		return nil, fmt.Errorf("readmodel/sqlite: orders of customer %s: limit %d is not positive", customerID, limit)
 	}
-	rows, err := v.read.QueryContext(ctx, `SELECT `+summaryColumns+` FROM orders_by_customer
-		WHERE customer_id = ? AND order_id > ? ORDER BY order_id LIMIT ?`, customerID, after, limit)
+	rows, err := v.reads.summaries.QueryContext(ctx, customerID, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("readmodel/sqlite: orders of customer %s: %w", customerID, err)
 	}

@@ -26,6 +26,7 @@ type Views struct {
 	read  *sql.DB // a pool of read-only connections; WAL lets them run beside the writer
 	log   *zap.Logger
 	stmts statements
+	reads readStatements
 
 	// Changes wakes the readers of the rows an Apply committed.
 	readmodel.Changes
@@ -53,13 +54,17 @@ func Open(path string, log *zap.Logger) (*Views, error) {
 		_ = v.Close()
 		return nil, fmt.Errorf("readmodel/sqlite: %s: %w", path, err)
 	}
+	if err := v.reads.prepare(ctx, read); err != nil {
+		_ = v.Close()
+		return nil, fmt.Errorf("readmodel/sqlite: %s: %w", path, err)
+	}
 	log.Info("read model views open", zap.String("path", path))
 	return v, nil
 }
 
 // Close closes the database. Queries and Apply fail after Close.
 func (v *Views) Close() error {
-	return errors.Join(v.stmts.close(), v.read.Close(), v.write.Close())
+	return errors.Join(v.stmts.close(), v.reads.close(), v.read.Close(), v.write.Close())
 }
 
 // Interface checks: the consumers define the interfaces, this backend
