@@ -63,6 +63,12 @@ func main() {
 			os.Exit(1)
 		}
 		return
+	case "bench":
+		// Progress goes to stderr, so that the report alone is on stdout.
+		if runBench(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr, isTerminal(os.Stderr)) != nil {
+			os.Exit(1)
+		}
+		return
 	case "healthcheck":
 		err = runHealthcheck(ctx, args[1:], os.Getenv, os.Stderr)
 	case "migrate":
@@ -85,6 +91,7 @@ const commandsUsage = `usage: orderd [flags]              serve the API and run 
        orderd healthcheck [flags]  exit 0 when the orderd on -http-addr answers /healthz
        orderd dlq <command> ...    list, show, replay or discard dead letters (orderd dlq -help)
        orderd rebuild [command]    rebuild the read models blue/green, with progress (orderd rebuild -help)
+       orderd bench [flags]        load a running orderd and report throughput and latency (orderd bench -help)
        orderd help                 this text
 
 Each subcommand takes the flags below (and has its own -help). Every flag
