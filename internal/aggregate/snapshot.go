@@ -46,7 +46,7 @@ func WithSnapshots(snaps store.Snapshots, every int64) Option {
 		if snaps == nil || every <= 0 {
 			return
 		}
-		h.snaps.store, h.snaps.every = snaps, every
+		h.snaps.store, h.snaps.every, h.snaps.recentMin = snaps, every, recentMin
 		h.snaps.slots = make(chan struct{}, maxSnapshotSaves)
 		h.snaps.log = h.log
 	}
@@ -68,21 +68,24 @@ type SnapshotStats struct {
 	Failed  uint64 // a save or a read of the snapshot store failed
 	Dropped uint64 // due while maxSnapshotSaves saves were running
 	Ignored uint64 // found but unusable: another state version, or undecodable
+	Recent  uint64 // loads that started from a state kept in memory
 }
 
 // SnapshotStats returns the handler's snapshot counters.
 func (h *Handler) SnapshotStats() SnapshotStats {
 	c := &h.snaps
-	return SnapshotStats{Saved: c.saved.Load(), Failed: c.failed.Load(), Dropped: c.dropped.Load(), Ignored: c.ignored.Load()}
+	return SnapshotStats{Saved: c.saved.Load(), Failed: c.failed.Load(), Dropped: c.dropped.Load(), Ignored: c.ignored.Load(),
+		Recent: c.recent.hits.Load()}
 }
 
 // snapshotCache is the handler's use of a store.Snapshots, with a tier
 // in memory in front of it: the state each command left, so that the next
 // command on a hot aggregate replays nothing.
 type snapshotCache struct {
-	store  store.Snapshots // nil: snapshots off
-	recent recentStates
-	every  int64
+	store     store.Snapshots // nil: snapshots off
+	recent    recentStates
+	recentMin int // see recentMin; a field so that tests can lower it
+	every     int64
 	slots  chan struct{} // one token per save in flight
 	log    *zap.Logger
 	wg     sync.WaitGroup // the saves in flight, for tests
@@ -159,24 +162,35 @@ func (h *Handler) restore(ctx context.Context, a snapshotRoot, aggType string, i
 	return snap.Version, true
 }
 
-// after runs after envs were appended to a at version from: it applies
-// them to a (the command owns a no longer), keeps a's state in memory for
-// the next command, and, when a snapshot is due, saves that state in the
-// background. tail is how many events loading a replayed.
+// after runs after envs were appended to a at version from, tail being how
+// many events loading a replayed. It applies them to a (the command owns a
+// no longer) and encodes its state when either use of it is due: kept in
+// memory when the load and the command handled recentMin events or more
+// since the state a load started from (so that a hot aggregate's loads
+// replay fewer than that, and a command that replayed little, a create
+// above all, pays no encoding); saved in the background when the append
+// crosses a multiple of every or the load replayed every events or more.
 func (c *snapshotCache) after(a any, aggType string, id uuid.UUID, from int64, envs []store.Event, tail int) {
 	s, ok := a.(snapshotRoot)
 	if !ok || c.store == nil {
 		return
 	}
 	to := from + int64(len(envs))
+	due := from/c.every != to/c.every || int64(tail) >= c.every
+	keep := tail+len(envs) >= c.recentMin
+	if !due && !keep {
+		return
+	}
 	state, err := stateAt(s, id, to, envs)
 	if err != nil {
 		c.failed.Add(1)
 		c.log.Warn("snapshot state not encoded", zap.Stringer("aggregate_id", id), zap.Int64("version", to), zap.Error(err))
 		return
 	}
-	c.recent.put(id, recentState{aggType: aggType, version: to, stateVersion: s.stateVersion(), state: state})
-	if from/c.every == to/c.every && int64(tail) < c.every {
+	if keep {
+		c.recent.put(id, recentState{aggType: aggType, version: to, stateVersion: s.stateVersion(), state: state})
+	}
+	if !due {
 		return
 	}
 	select {
@@ -218,6 +232,11 @@ func stateAt(a snapshotRoot, id uuid.UUID, to int64, envs []store.Event) ([]byte
 // maxRecent bounds the states kept in memory: about 300 bytes each.
 const maxRecent = 10_000
 
+// recentMin is how many events a load and its command must have handled
+// for the state to be kept in memory: a hot aggregate's load then replays
+// fewer than that, and a command that replayed less pays no encoding.
+const recentMin = 16
+
 // recentStates are the encoded states the last commands left, by
 // aggregate: what a store snapshot holds, without the read. A state at a
 // version is the same forever (events are never changed), so an entry is
@@ -226,6 +245,7 @@ const maxRecent = 10_000
 type recentStates struct {
 	mu     sync.Mutex
 	states map[uuid.UUID]recentState
+	hits   atomic.Uint64
 }
 
 type recentState struct {
@@ -260,6 +280,7 @@ func (r *recentStates) restore(a snapshotRoot, aggType string, id uuid.UUID) (in
 		return 0, false
 	}
 	a.replayed(id, s.version)
+	r.hits.Add(1)
 	return s.version, true
 }
 

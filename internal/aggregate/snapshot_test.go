@@ -57,6 +57,7 @@ func TestSnapshotEqualsReplay(t *testing.T) {
 	ctx := context.Background()
 	st, snaps := openStore(t), openSnapshots(t)
 	h := NewHandler(st, time.Now, WithSnapshots(snaps, 3))
+	h.snaps.recentMin = 1 // every command's state kept in memory
 	cust := uuid.New()
 	registerCustomer(t, h, cust)
 	seen := map[Status]bool{}
@@ -93,8 +94,8 @@ func TestSnapshotEqualsReplay(t *testing.T) {
 		}
 	}
 	stats := h.SnapshotStats()
-	if stats.Saved == 0 || stats.Failed != 0 || stats.Ignored != 0 {
-		t.Errorf("stats = %+v; want snapshots saved and none failed or ignored", stats)
+	if stats.Saved == 0 || stats.Recent == 0 || stats.Failed != 0 || stats.Ignored != 0 {
+		t.Errorf("stats = %+v; want snapshots saved, loads from memory, and none failed or ignored", stats)
 	}
 	// The customer, through the other aggregate type that snapshots.
 	for range 7 {
@@ -236,6 +237,7 @@ func TestRecentStatesTwoWriters(t *testing.T) {
 	st, snaps := openStore(t), openSnapshots(t)
 	a := NewHandler(st, time.Now, WithSnapshots(snaps, 100))
 	b := NewHandler(st, time.Now, WithSnapshots(snaps, 100))
+	a.snaps.recentMin, b.snaps.recentMin = 1, 1
 	cust, id := uuid.New(), uuid.New()
 	registerCustomer(t, a, cust)
 	if _, err := a.CreateOrder(ctx, id, Meta{Expected: AnyVersion}, cust, []Item{{ProductID: uuid.New(), Quantity: 1}}); err != nil {
@@ -258,6 +260,43 @@ func TestRecentStatesTwoWriters(t *testing.T) {
 				t.Fatalf("step %d, handler %s: %+v at %d, %v; want %+v", step, name, got, v, err, full)
 			}
 		}
+	}
+	if a.SnapshotStats().Recent == 0 || b.SnapshotStats().Recent == 0 {
+		t.Fatalf("loads from memory: %d and %d; the test did not exercise them", a.SnapshotStats().Recent, b.SnapshotStats().Recent)
+	}
+}
+
+// TestRecentStatesOnlyWhenWorthIt: a command that handled fewer than
+// recentMin events since its load's start (a create, a command on a short
+// history) keeps nothing in memory; one that replayed more does.
+func TestRecentStatesOnlyWhenWorthIt(t *testing.T) {
+	ctx := context.Background()
+	st, snaps := openStore(t), openSnapshots(t)
+	h := NewHandler(st, time.Now, WithSnapshots(snaps, 1000))
+	cust, id := uuid.New(), uuid.New()
+	registerCustomer(t, h, cust)
+	if _, err := h.CreateOrder(ctx, id, Meta{Expected: AnyVersion}, cust, []Item{{ProductID: uuid.New(), Quantity: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	update := func(o *Order, now time.Time) ([]Event, error) {
+		return o.UpdateItems([]Item{{ProductID: uuid.New(), Quantity: 2}}, now)
+	}
+	// Command k replays the k events before it: the first recentMin-2
+	// handle fewer than recentMin with their own, and keep nothing; the
+	// next handles recentMin and keeps its state.
+	for range recentMin - 1 {
+		if _, err := h.Order(ctx, id, Meta{Expected: AnyVersion}, update); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := h.SnapshotStats().Recent; n != 0 {
+		t.Fatalf("%d loads from memory before any state was worth keeping", n)
+	}
+	if _, err := h.Order(ctx, id, Meta{Expected: AnyVersion}, update); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.SnapshotStats().Recent; n != 1 {
+		t.Fatalf("%d loads from memory after a state was kept, want 1", n)
 	}
 }
 
