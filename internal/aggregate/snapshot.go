@@ -86,9 +86,9 @@ type snapshotCache struct {
 	recent    recentStates
 	recentMin int // see recentMin; a field so that tests can lower it
 	every     int64
-	slots  chan struct{} // one token per save in flight
-	log    *zap.Logger
-	wg     sync.WaitGroup // the saves in flight, for tests
+	slots     chan struct{} // one token per save in flight
+	log       *zap.Logger
+	wg        sync.WaitGroup // the saves in flight, for tests
 
 	saved, failed, dropped, ignored atomic.Uint64
 }
