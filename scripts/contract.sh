@@ -80,19 +80,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/orderd-contract.XXXXXX")
 pid=
 stop() {
 	local rc=$?
-	if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-		kill -TERM "$pid" 2>/dev/null || true
-		for _ in $(seq 50); do
-			kill -0 "$pid" 2>/dev/null || break
-			sleep 0.2
-		done
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	fi
-	if [ "$rc" -ne 0 ] && [ -s "$work/orderd.log" ]; then
-		say "orderd's last log lines:"
-		tail -n 20 "$work/orderd.log" >&2
-	fi
+	orderd_stop "$pid" "$work/orderd.log" "$rc"
 	rm -rf "$work"
 	exit "$rc"
 }
