@@ -166,11 +166,10 @@ func (c *adminClient) show(ctx context.Context, stdout io.Writer, id int64) erro
 	return err
 }
 
-// adminFlags returns the flag set of an admin command, name, with -addr
-// and -token, and the client they make once parsed. The set prints only
-// its usage (usage, then the flags) to stderr: the command prints its
-// errors itself, once.
-func adminFlags(name, usage string, getenv func(string) string, stderr io.Writer) (*flag.FlagSet, func() *adminClient) {
+// clientFlags returns the flag set of a client subcommand, name, that
+// prints only its usage (usage, then the flags) to stderr, on -help or a
+// bad flag: the command prints its errors itself, once.
+func clientFlags(name, usage string, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {
@@ -179,6 +178,13 @@ func adminFlags(name, usage string, getenv func(string) string, stderr io.Writer
 		fmt.Fprint(stderr, usage)
 		fs.PrintDefaults()
 	}
+	return fs
+}
+
+// adminFlags returns the flag set of an admin command, name, with -addr
+// and -token (see clientFlags), and the client they make once parsed.
+func adminFlags(name, usage string, getenv func(string) string, stderr io.Writer) (*flag.FlagSet, func() *adminClient) {
+	fs := clientFlags(name, usage, stderr)
 	addr := fs.String("addr", cmp.Or(getenv("ORDERD_ADMIN_URL"), "http://127.0.0.1:8080"), "orderd's base `URL` (ORDERD_ADMIN_URL)")
 	token := fs.String("token", getenv("ORDERD_ADMIN_TOKEN"), "the admin `token` (ORDERD_ADMIN_TOKEN, which other users cannot read in ps)")
 	return fs, func() *adminClient {

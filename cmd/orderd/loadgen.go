@@ -108,14 +108,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 // parseBenchFlags reads the flags; it returns a nil config and no error
 // after -help.
 func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer) (*benchConfig, error) {
-	fs := flag.NewFlagSet("orderd bench", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	fs.Usage = func() {
-		fs.SetOutput(stderr)
-		defer fs.SetOutput(io.Discard)
-		fmt.Fprint(stderr, benchUsage)
-		fs.PrintDefaults()
-	}
+	fs := clientFlags("orderd bench", benchUsage, stderr)
 	cfg := &benchConfig{}
 	addr := fs.String("addr", cmp.Or(getenv("ORDERD_URL"), "http://127.0.0.1:8080"), "orderd's base `URL` (ORDERD_URL)")
 	fs.StringVar(&cfg.mix, "mix", "create", "what to send: `create` or lifecycle")
