@@ -26,38 +26,23 @@ func BenchmarkCreateOrder(b *testing.B) {
 	defer client.CloseIdleConnections()
 
 	var mu sync.Mutex
-	var lat, ryw []time.Duration
-	b.SetParallelism(32)
-	b.ResetTimer()
-	began := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		var mine, mineRYW []time.Duration
-		for n := 0; pb.Next(); n++ {
-			body := fmt.Sprintf(`{"customer_id":%q,"items":[{"product_id":%q,"quantity":2}]}`, cust, uuid.NewString())
-			t0 := time.Now()
-			id, err := post(client, s.base+"/v1/orders", body)
-			acked := time.Now()
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			mine = append(mine, acked.Sub(t0))
-			if n%16 == 0 {
-				if err := get(client, s.base+"/v1/orders/"+id+"?min_version=1"); err != nil {
-					b.Error(err)
-					return
-				}
-				mineRYW = append(mineRYW, time.Since(acked))
-			}
+	var ryw []time.Duration
+	parallelLoad(b, "cmds", func(n int) (time.Duration, error) {
+		body := fmt.Sprintf(`{"customer_id":%q,"items":[{"product_id":%q,"quantity":2}]}`, cust, uuid.NewString())
+		t0 := time.Now()
+		id, err := post(client, s.base+"/v1/orders", body)
+		acked := time.Now()
+		if err != nil || n%16 != 0 {
+			return acked.Sub(t0), err
+		}
+		if err := get(client, s.base+"/v1/orders/"+id+"?min_version=1"); err != nil {
+			return 0, err
 		}
 		mu.Lock()
-		lat, ryw = append(lat, mine...), append(ryw, mineRYW...)
+		ryw = append(ryw, time.Since(acked))
 		mu.Unlock()
+		return acked.Sub(t0), nil
 	})
-	elapsed := time.Since(began)
-	b.StopTimer()
-	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "cmds/s")
-	reportPercentiles(b, "", lat)
 	reportPercentiles(b, "ryw-", ryw)
 }
 
@@ -69,6 +54,38 @@ func reportPercentiles(b *testing.B, prefix string, d []time.Duration) {
 	at := func(q float64) float64 { return float64(d[int(q*float64(len(d)-1))]) / float64(time.Millisecond) }
 	b.ReportMetric(at(0.50), prefix+"p50-ms")
 	b.ReportMetric(at(0.99), prefix+"p99-ms")
+}
+
+// parallelLoad is the load of the HTTP benchmarks: 64 goroutines (32 per
+// core on 2 cores) run op until b.N, n counting each goroutine's calls.
+// Each op times its own request and returns that duration; an error fails
+// the benchmark and stops its goroutine. It reports the successful ops per
+// second as unit/s and their p50/p99, and returns how many succeeded.
+func parallelLoad(b *testing.B, unit string, op func(n int) (time.Duration, error)) int {
+	var mu sync.Mutex
+	var lat []time.Duration
+	b.SetParallelism(32)
+	b.ResetTimer()
+	began := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		var mine []time.Duration
+		for n := 0; pb.Next(); n++ {
+			d, err := op(n)
+			if err != nil {
+				b.Error(err)
+				break
+			}
+			mine = append(mine, d)
+		}
+		mu.Lock()
+		lat = append(lat, mine...)
+		mu.Unlock()
+	})
+	elapsed := time.Since(began)
+	b.StopTimer()
+	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), unit+"/s")
+	reportPercentiles(b, "", lat)
+	return len(lat)
 }
 
 func post(c *http.Client, url, body string) (string, error) {
@@ -123,27 +140,9 @@ func BenchmarkGetOrder(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	var mu sync.Mutex
-	var lat []time.Duration
-	b.SetParallelism(32)
-	b.ResetTimer()
-	began := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		var mine []time.Duration
-		for n := 0; pb.Next(); n++ {
-			t0 := time.Now()
-			if err := get(client, s.base+"/v1/orders/"+ids[(n*7919+int(t0.UnixNano()))%len(ids)]); err != nil {
-				b.Error(err)
-				return
-			}
-			mine = append(mine, time.Since(t0))
-		}
-		mu.Lock()
-		lat = append(lat, mine...)
-		mu.Unlock()
+	parallelLoad(b, "reads", func(n int) (time.Duration, error) {
+		t0 := time.Now()
+		err := get(client, s.base+"/v1/orders/"+ids[(n*7919+int(t0.UnixNano()))%len(ids)])
+		return time.Since(t0), err
 	})
-	elapsed := time.Since(began)
-	b.StopTimer()
-	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "reads/s")
-	reportPercentiles(b, "", lat)
 }

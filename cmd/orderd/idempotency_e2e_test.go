@@ -252,41 +252,23 @@ func benchCreate(b *testing.B, s *service, keyed bool) int {
 	cust := s.registerCustomer(b, "bench-"+uuid.NewString()+"@example.com").ID
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 128, MaxConnsPerHost: 128}}
 	defer client.CloseIdleConnections()
-	var mu sync.Mutex
-	var lat []time.Duration
-	b.SetParallelism(32)
-	b.ResetTimer()
-	began := time.Now()
-	b.RunParallel(func(pb *testing.PB) {
-		var mine []time.Duration
-		for pb.Next() {
-			body := fmt.Sprintf(`{"customer_id":%q,"items":[{"product_id":%q,"quantity":2}]}`, cust, uuid.NewString())
-			req, _ := http.NewRequest(http.MethodPost, s.base+"/v1/orders", strings.NewReader(body))
-			req.Header.Set("Content-Type", "application/json")
-			if keyed {
-				req.Header.Set("Idempotency-Key", uuid.NewString())
-			}
-			t0 := time.Now()
-			resp, err := client.Do(req)
-			if err != nil {
-				b.Error(err)
-				return
-			}
-			_, _ = io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusCreated {
-				b.Errorf("POST /v1/orders: %d", resp.StatusCode)
-				return
-			}
-			mine = append(mine, time.Since(t0))
+	return parallelLoad(b, "cmds", func(int) (time.Duration, error) {
+		body := fmt.Sprintf(`{"customer_id":%q,"items":[{"product_id":%q,"quantity":2}]}`, cust, uuid.NewString())
+		req, _ := http.NewRequest(http.MethodPost, s.base+"/v1/orders", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if keyed {
+			req.Header.Set("Idempotency-Key", uuid.NewString())
 		}
-		mu.Lock()
-		lat = append(lat, mine...)
-		mu.Unlock()
+		t0 := time.Now()
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			return 0, fmt.Errorf("POST /v1/orders: %d", resp.StatusCode)
+		}
+		return time.Since(t0), nil
 	})
-	elapsed := time.Since(began)
-	b.StopTimer()
-	b.ReportMetric(float64(len(lat))/elapsed.Seconds(), "cmds/s")
-	reportPercentiles(b, "", lat)
-	return len(lat)
 }
