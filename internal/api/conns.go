@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -20,7 +21,11 @@ import (
 // reached the connection that has been inactive longest (an idle
 // keep-alive connection, or one that has not sent a request yet) is closed
 // to make room; when every open connection is busy with a request, the new
-// one is closed at once. Either way the number of open connections never
+// one is closed at once. A connection whose client has sent bytes the
+// server has not read yet is not inactive, only not yet scheduled: under a
+// flood the server may accept a thousand connections before a health
+// check's goroutine reads the request it sent at once, so such a
+// connection is passed over while an older silent one can go. Either way the number of open connections never
 // passes the cap, so the file descriptors do not run out, and a client
 // that sends its request at once (a health check, a load balancer, a
 // keep-alive client reconnecting) is served.
@@ -89,6 +94,11 @@ func (c *Conns) Track(nc net.Conn, state http.ConnState) {
 	}
 }
 
+// victimScan bounds how many of the longest inactive connections admit
+// looks at for one with nothing waiting to be read; when all of them have,
+// the longest inactive goes anyway, since the cap must hold.
+const victimScan = 64
+
 // admit takes a slot for a new connection, closing the longest inactive
 // one when the cap is reached. It returns false when every slot is busy.
 func (c *Conns) admit() bool {
@@ -105,8 +115,15 @@ func (c *Conns) admit() bool {
 			c.refused.Inc()
 			return false
 		}
-		victim := front.Value.(*conn)
-		c.inactive.Remove(front)
+		chosen := front
+		for e, n := front, 0; e != nil && n < victimScan; e, n = e.Next(), n+1 {
+			if !unread(e.Value.(*conn).Conn) {
+				chosen = e
+				break
+			}
+		}
+		victim := chosen.Value.(*conn)
+		c.inactive.Remove(chosen)
 		victim.elem = nil
 		c.mu.Unlock()
 		c.evicted.Inc()
@@ -157,4 +174,27 @@ func (cn *conn) Close() error {
 	cn.c.open--
 	cn.c.mu.Unlock()
 	return cn.Conn.Close()
+}
+
+// unread reports whether the peer of nc has sent bytes that nobody has read
+// yet. It peeks at the socket without blocking (Go's sockets are
+// non-blocking) and without taking the connection's read lock, which a
+// server goroutine waiting for the next request holds.
+func unread(nc net.Conn) bool {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var n int
+	if err := raw.Control(func(fd uintptr) {
+		var b [1]byte
+		n, _, _ = syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK)
+	}); err != nil {
+		return false
+	}
+	return n > 0
 }
