@@ -24,7 +24,7 @@ deps:
 
 check:
 	$(GO) mod download
-	@unformatted="$$(gofmt -l cmd internal migrations *.go)"; \
+	@unformatted="$$(gofmt -l cmd internal migrations scripts *.go)"; \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
@@ -72,6 +72,14 @@ bench:
 	scripts/kafka.sh start
 	scripts/cassandra.sh start
 	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/store/sqlite ./internal/store/scylla ./internal/readmodel/sqlite ./internal/readmodel/scylla ./internal/relay ./internal/aggregate ./cmd/orderd ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; exit $$rc
+
+# orderd against a bare chi+JSON handler under wrk, side by side (two
+# rounds of create, GET, one-connection create, and orderd's lifecycle
+# mix), with a CPU profile of orderd's create run; about 3 minutes.
+.PHONY: wrk
+wrk:
+	scripts/deps.sh
+	scripts/wrk.sh
 
 run:
 	$(GO) run ./cmd/orderd

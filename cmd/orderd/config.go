@@ -29,6 +29,7 @@ import (
 // variable; a flag given on the command line wins.
 type config struct {
 	httpAddr        string
+	debugAddr       string // net/http/pprof; empty: off
 	dataDir         string
 	store           string // "sqlite" or "scylla"
 	instance        string // this instance's name in leases and /readyz
@@ -84,6 +85,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	}
 	host, _ := os.Hostname()
 	fs.StringVar(&c.httpAddr, "http-addr", env("ORDERD_HTTP_ADDR", ":8080"), "address the HTTP API listens on (ORDERD_HTTP_ADDR)")
+	fs.StringVar(&c.debugAddr, "debug-addr", getenv("ORDERD_DEBUG_ADDR"), "address of Go's profiler (/debug/pprof/), apart from the API; empty: off. Bind it to loopback or a private network (ORDERD_DEBUG_ADDR)")
 	fs.StringVar(&c.dataDir, "data-dir", env("ORDERD_DATA_DIR", "./data"), "directory of the embedded store's files (ORDERD_DATA_DIR)")
 	fs.StringVar(&c.store, "store", env("ORDERD_STORE", "sqlite"), "event store backend: sqlite or scylla (ORDERD_STORE)")
 	fs.StringVar(&c.instance, "instance-id", env("ORDERD_INSTANCE_ID", fmt.Sprintf("%s-%d", host, os.Getpid())), "this instance's name in the workers' leases and /readyz (ORDERD_INSTANCE_ID)")

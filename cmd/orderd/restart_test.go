@@ -79,12 +79,17 @@ func TestRestart(t *testing.T) {
 	}
 }
 
+// binaryDir holds the orderd that binary built, if it did; TestMain removes
+// it after the tests.
+var binaryDir string
+
 // binary builds orderd once for the tests that run it as a process.
 var binary = sync.OnceValues(func() (string, error) {
 	dir, err := os.MkdirTemp("", "orderd-bin")
 	if err != nil {
 		return "", err
 	}
+	binaryDir = dir
 	bin := filepath.Join(dir, "orderd")
 	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
 	if err != nil {
@@ -92,6 +97,14 @@ var binary = sync.OnceValues(func() (string, error) {
 	}
 	return bin, nil
 })
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binaryDir != "" {
+		_ = os.RemoveAll(binaryDir)
+	}
+	os.Exit(code)
+}
 
 // process is orderd running as a child process.
 type process struct {

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# orderd against a bare chi handler, side by side, with wrk: the figures of
+# issue 12's targets. For each of RUNS rounds it starts the baseline
+# (scripts/wrk/baseline: decodes the same CreateOrder JSON, answers 201,
+# nothing behind it) and then a fresh orderd on SQLite (no Kafka, logs at
+# warn), and measures, one after the other so they never share the cores:
+#
+#   create    POST /v1/orders, CONNS connections, DURATION
+#   get       GET /v1/orders/{id} of 1,000 orders at random, same load
+#   create/1  POST /v1/orders over one connection (latency at rest)
+#
+# and on orderd alone, the lifecycle mix with its read-your-writes reads
+# (orderd bench -mix lifecycle). The first round also takes a CPU profile
+# of orderd during its create run (.cache/wrk/create.pprof; go tool pprof
+# -top .cache/wrk/orderd .cache/wrk/create.pprof). A table of the figures and
+# the ratios ends the output; every wrk output is in .cache/wrk/.
+#
+#   scripts/wrk.sh            # RUNS=2 DURATION=10s CONNS=64
+#
+# wrk runs on the same two cores as the server, as the README's figures do;
+# it is a Debian package (scripts/deps.sh installs it).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-2}
+DURATION=${DURATION:-10s}
+CONNS=${CONNS:-64}
+OUT=$PWD/.cache/wrk
+
+say() { echo "wrk: $*" >&2; }
+die() {
+	say "$*"
+	exit 2
+}
+# shellcheck source=scripts/lib/orderd.sh
+. scripts/lib/orderd.sh
+command -v wrk >/dev/null 2>&1 || die "no wrk (Debian: apt-get install wrk, or scripts/deps.sh as root)"
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+work=$(mktemp -d "${TMPDIR:-/tmp}/orderd-wrk.XXXXXX")
+pid=
+stop() {
+	local rc=$?
+	orderd_stop "$pid" "$work/server.log" "$rc"
+	rm -rf "$work"
+	exit "$rc"
+}
+trap stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+say "building orderd and the baseline"
+go build -o "$OUT/orderd" ./cmd/orderd
+go build -o "$work/baseline" ./scripts/wrk/baseline
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# wrk_run NAME URL LUA CONNS DURATION: runs wrk, keeps its output in
+# $OUT/NAME.txt.
+wrk_run() {
+	local name=$1 url=$2 lua=$3 conns=$4 duration=$5 threads=2
+	[ "$conns" -lt 2 ] && threads=1
+	wrk -t"$threads" -c"$conns" -d"$duration" --latency -s "$lua" "$url" >"$OUT/$name.txt"
+	grep -q "Non-2xx" "$OUT/$name.txt" && { cat "$OUT/$name.txt" >&2; die "$name: answers other than 2xx"; }
+	say "$name: $(rps "$OUT/$name.txt") requests/s, p50 $(pct "$OUT/$name.txt" 50%) ms, p99 $(pct "$OUT/$name.txt" 99%) ms"
+}
+rps() { awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$1"; }
+# pct FILE P: wrk's latency percentile P ("50%") in milliseconds.
+pct() {
+	awk -v p="$2" '$1 == p {
+		v = $2; u = v; sub(/[0-9.]+/, "", u); sub(/[a-z]+$/, "", v)
+		if (u == "us") v /= 1000; else if (u == "s") v *= 1000
+		printf "%.2f", v; exit }' "$1"
+}
+
+body='{"customer_id":"%s","items":[{"product_id":"0192f3a4-5b6c-7d8e-9f01-23456789abcd","quantity":2},{"product_id":"0192f3a4-5b6c-7d8e-9f01-23456789abce","quantity":1}]}'
+
+for run in $(seq "$RUNS"); do
+	# --- the baseline ------------------------------------------------------
+	port=$(free_port)
+	"$work/baseline" -addr "127.0.0.1:$port" >"$work/server.log" 2>&1 &
+	pid=$!
+	base=http://127.0.0.1:$port
+	for _ in $(seq 50); do
+		curl -s -o /dev/null "$base/" && break
+		sleep 0.1
+	done
+	for i in $(seq 1000); do echo "/v1/orders/$(cat /proc/sys/kernel/random/uuid)"; done >"$work/baseline.paths"
+	WRK_BODY=$(printf "$body" "$(cat /proc/sys/kernel/random/uuid)") wrk_run "baseline-create-$run" "$base/v1/orders" scripts/wrk/create.lua "$CONNS" "$DURATION"
+	WRK_PATHS=$work/baseline.paths wrk_run "baseline-get-$run" "$base" scripts/wrk/get.lua "$CONNS" "$DURATION"
+	WRK_BODY=$(printf "$body" "$(cat /proc/sys/kernel/random/uuid)") wrk_run "baseline-create1-$run" "$base/v1/orders" scripts/wrk/create.lua 1 5s
+	orderd_stop "$pid" "$work/server.log" 0
+	pid=
+
+	# --- orderd ------------------------------------------------------------
+	rm -rf "$work/data"
+	dport=$(free_port)
+	ORDERD_HTTP_ADDR=127.0.0.1:0 ORDERD_DATA_DIR="$work/data" ORDERD_STORE=sqlite ORDERD_KAFKA_BROKERS= \
+		ORDERD_LOG_LEVEL=info ORDERD_DEBUG_ADDR=127.0.0.1:$dport "$OUT/orderd" >"$work/server.log" 2>&1 &
+	pid=$!
+	base=$(orderd_base "$pid" "$work/server.log") || exit 1
+	customer=$(curl -fsS -X POST "$base/v1/customers" -H 'Content-Type: application/json' \
+		-d "{\"email\":\"wrk-$run-$RANDOM@example.com\",\"first_name\":\"W\",\"last_name\":\"Rk\"}" |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+	profile=
+	if [ "$run" = 1 ]; then
+		secs=$(( ${DURATION%s} > 4 ? ${DURATION%s} - 2 : 2 ))
+		curl -fsS -o "$OUT/create.pprof" "http://127.0.0.1:$dport/debug/pprof/profile?seconds=$secs" &
+		profile=$!
+	fi
+	WRK_BODY=$(printf "$body" "$customer") wrk_run "orderd-create-$run" "$base/v1/orders" scripts/wrk/create.lua "$CONNS" "$DURATION"
+	[ -n "$profile" ] && wait "$profile"
+	python3 - "$base" "$customer" >"$work/orderd.paths" <<'PY'
+import json, sys, urllib.request
+base, customer = sys.argv[1], sys.argv[2]
+after = ""
+for _ in range(2):
+    page = json.load(urllib.request.urlopen(f"{base}/v1/customers/{customer}/orders?limit=500{after}"))
+    for o in page["orders"]:
+        print(f"/v1/orders/{o['id']}")
+    if not page["next_after"]:
+        break
+    after = "&after=" + page["next_after"]
+PY
+	WRK_PATHS=$work/orderd.paths wrk_run "orderd-get-$run" "$base" scripts/wrk/get.lua "$CONNS" "$DURATION"
+	WRK_BODY=$(printf "$body" "$customer") wrk_run "orderd-create1-$run" "$base/v1/orders" scripts/wrk/create.lua 1 5s
+	"$OUT/orderd" bench -addr "$base" -mix lifecycle -connections "$CONNS" -duration "$DURATION" >"$OUT/orderd-lifecycle-$run.txt" 2>/dev/null
+	say "lifecycle: $(awk '$1 == "total" {print $3 " operations/s, p99 " $6 " ms"}' "$OUT/orderd-lifecycle-$run.txt"); $(grep '^read-your-writes' "$OUT/orderd-lifecycle-$run.txt")"
+	orderd_stop "$pid" "$work/server.log" 0
+	pid=
+done
+
+# --- the table -------------------------------------------------------------
+echo
+printf '%-10s %4s %10s %10s %6s %9s %9s %9s %9s\n' load run baseline orderd ratio "base p50" "orderd p50" "base p99" "orderd p99"
+for load in create get create1; do
+	for run in $(seq "$RUNS"); do
+		b=$OUT/baseline-$load-$run.txt o=$OUT/orderd-$load-$run.txt
+		printf '%-10s %4s %10s %10s %6s %9s %9s %9s %9s\n' "$load" "$run" "$(rps "$b")" "$(rps "$o")" \
+			"$(awk -v b="$(rps "$b")" -v o="$(rps "$o")" 'BEGIN {printf "%.2f", o / b}')" \
+			"$(pct "$b" 50%)" "$(pct "$o" 50%)" "$(pct "$b" 99%)" "$(pct "$o" 99%)"
+	done
+done
