@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode"
 
 	"github.com/go-chi/chi/v5"
@@ -88,13 +89,33 @@ func checkJSONMediaType(r *http.Request) error {
 		detail: fmt.Sprintf("the request body must be application/json (UTF-8), not %s", sanitize(ct, maxEcho))}
 }
 
+// scanner is scan's decoder and its reader, kept between requests in
+// scanners: a new decoder costs more than the scan of a small body.
+type scanner struct {
+	body bytes.Reader
+	dec  *jsontext.Decoder
+}
+
+var scanners = sync.Pool{New: func() any {
+	sc := new(scanner)
+	sc.dec = jsontext.NewDecoder(&sc.body)
+	return sc
+}}
+
 // scan reads body token by token. It returns the first syntax error as err
 // (invalid JSON, invalid UTF-8 or a lone surrogate escape, a name given
 // twice, a null) and, separately, the first string value holding a character that
 // has no place in a name or a note (see forbidden), which is answered only
 // once the body has decoded.
 func scan(body []byte) (badText, err error) {
-	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	sc := scanners.Get().(*scanner)
+	sc.body.Reset(body)
+	dec := sc.dec
+	dec.Reset(&sc.body)
+	defer func() {
+		sc.body.Reset(nil)
+		scanners.Put(sc)
+	}()
 	for {
 		tok, err := dec.ReadToken()
 		if errors.Is(err, io.EOF) {
@@ -112,11 +133,11 @@ func scan(body []byte) (badText, err error) {
 		if tok.Kind() != '"' || badText != nil {
 			continue
 		}
-		field := string(dec.StackPointer())
 		if kind, n := dec.StackIndex(dec.StackDepth()); kind == '{' && n%2 == 1 {
 			continue // an object member's name: an unknown one is refused by name
 		}
 		if r, ok := forbidden(tok.String()); ok {
+			field := string(dec.StackPointer())
 			badText = invalid("invalid_character", field, "%s holds %U (%s), which is not allowed in text", field, r, runeKind(r))
 		}
 	}
