@@ -41,11 +41,14 @@ func (s *Server) correlate(next http.Handler) http.Handler {
 		if id == uuid.Nil {
 			id = uuid.Must(uuid.NewV7())
 		}
-		log := s.log.With(zap.String("correlation_id", id.String()))
+		text := id.String()
+		// Lazily: the field is encoded only if the request logs, which
+		// below info level most do not.
+		log := s.log.WithLazy(zap.String("correlation_id", text))
 		ctx := context.WithValue(r.Context(), correlationKey, id)
 		ctx = context.WithValue(ctx, loggerKey, log)
 		r = r.WithContext(ctx)
-		w.Header().Set("X-Correlation-ID", id.String())
+		w.Header().Set("X-Correlation-ID", text)
 
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		if bad != nil {

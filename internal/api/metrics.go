@@ -47,11 +47,12 @@ func (s *Server) command(name string, fn func(w http.ResponseWriter, r *http.Req
 	if s.metrics == nil {
 		return h
 	}
+	latency := s.metrics.latency.WithLabelValues(name)
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		h(rec, r)
-		s.metrics.latency.WithLabelValues(name).Observe(time.Since(start).Seconds())
+		latency.Observe(time.Since(start).Seconds())
 		s.metrics.commands.WithLabelValues(name, strconv.Itoa(rec.status)).Inc()
 	}
 }
