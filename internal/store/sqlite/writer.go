@@ -164,10 +164,26 @@ type txStmts struct {
 	insert, maxSeq, savepoint, release, rollbackTo *sql.Stmt
 }
 
-// writeOne runs one request inside a savepoint. It returns the request's own
-// outcome (nil, a wrapped store.ErrConflict, or another error confined to
-// the request) and, separately, an error that spoils the whole transaction.
+// writeOne runs one request. It returns the request's own outcome (nil, a
+// wrapped store.ErrConflict, or another error confined to the request) and,
+// separately, an error that spoils the whole transaction.
+//
+// A request of several events runs inside a savepoint, so that a failure
+// after its first insert undoes the others. A request of one event (most
+// commands) needs none: SQLite undoes a failed statement by itself. Only a
+// refusal by a constraint (a version taken, an event id reused) is then
+// confined to the request; any other failure of its statements (the disk,
+// an I/O error) may have rolled back the whole transaction, which without
+// a savepoint cannot be told apart, so it spoils the batch, whose requests
+// all fail with it.
 func writeOne(ctx context.Context, st txStmts, r *appendReq) (result, fatal error) {
+	if len(r.rows) == 1 {
+		err := insertAll(ctx, st, r)
+		if err != nil && !refused(err) {
+			return nil, err
+		}
+		return err, nil
+	}
 	if _, err := st.savepoint.ExecContext(ctx); err != nil {
 		return nil, fmt.Errorf("sqlite: savepoint: %w", err)
 	}
@@ -184,13 +200,20 @@ func writeOne(ctx context.Context, st txStmts, r *appendReq) (result, fatal erro
 }
 
 // insertAll checks the aggregate's version and inserts the request's events.
+// A request that starts an aggregate (expected version 0) reads nothing: if
+// the aggregate has events, its first insert, of sequence 1, is refused by
+// the unique (aggregate_id, sequence), which insertError reports as the
+// same conflict. Any other expected version is read first, since inserting
+// past the aggregate's version would leave a gap no constraint sees.
 func insertAll(ctx context.Context, st txStmts, r *appendReq) error {
-	var version int64
-	if err := st.maxSeq.QueryRowContext(ctx, r.id.String()).Scan(&version); err != nil {
-		return fmt.Errorf("sqlite: append %s: read version: %w", r.id, err)
-	}
-	if version != r.expected {
-		return fmt.Errorf("sqlite: append %s: version is %d, not %d: %w", r.id, version, r.expected, store.ErrConflict)
+	if r.expected > 0 {
+		var version int64
+		if err := st.maxSeq.QueryRowContext(ctx, r.id.String()).Scan(&version); err != nil {
+			return fmt.Errorf("sqlite: append %s: read version: %w", r.id, err)
+		}
+		if version != r.expected {
+			return fmt.Errorf("sqlite: append %s: version is %d, not %d: %w", r.id, version, r.expected, store.ErrConflict)
+		}
 	}
 	for _, row := range r.rows {
 		if _, err := st.insert.ExecContext(ctx, row...); err != nil {
@@ -214,6 +237,13 @@ func insertError(r *appendReq, err error) error {
 		return fmt.Errorf("sqlite: append %s: %w", r.id, store.ErrConflict)
 	}
 	return fmt.Errorf("sqlite: append %s: insert: %w", r.id, err)
+}
+
+// refused reports whether err is a request's refusal by a constraint, which
+// SQLite undoes with its statement, leaving the transaction as it was.
+func refused(err error) bool {
+	var se *sqlite.Error
+	return errors.Is(err, store.ErrConflict) || errors.As(err, &se) && se.Code()&0xff == sqlite3.SQLITE_CONSTRAINT
 }
 
 // failAll answers every request of a batch that did not commit with err.
