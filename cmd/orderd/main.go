@@ -20,6 +20,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -75,6 +76,9 @@ func main() {
 	case "migrate":
 		err = runMigrate(ctx, args[1:], os.Getenv, os.Stderr)
 	default:
+		if os.Getenv("GOGC") == "" {
+			debug.SetGCPercent(serverGCPercent)
+		}
 		err = run(ctx, args, os.Getenv, os.Stderr, nil)
 	}
 	if errors.Is(err, flag.ErrHelp) {
@@ -85,6 +89,15 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// serverGCPercent is the garbage collector's GOGC for the server, unless
+// GOGC is set. orderd's live heap is small (tens of MB) and its requests
+// allocate briskly, so at Go's default of 100 it collects very often: with
+// 400, wrk's CreateOrder at 64 connections ran 13,100–14,100/s against
+// 11,400–11,900/s, with an RSS of 55 MiB against 41–43 MiB (1,000 gave no
+// clear further gain for 80 MiB). GOMEMLIMIT, when set (to a container's
+// limit, say), still makes it collect sooner as the heap nears it.
+const serverGCPercent = 400
 
 // commandsUsage heads orderd's -help, before the flags.
 const commandsUsage = `usage: orderd [flags]              serve the API and run the workers
