@@ -158,8 +158,38 @@ func (v *Views) Apply(ctx context.Context, events []store.Event) (err error) {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("readmodel/sqlite: commit %d events: %w", len(events), err)
 	}
+	if v.orders != nil {
+		cache(v.orders, b.orders)
+		cache(v.customers, b.customers)
+	}
 	v.Notify(b.ids()...)
 	return nil
+}
+
+// wrote reports whether an upsert changed its row: not when the version
+// guard kept a row that is further along.
+func wrote(res sql.Result) (bool, error) {
+	n, err := res.RowsAffected()
+	return n > 0, err
+}
+
+// cache records a committed batch's rows in c: those it wrote as the file
+// now has them; those it changed but did not write (the file has them
+// further along) are dropped, since what c holds of them may be older.
+func cache[T any](c *rowCache[T], rows map[uuid.UUID]*dirty[T]) {
+	put := make(map[uuid.UUID]T, len(rows))
+	var drop []uuid.UUID
+	for id, d := range rows {
+		switch {
+		case d.written:
+			put[id] = d.row
+		case d.changed:
+			drop = append(drop, id)
+		}
+	}
+	if len(put) > 0 || len(drop) > 0 {
+		c.applied(put, drop)
+	}
 }
 
 // projected reports whether e's aggregate type has views here.
@@ -167,10 +197,13 @@ func projected(e store.Event) bool {
 	return e.AggregateType == aggregate.OrderType || e.AggregateType == aggregate.CustomerType
 }
 
-// dirty is a row of the batch's cache and whether the batch changed it.
+// dirty is a row of the batch's cache, whether the batch changed it, and
+// whether its upsert then changed the file (not if the file has the row
+// further along already).
 type dirty[T any] struct {
 	row     T
 	changed bool
+	written bool
 }
 
 // batch is one Apply's transaction and its cache of rows, so that several
@@ -252,8 +285,12 @@ func (b *batch) flush() error {
 		if err != nil {
 			return fmt.Errorf("encode items of order %s: %w", id, err)
 		}
-		if _, err := upsertOrder.ExecContext(b.ctx, o.ID, o.CustomerID, o.Status, string(items),
-			o.TrackingNumber, o.Carrier, o.CancelledReason, o.Version, storesqlite.FormatTime(o.CreatedAt), storesqlite.FormatTime(o.UpdatedAt)); err != nil {
+		res, err := upsertOrder.ExecContext(b.ctx, o.ID, o.CustomerID, o.Status, string(items),
+			o.TrackingNumber, o.Carrier, o.CancelledReason, o.Version, storesqlite.FormatTime(o.CreatedAt), storesqlite.FormatTime(o.UpdatedAt))
+		if err != nil {
+			return fmt.Errorf("write order %s: %w", id, err)
+		}
+		if d.written, err = wrote(res); err != nil {
 			return fmt.Errorf("write order %s: %w", id, err)
 		}
 		s := o.Summary()
@@ -268,8 +305,12 @@ func (b *batch) flush() error {
 			continue
 		}
 		c := d.row
-		if _, err := upsertCustomer.ExecContext(b.ctx, c.ID, c.Email, c.FirstName, c.LastName, c.Phone,
-			c.Version, storesqlite.FormatTime(c.RegisteredAt), storesqlite.FormatTime(c.UpdatedAt)); err != nil {
+		res, err := upsertCustomer.ExecContext(b.ctx, c.ID, c.Email, c.FirstName, c.LastName, c.Phone,
+			c.Version, storesqlite.FormatTime(c.RegisteredAt), storesqlite.FormatTime(c.UpdatedAt))
+		if err != nil {
+			return fmt.Errorf("write customer %s: %w", id, err)
+		}
+		if d.written, err = wrote(res); err != nil {
 			return fmt.Errorf("write customer %s: %w", id, err)
 		}
 	}

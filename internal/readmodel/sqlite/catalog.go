@@ -29,19 +29,20 @@ type Catalog struct {
 	dir         string
 	write, read *sql.DB
 	log         *zap.Logger
+	opts        []Option // of every generation's Views
 
 	mu    sync.Mutex
 	views map[int64]*Views // the generations opened, until Drop or Close
 }
 
 // OpenCatalog opens, creating it if needed, the catalog of the read models
-// in dir.
-func OpenCatalog(ctx context.Context, dir string, log *zap.Logger) (*Catalog, error) {
+// in dir. Each generation's Views is opened with opts.
+func OpenCatalog(ctx context.Context, dir string, log *zap.Logger, opts ...Option) (*Catalog, error) {
 	write, read, err := storesqlite.OpenDB(ctx, filepath.Join(dir, "readmodels.db"), "sqlite/catalog", storesqlite.DBOptions{Synchronous: "FULL"})
 	if err != nil {
 		return nil, fmt.Errorf("readmodel/sqlite: catalog: %w", err)
 	}
-	return &Catalog{dir: dir, write: write, read: read, log: log, views: map[int64]*Views{}}, nil
+	return &Catalog{dir: dir, write: write, read: read, log: log, opts: opts, views: map[int64]*Views{}}, nil
 }
 
 // Close closes the catalog and every generation it opened.
@@ -84,7 +85,7 @@ func (c *Catalog) Open(ctx context.Context, n int64) (readmodel.Generation, erro
 	if v, ok := c.views[n]; ok {
 		return v, nil
 	}
-	v, err := Open(c.path(n), c.log)
+	v, err := Open(c.path(n), c.log, c.opts...)
 	if err != nil {
 		return nil, err
 	}

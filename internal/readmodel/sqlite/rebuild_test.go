@@ -19,7 +19,9 @@ func TestRebuild(t *testing.T) {
 			t.Fatalf("open the event store: %v", err)
 		}
 		t.Cleanup(func() { _ = events.Close() })
-		catalog, err := OpenCatalog(t.Context(), dir, zap.NewNop())
+		// As orderd opens it: with rows kept in memory, which a rebuild's
+		// switch of generations must not leave stale.
+		catalog, err := OpenCatalog(t.Context(), dir, zap.NewNop(), WithRowCache(256))
 		if err != nil {
 			t.Fatalf("OpenCatalog: %v", err)
 		}
