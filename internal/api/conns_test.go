@@ -15,32 +15,7 @@ import (
 // connection evicts the silent one, not the older one with a request
 // waiting.
 func TestConnsEvictionPassesOverUnreadRequests(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conns := NewConns(2, nil)
-	capped := conns.Listener(ln)
-	defer capped.Close()
-
-	accept := func() net.Conn {
-		t.Helper()
-		nc, err := capped.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns.Track(nc, http.StateNew) // what http.Server does on accept
-		return nc
-	}
-	dial := func() net.Conn {
-		t.Helper()
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
+	conns, dial, accept := capped(t, 2)
 
 	talker := dial()
 	if _, err := talker.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
@@ -75,27 +50,11 @@ func TestConnsEvictionPassesOverUnreadRequests(t *testing.T) {
 // TestConnsEvictsLongestInactive: with nothing waiting on any connection,
 // the one that has been inactive longest goes first.
 func TestConnsEvictsLongestInactive(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	conns := NewConns(2, nil)
-	capped := conns.Listener(ln)
-	defer capped.Close()
-
+	conns, dial, accept := capped(t, 2)
 	var clients []net.Conn
 	for range 3 {
-		c, err := net.Dial("tcp", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		clients = append(clients, c)
-		nc, err := capped.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns.Track(nc, http.StateNew)
+		clients = append(clients, dial())
+		accept()
 	}
 	clients[0].SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := clients[0].Read(make([]byte, 1)); err != io.EOF {
@@ -108,4 +67,37 @@ func TestConnsEvictsLongestInactive(t *testing.T) {
 	if got := conns.Open(); got != 2 {
 		t.Fatalf("%d connections open, want 2", got)
 	}
+}
+
+// capped listens on loopback with a cap of limit connections, and returns
+// the cap, a dial of a client (closed at the test's end) and an accept of
+// its server side, tracked as http.Server does on accept.
+func capped(t *testing.T, limit int) (conns *Conns, dial, accept func() net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns = NewConns(limit, nil)
+	l := conns.Listener(ln)
+	t.Cleanup(func() { l.Close() })
+	dial = func() net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	accept = func() net.Conn {
+		t.Helper()
+		nc, err := l.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns.Track(nc, http.StateNew)
+		return nc
+	}
+	return conns, dial, accept
 }
