@@ -181,37 +181,38 @@ func (k *Keys) Begin(ctx context.Context, rec store.IdempotencyRecord) (_ store.
 		return rec, false, store.ErrClosed
 	}
 	rec.State, rec.AggregateID, rec.Response = store.Pending, uuid.Nil, store.IdempotentResponse{}
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	tx, err := k.w.BeginTx(ctx, nil)
-	if err != nil {
-		return rec, false, fmt.Errorf("sqlite: begin key %q: %w", rec.Key, err)
-	}
 	defer func() {
 		if err != nil {
-			_ = tx.Rollback()
-			err = k.fault(true, err)
+			err = fmt.Errorf("sqlite: begin key %q: %w", rec.Key, k.fault(true, err))
 		}
 	}()
-	res, err := tx.StmtContext(ctx, k.stmts["begin"]).ExecContext(ctx,
+	// No transaction: every write of the file runs under k.mu, in this one
+	// process, so nothing can come between the insert and the read of the
+	// record that kept it out; a BEGIN and a COMMIT would cost as much as
+	// the insert. A key's statements take microseconds and are not
+	// interrupted: a context that can end costs a goroutine per statement.
+	ctx = context.WithoutCancel(ctx)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	res, err := k.stmts["begin"].ExecContext(ctx,
 		rec.Key, rec.ID.String(), rec.Fingerprint, rec.Owner.String(),
 		FormatTime(rec.Created), FormatTime(rec.Updated), FormatTime(rec.Expires))
 	if err != nil {
-		return rec, false, fmt.Errorf("sqlite: begin key %q: %w", rec.Key, err)
+		return rec, false, err
 	}
 	if n, err := res.RowsAffected(); err != nil {
-		return rec, false, fmt.Errorf("sqlite: begin key %q: %w", rec.Key, err)
+		return rec, false, err
 	} else if n == 1 {
-		return rec, true, tx.Commit()
+		return rec, true, nil
 	}
-	cur, found, err := scanKey(tx.StmtContext(ctx, k.stmts["current"]).QueryRowContext(ctx, rec.Key))
+	cur, found, err := scanKey(k.stmts["current"].QueryRowContext(ctx, rec.Key))
 	if err != nil {
-		return rec, false, fmt.Errorf("sqlite: begin key %q: %w", rec.Key, err)
+		return rec, false, err
 	}
 	if !found {
-		return rec, false, fmt.Errorf("sqlite: begin key %q: neither inserted nor found", rec.Key)
+		return rec, false, errors.New("neither inserted nor found")
 	}
-	return cur, false, tx.Commit()
+	return cur, false, nil
 }
 
 // Get returns the unexpired record of key.
@@ -219,7 +220,7 @@ func (k *Keys) Get(ctx context.Context, key string) (store.IdempotencyRecord, bo
 	if k.closed() {
 		return store.IdempotencyRecord{}, false, store.ErrClosed
 	}
-	rec, found, err := scanKey(k.stmts["get"].QueryRowContext(ctx, key, FormatTime(k.now())))
+	rec, found, err := scanKey(k.stmts["get"].QueryRowContext(context.WithoutCancel(ctx), key, FormatTime(k.now())))
 	if err != nil {
 		return rec, false, fmt.Errorf("sqlite: get key %q: %w", key, k.fault(false, err))
 	}
@@ -276,7 +277,7 @@ func (k *Keys) update(ctx context.Context, op string, c store.IdempotencyClaim, 
 	args = append(args, c.Key, c.Owner.String(), FormatTime(k.now()))
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	res, err := k.stmts[op].ExecContext(ctx, args...)
+	res, err := k.stmts[op].ExecContext(context.WithoutCancel(ctx), args...) // as in Begin
 	if err != nil {
 		return err
 	}
