@@ -59,16 +59,21 @@ type KeysOptions struct {
 // covers the whole WAL, so the Begin before the Attach is durable too.
 // Concurrent Attaches share one fsync (group commit), which FULL, syncing
 // at every commit under the one write lock, could not do.
+//
+// Writes are group-committed too: one goroutine runs every write waiting
+// at once in one transaction (see writeLoop), so a busy store pays one
+// BEGIN, COMMIT and WAL append for many keys instead of one for each.
 type Keys struct {
 	w, r   *sql.DB
 	log    *zap.Logger
 	health *store.Health
 	now    func() time.Time
-	mu     sync.Mutex           // serialises the writes
 	stmts  map[string]*sql.Stmt // keyStatements, prepared once: on w, "get" on r
 	wal    walSyncer
+	writes chan keyWrite // to writeLoop
 	stop   chan struct{}
-	done   chan struct{}
+	done   chan struct{} // the purge loop's
+	wrote  chan struct{} // writeLoop's
 	close  sync.Once
 }
 
@@ -100,7 +105,7 @@ func OpenKeys(path string, opts KeysOptions) (*Keys, error) {
 		opts.Health = store.NewHealth("sqlite: keys", opts.Logger)
 	}
 	k := &Keys{w: w, r: r, log: opts.Logger, health: opts.Health, now: opts.Now, stmts: map[string]*sql.Stmt{},
-		stop: make(chan struct{}), done: make(chan struct{})}
+		writes: make(chan keyWrite), stop: make(chan struct{}), done: make(chan struct{}), wrote: make(chan struct{})}
 	for name, query := range keyStatements {
 		db := w
 		if name == "get" {
@@ -113,6 +118,7 @@ func OpenKeys(path string, opts KeysOptions) (*Keys, error) {
 		k.stmts[name] = stmt
 	}
 	k.wal.init(wal)
+	go k.writeLoop()
 	go k.purgeLoop(opts.PurgeEvery)
 	return k, nil
 }
@@ -124,6 +130,7 @@ func (k *Keys) Close() error {
 	k.close.Do(func() {
 		close(k.stop)
 		<-k.done
+		<-k.wrote
 		var errs []error
 		for _, stmt := range k.stmts {
 			errs = append(errs, stmt.Close())
@@ -181,38 +188,35 @@ func (k *Keys) Begin(ctx context.Context, rec store.IdempotencyRecord) (_ store.
 		return rec, false, store.ErrClosed
 	}
 	rec.State, rec.AggregateID, rec.Response = store.Pending, uuid.Nil, store.IdempotentResponse{}
-	defer func() {
+	cur := rec
+	err = k.write(func(tx *sql.Tx) error {
+		res, err := tx.Stmt(k.stmts["begin"]).Exec(
+			rec.Key, rec.ID.String(), rec.Fingerprint, rec.Owner.String(),
+			FormatTime(rec.Created), FormatTime(rec.Updated), FormatTime(rec.Expires))
 		if err != nil {
-			err = fmt.Errorf("sqlite: begin key %q: %w", rec.Key, k.fault(true, err))
+			return err
 		}
-	}()
-	// No transaction: every write of the file runs under k.mu, in this one
-	// process, so nothing can come between the insert and the read of the
-	// record that kept it out; a BEGIN and a COMMIT would cost as much as
-	// the insert. A key's statements take microseconds and are not
-	// interrupted: a context that can end costs a goroutine per statement.
-	ctx = context.WithoutCancel(ctx)
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	res, err := k.stmts["begin"].ExecContext(ctx,
-		rec.Key, rec.ID.String(), rec.Fingerprint, rec.Owner.String(),
-		FormatTime(rec.Created), FormatTime(rec.Updated), FormatTime(rec.Expires))
+		if n, err := res.RowsAffected(); err != nil {
+			return err
+		} else if n == 1 {
+			began = true
+			return nil
+		}
+		// The record that kept it out, as this transaction sees it.
+		held, found, err := scanKey(tx.Stmt(k.stmts["current"]).QueryRow(rec.Key))
+		if err != nil {
+			return err
+		}
+		if !found {
+			return errors.New("neither inserted nor found")
+		}
+		cur = held
+		return nil
+	})
 	if err != nil {
-		return rec, false, err
+		return rec, false, fmt.Errorf("sqlite: begin key %q: %w", rec.Key, k.fault(true, err))
 	}
-	if n, err := res.RowsAffected(); err != nil {
-		return rec, false, err
-	} else if n == 1 {
-		return rec, true, nil
-	}
-	cur, found, err := scanKey(k.stmts["current"].QueryRowContext(ctx, rec.Key))
-	if err != nil {
-		return rec, false, err
-	}
-	if !found {
-		return rec, false, errors.New("neither inserted nor found")
-	}
-	return cur, false, nil
+	return cur, began, nil
 }
 
 // Get returns the unexpired record of key.
@@ -275,17 +279,19 @@ func (k *Keys) update(ctx context.Context, op string, c store.IdempotencyClaim, 
 		}
 	}()
 	args = append(args, c.Key, c.Owner.String(), FormatTime(k.now()))
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	res, err := k.stmts[op].ExecContext(context.WithoutCancel(ctx), args...) // as in Begin
-	if err != nil {
+	owned := true
+	if err := k.write(func(tx *sql.Tx) error {
+		res, err := tx.Stmt(k.stmts[op]).Exec(args...)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		owned = n > 0
+		return err
+	}); err != nil {
 		return err
 	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return err
-	}
-	if n == 0 {
+	if !owned {
 		return store.ErrNotOwner
 	}
 	return nil
@@ -307,15 +313,16 @@ func (k *Keys) Purge(ctx context.Context, now time.Time) (int64, error) {
 		if k.closed() {
 			return total, store.ErrClosed
 		}
-		k.mu.Lock()
-		res, err := k.w.ExecContext(ctx, `DELETE FROM idempotency_keys WHERE key IN
-			(SELECT key FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)`, FormatTime(now), purgeBatch)
-		k.mu.Unlock()
-		if err != nil {
-			return total, fmt.Errorf("sqlite: purge keys: %w", err)
-		}
-		n, err := res.RowsAffected()
-		if err != nil {
+		var n int64
+		if err := k.write(func(tx *sql.Tx) error {
+			res, err := tx.Exec(`DELETE FROM idempotency_keys WHERE key IN
+				(SELECT key FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)`, FormatTime(now), purgeBatch)
+			if err != nil {
+				return err
+			}
+			n, err = res.RowsAffected()
+			return err
+		}); err != nil {
 			return total, fmt.Errorf("sqlite: purge keys: %w", err)
 		}
 		total += n
