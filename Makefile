@@ -74,8 +74,9 @@ bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/store/sqlite ./internal/store/scylla ./internal/readmodel/sqlite ./internal/readmodel/scylla ./internal/relay ./internal/aggregate ./cmd/orderd ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; exit $$rc
 
 # orderd against a bare chi+JSON handler under wrk, side by side (two
-# rounds of create, GET, one-connection create, and orderd's lifecycle
-# mix), with a CPU profile of orderd's create run; about 3 minutes.
+# rounds of create, GET, one-connection create, and orderd's keyed creates
+# and lifecycle mix), with a CPU profile of orderd's create run; about 4
+# minutes.
 .PHONY: wrk
 wrk:
 	scripts/deps.sh

@@ -9,7 +9,8 @@
 #   get       GET /v1/orders/{id} of 1,000 orders at random, same load
 #   create/1  POST /v1/orders over one connection (latency at rest)
 #
-# and on orderd alone, the lifecycle mix with its read-your-writes reads
+# and on orderd alone, creates with an Idempotency-Key each (keyed, the
+# same load as create), and the lifecycle mix with its read-your-writes reads
 # (orderd bench -mix lifecycle). The first round also takes a CPU profile
 # of orderd during its create run (.cache/wrk/create.pprof; go tool pprof
 # -top .cache/wrk/orderd .cache/wrk/create.pprof). A table of the figures and
@@ -135,6 +136,7 @@ for _ in range(2):
 PY
 	WRK_PATHS=$work/orderd.paths wrk_run "orderd-get-$run" "$base" scripts/wrk/get.lua "$CONNS" "$DURATION"
 	WRK_BODY=$(printf "$body" "$customer") wrk_run "orderd-create1-$run" "$base/v1/orders" scripts/wrk/create.lua 1 5s
+	WRK_BODY=$(printf "$body" "$customer") wrk_run "orderd-keyed-$run" "$base/v1/orders" scripts/wrk/keyed.lua "$CONNS" "$DURATION"
 	"$OUT/orderd" bench -addr "$base" -mix lifecycle -connections "$CONNS" -duration "$DURATION" >"$OUT/orderd-lifecycle-$run.txt" 2>/dev/null
 	say "lifecycle: $(awk '$1 == "total" {print $3 " operations/s, p99 " $6 " ms"}' "$OUT/orderd-lifecycle-$run.txt"); $(grep '^read-your-writes' "$OUT/orderd-lifecycle-$run.txt")"
 	orderd_stop "$pid" "$work/server.log" 0
@@ -151,4 +153,11 @@ for load in create get create1; do
 			"$(awk -v b="$(rps "$b")" -v o="$(rps "$o")" 'BEGIN {printf "%.2f", o / b}')" \
 			"$(pct "$b" 50%)" "$(pct "$o" 50%)" "$(pct "$b" 99%)" "$(pct "$o" 99%)"
 	done
+done
+# Keyed creates have no baseline: their ratio is to orderd's unkeyed ones.
+for run in $(seq "$RUNS"); do
+	k=$OUT/orderd-keyed-$run.txt o=$OUT/orderd-create-$run.txt
+	printf '%-10s %4s %10s %10s %6s %9s %9s %9s %9s\n' keyed "$run" - "$(rps "$k")" \
+		"$(awk -v o="$(rps "$o")" -v k="$(rps "$k")" 'BEGIN {printf "%.2f", k / o}')" \
+		- "$(pct "$k" 50%)" - "$(pct "$k" 99%)"
 done
