@@ -3,13 +3,15 @@ package storetest
 import (
 	"testing"
 	"time"
+
+	"github.com/orderd/orderd/internal/store"
 )
 
 // testLeases: one holder at a time; the holder renews; a release by
 // someone else changes nothing; after the holder's release another takes
 // the lease at once.
 func testLeases(t *testing.T, b backend) {
-	l := leases(t, b.open(t, nil))
+	l := as[store.Leases](t, b.open(t, nil))
 	ctx := testContext(t)
 	const ttl = time.Minute
 	acquire := func(holder string, want bool) {
@@ -48,7 +50,7 @@ func testLeases(t *testing.T, b backend) {
 // testLeaseExpiry: a lease nobody renews passes to another holder, never
 // before its ttl has run out, and the old holder cannot renew it then.
 func testLeaseExpiry(t *testing.T, b backend) {
-	l := leases(t, b.open(t, nil))
+	l := as[store.Leases](t, b.open(t, nil))
 	ctx := testContext(t)
 	const ttl = 2 * time.Second
 	start := time.Now()

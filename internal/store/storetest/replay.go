@@ -12,15 +12,6 @@ import (
 	"github.com/orderd/orderd/internal/store"
 )
 
-func storeLog(t *testing.T, s store.Store) store.Log {
-	t.Helper()
-	l, ok := s.(store.Log)
-	if !ok {
-		t.Fatalf("%T does not implement store.Log", s)
-	}
-	return l
-}
-
 // replayed collects what Replay hands, per aggregate, and fails the test
 // when an aggregate's events skip or go back within one Replay.
 type replayed struct {
@@ -60,7 +51,7 @@ func byAggregate(evs []store.Event) map[uuid.UUID][]store.Event {
 
 func testReplayWhole(t *testing.T, b backend) {
 	s := b.open(t, nil)
-	log := storeLog(t, s)
+	log := as[store.Log](t, s)
 	ctx := testContext(t)
 	if mark, err := log.Replay(ctx, 0, func(context.Context, []store.Event) error {
 		return errors.New("handed an event of an empty store")
@@ -89,7 +80,7 @@ func testReplayWhole(t *testing.T, b backend) {
 
 func testReplayMark(t *testing.T, b backend) {
 	s := b.open(t, nil)
-	log := storeLog(t, s)
+	log := as[store.Log](t, s)
 	ctx := testContext(t)
 	first := byAggregate(appendMany(t, s, 2, 5, 20))
 	r := newReplayed(t)
@@ -139,7 +130,7 @@ func testReplayHandlerError(t *testing.T, b backend) {
 	appendMany(t, s, 2, 3, 10)
 	boom := errors.New("boom")
 	calls := 0
-	_, err := storeLog(t, s).Replay(testContext(t), 0, func(context.Context, []store.Event) error {
+	_, err := as[store.Log](t, s).Replay(testContext(t), 0, func(context.Context, []store.Event) error {
 		calls++
 		return fmt.Errorf("handler: %w", boom)
 	})
@@ -155,7 +146,7 @@ func testReplayCancel(t *testing.T, b backend) {
 	s := b.open(t, nil)
 	appendMany(t, s, 2, 3, 10)
 	ctx, cancel := context.WithCancel(testContext(t))
-	_, err := storeLog(t, s).Replay(ctx, 0, func(context.Context, []store.Event) error {
+	_, err := as[store.Log](t, s).Replay(ctx, 0, func(context.Context, []store.Event) error {
 		cancel()
 		return nil
 	})

@@ -87,22 +87,15 @@ func positioned(t *testing.T, s store.Store) Positioned {
 	return p
 }
 
-func feed(t *testing.T, s store.Store) store.Feed {
+// as returns s as the port T (store.Feed, store.Leases, store.Log), or
+// fails t when s does not implement it.
+func as[T any](t *testing.T, s store.Store) T {
 	t.Helper()
-	f, ok := s.(store.Feed)
+	v, ok := s.(T)
 	if !ok {
-		t.Fatalf("%T does not implement store.Feed", s)
+		t.Fatalf("%T does not implement %v", s, reflect.TypeFor[T]())
 	}
-	return f
-}
-
-func leases(t *testing.T, s store.Store) store.Leases {
-	t.Helper()
-	l, ok := s.(store.Leases)
-	if !ok {
-		t.Fatalf("%T does not implement store.Leases", s)
-	}
-	return l
+	return v
 }
 
 // backend is the store under test: how to open one and what it offers.

@@ -51,7 +51,7 @@ func resubscribe(t *testing.T, s store.Store, prev *subscriber, consumer string,
 		maps.Copy(sub.top, prev.top)
 		prev.mu.Unlock()
 	}
-	f := feed(t, s)
+	f := as[store.Feed](t, s)
 	go func() { sub.done <- f.Subscribe(ctx, consumer, sub.handle(fail)) }()
 	t.Cleanup(func() { sub.stop() })
 	return sub
@@ -311,7 +311,7 @@ func testSubscribeUpcast(t *testing.T, b backend) {
 // is unknown); once it has handled them all, the lag is measured as zero.
 func testSubscribeLag(t *testing.T, b backend) {
 	s := b.open(t, nil)
-	f := feed(t, s)
+	f := as[store.Feed](t, s)
 	want := appendMany(t, s, 1, 2, 4)
 	lag, err := f.Lag(testContext(t), "lagger")
 	switch {
