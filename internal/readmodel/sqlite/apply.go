@@ -35,71 +35,73 @@ type readStatements struct {
 	order, customer, summaries *sql.Stmt
 }
 
+// The reads of one row by its key, for the queries and for Apply.
+const (
+	selectOrder    = `SELECT ` + orderColumns + ` FROM order_read_model WHERE id = ?`
+	selectCustomer = `SELECT ` + customerColumns + ` FROM customers WHERE id = ?`
+)
+
 func (s *readStatements) prepare(ctx context.Context, db *sql.DB) error {
-	for _, p := range []struct {
-		stmt  **sql.Stmt
-		query string
-	}{
-		{&s.order, `SELECT ` + orderColumns + ` FROM order_read_model WHERE id = ?`},
-		{&s.customer, `SELECT ` + customerColumns + ` FROM customers WHERE id = ?`},
-		{&s.summaries, `SELECT ` + summaryColumns + ` FROM orders_by_customer
+	return prepareAll(ctx, db,
+		toPrepare{&s.order, selectOrder},
+		toPrepare{&s.customer, selectCustomer},
+		toPrepare{&s.summaries, `SELECT ` + summaryColumns + ` FROM orders_by_customer
 			WHERE customer_id = ? AND order_id > ? ORDER BY order_id LIMIT ?`},
-	} {
-		stmt, err := db.PrepareContext(ctx, p.query)
-		if err != nil {
-			return fmt.Errorf("prepare %q: %w", p.query, err)
-		}
-		*p.stmt = stmt
-	}
-	return nil
+	)
 }
 
-func (s *readStatements) close() error {
-	var errs []error
-	for _, stmt := range []*sql.Stmt{s.order, s.customer, s.summaries} {
-		if stmt != nil {
-			errs = append(errs, stmt.Close())
-		}
-	}
-	return errors.Join(errs...)
-}
+func (s *readStatements) close() error { return closeAll(s.order, s.customer, s.summaries) }
 
 func (s *statements) prepare(ctx context.Context, db *sql.DB) error {
-	for _, p := range []struct {
-		stmt  **sql.Stmt
-		query string
-	}{
-		{&s.order, `SELECT ` + orderColumns + ` FROM order_read_model WHERE id = ?`},
-		{&s.customer, `SELECT ` + customerColumns + ` FROM customers WHERE id = ?`},
-		{&s.upsertOrder, `INSERT INTO order_read_model (` + orderColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+	return prepareAll(ctx, db,
+		toPrepare{&s.order, selectOrder},
+		toPrepare{&s.customer, selectCustomer},
+		toPrepare{&s.upsertOrder, `INSERT INTO order_read_model (` + orderColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, status = excluded.status,
 				items = excluded.items, tracking_number = excluded.tracking_number, carrier = excluded.carrier,
 				cancelled_reason = excluded.cancelled_reason, version = excluded.version,
 				created_at = excluded.created_at, updated_at = excluded.updated_at
 			WHERE excluded.version > order_read_model.version`},
-		{&s.upsertSummary, `INSERT INTO orders_by_customer (customer_id, ` + summaryColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		toPrepare{&s.upsertSummary, `INSERT INTO orders_by_customer (customer_id, ` + summaryColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (customer_id, order_id) DO UPDATE SET status = excluded.status,
 				item_count = excluded.item_count, quantity = excluded.quantity, version = excluded.version,
 				created_at = excluded.created_at, updated_at = excluded.updated_at
 			WHERE excluded.version > orders_by_customer.version`},
-		{&s.upsertCustomer, `INSERT INTO customers (` + customerColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		toPrepare{&s.upsertCustomer, `INSERT INTO customers (` + customerColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET email = excluded.email, first_name = excluded.first_name,
 				last_name = excluded.last_name, phone = excluded.phone, version = excluded.version,
 				registered_at = excluded.registered_at, updated_at = excluded.updated_at
 			WHERE excluded.version > customers.version`},
-	} {
+	)
+}
+
+func (s *statements) close() error {
+	return closeAll(s.order, s.customer, s.upsertOrder, s.upsertSummary, s.upsertCustomer)
+}
+
+// toPrepare is a statement to prepare and where to keep it.
+type toPrepare struct {
+	dst   **sql.Stmt
+	query string
+}
+
+// prepareAll prepares each statement on db, stopping at the first that
+// fails.
+func prepareAll(ctx context.Context, db *sql.DB, stmts ...toPrepare) error {
+	for _, p := range stmts {
 		stmt, err := db.PrepareContext(ctx, p.query)
 		if err != nil {
 			return fmt.Errorf("prepare %q: %w", p.query, err)
 		}
-		*p.stmt = stmt
+		*p.dst = stmt
 	}
 	return nil
 }
 
-func (s *statements) close() error {
+// closeAll closes the statements that were prepared (not nil).
+func closeAll(stmts ...*sql.Stmt) error {
 	var errs []error
-	for _, stmt := range []*sql.Stmt{s.order, s.customer, s.upsertOrder, s.upsertSummary, s.upsertCustomer} {
+	for _, stmt := range stmts {
 		if stmt != nil {
 			errs = append(errs, stmt.Close())
 		}
