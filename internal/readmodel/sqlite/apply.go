@@ -160,10 +160,8 @@ func (v *Views) Apply(ctx context.Context, events []store.Event) (err error) {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("readmodel/sqlite: commit %d events: %w", len(events), err)
 	}
-	if v.orders != nil {
-		cache(v.orders, b.orders)
-		cache(v.customers, b.customers)
-	}
+	cache(v.orders, b.orders)
+	cache(v.customers, b.customers)
 	v.Notify(b.ids()...)
 	return nil
 }
@@ -175,10 +173,14 @@ func wrote(res sql.Result) (bool, error) {
 	return n > 0, err
 }
 
-// cache records a committed batch's rows in c: those it wrote as the file
-// now has them; those it changed but did not write (the file has them
-// further along) are dropped, since what c holds of them may be older.
+// cache records a committed batch's rows in c, if there is one: those it
+// wrote as the file now has them; those it changed but did not write (the
+// file has them further along) are dropped, since what c holds of them may
+// be older.
 func cache[T any](c *rowCache[T], rows map[uuid.UUID]*dirty[T]) {
+	if c == nil {
+		return
+	}
 	put := make(map[uuid.UUID]T, len(rows))
 	var drop []uuid.UUID
 	for id, d := range rows {

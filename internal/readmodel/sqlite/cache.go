@@ -32,6 +32,25 @@ func newRowCache[T any](max int, version func(T) int64) *rowCache[T] {
 	return &rowCache[T]{max: max, rows: make(map[uuid.UUID]T, max), ring: make([]uuid.UUID, 0, max), version: version}
 }
 
+// read returns id's row from the cache or, on a miss, from load, which it
+// then caches unless an Apply committed meanwhile (see fill). A nil cache
+// always loads.
+func (c *rowCache[T]) read(id uuid.UUID, load func() (T, error)) (T, error) {
+	if c == nil {
+		return load()
+	}
+	row, ok, epoch := c.get(id)
+	if ok {
+		return row, nil
+	}
+	row, err := load()
+	if err != nil {
+		return row, err
+	}
+	c.fill(id, row, epoch)
+	return row, nil
+}
+
 // get returns the cached row of id and, on a miss, the epoch a fill of
 // what the caller then reads must give.
 func (c *rowCache[T]) get(id uuid.UUID) (row T, ok bool, epoch uint64) {

@@ -17,43 +17,24 @@ import (
 // Order returns the order's row, or an error wrapping readmodel.ErrNotFound
 // when it has none.
 func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error) {
-	var epoch uint64
-	if v.orders != nil {
-		o, ok, e := v.orders.get(id)
-		if ok {
-			o.Items = slices.Clone(o.Items) // the cached row's are not the caller's
-			return o, nil
-		}
-		epoch = e
-	}
-	o, err := scanOrder(v.reads.order.QueryRowContext(pointRead(ctx), id))
+	o, err := v.orders.read(id, func() (readmodel.Order, error) {
+		return scanOrder(v.reads.order.QueryRowContext(pointRead(ctx), id))
+	})
 	if err != nil {
 		return readmodel.Order{}, fmt.Errorf("readmodel/sqlite: order %s: %w", id, err)
 	}
-	if v.orders != nil {
-		v.orders.fill(id, o, epoch) // scanOrder's items are the cache's from now on
-		o.Items = slices.Clone(o.Items)
-	}
+	o.Items = slices.Clone(o.Items) // a cached row's are not the caller's
 	return o, nil
 }
 
 // Customer returns the customer's row, or an error wrapping
 // readmodel.ErrNotFound when it has none.
 func (v *Views) Customer(ctx context.Context, id uuid.UUID) (readmodel.Customer, error) {
-	var epoch uint64
-	if v.customers != nil {
-		c, ok, e := v.customers.get(id)
-		if ok {
-			return c, nil
-		}
-		epoch = e
-	}
-	c, err := scanCustomer(v.reads.customer.QueryRowContext(pointRead(ctx), id))
+	c, err := v.customers.read(id, func() (readmodel.Customer, error) {
+		return scanCustomer(v.reads.customer.QueryRowContext(pointRead(ctx), id))
+	})
 	if err != nil {
 		return readmodel.Customer{}, fmt.Errorf("readmodel/sqlite: customer %s: %w", id, err)
-	}
-	if v.customers != nil {
-		v.customers.fill(id, c, epoch)
 	}
 	return c, nil
 }
