@@ -57,15 +57,6 @@ go build -o "$OUT/orderd" ./cmd/orderd
 go build -o "$work/baseline" ./scripts/wrk/baseline
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# up URL waits until the server of pid answers at URL.
-up() {
-	for _ in $(seq 150); do
-		curl -s -o /dev/null "$1" && return 0
-		kill -0 "$pid" 2>/dev/null || die "the server exited at start"
-		sleep 0.2
-	done
-	die "no answer at $1 within 30 s"
-}
 
 # wrk_run NAME URL LUA CONNS DURATION: runs wrk, keeps its output in
 # $OUT/NAME.txt.
@@ -93,7 +84,7 @@ for run in $(seq "$RUNS"); do
 	"$work/baseline" -addr "127.0.0.1:$port" >"$work/server.log" 2>&1 &
 	pid=$!
 	base=http://127.0.0.1:$port
-	up "$base/"
+	wait_http "$base/v1/orders/$(cat /proc/sys/kernel/random/uuid)" "$pid" baseline
 	for i in $(seq 1000); do echo "/v1/orders/$(cat /proc/sys/kernel/random/uuid)"; done >"$work/baseline.paths"
 	WRK_BODY=$(printf "$body" "$(cat /proc/sys/kernel/random/uuid)") wrk_run "baseline-create-$run" "$base/v1/orders" scripts/wrk/create.lua "$CONNS" "$DURATION"
 	WRK_PATHS=$work/baseline.paths wrk_run "baseline-get-$run" "$base" scripts/wrk/get.lua "$CONNS" "$DURATION"
@@ -110,7 +101,7 @@ for run in $(seq "$RUNS"); do
 		ORDERD_LOG_LEVEL=warn ORDERD_DEBUG_ADDR=127.0.0.1:$dport "$OUT/orderd" >"$work/server.log" 2>&1 &
 	pid=$!
 	base=http://127.0.0.1:$port
-	up "$base/healthz"
+	wait_http "$base/healthz" "$pid" orderd
 	customer=$(curl -fsS -X POST "$base/v1/customers" -H 'Content-Type: application/json' \
 		-d "{\"email\":\"wrk-$run-$RANDOM@example.com\",\"first_name\":\"W\",\"last_name\":\"Rk\"}" |
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
