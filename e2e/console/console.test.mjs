@@ -69,6 +69,9 @@ async function call(method, path, body, headers = {}) {
   return text ? JSON.parse(text) : null;
 }
 
+// TIME is the one format of a time in the console: local, year first, to the millisecond.
+const TIME = /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}$/;
+
 const product = () => randomUUID();
 async function customer(first = 'Ada') {
   return (await call('POST', '/v1/customers', {email: `c-${randomUUID()}@example.com`, first_name: first, last_name: 'Lovelace'})).id;
@@ -97,7 +100,8 @@ test('the walkthrough order in its timeline, by deep link, and after a reload', 
     const want = ['OrderCreated', 'OrderItemsUpdated', 'OrderConfirmed', 'OrderShipped', 'OrderDelivered'];
     for (let i = 0; i < 5; i++) {
       const li = items.nth(i);
-      assert.equal(await li.locator('h3').innerText(), `v${i + 1} ${want[i]}`);
+      assert.equal(await li.locator('h3').innerText(), want[i]);
+      assert.equal(await li.locator('dd.sequence').innerText(), String(i + 1));
       const text = await li.innerText();
       assert.ok(text.includes(stored[i].correlation_id), `event ${i + 1} shows its correlation id`);
       assert.ok(text.includes(stored[i].causation_id), `event ${i + 1} shows its causation id`);
@@ -115,7 +119,7 @@ test('the walkthrough order in its timeline, by deep link, and after a reload', 
   await page.getByTestId('timeline').locator(':scope > li').nth(2).getByRole('link', {name: stored[2].correlation_id}).click();
   const related = page.getByTestId('correlated');
   await related.waitFor();
-  assert.match(await related.innerText(), /^OrderConfirmed v3 of Order/);
+  assert.match(await related.innerText(), /^OrderConfirmed \(sequence 3\) of Order/);
   assert.equal(new URL(page.url()).searchParams.get('correlation'), stored[2].correlation_id);
 });
 
@@ -209,7 +213,8 @@ test('time travel through the versions, with what changed at each', async t => {
   await slider.focus();
   await page.keyboard.press('ArrowLeft');
   await at(2);
-  assert.equal(await page.locator('.timeline > li.current h3').innerText(), 'v2 OrderConfirmed');
+  assert.equal(await page.locator('.timeline > li.current h3').innerText(), 'OrderConfirmed');
+  assert.equal(await page.locator('.timeline > li.current dd.sequence').innerText(), '2');
   await page.reload();
   await at(2); // the version is in the URL
 });
@@ -246,7 +251,7 @@ test('a dead letter replayed and another discarded from the console', async t =>
   await table.waitFor();
   for (const l of [a, b]) {
     const row = table.locator(`tr[data-id="${l.id}"]`);
-    assert.match(await row.innerText(), /OrderCreated v1/);
+    assert.match(await row.innerText(), /OrderCreated \(sequence 1\)/);
     assert.match(await row.innerText(), /failed/);
   }
   await page.getByRole('button', {name: `Inspect dead letter ${a.id}`}).click();
@@ -363,4 +368,43 @@ test('data is shown as text, never run as markup', async t => {
   assert.equal(await page.locator('main img, main script, main b').count(), 0);
   assert.ok((await page.getByTestId('timeline').textContent()).includes(JSON.stringify(evil).slice(1, -1)), 'the payload shows the name as text');
   await shot(page, 'customer');
+});
+
+test("a customer's orders count their items; an event's numbers are labelled; one time format", async t => {
+  const c = await customer('Grace');
+  const id = await order(c, [{product_id: product(), quantity: 3}]);
+  const {page} = await open(t, `/console/customers/${c}`);
+  const orders = page.getByTestId('customer-orders');
+  await orders.getByRole('link', {name: id}).waitFor();
+  assert.deepEqual(await orders.locator('thead th').allInnerTexts(), ['Order', 'Status', 'Items', 'Quantity', 'Version', 'Updated']);
+  // One line of quantity 3: one item.
+  const row = orders.locator(`tr[data-id="${id}"]`);
+  assert.equal(await row.locator('td.items').innerText(), '1');
+  assert.equal(await row.locator('td.quantity').innerText(), '3');
+  assert.match(await row.locator('time').innerText(), TIME);
+
+  // The sequence and the schema version, each named.
+  const first = page.getByTestId('timeline').locator(':scope > li').first();
+  assert.match(await first.locator('dl').innerText(), /^Sequence\s+1\s+Schema version\s+1\s+Time\s/);
+  // One time format: the event's time in the timeline, and the same
+  // instant in the current state (registered_at) and at time travel.
+  const eventTime = await first.locator('time').innerText();
+  assert.match(eventTime, TIME);
+  const state = page.getByTestId('current-state');
+  await state.locator('time').first().waitFor();
+  const registered = await state.locator('dt', {hasText: /^registered_at$/}).locator('xpath=following-sibling::dd[1]').innerText();
+  assert.equal(registered, eventTime, 'registered_at as the timeline shows the time');
+  assert.match(await page.locator('#version-out').innerText(), new RegExp(`^Version 1 of 1 — CustomerRegistered at ${eventTime.replace(/\./g, '\\.')}$`));
+  await shot(page, 'customer-orders');
+
+  // The order: its created_at and its first event's time, and the labels.
+  await orders.getByRole('link', {name: id}).click();
+  const created = page.getByTestId('timeline').locator(':scope > li').first();
+  await created.waitFor();
+  assert.match(await created.locator('dl').innerText(), /^Sequence\s+1\s+Schema version\s+2\s+Time\s/);
+  const orderState = page.getByTestId('current-state');
+  await orderState.locator('time').first().waitFor();
+  const createdAt = await orderState.locator('dt', {hasText: /^created_at$/}).locator('xpath=following-sibling::dd[1]').innerText();
+  assert.equal(createdAt, await created.locator('time').innerText());
+  assert.match(createdAt, TIME);
 });

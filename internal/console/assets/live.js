@@ -1,6 +1,6 @@
 // The home page: the health of the store and the workers (from /readyz,
 // every 5 s) and the live feed of events (one EventSource).
-import {h, api, ApiError, replace, link, aggregateHref, time, message} from './dom.js';
+import {h, api, ApiError, replace, link, aggregateHref, timeEl, eventNumbers, message} from './dom.js';
 
 // The stream names each SSE message after its event type, and EventSource
 // has no wildcard listener, so the console lists the types it shows.
@@ -147,5 +147,5 @@ function eventItem(e) {
     h('span', {class: 'type'}, e.event_type),
     ' ',
     link(aggregateHref(e.aggregate_type, e.aggregate_id), `${e.aggregate_type} ${e.aggregate_id}`),
-    h('span', {class: 'meta'}, ` v${e.sequence} · #${e.position} · `, h('time', {datetime: e.timestamp}, time(e.timestamp))));
+    h('span', {class: 'meta'}, ` ${eventNumbers(e)} · position ${e.position} · `, timeEl(e.timestamp)));
 }
