@@ -26,15 +26,20 @@ after(async () => { await browser?.close(); });
 // open loads path in a fresh browser context and collects the page's
 // errors: console errors (a CSP violation is one), uncaught exceptions.
 // The test fails if any was collected by its end.
-async function open(t, path) {
+// prepare, when given, runs on the page before it loads (to route requests).
+async function open(t, path, prepare) {
   const context = await browser.newContext({viewport: {width: 1280, height: 900}});
   const page = await context.newPage();
   const errors = [];
   const requests = [];
-  page.on('request', r => requests.push({method: r.method(), path: new URL(r.url()).pathname}));
+  page.on('request', r => {
+    const url = new URL(r.url());
+    requests.push({method: r.method(), path: url.pathname, search: url.search, type: r.resourceType()});
+  });
   page.on('console', m => { if (m.type() === 'error') errors.push(m.text()); });
   page.on('pageerror', e => errors.push(String(e)));
   page.on('dialog', d => errors.push('unexpected dialog: ' + d.message()));
+  await prepare?.(page);
   const res = await page.goto(BASE + path);
   assert.equal(res.status(), 200, `GET ${path}`);
   checkHeaders(res.headers(), path);
@@ -80,6 +85,35 @@ async function order(customerId, items = [{product_id: product(), quantity: 2}])
   return (await call('POST', '/v1/orders', {customer_id: customerId, items})).id;
 }
 
+// streamHead reads the newest position as the stream names it with ?after=now.
+async function streamHead() {
+  const stop = new AbortController();
+  const res = await fetch(BASE + '/v1/events/stream?after=now', {signal: stop.signal});
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let text = '';
+  while (!text.includes('\n\n')) text += (await reader.read()).value;
+  stop.abort();
+  return Number(/^id: (\d+)\n/.exec(text)[1]);
+}
+
+// First, while the store is empty (scripts/console-e2e.sh starts orderd on a new one).
+test('on an empty store the feed says there are no events yet, then shows the first ones live', async t => {
+  if (await streamHead() !== 0) {
+    t.skip('the store is not empty');
+    return;
+  }
+  const {page} = await open(t, '/console');
+  await page.getByText('Live: connected to the event stream.').waitFor();
+  const none = page.getByText('No events yet: they appear here as they are committed.');
+  await none.waitFor();
+  assert.equal(await page.locator('#feed-list li').count(), 0);
+  await shot(page, 'live-empty');
+  const c = await customer();
+  await page.locator('#feed-list li', {hasText: c}).waitFor();
+  assert.ok(await none.isHidden());
+  assert.equal(await page.locator('#feed-list li').count(), 1);
+});
+
 test('the walkthrough order in its timeline, by deep link, and after a reload', async t => {
   // The README's walkthrough: create, change the items, confirm, ship, deliver.
   const c = await customer('John');
@@ -123,32 +157,57 @@ test('the walkthrough order in its timeline, by deep link, and after a reload', 
   assert.equal(new URL(page.url()).searchParams.get('correlation'), stored[2].correlation_id);
 });
 
-test('a live event arrives in the feed while the page is open; the feed pauses when scrolled', async t => {
+test('the feed opens with the most recent events, then follows live, with no gap and no duplicate; it pauses when scrolled', async t => {
+  // Events before the page opens: customers (each also takes a position
+  // for its email's reservation, which the stream does not show) and
+  // their orders, more than the feed shows of them.
+  const made = []; // [type, aggregate, id], oldest first
+  for (let i = 0; i < 30; i++) {
+    const c = await customer();
+    made.push(['CustomerRegistered', 'Customer', c], ['OrderCreated', 'Order', await order(c)]);
+  }
   const started = Date.now();
   const {page, requests} = await open(t, '/console');
   await page.getByText('Live: connected to the event stream.').waitFor();
-  // ?after=now: the events of the tests before are not replayed.
-  await page.waitForTimeout(500);
-  assert.equal(await page.locator('#feed-list li').count(), 0, 'the feed starts empty');
+  const feed = page.locator('#feed-list li');
+  const texts = () => feed.evaluateAll(lis => lis.map(li => li.querySelector('.type').textContent + ' ' + li.querySelector('a').textContent));
+  const positions = () => feed.evaluateAll(lis => lis.map(li => Number(li.dataset.position)));
+  // The 50 newest events from before, newest first: nothing missing among them, nothing older.
+  const earlier = made.slice(-50).reverse().map(([type, agg, id]) => `${type} ${agg} ${id}`);
+  await feed.nth(49).waitFor();
+  await page.waitForTimeout(500); // nothing more comes
+  assert.deepEqual(await texts(), earlier, 'the feed opens with the 50 newest events');
+  // An event's numbers are labelled, its time in the one format.
+  const first = feed.first();
+  assert.match(await first.locator('.meta').innerText(), /^\s*sequence 1 · schema version 2 · position \d+ · /);
+  assert.match(await first.locator('time').innerText(), TIME);
   // Health from /readyz: the store, the workers with their role, the dead letters.
   const health = page.getByRole('region', {name: 'Health'});
   await health.getByRole('heading', {name: 'Projector'}).waitFor();
   assert.match(await health.innerText(), /Role here\s+active/);
   await page.getByTestId('dead-letter-count').waitFor();
 
+  // Then live, on top of them: no gap, no duplicate.
   const c = await customer();
   const id = await order(c);
   const item = page.locator('#feed-list li', {hasText: id});
   await item.waitFor({timeout: 10000});
   assert.match(await item.innerText(), /^OrderCreated Order /);
-  assert.equal(await page.locator('#feed-list li').first().innerText(), await item.innerText(), 'newest first');
-  assert.match(await page.locator('#feed-list li').nth(1).innerText(), new RegExp(`^CustomerRegistered Customer ${c}`));
-  assert.equal(await page.locator('#feed-list li').count(), 2);
+  assert.equal(await feed.first().innerText(), await item.innerText(), 'newest first');
+  assert.match(await feed.nth(1).innerText(), new RegExp(`^CustomerRegistered Customer ${c}`));
+  await page.waitForTimeout(500);
+  assert.deepEqual(await texts(), [`OrderCreated Order ${id}`, `CustomerRegistered Customer ${c}`, ...earlier]);
+  const pos = await positions();
+  assert.ok(pos.every((p, i) => i === 0 || p < pos[i - 1]), `positions decrease, each once: ${pos}`);
+  // The page's time of an event is the order page's: one format.
+  const at = await item.locator('time').innerText();
 
   // Enough events to scroll, then scroll away from the top: new ones are
   // counted, not inserted, until the user asks for them.
-  for (let i = 0; i < 25; i++) await customer();
+  let lastCustomer;
+  for (let i = 0; i < 25; i++) lastCustomer = await customer();
   await page.locator('#feed-list li').nth(25).waitFor();
+  await page.locator('#feed-list li', {hasText: lastCustomer}).waitFor();
   await page.locator('.feed-scroll').evaluate(el => { el.scrollTop = el.scrollHeight; });
   const later = await order(c);
   const more = page.getByRole('button', {name: '1 new event — show'});
@@ -158,13 +217,45 @@ test('a live event arrives in the feed while the page is open; the feed pauses w
   await page.locator('#feed-list li', {hasText: later}).first().waitFor();
   assert.ok((await page.locator('#feed-list li').first().innerText()).includes(later));
   assert.ok(await more.isHidden());
+  await page.locator('.feed-scroll').evaluate(el => { el.scrollTop = 0; });
   await shot(page, 'live');
 
-  // No request storm: one stream for the whole visit, /readyz every 5 s.
+  // No request storm: one stream for the whole visit (after the probe of
+  // ?after=now that names the newest position), /readyz every 5 s.
   const streams = requests.filter(r => r.method === 'GET' && r.path === '/v1/events/stream');
-  assert.equal(streams.length, 1, 'one EventSource');
+  assert.equal(streams.filter(r => r.type === 'eventsource').length, 1, 'one EventSource');
+  assert.deepEqual(streams.filter(r => r.type !== 'eventsource').map(r => r.search), ['?after=now'], 'one probe of the head');
+  assert.equal(streams.length, 2);
+  // The probe hung up: the server serves this page one stream.
+  let clients;
+  for (const deadline = Date.now() + 5000; Date.now() < deadline; await new Promise(r => setTimeout(r, 200))) {
+    clients = Number(/^orderd_stream_clients (\d+)$/m.exec(await (await fetch(BASE + '/metrics')).text())?.[1]);
+    if (clients === 1) break;
+  }
+  assert.equal(clients, 1, 'streams open on the server');
   const polls = requests.filter(r => r.path === '/readyz').length;
   assert.ok(polls <= Math.ceil((Date.now() - started) / 5000) + 1, `${polls} polls of /readyz`);
+
+  // The order's page shows that event's time as the feed did.
+  await page.getByRole('link', {name: `Order ${id}`}).click();
+  await page.getByTestId('timeline').locator(':scope > li time').first().waitFor();
+  assert.equal(await page.getByTestId('timeline').locator(':scope > li time').first().innerText(), at);
+});
+
+test('on a store with no stream of all events (CQL) the feed says so', async t => {
+  // CQL orders events per aggregate only: the stream answers 501, as it
+  // does there (internal/api/sse.go).
+  const {page, errors, requests} = await open(t, '/console', page => page.route('**/v1/events/stream**', route => route.fulfill({
+    status: 501, contentType: 'application/problem+json',
+    body: JSON.stringify({type: 'about:blank', title: 'Not Implemented', status: 501, code: 'stream_not_offered', detail: 'no global commit order'}),
+  })));
+  await page.getByText('This store offers no live stream of all events (the CQL backend keeps no global order).').waitFor();
+  await page.getByTestId('dead-letter-count').waitFor();
+  assert.equal(await page.locator('#feed-list li').count(), 0);
+  assert.equal(requests.filter(r => r.type === 'eventsource').length, 0, 'no EventSource');
+  assert.ok(await page.getByText('No events yet').isHidden(), 'no claim that the store is empty');
+  assert.deepEqual(errors.splice(0), ['Failed to load resource: the server responded with a status of 501 (Not Implemented)']);
+  await shot(page, 'live-cql');
 });
 
 test('time travel through the versions, with what changed at each', async t => {
