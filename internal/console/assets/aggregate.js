@@ -1,6 +1,6 @@
 // The page of one order or customer: its current state, time travel
 // through its versions with what changed at each, and its event timeline.
-import {h, api, ApiError, replace, link, orderHref, customerHref, aggregateHref, time, json, message} from './dom.js';
+import {h, api, ApiError, replace, link, orderHref, customerHref, aggregateHref, time, timeEl, isTimeField, json, message} from './dom.js';
 
 const PATHS = {Order: '/v1/orders/', Customer: '/v1/customers/'};
 
@@ -48,15 +48,17 @@ export function render(main, {type, id}, {signal}) {
 // stateView shows a read model row as a list of fields.
 function stateView(type, s) {
   const rows = Object.entries(s).map(([k, v]) => {
-    let value = fieldText(v);
+    let value = fieldText(k, v);
     if (k === 'customer_id' && v) value = link(customerHref(v), v);
     return [h('dt', {}, k), h('dd', {}, value)];
   });
   return h('dl', {class: 'fields', 'data-testid': 'current-state'}, rows);
 }
 
-function fieldText(v) {
+// fieldText shows the value of field k; a time as every time is shown.
+function fieldText(k, v) {
   if (v === null || v === undefined) return h('span', {class: 'null'}, 'null');
+  if (isTimeField(k, v)) return timeEl(v);
   if (typeof v === 'object') return h('pre', {}, json(v));
   return String(v);
 }
@@ -133,8 +135,8 @@ function changes(before, after, version) {
     h('thead', {}, h('tr', {}, h('th', {scope: 'col'}, 'Field'), h('th', {scope: 'col'}, 'Before'), h('th', {scope: 'col'}, 'After'))),
     h('tbody', {}, changed.map(k => h('tr', {},
       h('th', {scope: 'row'}, k),
-      h('td', {class: 'before'}, before ? fieldText(before[k]) : '—'),
-      h('td', {class: 'after'}, fieldText(after[k]))))));
+      h('td', {class: 'before'}, before ? fieldText(k, before[k]) : '—'),
+      h('td', {class: 'after'}, fieldText(k, after[k]))))));
 }
 
 // timeline lists the events, oldest first. Each correlation id links to
@@ -145,17 +147,18 @@ function timeline(events, correlation, travelTo) {
     related.searchParams.set('correlation', e.correlation_id);
     related.searchParams.delete('version');
     return h('li', {'data-version': e.sequence, class: correlation && e.correlation_id !== correlation ? 'dim' : null},
-      h('h3', {}, h('span', {class: 'version'}, `v${e.sequence}`), ' ', e.event_type),
+      h('h3', {}, e.event_type),
       h('dl', {class: 'meta'},
-        h('dt', {}, 'Time'), h('dd', {}, h('time', {datetime: e.timestamp}, time(e.timestamp))),
+        h('dt', {}, 'Sequence'), h('dd', {class: 'sequence'}, String(e.sequence)),
         h('dt', {}, 'Schema version'), h('dd', {}, String(e.event_version)),
+        h('dt', {}, 'Time'), h('dd', {}, timeEl(e.timestamp)),
         h('dt', {}, 'Correlation id'), h('dd', {}, link(related.pathname + related.search, e.correlation_id),
           h('span', {class: 'visually-hidden'}, ' (show related events)')),
         h('dt', {}, 'Causation id'), h('dd', {}, h('code', {}, e.causation_id)),
         h('dt', {}, 'Event id'), h('dd', {}, h('code', {}, e.event_id)),
         e.metadata?.command ? [h('dt', {}, 'Command'), h('dd', {}, e.metadata.command)] : null),
       h('details', {}, h('summary', {}, 'Payload'), h('pre', {}, json(e.data))),
-      h('button', {type: 'button', class: 'link', onclick: () => travelTo(e.sequence)}, `State at v${e.sequence}`));
+      h('button', {type: 'button', class: 'link', onclick: () => travelTo(e.sequence)}, `State at version ${e.sequence}`));
   }));
 }
 
@@ -176,7 +179,7 @@ async function correlated(el, type, events, correlation, signal) {
   }
   found.sort((a, b) => a.timestamp.localeCompare(b.timestamp));
   section.append(h('ul', {class: 'related', 'data-testid': 'correlated'}, found.map(e =>
-    h('li', {}, `${e.event_type} v${e.sequence} of `, link(aggregateHref(e.aggregate_type, e.aggregate_id), `${e.aggregate_type} ${e.aggregate_id}`),
+    h('li', {}, `${e.event_type} (sequence ${e.sequence}) of `, link(aggregateHref(e.aggregate_type, e.aggregate_id), `${e.aggregate_type} ${e.aggregate_id}`),
       ` at ${time(e.timestamp)}`))));
 }
 
@@ -188,10 +191,11 @@ async function customerOrders(el, base, signal) {
     const page = await api(base + '/orders?limit=100', {signal});
     if (!page.orders.length) { section.append(message('info', 'No orders yet.')); return; }
     section.append(h('table', {class: 'orders', 'data-testid': 'customer-orders'},
-      h('thead', {}, h('tr', {}, ['Order', 'Status', 'Items', 'Version', 'Updated'].map(t => h('th', {scope: 'col'}, t)))),
-      h('tbody', {}, page.orders.map(o => h('tr', {},
-        h('td', {}, link(orderHref(o.id), o.id)), h('td', {}, o.status), h('td', {}, String(o.quantity)),
-        h('td', {}, String(o.version)), h('td', {}, time(o.updated_at)))))));
+      h('thead', {}, h('tr', {}, ['Order', 'Status', 'Items', 'Quantity', 'Version', 'Updated'].map(t => h('th', {scope: 'col'}, t)))),
+      h('tbody', {}, page.orders.map(o => h('tr', {'data-id': o.id},
+        h('td', {}, link(orderHref(o.id), o.id)), h('td', {}, o.status),
+        h('td', {class: 'items'}, String(o.item_count)), h('td', {class: 'quantity'}, String(o.quantity)),
+        h('td', {}, String(o.version)), h('td', {}, timeEl(o.updated_at)))))));
     if (page.next_after) section.append(h('p', {}, 'Showing the first 100 orders.'));
   } catch (err) {
     if (!signal.aborted) section.append(message('error', 'Could not load the orders: ' + err.message));

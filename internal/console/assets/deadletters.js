@@ -1,7 +1,7 @@
 // Dead letters: list, inspect, replay and discard, through the admin API.
 // The admin token is asked for here and kept in this module's memory only:
 // never in a URL, a cookie or storage, so a reload forgets it.
-import {h, api, ApiError, replace, link, aggregateHref, time, json, message} from './dom.js';
+import {h, api, ApiError, replace, link, aggregateHref, timeEl, json, message} from './dom.js';
 
 let token = '';
 
@@ -70,12 +70,12 @@ async function list(el, signal, note) {
           .map(t => h('th', {scope: 'col'}, t)))),
         h('tbody', {}, letters.map(l => h('tr', {'data-id': l.id},
           h('td', {}, String(l.id)),
-          h('td', {}, `${l.event_type} v${l.sequence}`),
+          h('td', {}, `${l.event_type} (sequence ${l.sequence})`),
           h('td', {}, link(aggregateHref(l.aggregate_type, l.aggregate_id), `${l.aggregate_type} ${l.aggregate_id}`)),
           h('td', {}, h('span', {class: 'badge badge-' + (l.state === 'failed' ? 'down' : 'degraded')}, l.state)),
           h('td', {class: 'error'}, l.error ?? '—'),
           h('td', {}, String(l.attempts)),
-          h('td', {}, time(l.last_failed_at)),
+          h('td', {}, timeEl(l.last_failed_at)),
           h('td', {class: 'actions'},
             h('button', {type: 'button', 'aria-label': `Inspect dead letter ${l.id}`, onclick: () => inspect(detail, l.id, signal, el)}, 'Inspect'),
             l.state === 'failed' ? [

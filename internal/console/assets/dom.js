@@ -64,17 +64,32 @@ export async function api(path, {method = 'GET', token, signal} = {}) {
   return body;
 }
 
-// time formats an RFC 3339 time for people, in their time zone, to the
-// millisecond (events of one command share a millisecond often enough).
+// time formats an RFC 3339 time for people: the one format of every time
+// the console shows. In their time zone, year first whatever the locale
+// (2024-11-05 10:00:00.000), to the millisecond (events of one command
+// share a millisecond often enough).
 export function time(iso) {
   if (!iso) return '—';
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return String(iso);
-  return d.toLocaleString(undefined, {
-    year: 'numeric', month: '2-digit', day: '2-digit',
-    hour: '2-digit', minute: '2-digit', second: '2-digit', fractionalSecondDigits: 3,
-  });
+  const p = (n, width = 2) => String(n).padStart(width, '0');
+  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ` +
+    `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
 }
+
+// timeEl is a time as an element: time(iso) as its text, the instant in
+// datetime, and the server's UTC text in its tooltip.
+export function timeEl(iso) {
+  return iso ? h('time', {datetime: iso, title: iso}, time(iso)) : time(iso);
+}
+
+// isTimeField tells the fields of a state that hold a time (created_at,
+// updated_at, registered_at, …): shown with time, like every other time.
+export function isTimeField(name, v) { return typeof v === 'string' && name.endsWith('_at'); }
+
+// eventNumbers labels an event's two numbers: its sequence (the
+// aggregate's version after it) and the schema version of its data.
+export function eventNumbers(e) { return `sequence ${e.sequence} · schema version ${e.event_version}`; }
 
 // json shows a value as indented JSON text.
 export function json(v) { return JSON.stringify(v, null, 2); }

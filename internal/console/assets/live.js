@@ -1,6 +1,6 @@
 // The home page: the health of the store and the workers (from /readyz,
 // every 5 s) and the live feed of events (one EventSource).
-import {h, api, ApiError, replace, link, aggregateHref, time, message} from './dom.js';
+import {h, api, ApiError, replace, link, aggregateHref, timeEl, eventNumbers, message} from './dom.js';
 
 // The stream names each SSE message after its event type, and EventSource
 // has no wildcard listener, so the console lists the types it shows.
@@ -9,6 +9,8 @@ const EVENT_TYPES = [
   'CustomerRegistered', 'CustomerEmailChanged', 'CustomerPhoneChanged',
 ];
 const KEEP = 200;            // events kept in the feed (newest first)
+const EARLIER = 50;          // events from before the page opened, at most
+const LOOK_BACK = 200;       // positions read back for them (the store's own events take some)
 const HEALTH_EVERY = 5000;   // ms between /readyz polls
 
 export function render(main, _params, {signal}) {
@@ -16,7 +18,8 @@ export function render(main, _params, {signal}) {
   const feedStatus = h('p', {class: 'status', role: 'status', id: 'feed-status'}, 'Connecting…');
   const more = h('button', {type: 'button', class: 'more', hidden: true});
   const list = h('ol', {class: 'feed', id: 'feed-list'});
-  const scroller = h('div', {class: 'feed-scroll', tabindex: 0, role: 'region', 'aria-label': 'Events, newest first'}, list);
+  const empty = h('p', {class: 'empty', hidden: true}, 'No events yet: they appear here as they are committed.');
+  const scroller = h('div', {class: 'feed-scroll', tabindex: 0, role: 'region', 'aria-label': 'Events, newest first'}, list, empty);
   main.append(
     h('h1', {}, 'Live'),
     h('section', {'aria-labelledby': 'health-h'}, h('h2', {id: 'health-h'}, 'Health'), healthBody),
@@ -25,7 +28,7 @@ export function render(main, _params, {signal}) {
   );
 
   const stopHealth = pollHealth(healthBody, signal);
-  const stopFeed = follow({list, scroller, more, status: feedStatus}, signal);
+  const stopFeed = follow({list, empty, scroller, more, status: feedStatus}, signal);
   return () => { stopHealth(); stopFeed(); };
 }
 
@@ -78,12 +81,16 @@ function showHealth(el, ready) {
     h('div', {class: 'cards'}, cards));
 }
 
-// follow keeps one EventSource open on the stream and shows the newest
-// KEEP events. While the user has scrolled down the feed, new events are
-// counted, not inserted, so that what they read does not move.
-function follow({list, scroller, more, status}, signal) {
+// follow shows the newest events: up to EARLIER of those committed before
+// the page opened, then the new ones live, from one EventSource, keeping
+// the newest KEEP. While the user has scrolled down the feed, new events
+// are counted, not inserted, so that what they read does not move.
+function follow({list, empty, scroller, more, status}, signal) {
   let shown = [];    // newest first, at most KEEP
   let pending = [];  // arrived while paused, newest first
+  let head = 0;      // the newest position when the page opened
+  let last = -1;     // the position of the last event received
+  let earlier = 0;   // events at or before head, kept
   let frame = 0;
   let es = null;
 
@@ -97,15 +104,26 @@ function follow({list, scroller, more, status}, signal) {
     more.hidden = pending.length === 0;
     more.textContent = `${pending.length} new event${pending.length === 1 ? '' : 's'} — show`;
     list.replaceChildren(...shown.map(eventItem));
+    empty.hidden = head > 0 || shown.length > 0;
   };
-  // Events of a burst (a catch-up from the store, a busy minute) are drawn
-  // once per frame, not once each.
+  // Events of a burst (the earlier events, a busy minute) are drawn once
+  // per frame, not once each.
   const schedule = () => { if (!frame) frame = requestAnimationFrame(draw); };
   const onEvent = msg => {
     let e;
     try { e = JSON.parse(msg.data); } catch { return; }
+    // Positions increase along the stream, and a reconnection resumes
+    // after the last one (Last-Event-ID): an event is never shown twice.
+    if (!(e.position > last)) return;
+    last = e.position;
     pending.unshift(e);
     if (pending.length > KEEP) pending.length = KEEP;
+    // Of the events from before the page opened, the newest EARLIER: they
+    // come first, so the oldest event held is one of them.
+    if (e.position <= head && ++earlier > EARLIER) {
+      (shown.length ? shown : pending).pop();
+      earlier--;
+    }
     if (paused()) { // only the counter changes
       more.hidden = false;
       more.textContent = `${pending.length} new event${pending.length === 1 ? '' : 's'} — show`;
@@ -114,26 +132,32 @@ function follow({list, scroller, more, status}, signal) {
   more.addEventListener('click', () => { scroller.scrollTop = 0; draw(); scroller.focus(); });
   scroller.addEventListener('scroll', () => { if (!paused() && pending.length) schedule(); });
 
-  // The stream is not offered on every backend (CQL answers 501); a HEAD
-  // asks without opening a stream, since EventSource hides the status.
-  fetch('/v1/events/stream', {method: 'HEAD', signal}).then(res => {
+  streamHead(signal).then(res => {
     if (signal.aborted) return;
+    // The stream is not offered on every backend: CQL, which orders events
+    // per aggregate only, answers 501 and has no positions to start from.
     if (res.status === 501) {
       status.textContent = 'This store offers no live stream of all events (the CQL backend keeps no global order). ' +
         "Open an order or a customer to see its events, or consume the Kafka topics.";
       status.classList.add('msg-info');
       return;
     }
-    if (!res.ok) {
+    if (res.head == null) {
       status.textContent = `The event stream is unavailable (HTTP ${res.status}).`;
       return;
     }
-    // Only what happens from now on: the stream names the head first, so
-    // that EventSource's reconnections (with Last-Event-ID) leave no gap.
-    es = new EventSource('/v1/events/stream?after=now');
+    // One stream from a little before the head: the store's events up to
+    // it, then each new one as it is committed, with no gap or overlap
+    // between the two (the server hands over from store to live), and
+    // EventSource's reconnections resume with Last-Event-ID.
+    head = res.head;
+    draw();
+    es = new EventSource('/v1/events/stream?after=' + Math.max(0, head - LOOK_BACK));
     for (const t of EVENT_TYPES) es.addEventListener(t, onEvent);
-    es.onopen = () => { status.textContent = 'Live: connected to the event stream.'; };
-    // EventSource reconnects by itself, resuming with Last-Event-ID.
+    es.onopen = () => {
+      status.textContent = 'Live: connected to the event stream. ' +
+        `It shows up to ${EARLIER} events from before the page opened, then new ones as they are committed, newest first.`;
+    };
     es.onerror = () => {
       status.textContent = es.readyState === EventSource.CLOSED ? 'The event stream closed.' : 'Reconnecting to the event stream…';
     };
@@ -142,10 +166,36 @@ function follow({list, scroller, more, status}, signal) {
   return () => { es?.close(); if (frame) cancelAnimationFrame(frame); };
 }
 
+// streamHead asks the stream for the newest position: with ?after=now it
+// names it before anything else, in an id without data ("id: 42"). The
+// answer is read that far and dropped. It resolves to {status, head},
+// head absent when the stream is not there.
+async function streamHead(signal) {
+  const hangUp = new AbortController();
+  try {
+    const res = await fetch('/v1/events/stream?after=now', {
+      headers: {Accept: 'text/event-stream'}, cache: 'no-store', signal: AbortSignal.any([signal, hangUp.signal]),
+    });
+    if (!res.ok) return {status: res.status};
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let text = '';
+    while (!text.includes('\n\n')) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      text += value;
+    }
+    const m = /^id: (\d+)\n\n/.exec(text);
+    if (!m) throw new Error('it did not name its newest position');
+    return {status: res.status, head: Number(m[1])};
+  } finally {
+    hangUp.abort();
+  }
+}
+
 function eventItem(e) {
   return h('li', {class: 'event', 'data-position': e.position},
     h('span', {class: 'type'}, e.event_type),
     ' ',
     link(aggregateHref(e.aggregate_type, e.aggregate_id), `${e.aggregate_type} ${e.aggregate_id}`),
-    h('span', {class: 'meta'}, ` v${e.sequence} · #${e.position} · `, h('time', {datetime: e.timestamp}, time(e.timestamp))));
+    h('span', {class: 'meta'}, ` ${eventNumbers(e)} · position ${e.position} · `, timeEl(e.timestamp)));
 }
