@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -305,6 +306,44 @@ func TestConfigUnknownVariables(t *testing.T) {
 		t.Errorf("warnings %v, want one of ORDERD_HTTP_ADRR", warnings)
 	}
 }
+
+// TestConsoleAddressLogged: the start-up line says where the console is,
+// on the address bound, and it is there.
+func TestConsoleAddressLogged(t *testing.T) {
+	logs, addr := startLogged(t, nil)
+	var url any
+	for _, l := range logs {
+		if l["msg"] == "orderd listening" {
+			url = l["console"]
+		}
+	}
+	if want := "http://" + addr.String() + "/console"; url != want {
+		t.Fatalf("console %v, want %s", url, want)
+	}
+	resp, err := http.Get(url.(string))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+		t.Errorf("GET %s: %d %s", url, resp.StatusCode, resp.Header.Get("Content-Type"))
+	}
+
+	for _, c := range []struct{ addr, want string }{
+		{"[::]:8080", "http://localhost:8080/console"}, {"0.0.0.0:8080", "http://localhost:8080/console"},
+		{":8080", "http://localhost:8080/console"}, {"127.0.0.1:9", "http://127.0.0.1:9/console"},
+		{"[::1]:9", "http://[::1]:9/console"}, {"10.0.0.7:80", "http://10.0.0.7:80/console"},
+	} {
+		if got := consoleURL(fakeAddr(c.addr)); got != c.want {
+			t.Errorf("%s: %s, want %s", c.addr, got, c.want)
+		}
+	}
+}
+
+type fakeAddr string
+
+func (a fakeAddr) Network() string { return "tcp" }
+func (a fakeAddr) String() string  { return string(a) }
 
 // startLogged runs orderd at log level info with environ until the test
 // ends, and returns its log lines once it listens, and its address.

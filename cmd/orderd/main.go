@@ -268,8 +268,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		return err
 	}
 	ln = conns.Listener(ln)
-	log.Info("orderd listening", zap.String("addr", ln.Addr().String()), zap.String("instance", cfg.instance),
-		zap.String("store", cfg.store), zap.String("data_dir", cfg.dataDir), zap.Int("max_conns", conns.Max()))
+	log.Info("orderd listening", zap.String("addr", ln.Addr().String()), zap.String("console", consoleURL(ln.Addr())),
+		zap.String("instance", cfg.instance), zap.String("store", cfg.store), zap.String("data_dir", cfg.dataDir),
+		zap.Int("max_conns", conns.Max()))
 	if onListen != nil {
 		onListen(ln.Addr())
 	}
@@ -319,6 +320,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	}
 	log.Info("stopped")
 	return err
+}
+
+// consoleURL is the address of the console served on addr, for a browser
+// on this host: an unspecified host (":8080", "0.0.0.0", "::") is
+// localhost.
+func consoleURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + console.Prefix
 }
 
 // serveDebug serves Go's profiler on addr, apart from the API, so that a
