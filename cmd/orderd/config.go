@@ -217,7 +217,7 @@ func settings(c *config, f *flags) []group {
 					}
 					return nil
 				}},
-			{name: "log-format", arg: "format", def: "json", usage: "json or console",
+			{name: "log-format", arg: "format", def: "json", usage: "json, or console for people (coloured on a terminal)",
 				parse: oneOf(&c.logFormat, "json", "console")},
 			{name: "debug-addr", arg: "host:port", usage: "address of Go's profiler (/debug/pprof/), apart from the API; empty: off. Bind it to loopback or a private network",
 				parse: address(&c.debugAddr, true)},
@@ -583,13 +583,18 @@ func defaultMaxConns() int {
 }
 
 // newLogger builds the process's logger; it is passed down, never global.
+// The console format colours the levels only on a terminal, so that a file
+// or a log collector gets no escape codes.
 func newLogger(c config, w io.Writer) *zap.Logger {
 	level := c.logLevel
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	var enc zapcore.Encoder
 	if c.logFormat == "console" {
-		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		if f, ok := w.(*os.File); ok && isTerminal(f) {
+			encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		}
 		enc = zapcore.NewConsoleEncoder(encCfg)
 	} else {
 		enc = zapcore.NewJSONEncoder(encCfg)

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/gocql/gocql"
+	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/orderd/orderd/internal/store/scylla"
@@ -379,4 +380,30 @@ func startLogged(t *testing.T, environ []string) ([]map[string]any, net.Addr) {
 		lines = append(lines, l)
 	}
 	return lines, addr
+}
+
+// TestLogConsoleNoColour: the console format colours its levels only on a
+// terminal; in a file or a pipe it has no escape codes.
+func TestLogConsoleNoColour(t *testing.T) {
+	file, err := os.Create(filepath.Join(t.TempDir(), "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	var buf bytes.Buffer
+	cfg := config{logFormat: "console", logLevel: zapcore.InfoLevel}
+	for _, w := range []io.Writer{&buf, file} {
+		log := newLogger(cfg, w)
+		log.Warn("hello", zap.String("k", "v"))
+		_ = log.Sync()
+	}
+	written, err := os.ReadFile(file.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, out := range []string{buf.String(), string(written)} {
+		if strings.Contains(out, "\x1b[") || !strings.Contains(out, "\tWARN\thello\t") {
+			t.Errorf("console log %q: colour codes, or no plain WARN", out)
+		}
+	}
 }
