@@ -129,7 +129,13 @@ func settings(c *config, f *flags) []group {
 			{name: "kafka-brokers", arg: "list", usage: "Kafka bootstrap servers, comma-separated host:port; empty: the relay is off and the outbox keeps every event",
 				parse: func(v string) error { c.brokers = splitList(v); return nil }},
 			{name: "kafka-topic-prefix", arg: "prefix", usage: "prefix of the default topic names order-events and customer-events",
-				parse: func(v string) error { c.relay.Topics.Prefix = v; return validTopic(v + "order-events") }},
+				parse: func(v string) error {
+					c.relay.Topics.Prefix = v
+					if err := validTopic(v + "order-events"); err != nil {
+						return fmt.Errorf("makes a bad topic name: %w", err)
+					}
+					return nil
+				}},
 			{name: "kafka-topics", arg: "list", usage: "per aggregate type topics, e.g. Order=orders,Customer=customers",
 				parse: topics(&f.topics)},
 			{name: "kafka-partitions", arg: "n", def: "3", usage: "partitions of the topics orderd creates",

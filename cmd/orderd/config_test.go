@@ -121,6 +121,7 @@ func TestConfigErrors(t *testing.T) {
 		{args: []string{"-instance-id="}, want: `-instance-id: "" is empty`},
 		{env: map[string]string{"ORDERD_KAFKA_TOPICS": "Order"}, want: `ORDERD_KAFKA_TOPICS: "Order" is not a list of Type=topic pairs such as Order=orders`},
 		{env: map[string]string{"ORDERD_KAFKA_TOPICS": "Order=__x"}, want: `ORDERD_KAFKA_TOPICS: kafka topic "__x": want 1 to 249 of [a-zA-Z0-9._-], not starting with __`},
+		{env: map[string]string{"ORDERD_KAFKA_TOPIC_PREFIX": "__"}, want: `ORDERD_KAFKA_TOPIC_PREFIX: "__" makes a bad topic name: kafka topic "__order-events": want 1 to 249 of [a-zA-Z0-9._-], not starting with __`},
 		{env: map[string]string{"ORDERD_SCYLLA_CONSISTENCY": "most"}, want: `ORDERD_SCYLLA_CONSISTENCY: "most" is not a consistency such as QUORUM, LOCAL_QUORUM or ONE`},
 		{env: map[string]string{"ORDERD_SCYLLA_SERIAL_CONSISTENCY": "QUORUM"}, want: `ORDERD_SCYLLA_SERIAL_CONSISTENCY: "QUORUM" is not SERIAL or LOCAL_SERIAL`},
 		{env: map[string]string{"ORDERD_SCYLLA_TABLETS": "maybe"}, want: `ORDERD_SCYLLA_TABLETS: "maybe" is not auto, on or off`},
