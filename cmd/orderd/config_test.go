@@ -25,15 +25,15 @@ import (
 	"github.com/orderd/orderd/internal/store/scylla"
 )
 
-// getenv serves vars as the environment.
-func getenv(vars map[string]string) func(string) string {
+// envOf serves vars as the environment.
+func envOf(vars map[string]string) func(string) string {
 	return func(k string) string { return vars[k] }
 }
 
 // TestConfigDefaults: with nothing set, the values orderd has always had;
 // a variable overrides a default and a flag overrides the variable.
 func TestConfigDefaults(t *testing.T) {
-	c, err := parseConfig(nil, getenv(nil), io.Discard)
+	c, err := parseConfig(nil, envOf(nil), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +67,7 @@ func TestConfigDefaults(t *testing.T) {
 
 	env := map[string]string{"ORDERD_READ_WAIT": "3s", "ORDERD_HTTP_ADDR": "127.0.0.1:9000", "ORDERD_KAFKA_BROKERS": "a:9092, b:9092",
 		"ORDERD_KAFKA_TOPICS": "Order=orders", "ORDERD_LOG_LEVEL": "debug"}
-	c, err = parseConfig([]string{"-read-wait", "4s", "-log-level=warn"}, getenv(env), io.Discard)
+	c, err = parseConfig([]string{"-read-wait", "4s", "-log-level=warn"}, envOf(env), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,20 +76,20 @@ func TestConfigDefaults(t *testing.T) {
 		t.Errorf("flags over variables over defaults: %+v", c)
 	}
 	// A flag wins over its variable, which is then not even read.
-	if _, err := parseConfig([]string{"-http-addr", ":0"}, getenv(map[string]string{"ORDERD_HTTP_ADDR": "49516"}), io.Discard); err != nil {
+	if _, err := parseConfig([]string{"-http-addr", ":0"}, envOf(map[string]string{"ORDERD_HTTP_ADDR": "49516"}), io.Discard); err != nil {
 		t.Errorf("-http-addr over a bad ORDERD_HTTP_ADDR: %v", err)
 	}
 
 	// On CQL the read wait covers the CDC path, unless it is set.
 	cql := map[string]string{"ORDERD_STORE": "scylla", "ORDERD_SCYLLA_HOSTS": "127.0.0.1", "ORDERD_CDC_WINDOW": "1s"}
-	if c, err = parseConfig(nil, getenv(cql), io.Discard); err != nil || c.readWait != 3750*time.Millisecond {
+	if c, err = parseConfig(nil, envOf(cql), io.Discard); err != nil || c.readWait != 3750*time.Millisecond {
 		t.Errorf("read wait on CQL: %s, %v; want 1s + 750ms + 2s", c.readWait, err)
 	}
 	if c.feed.CDCWindow != time.Second || !slices.Equal(c.scylla.Hosts, []string{"127.0.0.1"}) {
 		t.Errorf("CQL: %+v %+v", c.feed, c.scylla)
 	}
 	cql["ORDERD_READ_WAIT"] = "1s"
-	if c, err = parseConfig(nil, getenv(cql), io.Discard); err != nil || c.readWait != time.Second {
+	if c, err = parseConfig(nil, envOf(cql), io.Discard); err != nil || c.readWait != time.Second {
 		t.Errorf("read wait set on CQL: %s, %v; want 1s", c.readWait, err)
 	}
 }
@@ -130,7 +130,7 @@ func TestConfigErrors(t *testing.T) {
 		{env: map[string]string{"ORDERD_RETRY_INITIAL": "10s"}, want: `ORDERD_RETRY_INITIAL (10s) is longer than -retry-max (5s)`},
 		{env: map[string]string{"ORDERD_READ_WAIT": "30s"}, want: `ORDERD_READ_WAIT: 30s is more than 25s (with -store scylla it defaults to the CDC window + idle delay + 2s)`},
 	} {
-		_, err := parseConfig(c.args, getenv(c.env), io.Discard)
+		_, err := parseConfig(c.args, envOf(c.env), io.Discard)
 		if err == nil || err.Error() != c.want {
 			t.Errorf("%v %v: %v\nwant %s", c.env, c.args, err, c.want)
 		}
@@ -147,7 +147,7 @@ func TestConfigErrorBeforeAnyFile(t *testing.T) {
 		parent := t.TempDir()
 		env["ORDERD_DATA_DIR"] = filepath.Join(parent, "data")
 		var stderr bytes.Buffer
-		err := run(context.Background(), nil, getenv(env), nil, &stderr, func(net.Addr) { t.Errorf("%v: orderd listened", env) })
+		err := run(context.Background(), nil, envOf(env), nil, &stderr, func(net.Addr) { t.Errorf("%v: orderd listened", env) })
 		if err == nil {
 			t.Fatalf("%v: no error", env)
 		}
@@ -173,7 +173,7 @@ func TestUsageMistypedFlag(t *testing.T) {
 		{[]string{"-http-addr", ":0", "serve"}, "unexpected argument \"serve\"\nrun 'orderd -help' for usage"},
 	} {
 		var stderr bytes.Buffer
-		_, err := parseConfig(c.args, getenv(nil), &stderr)
+		_, err := parseConfig(c.args, envOf(nil), &stderr)
 		if err == nil || err.Error() != c.want || !errors.As(err, new(usageError)) {
 			t.Errorf("%v: %v\nwant %s", c.args, err, c.want)
 		}
@@ -222,7 +222,7 @@ func TestUsageBinary(t *testing.T) {
 // variable and its default, and returns flag.ErrHelp.
 func TestHelpGroups(t *testing.T) {
 	var out bytes.Buffer
-	if _, err := parseConfig([]string{"-help"}, getenv(nil), &out); !errors.Is(err, flag.ErrHelp) {
+	if _, err := parseConfig([]string{"-help"}, envOf(nil), &out); !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("-help: %v", err)
 	}
 	help := out.String()
@@ -356,7 +356,7 @@ func startLogged(t *testing.T, environ []string) ([]map[string]any, net.Addr) {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrs := make(chan net.Addr, 1)
 	done := make(chan error, 1)
-	go func() { done <- run(ctx, nil, getenv(vars), environ, logs, func(a net.Addr) { addrs <- a }) }()
+	go func() { done <- run(ctx, nil, envOf(vars), environ, logs, func(a net.Addr) { addrs <- a }) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
