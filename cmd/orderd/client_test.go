@@ -53,7 +53,7 @@ func start(t testing.TB, dataDir string, env map[string]string) *service {
 	done := make(chan error, 1)
 	logs := &syncBuffer{}
 	go func() {
-		done <- run(ctx, nil, func(k string) string { return vars[k] }, logs, func(a net.Addr) { addrs <- a })
+		done <- run(ctx, nil, func(k string) string { return vars[k] }, nil, logs, func(a net.Addr) { addrs <- a })
 	}()
 	var addr net.Addr
 	select {

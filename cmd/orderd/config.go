@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"os"
 	"slices"
 	"strconv"
@@ -53,222 +54,503 @@ type config struct {
 	feed   scylla.FeedOptions
 }
 
-// flags are the raw values of the flags whose parsing needs more than the
-// flag package does.
+// flags are the values of the flags that config holds only once combined
+// with others.
 type flags struct {
-	logLevel, topics, brokers, tablets                           string
-	scyllaHosts, scyllaConsistency, scyllaSerial                 string
-	partitions, replication, breakerFailures, breakerSuccesses   int
-	scyllaTimeout, cdcWindow, cdcPollDelay, cdcIdleDelay, cdcTTL time.Duration
-	reconcileInterval, hintPoll                                  time.Duration
-	reconcileRate                                                int
+	topics                                                     map[string]string
+	partitions, replication, breakerFailures, breakerSuccesses int
 }
 
-// parseConfig parses orderd's flags over its environment. -help (or -h)
-// prints the usage to stderr and returns flag.ErrHelp, which is no failure.
+// A setting is one of orderd's flags and its ORDERD_ variable: -data-dir is
+// ORDERD_DATA_DIR.
+type setting struct {
+	name  string // the flag's name, without the dash
+	arg   string // what -help shows for its value
+	def   string // the default; empty: none
+	shown string // the default as -help shows it, when not def
+	usage string
+	// parse stores a value in the config, or says what is wrong with it,
+	// as the end of a sentence that begins with the value: "is not ...".
+	parse func(v string) error
+
+	value, from string // the value read and where from: "-name" or ORDERD_NAME; "" for the default
+}
+
+// env is the setting's environment variable.
+func (s *setting) env() string {
+	return "ORDERD_" + strings.ToUpper(strings.ReplaceAll(s.name, "-", "_"))
+}
+
+// source names where the setting's value came from, for an error message:
+// its flag or its variable (the flag for a default).
+func (s *setting) source() string {
+	if s.from == "" {
+		return "-" + s.name
+	}
+	return s.from
+}
+
+// A group is a heading of -help and its settings.
+type group struct {
+	title    string
+	settings []*setting
+}
+
+// settings declares orderd's flags, in the groups and order of -help; each
+// parses into c or f.
+func settings(c *config, f *flags) []group {
+	host, _ := os.Hostname()
+	return []group{
+		{"Server (the HTTP API)", []*setting{
+			{name: "http-addr", arg: "host:port", def: ":8080", usage: "address the HTTP API listens on; port 0 picks a free one",
+				parse: address(&c.httpAddr, false)},
+			{name: "admin-token", arg: "token", usage: "bearer token of the /v1/admin routes; empty: they are off",
+				parse: text(&c.adminToken)},
+			{name: "read-wait", arg: "duration", def: "2s", usage: "longest wait of a GET with min_version for the projection (at most 25s); with -store scylla the default is the CDC window + idle delay + 2s",
+				parse: duration(&c.readWait)},
+			{name: "idempotency-ttl", arg: "duration", def: fmtDuration(api.DefaultIdempotencyTTL), usage: "how long the answer to an Idempotency-Key is kept for retries",
+				parse: duration(&c.idempotencyTTL)},
+			{name: "max-conns", arg: "n", def: strconv.Itoa(defaultMaxConns()), usage: "HTTP connections open at once (by default 4096, or 3/4 of the open-file limit when that is lower); at the cap the longest inactive one is closed for a new one",
+				parse: whole(&c.maxConns, 1)},
+			{name: "max-waiters", arg: "n", def: strconv.Itoa(readmodel.DefaultMaxWaiters), usage: "GETs with min_version waiting for the projection at once; beyond them 503 too_many_waiters",
+				parse: whole(&c.maxWaiters, 1)},
+			{name: "shutdown-timeout", arg: "duration", def: "15s", usage: "longest wait for in-flight requests on SIGTERM",
+				parse: duration(&c.shutdownTimeout)},
+		}},
+		{"Storage", []*setting{
+			{name: "store", arg: "engine", def: "sqlite", usage: "event store engine: sqlite (files in -data-dir) or scylla (ScyllaDB or Cassandra, see CQL below)",
+				parse: oneOf(&c.store, "sqlite", "scylla")},
+			{name: "data-dir", arg: "dir", def: "./data", usage: "directory of the embedded store's files, created when missing",
+				parse: func(v string) error { c.dataDir = v; return nonEmpty(v) }},
+			{name: "snapshot-every", arg: "n", def: "100", usage: "events between an aggregate's snapshots, which spare a command the replay of a long history; 0: no snapshots",
+				parse: whole(&c.snapshotEvery, 0)},
+		}},
+		{"Relay (Kafka)", []*setting{
+			{name: "kafka-brokers", arg: "list", usage: "Kafka bootstrap servers, comma-separated host:port; empty: the relay is off and the outbox keeps every event",
+				parse: func(v string) error { c.brokers = splitList(v); return nil }},
+			{name: "kafka-topic-prefix", arg: "prefix", usage: "prefix of the default topic names order-events and customer-events",
+				parse: func(v string) error {
+					c.relay.Topics.Prefix = v
+					if err := validTopic(v + "order-events"); err != nil {
+						return fmt.Errorf("makes a bad topic name: %w", err)
+					}
+					return nil
+				}},
+			{name: "kafka-topics", arg: "list", usage: "per aggregate type topics, e.g. Order=orders,Customer=customers",
+				parse: topics(&f.topics)},
+			{name: "kafka-partitions", arg: "n", def: "3", usage: "partitions of the topics orderd creates",
+				parse: whole(&f.partitions, 1)},
+			{name: "kafka-replication", arg: "n", def: "1", usage: "replication factor of the topics orderd creates",
+				parse: whole(&f.replication, 1)},
+			{name: "retry-initial", arg: "duration", def: "100ms", usage: "first delay before the relay retries a failed publish",
+				parse: duration(&c.relay.RetryInitial)},
+			{name: "retry-max", arg: "duration", def: "5s", usage: "longest delay between the relay's retries",
+				parse: duration(&c.relay.RetryMax)},
+			{name: "breaker-failures", arg: "n", def: "5", usage: "consecutive publish failures that open the circuit breaker",
+				parse: whole(&f.breakerFailures, 1)},
+			{name: "breaker-open", arg: "duration", def: "5s", usage: "how long the breaker stays open before it lets one publish through as a probe: recovery follows the broker within it",
+				parse: duration(&c.relay.BreakerOpen)},
+			{name: "breaker-successes", arg: "n", def: "3", usage: "successful probes that close the breaker",
+				parse: whole(&f.breakerSuccesses, 1)},
+		}},
+		{"CQL (with -store scylla: ScyllaDB or Apache Cassandra)", []*setting{
+			{name: "scylla-hosts", arg: "list", usage: "contact points, comma-separated host[:port]; required with -store scylla",
+				parse: func(v string) error { c.scylla.Hosts = splitList(v); return nil }},
+			{name: "scylla-keyspace", arg: "name", def: scylla.DefaultKeyspace, usage: "keyspace, created when missing",
+				parse: func(v string) error { c.scylla.Keyspace = v; return nonEmpty(v) }},
+			{name: "scylla-replication", arg: "map", def: scylla.DefaultReplication, usage: "replication of a keyspace orderd creates",
+				parse: func(v string) error { c.scylla.Replication = v; return nil }},
+			{name: "scylla-local-dc", arg: "name", usage: "this instance's datacenter: requests go to its nodes, token-aware",
+				parse: text(&c.scylla.LocalDC)},
+			{name: "scylla-consistency", arg: "level", def: "LOCAL_QUORUM", usage: "consistency of reads and writes",
+				parse: func(v string) error {
+					var err error
+					if c.scylla.Consistency, err = gocql.ParseConsistencyWrapper(v); err != nil {
+						return errors.New("is not a consistency such as QUORUM, LOCAL_QUORUM or ONE")
+					}
+					return nil
+				}},
+			{name: "scylla-serial-consistency", arg: "level", def: "LOCAL_SERIAL", usage: "consistency of the lightweight transactions: LOCAL_SERIAL when every writer is in one datacenter, else SERIAL",
+				parse: func(v string) error {
+					s := &c.scylla.SerialConsistency
+					if err := s.UnmarshalText([]byte(strings.ToUpper(v))); err != nil || !s.IsSerial() {
+						return errors.New("is not SERIAL or LOCAL_SERIAL")
+					}
+					return nil
+				}},
+			{name: "scylla-tablets", arg: "mode", def: "auto", usage: "tablets of a keyspace orderd creates: auto (on from ScyllaDB 2025.4, where CDC and LWT support them), on or off",
+				parse: func(v string) error {
+					c.scylla.Tablets = scylla.TabletsMode(v)
+					return oneOf(new(string), string(scylla.TabletsAuto), string(scylla.TabletsOn), string(scylla.TabletsOff))(v)
+				}},
+			{name: "scylla-timeout", arg: "duration", def: fmtDuration(scylla.DefaultTimeout), usage: "bound of each CQL request",
+				parse: duration(&c.scylla.Timeout)},
+			{name: "cdc-ttl", arg: "duration", def: fmtDuration(scylla.DefaultCDCTTL), usage: "how long ScyllaDB keeps the CDC log",
+				parse: duration(&c.scylla.CDCTTL)},
+			{name: "cdc-window", arg: "duration", def: fmtDuration(cdc.DefaultWindow), usage: "how old a CDC change must be to be read; what arrives later is found by the reconciliation pass",
+				parse: duration(&c.feed.CDCWindow)},
+			{name: "cdc-poll-delay", arg: "duration", def: fmtDuration(cdc.DefaultPollDelay), usage: "wait after a CDC query that found changes",
+				parse: duration(&c.feed.CDCPollDelay)},
+			{name: "cdc-idle-delay", arg: "duration", def: fmtDuration(cdc.DefaultIdleDelay), usage: "wait after a CDC query that found none",
+				parse: duration(&c.feed.CDCIdleDelay)},
+			{name: "hint-poll", arg: "duration", def: fmtDuration(scylla.DefaultHintPoll), usage: "on Apache Cassandra: how often the active workers read the hints new appends leave",
+				parse: duration(&c.feed.HintPoll)},
+			{name: "reconcile-interval", arg: "duration", def: fmtDuration(scylla.DefaultReconcileEvery), usage: "how often the active workers compare every aggregate's version with what they handled",
+				parse: duration(&c.feed.ReconcileEvery)},
+			{name: "reconcile-rate", arg: "n", def: strconv.Itoa(scylla.DefaultReconcileRate), usage: "aggregates per second the reconciliation pass reads at most",
+				parse: whole(&c.feed.ReconcileRate, 1)},
+		}},
+		{"Operations (workers, logs, profiling)", []*setting{
+			{name: "instance-id", arg: "name", def: fmt.Sprintf("%s-%d", host, os.Getpid()), shown: "<host name>-<process id>", usage: "this instance's name in the workers' leases and /readyz",
+				parse: func(v string) error { c.instance = v; return nonEmpty(v) }},
+			{name: "lease-ttl", arg: "duration", def: "10s", usage: "how long a worker's lease lasts unrenewed: a standby takes over within it when the active instance dies (at least 1s)",
+				parse: func(v string) error {
+					if err := duration(&c.leaseTTL)(v); err != nil {
+						return err
+					}
+					if c.leaseTTL < time.Second {
+						return errors.New("is less than 1s (leases on CQL count whole seconds)")
+					}
+					return nil
+				}},
+			{name: "rebuild-grace", arg: "duration", def: "5s", usage: "how long the read models a rebuild replaced are still written, for reads in flight and for other instances to switch (they look every second), before they are dropped",
+				parse: duration(&c.rebuildGrace)},
+			{name: "log-level", arg: "level", def: "info", usage: "debug, info, warn or error",
+				parse: func(v string) error {
+					var err error
+					if c.logLevel, err = zapcore.ParseLevel(v); err != nil {
+						return errors.New("is not a level: debug, info, warn or error")
+					}
+					return nil
+				}},
+			{name: "log-format", arg: "format", def: "json", usage: "json, or console for people (coloured on a terminal)",
+				parse: oneOf(&c.logFormat, "json", "console")},
+			{name: "debug-addr", arg: "host:port", usage: "address of Go's profiler (/debug/pprof/), apart from the API; empty: off. Bind it to loopback or a private network",
+				parse: address(&c.debugAddr, true)},
+		}},
+	}
+}
+
+// usageError is a command line that orderd does not understand: an unknown
+// flag or an argument. Its message ends with a hint to -help, on a line of
+// its own.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() + "\nrun 'orderd -help' for usage" }
+func (e usageError) Unwrap() error { return e.err }
+
+// parseConfig parses orderd's flags over its environment, and checks every
+// value before anything is opened or created. -help (or -h) prints the
+// usage to stderr and returns flag.ErrHelp, which is no failure. An error
+// names the flag or the variable at fault.
 func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
 	var (
 		c config
 		f flags
 	)
+	groups := settings(&c, &f)
+	byName := map[string]*setting{}
 	fs := flag.NewFlagSet("orderd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() {
-		fmt.Fprint(stderr, commandsUsage)
-		fs.PrintDefaults()
-	}
-	env := func(name, def string) string {
-		if v := getenv(name); v != "" {
-			return v
+	fs.SetOutput(io.Discard) // errors are returned, -help is printed below
+	fs.Usage = func() {}
+	for _, g := range groups {
+		for _, s := range g.settings {
+			byName[s.name] = s
+			fs.Func(s.name, s.usage, func(v string) error {
+				s.value, s.from = v, "-"+s.name
+				return nil
+			})
 		}
-		return def
 	}
-	host, _ := os.Hostname()
-	fs.StringVar(&c.httpAddr, "http-addr", env("ORDERD_HTTP_ADDR", ":8080"), "address the HTTP API listens on (ORDERD_HTTP_ADDR)")
-	fs.StringVar(&c.debugAddr, "debug-addr", getenv("ORDERD_DEBUG_ADDR"), "address of Go's profiler (/debug/pprof/), apart from the API; empty: off. Bind it to loopback or a private network (ORDERD_DEBUG_ADDR)")
-	fs.StringVar(&c.dataDir, "data-dir", env("ORDERD_DATA_DIR", "./data"), "directory of the embedded store's files (ORDERD_DATA_DIR)")
-	fs.StringVar(&c.store, "store", env("ORDERD_STORE", "sqlite"), "event store backend: sqlite or scylla (ORDERD_STORE)")
-	fs.StringVar(&c.instance, "instance-id", env("ORDERD_INSTANCE_ID", fmt.Sprintf("%s-%d", host, os.Getpid())), "this instance's name in the workers' leases and /readyz (ORDERD_INSTANCE_ID)")
-	fs.StringVar(&f.scyllaHosts, "scylla-hosts", getenv("ORDERD_SCYLLA_HOSTS"), "ScyllaDB contact points, comma-separated host[:port] (ORDERD_SCYLLA_HOSTS)")
-	fs.StringVar(&c.scylla.Keyspace, "scylla-keyspace", env("ORDERD_SCYLLA_KEYSPACE", scylla.DefaultKeyspace), "keyspace, created when missing (ORDERD_SCYLLA_KEYSPACE)")
-	fs.StringVar(&c.scylla.Replication, "scylla-replication", env("ORDERD_SCYLLA_REPLICATION", scylla.DefaultReplication), "replication of a keyspace orderd creates (ORDERD_SCYLLA_REPLICATION)")
-	fs.StringVar(&f.scyllaConsistency, "scylla-consistency", env("ORDERD_SCYLLA_CONSISTENCY", "LOCAL_QUORUM"), "consistency of reads and writes (ORDERD_SCYLLA_CONSISTENCY)")
-	fs.StringVar(&f.scyllaSerial, "scylla-serial-consistency", env("ORDERD_SCYLLA_SERIAL_CONSISTENCY", "LOCAL_SERIAL"), "consistency of the lightweight transactions: LOCAL_SERIAL when every writer is in one datacenter, else SERIAL (ORDERD_SCYLLA_SERIAL_CONSISTENCY)")
-	fs.StringVar(&c.scylla.LocalDC, "scylla-local-dc", getenv("ORDERD_SCYLLA_LOCAL_DC"), "this instance's datacenter: requests go to its nodes, token-aware (ORDERD_SCYLLA_LOCAL_DC)")
-	fs.StringVar(&f.tablets, "scylla-tablets", env("ORDERD_SCYLLA_TABLETS", "auto"), "tablets of a keyspace orderd creates: auto (on from ScyllaDB 2025.4, where CDC and LWT support them), on or off (ORDERD_SCYLLA_TABLETS)")
-	fs.StringVar(&f.logLevel, "log-level", env("ORDERD_LOG_LEVEL", "info"), "debug, info, warn or error (ORDERD_LOG_LEVEL)")
-	fs.StringVar(&c.logFormat, "log-format", env("ORDERD_LOG_FORMAT", "json"), "json or console (ORDERD_LOG_FORMAT)")
-	durations := []struct {
-		p          *time.Duration
-		flag, name string
-		def        time.Duration
-		usage      string
-	}{
-		{&c.readWait, "read-wait", "ORDERD_READ_WAIT", 2 * time.Second, "longest wait of a GET with min_version for the projection"},
-		{&c.shutdownTimeout, "shutdown-timeout", "ORDERD_SHUTDOWN_TIMEOUT", 15 * time.Second, "longest wait for in-flight requests on SIGTERM"},
-		{&c.idempotencyTTL, "idempotency-ttl", "ORDERD_IDEMPOTENCY_TTL", api.DefaultIdempotencyTTL, "how long the answer to an Idempotency-Key is kept for retries"},
-		{&c.leaseTTL, "lease-ttl", "ORDERD_LEASE_TTL", 10 * time.Second, "how long a worker's lease lasts unrenewed: a standby takes over within it when the active instance dies"},
-		{&c.rebuildGrace, "rebuild-grace", "ORDERD_REBUILD_GRACE", 5 * time.Second, "how long the read models a rebuild replaced are still written, for reads in flight and for other instances to switch (they look every second), before they are dropped"},
-		{&c.relay.RetryInitial, "retry-initial", "ORDERD_RETRY_INITIAL", 100 * time.Millisecond, "first delay before the relay retries a failed publish"},
-		{&c.relay.RetryMax, "retry-max", "ORDERD_RETRY_MAX", 5 * time.Second, "longest delay between the relay's retries"},
-		{&c.relay.BreakerOpen, "breaker-open", "ORDERD_BREAKER_OPEN", 5 * time.Second, "how long the Kafka circuit breaker stays open before it lets one publish through as a probe: recovery follows the broker within it"},
-		{&f.scyllaTimeout, "scylla-timeout", "ORDERD_SCYLLA_TIMEOUT", scylla.DefaultTimeout, "bound of each CQL request"},
-		{&f.cdcTTL, "cdc-ttl", "ORDERD_CDC_TTL", scylla.DefaultCDCTTL, "how long ScyllaDB keeps the CDC log"},
-		{&f.cdcWindow, "cdc-window", "ORDERD_CDC_WINDOW", cdc.DefaultWindow, "how old a CDC change must be to be read; what arrives later is found by the reconciliation pass"},
-		{&f.cdcPollDelay, "cdc-poll-delay", "ORDERD_CDC_POLL_DELAY", cdc.DefaultPollDelay, "wait after a CDC query that found changes"},
-		{&f.cdcIdleDelay, "cdc-idle-delay", "ORDERD_CDC_IDLE_DELAY", cdc.DefaultIdleDelay, "wait after a CDC query that found none"},
-		{&f.hintPoll, "hint-poll", "ORDERD_HINT_POLL", scylla.DefaultHintPoll, "on Apache Cassandra: how often the active workers read the hints new appends leave"},
-		{&f.reconcileInterval, "reconcile-interval", "ORDERD_RECONCILE_INTERVAL", scylla.DefaultReconcileEvery, "on CQL: how often the active workers compare every aggregate's version with what they handled"},
-	}
-	for _, d := range durations {
-		def, err := durationEnv(getenv, d.name, d.def)
-		if err != nil {
-			return c, err
-		}
-		fs.DurationVar(d.p, d.flag, def, d.usage+" ("+d.name+")")
-	}
-	ints := []struct {
-		p          *int
-		flag, name string
-		def        int
-		usage      string
-	}{
-		{&f.partitions, "kafka-partitions", "ORDERD_KAFKA_PARTITIONS", 3, "partitions of the topics orderd creates"},
-		{&f.replication, "kafka-replication", "ORDERD_KAFKA_REPLICATION", 1, "replication factor of the topics orderd creates"},
-		{&f.breakerFailures, "breaker-failures", "ORDERD_BREAKER_FAILURES", 5, "consecutive publish failures that open the breaker"},
-		{&f.breakerSuccesses, "breaker-successes", "ORDERD_BREAKER_SUCCESSES", 3, "successful probes that close the breaker"},
-		{&f.reconcileRate, "reconcile-rate", "ORDERD_RECONCILE_RATE", scylla.DefaultReconcileRate, "on CQL: aggregates per second the reconciliation pass reads at most"},
-		{&c.maxConns, "max-conns", "ORDERD_MAX_CONNS", defaultMaxConns(), "HTTP connections open at once; at the cap the longest inactive one is closed for a new one (default: 4096, or 3/4 of the open-file limit when that is lower)"},
-		{&c.maxWaiters, "max-waiters", "ORDERD_MAX_WAITERS", readmodel.DefaultMaxWaiters, "GETs with min_version waiting for the projection at once; beyond them 503 too_many_waiters"},
-	}
-	for _, n := range ints {
-		def, err := intEnv(getenv, n.name, n.def, 1)
-		if err != nil {
-			return c, err
-		}
-		fs.IntVar(n.p, n.flag, def, n.usage+" ("+n.name+")")
-	}
-	snapshotEvery, err := intEnv(getenv, "ORDERD_SNAPSHOT_EVERY", 100, 0) // 0: off
-	if err != nil {
-		return c, err
-	}
-	fs.IntVar(&c.snapshotEvery, "snapshot-every", snapshotEvery, "events between an aggregate's snapshots, which spare a command the replay of a long history; 0: no snapshots (ORDERD_SNAPSHOT_EVERY)")
-	fs.StringVar(&c.adminToken, "admin-token", getenv("ORDERD_ADMIN_TOKEN"), "bearer token of the /v1/admin routes; empty: they are off (ORDERD_ADMIN_TOKEN)")
-	fs.StringVar(&f.brokers, "kafka-brokers", getenv("ORDERD_KAFKA_BROKERS"), "Kafka bootstrap servers, comma-separated; empty: the relay is off and the outbox keeps every event (ORDERD_KAFKA_BROKERS)")
-	fs.StringVar(&c.relay.Topics.Prefix, "kafka-topic-prefix", getenv("ORDERD_KAFKA_TOPIC_PREFIX"), "prefix of the default topic names order-events and customer-events (ORDERD_KAFKA_TOPIC_PREFIX)")
-	fs.StringVar(&f.topics, "kafka-topics", getenv("ORDERD_KAFKA_TOPICS"), "per aggregate type topics, e.g. Order=orders,Customer=customers (ORDERD_KAFKA_TOPICS)")
 	if err := fs.Parse(args); err != nil {
-		return c, err
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stderr, groups)
+			return c, err
+		}
+		if name, ok := strings.CutPrefix(err.Error(), "flag provided but not defined: -"); ok {
+			if near := closest(name, slices.Collect(maps.Keys(byName))); near != "" {
+				err = fmt.Errorf("%w (did you mean -%s?)", err, near)
+			}
+		}
+		return c, usageError{err}
 	}
 	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return c, usageError{fmt.Errorf("unexpected argument %q", fs.Arg(0))}
 	}
-	for _, d := range durations {
-		if *d.p <= 0 {
-			return c, fmt.Errorf("-%s must be a positive duration, not %s", d.flag, *d.p)
+	for _, g := range groups {
+		for _, s := range g.settings {
+			if s.from == "" {
+				s.value = s.def
+				if v := getenv(s.env()); v != "" {
+					s.value, s.from = v, s.env()
+				}
+			}
+			if err := s.parse(s.value); err != nil {
+				return c, fmt.Errorf("%s: %q %w", s.source(), s.value, err)
+			}
 		}
 	}
-	for _, n := range ints {
-		if *n.p < 1 {
-			return c, fmt.Errorf("-%s must be 1 or more, not %d", n.flag, *n.p)
-		}
-	}
-	if c.instance == "" {
-		return c, errors.New("instance id: must not be empty")
-	}
-	if c.leaseTTL < time.Second {
-		return c, fmt.Errorf("lease ttl %s: at least 1s (leases on CQL count whole seconds)", c.leaseTTL)
-	}
-	if c.logFormat != "json" && c.logFormat != "console" {
-		return c, fmt.Errorf("log format %q: want json or console", c.logFormat)
-	}
-	if c.logLevel, err = zapcore.ParseLevel(f.logLevel); err != nil {
-		return c, fmt.Errorf("log level: %w", err)
-	}
-	if err := c.kafkaConfig(f); err != nil {
+	if err := c.combine(f, byName); err != nil {
 		return c, err
-	}
-	switch c.store {
-	case "sqlite":
-	case "scylla":
-		if err := c.scyllaConfig(f); err != nil {
-			return c, err
-		}
-		// On CQL the projection follows the fast path (CDC window and
-		// polls, or hint polls): a read-your-writes wait must cover them,
-		// unless set on purpose.
-		set := getenv("ORDERD_READ_WAIT") != ""
-		fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == "read-wait" })
-		if !set {
-			c.readWait = f.cdcWindow + f.cdcIdleDelay + 2*time.Second
-		}
-	default:
-		return c, fmt.Errorf("store %q: want sqlite or scylla", c.store)
-	}
-	// The HTTP server's write timeout is 30 s: a longer wait would be cut.
-	if c.readWait > 25*time.Second {
-		return c, fmt.Errorf("read wait %s: at most 25s (with ORDERD_STORE=scylla it defaults to the CDC window + 3 s)", c.readWait)
 	}
 	return c, nil
 }
 
-// kafkaConfig sets the relay's and Kafka's part of c from f.
-func (c *config) kafkaConfig(f flags) error {
-	c.brokers = splitList(f.brokers)
-	topics := map[string]string{}
-	for _, kv := range splitList(f.topics) {
-		typ, topic, ok := strings.Cut(kv, "=")
-		if !ok || strings.TrimSpace(typ) == "" || strings.TrimSpace(topic) == "" {
-			return fmt.Errorf("kafka topics %q: want Type=topic pairs such as Order=orders", f.topics)
-		}
-		topics[strings.TrimSpace(typ)] = strings.TrimSpace(topic)
-	}
-	for _, t := range append(slices.Collect(maps.Values(topics)), c.relay.Topics.Prefix+"order-events") {
-		if err := validTopic(t); err != nil {
-			return err
-		}
-	}
+// combine checks the settings that depend on one another and fills in the
+// parts of c made of several.
+func (c *config) combine(f flags, set map[string]*setting) error {
 	if c.relay.RetryInitial > c.relay.RetryMax {
-		return fmt.Errorf("-retry-initial (%s) is longer than -retry-max (%s)", c.relay.RetryInitial, c.relay.RetryMax)
+		return fmt.Errorf("%s (%s) is longer than %s (%s)", set["retry-initial"].source(), c.relay.RetryInitial, set["retry-max"].source(), c.relay.RetryMax)
 	}
-	c.relay.Topics.ByType = topics
+	for _, t := range f.topics {
+		if err := validTopic(t); err != nil {
+			return fmt.Errorf("%s: %w", set["kafka-topics"].source(), err)
+		}
+	}
+	c.relay.Topics.ByType = f.topics
 	c.relay.BreakerFailures = uint32(f.breakerFailures)
 	c.relay.BreakerSuccesses = uint32(f.breakerSuccesses)
 	c.kafka = relay.KafkaConfig{Brokers: c.brokers, ClientID: "orderd", Partitions: f.partitions, ReplicationFactor: f.replication}
+	if c.store == "scylla" {
+		if len(c.scylla.Hosts) == 0 {
+			return fmt.Errorf("%s=scylla needs -scylla-hosts or ORDERD_SCYLLA_HOSTS", set["store"].from)
+		}
+		// On CQL the projection follows the fast path (CDC window and
+		// polls, or hint polls): a read-your-writes wait must cover them,
+		// unless set on purpose.
+		if set["read-wait"].from == "" {
+			c.readWait = c.feed.CDCWindow + c.feed.CDCIdleDelay + 2*time.Second
+		}
+	}
+	// The HTTP server's write timeout is 30 s: a longer wait would be cut.
+	if c.readWait > 25*time.Second {
+		return fmt.Errorf("%s: %s is more than 25s (with -store scylla it defaults to the CDC window + idle delay + 2s)", set["read-wait"].source(), c.readWait)
+	}
 	return nil
 }
 
-// scyllaConfig sets the CQL part of c from f.
-func (c *config) scyllaConfig(f flags) error {
-	c.scylla.Hosts = splitList(f.scyllaHosts)
-	if len(c.scylla.Hosts) == 0 {
-		return errors.New("ORDERD_STORE=scylla needs ORDERD_SCYLLA_HOSTS")
-	}
-	cons, err := gocql.ParseConsistencyWrapper(f.scyllaConsistency)
-	if err != nil {
-		return fmt.Errorf("scylla consistency: %w", err)
-	}
-	var serial gocql.Consistency
-	if err := serial.UnmarshalText([]byte(strings.ToUpper(f.scyllaSerial))); err != nil || !serial.IsSerial() {
-		return fmt.Errorf("scylla serial consistency %q: want SERIAL or LOCAL_SERIAL", f.scyllaSerial)
-	}
-	c.scylla.Tablets = scylla.TabletsMode(f.tablets)
-	switch c.scylla.Tablets {
-	case scylla.TabletsAuto, scylla.TabletsOn, scylla.TabletsOff:
-	default:
-		return fmt.Errorf("scylla tablets %q: want auto, on or off", f.tablets)
-	}
-	c.scylla.Consistency, c.scylla.SerialConsistency = cons, serial
-	c.scylla.Timeout, c.scylla.CDCTTL = f.scyllaTimeout, f.cdcTTL
-	c.feed = scylla.FeedOptions{
-		HintPoll:       f.hintPoll,
-		ReconcileEvery: f.reconcileInterval,
-		ReconcileRate:  f.reconcileRate,
-		CDCWindow:      f.cdcWindow,
-		CDCPollDelay:   f.cdcPollDelay,
-		CDCIdleDelay:   f.cdcIdleDelay,
+// text parses any string into p.
+func text(p *string) func(string) error {
+	return func(v string) error { *p = v; return nil }
+}
+
+func nonEmpty(v string) error {
+	if v == "" {
+		return errors.New("is empty")
 	}
 	return nil
+}
+
+// oneOf parses one of the words in want into p.
+func oneOf(p *string, want ...string) func(string) error {
+	return func(v string) error {
+		*p = v
+		if !slices.Contains(want, v) {
+			return fmt.Errorf("is not %s or %s", strings.Join(want[:len(want)-1], ", "), want[len(want)-1])
+		}
+		return nil
+	}
+}
+
+// duration parses a positive duration into p.
+func duration(p *time.Duration) func(string) error {
+	return func(v string) error {
+		d, err := time.ParseDuration(v)
+		switch {
+		case err != nil && isNumber(v):
+			return fmt.Errorf("is not a duration (did you mean %ss?)", v)
+		case err != nil:
+			return errors.New("is not a duration such as 500ms, 2s or 1m30s")
+		case d <= 0:
+			return errors.New("is not a positive duration")
+		}
+		*p = d
+		return nil
+	}
+}
+
+// whole parses a whole number of at least least into p.
+func whole(p *int, least int) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < least {
+			return fmt.Errorf("is not a whole number of %d or more", least)
+		}
+		*p = n
+		return nil
+	}
+}
+
+// address parses a host:port to listen on into p (empty too when
+// orEmpty). The host is not resolved: that is left to the listener.
+func address(p *string, orEmpty bool) func(string) error {
+	return func(v string) error {
+		*p = v
+		if v == "" && orEmpty {
+			return nil
+		}
+		if isNumber(v) {
+			return fmt.Errorf("is not host:port (did you mean :%s?)", v)
+		}
+		_, port, err := net.SplitHostPort(v)
+		if err != nil {
+			var aerr *net.AddrError
+			if errors.As(err, &aerr) {
+				err = errors.New(aerr.Err)
+			}
+			return fmt.Errorf("is not host:port: %w", err)
+		}
+		if n, err := strconv.ParseUint(port, 10, 16); err == nil || isNumber(port) {
+			if err != nil || n > 65535 {
+				return fmt.Errorf("is not host:port: port %s is out of range", port)
+			}
+			return nil
+		}
+		if _, err := net.LookupPort("tcp", port); err != nil {
+			return fmt.Errorf("is not host:port: unknown port %q", port)
+		}
+		return nil
+	}
+}
+
+// topics parses Type=topic pairs into p.
+func topics(p *map[string]string) func(string) error {
+	return func(v string) error {
+		m := map[string]string{}
+		for _, kv := range splitList(v) {
+			typ, topic, ok := strings.Cut(kv, "=")
+			if !ok || strings.TrimSpace(typ) == "" || strings.TrimSpace(topic) == "" {
+				return errors.New("is not a list of Type=topic pairs such as Order=orders")
+			}
+			m[strings.TrimSpace(typ)] = strings.TrimSpace(topic)
+		}
+		*p = m
+		return nil
+	}
+}
+
+func isNumber(v string) bool {
+	_, err := strconv.ParseUint(v, 10, 64)
+	return err == nil
+}
+
+// fmtDuration is d as a flag takes it, without zero units: 168h, not
+// 168h0m0s.
+func fmtDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// printUsage prints commandsUsage and the flags, by group, to w.
+func printUsage(w io.Writer, groups []group) {
+	fmt.Fprint(w, commandsUsage)
+	for _, g := range groups {
+		fmt.Fprintf(w, "\n%s:\n", g.title)
+		for _, s := range g.settings {
+			def := ""
+			if s.shown != "" {
+				def = ", default " + s.shown
+			} else if s.def != "" {
+				def = ", default " + s.def
+			}
+			fmt.Fprintf(w, "  -%s %s  (%s%s)\n", s.name, s.arg, s.env(), def)
+			for _, line := range wrap(s.usage, 72) {
+				fmt.Fprintf(w, "        %s\n", line)
+			}
+		}
+	}
+}
+
+// wrap breaks s into lines of at most width bytes, between words.
+func wrap(s string, width int) []string {
+	var lines []string
+	line := ""
+	for _, word := range strings.Fields(s) {
+		if line != "" && len(line)+1+len(word) > width {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += word
+	}
+	return append(lines, line)
+}
+
+// otherVariables are the ORDERD_ variables that orderd knows besides its
+// flags': the client subcommands' (bench: ORDERD_URL; dlq and rebuild:
+// ORDERD_ADMIN_URL) and the scripts' (ORDERD_CACHE). ORDERD_TEST_ ones
+// are the tests'.
+var otherVariables = []string{"ORDERD_URL", "ORDERD_ADMIN_URL", "ORDERD_CACHE"}
+
+// unknownVariable is an ORDERD_ variable that orderd does not read, with
+// the known one it is closest to, if any.
+type unknownVariable struct{ name, near string }
+
+// unknownVariables lists the ORDERD_ variables of environ (as os.Environ
+// returns it) that orderd does not read: likely typos, which would
+// otherwise be ignored in silence.
+func unknownVariables(environ []string) []unknownVariable {
+	known := slices.Clone(otherVariables)
+	for _, g := range settings(&config{}, &flags{}) {
+		for _, s := range g.settings {
+			known = append(known, s.env())
+		}
+	}
+	var unknown []unknownVariable
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "ORDERD_") || strings.HasPrefix(name, "ORDERD_TEST_") || slices.Contains(known, name) {
+			continue
+		}
+		unknown = append(unknown, unknownVariable{name, closest(name, known)})
+	}
+	return unknown
+}
+
+// closest is the candidate nearest to s, if one is within two edits
+// (insertions, deletions, substitutions or swaps of neighbours); else "".
+func closest(s string, candidates []string) string {
+	best, bestDist := "", 3
+	slices.Sort(candidates)
+	for _, c := range candidates {
+		if d := editDistance(s, c); d < bestDist {
+			best, bestDist = c, d
+		}
+	}
+	return best
+}
+
+// editDistance is the optimal string alignment distance between a and b.
+func editDistance(a, b string) int {
+	d := make([][]int, len(a)+1)
+	for i := range d {
+		d[i] = make([]int, len(b)+1)
+		d[i][0] = i
+	}
+	for j := range d[0] {
+		d[0][j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			d[i][j] = min(d[i-1][j]+1, d[i][j-1]+1, d[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d[i][j] = min(d[i][j], d[i-2][j-2]+1)
+			}
+		}
+	}
+	return d[len(a)][len(b)]
 }
 
 // splitList splits a comma-separated list, dropping empty items.
@@ -306,40 +588,19 @@ func defaultMaxConns() int {
 	return int(max(min(rl.Cur/4*3, 4096), 64))
 }
 
-// intEnv reads a whole number of at least least from the variable name,
-// def when it is unset.
-func intEnv(getenv func(string) string, name string, def, least int) (int, error) {
-	v := getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	n, err := strconv.Atoi(v)
-	if err != nil || n < least {
-		return 0, fmt.Errorf("%s=%q: want a whole number of %d or more", name, v, least)
-	}
-	return n, nil
-}
-
-func durationEnv(getenv func(string) string, name string, def time.Duration) (time.Duration, error) {
-	v := getenv(name)
-	if v == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%s=%q: want a positive duration such as 2s", name, v)
-	}
-	return d, nil
-}
-
 // newLogger builds the process's logger; it is passed down, never global.
+// The console format colours the levels only on a terminal, so that a file
+// or a log collector gets no escape codes.
 func newLogger(c config, w io.Writer) *zap.Logger {
 	level := c.logLevel
 	encCfg := zap.NewProductionEncoderConfig()
 	encCfg.EncodeTime = zapcore.ISO8601TimeEncoder
 	var enc zapcore.Encoder
 	if c.logFormat == "console" {
-		encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		encCfg.EncodeLevel = zapcore.CapitalLevelEncoder
+		if f, ok := w.(*os.File); ok && isTerminal(f) {
+			encCfg.EncodeLevel = zapcore.CapitalColorLevelEncoder
+		}
 		enc = zapcore.NewConsoleEncoder(encCfg)
 	} else {
 		enc = zapcore.NewJSONEncoder(encCfg)

@@ -79,7 +79,7 @@ func main() {
 		if os.Getenv("GOGC") == "" {
 			debug.SetGCPercent(serverGCPercent)
 		}
-		err = run(ctx, args, os.Getenv, os.Stderr, nil)
+		err = run(ctx, args, os.Getenv, os.Environ(), os.Stderr, nil)
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return // -help printed the usage
@@ -108,10 +108,9 @@ const commandsUsage = `usage: orderd [flags]              serve the API and run 
        orderd bench [flags]        load a running orderd and report throughput and latency (orderd bench -help)
        orderd help                 this text
 
-Each subcommand takes the flags below (and has its own -help). Every flag
-has an ORDERD_ environment variable; a flag given on the command line wins.
-
-flags:
+orderd and orderd migrate take the flags below. Every flag has an ORDERD_
+environment variable, shown with its default; a flag given on the command
+line wins. Durations are written 500ms, 2s, 1m30s.
 `
 
 // usage prints commandsUsage and the flags to w.
@@ -134,15 +133,24 @@ const maxHeaderBytes = 16 << 10
 // then drains within the shutdown timeout: HTTP first, so that every
 // accepted command is answered, then the workers, which finish the batch
 // in flight and catch up with the head before they save their progress,
-// then the stores. onListen, when set, learns the bound address (tests listen on
+// then the stores. environ is the environment as os.Environ lists it, in
+// which an ORDERD_ variable that orderd does not read is warned about (nil:
+// no check). onListen, when set, learns the bound address (tests listen on
 // port 0).
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, onListen func(net.Addr)) error {
+func run(ctx context.Context, args []string, getenv func(string) string, environ []string, stderr io.Writer, onListen func(net.Addr)) error {
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
 		return err
 	}
 	log := newLogger(cfg, stderr)
 	defer func() { _ = log.Sync() }()
+	for _, v := range unknownVariables(environ) {
+		fields := []zap.Field{zap.String("variable", v.name)}
+		if v.near != "" {
+			fields = append(fields, zap.String("did_you_mean", v.near))
+		}
+		log.Warn("unknown ORDERD_ variable, ignored", fields...)
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -260,8 +268,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	ln = conns.Listener(ln)
-	log.Info("orderd listening", zap.String("addr", ln.Addr().String()), zap.String("instance", cfg.instance),
-		zap.String("store", cfg.store), zap.String("data_dir", cfg.dataDir), zap.Int("max_conns", conns.Max()))
+	log.Info("orderd listening", zap.String("addr", ln.Addr().String()), zap.String("console", consoleURL(ln.Addr())),
+		zap.String("instance", cfg.instance), zap.String("store", cfg.store), zap.String("data_dir", cfg.dataDir),
+		zap.Int("max_conns", conns.Max()))
 	if onListen != nil {
 		onListen(ln.Addr())
 	}
@@ -311,6 +320,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log.Info("stopped")
 	return err
+}
+
+// consoleURL is the address of the console served on addr, for a browser
+// on this host: an unspecified host (":8080", "0.0.0.0", "::") is
+// localhost.
+func consoleURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port) + console.Prefix
 }
 
 // serveDebug serves Go's profiler on addr, apart from the API, so that a

@@ -106,8 +106,8 @@ func (s *Server) WithMetrics(m *Metrics, gatherer prometheus.Gatherer) *Server {
 }
 
 // WithConsole serves h, the operator console, at /console and every path
-// under it. The console is pages and scripts, not part of the API: it is
-// not in openapi.yaml.
+// under it, and redirects / there. The console is pages and scripts, not
+// part of the API: neither is in openapi.yaml.
 func (s *Server) WithConsole(h http.Handler) *Server {
 	s.console = h
 	return s
@@ -165,6 +165,13 @@ func (s *Server) Handler() http.Handler {
 	s.mountAdmin(r)
 	if s.console != nil {
 		r.Mount("/console", s.console)
+		// A browser pointed at the server finds the console. 302, not a
+		// permanent 301 or 308: browsers keep a permanent redirect for
+		// good, and / is not a page that moved, it has none of its own (an
+		// orderd without the console answers 404 there).
+		r.Get("/", func(w http.ResponseWriter, req *http.Request) {
+			http.Redirect(w, req, "/console", http.StatusFound)
+		})
 	}
 	return r
 }
