@@ -27,7 +27,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/thejerf/suture/v4"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
@@ -37,6 +36,7 @@ import (
 	"github.com/orderd/orderd/internal/console"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/relay"
+	"github.com/orderd/orderd/internal/worker"
 )
 
 func main() {
@@ -153,9 +153,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	defer b.close()
 	// The workers follow the feed through drain, so that a graceful
-	// shutdown finishes their work in flight (see drainingFeed). SQLite's
-	// Lag is exact; on CQL a drain finishes the batch in hand.
-	drain := newDrainingFeed(b.feed, cfg.store == "sqlite")
+	// shutdown finishes their work in flight (see worker.DrainingFeed).
+	// SQLite's Lag is exact; on CQL a drain finishes the batch in hand.
+	drain := worker.NewDrainingFeed(b.feed, cfg.store == "sqlite")
 	b.feed = drain
 	rp, err := newRelay(cfg, b, reg, log.Named("relay"))
 	if err != nil {
@@ -170,15 +170,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// The supervisors wait for their workers' drain (up to the shutdown
 	// timeout) before giving up on them.
 	stopWait := cfg.shutdownTimeout + 5*time.Second
-	// A worker that keeps failing (a disk that stays full) is restarted
-	// twice at once, then every 5-7.5 s: never a hot loop.
-	workers := suture.New("orderd", suture.Spec{
-		EventHook:        func(e suture.Event) { log.Warn("supervisor", zap.String("event", e.String())) },
-		Timeout:          stopWait,
-		FailureThreshold: 2, FailureDecay: 30, FailureBackoff: 5 * time.Second,
-	})
-	elect := func(name string, work func(context.Context) error) *elected {
-		return &elected{leases: b.leases, name: name, holder: cfg.instance, ttl: cfg.leaseTTL, work: work, log: log.Named(name)}
+	workers := worker.NewSupervisor("orderd", stopWait, log)
+	elect := func(name string, work func(context.Context) error) *worker.Elected {
+		return worker.NewElected(b.leases, name, cfg.instance, cfg.leaseTTL, work, log.Named(name))
 	}
 	// The active projector also carries out the rebuilds of the read
 	// models: during one, its batches reach the new generation too.
@@ -191,16 +185,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	})
 	workers.Add(projector)
 	consumers := []string{"projector"}
-	var relayWorker *elected
+	var relayWorker *worker.Elected
 	if rp.work != nil {
 		relayWorker = elect(relay.Consumer, rp.work)
 		// A supervisor of its own: a relay failing while Kafka is down must
 		// not spend the failure budget that restarts the projector.
-		relaySup := suture.New("relay", suture.Spec{
-			EventHook:        func(e suture.Event) { log.Warn("supervisor", zap.String("event", e.String())) },
-			Timeout:          stopWait,
-			FailureThreshold: 2, FailureDecay: 30, FailureBackoff: 5 * time.Second,
-		})
+		relaySup := worker.NewSupervisor("relay", stopWait, log)
 		relaySup.Add(relayWorker)
 		workers.Add(relaySup)
 		consumers = append(consumers, relay.Consumer)
@@ -289,7 +279,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	case <-ctx.Done():
 		// One deadline for both stages: HTTP drains first, so that no
 		// command is appended after, then the workers finish what is in
-		// flight and catch up with the head (drainingFeed).
+		// flight and catch up with the head (worker.DrainingFeed).
 		log.Info("shutting down")
 		deadline := time.Now().Add(cfg.shutdownTimeout)
 		sctx, cancel := context.WithDeadline(context.Background(), deadline)
@@ -303,7 +293,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 				deadline = lease
 			}
 		}
-		drain.begin(deadline)
+		drain.Begin(deadline)
 	}
 	stopWork()
 	if werr := <-workDone; werr != nil && !errors.Is(werr, context.Canceled) {
