@@ -33,6 +33,7 @@ import (
 	"github.com/orderd/orderd"
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/api"
+	"github.com/orderd/orderd/internal/cli"
 	"github.com/orderd/orderd/internal/console"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/relay"
@@ -55,24 +56,27 @@ func main() {
 		usage(os.Stdout)
 		return
 	case "dlq":
-		// The operator's client of the admin API; it prints its own errors.
-		if runDLQ(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr) != nil {
+		// The clients of a running orderd; they print their own errors.
+		if cli.DLQ(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr) != nil {
 			os.Exit(1)
 		}
 		return
 	case "rebuild":
-		if runRebuild(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr, isTerminal(os.Stdout)) != nil {
+		if cli.Rebuild(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr, isTerminal(os.Stdout)) != nil {
 			os.Exit(1)
 		}
 		return
 	case "bench":
 		// Progress goes to stderr, so that the report alone is on stdout.
-		if runBench(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr, isTerminal(os.Stderr)) != nil {
+		if cli.Bench(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr, isTerminal(os.Stderr)) != nil {
 			os.Exit(1)
 		}
 		return
 	case "healthcheck":
-		err = runHealthcheck(ctx, args[1:], os.Getenv, os.Stderr)
+		if cli.Healthcheck(ctx, args[1:], os.Getenv, os.Stderr) != nil {
+			os.Exit(1)
+		}
+		return
 	case "migrate":
 		err = runMigrate(ctx, args[1:], os.Getenv, os.Stderr)
 	default:
@@ -108,8 +112,9 @@ const commandsUsage = `usage: orderd [flags]              serve the API and run 
        orderd bench [flags]        load a running orderd and report throughput and latency (orderd bench -help)
        orderd help                 this text
 
-Each subcommand takes the flags below (and has its own -help). Every flag
-has an ORDERD_ environment variable; a flag given on the command line wins.
+orderd and orderd migrate take the flags below; the other subcommands have
+flags of their own (orderd <command> -help). Every flag has an ORDERD_
+environment variable; a flag given on the command line wins.
 
 flags:
 `
