@@ -68,7 +68,9 @@ func (c *adminClient) do(ctx context.Context, method, path string, out any) erro
 	return p
 }
 
-// problemError is an admin API answer that is not a success.
+// problemError is an admin API answer that is not a success: the fields of
+// its RFC 9457 problem the clients use, in a type of their own (they import
+// nothing of the server).
 type problemError struct {
 	Status int
 	Code   string
