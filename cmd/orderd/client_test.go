@@ -92,6 +92,19 @@ func start(t testing.TB, dataDir string, env map[string]string) *service {
 	return s
 }
 
+// waitUntil polls cond every 5 ms until it holds, failing the test after
+// 20 s.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 // uuidFormat makes the validator check format: uuid. RFC 9562's pattern
 // admits version 7, which the server's ids are.
 var uuidFormat sync.Once

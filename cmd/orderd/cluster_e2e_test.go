@@ -19,6 +19,7 @@ import (
 
 	"github.com/orderd/orderd/internal/relay/kafkatest"
 	"github.com/orderd/orderd/internal/store/cqltest"
+	"github.com/orderd/orderd/internal/worker"
 )
 
 // node is one orderd process of a cluster test.
@@ -92,9 +93,9 @@ func (n *node) ready(t testing.TB) readyzBody {
 	return r
 }
 
-// active waits until exactly one living node runs worker and every living
-// node names it as the active one, and returns it.
-func (c *cluster) active(worker string, within time.Duration) *node {
+// active waits until exactly one living node runs the worker name and every
+// living node names it as the active one, and returns it.
+func (c *cluster) active(name string, within time.Duration) *node {
 	c.t.Helper()
 	deadline := time.Now().Add(within)
 	for {
@@ -102,8 +103,8 @@ func (c *cluster) active(worker string, within time.Duration) *node {
 		names := map[string]bool{}
 		nodes := c.alive()
 		for _, n := range nodes {
-			comp := n.ready(c.t).Components[worker]
-			if comp.Role == roleActive {
+			comp := n.ready(c.t).Components[name]
+			if comp.Role == worker.RoleActive {
 				actives = append(actives, n)
 			}
 			names[comp.Active] = true
@@ -112,7 +113,7 @@ func (c *cluster) active(worker string, within time.Duration) *node {
 			return actives[0]
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("no single active %s among %d nodes within %s (%d say active; they name %v)", worker, len(nodes), within, len(actives), names)
+			c.t.Fatalf("no single active %s among %d nodes within %s (%d say active; they name %v)", name, len(nodes), within, len(actives), names)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

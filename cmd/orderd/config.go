@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/orderd/orderd/internal/api"
+	"github.com/orderd/orderd/internal/cli"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/store/scylla"
@@ -485,10 +486,9 @@ func wrap(s string, width int) []string {
 }
 
 // otherVariables are the ORDERD_ variables that orderd knows besides its
-// flags': the client subcommands' (bench: ORDERD_URL; dlq and rebuild:
-// ORDERD_ADMIN_URL) and the scripts' (ORDERD_CACHE). ORDERD_TEST_ ones
-// are the tests'.
-var otherVariables = []string{"ORDERD_URL", "ORDERD_ADMIN_URL", "ORDERD_CACHE"}
+// flags': the client subcommands' (cli.EnvVars) and the scripts'
+// (ORDERD_CACHE). ORDERD_TEST_ ones are the tests'.
+var otherVariables = append(slices.Clone(cli.EnvVars), "ORDERD_CACHE")
 
 // unknownVariable is an ORDERD_ variable that orderd does not read, with
 // the known one it is closest to, if any.

@@ -154,15 +154,26 @@ func TestConformanceHelp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, args := range [][]string{{"-help"}, {"-h"}, {"help"}, {"migrate", "-help"}, {"healthcheck", "-h"}, {"dlq", "-help"}} {
+	for _, args := range [][]string{{"-help"}, {"-h"}, {"help"}, {"migrate", "-help"}, {"healthcheck", "-h"}, {"dlq", "-help"}, {"rebuild", "-help"}, {"bench", "-help"}} {
 		out, err := exec.Command(bin, args...).CombinedOutput()
 		if err != nil {
 			t.Errorf("orderd %s: %v\n%s", strings.Join(args, " "), err, out)
 			continue
 		}
 		want := []string{"migrate", "healthcheck", "dlq", "-http-addr"}
-		if args[0] == "dlq" {
+		switch args[0] {
+		case "dlq":
 			want = []string{"list", "replay", "discard", "-token"}
+		case "healthcheck":
+			want = []string{"usage: orderd healthcheck", "/healthz", "-http-addr"}
+		case "rebuild":
+			want = []string{"usage: orderd rebuild", "follow", "cancel", "-token"}
+		case "bench":
+			want = []string{"usage: orderd bench", "-mix", "-rate"}
+		}
+		// A client's -help has its own flags only, none of the server's.
+		if c := args[0]; (c == "dlq" || c == "healthcheck" || c == "rebuild" || c == "bench") && strings.Contains(string(out), "-data-dir") {
+			t.Errorf("orderd %s lists the server's flags:\n%s", strings.Join(args, " "), out)
 		}
 		for _, w := range want {
 			if !strings.Contains(string(out), w) {
@@ -172,5 +183,10 @@ func TestConformanceHelp(t *testing.T) {
 	}
 	if err := exec.Command(bin, "-no-such-flag").Run(); err == nil {
 		t.Error("orderd -no-such-flag exited 0")
+	}
+	// A client's mistyped flag: the error and a one-line hint, exit 1.
+	out, err := exec.Command(bin, "dlq", "list", "-no-such-flag").CombinedOutput()
+	if want := "orderd dlq: flag provided but not defined: -no-such-flag\nrun 'orderd dlq -help' for usage\n"; err == nil || string(out) != want {
+		t.Errorf("orderd dlq list -no-such-flag: %v, printed %q, want %q", err, out, want)
 	}
 }

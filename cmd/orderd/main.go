@@ -27,16 +27,17 @@ import (
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/thejerf/suture/v4"
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/orderd/orderd"
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/api"
+	"github.com/orderd/orderd/internal/cli"
 	"github.com/orderd/orderd/internal/console"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/relay"
+	"github.com/orderd/orderd/internal/worker"
 )
 
 func main() {
@@ -55,24 +56,27 @@ func main() {
 		usage(os.Stdout)
 		return
 	case "dlq":
-		// The operator's client of the admin API; it prints its own errors.
-		if runDLQ(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr) != nil {
+		// The clients of a running orderd; they print their own errors.
+		if cli.DLQ(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr) != nil {
 			os.Exit(1)
 		}
 		return
 	case "rebuild":
-		if runRebuild(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr, isTerminal(os.Stdout)) != nil {
+		if cli.Rebuild(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr, isTerminal(os.Stdout)) != nil {
 			os.Exit(1)
 		}
 		return
 	case "bench":
 		// Progress goes to stderr, so that the report alone is on stdout.
-		if runBench(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr, isTerminal(os.Stderr)) != nil {
+		if cli.Bench(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr, isTerminal(os.Stderr)) != nil {
 			os.Exit(1)
 		}
 		return
 	case "healthcheck":
-		err = runHealthcheck(ctx, args[1:], os.Getenv, os.Stderr)
+		if cli.Healthcheck(ctx, args[1:], os.Getenv, os.Stderr) != nil {
+			os.Exit(1)
+		}
+		return
 	case "migrate":
 		err = runMigrate(ctx, args[1:], os.Getenv, os.Stderr)
 	default:
@@ -108,7 +112,8 @@ const commandsUsage = `usage: orderd [flags]              serve the API and run 
        orderd bench [flags]        load a running orderd and report throughput and latency (orderd bench -help)
        orderd help                 this text
 
-orderd and orderd migrate take the flags below. Every flag has an ORDERD_
+orderd and orderd migrate take the flags below; the other subcommands have
+flags of their own (orderd <command> -help). Every flag has an ORDERD_
 environment variable, shown with its default; a flag given on the command
 line wins. Durations are written 500ms, 2s, 1m30s.
 `
@@ -161,9 +166,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	}
 	defer b.close()
 	// The workers follow the feed through drain, so that a graceful
-	// shutdown finishes their work in flight (see drainingFeed). SQLite's
-	// Lag is exact; on CQL a drain finishes the batch in hand.
-	drain := newDrainingFeed(b.feed, cfg.store == "sqlite")
+	// shutdown finishes their work in flight (see worker.DrainingFeed).
+	// SQLite's Lag is exact; on CQL a drain finishes the batch in hand.
+	drain := worker.NewDrainingFeed(b.feed, cfg.store == "sqlite")
 	b.feed = drain
 	rp, err := newRelay(cfg, b, reg, log.Named("relay"))
 	if err != nil {
@@ -178,15 +183,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	// The supervisors wait for their workers' drain (up to the shutdown
 	// timeout) before giving up on them.
 	stopWait := cfg.shutdownTimeout + 5*time.Second
-	// A worker that keeps failing (a disk that stays full) is restarted
-	// twice at once, then every 5-7.5 s: never a hot loop.
-	workers := suture.New("orderd", suture.Spec{
-		EventHook:        func(e suture.Event) { log.Warn("supervisor", zap.String("event", e.String())) },
-		Timeout:          stopWait,
-		FailureThreshold: 2, FailureDecay: 30, FailureBackoff: 5 * time.Second,
-	})
-	elect := func(name string, work func(context.Context) error) *elected {
-		return &elected{leases: b.leases, name: name, holder: cfg.instance, ttl: cfg.leaseTTL, work: work, log: log.Named(name)}
+	workers := worker.NewSupervisor("orderd", stopWait, log)
+	elect := func(name string, work func(context.Context) error) *worker.Elected {
+		return worker.NewElected(b.leases, name, cfg.instance, cfg.leaseTTL, work, log.Named(name))
 	}
 	// The active projector also carries out the rebuilds of the read
 	// models: during one, its batches reach the new generation too.
@@ -199,16 +198,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	})
 	workers.Add(projector)
 	consumers := []string{"projector"}
-	var relayWorker *elected
+	var relayWorker *worker.Elected
 	if rp.work != nil {
 		relayWorker = elect(relay.Consumer, rp.work)
 		// A supervisor of its own: a relay failing while Kafka is down must
 		// not spend the failure budget that restarts the projector.
-		relaySup := suture.New("relay", suture.Spec{
-			EventHook:        func(e suture.Event) { log.Warn("supervisor", zap.String("event", e.String())) },
-			Timeout:          stopWait,
-			FailureThreshold: 2, FailureDecay: 30, FailureBackoff: 5 * time.Second,
-		})
+		relaySup := worker.NewSupervisor("relay", stopWait, log)
 		relaySup.Add(relayWorker)
 		workers.Add(relaySup)
 		consumers = append(consumers, relay.Consumer)
@@ -298,7 +293,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	case <-ctx.Done():
 		// One deadline for both stages: HTTP drains first, so that no
 		// command is appended after, then the workers finish what is in
-		// flight and catch up with the head (drainingFeed).
+		// flight and catch up with the head (worker.DrainingFeed).
 		log.Info("shutting down")
 		deadline := time.Now().Add(cfg.shutdownTimeout)
 		sctx, cancel := context.WithDeadline(context.Background(), deadline)
@@ -312,7 +307,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 				deadline = lease
 			}
 		}
-		drain.begin(deadline)
+		drain.Begin(deadline)
 	}
 	stopWork()
 	if werr := <-workDone; werr != nil && !errors.Is(werr, context.Canceled) {

@@ -10,6 +10,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderd/orderd"
+	"github.com/orderd/orderd/internal/cli"
 )
 
 // TestCustomer: registration, changes, the customer view with
@@ -158,10 +159,10 @@ func TestHealthcheck(t *testing.T) {
 	s := start(t, "", nil)
 	addr := strings.TrimPrefix(s.base, "http://")
 	env := func(k string) string { return map[string]string{"ORDERD_HTTP_ADDR": addr}[k] }
-	if err := runHealthcheck(t.Context(), nil, env, io.Discard); err != nil {
+	if err := cli.Healthcheck(t.Context(), nil, env, io.Discard); err != nil {
 		t.Fatalf("healthcheck of a running orderd: %v", err)
 	}
-	if err := runHealthcheck(t.Context(), []string{"-http-addr", "127.0.0.1:1"}, env, io.Discard); err == nil {
+	if err := cli.Healthcheck(t.Context(), []string{"-http-addr", "127.0.0.1:1"}, env, io.Discard); err == nil {
 		t.Fatal("healthcheck passed with nothing listening")
 	}
 }

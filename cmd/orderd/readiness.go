@@ -7,6 +7,7 @@ import (
 	"github.com/orderd/orderd/internal/api"
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/store"
+	"github.com/orderd/orderd/internal/worker"
 )
 
 // readiness reports each component for /readyz: the store; the projector
@@ -21,7 +22,7 @@ import (
 // relay and dead letters make it "degraded", not unready: commands are
 // still accepted and kept in the outbox, so the instance should keep
 // serving. A standby is "up": it is ready to take over.
-func readiness(b *backend, projector, relayWorker *elected, rl *relay.Relay) api.Readiness {
+func readiness(b *backend, projector, relayWorker *worker.Elected, rl *relay.Relay) api.Readiness {
 	return func(ctx context.Context) map[string]api.Component {
 		out := map[string]api.Component{}
 		if err := b.ping(ctx); err != nil {
@@ -38,9 +39,9 @@ func readiness(b *backend, projector, relayWorker *elected, rl *relay.Relay) api
 			switch {
 			case c.Status == "down":
 				c.Status, c.Detail = "degraded", breaker+"; "+c.Detail
-			case c.Role == roleActive && rl.Breaker() != "closed":
+			case c.Role == worker.RoleActive && rl.Breaker() != "closed":
 				c.Status, c.Detail = "degraded", breaker
-			case c.Role == roleActive:
+			case c.Role == worker.RoleActive:
 				c.Detail = breaker
 			}
 			out["relay"] = c
@@ -61,13 +62,13 @@ func readiness(b *backend, projector, relayWorker *elected, rl *relay.Relay) api
 }
 
 // workerComponent is a worker's part of /readyz.
-func workerComponent(ctx context.Context, feed store.Feed, w *elected) api.Component {
-	st := w.state()
-	c := api.Component{Status: "up", Role: st.role, Active: st.leader}
-	if st.err != nil {
-		c.Status, c.Detail = "down", st.err.Error()
+func workerComponent(ctx context.Context, feed store.Feed, w *worker.Elected) api.Component {
+	st := w.State()
+	c := api.Component{Status: "up", Role: st.Role, Active: st.Leader}
+	if st.Err != nil {
+		c.Status, c.Detail = "down", st.Err.Error()
 	}
-	if lag, err := feed.Lag(ctx, w.name); err == nil && lag.Known {
+	if lag, err := feed.Lag(ctx, w.Name()); err == nil && lag.Known {
 		events, seconds := lag.Events, lag.Age.Seconds()
 		c.Lag, c.LagSeconds = &events, &seconds
 	}

@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/orderd/orderd/internal/cli"
 	"github.com/orderd/orderd/internal/readmodel/readmodeltest"
 	"github.com/orderd/orderd/internal/store"
 )
@@ -105,7 +106,7 @@ func TestRebuildCommand(t *testing.T) {
 
 	var out, errOut bytes.Buffer
 	args := []string{"-addr", s.base, "-token", rebuildToken, "-every", "20ms"}
-	if err := runRebuild(t.Context(), args, func(string) string { return "" }, &out, &errOut, false); err != nil {
+	if err := cli.Rebuild(t.Context(), args, func(string) string { return "" }, &out, &errOut, false); err != nil {
 		t.Fatalf("orderd rebuild: %v\nstdout:\n%s\nstderr:\n%s", err, &out, &errOut)
 	}
 	t.Logf("orderd rebuild printed:\n%s", &out)
@@ -132,14 +133,14 @@ func TestRebuildCommand(t *testing.T) {
 
 	// status prints one line; cancelling an ended rebuild is a conflict.
 	out.Reset()
-	if err := runRebuild(t.Context(), append(args, "status"), func(string) string { return "" }, &out, &errOut, false); err != nil {
+	if err := cli.Rebuild(t.Context(), append(args, "status"), func(string) string { return "" }, &out, &errOut, false); err != nil {
 		t.Fatalf("orderd rebuild status: %v", err)
 	}
 	if !strings.Contains(out.String(), r.ID.String()+": done") {
 		t.Fatalf("orderd rebuild status printed %q", &out)
 	}
 	errOut.Reset()
-	if err := runRebuild(t.Context(), append(args, "cancel", r.ID.String()), func(string) string { return "" }, &out, &errOut, false); err == nil ||
+	if err := cli.Rebuild(t.Context(), append(args, "cancel", r.ID.String()), func(string) string { return "" }, &out, &errOut, false); err == nil ||
 		!strings.Contains(errOut.String(), "rebuild_ended") {
 		t.Fatalf("orderd rebuild cancel of an ended rebuild: %v, stderr %q", err, &errOut)
 	}
@@ -180,12 +181,12 @@ func TestRebuildCommand(t *testing.T) {
 		t.Fatalf("409's Location %q, want the running rebuild", loc)
 	}
 	errOut.Reset()
-	if err := runRebuild(t.Context(), args, func(string) string { return "" }, &out, &errOut, false); err == nil ||
+	if err := cli.Rebuild(t.Context(), args, func(string) string { return "" }, &out, &errOut, false); err == nil ||
 		!strings.Contains(errOut.String(), "orderd rebuild follow") {
 		t.Fatalf("orderd rebuild while one runs: %v, stderr %q", err, &errOut)
 	}
 	out.Reset()
-	if err := runRebuild(t.Context(), append(args, "follow", first.ID.String()), func(string) string { return "" }, &out, &errOut, false); err != nil {
+	if err := cli.Rebuild(t.Context(), append(args, "follow", first.ID.String()), func(string) string { return "" }, &out, &errOut, false); err != nil {
 		t.Fatalf("orderd rebuild follow: %v\n%s", err, &out)
 	}
 	if r := s.rebuild(t, "/v1/admin/rebuilds/"+first.ID.String()); r.State != "done" || *r.Generation != 2 {

@@ -20,6 +20,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/orderd/orderd/internal/cli"
 	"github.com/orderd/orderd/internal/relay/kafkatest"
 )
 
@@ -446,7 +447,7 @@ func TestRelayDeadLetterReplay(t *testing.T) {
 	getenv := func(k string) string {
 		return map[string]string{"ORDERD_ADMIN_URL": s.base, "ORDERD_ADMIN_TOKEN": "s3cret"}[k]
 	}
-	if err := runDLQ(t.Context(), []string{"replay", strconv.FormatInt(list.DeadLetters[0].ID, 10)}, getenv, &out, &errOut); err != nil {
+	if err := cli.DLQ(t.Context(), []string{"replay", strconv.FormatInt(list.DeadLetters[0].ID, 10)}, getenv, &out, &errOut); err != nil {
 		t.Fatalf("orderd dlq replay: %v\n%s", err, errOut.String())
 	}
 	if !strings.Contains(out.String(), "2 event(s) published") {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/orderd/orderd/internal/relay/kafkatest"
 	"github.com/orderd/orderd/internal/store/cqltest"
+	"github.com/orderd/orderd/internal/worker"
 )
 
 // scyllaEnv is the environment of an orderd on the test's CQL node, in a
@@ -76,7 +77,7 @@ func TestScyllaBackendOnCassandra(t *testing.T) {
 		Components map[string]struct{ Status, Detail, Role, Active string }
 	}
 	s.do(t, "GET", "/readyz", nil, http.StatusOK).json(t, &ready)
-	if c := ready.Components["projector"]; c.Status != "up" || c.Role != roleActive || c.Active == "" {
+	if c := ready.Components["projector"]; c.Status != "up" || c.Role != worker.RoleActive || c.Active == "" {
 		t.Errorf("projector: %+v, want up and active on this instance", c)
 	}
 	if c := ready.Components["relay"]; c.Status != "off" {

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"context"
@@ -43,20 +43,18 @@ func (r rebuildJSON) ended() bool {
 	return r.State == "done" || r.State == "failed" || r.State == "cancelled"
 }
 
-// runRebuild is `orderd rebuild`, a client of the admin API. Like runDLQ it
-// prints every failure once, as "orderd rebuild: …", to stderr and returns
-// it. terminal says whether stdout is one: then progress is a bar redrawn
-// in place.
-func runRebuild(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, terminal bool) (err error) {
-	defer func() {
-		if err != nil {
-			fmt.Fprintln(stderr, "orderd rebuild:", err)
-		}
-	}()
-	fs, client := adminFlags("orderd rebuild", rebuildUsage, getenv, stderr)
+// Rebuild is `orderd rebuild`, a client of the admin API at -addr
+// (ORDERD_ADMIN_URL) with the token -token (ORDERD_ADMIN_TOKEN). Like DLQ
+// it prints every failure once, as "orderd rebuild: …", to stderr and
+// returns it; following a rebuild that failed or was cancelled is such a
+// failure. terminal says whether stdout is one: then progress is a bar
+// redrawn in place. -help prints the usage and returns nil.
+func Rebuild(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, terminal bool) (err error) {
+	defer func() { report(stderr, "rebuild", err) }()
+	fs, client := adminFlags("rebuild", rebuildUsage, getenv, stderr)
 	detach := fs.Bool("detach", false, "start the rebuild, print its ID and exit without following it")
 	every := fs.Duration("every", 250*time.Millisecond, "how often to ask for progress while following")
-	words, err := parseWords(fs, args)
+	words, err := fs.parse(args)
 	if err != nil || words == nil {
 		return err
 	}
@@ -102,8 +100,7 @@ func runRebuild(ctx context.Context, args []string, getenv func(string) string, 
 			path = "/v1/admin/rebuilds/" + id.String()
 		}
 	default:
-		fs.Usage()
-		return fmt.Errorf("unknown command %q", cmd)
+		return &usageError{fmt.Errorf("unknown command %q", cmd)}
 	}
 	switch cmd {
 	case "follow":

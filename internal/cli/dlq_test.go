@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -11,11 +11,14 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
@@ -164,11 +167,36 @@ func serveChecked(t *testing.T, router routers.Router, h http.Handler, w http.Re
 	_, _ = w.Write(rec.Body.Bytes())
 }
 
+// uuidFormat makes the validator check format: uuid. RFC 9562's pattern
+// admits version 7, which the server's ids are.
+var uuidFormat sync.Once
+
+// contract loads openapi.yaml, the one contract, for base.
+func contract(t testing.TB, base string) routers.Router {
+	t.Helper()
+	uuidFormat.Do(func() {
+		openapi3.DefineStringFormatValidator("uuid", openapi3.NewRegexpFormatValidator(openapi3.FormatOfStringForUUIDOfRFC9562))
+	})
+	doc, err := openapi3.NewLoader().LoadFromData(orderd.OpenAPI)
+	if err != nil {
+		t.Fatalf("load openapi.yaml: %v", err)
+	}
+	if err := doc.Validate(context.Background()); err != nil {
+		t.Fatalf("openapi.yaml is not valid: %v", err)
+	}
+	doc.Servers = openapi3.Servers{{URL: base}}
+	r, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		t.Fatalf("route openapi.yaml: %v", err)
+	}
+	return r
+}
+
 // dlqRun runs the CLI with env as its environment.
 func dlqRun(t *testing.T, env map[string]string, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	err = runDLQ(context.Background(), args, func(k string) string { return env[k] }, &out, &errOut)
+	err = DLQ(context.Background(), args, func(k string) string { return env[k] }, &out, &errOut)
 	return out.String(), errOut.String(), err
 }
 
@@ -254,33 +282,58 @@ func TestDLQProblems(t *testing.T) {
 	base, _ := dlqServer(t, dlqToken)
 	off, _ := dlqServer(t, "")
 	env := map[string]string{"ORDERD_ADMIN_URL": base, "ORDERD_ADMIN_TOKEN": dlqToken}
+	const hint = "run 'orderd dlq -help' for usage"
 	for _, c := range []struct {
 		name   string
 		env    map[string]string
 		args   []string
-		stderr string // the start of the last line
+		stderr string // the start of the last line; with usage, of the line before the hint
+		usage  bool   // a mistyped flag or command: the error, then the one-line hint
 	}{
-		{"unknown id", env, []string{"show", "99"}, "orderd dlq: 404 dead_letter_not_found: no dead letter has id 99"},
-		{"wrong token", env, []string{"list", "-token", "nope"}, "orderd dlq: 401 unauthorized: the bearer token is not the admin token"},
-		{"no token", map[string]string{"ORDERD_ADMIN_URL": base}, []string{"list"}, "orderd dlq: 401 unauthorized: the admin API needs an Authorization: Bearer <token> header (no token given"},
-		{"admin off", env, []string{"list", "-addr", off}, "orderd dlq: 404 not_found: no such route (is orderd at " + off},
-		{"unreachable", env, []string{"list", "-addr", "http://127.0.0.1:1"}, "orderd dlq: cannot reach orderd at http://127.0.0.1:1"},
-		{"no command", env, nil, "orderd dlq: a command is required"},
-		{"unknown command", env, []string{"purge"}, `orderd dlq: unknown command "purge"`},
-		{"no id", env, []string{"replay"}, "orderd dlq: replay takes one dead letter ID"},
-		{"bad id", env, []string{"discard", "x"}, `orderd dlq: discard: the ID must be a dead letter id (a whole number of 1 or more), not "x"`},
-		{"id for list", env, []string{"list", "3"}, `orderd dlq: list takes no ID`},
-		{"unknown flag", env, []string{"list", "-force"}, "orderd dlq: flag provided but not defined: -force"},
+		{"unknown id", env, []string{"show", "99"}, "orderd dlq: 404 dead_letter_not_found: no dead letter has id 99", false},
+		{"wrong token", env, []string{"list", "-token", "nope"}, "orderd dlq: 401 unauthorized: the bearer token is not the admin token", false},
+		{"no token", map[string]string{"ORDERD_ADMIN_URL": base}, []string{"list"}, "orderd dlq: 401 unauthorized: the admin API needs an Authorization: Bearer <token> header (no token given", false},
+		{"admin off", env, []string{"list", "-addr", off}, "orderd dlq: 404 not_found: no such route (is orderd at " + off, false},
+		{"unreachable", env, []string{"list", "-addr", "http://127.0.0.1:1"}, "orderd dlq: cannot reach orderd at http://127.0.0.1:1", false},
+		{"no command", env, nil, "orderd dlq: a command is required", false},
+		{"unknown command", env, []string{"purge"}, `orderd dlq: unknown command "purge"`, true},
+		{"no id", env, []string{"replay"}, "orderd dlq: replay takes one dead letter ID", false},
+		{"bad id", env, []string{"discard", "x"}, `orderd dlq: discard: the ID must be a dead letter id (a whole number of 1 or more), not "x"`, false},
+		{"id for list", env, []string{"list", "3"}, `orderd dlq: list takes no ID`, false},
+		{"unknown flag", env, []string{"list", "-force"}, "orderd dlq: flag provided but not defined: -force", true},
+		{"bad flag value", env, []string{"list", "-limit", "many"}, `orderd dlq: invalid value "many" for flag -limit`, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			out, errOut, err := dlqRun(t, c.env, c.args...)
 			lines := strings.Split(strings.TrimSpace(errOut), "\n")
-			if err == nil || out != "" || !strings.HasPrefix(lines[len(lines)-1], c.stderr) {
-				t.Errorf("err %v, stdout %q, stderr:\n%s\nwant the last line to start with %q", err, out, errOut, c.stderr)
+			last := lines[len(lines)-1]
+			if c.usage {
+				// Not the whole usage text: the error and the hint alone.
+				if len(lines) != 2 || last != hint {
+					t.Errorf("stderr:\n%s\nwant the error and then %q alone", errOut, hint)
+				}
+				last = lines[0]
+			} else if strings.Contains(errOut, hint) {
+				t.Errorf("stderr:\n%s\nwant no hint to -help", errOut)
+			}
+			if err == nil || out != "" || !strings.HasPrefix(last, c.stderr) {
+				t.Errorf("err %v, stdout %q, stderr:\n%s\nwant the error line to start with %q", err, out, errOut, c.stderr)
 			}
 		})
 	}
-	if _, errOut, err := dlqRun(t, env, "-help"); err != nil || !strings.Contains(errOut, "usage: orderd dlq list") {
+	// -help describes dlq and its own flags only, on stderr.
+	out, errOut, err := dlqRun(t, env, "-help")
+	if err != nil || out != "" || !strings.Contains(errOut, "usage: orderd dlq list") {
 		t.Errorf("-help: %v\n%s", err, errOut)
+	}
+	for _, f := range []string{"-addr", "-token", "-after", "-limit"} {
+		if !strings.Contains(errOut, f) {
+			t.Errorf("-help does not mention %s:\n%s", f, errOut)
+		}
+	}
+	for _, f := range []string{"-http-addr", "-store", "-kafka-brokers", "-mix"} {
+		if strings.Contains(errOut, f) {
+			t.Errorf("-help mentions %s, not a flag of dlq:\n%s", f, errOut)
+		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package cli
 
 import (
 	"bytes"
@@ -71,17 +71,14 @@ type benchConfig struct {
 	json        bool
 }
 
-// runBench is `orderd bench`, a load generator for a running orderd. It
-// prints every failure to start, as "orderd bench: …", to stderr and
-// returns it; errors of the operations themselves are counted in the report,
-// not returned. -help prints the usage and returns nil. terminal says
-// whether stderr is one: then progress is one line redrawn in place.
-func runBench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, terminal bool) (err error) {
-	defer func() {
-		if err != nil {
-			fmt.Fprintln(stderr, "orderd bench:", err)
-		}
-	}()
+// Bench is `orderd bench`, a load generator for the running orderd at
+// -addr (ORDERD_URL). It prints the report to stdout, progress to stderr,
+// and every failure to start, as "orderd bench: …", to stderr and returns
+// it; errors of the operations themselves are counted in the report, not
+// returned. -help prints the usage and returns nil. terminal says whether
+// stderr is one: then progress is one line redrawn in place.
+func Bench(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer, terminal bool) (err error) {
+	defer func() { report(stderr, "bench", err) }()
 	cfg, err := parseBenchFlags(args, getenv, stderr)
 	if err != nil || cfg == nil {
 		return err
@@ -108,7 +105,7 @@ func runBench(ctx context.Context, args []string, getenv func(string) string, st
 // parseBenchFlags reads the flags; it returns a nil config and no error
 // after -help.
 func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer) (*benchConfig, error) {
-	fs := clientFlags("orderd bench", benchUsage, stderr)
+	fs := newCommand("bench", benchUsage, stderr)
 	cfg := &benchConfig{}
 	addr := fs.String("addr", cmp.Or(getenv("ORDERD_URL"), "http://127.0.0.1:8080"), "orderd's base `URL` (ORDERD_URL)")
 	fs.StringVar(&cfg.mix, "mix", "create", "what to send: `create` or lifecycle")
@@ -118,7 +115,7 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	fs.Float64Var(&cfg.rate, "rate", 0, "`R` operations per second, scheduled at a constant pace (open loop); 0: as fast as answered (closed loop)")
 	fs.DurationVar(&cfg.warmup, "warmup", 0, "run the same load this long first, unmeasured")
 	fs.BoolVar(&cfg.json, "json", false, "print the report as one JSON object")
-	words, err := parseWords(fs, args)
+	words, err := fs.parse(args)
 	if err != nil || words == nil {
 		return nil, err
 	}

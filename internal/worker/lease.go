@@ -1,4 +1,12 @@
-package main
+// Package worker runs orderd's background workers (the projector, the
+// relay) on the one instance of a cluster that holds each worker's lease,
+// with the others standing by to take over, and lets a graceful shutdown
+// finish their work in flight.
+//
+// Elected is one worker's lease taking, standby and handover; DrainingFeed
+// is the change feed the workers subscribe to, which drains on shutdown;
+// NewSupervisor is the supervisor that restarts a failing worker.
+package worker
 
 import (
 	"context"
@@ -12,17 +20,17 @@ import (
 	"github.com/orderd/orderd/internal/store"
 )
 
-// errLeaseLost ends a worker's context when its instance no longer holds
-// the worker's lease.
-var errLeaseLost = errors.New("lease lost")
+// ErrLeaseLost is the cause of a worker's context ending when its instance
+// no longer holds the worker's lease (context.Cause tells it).
+var ErrLeaseLost = errors.New("lease lost")
 
 // Roles of an instance for one worker, as /readyz shows them.
 const (
-	roleActive  = "active"
-	roleStandby = "standby"
+	RoleActive  = "active"  // this instance holds the lease and runs the worker
+	RoleStandby = "standby" // another instance does, or nobody yet
 )
 
-// elected runs a worker on the one instance that holds its lease; on the
+// Elected runs a worker on the one instance that holds its lease; on the
 // others it stands by, trying to take the lease every ttl/3, so that one of
 // them takes over within the ttl when the holder dies.
 //
@@ -32,7 +40,9 @@ const (
 // passes without a renewal, whether the store answered or not: a holder
 // that was paused or cut off never acts beside its successor, which
 // cannot take the lease before that same deadline.
-type elected struct {
+//
+// Make one with NewElected and run it under a supervisor (NewSupervisor).
+type Elected struct {
 	leases store.Leases
 	name   string // the lease, and the worker's name
 	holder string // this instance
@@ -46,18 +56,30 @@ type elected struct {
 	err    error  // why the worker last failed, until it runs again
 }
 
-// workerState is what /readyz shows of an elected worker.
-type workerState struct {
-	role, leader string
-	err          error
+// NewElected returns the elected worker name, run by work while holder
+// (this instance) holds the lease name in leases, which lasts ttl
+// unrenewed. work's context ends when the lease is lost (its cause wraps
+// ErrLeaseLost) or when Serve's context ends; work returns nil then, or
+// the error that made it fail. ttl must be at least a few milliseconds:
+// renewals come every ttl/3.
+func NewElected(leases store.Leases, name, holder string, ttl time.Duration, work func(ctx context.Context) error, log *zap.Logger) *Elected {
+	return &Elected{leases: leases, name: name, holder: holder, ttl: ttl, work: work, log: log}
+}
+
+// State is what /readyz shows of an elected worker.
+type State struct {
+	Role   string // RoleActive or RoleStandby
+	Leader string // the holder last seen, this instance or another; "" when unknown
+	Err    error  // why the worker last failed, until it runs again; nil when it did not
 }
 
 // Serve takes turns between standing by and working until ctx ends (then
 // it returns nil) or the worker fails (then it gives the lease up, so that
-// a standby can take over at once, and returns the error for the
-// supervisor).
-func (e *elected) Serve(ctx context.Context) (err error) {
-	e.setRole(roleStandby, "")
+// a standby can take over at once, and returns the error, prefixed with
+// the worker's name, for the supervisor). A panic of the worker is
+// recorded in State and passed on.
+func (e *Elected) Serve(ctx context.Context) (err error) {
+	e.setRole(RoleStandby, "")
 	defer func() {
 		// The supervisor recovers a panic; record it on the way.
 		if p := recover(); p != nil {
@@ -92,7 +114,7 @@ func (e *elected) Serve(ctx context.Context) (err error) {
 }
 
 // try takes or renews the lease within a third of its ttl.
-func (e *elected) try(ctx context.Context) (bool, error) {
+func (e *Elected) try(ctx context.Context) (bool, error) {
 	actx, cancel := context.WithTimeout(ctx, e.ttl/3)
 	defer cancel()
 	ok, err := e.leases.Acquire(actx, e.name, e.holder, e.ttl)
@@ -112,10 +134,10 @@ func (e *elected) try(ctx context.Context) (bool, error) {
 }
 
 // hold runs the worker while the lease taken at sent lasts.
-func (e *elected) hold(ctx context.Context, sent time.Time) error {
+func (e *Elected) hold(ctx context.Context, sent time.Time) error {
 	lctx := newLeaseContext(ctx, sent.Add(e.ttl))
 	defer lctx.stop()
-	e.setRole(roleActive, e.holder)
+	e.setRole(RoleActive, e.holder)
 	e.fail(nil)
 	e.log.Info("lease taken: this instance runs the worker", zap.String("lease", e.name), zap.String("holder", e.holder))
 	done := make(chan error, 1)
@@ -126,11 +148,11 @@ func (e *elected) hold(ctx context.Context, sent time.Time) error {
 	for {
 		select {
 		case err := <-done:
-			e.setRole(roleStandby, "")
+			e.setRole(RoleStandby, "")
 			if rerr := e.leases.Release(context.WithoutCancel(ctx), e.name, e.holder); rerr != nil {
 				e.log.Warn("lease: release", zap.String("lease", e.name), zap.Error(rerr))
 			}
-			if err != nil && !errors.Is(err, errLeaseLost) && ctx.Err() == nil {
+			if err != nil && !errors.Is(err, ErrLeaseLost) && ctx.Err() == nil {
 				return fmt.Errorf("%s: %w", e.name, err)
 			}
 			if ctx.Err() == nil {
@@ -144,7 +166,7 @@ func (e *elected) hold(ctx context.Context, sent time.Time) error {
 			case err == nil && ok:
 				lctx.extend(sent.Add(e.ttl))
 			case err == nil:
-				lctx.lose(fmt.Errorf("%w: %s holds it now", errLeaseLost, e.leaderSeen()))
+				lctx.lose(fmt.Errorf("%w: %s holds it now", ErrLeaseLost, e.leaderSeen()))
 			default: // keep working until the deadline; the next renewal may get through
 				e.log.Warn("lease: renewal failed", zap.String("lease", e.name), zap.Error(err))
 			}
@@ -152,7 +174,7 @@ func (e *elected) hold(ctx context.Context, sent time.Time) error {
 	}
 }
 
-func (e *elected) setRole(role, leader string) {
+func (e *Elected) setRole(role, leader string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.role = role
@@ -161,7 +183,7 @@ func (e *elected) setRole(role, leader string) {
 	}
 }
 
-func (e *elected) leaderSeen() string {
+func (e *Elected) leaderSeen() string {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.leader == "" {
@@ -171,21 +193,24 @@ func (e *elected) leaderSeen() string {
 }
 
 // fail records why the worker failed; nil clears it.
-func (e *elected) fail(err error) {
+func (e *Elected) fail(err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.err = err
 	if err != nil {
-		e.role = roleStandby
+		e.role = RoleStandby
 	}
 }
 
-// state returns this instance's role, the holder it last saw, and why the
+// Name returns the worker's name, which is also its lease's.
+func (e *Elected) Name() string { return e.name }
+
+// State returns this instance's role, the holder it last saw, and why the
 // worker last failed.
-func (e *elected) state() workerState {
+func (e *Elected) State() State {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return workerState{e.role, e.leader, e.err}
+	return State{Role: e.role, Leader: e.leader, Err: e.err}
 }
 
 // leaseContext is a worker's context while its lease lasts. Err checks the
@@ -224,7 +249,7 @@ func (c *leaseContext) Err() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err == nil && !time.Now().Before(c.deadline) {
-		c.endLocked(fmt.Errorf("%w: not renewed before its deadline", errLeaseLost))
+		c.endLocked(fmt.Errorf("%w: not renewed before its deadline", ErrLeaseLost))
 	}
 	return c.err
 }
@@ -244,7 +269,7 @@ func (c *leaseContext) expire() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err == nil && !time.Now().Before(c.deadline) {
-		c.endLocked(fmt.Errorf("%w: not renewed before its deadline", errLeaseLost))
+		c.endLocked(fmt.Errorf("%w: not renewed before its deadline", ErrLeaseLost))
 	}
 }
 

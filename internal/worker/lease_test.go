@@ -1,4 +1,4 @@
-package main
+package worker
 
 import (
 	"context"
@@ -98,8 +98,8 @@ func (p *pausable) Acquire(ctx context.Context, name, holder string, ttl time.Du
 	return p.Leases.Acquire(ctx, name, holder, ttl)
 }
 
-func newElected(t *testing.T, l store.Leases, holder string, ttl time.Duration, work func(context.Context) error) (*elected, func()) {
-	e := &elected{leases: l, name: "relay", holder: holder, ttl: ttl, work: work, log: zaptest.NewLogger(t)}
+func newElected(t *testing.T, l store.Leases, holder string, ttl time.Duration, work func(context.Context) error) (*Elected, func()) {
+	e := NewElected(l, "relay", holder, ttl, work, zaptest.NewLogger(t))
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
 	go func() { done <- e.Serve(ctx) }()
@@ -139,11 +139,15 @@ func TestElectedOneActive(t *testing.T) {
 	acts := &actions{at: map[string][]time.Time{}}
 	const ttl = 600 * time.Millisecond
 	a, stopA := newElected(t, l, "a", ttl, acts.worker("a"))
-	waitUntil(t, "a is active", func() bool { return a.state().role == roleActive })
+	waitUntil(t, "a is active", func() bool { return a.State().Role == RoleActive })
+	// An instance turns active before its worker's goroutine first acts,
+	// under load well before: a's last action is compared below, so wait
+	// until it has acted at all.
+	waitUntil(t, "a acts", func() bool { _, ok := acts.first("a"); return ok })
 	b, stopB := newElected(t, l, "b", ttl, acts.worker("b"))
 	defer stopB()
-	waitUntil(t, "b has seen a as the leader", func() bool { return b.state().leader == "a" })
-	if r := b.state().role; r != roleStandby {
+	waitUntil(t, "b has seen a as the leader", func() bool { return b.State().Leader == "a" })
+	if r := b.State().Role; r != RoleStandby {
 		t.Fatalf("b is %s while a holds the lease", r)
 	}
 	if _, acted := acts.first("b"); acted {
@@ -151,7 +155,10 @@ func TestElectedOneActive(t *testing.T) {
 	}
 
 	stopA() // a clean stop releases the lease
-	waitUntil(t, "b takes over", func() bool { return b.state().role == roleActive })
+	waitUntil(t, "b takes over", func() bool { return b.State().Role == RoleActive })
+	// Likewise b: its first action is what a's last must precede, so wait
+	// for it rather than compare with a time not yet recorded.
+	waitUntil(t, "b acts", func() bool { _, ok := acts.first("b"); return ok })
 	firstB, _ := acts.first("b")
 	if lastA := acts.last("a"); !lastA.Before(firstB) {
 		t.Errorf("a acted at %v, after b started at %v", lastA, firstB)
@@ -168,12 +175,13 @@ func TestElectedStaleHolder(t *testing.T) {
 	cut := &pausable{Leases: l}
 	a, stopA := newElected(t, cut, "a", ttl, acts.worker("a"))
 	defer stopA()
-	waitUntil(t, "a is active", func() bool { return a.state().role == roleActive })
+	waitUntil(t, "a is active", func() bool { return a.State().Role == RoleActive })
+	waitUntil(t, "a acts", func() bool { _, ok := acts.first("a"); return ok }) // see TestElectedOneActive
 	b, stopB := newElected(t, l, "b", ttl, acts.worker("b"))
 	defer stopB()
 
 	cut.pause() // a's renewals hang from now on
-	waitUntil(t, "b takes over", func() bool { return b.state().role == roleActive })
+	waitUntil(t, "b takes over", func() bool { return b.State().Role == RoleActive })
 	waitUntil(t, "b acts", func() bool { _, ok := acts.first("b"); return ok })
 	firstB, _ := acts.first("b")
 	if lastA := acts.last("a"); !lastA.Before(firstB) {
@@ -181,9 +189,9 @@ func TestElectedStaleHolder(t *testing.T) {
 	}
 
 	cut.resume()
-	waitUntil(t, "a stands by", func() bool { st := a.state(); return st.role == roleStandby && st.leader == "b" })
+	waitUntil(t, "a stands by", func() bool { st := a.State(); return st.Role == RoleStandby && st.Leader == "b" })
 	time.Sleep(2 * ttl) // a tries again meanwhile; it must keep standing by
-	if r := a.state().role; r != roleStandby {
+	if r := a.State().Role; r != RoleStandby {
 		t.Errorf("the old holder is %s after it came back, want standby", r)
 	}
 	if lastA := acts.last("a"); !lastA.Before(firstB) {

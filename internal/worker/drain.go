@@ -1,4 +1,4 @@
-package main
+package worker
 
 import (
 	"context"
@@ -8,8 +8,8 @@ import (
 	"github.com/orderd/orderd/internal/store"
 )
 
-// drainingFeed is the feed the workers subscribe to. It lets a graceful
-// shutdown finish the work in flight: once begin was called, a
+// DrainingFeed is the feed the workers subscribe to. It lets a graceful
+// shutdown finish the work in flight: once Begin was called, a
 // subscription whose context ends does not stop at once but keeps handing
 // batches until its consumer has caught up with the head (where the
 // backend's Lag is exact, as on SQLite, whose head stops moving once HTTP
@@ -18,32 +18,37 @@ import (
 // the drain's deadline, when the batch in flight is abandoned as before.
 // The feed then saves the consumer's progress as it does at every stop.
 //
-// Only shutdown drains: a context that ends before begin (the worker's
+// Only shutdown drains: a context that ends before Begin (the worker's
 // lease lost, say) stops the subscription at once, so that an instance
 // that lost its lease does not act beside its successor.
-type drainingFeed struct {
+type DrainingFeed struct {
 	store.Feed
 	exact bool // Lag counts exactly what the consumer has not handled
 
 	once     sync.Once
-	started  chan struct{} // closed by begin
+	started  chan struct{} // closed by Begin
 	deadline time.Time
 }
 
-func newDrainingFeed(feed store.Feed, exact bool) *drainingFeed {
-	return &drainingFeed{Feed: feed, exact: exact, started: make(chan struct{})}
+// NewDrainingFeed wraps feed. exact says that feed's Lag counts exactly
+// what a consumer has not handled yet (SQLite's does; CQL's cannot, as
+// other instances keep appending): then a drain runs until the consumer
+// has caught up, otherwise it ends after the batch in hand.
+func NewDrainingFeed(feed store.Feed, exact bool) *DrainingFeed {
+	return &DrainingFeed{Feed: feed, exact: exact, started: make(chan struct{})}
 }
 
-// begin makes the subscriptions whose contexts end from now on drain until
-// deadline at the latest. Call it before ending the workers' context.
-func (f *drainingFeed) begin(deadline time.Time) {
+// Begin makes the subscriptions whose contexts end from now on drain until
+// deadline at the latest. Call it before ending the workers' context;
+// calls after the first do nothing.
+func (f *DrainingFeed) Begin(deadline time.Time) {
 	f.once.Do(func() {
 		f.deadline = deadline
 		close(f.started)
 	})
 }
 
-func (f *drainingFeed) draining() bool {
+func (f *DrainingFeed) draining() bool {
 	select {
 	case <-f.started:
 		return true
@@ -53,8 +58,8 @@ func (f *drainingFeed) draining() bool {
 }
 
 // Subscribe is the inner feed's Subscribe under a context that outlives
-// ctx by the drain.
-func (f *drainingFeed) Subscribe(ctx context.Context, consumer string, h store.Handler) error {
+// ctx by the drain. It returns what the inner Subscribe returns.
+func (f *DrainingFeed) Subscribe(ctx context.Context, consumer string, h store.Handler) error {
 	inner, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
 	var (
@@ -135,7 +140,7 @@ func (f *drainingFeed) Subscribe(ctx context.Context, consumer string, h store.H
 
 // caughtUp reports whether the consumer has nothing left to handle, as far
 // as the drain can tell: without an exact Lag, the batch in hand is all.
-func (f *drainingFeed) caughtUp(ctx context.Context, consumer string) bool {
+func (f *DrainingFeed) caughtUp(ctx context.Context, consumer string) bool {
 	if !f.exact {
 		return true
 	}

@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
+
+	"github.com/orderd/orderd/internal/cli"
 )
 
 // benchJSON is orderd bench -json as a program reads it: the test decodes
@@ -55,7 +55,7 @@ func runBenchJSON(t *testing.T, args ...string) benchJSON {
 // the error includes what it printed on stderr. Safe off the test's goroutine.
 func benchOutput(args ...string) ([]byte, error) {
 	var stdout, stderr bytes.Buffer
-	if err := runBench(context.Background(), append(args, "-json"), func(string) string { return "" }, &stdout, &stderr, false); err != nil {
+	if err := cli.Bench(context.Background(), append(args, "-json"), func(string) string { return "" }, &stdout, &stderr, false); err != nil {
 		return nil, fmt.Errorf("%w\n%s", err, stderr.String())
 	}
 	return stdout.Bytes(), nil
@@ -189,6 +189,10 @@ func TestBenchOpenLoop(t *testing.T) {
 	}
 }
 
+// transportError is the report's error key of a request that got no (whole)
+// answer.
+const transportError = "transport"
+
 // TestBenchCountsErrors stops orderd in the middle of a run: the requests
 // after that fail to connect and are counted as transport errors, and the
 // run still ends with a report (exit 0).
@@ -232,52 +236,5 @@ func TestBenchCountsErrors(t *testing.T) {
 	}
 	if create.Latency.P50 <= 0 {
 		t.Errorf("no latency for the creates that succeeded: %+v", create.Latency)
-	}
-}
-
-// TestBenchCannotRun: an orderd that cannot be reached, or a bad flag, is
-// an error (exit 1) told in one line on stderr (after the usage, for a flag
-// the command does not know, as the other subcommands do), and nothing on
-// stdout.
-func TestBenchCannotRun(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := "http://" + ln.Addr().String()
-	ln.Close()
-	for _, tc := range []struct {
-		name string
-		args []string
-		want string
-	}{
-		{"unreachable", []string{"-addr", dead, "-duration", "1s"}, "orderd bench: cannot reach orderd at " + dead},
-		{"unreachable from ORDERD_URL", []string{"-count", "10"}, "orderd bench: cannot reach orderd at " + dead},
-		{"bad mix", []string{"-mix", "reads"}, `orderd bench: -mix "reads": want create or lifecycle`},
-		{"count under one order", []string{"-mix", "lifecycle", "-count", "5"}, "orderd bench: -count 5: an order of the lifecycle mix takes 10 operations"},
-		{"unknown flag", []string{"-conns", "8"}, "orderd bench: flag provided but not defined: -conns"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			getenv := func(k string) string {
-				if k == "ORDERD_URL" {
-					return dead
-				}
-				return ""
-			}
-			if err := runBench(context.Background(), tc.args, getenv, &stdout, &stderr, false); err == nil {
-				t.Fatal("no error")
-			}
-			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
-			if last := lines[len(lines)-1]; !strings.HasPrefix(last, tc.want) || strings.Count(stderr.String(), "orderd bench:") != 1 {
-				t.Errorf("stderr %q, want one error line starting %q", stderr.String(), tc.want)
-			}
-			if len(lines) > 1 && tc.name != "unknown flag" {
-				t.Errorf("stderr %q, want only the error line", stderr.String())
-			}
-			if stdout.Len() != 0 {
-				t.Errorf("stdout %q, want nothing", stdout.String())
-			}
-		})
 	}
 }
