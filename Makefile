@@ -60,8 +60,9 @@ contract:
 
 # The console's end-to-end tests in headless Chromium (Debian's chromium,
 # driven by playwright-core from e2e/console, installed there with npm ci),
-# against a live orderd and a Kafka broker on port 29092 that the script
-# starts and stops (unless one already answers there); screenshots in
+# against a live orderd and a Kafka broker on port KAFKA_PORT+20000 (29092)
+# that the script starts and stops (unless one already answers there),
+# apart from the broker of `unit`; screenshots in
 # e2e/console/artifacts/.
 .PHONY: console
 console:
