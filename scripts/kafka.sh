@@ -62,6 +62,8 @@ START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 
 SERVICE=kafka SERVICE_NAME=Kafka SERVICE_HOME="$KAFKA_HOME"
+PORTS="client=$PORT controller=$CONTROLLER_PORT"
+PORT_VARS="KAFKA_PORT, KAFKA_CONTROLLER_PORT"
 # shellcheck source=scripts/lib/jvm-service.sh
 . "$REPO/scripts/lib/jvm-service.sh"
 
@@ -224,12 +226,7 @@ cmd_start() {
     return 0
   fi
   rm -f "$PIDFILE"
-  local p
-  for p in "$PORT" "$CONTROLLER_PORT"; do
-    if port_open "$p"; then
-      die "port $p is already in use by another process (not our broker in $RUN)"
-    fi
-  done
+  check_ports
   need_java
   ensure_lib
   write_config
