@@ -12,12 +12,21 @@ GO ?= go
 FUZZ_DECODE ?= 50000x
 FUZZ_UPCAST ?= 120000x
 
-.PHONY: test deps check compose unit fuzz bench run
+.PHONY: test quick deps check compose unit fuzz bench run
 
 # Every test: static checks, the monitoring checks, the unit,
 # conformance and end-to-end suites, a short run of each fuzz target, the
 # contract check and the console's browser tests.
 test: deps check compose monitoring unit fuzz contract console
+
+# The inner loop: the Go tests that need no server, about 40 s here
+# (results of unchanged packages come from go test's cache). Under -short
+# the tests that need Kafka, Cassandra or a tmpfs skip at once
+# (kafkatest.Brokers, cqltest.Hosts, disktest.Mount), and so do the slow
+# ones that build and run orderd as a process; nothing is started. `make
+# test` runs everything, and under CI=true without -short nothing skips.
+quick:
+	$(GO) test -short ./...
 
 deps:
 	scripts/deps.sh

@@ -217,6 +217,9 @@ func waitFor(t testing.TB, within time.Duration, what string, cond func() bool) 
 // restarted orderd serves the old read models, marks the rebuild failed,
 // drops its half-built generation, and a new rebuild works.
 func TestRebuildKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
 	testRebuildKill9(t, nil, 80_000, func(dir string) bool {
 		_, err := os.Stat(filepath.Join(dir, "views.1.db"))
 		return err == nil

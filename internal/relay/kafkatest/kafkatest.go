@@ -6,7 +6,7 @@
 // the script starts, 127.0.0.1 on KAFKA_PORT (the script's variable,
 // default 9092). Tests skip when it does not answer, except under CI=true,
 // where a missing broker fails them: a test that silently skips in CI
-// proves nothing.
+// proves nothing. Under go test -short (make quick) they skip at once.
 package kafkatest
 
 import (
@@ -32,9 +32,13 @@ const probeTimeout = 3 * time.Second
 
 // Brokers returns the test broker's bootstrap addresses once it answered a
 // metadata request. Without an answering broker it skips the test, or fails
-// it when CI=true.
+// it when CI=true. Under go test -short (make quick) it skips the test
+// without looking: the quick run needs no server.
 func Brokers(t testing.TB) []string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: needs a Kafka broker")
+	}
 	addr := Addr()
 	brokers := strings.Split(addr, ",")
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)

@@ -10,8 +10,10 @@
 // The server is found from ORDERD_TEST_CQL (comma-separated host:port
 // contact points); without it, it is the node scripts/cassandra.sh starts,
 // 127.0.0.1 on CASSANDRA_PORT (the script's variable, default 9042). It
-// must answer a real query, not only accept connections. Locally a missing server skips the test; under
-// CI=true it fails it, so that a CI run cannot pass by testing nothing.
+// must answer a real query, not only accept connections. Locally a missing
+// server skips the test; under CI=true it fails it, so that a CI run cannot
+// pass by testing nothing. Under go test -short (make quick) every such test
+// skips at once.
 package cqltest
 
 import (
@@ -69,9 +71,13 @@ var server struct {
 
 // Hosts returns the contact points of a CQL server that answers queries.
 // When there is none it skips t, or fails it if CI=true, naming the command
-// that starts one.
+// that starts one. Under go test -short (make quick) it skips t without
+// looking: the quick run needs no server.
 func Hosts(t testing.TB) []string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: needs a CQL server")
+	}
 	server.once.Do(probe)
 	if server.err != nil {
 		msg := fmt.Sprintf("no CQL server at %s (ORDERD_TEST_CQL, CASSANDRA_PORT): %s; start one with scripts/cassandra.sh start",
