@@ -166,7 +166,7 @@ fail_start() {
   tail -n 30 "$LOG" >&2 || true
   # The service is gone: whatever holds one of its ports now is another
   # process, likely the reason.
-  if grep -q -E 'Address already in use|BindException' "$LOG" 2>/dev/null; then
+  if grep -q -E 'Address already in use|BindException|is in use by another process' "$LOG" 2>/dev/null; then
     ports_free || true
     printf '%s: hint: a port of %s (%s) was taken: free it, or start %s on other ports (%s)\n' \
       "$SERVICE" "$SERVICE_NAME" "$PORTS" "$SERVICE_NAME" "$PORT_VARS" >&2
