@@ -3,7 +3,10 @@
 # kcat, prometheus (promtool) and chromium from Debian and playwright-core
 # from npm (scripts/deps.sh), a real Kafka broker and a real Cassandra node
 # (the CQL stand-in for ScyllaDB) from Maven Central (scripts/kafka.sh,
-# scripts/cassandra.sh), which it stops afterwards.
+# scripts/cassandra.sh), which it stops afterwards. They listen on
+# KAFKA_PORT and CASSANDRA_PORT (default 9092 and 9042), and the tests dial
+# the same ports: `KAFKA_PORT=19192 CASSANDRA_PORT=19142 make test` runs
+# beside servers on the default ones.
 GO ?= go
 # Fuzz budgets are counts of inputs, not durations: with a duration, go
 # test's fuzz coordinator can report its own deadline as a failure

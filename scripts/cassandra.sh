@@ -20,7 +20,8 @@
 #   reset                 stop and delete this node's data (the jar cache is kept)
 #
 # Environment:
-#   CASSANDRA_PORT           CQL native transport port, default 9042
+#   CASSANDRA_PORT           CQL native transport port, default 9042; go test dials
+#                            it too (cqltest), unless ORDERD_TEST_CQL names a node
 #   CASSANDRA_STORAGE_PORT   internode (gossip) port, default CASSANDRA_PORT-2042
 #                            (7000), so that a second node on another
 #                            CASSANDRA_PORT gets one of its own

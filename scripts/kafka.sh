@@ -19,7 +19,8 @@
 #   reset                 stop and delete this broker's data (the jar cache is kept)
 #
 # Environment:
-#   KAFKA_PORT               client (PLAINTEXT) port, default 9092
+#   KAFKA_PORT               client (PLAINTEXT) port, default 9092; go test dials
+#                            it too (kafkatest), unless ORDERD_TEST_KAFKA names a broker
 #   KAFKA_CONTROLLER_PORT    KRaft controller port, default KAFKA_PORT+1 (9093)
 #   ORDERD_CACHE             cache root, default <repo>/.cache; Kafka uses $ORDERD_CACHE/kafka
 #   KAFKA_HEAP_OPTS          broker heap, default "-Xms256m -Xmx512m"
