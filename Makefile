@@ -3,7 +3,10 @@
 # kcat, prometheus (promtool) and chromium from Debian and playwright-core
 # from npm (scripts/deps.sh), a real Kafka broker and a real Cassandra node
 # (the CQL stand-in for ScyllaDB) from Maven Central (scripts/kafka.sh,
-# scripts/cassandra.sh), which it stops afterwards.
+# scripts/cassandra.sh), which it stops afterwards. They listen on
+# KAFKA_PORT and CASSANDRA_PORT (default 9092 and 9042), and the tests dial
+# the same ports: `KAFKA_PORT=19192 CASSANDRA_PORT=19142 make test` runs
+# beside servers on the default ones.
 GO ?= go
 # Fuzz budgets are counts of inputs, not durations: with a duration, go
 # test's fuzz coordinator can report its own deadline as a failure
@@ -12,12 +15,21 @@ GO ?= go
 FUZZ_DECODE ?= 50000x
 FUZZ_UPCAST ?= 120000x
 
-.PHONY: test deps check compose unit fuzz bench run
+.PHONY: test quick deps check compose unit fuzz bench run
 
 # Every test: static checks, the monitoring checks, the unit,
 # conformance and end-to-end suites, a short run of each fuzz target, the
 # contract check and the console's browser tests.
 test: deps check compose monitoring unit fuzz contract console
+
+# The inner loop: the Go tests that need no server, about 40 s here
+# (results of unchanged packages come from go test's cache). Under -short
+# the tests that need Kafka, Cassandra or a tmpfs skip at once
+# (kafkatest.Brokers, cqltest.Hosts, disktest.Mount), and so do the slow
+# ones that build and run orderd as a process; nothing is started. `make
+# test` runs everything, and under CI=true without -short nothing skips.
+quick:
+	$(GO) test -short ./...
 
 deps:
 	scripts/deps.sh
@@ -60,8 +72,9 @@ contract:
 
 # The console's end-to-end tests in headless Chromium (Debian's chromium,
 # driven by playwright-core from e2e/console, installed there with npm ci),
-# against a live orderd and a Kafka broker on port 29092 that the script
-# starts and stops (unless one already answers there); screenshots in
+# against a live orderd and a Kafka broker on port KAFKA_PORT+20000 (29092)
+# that the script starts and stops (unless one already answers there),
+# apart from the broker of `unit`; screenshots in
 # e2e/console/artifacts/.
 .PHONY: console
 console:

@@ -20,9 +20,11 @@
 #   reset                 stop and delete this node's data (the jar cache is kept)
 #
 # Environment:
-#   CASSANDRA_PORT           CQL native transport port, default 9042
-#   CASSANDRA_STORAGE_PORT   internode (gossip) port, default 7000; set it too
-#                            when running a second node beside the default one
+#   CASSANDRA_PORT           CQL native transport port, default 9042; go test dials
+#                            it too (cqltest), unless ORDERD_TEST_CQL names a node
+#   CASSANDRA_STORAGE_PORT   internode (gossip) port, default CASSANDRA_PORT-2042
+#                            (7000), so that a second node on another
+#                            CASSANDRA_PORT gets one of its own
 #   CASSANDRA_JMX_PORT       local JMX port (for `nodetool`), default: JMX off
 #   ORDERD_CACHE             cache root, default <repo>/.cache; Cassandra uses $ORDERD_CACHE/cassandra
 #   CASSANDRA_HEAP_OPTS      heap, default "-Xms512m -Xmx1g"
@@ -50,7 +52,9 @@ JVM_OPTIONS="$CONF_DIR/jvm17-server.options"
 CQL_PY="$CONF_DIR/cql.py"
 
 PORT="${CASSANDRA_PORT:-9042}"
-STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-7000}"
+# The storage port keeps its distance from the CQL port (9042 -> 7000), so
+# that a node on a moved CASSANDRA_PORT does not take the default node's.
+STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-$((PORT - 2042 >= 1024 ? PORT - 2042 : PORT + 1))}"
 JMX_PORT="${CASSANDRA_JMX_PORT:-}"
 HOST=127.0.0.1
 ADDRESS="$HOST:$PORT"
@@ -70,6 +74,8 @@ START_TIMEOUT="${CASSANDRA_START_TIMEOUT:-180}"
 STOP_TIMEOUT="${CASSANDRA_STOP_TIMEOUT:-60}"
 
 SERVICE=cassandra SERVICE_NAME=Cassandra SERVICE_HOME="$CASSANDRA_HOME"
+PORTS="CQL=$PORT storage=$STORAGE_PORT${JMX_PORT:+ JMX=$JMX_PORT}"
+PORT_VARS="CASSANDRA_PORT, CASSANDRA_STORAGE_PORT, CASSANDRA_JMX_PORT"
 # shellcheck source=scripts/lib/jvm-service.sh
 . "$REPO/scripts/lib/jvm-service.sh"
 
@@ -221,12 +227,7 @@ cmd_start() {
     return 0
   fi
   rm -f "$PIDFILE"
-  local p
-  for p in "$PORT" "$STORAGE_PORT" ${JMX_PORT:+"$JMX_PORT"}; do
-    if port_open "$p"; then
-      die "port $p is already in use by another process (not our node in $RUN)"
-    fi
-  done
+  check_ports
   need_java
   ensure_lib
   write_config

@@ -8,8 +8,9 @@
 #   scripts/console-e2e.sh alter-topic TOPIC KEY=VALUE   # used by the tests
 #
 # It builds orderd; starts Kafka (scripts/kafka.sh, on its own port,
-# CONSOLE_KAFKA_PORT, default 29092, apart from the 9092 of `make unit`)
-# unless one already answers there, and stops it afterwards only if it
+# CONSOLE_KAFKA_PORT, default KAFKA_PORT+20000, so 29092, apart from the
+# broker of `make unit` and following a moved KAFKA_PORT) unless one
+# already answers there, and stops it afterwards only if it
 # started it; creates the order topic with a small max.message.bytes (4096)
 # so that a large order is dead-lettered; starts orderd on a free loopback
 # port with the SQLite store in a temporary directory, an admin token and
@@ -22,7 +23,9 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 REPO=$PWD
-export KAFKA_PORT=${CONSOLE_KAFKA_PORT:-29092}
+console_kafka_port=$((${KAFKA_PORT:-9092} + 20000))
+[ "$console_kafka_port" -le 65534 ] || console_kafka_port=$((console_kafka_port - 40000))
+export KAFKA_PORT=${CONSOLE_KAFKA_PORT:-$console_kafka_port}
 KAFKA_LIB=${ORDERD_CACHE:-$REPO/.cache}/kafka/lib
 KAFKA_ADMIN_PROPS=${ORDERD_CACHE:-$REPO/.cache}/kafka/broker-$KAFKA_PORT/admin.properties
 PLAYWRIGHT_VERSION=1.65.1 # as in e2e/console/package.json

@@ -19,7 +19,8 @@
 #   reset                 stop and delete this broker's data (the jar cache is kept)
 #
 # Environment:
-#   KAFKA_PORT               client (PLAINTEXT) port, default 9092
+#   KAFKA_PORT               client (PLAINTEXT) port, default 9092; go test dials
+#                            it too (kafkatest), unless ORDERD_TEST_KAFKA names a broker
 #   KAFKA_CONTROLLER_PORT    KRaft controller port, default KAFKA_PORT+1 (9093)
 #   ORDERD_CACHE             cache root, default <repo>/.cache; Kafka uses $ORDERD_CACHE/kafka
 #   KAFKA_HEAP_OPTS          broker heap, default "-Xms256m -Xmx512m"
@@ -62,6 +63,8 @@ START_TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 
 SERVICE=kafka SERVICE_NAME=Kafka SERVICE_HOME="$KAFKA_HOME"
+PORTS="client=$PORT controller=$CONTROLLER_PORT"
+PORT_VARS="KAFKA_PORT, KAFKA_CONTROLLER_PORT"
 # shellcheck source=scripts/lib/jvm-service.sh
 . "$REPO/scripts/lib/jvm-service.sh"
 
@@ -224,12 +227,7 @@ cmd_start() {
     return 0
   fi
   rm -f "$PIDFILE"
-  local p
-  for p in "$PORT" "$CONTROLLER_PORT"; do
-    if port_open "$p"; then
-      die "port $p is already in use by another process (not our broker in $RUN)"
-    fi
-  done
+  check_ports
   need_java
   ensure_lib
   write_config

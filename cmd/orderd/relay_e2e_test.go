@@ -189,13 +189,19 @@ func (s *service) waitRelayed(t testing.TB, timeout time.Duration) map[string]fl
 	}
 }
 
-// ownBroker starts a broker of the test's own on port, with
-// scripts/kafka.sh, so that the test can stop it without disturbing the
-// other tests' broker. It is stopped and its data deleted when the test
-// ends.
-func ownBroker(t *testing.T, port int) (addr string, stop, start func()) {
+// ownBroker starts a broker of the test's own with scripts/kafka.sh, so
+// that the test can stop it without disturbing the other tests' broker. Its
+// port is the shared broker's (KAFKA_PORT, default 9092) plus 10000, so
+// that it follows a moved KAFKA_PORT and never takes the shared broker's
+// ports (the script's controller listens on the port after). It is stopped
+// and its data deleted when the test ends.
+func ownBroker(t *testing.T) (addr string, stop, start func()) {
 	t.Helper()
 	kafkatest.Brokers(t) // the script's prerequisites are there, or skip/fail as usual
+	port := kafkatest.Port(t) + 10000
+	if port > 65534 {
+		port -= 20000
+	}
 	script := func(cmd string) {
 		t.Helper()
 		c := exec.Command("../../scripts/kafka.sh", cmd)
@@ -216,7 +222,7 @@ func TestRelayBrokerOutage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("stops a broker for 30 s")
 	}
-	broker, stopBroker, startBroker := ownBroker(t, 19092)
+	broker, stopBroker, startBroker := ownBroker(t)
 	env := kafkaEnv(t, []string{broker}, "ORDERD_BREAKER_OPEN", "3s")
 	s := start(t, "", env)
 	cust := s.registerCustomer(t, "outage@example.com")

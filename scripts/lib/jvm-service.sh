@@ -9,6 +9,10 @@
 #   RUN           the directory of this instance (one per port)
 #   STOP_TIMEOUT  seconds a clean stop may take before SIGKILL
 #   LOG, PIDFILE  the instance's log and pid file
+#   PORTS         the instance's ports as ROLE=PORT words (client=9092 ...),
+#                 checked before a start and named when a start fails
+#   PORT_VARS     the variables that move them, for the hint
+# and defines port_open PORT (does anything accept connections there?).
 
 say() { printf '%s: %s\n' "$SERVICE" "$*"; }
 die() { printf '%s: error: %s\n' "$SERVICE" "$*" >&2; exit 1; }
@@ -108,10 +112,64 @@ wait_pidfile() {
   die "$what did not start (no pid file); see $LOG"
 }
 
-# Fail a start with the message and the end of the service's log ($LOG).
+# The process listening on TCP port $1, as `ss -ltnp` names it ("java,
+# pid 1234"), or nothing when ss is missing or does not say (another user's
+# process, without root).
+port_holder() {
+  command -v ss >/dev/null 2>&1 || return 0
+  ss -Hltnp "sport = :$1" 2>/dev/null |
+    sed -nE 's/.*users:\(\("([^"]*)",pid=([0-9]+).*/\1, pid \2/p' | head -n 1
+}
+
+# Is every port of PORTS free? For each ROLE=PORT word that something
+# listens on, it prints the port, its role and, where ss tells, the process
+# holding it, and returns 1.
+ports_free() {
+  local word role port holder rc=0
+  for word in $PORTS; do
+    role="${word%%=*}" port="${word#*=}"
+    port_open "$port" || continue
+    holder="$(port_holder "$port")"
+    printf '%s: error: port %s (%s port) is already in use by %s\n' "$SERVICE" "$port" "$role" \
+      "${holder:-another process (ss -ltnp does not say which)}" >&2
+    rc=1
+  done
+  return "$rc"
+}
+
+# Refuse to start when one of the instance's ports is taken: the service
+# would fail to bind it, and say so deep in its log.
+check_ports() {
+  ports_free && return 0
+  printf '%s: hint: stop that process, or start %s on other ports (%s)\n' "$SERVICE" "$SERVICE_NAME" "$PORT_VARS" >&2
+  exit 1
+}
+
+# The lines of a service log that carry an error: those logged at ERROR or
+# FATAL (Kafka: "[time] ERROR ...", Cassandra: "ERROR [thread] ..."), the
+# first line of an exception and its causes, and bind failures; not the
+# INFO and WARN lines that merely mention an exception.
+ERROR_PATTERN='^(\[[^]]*\] )?(ERROR|FATAL)\b|^Caused by|^Exception|^[[:alnum:]_.$]+(Exception|Error)(: |$)|Address already in use|Cannot assign requested address'
+
+# Fail a start with the message, the lines of the service's log ($LOG) that
+# carry an error (with their line numbers), and the end of the log.
 fail_start() {
   printf '%s: error: %s\n' "$SERVICE" "$1" >&2
-  printf -- '--- last 50 lines of %s ---\n' "$LOG" >&2
-  tail -n 50 "$LOG" >&2 || true
+  local errors n
+  errors="$(grep -n -E "$ERROR_PATTERN" "$LOG" 2>/dev/null)" || true
+  if [[ -n "$errors" ]]; then
+    n="$(printf '%s\n' "$errors" | wc -l)"
+    printf -- '--- the lines of %s that carry an error (%d; the first 20) ---\n' "$LOG" "$n" >&2
+    printf '%s\n' "$errors" | head -n 20 >&2
+  fi
+  printf -- '--- last 30 lines of %s ---\n' "$LOG" >&2
+  tail -n 30 "$LOG" >&2 || true
+  # The service is gone: whatever holds one of its ports now is another
+  # process, likely the reason.
+  if grep -q -E 'Address already in use|BindException|is in use by another process' "$LOG" 2>/dev/null; then
+    ports_free || true
+    printf '%s: hint: a port of %s (%s) was taken: free it, or start %s on other ports (%s)\n' \
+      "$SERVICE" "$SERVICE_NAME" "$PORTS" "$SERVICE_NAME" "$PORT_VARS" >&2
+  fi
   exit 1
 }

@@ -1,10 +1,12 @@
 // Package kafkatest gives tests a real Kafka broker: its address, fresh
 // topics and a way to read back what was published.
 //
-// The broker comes from scripts/kafka.sh (127.0.0.1:9092 unless
-// ORDERD_TEST_KAFKA says otherwise). Tests skip when it does not answer,
-// except under CI=true, where a missing broker fails them: a test that
-// silently skips in CI proves nothing.
+// The broker comes from scripts/kafka.sh: ORDERD_TEST_KAFKA names it
+// (comma-separated host:port bootstrap addresses); without it, the broker
+// the script starts, 127.0.0.1 on KAFKA_PORT (the script's variable,
+// default 9092). Tests skip when it does not answer, except under CI=true,
+// where a missing broker fails them: a test that silently skips in CI
+// proves nothing. Under go test -short (make quick) they skip at once.
 package kafkatest
 
 import (
@@ -15,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -29,26 +32,65 @@ const probeTimeout = 3 * time.Second
 
 // Brokers returns the test broker's bootstrap addresses once it answered a
 // metadata request. Without an answering broker it skips the test, or fails
-// it when CI=true.
+// it when CI=true. Under go test -short (make quick) it skips the test
+// without looking: the quick run needs no server.
 func Brokers(t testing.TB) []string {
 	t.Helper()
-	addr := os.Getenv("ORDERD_TEST_KAFKA")
-	if addr == "" {
-		addr = "127.0.0.1:9092"
+	if testing.Short() {
+		t.Skip("-short: needs a Kafka broker")
 	}
+	addr := Addr()
 	brokers := strings.Split(addr, ",")
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
 	c, done := client(brokers, probeTimeout)
 	defer done()
 	if _, err := c.Metadata(ctx, &kafka.MetadataRequest{}); err != nil {
-		msg := fmt.Sprintf("kafka at %s does not answer (%v); start it with scripts/kafka.sh start or set ORDERD_TEST_KAFKA", addr, err)
+		msg := fmt.Sprintf("kafka at %s does not answer (%v); start it with scripts/kafka.sh start, or set KAFKA_PORT or ORDERD_TEST_KAFKA", addr, err)
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
 		}
 		t.Skip(msg)
 	}
 	return brokers
+}
+
+// DefaultPort is the client port of scripts/kafka.sh when KAFKA_PORT is
+// unset.
+const DefaultPort = "9092"
+
+// Addr returns the test broker's bootstrap addresses, comma-separated:
+// ORDERD_TEST_KAFKA if set, else 127.0.0.1 on KAFKA_PORT (default
+// DefaultPort), where scripts/kafka.sh start puts the broker.
+func Addr() string {
+	return addr(os.Getenv)
+}
+
+func addr(getenv func(string) string) string {
+	if a := getenv("ORDERD_TEST_KAFKA"); a != "" {
+		return a
+	}
+	return "127.0.0.1:" + port(getenv)
+}
+
+func port(getenv func(string) string) string {
+	if p := getenv("KAFKA_PORT"); p != "" {
+		return p
+	}
+	return DefaultPort
+}
+
+// Port returns the client port scripts/kafka.sh starts its broker on:
+// KAFKA_PORT, or DefaultPort. A test that starts a broker of its own picks
+// its port from this one, so that it cannot take the shared broker's. It
+// fails t when KAFKA_PORT is not a port number.
+func Port(t testing.TB) int {
+	t.Helper()
+	p, err := strconv.Atoi(port(os.Getenv))
+	if err != nil || p <= 0 || p > 65535 {
+		t.Fatalf("KAFKA_PORT=%q is not a port number", os.Getenv("KAFKA_PORT"))
+	}
+	return p
 }
 
 // Name returns a fresh, legal topic name derived from the test's, and

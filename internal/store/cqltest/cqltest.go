@@ -8,9 +8,12 @@
 //	ks := cqltest.Keyspace(t, hosts)   // a fresh name, dropped at cleanup
 //
 // The server is found from ORDERD_TEST_CQL (comma-separated host:port
-// contact points, default 127.0.0.1:9042) and must answer a real query, not
-// only accept connections. Locally a missing server skips the test; under
-// CI=true it fails it, so that a CI run cannot pass by testing nothing.
+// contact points); without it, it is the node scripts/cassandra.sh starts,
+// 127.0.0.1 on CASSANDRA_PORT (the script's variable, default 9042). It
+// must answer a real query, not only accept connections. Locally a missing
+// server skips the test; under CI=true it fails it, so that a CI run cannot
+// pass by testing nothing. Under go test -short (make quick) every such test
+// skips at once.
 package cqltest
 
 import (
@@ -27,9 +30,27 @@ import (
 	"github.com/gocql/gocql"
 )
 
-// DefaultHosts is the contact point used when ORDERD_TEST_CQL is unset:
-// where scripts/cassandra.sh start puts the node.
-const DefaultHosts = "127.0.0.1:9042"
+// DefaultPort is the CQL port of scripts/cassandra.sh when CASSANDRA_PORT
+// is unset.
+const DefaultPort = "9042"
+
+// Addr returns the contact points, comma-separated: ORDERD_TEST_CQL if
+// set, else 127.0.0.1 on CASSANDRA_PORT (default DefaultPort), where
+// scripts/cassandra.sh start puts the node.
+func Addr() string {
+	return addr(os.Getenv)
+}
+
+func addr(getenv func(string) string) string {
+	if a := getenv("ORDERD_TEST_CQL"); a != "" {
+		return a
+	}
+	port := getenv("CASSANDRA_PORT")
+	if port == "" {
+		port = DefaultPort
+	}
+	return "127.0.0.1:" + port
+}
 
 // Timeout bounds each request of the helpers. A single node on two cores can
 // take seconds to answer its first queries or a schema change.
@@ -50,12 +71,16 @@ var server struct {
 
 // Hosts returns the contact points of a CQL server that answers queries.
 // When there is none it skips t, or fails it if CI=true, naming the command
-// that starts one.
+// that starts one. Under go test -short (make quick) it skips t without
+// looking: the quick run needs no server.
 func Hosts(t testing.TB) []string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: needs a CQL server")
+	}
 	server.once.Do(probe)
 	if server.err != nil {
-		msg := fmt.Sprintf("no CQL server at %s (ORDERD_TEST_CQL): %s; start one with scripts/cassandra.sh start",
+		msg := fmt.Sprintf("no CQL server at %s (ORDERD_TEST_CQL, CASSANDRA_PORT): %s; start one with scripts/cassandra.sh start",
 			strings.Join(server.hosts, ","), strings.TrimSpace(server.err.Error()))
 		if os.Getenv("CI") == "true" {
 			t.Fatal(msg)
@@ -68,11 +93,7 @@ func Hosts(t testing.TB) []string {
 // probe connects to the configured hosts and runs a query, since a node
 // accepts connections well before it serves queries.
 func probe() {
-	env := os.Getenv("ORDERD_TEST_CQL")
-	if env == "" {
-		env = DefaultHosts
-	}
-	for h := range strings.SplitSeq(env, ",") {
+	for h := range strings.SplitSeq(Addr(), ",") {
 		if h = strings.TrimSpace(h); h != "" {
 			server.hosts = append(server.hosts, h)
 		}

@@ -18,9 +18,13 @@ import (
 )
 
 // Mount mounts a tmpfs of size bytes in a fresh temporary directory and
-// returns its path; it is unmounted when the test ends.
+// returns its path; it is unmounted when the test ends. Under go test
+// -short (make quick) it skips t: mounting needs root and a mount helper.
 func Mount(t testing.TB, size int64) string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("-short: mounts a tmpfs")
+	}
 	dir := t.TempDir()
 	skip := func(reason string) {
 		msg := "disktest: cannot mount a small file system: " + reason

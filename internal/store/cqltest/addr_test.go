@@ -1,0 +1,22 @@
+package cqltest
+
+import "testing"
+
+// TestAddr checks where the tests look for the CQL node: ORDERD_TEST_CQL
+// wins, else the port scripts/cassandra.sh was given (CASSANDRA_PORT), else
+// 9042.
+func TestAddr(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{nil, "127.0.0.1:9042"},
+		{map[string]string{"CASSANDRA_PORT": "19142"}, "127.0.0.1:19142"},
+		{map[string]string{"ORDERD_TEST_CQL": "10.0.0.1:9042,10.0.0.2"}, "10.0.0.1:9042,10.0.0.2"},
+		{map[string]string{"ORDERD_TEST_CQL": "127.0.0.1:9042", "CASSANDRA_PORT": "19142"}, "127.0.0.1:9042"},
+	} {
+		if got := addr(func(k string) string { return c.env[k] }); got != c.want {
+			t.Errorf("env %v: addr %q, want %q", c.env, got, c.want)
+		}
+	}
+}
