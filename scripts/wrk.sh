@@ -17,6 +17,8 @@
 # the ratios ends the output; every wrk output is in .cache/wrk/.
 #
 #   scripts/wrk.sh            # RUNS=2 DURATION=10s CONNS=64
+#   BEFORE=main scripts/wrk.sh   # also an earlier build (a git revision or a
+#                                # binary) in every round, compared side by side
 #
 # wrk runs on the same two cores as the server, as the README's figures do;
 # it is a Debian package (scripts/deps.sh installs it).
@@ -55,6 +57,18 @@ trap 'exit 143' TERM
 say "building orderd and the baseline"
 go build -o "$OUT/orderd" ./cmd/orderd
 go build -o "$work/baseline" ./scripts/wrk/baseline
+# BEFORE: another build of orderd (a binary, or a git revision built here)
+# that every round also loads, right after this one, for a side-by-side
+# comparison of a change.
+BEFORE=${BEFORE:-}
+if [ -n "$BEFORE" ] && [ -x "$BEFORE" ]; then
+	cp "$BEFORE" "$OUT/before"
+elif [ -n "$BEFORE" ]; then
+	say "building orderd at $BEFORE"
+	git worktree add -q --detach "$work/before-src" "$BEFORE"
+	(cd "$work/before-src" && go build -o "$OUT/before" ./cmd/orderd)
+	git worktree remove --force "$work/before-src"
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -78,6 +92,51 @@ pct() {
 
 body='{"customer_id":"%s","items":[{"product_id":"0192f3a4-5b6c-7d8e-9f01-23456789abcd","quantity":2},{"product_id":"0192f3a4-5b6c-7d8e-9f01-23456789abce","quantity":1}]}'
 
+# orderd_round NAME BINARY: one round of orderd's loads against BINARY on a
+# fresh data directory, its outputs in $OUT/NAME-*-$run.txt.
+orderd_round() {
+	local name=$1 bin=$2 customer profile secs
+	rm -rf "$work/data"
+	port=$(free_port) dport=$(free_port)
+	# At warn, as the README's other figures: at info orderd logs a line per
+	# request.
+	ORDERD_HTTP_ADDR=127.0.0.1:$port ORDERD_DATA_DIR="$work/data" ORDERD_STORE=sqlite ORDERD_KAFKA_BROKERS= \
+		ORDERD_LOG_LEVEL=warn ORDERD_DEBUG_ADDR=127.0.0.1:$dport "$bin" >"$work/server.log" 2>&1 &
+	pid=$!
+	base=http://127.0.0.1:$port
+	wait_http "$base/healthz" "$pid" "$name"
+	customer=$(curl -fsS -X POST "$base/v1/customers" -H 'Content-Type: application/json' \
+		-d "{\"email\":\"wrk-$run-$RANDOM@example.com\",\"first_name\":\"W\",\"last_name\":\"Rk\"}" |
+		python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+	profile=
+	if [ "$run" = 1 ] && [ "$name" = orderd ]; then
+		secs=$(( ${DURATION%s} > 4 ? ${DURATION%s} - 2 : 2 ))
+		curl -fsS -o "$OUT/create.pprof" "http://127.0.0.1:$dport/debug/pprof/profile?seconds=$secs" &
+		profile=$!
+	fi
+	WRK_BODY=$(printf "$body" "$customer") wrk_run "$name-create-$run" "$base/v1/orders" scripts/wrk/create.lua "$CONNS" "$DURATION"
+	[ -n "$profile" ] && wait "$profile"
+	python3 - "$base" "$customer" >"$work/orderd.paths" <<'PY'
+import json, sys, urllib.request
+base, customer = sys.argv[1], sys.argv[2]
+after = ""
+for _ in range(2):
+    page = json.load(urllib.request.urlopen(f"{base}/v1/customers/{customer}/orders?limit=500{after}"))
+    for o in page["orders"]:
+        print(f"/v1/orders/{o['id']}")
+    if not page["next_after"]:
+        break
+    after = "&after=" + page["next_after"]
+PY
+	WRK_PATHS=$work/orderd.paths wrk_run "$name-get-$run" "$base" scripts/wrk/get.lua "$CONNS" "$DURATION"
+	WRK_BODY=$(printf "$body" "$customer") wrk_run "$name-create1-$run" "$base/v1/orders" scripts/wrk/create.lua 1 5s
+	WRK_BODY=$(printf "$body" "$customer") wrk_run "$name-keyed-$run" "$base/v1/orders" scripts/wrk/keyed.lua "$CONNS" "$DURATION"
+	"$OUT/orderd" bench -addr "$base" -mix lifecycle -connections "$CONNS" -duration "$DURATION" >"$OUT/$name-lifecycle-$run.txt" 2>/dev/null
+	say "$name lifecycle: $(awk '$1 == "total" {print $3 " operations/s, p99 " $6 " ms"}' "$OUT/$name-lifecycle-$run.txt"); $(grep '^read-your-writes' "$OUT/$name-lifecycle-$run.txt")"
+	orderd_stop "$pid" "$work/server.log" 0
+	pid=
+}
+
 for run in $(seq "$RUNS"); do
 	# --- the baseline ------------------------------------------------------
 	port=$(free_port)
@@ -92,46 +151,8 @@ for run in $(seq "$RUNS"); do
 	orderd_stop "$pid" "$work/server.log" 0
 	pid=
 
-	# --- orderd ------------------------------------------------------------
-	rm -rf "$work/data"
-	port=$(free_port) dport=$(free_port)
-	# At warn, as the README's other figures: at info orderd logs a line per
-	# request.
-	ORDERD_HTTP_ADDR=127.0.0.1:$port ORDERD_DATA_DIR="$work/data" ORDERD_STORE=sqlite ORDERD_KAFKA_BROKERS= \
-		ORDERD_LOG_LEVEL=warn ORDERD_DEBUG_ADDR=127.0.0.1:$dport "$OUT/orderd" >"$work/server.log" 2>&1 &
-	pid=$!
-	base=http://127.0.0.1:$port
-	wait_http "$base/healthz" "$pid" orderd
-	customer=$(curl -fsS -X POST "$base/v1/customers" -H 'Content-Type: application/json' \
-		-d "{\"email\":\"wrk-$run-$RANDOM@example.com\",\"first_name\":\"W\",\"last_name\":\"Rk\"}" |
-		python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-	profile=
-	if [ "$run" = 1 ]; then
-		secs=$(( ${DURATION%s} > 4 ? ${DURATION%s} - 2 : 2 ))
-		curl -fsS -o "$OUT/create.pprof" "http://127.0.0.1:$dport/debug/pprof/profile?seconds=$secs" &
-		profile=$!
-	fi
-	WRK_BODY=$(printf "$body" "$customer") wrk_run "orderd-create-$run" "$base/v1/orders" scripts/wrk/create.lua "$CONNS" "$DURATION"
-	[ -n "$profile" ] && wait "$profile"
-	python3 - "$base" "$customer" >"$work/orderd.paths" <<'PY'
-import json, sys, urllib.request
-base, customer = sys.argv[1], sys.argv[2]
-after = ""
-for _ in range(2):
-    page = json.load(urllib.request.urlopen(f"{base}/v1/customers/{customer}/orders?limit=500{after}"))
-    for o in page["orders"]:
-        print(f"/v1/orders/{o['id']}")
-    if not page["next_after"]:
-        break
-    after = "&after=" + page["next_after"]
-PY
-	WRK_PATHS=$work/orderd.paths wrk_run "orderd-get-$run" "$base" scripts/wrk/get.lua "$CONNS" "$DURATION"
-	WRK_BODY=$(printf "$body" "$customer") wrk_run "orderd-create1-$run" "$base/v1/orders" scripts/wrk/create.lua 1 5s
-	WRK_BODY=$(printf "$body" "$customer") wrk_run "orderd-keyed-$run" "$base/v1/orders" scripts/wrk/keyed.lua "$CONNS" "$DURATION"
-	"$OUT/orderd" bench -addr "$base" -mix lifecycle -connections "$CONNS" -duration "$DURATION" >"$OUT/orderd-lifecycle-$run.txt" 2>/dev/null
-	say "lifecycle: $(awk '$1 == "total" {print $3 " operations/s, p99 " $6 " ms"}' "$OUT/orderd-lifecycle-$run.txt"); $(grep '^read-your-writes' "$OUT/orderd-lifecycle-$run.txt")"
-	orderd_stop "$pid" "$work/server.log" 0
-	pid=
+	orderd_round orderd "$OUT/orderd"
+	if [ -n "$BEFORE" ]; then orderd_round before "$OUT/before"; fi
 done
 
 # --- the table -------------------------------------------------------------
@@ -145,6 +166,25 @@ for load in create get create1; do
 			"$(pct "$b" 50%)" "$(pct "$o" 50%)" "$(pct "$b" 99%)" "$(pct "$o" 99%)"
 	done
 done
+# With BEFORE, this build against it: the ratio is this one's to before's.
+if [ -n "$BEFORE" ]; then
+	echo
+	printf '%-10s %4s %10s %10s %6s %9s %9s %9s %9s\n' load run before orderd ratio "bef p50" "orderd p50" "bef p99" "orderd p99"
+	for load in create get create1 keyed; do
+		for run in $(seq "$RUNS"); do
+			b=$OUT/before-$load-$run.txt o=$OUT/orderd-$load-$run.txt
+			printf '%-10s %4s %10s %10s %6s %9s %9s %9s %9s\n' "$load" "$run" "$(rps "$b")" "$(rps "$o")" \
+				"$(awk -v b="$(rps "$b")" -v o="$(rps "$o")" 'BEGIN {printf "%.2f", o / b}')" \
+				"$(pct "$b" 50%)" "$(pct "$o" 50%)" "$(pct "$b" 99%)" "$(pct "$o" 99%)"
+		done
+	done
+	for run in $(seq "$RUNS"); do
+		for name in before orderd; do
+			echo "lifecycle $run $name: $(awk '$1 == "total" {print $3 " operations/s, p99 " $6 " ms"}' "$OUT/$name-lifecycle-$run.txt"); $(grep '^read-your-writes' "$OUT/$name-lifecycle-$run.txt")"
+		done
+	done
+	echo
+fi
 # Keyed creates have no baseline: their ratio is to orderd's unkeyed ones.
 for run in $(seq "$RUNS"); do
 	k=$OUT/orderd-keyed-$run.txt o=$OUT/orderd-create-$run.txt
