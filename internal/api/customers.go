@@ -103,7 +103,8 @@ func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request) error {
 	if at.past() {
 		c, err = pastState(r.Context(), s, aggregate.CustomerType, id, at, s.customerAt)
 	} else {
-		c, err = atLeast(r.Context(), s, aggregate.CustomerType, id, min, s.queries.Customer, func(c readmodel.Customer) int64 { return c.Version })
+		c, err = s.queries.Customer(r.Context(), id, min)
+		err = readError(err, aggregate.CustomerType, id)
 	}
 	if err != nil {
 		return err

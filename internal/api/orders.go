@@ -248,7 +248,8 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) error {
 	if at.past() {
 		o, err = pastState(r.Context(), s, aggregate.OrderType, id, at, s.orderAt)
 	} else {
-		o, err = atLeast(r.Context(), s, aggregate.OrderType, id, min, s.queries.Order, func(o readmodel.Order) int64 { return o.Version })
+		o, err = s.queries.Order(r.Context(), id, min)
+		err = readError(err, aggregate.OrderType, id)
 	}
 	if err != nil {
 		return err
