@@ -79,7 +79,7 @@ type IdempotencyOptions struct {
 // unless the command's events show that it committed.
 type Idempotency struct {
 	keys    store.Idempotency
-	history History
+	history store.Loader
 	opts    IdempotencyOptions
 
 	mu      sync.Mutex
@@ -88,7 +88,7 @@ type Idempotency struct {
 
 // NewIdempotency returns the middleware keeping its records in keys and
 // settling a record whose attempt died from the events in history.
-func NewIdempotency(keys store.Idempotency, history History, opts IdempotencyOptions) *Idempotency {
+func NewIdempotency(keys store.Idempotency, history store.Loader, opts IdempotencyOptions) *Idempotency {
 	if opts.TTL <= 0 {
 		opts.TTL = DefaultIdempotencyTTL
 	}

@@ -30,11 +30,6 @@ type Queries interface {
 	CustomerOrders(ctx context.Context, customerID, after uuid.UUID, limit int) ([]readmodel.OrderSummary, error)
 }
 
-// History reads an aggregate's stored events.
-type History interface {
-	Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([]store.Event, error)
-}
-
 // Component is one part of the service as /readyz reports it.
 type Component struct {
 	Status string `json:"status"` // "up", "degraded" (working, with a problem to look at), "off" or "down" (not ready)
@@ -58,7 +53,7 @@ type Readiness func(ctx context.Context) map[string]Component
 type Server struct {
 	commands *aggregate.Handler
 	queries  Queries
-	history  History
+	history  store.Loader
 	ready    Readiness
 	spec     []byte
 	log      *zap.Logger
@@ -80,7 +75,7 @@ type Server struct {
 
 // New returns a server. spec is the OpenAPI document served at
 // /openapi.yaml.
-func New(commands *aggregate.Handler, queries Queries, history History, ready Readiness, spec []byte, log *zap.Logger) *Server {
+func New(commands *aggregate.Handler, queries Queries, history store.Loader, ready Readiness, spec []byte, log *zap.Logger) *Server {
 	return &Server{commands: commands, queries: queries, history: history, ready: ready, spec: spec, log: log}
 }
 
