@@ -184,7 +184,7 @@ func (s *Server) existingCommand(w http.ResponseWriter, r *http.Request, req any
 
 // inputError keeps of a decision's error only a refusal of the input.
 func inputError(err error) error {
-	if errors.Is(err, errInvalid) || errors.Is(err, aggregate.ErrInvalid) {
+	if errors.Is(err, aggregate.ErrInvalid) {
 		return err
 	}
 	return nil

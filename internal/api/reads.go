@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/store"
 )
@@ -23,7 +24,7 @@ func readError(err error, aggType string, id uuid.UUID) error {
 	case errors.Is(err, readmodel.ErrNotFound):
 		return notFound(aggType, id)
 	case errors.As(err, &nr):
-		return &problem{kind: errNotReached, code: "version_not_reached", field: "min_version", detail: nr.Error()}
+		return &aggregate.Error{Kind: errNotReached, Code: "version_not_reached", Field: "min_version", Detail: nr.Error()}
 	}
 	return err
 }

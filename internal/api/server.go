@@ -115,7 +115,7 @@ func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(s.correlate, s.recoverPanics, middleware.GetHead)
 	r.NotFound(s.handle(func(http.ResponseWriter, *http.Request) error {
-		return &problem{kind: errNoRoute, code: "not_found", detail: "no such route"}
+		return &aggregate.Error{Kind: errNoRoute, Code: "not_found", Detail: "no such route"}
 	}))
 	r.MethodNotAllowed(s.handle(func(w http.ResponseWriter, req *http.Request) error {
 		allow := allowed(r, req.URL.Path)
@@ -124,8 +124,8 @@ func (s *Server) Handler() http.Handler {
 			w.WriteHeader(http.StatusNoContent)
 			return nil
 		}
-		return &problem{kind: errNoMethod, code: "method_not_allowed",
-			detail: fmt.Sprintf("%s is not allowed here; this route takes %s", sanitize(req.Method, maxEcho), allow)}
+		return &aggregate.Error{Kind: errNoMethod, Code: "method_not_allowed",
+			Detail: fmt.Sprintf("%s is not allowed here; this route takes %s", sanitize(req.Method, maxEcho), allow)}
 	}))
 
 	r.Get("/healthz", s.handle(s.healthz))
