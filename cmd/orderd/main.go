@@ -219,7 +219,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 
 	commands := aggregate.NewHandler(countAppends(b.events, reg), time.Now,
 		aggregate.WithLogger(log.Named("aggregate")), aggregate.WithSnapshots(b.snaps, int64(cfg.snapshotEvery)))
-	queries := readmodel.NewQueries(b.views, cfg.readWait, b.readPoll).WithMaxWaiters(cfg.maxWaiters)
+	queries := readmodel.NewQueries(b.views, b.events, cfg.readWait, b.readPoll).WithMaxWaiters(cfg.maxWaiters)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "orderd_read_waiters",
 		Help: "GETs with min_version waiting for the projection now (at most ORDERD_MAX_WAITERS).",

@@ -75,7 +75,7 @@ func TestCustomer(t *testing.T) {
 // TestProjectionBehind: a read that asks for a version the store does not
 // hold, or for an aggregate it does not know, is answered at once (409
 // version_not_reached, 404), not after a wait; the 503 of a projection that
-// is truly behind is tested in internal/api (TestAtLeast).
+// is truly behind is tested in internal/api (TestReadYourWrites).
 func TestProjectionBehind(t *testing.T) {
 	s := start(t, "", map[string]string{"ORDERD_READ_WAIT": "200ms"})
 	c := s.registerCustomer(t, "behind@example.com")

@@ -59,9 +59,9 @@ func (c *Customer) Register(email, firstName, lastName, phone string, now time.T
 	if c.Version > 0 {
 		return nil, &Error{Kind: ErrExists, Code: "customer_exists", Detail: "the customer id is already in use"}
 	}
-	addr, err := ParseEmail(email)
+	addr, err := CheckEmail(email)
 	if err != nil {
-		return nil, atField(err, "/email")
+		return nil, err
 	}
 	firstName, err = firstNameField.parse(firstName)
 	if err != nil {
@@ -73,8 +73,8 @@ func (c *Customer) Register(email, firstName, lastName, phone string, now time.T
 	}
 	var number PhoneNumber
 	if strings.TrimSpace(phone) != "" { // a blank phone is no phone
-		if number, err = ParsePhone(phone); err != nil {
-			return nil, atField(err, "/phone")
+		if number, err = CheckPhone(phone); err != nil {
+			return nil, err
 		}
 	}
 	return []Event{CustomerRegistered{
@@ -96,9 +96,9 @@ func (c *Customer) ChangeEmail(email string, now time.Time) ([]Event, error) {
 	if err := c.found(); err != nil {
 		return nil, err
 	}
-	addr, err := ParseEmail(email)
+	addr, err := CheckEmail(email)
 	if err != nil {
-		return nil, atField(err, "/email")
+		return nil, err
 	}
 	if addr.String() == c.Email {
 		return nil, nil
@@ -114,9 +114,9 @@ func (c *Customer) ChangePhone(phone string, now time.Time) ([]Event, error) {
 	if err := c.found(); err != nil {
 		return nil, err
 	}
-	number, err := ParsePhone(phone)
+	number, err := CheckPhone(phone)
 	if err != nil {
-		return nil, atField(err, "/phone")
+		return nil, err
 	}
 	if number.String() == c.Phone {
 		return nil, nil

@@ -15,21 +15,29 @@ var (
 	ErrStale    = errors.New("stale expected version") // If-Match did not match
 )
 
-// Error is a domain error with a stable, machine-readable code (for example
+// Error is a refusal with a stable, machine-readable code (for example
 // "order_already_confirmed") and, for invalid input, the offending field as
 // a JSON pointer into the command's body (for example "/items/0/quantity").
+// It is the one error type from the domain to the API's problem table: the
+// domain raises it with one of the kinds above; the API raises it too, with
+// kinds of its own that only HTTP knows (a route that does not exist, a
+// body too large), which the domain never sees.
 type Error struct {
-	Kind   error  // one of ErrNotFound, ErrInvalid, ErrRejected, ErrExists, ErrStale
-	Code   string // stable, snake_case
-	Field  string // JSON pointer; empty when no single field is at fault
+	Kind   error  // ErrNotFound, ErrInvalid, ErrRejected, ErrExists or ErrStale, or a caller's own kind
+	Code   string // stable, snake_case; empty: the code the caller's table gives Kind
+	Field  string // JSON pointer, or the name of a header or parameter; empty when no single field is at fault
 	Detail string // human-readable, safe to show to the client
 }
 
 func (e *Error) Error() string {
-	if e.Field != "" {
-		return fmt.Sprintf("%s: %s (%s): %s", e.Kind, e.Code, e.Field, e.Detail)
+	s := e.Kind.Error()
+	if e.Code != "" {
+		s += ": " + e.Code
 	}
-	return fmt.Sprintf("%s: %s: %s", e.Kind, e.Code, e.Detail)
+	if e.Field != "" {
+		s += " (" + e.Field + ")"
+	}
+	return s + ": " + e.Detail
 }
 
 // Unwrap makes errors.Is(err, ErrInvalid) and friends work.

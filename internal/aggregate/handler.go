@@ -168,14 +168,11 @@ func (h *Handler) Customer(ctx context.Context, id uuid.UUID, meta Meta, decide 
 }
 
 // CreateOrder creates order id for a registered customer. It returns an
-// ErrNotFound error when the customer has no events, and ErrExists when id
-// has events already.
+// ErrNotFound error when the customer has no events, an ErrInvalid error
+// for invalid items (see CheckItems), and ErrExists when id has events
+// already. A caller that answers a malformed command before an unknown
+// customer checks the items first (as the API does).
 func (h *Handler) CreateOrder(ctx context.Context, id uuid.UUID, meta Meta, customerID uuid.UUID, items []Item) (int64, error) {
-	// Input first, then state, as the aggregate's decisions do: a bad
-	// request gets the same answer whoever the customer is.
-	if _, err := validItems(items); err != nil {
-		return 0, err
-	}
 	if err := h.customerExists(ctx, customerID); err != nil {
 		return 0, err
 	}

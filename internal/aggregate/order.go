@@ -95,14 +95,14 @@ func (o *Order) invalidTransition(to Status) error {
 
 // Create records OrderCreated for customerID with a copy of items. It
 // returns an ErrInvalid error for a nil customer id or invalid items (see
-// UpdateItems). A create is decided on a zero Order and appended at version
+// CheckItems). A create is decided on a zero Order and appended at version
 // 0, so an id that already has events (of any aggregate type) is refused by
 // the store, as the handler's ErrExists ("order_exists").
 func (o *Order) Create(customerID uuid.UUID, items []Item, now time.Time) ([]Event, error) {
 	if customerID == uuid.Nil {
 		return nil, Invalid("invalid_customer_id", "/customer_id", "customer_id is required")
 	}
-	items, err := validItems(items)
+	items, err := CheckItems(items)
 	if err != nil {
 		return nil, err
 	}
@@ -110,9 +110,7 @@ func (o *Order) Create(customerID uuid.UUID, items []Item, now time.Time) ([]Eve
 }
 
 // UpdateItems records OrderItemsUpdated, replacing the order's items with a
-// copy of items. Items must be 1 to 100 lines, each with a product id used
-// once and a quantity from 1 to 10000; otherwise it returns an ErrInvalid
-// error whose Field points at the first bad line. It returns an ErrRejected
+// copy of items. Invalid items are an ErrInvalid error (see CheckItems). It returns an ErrRejected
 // error ("order_not_editable") unless the order is created: once confirmed,
 // what was confirmed is what ships.
 //
@@ -122,7 +120,7 @@ func (o *Order) UpdateItems(items []Item, now time.Time) ([]Event, error) {
 	if err := o.found(); err != nil {
 		return nil, err
 	}
-	items, err := validItems(items)
+	items, err := CheckItems(items)
 	if err != nil {
 		return nil, err
 	}
@@ -159,11 +157,7 @@ func (o *Order) Ship(trackingNumber, carrier string, now time.Time) ([]Event, er
 	if err := o.found(); err != nil {
 		return nil, err
 	}
-	trackingNumber, err := trackingNumberField.parse(trackingNumber)
-	if err != nil {
-		return nil, err
-	}
-	carrier, err = carrierField.parse(carrier)
+	trackingNumber, carrier, err := CheckShipment(trackingNumber, carrier)
 	if err != nil {
 		return nil, err
 	}
@@ -180,7 +174,7 @@ func (o *Order) Deliver(signature string, now time.Time) ([]Event, error) {
 	if err := o.found(); err != nil {
 		return nil, err
 	}
-	signature, err := signatureField.parse(signature)
+	signature, err := CheckSignature(signature)
 	if err != nil {
 		return nil, err
 	}
@@ -200,7 +194,7 @@ func (o *Order) Cancel(reason string, now time.Time) ([]Event, error) {
 	if err := o.found(); err != nil {
 		return nil, err
 	}
-	reason, err := reasonField.parse(reason)
+	reason, err := CheckReason(reason)
 	if err != nil {
 		return nil, err
 	}
@@ -211,33 +205,6 @@ func (o *Order) Cancel(reason string, now time.Time) ([]Event, error) {
 		return nil, rejected("order_already_cancelled", "order %s is already cancelled", o.ID)
 	}
 	return nil, o.invalidTransition(Cancelled)
-}
-
-// validItems returns a copy of items, so that a caller changing its slice
-// later cannot change the event, or the first ErrInvalid error found.
-func validItems(items []Item) ([]Item, error) {
-	if len(items) == 0 {
-		return nil, Invalid("items_required", "/items", "an order needs at least one item")
-	}
-	if len(items) > maxItems {
-		return nil, Invalid("too_many_items", "/items", "an order has at most %d items, got %d", maxItems, len(items))
-	}
-	seen := make(map[uuid.UUID]bool, len(items))
-	for i, it := range items {
-		if it.ProductID == uuid.Nil {
-			return nil, Invalid("invalid_product_id", fmt.Sprintf("/items/%d/product_id", i), "item %d has no product_id", i)
-		}
-		if seen[it.ProductID] {
-			return nil, Invalid("duplicate_product", fmt.Sprintf("/items/%d/product_id", i),
-				"product %s is listed twice; give one line with the total quantity", it.ProductID)
-		}
-		seen[it.ProductID] = true
-		if it.Quantity < 1 || it.Quantity > maxQuantity {
-			return nil, Invalid("invalid_quantity", fmt.Sprintf("/items/%d/quantity", i),
-				"item %d has quantity %d, want 1 to %d", i, it.Quantity, maxQuantity)
-		}
-	}
-	return slices.Clone(items), nil
 }
 
 // apply changes the order by one event. It never fails and reads no clock:

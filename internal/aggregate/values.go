@@ -2,11 +2,15 @@ package aggregate
 
 import (
 	"errors"
+	"fmt"
 	"net/mail"
 	"regexp"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/google/uuid"
 )
 
 // Email is a validated email address: a bare local@domain, its domain in
@@ -104,6 +108,79 @@ func ParsePhone(s string) (PhoneNumber, error) {
 
 // String returns the number in E.164 form.
 func (p PhoneNumber) String() string { return p.e164 }
+
+// The checks of a command's input, pure functions of it. The decisions
+// call them before they look at the state; the API calls them too, before
+// anything is loaded, so that a malformed command is refused as such
+// whether or not its aggregate exists (input, then existence, then state).
+
+// CheckItems returns a copy of items, so that a caller changing its slice
+// later cannot change the event, or the first ErrInvalid error found: items
+// must be 1 to 100 lines ("items_required", "too_many_items", Field
+// "/items"), each with a product id ("invalid_product_id") used once
+// ("duplicate_product", Field "/items/N/product_id") and a quantity from 1
+// to 10000 ("invalid_quantity", Field "/items/N/quantity").
+func CheckItems(items []Item) ([]Item, error) {
+	if len(items) == 0 {
+		return nil, Invalid("items_required", "/items", "an order needs at least one item")
+	}
+	if len(items) > maxItems {
+		return nil, Invalid("too_many_items", "/items", "an order has at most %d items, got %d", maxItems, len(items))
+	}
+	seen := make(map[uuid.UUID]bool, len(items))
+	for i, it := range items {
+		if it.ProductID == uuid.Nil {
+			return nil, Invalid("invalid_product_id", fmt.Sprintf("/items/%d/product_id", i), "item %d has no product_id", i)
+		}
+		if seen[it.ProductID] {
+			return nil, Invalid("duplicate_product", fmt.Sprintf("/items/%d/product_id", i),
+				"product %s is listed twice; give one line with the total quantity", it.ProductID)
+		}
+		seen[it.ProductID] = true
+		if it.Quantity < 1 || it.Quantity > maxQuantity {
+			return nil, Invalid("invalid_quantity", fmt.Sprintf("/items/%d/quantity", i),
+				"item %d has quantity %d, want 1 to %d", i, it.Quantity, maxQuantity)
+		}
+	}
+	return slices.Clone(items), nil
+}
+
+// CheckShipment returns the tracking number and the carrier of a shipment,
+// trimmed, or an ErrInvalid error: both are required and at most 100
+// characters, the tracking number checked first.
+func CheckShipment(trackingNumber, carrier string) (string, string, error) {
+	trackingNumber, err := trackingNumberField.parse(trackingNumber)
+	if err != nil {
+		return "", "", err
+	}
+	carrier, err = carrierField.parse(carrier)
+	if err != nil {
+		return "", "", err
+	}
+	return trackingNumber, carrier, nil
+}
+
+// CheckSignature returns a delivery's signature, trimmed, or an ErrInvalid
+// error: it is optional and at most 200 characters.
+func CheckSignature(signature string) (string, error) { return signatureField.parse(signature) }
+
+// CheckReason returns a cancellation's reason, trimmed, or an ErrInvalid
+// error: it is optional and at most 500 characters.
+func CheckReason(reason string) (string, error) { return reasonField.parse(reason) }
+
+// CheckEmail is ParseEmail for a command's "email" field: its error has
+// Field "/email".
+func CheckEmail(email string) (Email, error) {
+	addr, err := ParseEmail(email)
+	return addr, atField(err, "/email")
+}
+
+// CheckPhone is ParsePhone for a command's "phone" field: its error has
+// Field "/phone".
+func CheckPhone(phone string) (PhoneNumber, error) {
+	number, err := ParsePhone(phone)
+	return number, atField(err, "/phone")
+}
 
 // textField describes a free-text command field: where it sits in the
 // command's body, the codes of its refusals and its length limit. Keeping

@@ -2,6 +2,8 @@ package aggregate
 
 import (
 	"errors"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -137,4 +139,49 @@ func TestAtField(t *testing.T) {
 	orig := Invalid("invalid_phone", "", "bad")
 	_ = atField(orig, "/phone")
 	checkErr(t, orig, invalid("invalid_phone", ""))
+}
+
+// TestChecksAreTheDecisions: each exported input check refuses exactly
+// what its decision refuses of the input, on an aggregate in a state that
+// takes the command, with the same error; the API relies on it when it
+// checks input before anything is loaded.
+func TestChecksAreTheDecisions(t *testing.T) {
+	long := strings.Repeat("x", 501)
+	ann := customer(registered)
+	check := func(name string, checkErr, decideErr error) {
+		t.Helper()
+		if !reflect.DeepEqual(checkErr, decideErr) {
+			t.Errorf("%s: the check says %v, the decision %v", name, checkErr, decideErr)
+		}
+	}
+	for _, items := range [][]Item{nil, {itemA}, {itemA, itemA}, {{Quantity: 1}}, {{ProductID: productA}}, {itemB, {ProductID: productA, Quantity: 10001}}} {
+		_, cerr := CheckItems(items)
+		_, derr := noOrder().Create(customerID, items, t0)
+		check(fmt.Sprintf("create %v", items), cerr, derr)
+		_, derr = createdOrder().UpdateItems(items, t0)
+		check(fmt.Sprintf("update items %v", items), cerr, derr)
+	}
+	for _, s := range [][2]string{{"T-1", "DHL"}, {"", "DHL"}, {"T-1", " "}, {long, "DHL"}, {"T-1", long}, {"\xff", ""}} {
+		_, _, cerr := CheckShipment(s[0], s[1])
+		_, derr := confirmedOrder().Ship(s[0], s[1], t0)
+		check(fmt.Sprintf("ship %q", s), cerr, derr)
+	}
+	for _, s := range []string{"", "J. Doe", long, "\xff"} {
+		_, cerr := CheckSignature(s)
+		_, derr := shippedOrder().Deliver(s, t0)
+		check(fmt.Sprintf("deliver %q", s), cerr, derr)
+		_, cerr = CheckReason(s)
+		_, derr = createdOrder().Cancel(s, t0)
+		check(fmt.Sprintf("cancel %q", s), cerr, derr)
+	}
+	for _, s := range []string{"", "bob@example.com", "bob", "root@localhost"} {
+		_, cerr := CheckEmail(s)
+		_, derr := ann().ChangeEmail(s, t0)
+		check(fmt.Sprintf("change email %q", s), cerr, derr)
+	}
+	for _, s := range []string{"", "+14155550000", "555", "+1 415 555"} {
+		_, cerr := CheckPhone(s)
+		_, derr := ann().ChangePhone(s, t0)
+		check(fmt.Sprintf("change phone %q", s), cerr, derr)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/store"
 )
@@ -90,10 +91,10 @@ func (s *Server) authorize(next http.Handler) http.Handler {
 		switch {
 		case !strings.EqualFold(scheme, "Bearer") || token == "":
 			w.Header().Set("WWW-Authenticate", `Bearer realm="orderd-admin"`)
-			writeError(w, r, &problem{kind: errUnauthorized, code: "unauthorized", detail: "the admin API needs an Authorization: Bearer <token> header"})
+			writeError(w, r, &aggregate.Error{Kind: errUnauthorized, Code: "unauthorized", Detail: "the admin API needs an Authorization: Bearer <token> header"})
 		case !tokenMatches(token, want):
 			w.Header().Set("WWW-Authenticate", `Bearer realm="orderd-admin", error="invalid_token"`)
-			writeError(w, r, &problem{kind: errUnauthorized, code: "unauthorized", detail: "the bearer token is not the admin token"})
+			writeError(w, r, &aggregate.Error{Kind: errUnauthorized, Code: "unauthorized", Detail: "the bearer token is not the admin token"})
 		default:
 			next.ServeHTTP(w, r)
 		}
@@ -251,5 +252,5 @@ func deadLetterError(id int64, published int, err error) error {
 	default:
 		return err
 	}
-	return &problem{kind: err, detail: detail} // the code is problems' code of err
+	return &aggregate.Error{Kind: err, Detail: detail} // the code is problems' code of err
 }

@@ -51,26 +51,34 @@ func (s *Server) registerCustomer(w http.ResponseWriter, r *http.Request) error 
 
 func (s *Server) changeEmail(w http.ResponseWriter, r *http.Request) error {
 	var req changeEmailRequest
-	return s.customerCommand(w, r, &req, func(c *aggregate.Customer, now time.Time) ([]aggregate.Event, error) {
-		return c.ChangeEmail(req.Email, now)
-	})
+	return s.customerCommand(w, r, &req,
+		func() error {
+			_, err := aggregate.CheckEmail(req.Email)
+			return err
+		},
+		func(c *aggregate.Customer, now time.Time) ([]aggregate.Event, error) {
+			return c.ChangeEmail(req.Email, now)
+		})
 }
 
 func (s *Server) changePhone(w http.ResponseWriter, r *http.Request) error {
 	var req changePhoneRequest
-	return s.customerCommand(w, r, &req, func(c *aggregate.Customer, now time.Time) ([]aggregate.Event, error) {
-		return c.ChangePhone(req.Phone, now)
-	})
+	return s.customerCommand(w, r, &req,
+		func() error {
+			_, err := aggregate.CheckPhone(req.Phone)
+			return err
+		},
+		func(c *aggregate.Customer, now time.Time) ([]aggregate.Event, error) {
+			return c.ChangePhone(req.Phone, now)
+		})
 }
 
 // customerCommand runs a command on an existing customer; see
 // existingCommand.
-func (s *Server) customerCommand(w http.ResponseWriter, r *http.Request, req any, decide func(*aggregate.Customer, time.Time) ([]aggregate.Event, error)) error {
-	return s.existingCommand(w, r, req, false,
-		func(id uuid.UUID) error {
-			_, err := decide(&aggregate.Customer{ID: id, Version: 1}, time.Time{})
-			return inputError(err)
-		},
+func (s *Server) customerCommand(w http.ResponseWriter, r *http.Request, req any, check func() error,
+	decide func(*aggregate.Customer, time.Time) ([]aggregate.Event, error),
+) error {
+	return s.existingCommand(w, r, req, false, check,
 		func(ctx context.Context, id uuid.UUID, meta aggregate.Meta) (int64, error) {
 			return s.commands.Customer(ctx, id, meta, decide)
 		})
@@ -103,7 +111,8 @@ func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request) error {
 	if at.past() {
 		c, err = pastState(r.Context(), s, aggregate.CustomerType, id, at, s.customerAt)
 	} else {
-		c, err = atLeast(r.Context(), s, aggregate.CustomerType, id, min, s.queries.Customer, func(c readmodel.Customer) int64 { return c.Version })
+		c, err = s.queries.Customer(r.Context(), id, min)
+		err = readError(err, aggregate.CustomerType, id)
 	}
 	if err != nil {
 		return err

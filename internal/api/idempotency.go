@@ -15,6 +15,7 @@ import (
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
+	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/store"
 )
 
@@ -79,7 +80,7 @@ type IdempotencyOptions struct {
 // unless the command's events show that it committed.
 type Idempotency struct {
 	keys    store.Idempotency
-	history History
+	history store.Loader
 	opts    IdempotencyOptions
 
 	mu      sync.Mutex
@@ -88,7 +89,7 @@ type Idempotency struct {
 
 // NewIdempotency returns the middleware keeping its records in keys and
 // settling a record whose attempt died from the events in history.
-func NewIdempotency(keys store.Idempotency, history History, opts IdempotencyOptions) *Idempotency {
+func NewIdempotency(keys store.Idempotency, history store.Loader, opts IdempotencyOptions) *Idempotency {
 	if opts.TTL <= 0 {
 		opts.TTL = DefaultIdempotencyTTL
 	}
@@ -224,7 +225,7 @@ func (m *Idempotency) serve(w http.ResponseWriter, r *http.Request, next http.Ha
 			return
 		}
 		if !bytes.Equal(cur.Fingerprint, fp) {
-			writeError(w, r, &problem{kind: errKeyReused, detail: "this Idempotency-Key was used with another request (method, path or body); use a new key for a new request"})
+			writeError(w, r, &aggregate.Error{Kind: errKeyReused, Detail: "this Idempotency-Key was used with another request (method, path or body); use a new key for a new request"})
 			return
 		}
 		if cur.State == store.Done {
@@ -249,7 +250,7 @@ func (m *Idempotency) serve(w http.ResponseWriter, r *http.Request, next http.Ha
 				writeError(w, r, ctx.Err())
 				return
 			}
-			writeError(w, r, &problem{kind: errKeyInFlight, detail: "a request with this Idempotency-Key is still being processed; retry shortly"})
+			writeError(w, r, &aggregate.Error{Kind: errKeyInFlight, Detail: "a request with this Idempotency-Key is still being processed; retry shortly"})
 			return
 		}
 	}

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -83,7 +82,10 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	// The handler checks the items before it looks the customer up.
+	// Input, then existence: the items before the customer is looked up.
+	if _, err := aggregate.CheckItems(its); err != nil {
+		return err
+	}
 	v, err := s.commands.CreateOrder(r.Context(), id, meta, customerID, its)
 	if err != nil {
 		return err
@@ -94,54 +96,68 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 
 func (s *Server) updateItems(w http.ResponseWriter, r *http.Request) error {
 	var req updateItemsRequest
-	return s.orderCommand(w, r, &req, false, aggregate.Created, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
-		its, err := items(req.Items)
-		if err != nil {
-			return nil, err
-		}
-		return o.UpdateItems(its, now)
-	})
+	var its []aggregate.Item
+	return s.orderCommand(w, r, &req, false,
+		func() (err error) {
+			if its, err = items(req.Items); err != nil {
+				return err
+			}
+			_, err = aggregate.CheckItems(its)
+			return err
+		},
+		func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
+			return o.UpdateItems(its, now)
+		})
 }
 
 func (s *Server) confirmOrder(w http.ResponseWriter, r *http.Request) error {
 	var req struct{}
-	return s.orderCommand(w, r, &req, true, aggregate.Created, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
+	return s.orderCommand(w, r, &req, true, nil, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
 		return o.Confirm(now)
 	})
 }
 
 func (s *Server) shipOrder(w http.ResponseWriter, r *http.Request) error {
 	var req shipRequest
-	return s.orderCommand(w, r, &req, false, aggregate.Confirmed, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
-		return o.Ship(req.TrackingNumber, req.Carrier, now)
-	})
+	return s.orderCommand(w, r, &req, false,
+		func() error {
+			_, _, err := aggregate.CheckShipment(req.TrackingNumber, req.Carrier)
+			return err
+		},
+		func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
+			return o.Ship(req.TrackingNumber, req.Carrier, now)
+		})
 }
 
 func (s *Server) deliverOrder(w http.ResponseWriter, r *http.Request) error {
 	var req deliverRequest
-	return s.orderCommand(w, r, &req, true, aggregate.Shipped, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
-		return o.Deliver(req.Signature, now)
-	})
+	return s.orderCommand(w, r, &req, true,
+		func() error {
+			_, err := aggregate.CheckSignature(req.Signature)
+			return err
+		},
+		func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
+			return o.Deliver(req.Signature, now)
+		})
 }
 
 func (s *Server) cancelOrder(w http.ResponseWriter, r *http.Request) error {
 	var req cancelRequest
-	return s.orderCommand(w, r, &req, true, aggregate.Created, func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
-		return o.Cancel(req.Reason, now)
-	})
+	return s.orderCommand(w, r, &req, true,
+		func() error {
+			_, err := aggregate.CheckReason(req.Reason)
+			return err
+		},
+		func(o *aggregate.Order, now time.Time) ([]aggregate.Event, error) {
+			return o.Cancel(req.Reason, now)
+		})
 }
 
-// orderCommand runs a command on an existing order. allowedIn is a status
-// in which the order takes the command, for the input check of
-// existingCommand.
-func (s *Server) orderCommand(w http.ResponseWriter, r *http.Request, req any, optional bool, allowedIn aggregate.Status,
+// orderCommand runs a command on an existing order; see existingCommand.
+func (s *Server) orderCommand(w http.ResponseWriter, r *http.Request, req any, optional bool, check func() error,
 	decide func(*aggregate.Order, time.Time) ([]aggregate.Event, error),
 ) error {
-	return s.existingCommand(w, r, req, optional,
-		func(id uuid.UUID) error {
-			_, err := decide(&aggregate.Order{ID: id, Version: 1, Status: allowedIn}, time.Time{})
-			return inputError(err)
-		},
+	return s.existingCommand(w, r, req, optional, check,
 		func(ctx context.Context, id uuid.UUID, meta aggregate.Meta) (int64, error) {
 			return s.commands.Order(ctx, id, meta, decide)
 		})
@@ -150,16 +166,17 @@ func (s *Server) orderCommand(w http.ResponseWriter, r *http.Request, req any, o
 // existingCommand is the one path of every command on an existing
 // aggregate, in the API's one order of precedence: input, then existence,
 // then state. It parses the id, decodes the body into req (which may be
-// optional), reads If-Match, and has check refuse invalid input, all before
-// anything is loaded; then run loads, decides and appends, and answers 404
-// for an aggregate that does not exist before any refusal of its state.
+// optional), reads If-Match, and has check (nil: none) refuse invalid
+// input, all before anything is loaded; then run loads, decides and
+// appends, and answers 404 for an aggregate that does not exist before any
+// refusal of its state.
 //
-// check decides the command, as run would, on an aggregate that exists and
-// is in a state that takes it: decisions are pure and check their input
-// before the state, so what that refuses is exactly the invalid input. The
-// rules stay written once, in the aggregate.
+// check calls the aggregate's own checks of the command's input (such as
+// aggregate.CheckItems), which its decision calls too: the rules stay
+// written once, in the aggregate, and the API knows nothing of the states
+// in which a command is allowed.
 func (s *Server) existingCommand(w http.ResponseWriter, r *http.Request, req any, optional bool,
-	check func(uuid.UUID) error, run func(context.Context, uuid.UUID, aggregate.Meta) (int64, error),
+	check func() error, run func(context.Context, uuid.UUID, aggregate.Meta) (int64, error),
 ) error {
 	id, err := pathID(r)
 	if err != nil {
@@ -172,22 +189,16 @@ func (s *Server) existingCommand(w http.ResponseWriter, r *http.Request, req any
 	if err != nil {
 		return err
 	}
-	if err := check(id); err != nil {
-		return err
+	if check != nil {
+		if err := check(); err != nil {
+			return err
+		}
 	}
 	v, err := run(r.Context(), id, meta)
 	if err != nil {
 		return err
 	}
 	return writeCommandResult(w, http.StatusOK, id, v)
-}
-
-// inputError keeps of a decision's error only a refusal of the input.
-func inputError(err error) error {
-	if errors.Is(err, errInvalid) || errors.Is(err, aggregate.ErrInvalid) {
-		return err
-	}
-	return nil
 }
 
 // meta is what every command on aggregate id carries besides its fields:
@@ -248,7 +259,8 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request) error {
 	if at.past() {
 		o, err = pastState(r.Context(), s, aggregate.OrderType, id, at, s.orderAt)
 	} else {
-		o, err = atLeast(r.Context(), s, aggregate.OrderType, id, min, s.queries.Order, func(o readmodel.Order) int64 { return o.Version })
+		o, err = s.queries.Order(r.Context(), id, min)
+		err = readError(err, aggregate.OrderType, id)
 	}
 	if err != nil {
 		return err

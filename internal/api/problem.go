@@ -19,7 +19,6 @@ import (
 
 // The kinds of error only the HTTP layer raises. Each is a row of problems.
 var (
-	errInvalid      = errors.New("invalid request") // input refused before any command or query runs
 	errUnauthorized = errors.New("unauthorized")
 	errNoRoute      = errors.New("no such route")
 	errNotFound     = errors.New("not found") // a read of an id nothing is stored under
@@ -35,16 +34,15 @@ var (
 
 // problems is the one place that says which error means which status. An
 // error is answered by the first row whose err it wraps; code is used when
-// the error carries none of its own (an *aggregate.Error or a *problem
-// does); retryAfter, when set, is sent as Retry-After (seconds). Errors matching no row are
-// 500s.
+// the error carries none of its own (an *aggregate.Error, of a domain kind
+// or of one of the HTTP-only kinds above, may); retryAfter, when set, is
+// sent as Retry-After (seconds). Errors matching no row are 500s.
 var problems = []struct {
 	err        error
 	status     int
 	code       string
 	retryAfter string
 }{
-	{errInvalid, http.StatusBadRequest, "invalid_request", ""},
 	{aggregate.ErrInvalid, http.StatusBadRequest, "invalid_request", ""},
 	{errUnauthorized, http.StatusUnauthorized, "unauthorized", ""},
 	{errNoRoute, http.StatusNotFound, "not_found", ""},
@@ -85,30 +83,12 @@ var problems = []struct {
 	{store.ErrUnavailable, http.StatusServiceUnavailable, "storage_unavailable", "5"},
 }
 
-// problem is an error the HTTP layer words itself: a kind from problems
-// (or an error wrapping one), a stable code (empty: the code of the kind's
-// row), the field at fault (a JSON pointer into the body, or the name of a
-// header, query or path parameter) and a detail safe to show.
-type problem struct {
-	kind   error
-	code   string
-	field  string
-	detail string
-}
-
-func (p *problem) Error() string {
-	if p.field != "" {
-		return fmt.Sprintf("%s: %s (%s): %s", p.kind, p.code, p.field, p.detail)
-	}
-	return fmt.Sprintf("%s: %s: %s", p.kind, p.code, p.detail)
-}
-
-// Unwrap makes errors.Is(err, errInvalid) and friends work.
-func (p *problem) Unwrap() error { return p.kind }
-
-// invalid is the problem of input refused before any handler logic runs.
+// invalid is the refusal of input refused before any handler logic runs:
+// the domain's own kind (aggregate.ErrInvalid), so that a 400 is one kind
+// whoever refused it. field is a JSON pointer into the body, or the name of
+// a header, query or path parameter.
 func invalid(code, field, format string, args ...any) error {
-	return &problem{kind: errInvalid, code: code, field: field, detail: fmt.Sprintf(format, args...)}
+	return aggregate.Invalid(code, field, format, args...)
 }
 
 // notFoundCodes are the codes of reads of an id nothing of that type is
@@ -120,7 +100,7 @@ var notFoundCodes = map[string]string{
 
 // notFound is the problem of every read of an aggregate that does not exist.
 func notFound(aggType string, id uuid.UUID) error {
-	return &problem{kind: errNotFound, code: notFoundCodes[aggType], detail: fmt.Sprintf("%s %s does not exist", strings.ToLower(aggType), id)}
+	return &aggregate.Error{Kind: errNotFound, Code: notFoundCodes[aggType], Detail: fmt.Sprintf("%s %s does not exist", strings.ToLower(aggType), id)}
 }
 
 // problemJSON is an RFC 9457 problem details object. Code is the stable,
@@ -147,20 +127,17 @@ func describe(err error) (status int, p problemJSON, retryAfter string) {
 		}
 	}
 	var de *aggregate.Error
-	var ap *problem
 	switch {
 	case status == http.StatusInternalServerError:
 		p.Code, p.Detail = "internal", "the server failed to handle the request; the correlation id identifies it in the logs"
 	case errors.Is(err, store.ErrUnavailable):
 		// The driver's or SQLite's own words stay in the logs.
 		p.Detail = "the storage cannot take this request now (a full or failing disk, or too few replicas); nothing was stored; retry after Retry-After seconds"
-	case errors.As(err, &ap):
-		p.Field, p.Detail = ap.field, ap.detail
-		if ap.code != "" {
-			p.Code = ap.code
-		}
 	case errors.As(err, &de):
-		p.Code, p.Field, p.Detail = de.Code, de.Field, de.Detail
+		p.Field, p.Detail = de.Field, de.Detail
+		if de.Code != "" {
+			p.Code = de.Code
+		}
 	default:
 		p.Detail = err.Error()
 	}

@@ -4,48 +4,29 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/store"
 )
 
-// atLeast reads an aggregate's view with read-your-writes: with min 0 once,
-// answering 404 when there is no row; with a min_version, it reads once
-// too, and only when the row is missing or older than min does it ask the
-// event store what is stored. Nothing of aggType: 404 at once. A version
-// below min: 409 version_not_reached at once, since waiting cannot help.
-// Otherwise the projection is truly behind and is waited for (503
-// projection_behind when it does not get there in time).
-func atLeast[T any](ctx context.Context, s *Server, aggType string, id uuid.UUID, min int64,
-	read func(context.Context, uuid.UUID, int64) (T, error), version func(T) int64,
-) (T, error) {
-	row, err := read(ctx, id, 0)
+// readError words the read side's refusals of a read of aggType id (see
+// readmodel.Queries, the one read-your-writes path): 404 for an id nothing
+// of aggType is stored under, 409 version_not_reached for a min_version
+// above the stored version. Other errors, nil included, pass unchanged.
+func readError(err error, aggType string, id uuid.UUID) error {
+	var nr *readmodel.NotReachedError
 	switch {
-	case err == nil && version(row) >= min:
-		return row, nil
-	case err != nil && !errors.Is(err, readmodel.ErrNotFound):
-		return row, err
-	case min == 0:
-		return row, notFound(aggType, id)
+	case errors.Is(err, readmodel.ErrNotFound):
+		return notFound(aggType, id)
+	case errors.As(err, &nr):
+		return &aggregate.Error{Kind: errNotReached, Code: "version_not_reached", Field: "min_version", Detail: nr.Error()}
 	}
-	stored, err := s.stored(ctx, aggType, id)
-	if err != nil {
-		return row, err
-	}
-	switch v := storedVersion(stored); {
-	case len(stored) == 0:
-		return row, notFound(aggType, id)
-	case v < min:
-		return row, &problem{kind: errNotReached, code: "version_not_reached", field: "min_version",
-			detail: fmt.Sprintf("%s %s is at version %d; version %d does not exist yet", strings.ToLower(aggType), id, v, min)}
-	}
-	return read(ctx, id, min)
+	return err
 }
 
 // stored returns the events of aggregate id, none when it has none or they

@@ -10,6 +10,7 @@ import (
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 
+	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
 )
 
@@ -100,7 +101,7 @@ func (s *Server) startRebuild(w http.ResponseWriter, r *http.Request) error {
 	rb, err := s.rebuilds.Request(r.Context())
 	if errors.Is(err, readmodel.ErrRebuildRunning) {
 		w.Header().Set("Location", "/v1/admin/rebuilds/"+rb.ID.String())
-		return &problem{kind: err, detail: fmt.Sprintf("rebuild %s is %s: one rebuild runs at a time; follow it, or cancel it with POST /v1/admin/rebuilds/%s/cancel", rb.ID, rb.State, rb.ID)}
+		return &aggregate.Error{Kind: err, Detail: fmt.Sprintf("rebuild %s is %s: one rebuild runs at a time; follow it, or cancel it with POST /v1/admin/rebuilds/%s/cancel", rb.ID, rb.State, rb.ID)}
 	}
 	if err != nil {
 		return err
@@ -112,7 +113,7 @@ func (s *Server) startRebuild(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) latestRebuild(w http.ResponseWriter, r *http.Request) error {
 	rb, err := s.rebuilds.Last(r.Context())
 	if errors.Is(err, readmodel.ErrNotFound) {
-		return &problem{kind: errNotFound, code: "rebuild_not_found", detail: "no rebuild was ever requested"}
+		return &aggregate.Error{Kind: errNotFound, Code: "rebuild_not_found", Detail: "no rebuild was ever requested"}
 	}
 	if err != nil {
 		return err
@@ -145,7 +146,7 @@ func (s *Server) cancelRebuild(w http.ResponseWriter, r *http.Request) error {
 		return rebuildError(id, err)
 	}
 	if rb.State.Ended() {
-		return &problem{kind: errRebuildEnded, detail: fmt.Sprintf("rebuild %s has ended (%s)", id, rb.State)}
+		return &aggregate.Error{Kind: errRebuildEnded, Detail: fmt.Sprintf("rebuild %s has ended (%s)", id, rb.State)}
 	}
 	return writeJSON(w, http.StatusAccepted, rebuildOut(rb))
 }
@@ -153,7 +154,7 @@ func (s *Server) cancelRebuild(w http.ResponseWriter, r *http.Request) error {
 // rebuildError words the catalog's not found.
 func rebuildError(id uuid.UUID, err error) error {
 	if errors.Is(err, readmodel.ErrNotFound) {
-		return &problem{kind: errNotFound, code: "rebuild_not_found", detail: fmt.Sprintf("no rebuild has id %s", id)}
+		return &aggregate.Error{Kind: errNotFound, Code: "rebuild_not_found", Detail: fmt.Sprintf("no rebuild has id %s", id)}
 	}
 	return err
 }

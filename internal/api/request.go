@@ -71,7 +71,7 @@ func decode(r *http.Request, v any, optional bool) error {
 }
 
 func tooLarge() error {
-	return &problem{kind: errBodyTooLarge, code: "body_too_large", detail: fmt.Sprintf("the request body is over the %d byte limit", maxBody)}
+	return &aggregate.Error{Kind: errBodyTooLarge, Code: "body_too_large", Detail: fmt.Sprintf("the request body is over the %d byte limit", maxBody)}
 }
 
 func checkJSONMediaType(r *http.Request) error {
@@ -85,8 +85,8 @@ func checkJSONMediaType(r *http.Request) error {
 	if ct == "" {
 		ct = "none"
 	}
-	return &problem{kind: errMediaType, code: "unsupported_media_type", field: "Content-Type",
-		detail: fmt.Sprintf("the request body must be application/json (UTF-8), not %s", sanitize(ct, maxEcho))}
+	return &aggregate.Error{Kind: errMediaType, Code: "unsupported_media_type", Field: "Content-Type",
+		Detail: fmt.Sprintf("the request body must be application/json (UTF-8), not %s", sanitize(ct, maxEcho))}
 }
 
 // scanner is scan's decoder and its reader, kept between requests in

@@ -94,7 +94,7 @@ func TestProblemsTable(t *testing.T) {
 		{aggregate.Invalid("invalid_quantity", "/items/0/quantity", "x"), 400, "invalid_quantity"},
 		{notFound(aggregate.OrderType, [16]byte{1}), 404, "order_not_found"},
 		{notFound(aggregate.CustomerType, [16]byte{1}), 404, "customer_not_found"},
-		{&problem{kind: errNotReached, code: "version_not_reached"}, 409, "version_not_reached"},
+		{&aggregate.Error{Kind: errNotReached, Code: "version_not_reached"}, 409, "version_not_reached"},
 		{errors.New("disk on fire"), 500, "internal"},
 	} {
 		status, p, _ := describe(c.err)

@@ -30,11 +30,6 @@ type Queries interface {
 	CustomerOrders(ctx context.Context, customerID, after uuid.UUID, limit int) ([]readmodel.OrderSummary, error)
 }
 
-// History reads an aggregate's stored events.
-type History interface {
-	Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([]store.Event, error)
-}
-
 // Component is one part of the service as /readyz reports it.
 type Component struct {
 	Status string `json:"status"` // "up", "degraded" (working, with a problem to look at), "off" or "down" (not ready)
@@ -58,7 +53,7 @@ type Readiness func(ctx context.Context) map[string]Component
 type Server struct {
 	commands *aggregate.Handler
 	queries  Queries
-	history  History
+	history  store.Loader
 	ready    Readiness
 	spec     []byte
 	log      *zap.Logger
@@ -80,7 +75,7 @@ type Server struct {
 
 // New returns a server. spec is the OpenAPI document served at
 // /openapi.yaml.
-func New(commands *aggregate.Handler, queries Queries, history History, ready Readiness, spec []byte, log *zap.Logger) *Server {
+func New(commands *aggregate.Handler, queries Queries, history store.Loader, ready Readiness, spec []byte, log *zap.Logger) *Server {
 	return &Server{commands: commands, queries: queries, history: history, ready: ready, spec: spec, log: log}
 }
 
@@ -120,7 +115,7 @@ func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(s.correlate, s.recoverPanics, middleware.GetHead)
 	r.NotFound(s.handle(func(http.ResponseWriter, *http.Request) error {
-		return &problem{kind: errNoRoute, code: "not_found", detail: "no such route"}
+		return &aggregate.Error{Kind: errNoRoute, Code: "not_found", Detail: "no such route"}
 	}))
 	r.MethodNotAllowed(s.handle(func(w http.ResponseWriter, req *http.Request) error {
 		allow := allowed(r, req.URL.Path)
@@ -129,8 +124,8 @@ func (s *Server) Handler() http.Handler {
 			w.WriteHeader(http.StatusNoContent)
 			return nil
 		}
-		return &problem{kind: errNoMethod, code: "method_not_allowed",
-			detail: fmt.Sprintf("%s is not allowed here; this route takes %s", sanitize(req.Method, maxEcho), allow)}
+		return &aggregate.Error{Kind: errNoMethod, Code: "method_not_allowed",
+			Detail: fmt.Sprintf("%s is not allowed here; this route takes %s", sanitize(req.Method, maxEcho), allow)}
 	}))
 
 	r.Get("/healthz", s.handle(s.healthz))

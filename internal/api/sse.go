@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/orderd/orderd/internal/aggregate"
 )
 
 // WithStream serves GET /v1/events/stream from st. Without it (or with a
@@ -25,16 +27,16 @@ func (s *Server) WithStream(st *Stream) *Server {
 func (s *Server) eventStream(w http.ResponseWriter, r *http.Request) error {
 	st := s.stream
 	if st == nil || st.log == nil {
-		return &problem{kind: errStreamNotOffered, code: "stream_not_offered",
-			detail: "this event store has no global commit order (the CQL backend keeps each aggregate's events apart), so it offers no stream of all events; consume the Kafka topics, or read one aggregate's events at /v1/orders/{id}/events"}
+		return &aggregate.Error{Kind: errStreamNotOffered, Code: "stream_not_offered",
+			Detail: "this event store has no global commit order (the CQL backend keeps each aggregate's events apart), so it offers no stream of all events; consume the Kafka topics, or read one aggregate's events at /v1/orders/{id}/events"}
 	}
 	after, fromNow, err := streamAfter(r)
 	if err != nil {
 		return err
 	}
 	if !st.admit() {
-		return &problem{kind: errTooManyStreams, code: "too_many_streams",
-			detail: fmt.Sprintf("%d event streams are open, the most this server serves at once; retry later", st.opts.MaxClients)}
+		return &aggregate.Error{Kind: errTooManyStreams, Code: "too_many_streams",
+			Detail: fmt.Sprintf("%d event streams are open, the most this server serves at once; retry later", st.opts.MaxClients)}
 	}
 	defer st.leave()
 	if fromNow {

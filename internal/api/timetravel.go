@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
 )
 
@@ -50,7 +51,7 @@ func readParams(r *http.Request) (min int64, p pointInTime, err error) {
 }
 
 func conflicting(field, detail string) error {
-	return &problem{kind: errInvalid, code: "conflicting_query", field: field, detail: detail}
+	return invalid("conflicting_query", field, "%s", detail)
 }
 
 // asOf reads ?as_of, an RFC 3339 date-time with its offset; zero when
@@ -102,8 +103,8 @@ func pastState[T any](ctx context.Context, s *Server, aggType string, id uuid.UU
 		case len(events) == 0:
 			return zero, notFound(aggType, id)
 		case p.at.Before(events[0].Timestamp):
-			return zero, &problem{kind: errNotFound, code: notFoundCodes[aggType], field: "as_of",
-				detail: fmt.Sprintf("%s %s did not exist yet at %s; it was created at %s", what, id,
+			return zero, &aggregate.Error{Kind: errNotFound, Code: notFoundCodes[aggType], Field: "as_of",
+				Detail: fmt.Sprintf("%s %s did not exist yet at %s; it was created at %s", what, id,
 					p.at.UTC().Format(time.RFC3339Nano), events[0].Timestamp.UTC().Format(time.RFC3339Nano))}
 		}
 		for _, e := range events {
@@ -120,8 +121,8 @@ func pastState[T any](ctx context.Context, s *Server, aggType string, id uuid.UU
 	case current == 0:
 		return zero, notFound(aggType, id)
 	case version > current:
-		return zero, &problem{kind: errNotReached, code: "version_not_reached", field: "as_of_version",
-			detail: fmt.Sprintf("%s %s is at version %d; version %d does not exist yet", what, id, current, version)}
+		return zero, &aggregate.Error{Kind: errNotReached, Code: "version_not_reached", Field: "as_of_version",
+			Detail: fmt.Sprintf("%s %s is at version %d; version %d does not exist yet", what, id, current, version)}
 	}
 	return state, nil
 }

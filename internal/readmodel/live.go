@@ -15,11 +15,6 @@ import (
 	"github.com/orderd/orderd/internal/store"
 )
 
-// Loader loads an aggregate's events: the event store's Load.
-type Loader interface {
-	Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([]store.Event, error)
-}
-
 // Live is the read models as queries and the projector see them: the
 // current generation, which every read goes to, and during a rebuild the
 // generations written beside it. It is a Views and, with Apply, the
@@ -38,7 +33,7 @@ type Live struct {
 	mu   sync.Mutex
 	next *follower // written before cur: the generation a rebuild catches up
 	old  *follower // written after cur: the one a switch left, for a grace
-	load Loader
+	load store.Loader
 	log  *zap.Logger
 }
 
@@ -58,7 +53,7 @@ type follower struct {
 // NewLive returns the read models with generation n, g, current. load
 // fills in, from the events, the aggregates a generation under rebuild has
 // not reached yet (see Follow).
-func NewLive(n int64, g Generation, load Loader, log *zap.Logger) *Live {
+func NewLive(n int64, g Generation, load store.Loader, log *zap.Logger) *Live {
 	l := &Live{load: load, log: log}
 	l.cur.Store(&generation{n, g})
 	return l

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/orderd/orderd/internal/aggregate"
 )
 
 // ErrNotFound is returned, wrapped, when a view has no row for the id: the
@@ -18,6 +20,26 @@ var ErrNotFound = errors.New("readmodel: not found")
 // client asked for within the wait. The API answers 503 with Retry-After
 // rather than serve a row older than the client's own write.
 var ErrBehind = errors.New("readmodel: projection is behind the requested version")
+
+// ErrNotReached is returned, wrapped in a *NotReachedError, when a read
+// asks for a version above the one the event store holds: waiting cannot
+// help, so it is answered at once.
+var ErrNotReached = errors.New("readmodel: version not stored")
+
+// NotReachedError is the error of a read for a version the event store
+// does not hold yet. It wraps ErrNotReached.
+type NotReachedError struct {
+	What   string // "order <id>" or "customer <id>"
+	Stored int64  // the version the event store holds
+	Want   int64  // the version asked for
+}
+
+func (e *NotReachedError) Error() string {
+	return fmt.Sprintf("%s is at version %d; version %d does not exist yet", e.What, e.Stored, e.Want)
+}
+
+// Unwrap makes errors.Is(err, ErrNotReached) work.
+func (e *NotReachedError) Unwrap() error { return ErrNotReached }
 
 // ErrTooManyWaiters is returned, wrapped, when a read would have to wait
 // for its version while the most reads a Queries lets wait at once are
@@ -50,11 +72,21 @@ type Views interface {
 	Watch(id uuid.UUID) (changed <-chan struct{}, stop func())
 }
 
+// Versions is the part of the event store that queries ask when a row is
+// missing or older than asked: the type and version of one aggregate, read
+// without its history (store.Store's Version).
+type Versions interface {
+	Version(ctx context.Context, aggregateID uuid.UUID) (aggregateType string, version int64, err error)
+}
+
 // Queries serves the views with read-your-writes: a client that has just
 // written version n can ask for at least n and wait briefly for the
-// projector to get there.
+// projector to get there. It is the one read-your-writes path: what
+// waiting cannot help (an unknown id, a version not stored) it answers at
+// once, from the event store's Versions.
 type Queries struct {
 	v       Views
+	stored  Versions
 	wait    time.Duration
 	poll    time.Duration
 	waiters chan struct{} // a slot per read waiting for a version
@@ -62,7 +94,9 @@ type Queries struct {
 
 // NewQueries returns queries over v that wait at most wait for a requested
 // version (about 2 s in production: long enough for the projector's usual
-// lag, short enough to answer 503 before a client times out).
+// lag, short enough to answer 503 before a client times out). stored
+// tells, when a row is missing or behind, whether the event store holds
+// the version asked for.
 //
 // A waiting query wakes when v's Watch says this process projected an
 // event of its row, and only then. Where the projector may run in another process (several
@@ -71,8 +105,8 @@ type Queries struct {
 // its row again every poll; 0 relies on Changed alone.
 //
 // At most DefaultMaxWaiters reads wait at once; see WithMaxWaiters.
-func NewQueries(v Views, wait, poll time.Duration) *Queries {
-	return &Queries{v: v, wait: wait, poll: poll, waiters: make(chan struct{}, DefaultMaxWaiters)}
+func NewQueries(v Views, stored Versions, wait, poll time.Duration) *Queries {
+	return &Queries{v: v, stored: stored, wait: wait, poll: poll, waiters: make(chan struct{}, DefaultMaxWaiters)}
 }
 
 // WithMaxWaiters lets at most n reads (n ≥ 1) wait for a version at once;
@@ -86,13 +120,15 @@ func (q *Queries) WithMaxWaiters(n int) *Queries {
 // Waiting returns how many reads wait for a version now.
 func (q *Queries) Waiting() int { return len(q.waiters) }
 
-// Order returns the order with at least version minVersion. With minVersion
-// 0 it answers at once, and a missing order is an error wrapping
-// ErrNotFound; otherwise, like an order older than minVersion, it is waited
-// for and ends in an error wrapping ErrBehind, or ctx's error if ctx ends
-// first.
+// Order returns the order with at least version minVersion. A missing
+// order is an error wrapping ErrNotFound, at once, when minVersion is 0 or
+// the event store holds no order id (ids are shared by all aggregate
+// types: the events of a customer are no order); a minVersion above the
+// stored version is a *NotReachedError, at once. Otherwise the projection
+// is behind the store and is waited for: the read ends in an error
+// wrapping ErrBehind, or ctx's error if ctx ends first.
 func (q *Queries) Order(ctx context.Context, id uuid.UUID, minVersion int64) (Order, error) {
-	return atLeast(ctx, q, id, minVersion,
+	return atLeast(ctx, q, aggregate.OrderType, id, minVersion,
 		func(ctx context.Context) (Order, error) { return q.v.Order(ctx, id) },
 		func(o Order) int64 { return o.Version },
 		"order "+id.String())
@@ -101,7 +137,7 @@ func (q *Queries) Order(ctx context.Context, id uuid.UUID, minVersion int64) (Or
 // Customer returns the customer with at least version minVersion, with the
 // same waiting and errors as Order.
 func (q *Queries) Customer(ctx context.Context, id uuid.UUID, minVersion int64) (Customer, error) {
-	return atLeast(ctx, q, id, minVersion,
+	return atLeast(ctx, q, aggregate.CustomerType, id, minVersion,
 		func(ctx context.Context) (Customer, error) { return q.v.Customer(ctx, id) },
 		func(c Customer) int64 { return c.Version },
 		"customer "+id.String())
@@ -127,11 +163,13 @@ func (q *Queries) CustomerOrders(ctx context.Context, customerID, after uuid.UUI
 
 // atLeast reads the row of id with get until its version reaches
 // minVersion. A row that is there already costs one read and no wait
-// slot. Otherwise it takes a slot (or fails with ErrTooManyWaiters) and
-// watches id before each read, so that a commit that lands between the
-// read and the wait still wakes it; it polls only when q.poll says the
-// projector may be elsewhere.
-func atLeast[T any](ctx context.Context, q *Queries, id uuid.UUID, minVersion int64,
+// slot. Otherwise it asks the event store for the version of id (one row,
+// not the history), answers what waiting cannot help at once, and waits:
+// it takes a slot (or fails with ErrTooManyWaiters) and watches id before
+// each read, so that a commit that lands between the read and the wait
+// still wakes it; it polls only when q.poll says the projector may be
+// elsewhere.
+func atLeast[T any](ctx context.Context, q *Queries, aggType string, id uuid.UUID, minVersion int64,
 	get func(context.Context) (T, error), version func(T) int64, what string,
 ) (T, error) {
 	var zero T
@@ -143,6 +181,16 @@ func atLeast[T any](ctx context.Context, q *Queries, id uuid.UUID, minVersion in
 		return zero, fmt.Errorf("%w: %s", ErrNotFound, what)
 	case err != nil && !errors.Is(err, ErrNotFound):
 		return zero, fmt.Errorf("readmodel: %s: %w", what, err)
+	}
+
+	typ, stored, err := q.stored.Version(ctx, id)
+	switch {
+	case err != nil:
+		return zero, fmt.Errorf("readmodel: %s: stored version: %w", what, err)
+	case stored == 0 || typ != aggType:
+		return zero, fmt.Errorf("%w: %s", ErrNotFound, what)
+	case stored < minVersion:
+		return zero, &NotReachedError{What: what, Stored: stored, Want: minVersion}
 	}
 
 	select {

@@ -33,11 +33,6 @@ import (
 // is kept under.
 const Consumer = "relay"
 
-// History reads an aggregate's stored events, for replaying dead letters.
-type History interface {
-	Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([]store.Event, error)
-}
-
 // Config tunes the relay. Zero fields take the defaults in brackets.
 type Config struct {
 	Topics Topics
@@ -98,7 +93,7 @@ func (c *Config) defaults() {
 
 // Relay moves events from the feed to a Publisher.
 type Relay struct {
-	history History
+	history store.Loader // for replaying dead letters
 	pub     Publisher
 	ledger  Ledger
 	cfg     Config
@@ -124,7 +119,7 @@ type Relay struct {
 // New returns a relay. metrics may be nil. A nil pub makes a relay that is
 // off: Serve and Handle fail, and replays and discards fail with
 // ErrBrokerUnavailable; List and Inspect work.
-func New(history History, pub Publisher, ledger Ledger, cfg Config, log *zap.Logger, metrics *Metrics) *Relay {
+func New(history store.Loader, pub Publisher, ledger Ledger, cfg Config, log *zap.Logger, metrics *Metrics) *Relay {
 	cfg.defaults()
 	if metrics == nil {
 		metrics = NewMetrics(nil)

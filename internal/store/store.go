@@ -56,14 +56,28 @@ type Store interface {
 	// only once the outcome is known: nil means the events are durable.
 	Append(ctx context.Context, aggregateID uuid.UUID, expected int64, events []Event) error
 
-	// Load returns the aggregate's events whose sequence is greater than
-	// after, in sequence order, upcast to their current schema. An unknown
-	// aggregate has no events: Load returns an empty slice and no error.
-	Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([]Event, error)
+	Loader
+
+	// Version returns the aggregate type and the sequence of the
+	// aggregate's last event (an aggregate's events all carry one type),
+	// reading one row of the index, never the history. An unknown
+	// aggregate has version 0 and type "", and no error. It sees every
+	// Append that returned nil, as Load does.
+	Version(ctx context.Context, aggregateID uuid.UUID) (aggregateType string, version int64, err error)
 
 	// Close releases the backend. Calls after Close, a second Close
 	// included, return ErrClosed.
 	Close() error
+}
+
+// Loader loads an aggregate's events: the part of Store that the readers
+// of one aggregate's history (time travel, dead-letter replay, a rebuild's
+// fill-in, an idempotent replay's answer) need.
+type Loader interface {
+	// Load returns the aggregate's events whose sequence is greater than
+	// after, in sequence order, upcast to their current schema. An unknown
+	// aggregate has no events: Load returns an empty slice and no error.
+	Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([]Event, error)
 }
 
 // Upcaster turns stored payloads of older schema versions into the current

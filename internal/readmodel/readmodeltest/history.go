@@ -144,6 +144,16 @@ func (m *memLog) Load(_ context.Context, id uuid.UUID, after int64) ([]store.Eve
 	return slices.Clone(s[min(int(after), len(s)):]), nil
 }
 
+func (m *memLog) Version(_ context.Context, id uuid.UUID) (string, int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.streams[id]
+	if len(s) == 0 {
+		return "", 0, nil
+	}
+	return s[len(s)-1].AggregateType, s[len(s)-1].Sequence, nil
+}
+
 func (m *memLog) Close() error { return nil }
 
 // fold projects events with readmodel's pure functions: the rows a backend

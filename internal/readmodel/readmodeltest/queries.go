@@ -3,7 +3,9 @@ package readmodeltest
 import (
 	"context"
 	"errors"
+	"math"
 	"reflect"
+	"sync"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
+	"github.com/orderd/orderd/internal/store"
 )
 
 // testCustomerOrdersPages pages a customer's orders by id, beside another
@@ -65,6 +68,36 @@ func testCustomerOrdersPages(t *testing.T, b Backend) {
 	}
 }
 
+// storedVersions is the event store as Queries ask it (readmodel.Versions):
+// the type and last sequence of each aggregate of some events, each ahead
+// of them by ahead (events the views are never given), so that a test
+// decides whether a row is behind the store or beyond it.
+type storedVersions struct {
+	mu       sync.Mutex
+	types    map[uuid.UUID]string
+	versions map[uuid.UUID]int64
+}
+
+func storedOf(events []store.Event, ahead int64) *storedVersions {
+	s := &storedVersions{types: map[uuid.UUID]string{}, versions: map[uuid.UUID]int64{}}
+	for _, e := range events {
+		s.set(e.AggregateID, e.AggregateType, e.Sequence+ahead)
+	}
+	return s
+}
+
+func (s *storedVersions) set(id uuid.UUID, aggType string, v int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.types[id], s.versions[id] = aggType, v
+}
+
+func (s *storedVersions) Version(_ context.Context, id uuid.UUID) (string, int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.types[id], s.versions[id], nil
+}
+
 // readSpy reports the version of each order row it reads, so that a test
 // knows when a query waiting for a newer version has read an older one and
 // is about to wait on the Changed channel it took before that read.
@@ -91,7 +124,7 @@ func testQueriesWaitForVersion(t *testing.T, b Backend) {
 	apply(t, b.Views, events[:4]) // order A at version 2
 
 	spy := readSpy{Views: b.Views, versions: make(chan int64, 1)}
-	q := readmodel.NewQueries(spy, guard, 0)
+	q := readmodel.NewQueries(spy, storedOf(events, 0), guard, 0)
 	type result struct {
 		o   readmodel.Order
 		err error
@@ -128,7 +161,7 @@ func testQueriesBehind(t *testing.T, b Backend) {
 	l := newLifecycle(t)
 	apply(t, b.Views, l.events())
 	const wait = 100 * time.Millisecond
-	q := readmodel.NewQueries(b.Views, wait, 0)
+	q := readmodel.NewQueries(b.Views, storedOf(l.events(), 10), wait, 0) // the store is ahead
 	start := time.Now()
 	if _, err := q.Order(ctx, l.orderA, 6); !errors.Is(err, readmodel.ErrBehind) {
 		t.Errorf("Order(A, min 6) error = %v, want ErrBehind", err)
@@ -149,7 +182,7 @@ func testQueriesAnswerAtOnce(t *testing.T, b Backend) {
 	l := newLifecycle(t)
 	apply(t, b.Views, l.events())
 	a, _, c := l.want(b)
-	q := readmodel.NewQueries(b.Views, time.Hour, 0)
+	q := readmodel.NewQueries(b.Views, storedOf(l.events(), 0), time.Hour, 0)
 
 	for _, minVersion := range []int64{0, 4, 5} {
 		if o, err := q.Order(ctx, l.orderA, minVersion); err != nil || !reflect.DeepEqual(o, a) {
@@ -170,6 +203,29 @@ func testQueriesAnswerAtOnce(t *testing.T, b Backend) {
 	wantNotFound(t, "Customer", err)
 	_, err = q.CustomerOrders(ctx, unknown, uuid.Nil, 10)
 	wantNotFound(t, "CustomerOrders", err)
+
+	// What waiting cannot help is answered at once too: an id the store
+	// holds nothing under, or nothing of the type asked for, is not found;
+	// a version above the stored one is not reached.
+	_, err = q.Order(ctx, unknown, 1)
+	wantNotFound(t, "Order(min 1)", err)
+	_, err = q.Customer(ctx, unknown, 3)
+	wantNotFound(t, "Customer(min 3)", err)
+	_, err = q.Order(ctx, l.custID, 1)
+	wantNotFound(t, "Order(a customer's id, min 1)", err)
+	_, err = q.Customer(ctx, l.orderA, 1)
+	wantNotFound(t, "Customer(an order's id, min 1)", err)
+	var nr *readmodel.NotReachedError
+	if _, err = q.Order(ctx, l.orderA, 6); !errors.As(err, &nr) || !errors.Is(err, readmodel.ErrNotReached) ||
+		nr.Stored != 5 || nr.Want != 6 || nr.Error() != "order "+l.orderA.String()+" is at version 5; version 6 does not exist yet" {
+		t.Errorf("Order(A, min 6) error = %v, want a NotReachedError at 5 of 6", err)
+	}
+	if _, err = q.Customer(ctx, l.custID, math.MaxInt64); !errors.Is(err, readmodel.ErrNotReached) {
+		t.Errorf("Customer(min MaxInt64) error = %v, want ErrNotReached", err)
+	}
+	if n := q.Waiting(); n != 0 {
+		t.Errorf("%d reads wait after reads that needed no wait", n)
+	}
 }
 
 func wantNotFound(t *testing.T, what string, err error) {
@@ -180,11 +236,15 @@ func wantNotFound(t *testing.T, what string, err error) {
 }
 
 // testQueriesWaitForUnknownRow asks for a version of a row that does not
-// exist yet: it is waited for like an old row, until ctx ends.
+// exist yet, though the store holds it: it is waited for like an old row,
+// until ctx ends.
 func testQueriesWaitForUnknownRow(t *testing.T, b Backend) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
-	_, err := readmodel.NewQueries(b.Views, time.Hour, 0).Order(ctx, uuid.Must(uuid.NewV7()), 1)
+	id := uuid.Must(uuid.NewV7())
+	stored := storedOf(nil, 0)
+	stored.set(id, aggregate.OrderType, 1)
+	_, err := readmodel.NewQueries(b.Views, stored, time.Hour, 0).Order(ctx, id, 1)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("Order(unknown, min 1) with an ending ctx: error %v, want DeadlineExceeded", err)
 	}
@@ -199,7 +259,7 @@ func testQueriesSeeOtherInstance(t *testing.T, b Backend) {
 	l := newLifecycle(t)
 	events := l.events()
 	apply(t, other, events[:4]) // order A at version 2
-	q := readmodel.NewQueries(b.Views, guard, 20*time.Millisecond)
+	q := readmodel.NewQueries(b.Views, storedOf(events, 0), guard, 20*time.Millisecond)
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() {
@@ -236,7 +296,8 @@ func testQueriesTooManyWaiters(t *testing.T, b Backend) {
 	}
 	apply(t, b.Views, events[:first+1])
 	id := events[first].AggregateID
-	q := readmodel.NewQueries(b.Views, 10*time.Second, 0).WithMaxWaiters(2)
+	stored := storedOf(events, 0)
+	q := readmodel.NewQueries(b.Views, stored, 10*time.Second, 0).WithMaxWaiters(2)
 
 	results := make(chan error, 2)
 	for range 2 {
@@ -256,7 +317,9 @@ func testQueriesTooManyWaiters(t *testing.T, b Backend) {
 			t.Fatalf("%d reads waiting, want 2", q.Waiting())
 		}
 	}
-	if _, err := q.Order(context.Background(), uuid.Must(uuid.NewV7()), 1); !errors.Is(err, readmodel.ErrTooManyWaiters) {
+	third := uuid.Must(uuid.NewV7()) // stored, not yet projected
+	stored.set(third, aggregate.OrderType, 1)
+	if _, err := q.Order(context.Background(), third, 1); !errors.Is(err, readmodel.ErrTooManyWaiters) {
 		t.Fatalf("a third waiting read: %v, want ErrTooManyWaiters", err)
 	}
 	if _, err := q.Order(context.Background(), id, events[first].Sequence); err != nil {
@@ -273,4 +336,14 @@ func testQueriesTooManyWaiters(t *testing.T, b Backend) {
 			t.Fatal("a waiting read did not wake when its row was applied")
 		}
 	}
+}
+
+// AllStored is a readmodel.Versions for benchmarks: it says that the event
+// store holds every id as an order at every version, so that a read of a
+// row the views lack or hold older waits for the projection.
+type AllStored struct{}
+
+// Version returns aggregate.OrderType and math.MaxInt64 for every id.
+func (AllStored) Version(context.Context, uuid.UUID) (string, int64, error) {
+	return aggregate.OrderType, math.MaxInt64, nil
 }

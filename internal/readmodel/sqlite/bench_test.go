@@ -44,7 +44,7 @@ func BenchmarkApplyWithWaiters(b *testing.B) {
 		b.Run(fmt.Sprintf("waiters=%d", waiters), func(b *testing.B) {
 			v := mustOpen(b, filepath.Join(b.TempDir(), "views.db"))
 			events := readmodeltest.Pipeline(b, b.N*size)
-			q := readmodel.NewQueries(v, time.Hour, 0)
+			q := readmodel.NewQueries(v, readmodeltest.AllStored{}, time.Hour, 0)
 			ctx, cancel := context.WithCancel(context.Background())
 			var wg sync.WaitGroup
 			for range waiters {

@@ -2,6 +2,7 @@ package scylla
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -34,6 +35,35 @@ func (s *Store) Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([
 		return nil, fmt.Errorf("scylla: load %s: %w", aggregateID, s.closedOr(err))
 	}
 	return evs, nil
+}
+
+// versionCQL reads the partition's last clustering row, whatever the
+// history's length. A static-only row (version written by hand, no event)
+// comes back with a null sequence, read as 0.
+var versionCQL, _ = qb.Select("events").Columns("aggregate_type", "sequence").
+	Where(qb.Eq("aggregate_id")).OrderBy("sequence", qb.DESC).Limit(1).ToCql()
+
+// Version returns the type and the sequence of the aggregate's last event,
+// "" and 0 for an unknown aggregate. It reads at Config.Consistency, as
+// Load does, and returns store.ErrClosed after Close.
+func (s *Store) Version(ctx context.Context, aggregateID uuid.UUID) (string, int64, error) {
+	if s.closed.Load() {
+		return "", 0, store.ErrClosed
+	}
+	var (
+		aggType string
+		seq     int64
+	)
+	err := s.sess.Session.Query(versionCQL, aggregateID).WithContext(ctx).Idempotent(true).Scan(&aggType, &seq)
+	switch {
+	case errors.Is(err, gocql.ErrNotFound):
+		return "", 0, nil
+	case err != nil:
+		return "", 0, fmt.Errorf("scylla: version of %s: %w", aggregateID, s.closedOr(err))
+	case seq == 0:
+		return "", 0, nil // a static-only row: no event
+	}
+	return aggType, seq, nil
 }
 
 func (s *Store) load(ctx context.Context, id uuid.UUID, after int64) ([]store.Event, error) {

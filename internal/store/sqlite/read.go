@@ -31,6 +31,31 @@ func (s *Store) Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([
 	return evs, nil
 }
 
+// versionSQL reads the last row of one aggregate: one step down the
+// UNIQUE (aggregate_id, sequence) index, whatever the history's length.
+const versionSQL = `SELECT aggregate_type, sequence FROM events
+	WHERE aggregate_id = ? ORDER BY sequence DESC LIMIT 1`
+
+// Version returns the type and the sequence of the aggregate's last event,
+// "" and 0 for an unknown aggregate. It returns store.ErrClosed after Close.
+func (s *Store) Version(ctx context.Context, aggregateID uuid.UUID) (string, int64, error) {
+	if s.isClosed() {
+		return "", 0, store.ErrClosed
+	}
+	var (
+		aggType string
+		seq     int64
+	)
+	err := s.versionQ.QueryRowContext(ctx, aggregateID.String()).Scan(&aggType, &seq)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
+		return "", 0, nil
+	case err != nil:
+		return "", 0, fmt.Errorf("sqlite: version of %s: %w", aggregateID, s.closedOr(err))
+	}
+	return aggType, seq, nil
+}
+
 // ReadFeed returns up to limit events with a position above after, in
 // position order, upcast. When there are none it blocks until a commit of
 // this Store adds some, ctx ends (it returns ctx.Err()) or the store is

@@ -113,7 +113,7 @@ type Store struct {
 
 	// Prepared once, not parsed again for every append.
 	insert, maxSeq, savepoint, release, rollbackTo, saveProgressQ *sql.Stmt // on w
-	loadQ, feedQ, headQ, progressQ                                *sql.Stmt // on r
+	loadQ, feedQ, headQ, progressQ, versionQ                      *sql.Stmt // on r
 }
 
 // Open opens (creating if needed) the event store at path, brings its schema
@@ -190,6 +190,7 @@ func (s *Store) openDBs(path string, busy time.Duration) (err error) {
 	prepare(s.r, &s.loadQ, selectSQL+` WHERE aggregate_id = ? AND sequence > ? ORDER BY sequence`)
 	prepare(s.r, &s.feedQ, selectSQL+` WHERE position > ? ORDER BY position LIMIT ?`)
 	prepare(s.r, &s.headQ, `SELECT coalesce(max(position), 0) FROM events`)
+	prepare(s.r, &s.versionQ, versionSQL)
 	return err
 }
 
@@ -210,7 +211,7 @@ func (s *Store) Close() error {
 func (s *Store) closeDBs() error {
 	var firstErr error
 	for _, st := range []*sql.Stmt{s.insert, s.maxSeq, s.savepoint, s.release, s.rollbackTo, s.saveProgressQ,
-		s.loadQ, s.feedQ, s.headQ, s.progressQ} {
+		s.loadQ, s.feedQ, s.headQ, s.progressQ, s.versionQ} {
 		if st != nil {
 			_ = st.Close() // closing the DB below reports what matters
 		}

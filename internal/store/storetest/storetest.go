@@ -119,6 +119,8 @@ func Run(t *testing.T, open Opener, caps Capabilities) {
 		{"Conflict", testConflict, ""},
 		{"SameVersionRace", testSameVersionRace, ""},
 		{"ConcurrentWritersOneAggregate", testConcurrentWriters, ""},
+		{"Version", testVersion, ""},
+		{"VersionConcurrent", testVersionConcurrent, ""},
 		{"PositionsAreCommitOrder", testFeedOrder, "positions"},
 		{"PositionsResume", testFeedResume, "positions"},
 		{"ReadFeedBlocksAndWakes", testFeedWakes, "positions"},
