@@ -21,7 +21,7 @@ import (
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/store/scylla"
-	"github.com/orderd/orderd/internal/store/scylla/cdc"
+	"github.com/orderd/orderd/internal/cql/cdc"
 )
 
 // config is everything orderd reads from its flags and environment, parsed

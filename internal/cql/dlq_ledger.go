@@ -1,5 +1,5 @@
-// Package scylla keeps the relay's ledger (its dead letters and the
-// operators' requests on them) in CQL tables of the event store's keyspace
+// The relay's ledger (relay.Ledger: its dead letters and the operators'
+// requests on them) is kept in CQL tables of the event store's keyspace
 // (migrations/scylla/0201_relay.cql), so that every orderd instance on the
 // cluster shares it and none keeps state on its own disk.
 //
@@ -8,7 +8,8 @@
 // to one row do not order. Reads run at the session's consistency (a local
 // quorum by default), which sees every write a lightweight transaction
 // committed.
-package scylla
+
+package cql
 
 import (
 	"context"
@@ -221,8 +222,6 @@ func (l *Ledger) scan(ctx context.Context, stmt string, args ...any) ([]relay.De
 	}
 	return out, nil
 }
-
-func gocqlUUID(id uuid.UUID) gocql.UUID { return gocql.UUID(id) }
 
 // utc returns t in UTC, the zero time (a null timestamp) as it is.
 func utc(t time.Time) time.Time {

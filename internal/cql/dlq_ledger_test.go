@@ -1,4 +1,4 @@
-package scylla_test
+package cql_test
 
 import (
 	"context"
@@ -9,11 +9,10 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/orderd/orderd/internal/cql"
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/relay/ledgertest"
-	relayscylla "github.com/orderd/orderd/internal/relay/scylla"
 	"github.com/orderd/orderd/internal/store/cqltest"
-	"github.com/orderd/orderd/internal/store/scylla"
 )
 
 // openLedger opens the event store on a fresh keyspace of the test server,
@@ -23,15 +22,15 @@ func openLedger(t *testing.T) relay.Ledger {
 	hosts := cqltest.Hosts(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	st, err := scylla.Open(ctx, scylla.Config{Hosts: hosts, Keyspace: cqltest.Keyspace(t, hosts), Timeout: cqltest.Timeout},
-		scylla.Options{Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))})
+	st, err := cql.OpenStore(ctx, cql.Config{Hosts: hosts, Keyspace: cqltest.Keyspace(t, hosts), Timeout: cqltest.Timeout,
+		Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))}, cql.Options{})
 	if err != nil {
 		t.Fatalf("open the store: %v", err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	return relayscylla.NewLedger(st.Session(), gocql.LocalQuorum, gocql.LocalSerial, zaptest.NewLogger(t))
+	return cql.NewLedger(st.Session(), gocql.LocalQuorum, gocql.LocalSerial, zaptest.NewLogger(t))
 }
 
-func TestConformance(t *testing.T) {
+func TestLedgerConformance(t *testing.T) {
 	ledgertest.Run(t, openLedger)
 }

@@ -1,4 +1,4 @@
-package scylla
+package cql
 
 import (
 	"context"
@@ -11,8 +11,8 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/orderd/orderd/internal/cql/cdc"
 	"github.com/orderd/orderd/internal/store"
-	"github.com/orderd/orderd/internal/store/scylla/cdc"
 )
 
 // Defaults of FeedOptions, applied to its zero fields.

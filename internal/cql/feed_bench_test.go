@@ -1,4 +1,4 @@
-package scylla
+package cql
 
 import (
 	"context"
@@ -57,7 +57,7 @@ const benchSplits = 8
 func BenchmarkReconcile(b *testing.B) {
 	const aggregates = 5000
 	cfg := testConfig(b)
-	s := openWith(b, cfg, Options{NoHints: true, Feed: FeedOptions{ReconcileRate: 1 << 30, ReconcileEvery: time.Hour, RangeSplits: benchSplits}})
+	s := openWith(b, withFeed(cfg, FeedOptions{ReconcileRate: 1 << 30, ReconcileEvery: time.Hour, RangeSplits: benchSplits}), Options{NoHints: true})
 	fill(b, s, aggregates)
 	noop := func(context.Context, []store.Event) error { return nil }
 
@@ -102,7 +102,7 @@ func BenchmarkReconcile(b *testing.B) {
 // being handed its event, on Cassandra, through the hints, at the default
 // HintPoll of 100 ms, with 4 writers appending one event at a time.
 func BenchmarkHintLatency(b *testing.B) {
-	s := openWith(b, testConfig(b), Options{Feed: FeedOptions{ReconcileEvery: time.Hour}}) // the default Concurrency, 64
+	s := openWith(b, withFeed(testConfig(b), FeedOptions{ReconcileEvery: time.Hour}), Options{}) // the default Concurrency, 64
 	if s.IsScylla() {
 		b.Skip("hints are written on Cassandra only")
 	}

@@ -1,4 +1,4 @@
-package scylla
+package cql
 
 import (
 	"context"
@@ -102,7 +102,7 @@ func waitPass(t *testing.T, s *Store, consumer string) {
 // TestHintsAlone: with no reconciliation pass after the first, appends on
 // Cassandra reach the Handler through their hints.
 func TestHintsAlone(t *testing.T) {
-	s := openWith(t, testConfig(t), Options{Feed: FeedOptions{ReconcileEvery: time.Hour, RangeSplits: 4}})
+	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: time.Hour, RangeSplits: 4}), Options{})
 	if s.IsScylla() {
 		t.Skip("hints are written on Cassandra only")
 	}
@@ -127,7 +127,7 @@ func TestHintsAlone(t *testing.T) {
 // TestBatchSize: no Handler call gets more than BatchSize events, and an
 // aggregate longer than that comes in consecutive batches.
 func TestBatchSize(t *testing.T) {
-	s := openWith(t, testConfig(t), Options{NoHints: true, Feed: FeedOptions{BatchSize: 7, ReconcileEvery: time.Hour, RangeSplits: 2}})
+	s := openWith(t, withFeed(testConfig(t), FeedOptions{BatchSize: 7, ReconcileEvery: time.Hour, RangeSplits: 2}), Options{NoHints: true})
 	want := map[uuid.UUID]int64{}
 	for i := range 5 {
 		id := uuid.Must(uuid.NewV7())
@@ -175,7 +175,7 @@ func TestProgressNeverMovesBack(t *testing.T) {
 // TestSubscribeClosed: a running Subscribe returns store.ErrClosed when
 // the store closes, without waiting for its next pass.
 func TestSubscribeClosed(t *testing.T) {
-	s := openWith(t, testConfig(t), Options{Feed: FeedOptions{ReconcileEvery: time.Hour, RangeSplits: 4}})
+	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: time.Hour, RangeSplits: 4}), Options{})
 	done := make(chan error, 1)
 	go func() { done <- s.Subscribe(context.Background(), "c", newCollector().handle) }()
 	waitPass(t, s, "c")

@@ -1,4 +1,4 @@
-package scylla
+package cql
 
 import (
 	"errors"
@@ -166,7 +166,8 @@ func TestLocalDC(t *testing.T) {
 
 	nowhere := cfg
 	nowhere.LocalDC = "no_such_dc"
-	_, err := Open(ctxFor(t), nowhere, Options{Logger: zaptest.NewLogger(t)})
+	nowhere.Logger = zaptest.NewLogger(t)
+	_, err := OpenStore(ctxFor(t), nowhere, Options{})
 	if err == nil || !strings.Contains(err.Error(), "no_such_dc") {
 		t.Fatalf("Open with a datacenter the cluster lacks: %v; want an error naming it", err)
 	}

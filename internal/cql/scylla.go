@@ -1,5 +1,11 @@
-// Package scylla is the event store on ScyllaDB or Apache Cassandra, for
-// orderd processes that share one cluster.
+// Package cql is the CQL engine (ScyllaDB, Apache Cassandra): every port of
+// orderd (event store, feed, leases, replay log, idempotency keys,
+// snapshots, read models and their catalog, the relay's dead-letter ledger)
+// on one session and keyspace, for orderd processes that share one cluster.
+// Open returns them all on one Backend. Files are named after the port
+// they implement: views_* the read models (readmodel), dlq_* the ledger
+// (relay); the others the event store and its sibling ports (store). The
+// CDC reader of ScyllaDB's change log is the subpackage cdc.
 //
 // Each aggregate is one partition of the events table: one row per event,
 // clustered by sequence, and a static column holding the aggregate's
@@ -16,7 +22,7 @@
 // Cassandra, and a slow path that makes it complete: a reconciliation pass
 // that compares every aggregate's version with the consumer's progress;
 // see feed.go, deliver.go and reconcile.go.
-package scylla
+package cql
 
 import (
 	"context"
@@ -94,10 +100,7 @@ type Config struct {
 	// set when the events table is created; changing it later takes an
 	// ALTER TABLE by hand. Default DefaultCDCTTL.
 	CDCTTL time.Duration
-}
 
-// Options configure Open. The zero value is usable.
-type Options struct {
 	// Upcaster is applied to every event read; nil upcasts nothing.
 	Upcaster store.Upcaster
 	// Logger receives the driver's warnings and schema decisions; nil logs
@@ -105,7 +108,10 @@ type Options struct {
 	Logger *zap.Logger
 	// Feed tunes Subscribe and the hints appends write for it.
 	Feed FeedOptions
+}
 
+// Options are OpenStore's knobs for tests. The zero value is production's.
+type Options struct {
 	// NoHints, for tests, makes Append write no hint on Cassandra, so that
 	// only the reconciliation pass can deliver its events. (On ScyllaDB
 	// the CDC log sees every append whatever this says.)
@@ -179,16 +185,16 @@ func (c Config) withDefaults() (Config, error) {
 	return c, nil
 }
 
-// Open connects to the cluster, creates the keyspace if it is missing,
-// brings the schema up to date (see Migrate) and returns the store. The
-// caller must Close it. It returns an error when the cluster cannot be
-// reached or the schema cannot be applied.
-func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
+// OpenStore connects to the cluster, creates the keyspace if it is missing,
+// brings the schema up to date (see Migrate) and returns the event store
+// alone (Open returns every port). The caller must Close it. It returns an
+// error when the cluster cannot be reached or the schema cannot be applied.
+func OpenStore(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
-	log := opts.Logger
+	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -196,8 +202,8 @@ func Open(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{sess: sess, cfg: cfg, up: opts.Upcaster, log: log, scylla: scylla,
-		health: store.NewHealth("scylla", log), feed: opts.Feed.withDefaults(), done: make(chan struct{})}
+	s := &Store{sess: sess, cfg: cfg, up: cfg.Upcaster, log: log, scylla: scylla,
+		health: store.NewHealth("scylla", log), feed: cfg.Feed.withDefaults(), done: make(chan struct{})}
 	if !scylla && !opts.NoHints {
 		s.hints = newHinter(s)
 	}

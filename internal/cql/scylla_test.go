@@ -1,4 +1,4 @@
-package scylla
+package cql
 
 import (
 	"context"
@@ -41,7 +41,14 @@ var testFeed = FeedOptions{ReconcileEvery: 300 * time.Millisecond, RangeSplits: 
 // mustOpen opens a store on cfg and closes it in t's cleanup.
 func mustOpen(t testing.TB, cfg Config, up store.Upcaster) *Store {
 	t.Helper()
-	return openWith(t, cfg, Options{Upcaster: up})
+	cfg.Upcaster = up
+	return openWith(t, cfg, Options{})
+}
+
+// withFeed returns cfg with the feed options f.
+func withFeed(cfg Config, f FeedOptions) Config {
+	cfg.Feed = f
+	return cfg
 }
 
 // openWith opens a store on cfg with opts (Feed testFeed and a test logger
@@ -50,13 +57,13 @@ func openWith(t testing.TB, cfg Config, opts Options) *Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if opts.Feed == (FeedOptions{}) {
-		opts.Feed = testFeed
+	if cfg.Feed == (FeedOptions{}) {
+		cfg.Feed = testFeed
 	}
-	if opts.Logger == nil {
-		opts.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	if cfg.Logger == nil {
+		cfg.Logger = zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
 	}
-	s, err := Open(ctx, cfg, opts)
+	s, err := OpenStore(ctx, cfg, opts)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", cfg.Keyspace, err)
 	}
@@ -72,7 +79,9 @@ func openWith(t testing.TB, cfg Config, opts Options) *Store {
 // on Cassandra only the reconciliation pass sees them. (On ScyllaDB the CDC
 // log sees them all the same.)
 func blind(t *testing.T, s store.Store) store.Store {
-	return openWith(t, s.(*Store).cfg, Options{NoHints: true})
+	cfg := s.(*Store).cfg
+	cfg.Upcaster = nil
+	return openWith(t, cfg, Options{NoHints: true})
 }
 
 func TestConformance(t *testing.T) {
@@ -321,7 +330,7 @@ func TestConfig(t *testing.T) {
 		"serial not serial":  {Hosts: []string{"h"}, SerialConsistency: gocql.Quorum},
 		"CDC TTL under 1s":   {Hosts: []string{"h"}, CDCTTL: time.Millisecond},
 	} {
-		if _, err := Open(context.Background(), c, Options{}); err == nil {
+		if _, err := OpenStore(context.Background(), c, Options{}); err == nil {
 			t.Errorf("%s: Open succeeded", name)
 		}
 	}

@@ -1,4 +1,4 @@
-package scylla
+package cql
 
 import (
 	"cmp"
@@ -162,7 +162,7 @@ func project[R any](ctx context.Context, v *Views, t table[R], id uuid.UUID, eve
 		case err == nil:
 			v.log.Debug("read model row moved on under a write; retrying",
 				zap.Stringer("aggregate_id", id), zap.Int64("from_version", base), zap.Int("attempt", attempt))
-		case uncertain(err) && ctx.Err() == nil:
+		case casUncertain(err) && ctx.Err() == nil:
 			// The write may or may not have landed. The serial re-read
 			// settles it: the next round finds the events applied, or
 			// writes them again on the row as it is.
@@ -178,10 +178,10 @@ func project[R any](ctx context.Context, v *Views, t table[R], id uuid.UUID, eve
 	}
 }
 
-// uncertain reports whether a conditional write failed without saying
+// casUncertain reports whether a conditional write failed without saying
 // whether it was applied: the server's write timeout (for a CAS write, also
 // Paxos contention), or no answer within the client's timeout.
-func uncertain(err error) bool {
+func casUncertain(err error) bool {
 	var wt *gocql.RequestErrWriteTimeout
 	return errors.As(err, &wt) || errors.Is(err, gocql.ErrTimeoutNoResponse)
 }

@@ -1,4 +1,4 @@
-package scylla
+package cql
 
 import (
 	"context"
@@ -14,7 +14,6 @@ import (
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/store"
 	"github.com/orderd/orderd/internal/store/cqltest"
-	storescylla "github.com/orderd/orderd/internal/store/scylla"
 )
 
 // env is one keyspace on the test's CQL server, with the event store on it.
@@ -22,7 +21,7 @@ type env struct {
 	t     testing.TB
 	hosts []string
 	ks    string
-	store *storescylla.Store
+	store *Store
 }
 
 // newEnv creates a fresh keyspace through the event store's Open, which
@@ -35,8 +34,8 @@ func newEnv(t testing.TB) *env {
 	ks := cqltest.Keyspace(t, hosts)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	st, err := storescylla.Open(ctx, storescylla.Config{Hosts: hosts, Keyspace: ks, Timeout: 15 * time.Second},
-		storescylla.Options{Upcaster: aggregate.Upcasters()})
+	st, err := OpenStore(ctx, Config{Hosts: hosts, Keyspace: ks, Timeout: 15 * time.Second,
+		Upcaster: aggregate.Upcasters()}, Options{})
 	if err != nil {
 		t.Fatalf("open the event store on keyspace %s: %v", ks, err)
 	}

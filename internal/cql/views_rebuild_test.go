@@ -1,4 +1,4 @@
-package scylla
+package cql
 
 import (
 	"context"
@@ -8,7 +8,6 @@ import (
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel/readmodeltest"
 	"github.com/orderd/orderd/internal/store/cqltest"
-	storescylla "github.com/orderd/orderd/internal/store/scylla"
 )
 
 // TestRebuild runs the rebuild suite on Cassandra, a keyspace per test,
@@ -20,8 +19,8 @@ func TestRebuild(t *testing.T) {
 		ks := cqltest.Keyspace(t, hosts)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		st, err := storescylla.Open(ctx, storescylla.Config{Hosts: hosts, Keyspace: ks, Timeout: 15 * time.Second},
-			storescylla.Options{Upcaster: aggregate.Upcasters(), Feed: storescylla.FeedOptions{ReconcileEvery: time.Second}})
+		st, err := OpenStore(ctx, Config{Hosts: hosts, Keyspace: ks, Timeout: 15 * time.Second,
+			Upcaster: aggregate.Upcasters(), Feed: FeedOptions{ReconcileEvery: time.Second}}, Options{})
 		if err != nil {
 			t.Fatalf("open the event store on keyspace %s: %v", ks, err)
 		}

@@ -1,4 +1,4 @@
-package scylla
+package cql
 
 import (
 	"context"
@@ -23,11 +23,11 @@ const (
 	rebuildFields = `state, generation, from_generation, events_done, events_total, error, runner,
 		requested_at, started_at, updated_at, ended_at`
 
-	lockCQL       = `UPDATE read_model_rebuilds SET running = ? WHERE catalog = ? IF running = null`
-	insertCQL     = `INSERT INTO read_model_rebuilds (catalog, id, cancel_requested, ` + rebuildFields + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
-	lockHolderCQL = `SELECT running FROM read_model_rebuilds WHERE catalog = ? LIMIT 1`
-	releaseCQL    = `UPDATE read_model_rebuilds SET running = null WHERE catalog = ? IF running = ?`
-	saveCQL       = `UPDATE read_model_rebuilds SET state = ?, generation = ?, from_generation = ?, events_done = ?,
+	lockCQL          = `UPDATE read_model_rebuilds SET running = ? WHERE catalog = ? IF running = null`
+	insertRebuildCQL = `INSERT INTO read_model_rebuilds (catalog, id, cancel_requested, ` + rebuildFields + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+	lockHolderCQL    = `SELECT running FROM read_model_rebuilds WHERE catalog = ? LIMIT 1`
+	releaseCQL       = `UPDATE read_model_rebuilds SET running = null WHERE catalog = ? IF running = ?`
+	saveCQL          = `UPDATE read_model_rebuilds SET state = ?, generation = ?, from_generation = ?, events_done = ?,
 		events_total = ?, error = ?, runner = ?, requested_at = ?, started_at = ?, updated_at = ?, ended_at = ?
 		WHERE catalog = ? AND id = ?`
 	selectRebuildCQL  = `SELECT id, cancel_requested, ` + rebuildFields + ` FROM read_model_rebuilds WHERE catalog = ? AND id = ?`
@@ -60,13 +60,13 @@ func (c *Catalog) Begin(ctx context.Context, r readmodel.Rebuild) (readmodel.Reb
 		b.SetConsistency(c.consistency)
 		b.SerialConsistency(c.serial)
 		b.Query(lockCQL, r.ID, rebuildsPartition)
-		b.Query(insertCQL, append([]any{rebuildsPartition, r.ID, r.CancelRequested}, fieldsOf(r)...)...)
+		b.Query(insertRebuildCQL, append([]any{rebuildsPartition, r.ID, r.CancelRequested}, fieldsOf(r)...)...)
 		current := map[string]any{}
 		applied, iter, err := c.session.Session.MapExecuteBatchCAS(b, current)
 		if iter != nil {
 			_ = iter.Close()
 		}
-		if err != nil && uncertain(err) && ctx.Err() == nil {
+		if err != nil && casUncertain(err) && ctx.Err() == nil {
 			// The batch may or may not have been applied: a serial read of
 			// the lock, which completes a Paxos round in progress, says.
 			applied, err = c.holds(ctx, r.ID)

@@ -1,11 +1,10 @@
-package scylla
+package cql
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/gocql/gocql"
 	"github.com/google/uuid"
@@ -157,7 +156,3 @@ func (v *Views) customer(ctx context.Context, id uuid.UUID, c gocql.Consistency)
 	cu.RegisteredAt, cu.UpdatedAt = utc(cu.RegisteredAt), utc(cu.UpdatedAt)
 	return cu, nil
 }
-
-// utc pins a time read back to UTC, as the pure projections make them, so
-// rows compare equal whichever way they were obtained.
-func utc(t time.Time) time.Time { return t.UTC() }

@@ -1,4 +1,4 @@
-// Package scylla keeps orderd's read models in ScyllaDB (or any CQL store),
+// The read models (readmodel.Views) are in ScyllaDB (or any CQL store),
 // in the event store's keyspace, for ORDERD_STORE=scylla.
 //
 // Apply is the projector: a store.Handler that the change feed pushes
@@ -15,7 +15,8 @@
 //
 // CQL timestamps hold milliseconds, so on this backend the read models keep
 // times to the millisecond.
-package scylla
+
+package cql
 
 import (
 	"github.com/gocql/gocql"

@@ -1,4 +1,4 @@
-package scylla
+package cql
 
 import (
 	"testing"
@@ -7,11 +7,11 @@ import (
 	"github.com/orderd/orderd/internal/readmodel/readmodeltest"
 )
 
-// TestConformance runs the read-model suite on Cassandra (or ScyllaDB).
+// TestViewsConformance runs the read-model suite on Cassandra (or ScyllaDB).
 // The suite's ids are its tests' own, so all of them share one keyspace,
 // which saves a schema creation per test; every Views has a session of its
 // own, as a separate orderd process would.
-func TestConformance(t *testing.T) {
+func TestViewsConformance(t *testing.T) {
 	e := newEnv(t)
 	readmodeltest.Run(t, func(t *testing.T) readmodeltest.Backend {
 		return readmodeltest.Backend{

@@ -108,7 +108,7 @@ func TestCrash(t *testing.T) {
 // crashChild appends from several goroutines until it is killed, printing
 // each acknowledged version.
 func crashChild(path string) {
-	s, err := Open(path, Options{Logger: zap.NewNop()})
+	s, err := OpenStore(path, Options{Logger: zap.NewNop()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)

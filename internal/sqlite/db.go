@@ -11,17 +11,17 @@ import (
 	"github.com/orderd/orderd/migrations"
 )
 
-// TimeFormat is how orderd's SQLite databases store times: UTC RFC 3339
+// timeFormat is how orderd's SQLite databases store times: UTC RFC 3339
 // text with nine fraction digits, which round-trips exactly, sorts as text
 // and reads well in the sqlite3 CLI during an incident.
-const TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+const timeFormat = "2006-01-02T15:04:05.000000000Z07:00"
 
-// FormatTime formats t in TimeFormat.
-func FormatTime(t time.Time) string { return t.UTC().Format(TimeFormat) }
+// formatTime formats t in timeFormat.
+func formatTime(t time.Time) string { return t.UTC().Format(timeFormat) }
 
-// ParseTime parses a time stored in TimeFormat (any RFC 3339 time, in
+// parseTime parses a time stored in timeFormat (any RFC 3339 time, in
 // fact), in UTC.
-func ParseTime(s string) (time.Time, error) {
+func parseTime(s string) (time.Time, error) {
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
 		return time.Time{}, fmt.Errorf("bad time %q: %w", s, err)
@@ -29,8 +29,8 @@ func ParseTime(s string) (time.Time, error) {
 	return t.UTC(), nil
 }
 
-// DBOptions tune OpenDB.
-type DBOptions struct {
+// dbOptions tune openDB.
+type dbOptions struct {
 	// Synchronous is the writer's synchronous pragma, FULL or NORMAL; each
 	// database says in its package why it chose its level.
 	Synchronous string
@@ -39,12 +39,12 @@ type DBOptions struct {
 	BusyTimeout time.Duration
 }
 
-// OpenDB opens the SQLite file at path the way every orderd database is
+// openDB opens the SQLite file at path the way every orderd database is
 // used (the event store's, the read models', the relay's ledger): one writer connection in WAL mode, whose transactions begin
 // IMMEDIATE, with the schema of dir (for example "sqlite/events") applied,
 // and a pool of query-only readers that WAL never makes wait for the
 // writer. On error nothing is left open.
-func OpenDB(ctx context.Context, path, dir string, opts DBOptions) (w, r *sql.DB, err error) {
+func openDB(ctx context.Context, path, dir string, opts dbOptions) (w, r *sql.DB, err error) {
 	if opts.BusyTimeout <= 0 {
 		opts.BusyTimeout = 5 * time.Second
 	}
@@ -65,7 +65,7 @@ func OpenDB(ctx context.Context, path, dir string, opts DBOptions) (w, r *sql.DB
 	// the readers opened afterwards find it. BEGIN IMMEDIATE takes the write
 	// lock at BEGIN, where busy_timeout can wait for it; a deferred
 	// transaction that upgrades later can fail at once with SQLITE_BUSY.
-	if w, err = sql.Open("sqlite", DSN(path, opts.BusyTimeout,
+	if w, err = sql.Open("sqlite", dsn(path, opts.BusyTimeout,
 		"journal_mode(WAL)", "synchronous("+opts.Synchronous+")")+"&_txlock=immediate"); err != nil {
 		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
@@ -76,7 +76,7 @@ func OpenDB(ctx context.Context, path, dir string, opts DBOptions) (w, r *sql.DB
 	if err := migrations.ApplySQLite(ctx, w, dir); err != nil {
 		return w, nil, fmt.Errorf("migrate %s: %w", path, err)
 	}
-	if r, err = sql.Open("sqlite", DSN(path, opts.BusyTimeout, "query_only(true)")); err != nil {
+	if r, err = sql.Open("sqlite", dsn(path, opts.BusyTimeout, "query_only(true)")); err != nil {
 		return w, nil, fmt.Errorf("open %s for reading: %w", path, err)
 	}
 	n := max(4, runtime.GOMAXPROCS(0))
@@ -85,10 +85,10 @@ func OpenDB(ctx context.Context, path, dir string, opts DBOptions) (w, r *sql.DB
 	return w, r, nil
 }
 
-// DSN builds a modernc.org/sqlite data source name. The file: URI
+// dsn builds a modernc.org/sqlite data source name. The file: URI
 // form with an escaped path keeps a '?', '#' or '%' in the path from being
 // read as the start of the parameters.
-func DSN(path string, busy time.Duration, pragmas ...string) string {
+func dsn(path string, busy time.Duration, pragmas ...string) string {
 	q := url.Values{}
 	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busy.Milliseconds()))
 	for _, p := range pragmas {

@@ -1,8 +1,8 @@
-// Package sqlite keeps the relay's ledger (its dead letters and the
-// operators' requests on them) in a SQLite file of its own, separate from
+// The relay's ledger (relay.Ledger: its dead letters and the operators'
+// requests on them) is kept in a SQLite file of its own, separate from
 // the event store and the read models, so that the relay's writes never
 // wait for theirs. It is the ledger of a single orderd on SQLite; on the
-// CQL backend the ledger lives in the cluster (relay/scylla).
+// CQL backend the ledger lives in the cluster (internal/cql).
 //
 // Durability: the file runs with journal_mode=WAL and synchronous=FULL, and
 // unlike the read models it is not a cache: the dead letters are the only
@@ -13,6 +13,7 @@
 // recorded just before the feed saved its progress past it would be lost.
 // FULL syncs the WAL at every commit; the relay commits only when a batch
 // has dead letters, or for an operator's request, so the fsync is rare.
+
 package sqlite
 
 import (
@@ -26,7 +27,6 @@ import (
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 
 	"github.com/orderd/orderd/internal/relay"
-	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 )
 
 // busyTimeout is how long a connection waits for a lock held by another
@@ -44,10 +44,10 @@ type Ledger struct {
 	log *zap.Logger
 }
 
-// Open opens (creating if needed) the ledger at path and brings its schema
+// OpenLedger opens (creating if needed) the ledger at path and brings its schema
 // up to date. log may be nil. The caller must Close the ledger. It returns
 // an error if the file cannot be opened or migrated.
-func Open(path string, log *zap.Logger) (*Ledger, error) {
+func OpenLedger(path string, log *zap.Logger) (*Ledger, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -63,9 +63,9 @@ func (l *Ledger) open(path string) (err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	// synchronous=FULL: see the package comment.
-	if l.w, l.r, err = storesqlite.OpenDB(ctx, path, "sqlite/relay",
-		storesqlite.DBOptions{Synchronous: "FULL", BusyTimeout: busyTimeout}); err != nil {
-		return fmt.Errorf("relay/sqlite: %w", storesqlite.Fault(err))
+	if l.w, l.r, err = openDB(ctx, path, "sqlite/relay",
+		dbOptions{Synchronous: "FULL", BusyTimeout: busyTimeout}); err != nil {
+		return fmt.Errorf("relay/sqlite: %w", asUnavailable(err))
 	}
 	return nil
 }
@@ -99,17 +99,17 @@ func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) (err er
 	}
 	for _, d := range letters {
 		if err := d.Check(); err != nil {
-			return fmt.Errorf("relay/sqlite: record: %w", storesqlite.Fault(err))
+			return fmt.Errorf("relay/sqlite: record: %w", asUnavailable(err))
 		}
 	}
 	tx, err := l.w.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("relay/sqlite: record: %w", storesqlite.Fault(err))
+		return fmt.Errorf("relay/sqlite: record: %w", asUnavailable(err))
 	}
 	defer func() {
 		if err != nil {
 			_ = tx.Rollback() // the error that got us here is the one to report
-			err = fmt.Errorf("relay/sqlite: record: %w", storesqlite.Fault(err))
+			err = fmt.Errorf("relay/sqlite: record: %w", asUnavailable(err))
 		}
 	}()
 	for _, d := range letters {
@@ -118,7 +118,7 @@ func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) (err er
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (position) DO NOTHING`,
 			d.Position, d.EventID.String(), d.AggregateID.String(), d.AggregateType, d.Sequence, d.EventType,
-			d.Topic, d.State, d.Error, d.Attempts, storesqlite.FormatTime(d.FirstFailedAt), storesqlite.FormatTime(d.LastFailedAt)); err != nil {
+			d.Topic, d.State, d.Error, d.Attempts, formatTime(d.FirstFailedAt), formatTime(d.LastFailedAt)); err != nil {
 			return fmt.Errorf("letter %d: %w", d.Position, err)
 		}
 	}

@@ -18,9 +18,9 @@ var (
 	aggB = uuid.MustParse("0195a000-0000-7000-8000-00000000000b")
 )
 
-func mustOpen(t testing.TB, path string) *Ledger {
+func mustOpenLedger(t testing.TB, path string) *Ledger {
 	t.Helper()
-	l, err := Open(path, zap.NewNop())
+	l, err := OpenLedger(path, zap.NewNop())
 	if err != nil {
 		t.Fatalf("Open(%s): %v", path, err)
 	}
@@ -30,10 +30,10 @@ func mustOpen(t testing.TB, path string) *Ledger {
 
 func newLedger(t testing.TB) *Ledger {
 	t.Helper()
-	return mustOpen(t, filepath.Join(t.TempDir(), "relay.db"))
+	return mustOpenLedger(t, filepath.Join(t.TempDir(), "relay.db"))
 }
 
-func TestConformance(t *testing.T) {
+func TestLedgerConformance(t *testing.T) {
 	ledgertest.Run(t, func(t *testing.T) relay.Ledger { return newLedger(t) })
 }
 
@@ -65,11 +65,11 @@ func TestRecordIsAtomic(t *testing.T) {
 }
 
 // TestReopen closes the ledger and opens the file again, at a path that
-// needs escaping in a DSN: letters and requests are still there.
+// needs escaping in a dsn: letters and requests are still there.
 func TestReopen(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "relay ?#%.db")
-	l := mustOpen(t, path)
+	l := mustOpenLedger(t, path)
 	want := ledgertest.UTC(ledgertest.Letter(3, aggA, 1, relay.Failed), ledgertest.Letter(4, aggA, 2, relay.Parked))
 	if err := l.Record(ctx, want); err != nil {
 		t.Fatal(err)
@@ -82,7 +82,7 @@ func TestReopen(t *testing.T) {
 		t.Fatalf("Close: %v", err)
 	}
 
-	l = mustOpen(t, path)
+	l = mustOpenLedger(t, path)
 	if got := list(t, l); !reflect.DeepEqual(got, want) {
 		t.Errorf("letters after reopen =\n%+v\nwant\n%+v", got, want)
 	}

@@ -10,10 +10,9 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderd/orderd/internal/relay"
-	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 )
 
-const selectSQL = `SELECT position, event_id, aggregate_id, aggregate_type, sequence, event_type,
+const selectLettersSQL = `SELECT position, event_id, aggregate_id, aggregate_type, sequence, event_type,
 	topic, state, error, attempts, first_failed_at, last_failed_at FROM dead_letters`
 
 // Blocked returns the aggregates that have dead letters, failed or parked,
@@ -22,7 +21,7 @@ const selectSQL = `SELECT position, event_id, aggregate_id, aggregate_type, sequ
 func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
 	rows, err := l.r.QueryContext(ctx, `SELECT aggregate_id, min(sequence) FROM dead_letters GROUP BY aggregate_id`)
 	if err != nil {
-		return nil, fmt.Errorf("relay/sqlite: blocked: %w", storesqlite.Fault(err))
+		return nil, fmt.Errorf("relay/sqlite: blocked: %w", asUnavailable(err))
 	}
 	defer rows.Close()
 	blocked := map[uuid.UUID]int64{}
@@ -30,16 +29,16 @@ func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
 		var s string
 		var seq int64
 		if err := rows.Scan(&s, &seq); err != nil {
-			return nil, fmt.Errorf("relay/sqlite: blocked: %w", storesqlite.Fault(err))
+			return nil, fmt.Errorf("relay/sqlite: blocked: %w", asUnavailable(err))
 		}
 		id, err := uuid.Parse(s)
 		if err != nil {
-			return nil, fmt.Errorf("relay/sqlite: blocked: bad aggregate id %q: %w", s, storesqlite.Fault(err))
+			return nil, fmt.Errorf("relay/sqlite: blocked: bad aggregate id %q: %w", s, asUnavailable(err))
 		}
 		blocked[id] = seq
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("relay/sqlite: blocked: %w", storesqlite.Fault(err))
+		return nil, fmt.Errorf("relay/sqlite: blocked: %w", asUnavailable(err))
 	}
 	return blocked, nil
 }
@@ -50,9 +49,9 @@ func (l *Ledger) List(ctx context.Context, after int64, limit int) ([]relay.Dead
 	if limit < 1 {
 		return nil, fmt.Errorf("relay/sqlite: list: limit %d, want 1 or more", limit)
 	}
-	ls, err := l.query(ctx, selectSQL+` WHERE position > ? ORDER BY position LIMIT ?`, after, limit)
+	ls, err := l.query(ctx, selectLettersSQL+` WHERE position > ? ORDER BY position LIMIT ?`, after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("relay/sqlite: list after %d: %w", after, storesqlite.Fault(err))
+		return nil, fmt.Errorf("relay/sqlite: list after %d: %w", after, asUnavailable(err))
 	}
 	return ls, nil
 }
@@ -60,9 +59,9 @@ func (l *Ledger) List(ctx context.Context, after int64, limit int) ([]relay.Dead
 // Get returns the dead letter at position, or an error wrapping
 // relay.ErrNotFound.
 func (l *Ledger) Get(ctx context.Context, position int64) (relay.DeadLetter, error) {
-	ls, err := l.query(ctx, selectSQL+` WHERE position = ?`, position)
+	ls, err := l.query(ctx, selectLettersSQL+` WHERE position = ?`, position)
 	if err != nil {
-		return relay.DeadLetter{}, fmt.Errorf("relay/sqlite: get %d: %w", position, storesqlite.Fault(err))
+		return relay.DeadLetter{}, fmt.Errorf("relay/sqlite: get %d: %w", position, asUnavailable(err))
 	}
 	if len(ls) == 0 {
 		return relay.DeadLetter{}, fmt.Errorf("relay/sqlite: get %d: %w", position, relay.ErrNotFound)
@@ -73,9 +72,9 @@ func (l *Ledger) Get(ctx context.Context, position int64) (relay.DeadLetter, err
 // OfAggregate returns the aggregate's dead letters in sequence order; none
 // (and no error) for an aggregate that has none.
 func (l *Ledger) OfAggregate(ctx context.Context, aggregateID uuid.UUID) ([]relay.DeadLetter, error) {
-	ls, err := l.query(ctx, selectSQL+` WHERE aggregate_id = ? ORDER BY sequence`, aggregateID.String())
+	ls, err := l.query(ctx, selectLettersSQL+` WHERE aggregate_id = ? ORDER BY sequence`, aggregateID.String())
 	if err != nil {
-		return nil, fmt.Errorf("relay/sqlite: dead letters of %s: %w", aggregateID, storesqlite.Fault(err))
+		return nil, fmt.Errorf("relay/sqlite: dead letters of %s: %w", aggregateID, asUnavailable(err))
 	}
 	return ls, nil
 }
@@ -88,16 +87,16 @@ func (l *Ledger) OfAggregate(ctx context.Context, aggregateID uuid.UUID) ([]rela
 // relay.Parked.
 func (l *Ledger) Update(ctx context.Context, d relay.DeadLetter) error {
 	if err := d.Check(); err != nil {
-		return fmt.Errorf("relay/sqlite: update: %w", storesqlite.Fault(err))
+		return fmt.Errorf("relay/sqlite: update: %w", asUnavailable(err))
 	}
 	res, err := l.w.ExecContext(ctx, `UPDATE dead_letters SET state = ?, error = ?, attempts = ?, last_failed_at = ?
-		WHERE position = ?`, d.State, d.Error, d.Attempts, storesqlite.FormatTime(d.LastFailedAt), d.Position)
+		WHERE position = ?`, d.State, d.Error, d.Attempts, formatTime(d.LastFailedAt), d.Position)
 	if err != nil {
-		return fmt.Errorf("relay/sqlite: update %d: %w", d.Position, storesqlite.Fault(err))
+		return fmt.Errorf("relay/sqlite: update %d: %w", d.Position, asUnavailable(err))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return fmt.Errorf("relay/sqlite: update %d: %w", d.Position, storesqlite.Fault(err))
+		return fmt.Errorf("relay/sqlite: update %d: %w", d.Position, asUnavailable(err))
 	}
 	if n == 0 {
 		return fmt.Errorf("relay/sqlite: update %d: %w", d.Position, relay.ErrNotFound)
@@ -120,7 +119,7 @@ func (l *Ledger) Remove(ctx context.Context, positions ...int64) error {
 	// at a time, so a crash in a replay republishes at most one.)
 	q := `DELETE FROM dead_letters WHERE position IN (?` + strings.Repeat(`, ?`, len(positions)-1) + `)`
 	if _, err := l.w.ExecContext(ctx, q, args...); err != nil {
-		return fmt.Errorf("relay/sqlite: remove %v: %w", positions, storesqlite.Fault(err))
+		return fmt.Errorf("relay/sqlite: remove %v: %w", positions, asUnavailable(err))
 	}
 	return nil
 }
@@ -131,7 +130,7 @@ func (l *Ledger) Remove(ctx context.Context, positions ...int64) error {
 func (l *Ledger) Count(ctx context.Context) (map[string]int, error) {
 	rows, err := l.r.QueryContext(ctx, `SELECT state, count(*) FROM dead_letters GROUP BY state`)
 	if err != nil {
-		return nil, fmt.Errorf("relay/sqlite: count: %w", storesqlite.Fault(err))
+		return nil, fmt.Errorf("relay/sqlite: count: %w", asUnavailable(err))
 	}
 	defer rows.Close()
 	counts := map[string]int{relay.Failed: 0, relay.Parked: 0}
@@ -139,12 +138,12 @@ func (l *Ledger) Count(ctx context.Context) (map[string]int, error) {
 		var state string
 		var n int
 		if err := rows.Scan(&state, &n); err != nil {
-			return nil, fmt.Errorf("relay/sqlite: count: %w", storesqlite.Fault(err))
+			return nil, fmt.Errorf("relay/sqlite: count: %w", asUnavailable(err))
 		}
 		counts[state] = n
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("relay/sqlite: count: %w", storesqlite.Fault(err))
+		return nil, fmt.Errorf("relay/sqlite: count: %w", asUnavailable(err))
 	}
 	return counts, nil
 }
@@ -176,8 +175,8 @@ func scan(rows *sql.Rows) (relay.DeadLetter, error) {
 	var errs [4]error
 	d.EventID, errs[0] = uuid.Parse(eventID)
 	d.AggregateID, errs[1] = uuid.Parse(aggID)
-	d.FirstFailedAt, errs[2] = storesqlite.ParseTime(first)
-	d.LastFailedAt, errs[3] = storesqlite.ParseTime(last)
+	d.FirstFailedAt, errs[2] = parseTime(first)
+	d.LastFailedAt, errs[3] = parseTime(last)
 	if err := errors.Join(errs[:]...); err != nil {
 		return d, fmt.Errorf("dead letter %d: %w", d.Position, err)
 	}

@@ -10,7 +10,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderd/orderd/internal/relay"
-	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 )
 
 // keepFinished is how long a finished request stays readable: its waiter
@@ -27,12 +26,12 @@ func (l *Ledger) Request(ctx context.Context, q relay.Request) (_ relay.Request,
 	}
 	tx, err := l.w.BeginTx(ctx, nil)
 	if err != nil {
-		return q, fmt.Errorf("relay/sqlite: request on %d: %w", q.Position, storesqlite.Fault(err))
+		return q, fmt.Errorf("relay/sqlite: request on %d: %w", q.Position, asUnavailable(err))
 	}
 	defer func() {
 		if err != nil {
 			_ = tx.Rollback()
-			err = fmt.Errorf("relay/sqlite: request on %d: %w", q.Position, storesqlite.Fault(err))
+			err = fmt.Errorf("relay/sqlite: request on %d: %w", q.Position, asUnavailable(err))
 		}
 	}()
 	var one int
@@ -55,7 +54,7 @@ func (l *Ledger) Request(ctx context.Context, q relay.Request) (_ relay.Request,
 		VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (position) DO UPDATE SET id = excluded.id, op = excluded.op, requested_at = excluded.requested_at,
 			state = excluded.state, published = 0, error = '', finished_at = ''`,
-		q.Position, q.ID.String(), q.Op, storesqlite.FormatTime(q.RequestedAt), q.State); err != nil {
+		q.Position, q.ID.String(), q.Op, formatTime(q.RequestedAt), q.State); err != nil {
 		return q, err
 	}
 	q.RequestedAt = q.RequestedAt.UTC()
@@ -66,19 +65,19 @@ func (l *Ledger) Request(ctx context.Context, q relay.Request) (_ relay.Request,
 func (l *Ledger) Requests(ctx context.Context) ([]relay.Request, error) {
 	rows, err := l.r.QueryContext(ctx, requestSQL+` WHERE state = ? ORDER BY position`, relay.RequestPending)
 	if err != nil {
-		return nil, fmt.Errorf("relay/sqlite: requests: %w", storesqlite.Fault(err))
+		return nil, fmt.Errorf("relay/sqlite: requests: %w", asUnavailable(err))
 	}
 	defer rows.Close()
 	var out []relay.Request
 	for rows.Next() {
 		q, err := scanRequest(rows)
 		if err != nil {
-			return nil, fmt.Errorf("relay/sqlite: requests: %w", storesqlite.Fault(err))
+			return nil, fmt.Errorf("relay/sqlite: requests: %w", asUnavailable(err))
 		}
 		out = append(out, q)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("relay/sqlite: requests: %w", storesqlite.Fault(err))
+		return nil, fmt.Errorf("relay/sqlite: requests: %w", asUnavailable(err))
 	}
 	return out, nil
 }
@@ -91,7 +90,7 @@ func (l *Ledger) RequestAt(ctx context.Context, position int64) (relay.Request, 
 	case errors.Is(err, sql.ErrNoRows):
 		return q, fmt.Errorf("relay/sqlite: request on %d: %w", position, relay.ErrNotFound)
 	case err != nil:
-		return q, fmt.Errorf("relay/sqlite: request on %d: %w", position, storesqlite.Fault(err))
+		return q, fmt.Errorf("relay/sqlite: request on %d: %w", position, asUnavailable(err))
 	}
 	return q, nil
 }
@@ -106,12 +105,12 @@ func (l *Ledger) Finish(ctx context.Context, q relay.Request) error {
 	}
 	if _, err := l.w.ExecContext(ctx, `UPDATE relay_requests SET state = ?, published = ?, error = ?, finished_at = ?
 		WHERE position = ? AND id = ? AND state = ?`,
-		q.State, q.Published, q.Error, storesqlite.FormatTime(q.FinishedAt), q.Position, q.ID.String(), relay.RequestPending); err != nil {
-		return fmt.Errorf("relay/sqlite: finish request on %d: %w", q.Position, storesqlite.Fault(err))
+		q.State, q.Published, q.Error, formatTime(q.FinishedAt), q.Position, q.ID.String(), relay.RequestPending); err != nil {
+		return fmt.Errorf("relay/sqlite: finish request on %d: %w", q.Position, asUnavailable(err))
 	}
 	if _, err := l.w.ExecContext(ctx, `DELETE FROM relay_requests WHERE state != ? AND finished_at < ?`,
-		relay.RequestPending, storesqlite.FormatTime(q.FinishedAt.Add(-keepFinished))); err != nil {
-		return fmt.Errorf("relay/sqlite: prune finished requests: %w", storesqlite.Fault(err))
+		relay.RequestPending, formatTime(q.FinishedAt.Add(-keepFinished))); err != nil {
+		return fmt.Errorf("relay/sqlite: prune finished requests: %w", asUnavailable(err))
 	}
 	return nil
 }
@@ -125,9 +124,9 @@ func scanRequest(row interface{ Scan(...any) error }) (relay.Request, error) {
 	}
 	var errs [3]error
 	q.ID, errs[0] = uuid.Parse(id)
-	q.RequestedAt, errs[1] = storesqlite.ParseTime(requested)
+	q.RequestedAt, errs[1] = parseTime(requested)
 	if finished != "" {
-		q.FinishedAt, errs[2] = storesqlite.ParseTime(finished)
+		q.FinishedAt, errs[2] = parseTime(finished)
 	}
 	if err := errors.Join(errs[:]...); err != nil {
 		return q, fmt.Errorf("request on %d: %w", q.Position, err)

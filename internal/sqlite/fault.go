@@ -17,12 +17,12 @@ import (
 // writes fail. No subscription may use the name.
 const probeConsumer = "orderd:write-probe"
 
-// IsFault reports whether err is a failure of the disk under a SQLite file
+// isFault reports whether err is a failure of the disk under a SQLite file
 // rather than of the request: the disk or the file system is full
 // (SQLITE_FULL, ENOSPC), read-only (SQLITE_READONLY*, EROFS), failing
 // (SQLITE_IOERR*, EIO), or the file cannot be opened (SQLITE_CANTOPEN).
 // It looks through every error err wraps.
-func IsFault(err error) bool {
+func isFault(err error) bool {
 	if err == nil {
 		return false
 	}
@@ -42,20 +42,20 @@ func IsFault(err error) bool {
 	switch u := err.(type) {
 	case interface{ Unwrap() []error }:
 		for _, e := range u.Unwrap() {
-			if IsFault(e) {
+			if isFault(e) {
 				return true
 			}
 		}
 	case interface{ Unwrap() error }:
-		return IsFault(u.Unwrap())
+		return isFault(u.Unwrap())
 	}
 	return false
 }
 
-// Fault returns err wrapping store.ErrUnavailable when it is a storage
-// fault (IsFault), and err unchanged otherwise (nil included).
-func Fault(err error) error {
-	if err == nil || errors.Is(err, store.ErrUnavailable) || !IsFault(err) {
+// asUnavailable returns err wrapping store.ErrUnavailable when it is a storage
+// fault (isFault), and err unchanged otherwise (nil included).
+func asUnavailable(err error) error {
+	if err == nil || errors.Is(err, store.ErrUnavailable) || !isFault(err) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
@@ -65,7 +65,7 @@ func Fault(err error) error {
 // in the store's health; a write fault opens an episode. Other errors come
 // back unchanged.
 func (s *Store) fault(op string, write bool, err error) error {
-	if err = Fault(err); errors.Is(err, store.ErrUnavailable) {
+	if err = asUnavailable(err); errors.Is(err, store.ErrUnavailable) {
 		s.health.Fault(op, write, err)
 	}
 	return err

@@ -91,11 +91,11 @@ func OpenKeys(path string, opts KeysOptions) (*Keys, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	w, r, err := OpenDB(context.Background(), path, "sqlite/keys", DBOptions{Synchronous: "NORMAL"})
+	w, r, err := openDB(context.Background(), path, "sqlite/keys", dbOptions{Synchronous: "NORMAL"})
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: keys: %w", err)
 	}
-	// The WAL exists once OpenDB has migrated: it stays, with its inode,
+	// The WAL exists once openDB has migrated: it stays, with its inode,
 	// while a connection is open.
 	wal, err := os.OpenFile(path+"-wal", os.O_RDWR, 0)
 	if err != nil {
@@ -192,7 +192,7 @@ func (k *Keys) Begin(ctx context.Context, rec store.IdempotencyRecord) (_ store.
 	err = k.write(func(tx *sql.Tx) error {
 		res, err := tx.Stmt(k.stmts["begin"]).Exec(
 			rec.Key, rec.ID.String(), rec.Fingerprint, rec.Owner.String(),
-			FormatTime(rec.Created), FormatTime(rec.Updated), FormatTime(rec.Expires))
+			formatTime(rec.Created), formatTime(rec.Updated), formatTime(rec.Expires))
 		if err != nil {
 			return err
 		}
@@ -224,7 +224,7 @@ func (k *Keys) Get(ctx context.Context, key string) (store.IdempotencyRecord, bo
 	if k.closed() {
 		return store.IdempotencyRecord{}, false, store.ErrClosed
 	}
-	rec, found, err := scanKey(k.stmts["get"].QueryRowContext(context.WithoutCancel(ctx), key, FormatTime(k.now())))
+	rec, found, err := scanKey(k.stmts["get"].QueryRowContext(context.WithoutCancel(ctx), key, formatTime(k.now())))
 	if err != nil {
 		return rec, false, fmt.Errorf("sqlite: get key %q: %w", key, k.fault(false, err))
 	}
@@ -234,7 +234,7 @@ func (k *Keys) Get(ctx context.Context, key string) (store.IdempotencyRecord, bo
 // Attach records the aggregate, durably: it returns after an fsync of the
 // WAL that began after its commit.
 func (k *Keys) Attach(ctx context.Context, c store.IdempotencyClaim, aggregateID uuid.UUID, now time.Time) error {
-	if err := k.update(ctx, "attach", c, aggregateID.String(), FormatTime(now)); err != nil {
+	if err := k.update(ctx, "attach", c, aggregateID.String(), formatTime(now)); err != nil {
 		return err
 	}
 	if err := k.wal.sync(); err != nil {
@@ -249,17 +249,17 @@ func (k *Keys) Complete(ctx context.Context, c store.IdempotencyClaim, resp stor
 	if err != nil {
 		return fmt.Errorf("sqlite: complete key %q: %w", c.Key, err)
 	}
-	return k.update(ctx, "complete", c, resp.Status, string(header), resp.Body, FormatTime(now))
+	return k.update(ctx, "complete", c, resp.Status, string(header), resp.Body, formatTime(now))
 }
 
 // Abandon marks the record abandoned.
 func (k *Keys) Abandon(ctx context.Context, c store.IdempotencyClaim, now time.Time) error {
-	return k.update(ctx, "abandon", c, FormatTime(now))
+	return k.update(ctx, "abandon", c, formatTime(now))
 }
 
 // Takeover hands a pending or abandoned record to the attempt to.
 func (k *Keys) Takeover(ctx context.Context, c store.IdempotencyClaim, to uuid.UUID, now time.Time) (bool, error) {
-	err := k.update(ctx, "take over", c, to.String(), FormatTime(now))
+	err := k.update(ctx, "take over", c, to.String(), formatTime(now))
 	if errors.Is(err, store.ErrNotOwner) {
 		return false, nil
 	}
@@ -278,7 +278,7 @@ func (k *Keys) update(ctx context.Context, op string, c store.IdempotencyClaim, 
 			err = fmt.Errorf("sqlite: %s key %q: %w", op, c.Key, k.fault(true, err))
 		}
 	}()
-	args = append(args, c.Key, c.Owner.String(), FormatTime(k.now()))
+	args = append(args, c.Key, c.Owner.String(), formatTime(k.now()))
 	owned := true
 	if err := k.write(func(tx *sql.Tx) error {
 		res, err := tx.Stmt(k.stmts[op]).Exec(args...)
@@ -300,7 +300,7 @@ func (k *Keys) update(ctx context.Context, op string, c store.IdempotencyClaim, 
 // fault wraps a storage fault in store.ErrUnavailable and counts it under
 // the op "keys"; a write's opens an episode of the health.
 func (k *Keys) fault(write bool, err error) error {
-	if err = Fault(err); errors.Is(err, store.ErrUnavailable) {
+	if err = asUnavailable(err); errors.Is(err, store.ErrUnavailable) {
 		k.health.Fault("keys", write, err)
 	}
 	return err
@@ -316,7 +316,7 @@ func (k *Keys) Purge(ctx context.Context, now time.Time) (int64, error) {
 		var n int64
 		if err := k.write(func(tx *sql.Tx) error {
 			res, err := tx.Exec(`DELETE FROM idempotency_keys WHERE key IN
-				(SELECT key FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)`, FormatTime(now), purgeBatch)
+				(SELECT key FROM idempotency_keys WHERE expires_at <= ? LIMIT ?)`, formatTime(now), purgeBatch)
 			if err != nil {
 				return err
 			}
@@ -417,9 +417,9 @@ func scanKey(row *sql.Row) (store.IdempotencyRecord, bool, error) {
 	if agg.Valid {
 		rec.AggregateID, errs[2] = uuid.Parse(agg.String)
 	}
-	rec.Created, errs[3] = ParseTime(created)
-	rec.Updated, errs[4] = ParseTime(updated)
-	rec.Expires, errs[5] = ParseTime(expires)
+	rec.Created, errs[3] = parseTime(created)
+	rec.Updated, errs[4] = parseTime(updated)
+	rec.Expires, errs[5] = parseTime(expires)
 	if err := errors.Join(errs[:]...); err != nil {
 		return rec, false, fmt.Errorf("key %q: %w", rec.Key, err)
 	}

@@ -13,7 +13,7 @@ import (
 	"github.com/orderd/orderd/internal/store"
 )
 
-const selectSQL = `SELECT position, event_id, aggregate_id, aggregate_type, sequence,
+const selectEventsSQL = `SELECT position, event_id, aggregate_id, aggregate_type, sequence,
 	event_type, event_version, data, causation_id, correlation_id, timestamp, metadata
 	FROM events`
 

@@ -27,7 +27,7 @@ type Snapshots struct {
 // OpenSnapshots opens (creating if needed) the snapshot store at path and
 // brings its schema up to date. The caller must Close it.
 func OpenSnapshots(ctx context.Context, path string) (*Snapshots, error) {
-	w, r, err := OpenDB(ctx, path, "sqlite/snapshots", DBOptions{Synchronous: "NORMAL"})
+	w, r, err := openDB(ctx, path, "sqlite/snapshots", dbOptions{Synchronous: "NORMAL"})
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: snapshots: %w", err)
 	}
@@ -53,7 +53,7 @@ func (s *Snapshots) Save(ctx context.Context, snap store.Snapshot) error {
 	}
 	_, err := s.w.ExecContext(ctx, `INSERT OR REPLACE INTO snapshots
 		(aggregate_id, version, aggregate_type, state_version, state, taken_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		snap.AggregateID.String(), snap.Version, snap.AggregateType, snap.StateVersion, snap.State, FormatTime(snap.TakenAt))
+		snap.AggregateID.String(), snap.Version, snap.AggregateType, snap.StateVersion, snap.State, formatTime(snap.TakenAt))
 	if err != nil {
 		return fmt.Errorf("sqlite: save snapshot %s@%d: %w", snap.AggregateID, snap.Version, err)
 	}
@@ -77,7 +77,7 @@ func (s *Snapshots) Latest(ctx context.Context, aggregateID uuid.UUID, atOrBelow
 	case err != nil:
 		return store.Snapshot{}, false, fmt.Errorf("sqlite: latest snapshot of %s: %w", aggregateID, err)
 	}
-	if snap.TakenAt, err = ParseTime(taken); err != nil {
+	if snap.TakenAt, err = parseTime(taken); err != nil {
 		return store.Snapshot{}, false, fmt.Errorf("sqlite: latest snapshot of %s: %w", aggregateID, err)
 	}
 	return snap, true, nil

@@ -1,7 +1,12 @@
-// Package sqlite is the event store on one SQLite file, for a single orderd
-// process.
+// Package sqlite is the embedded engine: every port of orderd (event store,
+// feed, leases, replay log, idempotency keys, snapshots, read models and
+// their catalog, the relay's dead-letter ledger) on SQLite files in one data
+// directory, for a single orderd process. Open returns them all on one
+// Backend. Files are named after the port they implement: views_* the read
+// models (readmodel), dlq_* the ledger (relay); the others the event store
+// and its sibling ports (store).
 //
-// All writes go through one connection owned by one goroutine, which groups
+// The event store is one SQLite file, events.db. All writes go through one connection owned by one goroutine, which groups
 // concurrent appends into one transaction (group commit): a batch pays one
 // fsync however many appends it holds. Reads use a separate pool of
 // connections; in WAL mode they never wait for the writer.
@@ -56,7 +61,7 @@ const DefaultProgressEvery = 100 * time.Millisecond
 // failing.
 const defaultBusyTimeout = 5 * time.Second
 
-// Options configure Open. The zero value is usable.
+// Options configure OpenStore. The zero value is usable.
 type Options struct {
 	// Upcaster is applied to every event read; nil upcasts nothing.
 	Upcaster store.Upcaster
@@ -116,9 +121,9 @@ type Store struct {
 	loadQ, feedQ, headQ, progressQ                                *sql.Stmt // on r
 }
 
-// Open opens (creating if needed) the event store at path, brings its schema
+// OpenStore opens (creating if needed) the event store at path, brings its schema
 // up to date and starts the writer. The caller must Close the store.
-func Open(path string, opts Options) (*Store, error) {
+func OpenStore(path string, opts Options) (*Store, error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = DefaultMaxBatch
 	}
@@ -164,8 +169,8 @@ func Open(path string, opts Options) (*Store, error) {
 func (s *Store) openDBs(path string, busy time.Duration) (err error) {
 	ctx := context.Background()
 	// synchronous=FULL: see the package comment.
-	if s.w, s.r, err = OpenDB(ctx, path, "sqlite/events",
-		DBOptions{Synchronous: "FULL", BusyTimeout: busy}); err != nil {
+	if s.w, s.r, err = openDB(ctx, path, "sqlite/events",
+		dbOptions{Synchronous: "FULL", BusyTimeout: busy}); err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
 	// The writer goroutine relies on the savepoints of its batch living on
@@ -187,8 +192,8 @@ func (s *Store) openDBs(path string, busy time.Duration) (err error) {
 	prepare(s.w, &s.saveProgressQ, `INSERT INTO feed_progress (consumer, position) VALUES (?, ?)
 		ON CONFLICT (consumer) DO UPDATE SET position = max(position, excluded.position)`)
 	prepare(s.r, &s.progressQ, `SELECT position FROM feed_progress WHERE consumer = ?`)
-	prepare(s.r, &s.loadQ, selectSQL+` WHERE aggregate_id = ? AND sequence > ? ORDER BY sequence`)
-	prepare(s.r, &s.feedQ, selectSQL+` WHERE position > ? ORDER BY position LIMIT ?`)
+	prepare(s.r, &s.loadQ, selectEventsSQL+` WHERE aggregate_id = ? AND sequence > ? ORDER BY sequence`)
+	prepare(s.r, &s.feedQ, selectEventsSQL+` WHERE position > ? ORDER BY position LIMIT ?`)
 	prepare(s.r, &s.headQ, `SELECT coalesce(max(position), 0) FROM events`)
 	return err
 }

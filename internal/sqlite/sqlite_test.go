@@ -31,7 +31,7 @@ func mustOpen(t testing.TB, path string, up store.Upcaster) *Store {
 func mustOpenWith(t testing.TB, path string, opts Options) *Store {
 	t.Helper()
 	opts.Logger = zaptest.NewLogger(t)
-	s, err := Open(path, opts)
+	s, err := OpenStore(path, opts)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", path, err)
 	}
@@ -95,7 +95,7 @@ func TestExact(t *testing.T) {
 	}
 }
 
-// TestSettings checks that the DSN took effect, on a path that would break
+// TestSettings checks that the dsn took effect, on a path that would break
 // an unescaped file: URI.
 func TestSettings(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "odd dir?x=1#y%20")
@@ -171,7 +171,7 @@ func TestRefused(t *testing.T) {
 // openHeld, so that the writer waits longer than any test holds the lock.
 func holdWriteLock(t *testing.T, path string) (release func()) {
 	t.Helper()
-	db, err := sql.Open("sqlite", DSN(path, defaultBusyTimeout))
+	db, err := sql.Open("sqlite", dsn(path, defaultBusyTimeout))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +393,7 @@ func BenchmarkAppendParallel(b *testing.B) {
 func TestOneProcessPerFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "events.db")
 	first := mustOpen(t, path, nil)
-	if s, err := Open(path, Options{}); err == nil {
+	if s, err := OpenStore(path, Options{}); err == nil {
 		s.Close()
 		t.Fatal("a second Open of a file in use succeeded")
 	} else if !strings.Contains(err.Error(), "in use by process "+strconv.Itoa(os.Getpid())) {

@@ -13,7 +13,6 @@ import (
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/store"
-	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 )
 
 const (
@@ -290,7 +289,7 @@ func (b *batch) flush() error {
 			return fmt.Errorf("encode items of order %s: %w", id, err)
 		}
 		res, err := upsertOrder.ExecContext(b.ctx, o.ID, o.CustomerID, o.Status, string(items),
-			o.TrackingNumber, o.Carrier, o.CancelledReason, o.Version, storesqlite.FormatTime(o.CreatedAt), storesqlite.FormatTime(o.UpdatedAt))
+			o.TrackingNumber, o.Carrier, o.CancelledReason, o.Version, formatTime(o.CreatedAt), formatTime(o.UpdatedAt))
 		if err != nil {
 			return fmt.Errorf("write order %s: %w", id, err)
 		}
@@ -299,7 +298,7 @@ func (b *batch) flush() error {
 		}
 		s := o.Summary()
 		if _, err := upsertSummary.ExecContext(b.ctx, o.CustomerID, s.ID, s.Status, s.ItemCount, s.Quantity,
-			s.Version, storesqlite.FormatTime(s.CreatedAt), storesqlite.FormatTime(s.UpdatedAt)); err != nil {
+			s.Version, formatTime(s.CreatedAt), formatTime(s.UpdatedAt)); err != nil {
 			return fmt.Errorf("write order %s of customer %s: %w", id, o.CustomerID, err)
 		}
 	}
@@ -310,7 +309,7 @@ func (b *batch) flush() error {
 		}
 		c := d.row
 		res, err := upsertCustomer.ExecContext(b.ctx, c.ID, c.Email, c.FirstName, c.LastName, c.Phone,
-			c.Version, storesqlite.FormatTime(c.RegisteredAt), storesqlite.FormatTime(c.UpdatedAt))
+			c.Version, formatTime(c.RegisteredAt), formatTime(c.UpdatedAt))
 		if err != nil {
 			return fmt.Errorf("write customer %s: %w", id, err)
 		}

@@ -13,8 +13,8 @@ import (
 
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/readmodel/readmodeltest"
+	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
-	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 	"github.com/orderd/orderd/migrations"
 )
 
@@ -63,7 +63,7 @@ func TestApplyIsOneTransaction(t *testing.T) {
 func TestMigrationDropsCheckpoint(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "views.db")
 	ctx := context.Background()
-	old, err := sql.Open("sqlite", storesqlite.DSN(path, 0))
+	old, err := sql.Open("sqlite", sqlite.DSN(path, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -94,7 +94,7 @@ func TestMigrationDropsCheckpoint(t *testing.T) {
 	if err := v.Apply(ctx, readmodeltest.Pipeline(t, 2)); err != nil {
 		t.Errorf("Apply on the migrated file: %v", err)
 	}
-	check, err := sql.Open("sqlite", storesqlite.DSN(path, 0, "query_only(true)"))
+	check, err := sql.Open("sqlite", sqlite.DSN(path, 0, "query_only(true)"))
 	if err != nil {
 		t.Fatal(err)
 	}

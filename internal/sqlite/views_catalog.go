@@ -17,7 +17,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/orderd/orderd/internal/readmodel"
-	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 )
 
 // Catalog is the SQLite backend's readmodel.Catalog: readmodels.db in the
@@ -38,7 +37,7 @@ type Catalog struct {
 // OpenCatalog opens, creating it if needed, the catalog of the read models
 // in dir. Each generation's Views is opened with opts.
 func OpenCatalog(ctx context.Context, dir string, log *zap.Logger, opts ...Option) (*Catalog, error) {
-	write, read, err := storesqlite.OpenDB(ctx, filepath.Join(dir, "readmodels.db"), "sqlite/catalog", storesqlite.DBOptions{Synchronous: "FULL"})
+	write, read, err := openDB(ctx, filepath.Join(dir, "readmodels.db"), "sqlite/catalog", dbOptions{Synchronous: "FULL"})
 	if err != nil {
 		return nil, fmt.Errorf("readmodel/sqlite: catalog: %w", err)
 	}
@@ -85,7 +84,7 @@ func (c *Catalog) Open(ctx context.Context, n int64) (readmodel.Generation, erro
 	if v, ok := c.views[n]; ok {
 		return v, nil
 	}
-	v, err := Open(c.path(n), c.log, c.opts...)
+	v, err := OpenViews(c.path(n), c.log, c.opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -236,14 +235,14 @@ func formatOptional(t time.Time) string {
 	if t.IsZero() {
 		return ""
 	}
-	return storesqlite.FormatTime(t)
+	return formatTime(t)
 }
 
 func parseOptional(s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
-	return storesqlite.ParseTime(s)
+	return parseTime(s)
 }
 
 // scanRebuild reads one row selected with rebuildColumns; no row is an

@@ -11,7 +11,6 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderd/orderd/internal/readmodel"
-	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 )
 
 // Order returns the order's row, or an error wrapping readmodel.ErrNotFound
@@ -67,10 +66,10 @@ func (v *Views) CustomerOrders(ctx context.Context, customerID, after uuid.UUID,
 		if err := rows.Scan(&s.ID, &s.Status, &s.ItemCount, &s.Quantity, &s.Version, &created, &updated); err != nil {
 			return nil, fmt.Errorf("readmodel/sqlite: orders of customer %s: %w", customerID, err)
 		}
-		if s.CreatedAt, err = storesqlite.ParseTime(created); err != nil {
+		if s.CreatedAt, err = parseTime(created); err != nil {
 			return nil, fmt.Errorf("readmodel/sqlite: order %s of customer %s: created_at: %w", s.ID, customerID, err)
 		}
-		if s.UpdatedAt, err = storesqlite.ParseTime(updated); err != nil {
+		if s.UpdatedAt, err = parseTime(updated); err != nil {
 			return nil, fmt.Errorf("readmodel/sqlite: order %s of customer %s: updated_at: %w", s.ID, customerID, err)
 		}
 		out = append(out, s)
@@ -98,10 +97,10 @@ func scanOrder(row *sql.Row) (readmodel.Order, error) {
 	if err := json.Unmarshal([]byte(items), &o.Items); err != nil {
 		return readmodel.Order{}, fmt.Errorf("order %s: items: %w", o.ID, err)
 	}
-	if o.CreatedAt, err = storesqlite.ParseTime(created); err != nil {
+	if o.CreatedAt, err = parseTime(created); err != nil {
 		return readmodel.Order{}, fmt.Errorf("order %s: created_at: %w", o.ID, err)
 	}
-	if o.UpdatedAt, err = storesqlite.ParseTime(updated); err != nil {
+	if o.UpdatedAt, err = parseTime(updated); err != nil {
 		return readmodel.Order{}, fmt.Errorf("order %s: updated_at: %w", o.ID, err)
 	}
 	return o, nil
@@ -119,10 +118,10 @@ func scanCustomer(row *sql.Row) (readmodel.Customer, error) {
 	if err != nil {
 		return readmodel.Customer{}, err
 	}
-	if c.RegisteredAt, err = storesqlite.ParseTime(registered); err != nil {
+	if c.RegisteredAt, err = parseTime(registered); err != nil {
 		return readmodel.Customer{}, fmt.Errorf("customer %s: registered_at: %w", c.ID, err)
 	}
-	if c.UpdatedAt, err = storesqlite.ParseTime(updated); err != nil {
+	if c.UpdatedAt, err = parseTime(updated); err != nil {
 		return readmodel.Customer{}, fmt.Errorf("customer %s: updated_at: %w", c.ID, err)
 	}
 	return c, nil

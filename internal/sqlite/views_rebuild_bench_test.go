@@ -12,9 +12,9 @@ import (
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/readmodel/readmodeltest"
-	"github.com/orderd/orderd/internal/readmodel/sqlite"
+
+	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
-	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 )
 
 // rebuildEvents is the size of the log BenchmarkRebuild rebuilds from.
@@ -26,7 +26,7 @@ const rebuildEvents = 200_000
 // events/s; the target is 150,000 on two cores.
 func BenchmarkRebuild(b *testing.B) {
 	dir := b.TempDir()
-	events, err := storesqlite.Open(filepath.Join(dir, "events.db"), storesqlite.Options{Upcaster: aggregate.Upcasters()})
+	events, err := sqlite.OpenStore(filepath.Join(dir, "events.db"), sqlite.Options{Upcaster: aggregate.Upcasters()})
 	if err != nil {
 		b.Fatal(err)
 	}

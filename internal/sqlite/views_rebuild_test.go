@@ -8,13 +8,12 @@ import (
 
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel/readmodeltest"
-	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 )
 
 func TestRebuild(t *testing.T) {
 	readmodeltest.RunRebuild(t, func(t *testing.T) readmodeltest.RebuildBackend {
 		dir := t.TempDir()
-		events, err := storesqlite.Open(filepath.Join(dir, "events.db"), storesqlite.Options{Upcaster: aggregate.Upcasters()})
+		events, err := OpenStore(filepath.Join(dir, "events.db"), Options{Upcaster: aggregate.Upcasters()})
 		if err != nil {
 			t.Fatalf("open the event store: %v", err)
 		}

@@ -1,6 +1,7 @@
-// Package sqlite keeps orderd's read models in a SQLite database of their
+// The read models (readmodel.Views) are in a SQLite database of their
 // own, separate from the event store's file, so that projection writes never
 // wait for the event writer's lock, nor it for them.
+
 package sqlite
 
 import (
@@ -15,7 +16,6 @@ import (
 
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/store"
-	storesqlite "github.com/orderd/orderd/internal/store/sqlite"
 )
 
 // Views is the SQLite backend of the read models. Apply, a store.Handler,
@@ -55,10 +55,10 @@ func WithRowCache(rows int) Option {
 	}
 }
 
-// Open opens, creating it if needed, the views database at path and brings
+// OpenViews opens, creating it if needed, the views database at path and brings
 // its schema up to date. It returns an error if the file cannot be opened
 // or migrated.
-func Open(path string, log *zap.Logger, opts ...Option) (*Views, error) {
+func OpenViews(path string, log *zap.Logger, opts ...Option) (*Views, error) {
 	// synchronous(FULL): Apply returning nil is what lets the feed record
 	// the batch as handled, in the event store's file. A commit that a power
 	// loss took back (as NORMAL allows in WAL mode) would leave the rows
@@ -68,7 +68,7 @@ func Open(path string, log *zap.Logger, opts ...Option) (*Views, error) {
 	// the rows, both went back together and NORMAL was enough.)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	write, read, err := storesqlite.OpenDB(ctx, path, "sqlite/views", storesqlite.DBOptions{Synchronous: "FULL"})
+	write, read, err := openDB(ctx, path, "sqlite/views", dbOptions{Synchronous: "FULL"})
 	if err != nil {
 		return nil, fmt.Errorf("readmodel/sqlite: %w", err)
 	}

@@ -8,13 +8,13 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/orderd/orderd/internal/readmodel/readmodeltest"
-	"github.com/orderd/orderd/internal/readmodel/sqlite"
+	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
 )
 
 func mustOpen(t testing.TB, path string, opts ...sqlite.Option) *sqlite.Views {
 	t.Helper()
-	v, err := sqlite.Open(path, zap.NewNop(), opts...)
+	v, err := sqlite.OpenViews(path, zap.NewNop(), opts...)
 	if err != nil {
 		t.Fatalf("Open(%s): %v", path, err)
 	}
@@ -22,10 +22,10 @@ func mustOpen(t testing.TB, path string, opts ...sqlite.Option) *sqlite.Views {
 	return v
 }
 
-// TestConformance runs the read-model suite on a views file in a temporary
+// TestViewsConformance runs the read-model suite on a views file in a temporary
 // directory; the second instance is another Views on the same file, as a
 // second process would open it.
-func TestConformance(t *testing.T) {
+func TestViewsConformance(t *testing.T) {
 	readmodeltest.Run(t, func(t *testing.T) readmodeltest.Backend {
 		path := filepath.Join(t.TempDir(), "views.db")
 		return readmodeltest.Backend{
@@ -35,10 +35,10 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// TestConformanceRowCache runs the suite on a Views that keeps rows in
+// TestViewsConformanceRowCache runs the suite on a Views that keeps rows in
 // memory, as orderd's does; a small cache, so that rows are also evicted.
 // It is the file's only writer, so the tests of a second instance skip.
-func TestConformanceRowCache(t *testing.T) {
+func TestViewsConformanceRowCache(t *testing.T) {
 	readmodeltest.Run(t, func(t *testing.T) readmodeltest.Backend {
 		return readmodeltest.Backend{Views: mustOpen(t, filepath.Join(t.TempDir(), "views.db"), sqlite.WithRowCache(8))}
 	})

@@ -111,8 +111,8 @@ func (s *Store) commitBatch(batch []*appendReq, saves []*saveReq) {
 		}
 		if results[i] == nil {
 			written++
-		} else if IsFault(results[i]) {
-			results[i], faulted = Fault(results[i]), true
+		} else if isFault(results[i]) {
+			results[i], faulted = asUnavailable(results[i]), true
 		}
 	}
 	save := tx.StmtContext(ctx, s.saveProgressQ)
