@@ -18,10 +18,10 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/orderd/orderd/internal/api"
+	"github.com/orderd/orderd/internal/cql"
+	"github.com/orderd/orderd/internal/cql/cdc"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/relay"
-	"github.com/orderd/orderd/internal/store/scylla"
-	"github.com/orderd/orderd/internal/cql/cdc"
 )
 
 // config is everything orderd reads from its flags and environment, parsed
@@ -49,8 +49,8 @@ type config struct {
 	kafka   relay.KafkaConfig
 	relay   relay.Config
 
-	scylla scylla.Config // with store "scylla"
-	feed   scylla.FeedOptions
+	scylla cql.Config // with store "scylla"
+	feed   cql.FeedOptions
 }
 
 // flags are the raw values of the flags whose parsing needs more than the
@@ -90,8 +90,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 	fs.StringVar(&c.store, "store", env("ORDERD_STORE", "sqlite"), "event store backend: sqlite or scylla (ORDERD_STORE)")
 	fs.StringVar(&c.instance, "instance-id", env("ORDERD_INSTANCE_ID", fmt.Sprintf("%s-%d", host, os.Getpid())), "this instance's name in the workers' leases and /readyz (ORDERD_INSTANCE_ID)")
 	fs.StringVar(&f.scyllaHosts, "scylla-hosts", getenv("ORDERD_SCYLLA_HOSTS"), "ScyllaDB contact points, comma-separated host[:port] (ORDERD_SCYLLA_HOSTS)")
-	fs.StringVar(&c.scylla.Keyspace, "scylla-keyspace", env("ORDERD_SCYLLA_KEYSPACE", scylla.DefaultKeyspace), "keyspace, created when missing (ORDERD_SCYLLA_KEYSPACE)")
-	fs.StringVar(&c.scylla.Replication, "scylla-replication", env("ORDERD_SCYLLA_REPLICATION", scylla.DefaultReplication), "replication of a keyspace orderd creates (ORDERD_SCYLLA_REPLICATION)")
+	fs.StringVar(&c.scylla.Keyspace, "scylla-keyspace", env("ORDERD_SCYLLA_KEYSPACE", cql.DefaultKeyspace), "keyspace, created when missing (ORDERD_SCYLLA_KEYSPACE)")
+	fs.StringVar(&c.scylla.Replication, "scylla-replication", env("ORDERD_SCYLLA_REPLICATION", cql.DefaultReplication), "replication of a keyspace orderd creates (ORDERD_SCYLLA_REPLICATION)")
 	fs.StringVar(&f.scyllaConsistency, "scylla-consistency", env("ORDERD_SCYLLA_CONSISTENCY", "LOCAL_QUORUM"), "consistency of reads and writes (ORDERD_SCYLLA_CONSISTENCY)")
 	fs.StringVar(&f.scyllaSerial, "scylla-serial-consistency", env("ORDERD_SCYLLA_SERIAL_CONSISTENCY", "LOCAL_SERIAL"), "consistency of the lightweight transactions: LOCAL_SERIAL when every writer is in one datacenter, else SERIAL (ORDERD_SCYLLA_SERIAL_CONSISTENCY)")
 	fs.StringVar(&c.scylla.LocalDC, "scylla-local-dc", getenv("ORDERD_SCYLLA_LOCAL_DC"), "this instance's datacenter: requests go to its nodes, token-aware (ORDERD_SCYLLA_LOCAL_DC)")
@@ -112,13 +112,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		{&c.relay.RetryInitial, "retry-initial", "ORDERD_RETRY_INITIAL", 100 * time.Millisecond, "first delay before the relay retries a failed publish"},
 		{&c.relay.RetryMax, "retry-max", "ORDERD_RETRY_MAX", 5 * time.Second, "longest delay between the relay's retries"},
 		{&c.relay.BreakerOpen, "breaker-open", "ORDERD_BREAKER_OPEN", 5 * time.Second, "how long the Kafka circuit breaker stays open before it lets one publish through as a probe: recovery follows the broker within it"},
-		{&f.scyllaTimeout, "scylla-timeout", "ORDERD_SCYLLA_TIMEOUT", scylla.DefaultTimeout, "bound of each CQL request"},
-		{&f.cdcTTL, "cdc-ttl", "ORDERD_CDC_TTL", scylla.DefaultCDCTTL, "how long ScyllaDB keeps the CDC log"},
+		{&f.scyllaTimeout, "scylla-timeout", "ORDERD_SCYLLA_TIMEOUT", cql.DefaultTimeout, "bound of each CQL request"},
+		{&f.cdcTTL, "cdc-ttl", "ORDERD_CDC_TTL", cql.DefaultCDCTTL, "how long ScyllaDB keeps the CDC log"},
 		{&f.cdcWindow, "cdc-window", "ORDERD_CDC_WINDOW", cdc.DefaultWindow, "how old a CDC change must be to be read; what arrives later is found by the reconciliation pass"},
 		{&f.cdcPollDelay, "cdc-poll-delay", "ORDERD_CDC_POLL_DELAY", cdc.DefaultPollDelay, "wait after a CDC query that found changes"},
 		{&f.cdcIdleDelay, "cdc-idle-delay", "ORDERD_CDC_IDLE_DELAY", cdc.DefaultIdleDelay, "wait after a CDC query that found none"},
-		{&f.hintPoll, "hint-poll", "ORDERD_HINT_POLL", scylla.DefaultHintPoll, "on Apache Cassandra: how often the active workers read the hints new appends leave"},
-		{&f.reconcileInterval, "reconcile-interval", "ORDERD_RECONCILE_INTERVAL", scylla.DefaultReconcileEvery, "on CQL: how often the active workers compare every aggregate's version with what they handled"},
+		{&f.hintPoll, "hint-poll", "ORDERD_HINT_POLL", cql.DefaultHintPoll, "on Apache Cassandra: how often the active workers read the hints new appends leave"},
+		{&f.reconcileInterval, "reconcile-interval", "ORDERD_RECONCILE_INTERVAL", cql.DefaultReconcileEvery, "on CQL: how often the active workers compare every aggregate's version with what they handled"},
 	}
 	for _, d := range durations {
 		def, err := durationEnv(getenv, d.name, d.def)
@@ -137,7 +137,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (c
 		{&f.replication, "kafka-replication", "ORDERD_KAFKA_REPLICATION", 1, "replication factor of the topics orderd creates"},
 		{&f.breakerFailures, "breaker-failures", "ORDERD_BREAKER_FAILURES", 5, "consecutive publish failures that open the breaker"},
 		{&f.breakerSuccesses, "breaker-successes", "ORDERD_BREAKER_SUCCESSES", 3, "successful probes that close the breaker"},
-		{&f.reconcileRate, "reconcile-rate", "ORDERD_RECONCILE_RATE", scylla.DefaultReconcileRate, "on CQL: aggregates per second the reconciliation pass reads at most"},
+		{&f.reconcileRate, "reconcile-rate", "ORDERD_RECONCILE_RATE", cql.DefaultReconcileRate, "on CQL: aggregates per second the reconciliation pass reads at most"},
 		{&c.maxConns, "max-conns", "ORDERD_MAX_CONNS", defaultMaxConns(), "HTTP connections open at once; at the cap the longest inactive one is closed for a new one (default: 4096, or 3/4 of the open-file limit when that is lower)"},
 		{&c.maxWaiters, "max-waiters", "ORDERD_MAX_WAITERS", readmodel.DefaultMaxWaiters, "GETs with min_version waiting for the projection at once; beyond them 503 too_many_waiters"},
 	}
@@ -252,15 +252,15 @@ func (c *config) scyllaConfig(f flags) error {
 	if err := serial.UnmarshalText([]byte(strings.ToUpper(f.scyllaSerial))); err != nil || !serial.IsSerial() {
 		return fmt.Errorf("scylla serial consistency %q: want SERIAL or LOCAL_SERIAL", f.scyllaSerial)
 	}
-	c.scylla.Tablets = scylla.TabletsMode(f.tablets)
+	c.scylla.Tablets = cql.TabletsMode(f.tablets)
 	switch c.scylla.Tablets {
-	case scylla.TabletsAuto, scylla.TabletsOn, scylla.TabletsOff:
+	case cql.TabletsAuto, cql.TabletsOn, cql.TabletsOff:
 	default:
 		return fmt.Errorf("scylla tablets %q: want auto, on or off", f.tablets)
 	}
 	c.scylla.Consistency, c.scylla.SerialConsistency = cons, serial
 	c.scylla.Timeout, c.scylla.CDCTTL = f.scyllaTimeout, f.cdcTTL
-	c.feed = scylla.FeedOptions{
+	c.feed = cql.FeedOptions{
 		HintPoll:       f.hintPoll,
 		ReconcileEvery: f.reconcileInterval,
 		ReconcileRate:  f.reconcileRate,

@@ -151,11 +151,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if err != nil {
 		return err
 	}
-	defer b.close()
+	defer func() { _ = b.Close() }()
 	// The workers follow the feed through drain, so that a graceful
 	// shutdown finishes their work in flight (see drainingFeed). SQLite's
 	// Lag is exact; on CQL a drain finishes the batch in hand.
-	drain := newDrainingFeed(b.feed, cfg.store == "sqlite")
+	drain := newDrainingFeed(b.feed, b.ExactLag())
 	b.feed = drain
 	rp, err := newRelay(cfg, b, reg, log.Named("relay"))
 	if err != nil {
@@ -178,11 +178,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		FailureThreshold: 2, FailureDecay: 30, FailureBackoff: 5 * time.Second,
 	})
 	elect := func(name string, work func(context.Context) error) *elected {
-		return &elected{leases: b.leases, name: name, holder: cfg.instance, ttl: cfg.leaseTTL, work: work, log: log.Named(name)}
+		return &elected{leases: b.events, name: name, holder: cfg.instance, ttl: cfg.leaseTTL, work: work, log: log.Named(name)}
 	}
 	// The active projector also carries out the rebuilds of the read
 	// models: during one, its batches reach the new generation too.
-	rebuilder := readmodel.NewRebuilder(b.catalog, b.log, b.views, readmodel.RebuildOptions{Grace: cfg.rebuildGrace}, log.Named("rebuild"))
+	rebuilder := readmodel.NewRebuilder(b.catalog, b.events, b.views, readmodel.RebuildOptions{Grace: cfg.rebuildGrace}, log.Named("rebuild"))
 	projector := elect("projector", func(ctx context.Context) error {
 		g, ctx := errgroup.WithContext(ctx)
 		g.Go(func() error { return rebuilder.Serve(ctx, cfg.instance+"/"+uuid.NewString()) })
@@ -206,7 +206,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		consumers = append(consumers, relay.Consumer)
 	}
 	reg.MustRegister(&deadLetterCollector{ledger: b.ledger}, &lagCollector{feed: b.feed, consumers: consumers},
-		storageFaultCollector{health: b.health})
+		storageFaultCollector{health: b.events})
 	if b.hintsDropped != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "orderd_feed_hints_dropped_total",
@@ -216,7 +216,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 
 	commands := aggregate.NewHandler(countAppends(b.events, reg), time.Now,
 		aggregate.WithLogger(log.Named("aggregate")), aggregate.WithSnapshots(b.snaps, int64(cfg.snapshotEvery)))
-	queries := readmodel.NewQueries(b.views, cfg.readWait, b.readPoll).WithMaxWaiters(cfg.maxWaiters)
+	queries := readmodel.NewQueries(b.views, cfg.readWait, b.ReadPoll()).WithMaxWaiters(cfg.maxWaiters)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "orderd_read_waiters",
 		Help: "GETs with min_version waiting for the projection now (at most ORDERD_MAX_WAITERS).",
@@ -277,7 +277,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 	workDone := workers.ServeBackground(workCtx)
-	if b.trackViews {
+	if b.SharedViews() {
 		go b.views.Track(workCtx, b.catalog, time.Second)
 	}
 	httpDone := make(chan error, 1)
@@ -295,7 +295,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		sctx, cancel := context.WithDeadline(context.Background(), deadline)
 		err = srv.Shutdown(sctx)
 		cancel()
-		if cfg.store == "scylla" {
+		if b.SharedLeases() {
 			// A worker that drains does not renew its lease: it stops
 			// while the lease it renewed last still holds (at least 2/3
 			// of the TTL), before a standby may take over.

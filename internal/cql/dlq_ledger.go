@@ -88,14 +88,14 @@ func (l *Ledger) lwt(ctx context.Context, current map[string]any, stmt string, a
 func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) error {
 	for _, d := range letters {
 		if err := d.Check(); err != nil {
-			return fmt.Errorf("relay/scylla: record: %w", err)
+			return fmt.Errorf("scylla: ledger: record: %w", err)
 		}
 	}
 	for _, d := range letters {
 		if _, err := l.lwt(ctx, nil, recordCQL, consumer, d.Position, gocqlUUID(d.EventID), gocqlUUID(d.AggregateID),
 			d.AggregateType, d.Sequence, d.EventType, d.Topic, d.State, d.Error, d.Attempts,
 			d.FirstFailedAt, d.LastFailedAt); err != nil {
-			return fmt.Errorf("relay/scylla: record letter %d: %w", d.Position, err)
+			return fmt.Errorf("scylla: ledger: record letter %d: %w", d.Position, err)
 		}
 	}
 	return nil
@@ -106,7 +106,7 @@ func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) error {
 func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
 	all, err := l.scan(ctx, allCQL, consumer)
 	if err != nil {
-		return nil, fmt.Errorf("relay/scylla: blocked: %w", err)
+		return nil, fmt.Errorf("scylla: ledger: blocked: %w", err)
 	}
 	blocked := map[uuid.UUID]int64{}
 	for _, d := range all {
@@ -121,11 +121,11 @@ func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
 // in position order. limit must be at least 1.
 func (l *Ledger) List(ctx context.Context, after int64, limit int) ([]relay.DeadLetter, error) {
 	if limit < 1 {
-		return nil, fmt.Errorf("relay/scylla: list: limit %d, want 1 or more", limit)
+		return nil, fmt.Errorf("scylla: ledger: list: limit %d, want 1 or more", limit)
 	}
 	ls, err := l.scan(ctx, listCQL, consumer, after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("relay/scylla: list after %d: %w", after, err)
+		return nil, fmt.Errorf("scylla: ledger: list after %d: %w", after, err)
 	}
 	return ls, nil
 }
@@ -135,10 +135,10 @@ func (l *Ledger) List(ctx context.Context, after int64, limit int) ([]relay.Dead
 func (l *Ledger) Get(ctx context.Context, position int64) (relay.DeadLetter, error) {
 	ls, err := l.scan(ctx, getCQL, consumer, position)
 	if err != nil {
-		return relay.DeadLetter{}, fmt.Errorf("relay/scylla: get %d: %w", position, err)
+		return relay.DeadLetter{}, fmt.Errorf("scylla: ledger: get %d: %w", position, err)
 	}
 	if len(ls) == 0 {
-		return relay.DeadLetter{}, fmt.Errorf("relay/scylla: get %d: %w", position, relay.ErrNotFound)
+		return relay.DeadLetter{}, fmt.Errorf("scylla: ledger: get %d: %w", position, relay.ErrNotFound)
 	}
 	return ls[0], nil
 }
@@ -148,7 +148,7 @@ func (l *Ledger) Get(ctx context.Context, position int64) (relay.DeadLetter, err
 func (l *Ledger) OfAggregate(ctx context.Context, aggregateID uuid.UUID) ([]relay.DeadLetter, error) {
 	all, err := l.scan(ctx, allCQL, consumer)
 	if err != nil {
-		return nil, fmt.Errorf("relay/scylla: dead letters of %s: %w", aggregateID, err)
+		return nil, fmt.Errorf("scylla: ledger: dead letters of %s: %w", aggregateID, err)
 	}
 	var mine []relay.DeadLetter
 	for _, d := range all {
@@ -165,14 +165,14 @@ func (l *Ledger) OfAggregate(ctx context.Context, aggregateID uuid.UUID) ([]rela
 // error for an invalid state.
 func (l *Ledger) Update(ctx context.Context, d relay.DeadLetter) error {
 	if err := d.Check(); err != nil {
-		return fmt.Errorf("relay/scylla: update: %w", err)
+		return fmt.Errorf("scylla: ledger: update: %w", err)
 	}
 	applied, err := l.lwt(ctx, nil, updateCQL, d.State, d.Error, d.Attempts, d.LastFailedAt, consumer, d.Position)
 	if err != nil {
-		return fmt.Errorf("relay/scylla: update %d: %w", d.Position, err)
+		return fmt.Errorf("scylla: ledger: update %d: %w", d.Position, err)
 	}
 	if !applied {
-		return fmt.Errorf("relay/scylla: update %d: %w", d.Position, relay.ErrNotFound)
+		return fmt.Errorf("scylla: ledger: update %d: %w", d.Position, relay.ErrNotFound)
 	}
 	return nil
 }
@@ -182,7 +182,7 @@ func (l *Ledger) Update(ctx context.Context, d relay.DeadLetter) error {
 func (l *Ledger) Remove(ctx context.Context, positions ...int64) error {
 	for _, p := range positions {
 		if _, err := l.lwt(ctx, nil, removeCQL, consumer, p); err != nil {
-			return fmt.Errorf("relay/scylla: remove %d: %w", p, err)
+			return fmt.Errorf("scylla: ledger: remove %d: %w", p, err)
 		}
 	}
 	return nil
@@ -193,7 +193,7 @@ func (l *Ledger) Remove(ctx context.Context, positions ...int64) error {
 func (l *Ledger) Count(ctx context.Context) (map[string]int, error) {
 	all, err := l.scan(ctx, allCQL, consumer)
 	if err != nil {
-		return nil, fmt.Errorf("relay/scylla: count: %w", err)
+		return nil, fmt.Errorf("scylla: ledger: count: %w", err)
 	}
 	counts := map[string]int{relay.Failed: 0, relay.Parked: 0}
 	for _, d := range all {

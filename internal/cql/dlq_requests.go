@@ -34,7 +34,7 @@ const (
 // relay.RequestMissing.
 func (l *Ledger) Request(ctx context.Context, q relay.Request) (relay.Request, error) {
 	if q.Op != relay.OpReplay && q.Op != relay.OpDiscard {
-		return q, fmt.Errorf("relay/scylla: request on %d: unknown op %q", q.Position, q.Op)
+		return q, fmt.Errorf("scylla: ledger: request on %d: unknown op %q", q.Position, q.Op)
 	}
 	if _, err := l.Get(ctx, q.Position); err != nil {
 		return q, err
@@ -48,7 +48,7 @@ func (l *Ledger) Request(ctx context.Context, q relay.Request) (relay.Request, e
 		applied, err := l.lwt(ctx, current, requestNewCQL, consumer, q.Position, gocqlUUID(q.ID), q.Op,
 			q.RequestedAt, q.State)
 		if err != nil {
-			return q, fmt.Errorf("relay/scylla: request on %d: %w", q.Position, err)
+			return q, fmt.Errorf("scylla: ledger: request on %d: %w", q.Position, err)
 		}
 		if applied {
 			return q, nil
@@ -61,13 +61,13 @@ func (l *Ledger) Request(ctx context.Context, q relay.Request) (relay.Request, e
 		applied, err = l.lwt(ctx, nil, requestAgainCQL, gocqlUUID(q.ID), q.Op, q.RequestedAt, q.State,
 			consumer, q.Position, oldID, oldState)
 		if err != nil {
-			return q, fmt.Errorf("relay/scylla: request on %d: %w", q.Position, err)
+			return q, fmt.Errorf("scylla: ledger: request on %d: %w", q.Position, err)
 		}
 		if applied {
 			return q, nil
 		}
 	}
-	return q, fmt.Errorf("relay/scylla: request on %d: the request row kept changing", q.Position)
+	return q, fmt.Errorf("scylla: ledger: request on %d: the request row kept changing", q.Position)
 }
 
 // Requests returns the pending requests in position order. It reads the
@@ -76,7 +76,7 @@ func (l *Ledger) Request(ctx context.Context, q relay.Request) (relay.Request, e
 func (l *Ledger) Requests(ctx context.Context) ([]relay.Request, error) {
 	all, err := l.scanRequests(ctx, requestsCQL, consumer)
 	if err != nil {
-		return nil, fmt.Errorf("relay/scylla: requests: %w", err)
+		return nil, fmt.Errorf("scylla: ledger: requests: %w", err)
 	}
 	var pending []relay.Request
 	for _, q := range all {
@@ -92,10 +92,10 @@ func (l *Ledger) Requests(ctx context.Context) ([]relay.Request, error) {
 func (l *Ledger) RequestAt(ctx context.Context, position int64) (relay.Request, error) {
 	qs, err := l.scanRequests(ctx, requestAtCQL, consumer, position)
 	if err != nil {
-		return relay.Request{}, fmt.Errorf("relay/scylla: request on %d: %w", position, err)
+		return relay.Request{}, fmt.Errorf("scylla: ledger: request on %d: %w", position, err)
 	}
 	if len(qs) == 0 {
-		return relay.Request{}, fmt.Errorf("relay/scylla: request on %d: %w", position, relay.ErrNotFound)
+		return relay.Request{}, fmt.Errorf("scylla: ledger: request on %d: %w", position, relay.ErrNotFound)
 	}
 	return qs[0], nil
 }
@@ -106,11 +106,11 @@ func (l *Ledger) Finish(ctx context.Context, q relay.Request) error {
 	switch q.State {
 	case relay.RequestDone, relay.RequestFailed, relay.RequestMissing:
 	default:
-		return fmt.Errorf("relay/scylla: finish request on %d: state %q is not an outcome", q.Position, q.State)
+		return fmt.Errorf("scylla: ledger: finish request on %d: state %q is not an outcome", q.Position, q.State)
 	}
 	if _, err := l.lwt(ctx, nil, finishCQL, q.State, q.Published, q.Error, q.FinishedAt,
 		consumer, q.Position, gocqlUUID(q.ID), relay.RequestPending); err != nil {
-		return fmt.Errorf("relay/scylla: finish request on %d: %w", q.Position, err)
+		return fmt.Errorf("scylla: ledger: finish request on %d: %w", q.Position, err)
 	}
 	return nil
 }

@@ -68,7 +68,7 @@ func (v *Views) Apply(ctx context.Context, events []store.Event) error {
 				err = project(gctx, v, customerTable{v}, a.id, a.events)
 			}
 			if err != nil {
-				return fmt.Errorf("readmodel/scylla: %s %s: %w", a.typ, a.id, err)
+				return fmt.Errorf("scylla: views: %s %s: %w", a.typ, a.id, err)
 			}
 			mu.Lock()
 			done = append(done, a.id)

@@ -67,7 +67,7 @@ func (c *Catalog) Current(ctx context.Context) (int64, error) {
 	case errors.Is(err, gocql.ErrNotFound):
 		return 0, nil
 	case err != nil:
-		return 0, fmt.Errorf("readmodel/scylla: current generation: %w", err)
+		return 0, fmt.Errorf("scylla: views: current generation: %w", err)
 	}
 	return gen, nil
 }
@@ -84,7 +84,7 @@ func (c *Catalog) Current(ctx context.Context) (int64, error) {
 // does not exist yet, and Open creates nothing when the tables exist.
 func (c *Catalog) Open(ctx context.Context, gen int64) (readmodel.Generation, error) {
 	if gen < 0 {
-		return nil, fmt.Errorf("readmodel/scylla: open generation %d: negative", gen)
+		return nil, fmt.Errorf("scylla: views: open generation %d: negative", gen)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -92,7 +92,7 @@ func (c *Catalog) Open(ctx context.Context, gen int64) (readmodel.Generation, er
 		return v, nil
 	}
 	if err := c.create(ctx, gen); err != nil {
-		return nil, fmt.Errorf("readmodel/scylla: open generation %d: %w", gen, err)
+		return nil, fmt.Errorf("scylla: views: open generation %d: %w", gen, err)
 	}
 	v := New(c.session, c.log, append(slices.Clone(c.opts), WithGeneration(gen))...)
 	c.views[gen] = v
@@ -150,7 +150,7 @@ func (c *Catalog) tables(ctx context.Context) (map[string]bool, error) {
 func (c *Catalog) Generations(ctx context.Context) ([]int64, error) {
 	have, err := c.tables(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("readmodel/scylla: generations: %w", err)
+		return nil, fmt.Errorf("scylla: views: generations: %w", err)
 	}
 	var gens []int64
 	for name := range have {
@@ -162,7 +162,7 @@ func (c *Catalog) Generations(ctx context.Context) ([]int64, error) {
 		default:
 			gen, err := strconv.ParseInt(m[1], 10, 64)
 			if err != nil {
-				return nil, fmt.Errorf("readmodel/scylla: generations: table %s: %w", name, err)
+				return nil, fmt.Errorf("scylla: views: generations: table %s: %w", name, err)
 			}
 			gens = append(gens, gen)
 		}
@@ -181,16 +181,16 @@ func (c *Catalog) Generations(ctx context.Context) ([]int64, error) {
 func (c *Catalog) Promote(ctx context.Context, gen int64) error {
 	have, err := c.tables(ctx)
 	if err != nil {
-		return fmt.Errorf("readmodel/scylla: promote generation %d: %w", gen, err)
+		return fmt.Errorf("scylla: views: promote generation %d: %w", gen, err)
 	}
 	for _, name := range tablesOf(gen).all() {
 		if !have[name] {
-			return fmt.Errorf("readmodel/scylla: promote generation %d: it has no table %s", gen, name)
+			return fmt.Errorf("scylla: views: promote generation %d: it has no table %s", gen, name)
 		}
 	}
 	err = c.session.Session.Query(promoteCQL, gen).WithContext(ctx).Consistency(c.consistency).Idempotent(true).Exec()
 	if err != nil {
-		return fmt.Errorf("readmodel/scylla: promote generation %d: %w", gen, err)
+		return fmt.Errorf("scylla: views: promote generation %d: %w", gen, err)
 	}
 	c.log.Info("promoted read model generation", zap.Int64("generation", gen))
 	return nil
@@ -207,11 +207,11 @@ func (c *Catalog) Drop(ctx context.Context, gen int64) error {
 		return err
 	}
 	if gen == cur {
-		return fmt.Errorf("readmodel/scylla: drop generation %d: it is the current generation", gen)
+		return fmt.Errorf("scylla: views: drop generation %d: it is the current generation", gen)
 	}
 	have, err := c.tables(ctx)
 	if err != nil {
-		return fmt.Errorf("readmodel/scylla: drop generation %d: %w", gen, err)
+		return fmt.Errorf("scylla: views: drop generation %d: %w", gen, err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -225,7 +225,7 @@ func (c *Catalog) Drop(ctx context.Context, gen int64) error {
 			continue
 		}
 		if err := c.session.Session.Query(`DROP TABLE IF EXISTS ` + name).WithContext(ctx).Idempotent(true).Exec(); err != nil {
-			return fmt.Errorf("readmodel/scylla: drop generation %d: table %s: %w", gen, name, err)
+			return fmt.Errorf("scylla: views: drop generation %d: table %s: %w", gen, name, err)
 		}
 		dropped = true
 	}
@@ -234,7 +234,7 @@ func (c *Catalog) Drop(ctx context.Context, gen int64) error {
 	}
 	c.log.Info("dropped read model generation", zap.Int64("generation", gen))
 	if err := c.agree(ctx); err != nil {
-		return fmt.Errorf("readmodel/scylla: drop generation %d: %w", gen, err)
+		return fmt.Errorf("scylla: views: drop generation %d: %w", gen, err)
 	}
 	return nil
 }

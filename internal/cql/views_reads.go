@@ -14,7 +14,7 @@ import (
 func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error) {
 	o, err := v.order(ctx, id, v.consistency)
 	if err != nil {
-		return readmodel.Order{}, fmt.Errorf("readmodel/scylla: order %s: %w", id, err)
+		return readmodel.Order{}, fmt.Errorf("scylla: views: order %s: %w", id, err)
 	}
 	return o, nil
 }
@@ -25,7 +25,7 @@ func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error
 func (v *Views) Customer(ctx context.Context, id uuid.UUID) (readmodel.Customer, error) {
 	c, err := v.customer(ctx, id, v.consistency)
 	if err != nil {
-		return readmodel.Customer{}, fmt.Errorf("readmodel/scylla: customer %s: %w", id, err)
+		return readmodel.Customer{}, fmt.Errorf("scylla: views: customer %s: %w", id, err)
 	}
 	return c, nil
 }
@@ -41,7 +41,7 @@ func (v *Views) Customer(ctx context.Context, id uuid.UUID) (readmodel.Customer,
 // orders, for every backend.
 func (v *Views) CustomerOrders(ctx context.Context, customerID, after uuid.UUID, limit int) ([]readmodel.OrderSummary, error) {
 	if limit < 1 {
-		return nil, fmt.Errorf("readmodel/scylla: orders of customer %s: limit %d is not positive", customerID, limit)
+		return nil, fmt.Errorf("scylla: views: orders of customer %s: limit %d is not positive", customerID, limit)
 	}
 	iter := v.session.Session.Query(v.q.selectSummaries, customerID, after, limit).
 		WithContext(ctx).Consistency(v.consistency).Idempotent(true).PageSize(limit).Iter()
@@ -53,7 +53,7 @@ func (v *Views) CustomerOrders(ctx context.Context, customerID, after uuid.UUID,
 		s = readmodel.OrderSummary{}
 	}
 	if err := iter.Close(); err != nil {
-		return nil, fmt.Errorf("readmodel/scylla: orders of customer %s: %w", customerID, err)
+		return nil, fmt.Errorf("scylla: views: orders of customer %s: %w", customerID, err)
 	}
 	return out, nil
 }

@@ -72,7 +72,7 @@ func (c *Catalog) Begin(ctx context.Context, r readmodel.Rebuild) (readmodel.Reb
 			applied, err = c.holds(ctx, r.ID)
 		}
 		if err != nil {
-			return readmodel.Rebuild{}, false, fmt.Errorf("readmodel/scylla: begin rebuild %s: %w", r.ID, err)
+			return readmodel.Rebuild{}, false, fmt.Errorf("scylla: views: begin rebuild %s: %w", r.ID, err)
 		}
 		if applied {
 			return r, true, nil
@@ -84,19 +84,19 @@ func (c *Catalog) Begin(ctx context.Context, r readmodel.Rebuild) (readmodel.Reb
 			if attempt < beginAttempts {
 				continue
 			}
-			return readmodel.Rebuild{}, false, fmt.Errorf("readmodel/scylla: begin rebuild %s: the lock keeps changing hands", r.ID)
+			return readmodel.Rebuild{}, false, fmt.Errorf("scylla: views: begin rebuild %s: the lock keeps changing hands", r.ID)
 		}
 		running, err := c.rebuild(ctx, uuid.UUID(holder), c.serial)
 		if errors.Is(err, readmodel.ErrNotFound) {
 			running = readmodel.Rebuild{ID: uuid.UUID(holder), State: readmodel.RebuildFailed} // deleted by hand: it will never end
 		} else if err != nil {
-			return readmodel.Rebuild{}, false, fmt.Errorf("readmodel/scylla: begin rebuild %s: read rebuild %s holding the lock: %w", r.ID, holder, err)
+			return readmodel.Rebuild{}, false, fmt.Errorf("scylla: views: begin rebuild %s: read rebuild %s holding the lock: %w", r.ID, holder, err)
 		}
 		if !running.State.Ended() || attempt == beginAttempts {
 			return running, false, nil
 		}
 		if _, err := c.release(ctx, running.ID); err != nil {
-			return readmodel.Rebuild{}, false, fmt.Errorf("readmodel/scylla: begin rebuild %s: release the lock of ended rebuild %s: %w", r.ID, holder, err)
+			return readmodel.Rebuild{}, false, fmt.Errorf("scylla: views: begin rebuild %s: release the lock of ended rebuild %s: %w", r.ID, holder, err)
 		}
 		c.log.Warn("released the rebuild lock of a rebuild that had ended without releasing it",
 			zap.Stringer("rebuild_id", running.ID), zap.String("state", string(running.State)))
@@ -142,7 +142,7 @@ func (c *Catalog) Save(ctx context.Context, r readmodel.Rebuild) error {
 			_ = iter.Close()
 		}
 		if err != nil {
-			return fmt.Errorf("readmodel/scylla: save rebuild %s: %w", r.ID, err)
+			return fmt.Errorf("scylla: views: save rebuild %s: %w", r.ID, err)
 		}
 		if applied {
 			return nil
@@ -154,10 +154,10 @@ func (c *Catalog) Save(ctx context.Context, r readmodel.Rebuild) error {
 		Consistency(c.consistency).SerialConsistency(c.serial)
 	applied, err := q.MapScanCAS(map[string]any{})
 	if err != nil {
-		return fmt.Errorf("readmodel/scylla: save rebuild %s: %w", r.ID, err)
+		return fmt.Errorf("scylla: views: save rebuild %s: %w", r.ID, err)
 	}
 	if !applied {
-		return fmt.Errorf("readmodel/scylla: save rebuild %s: %w", r.ID, readmodel.ErrNotFound)
+		return fmt.Errorf("scylla: views: save rebuild %s: %w", r.ID, readmodel.ErrNotFound)
 	}
 	return nil
 }
@@ -170,12 +170,12 @@ func (c *Catalog) Cancel(ctx context.Context, id uuid.UUID) (readmodel.Rebuild, 
 	q := c.session.Session.Query(cancelCQL, rebuildsPartition, id).WithContext(ctx).
 		Consistency(c.consistency).SerialConsistency(c.serial)
 	if _, err := q.MapScanCAS(map[string]any{}); err != nil {
-		return readmodel.Rebuild{}, fmt.Errorf("readmodel/scylla: cancel rebuild %s: %w", id, err)
+		return readmodel.Rebuild{}, fmt.Errorf("scylla: views: cancel rebuild %s: %w", id, err)
 	}
 	// Applied or not (unknown, or ended), the row as it is now says which.
 	r, err := c.rebuild(ctx, id, c.consistency)
 	if err != nil {
-		return readmodel.Rebuild{}, fmt.Errorf("readmodel/scylla: cancel rebuild %s: %w", id, err)
+		return readmodel.Rebuild{}, fmt.Errorf("scylla: views: cancel rebuild %s: %w", id, err)
 	}
 	return r, nil
 }
@@ -185,7 +185,7 @@ func (c *Catalog) Cancel(ctx context.Context, id uuid.UUID) (readmodel.Rebuild, 
 func (c *Catalog) Rebuild(ctx context.Context, id uuid.UUID) (readmodel.Rebuild, error) {
 	r, err := c.rebuild(ctx, id, c.consistency)
 	if err != nil {
-		return readmodel.Rebuild{}, fmt.Errorf("readmodel/scylla: rebuild %s: %w", id, err)
+		return readmodel.Rebuild{}, fmt.Errorf("scylla: views: rebuild %s: %w", id, err)
 	}
 	return r, nil
 }
@@ -211,10 +211,10 @@ func (c *Catalog) Last(ctx context.Context) (readmodel.Rebuild, error) {
 		}
 	}
 	if err := iter.Close(); err != nil {
-		return readmodel.Rebuild{}, fmt.Errorf("readmodel/scylla: last rebuild: %w", err)
+		return readmodel.Rebuild{}, fmt.Errorf("scylla: views: last rebuild: %w", err)
 	}
 	if !found {
-		return readmodel.Rebuild{}, fmt.Errorf("readmodel/scylla: last rebuild: %w", readmodel.ErrNotFound)
+		return readmodel.Rebuild{}, fmt.Errorf("scylla: views: last rebuild: %w", readmodel.ErrNotFound)
 	}
 	return last, nil
 }

@@ -65,7 +65,7 @@ func (l *Ledger) open(path string) (err error) {
 	// synchronous=FULL: see the package comment.
 	if l.w, l.r, err = openDB(ctx, path, "sqlite/relay",
 		dbOptions{Synchronous: "FULL", BusyTimeout: busyTimeout}); err != nil {
-		return fmt.Errorf("relay/sqlite: %w", asUnavailable(err))
+		return fmt.Errorf("sqlite: ledger: %w", asUnavailable(err))
 	}
 	return nil
 }
@@ -76,7 +76,7 @@ func (l *Ledger) Close() error {
 	for _, db := range []*sql.DB{l.r, l.w} {
 		if db != nil {
 			if err := db.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("relay/sqlite: close: %w", err))
+				errs = append(errs, fmt.Errorf("sqlite: ledger: close: %w", err))
 			}
 		}
 	}
@@ -99,17 +99,17 @@ func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) (err er
 	}
 	for _, d := range letters {
 		if err := d.Check(); err != nil {
-			return fmt.Errorf("relay/sqlite: record: %w", asUnavailable(err))
+			return fmt.Errorf("sqlite: ledger: record: %w", asUnavailable(err))
 		}
 	}
 	tx, err := l.w.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("relay/sqlite: record: %w", asUnavailable(err))
+		return fmt.Errorf("sqlite: ledger: record: %w", asUnavailable(err))
 	}
 	defer func() {
 		if err != nil {
 			_ = tx.Rollback() // the error that got us here is the one to report
-			err = fmt.Errorf("relay/sqlite: record: %w", asUnavailable(err))
+			err = fmt.Errorf("sqlite: ledger: record: %w", asUnavailable(err))
 		}
 	}()
 	for _, d := range letters {

@@ -21,7 +21,7 @@ const selectLettersSQL = `SELECT position, event_id, aggregate_id, aggregate_typ
 func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
 	rows, err := l.r.QueryContext(ctx, `SELECT aggregate_id, min(sequence) FROM dead_letters GROUP BY aggregate_id`)
 	if err != nil {
-		return nil, fmt.Errorf("relay/sqlite: blocked: %w", asUnavailable(err))
+		return nil, fmt.Errorf("sqlite: ledger: blocked: %w", asUnavailable(err))
 	}
 	defer rows.Close()
 	blocked := map[uuid.UUID]int64{}
@@ -29,16 +29,16 @@ func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
 		var s string
 		var seq int64
 		if err := rows.Scan(&s, &seq); err != nil {
-			return nil, fmt.Errorf("relay/sqlite: blocked: %w", asUnavailable(err))
+			return nil, fmt.Errorf("sqlite: ledger: blocked: %w", asUnavailable(err))
 		}
 		id, err := uuid.Parse(s)
 		if err != nil {
-			return nil, fmt.Errorf("relay/sqlite: blocked: bad aggregate id %q: %w", s, asUnavailable(err))
+			return nil, fmt.Errorf("sqlite: ledger: blocked: bad aggregate id %q: %w", s, asUnavailable(err))
 		}
 		blocked[id] = seq
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("relay/sqlite: blocked: %w", asUnavailable(err))
+		return nil, fmt.Errorf("sqlite: ledger: blocked: %w", asUnavailable(err))
 	}
 	return blocked, nil
 }
@@ -47,11 +47,11 @@ func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
 // in position order. limit must be at least 1.
 func (l *Ledger) List(ctx context.Context, after int64, limit int) ([]relay.DeadLetter, error) {
 	if limit < 1 {
-		return nil, fmt.Errorf("relay/sqlite: list: limit %d, want 1 or more", limit)
+		return nil, fmt.Errorf("sqlite: ledger: list: limit %d, want 1 or more", limit)
 	}
 	ls, err := l.query(ctx, selectLettersSQL+` WHERE position > ? ORDER BY position LIMIT ?`, after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("relay/sqlite: list after %d: %w", after, asUnavailable(err))
+		return nil, fmt.Errorf("sqlite: ledger: list after %d: %w", after, asUnavailable(err))
 	}
 	return ls, nil
 }
@@ -61,10 +61,10 @@ func (l *Ledger) List(ctx context.Context, after int64, limit int) ([]relay.Dead
 func (l *Ledger) Get(ctx context.Context, position int64) (relay.DeadLetter, error) {
 	ls, err := l.query(ctx, selectLettersSQL+` WHERE position = ?`, position)
 	if err != nil {
-		return relay.DeadLetter{}, fmt.Errorf("relay/sqlite: get %d: %w", position, asUnavailable(err))
+		return relay.DeadLetter{}, fmt.Errorf("sqlite: ledger: get %d: %w", position, asUnavailable(err))
 	}
 	if len(ls) == 0 {
-		return relay.DeadLetter{}, fmt.Errorf("relay/sqlite: get %d: %w", position, relay.ErrNotFound)
+		return relay.DeadLetter{}, fmt.Errorf("sqlite: ledger: get %d: %w", position, relay.ErrNotFound)
 	}
 	return ls[0], nil
 }
@@ -74,7 +74,7 @@ func (l *Ledger) Get(ctx context.Context, position int64) (relay.DeadLetter, err
 func (l *Ledger) OfAggregate(ctx context.Context, aggregateID uuid.UUID) ([]relay.DeadLetter, error) {
 	ls, err := l.query(ctx, selectLettersSQL+` WHERE aggregate_id = ? ORDER BY sequence`, aggregateID.String())
 	if err != nil {
-		return nil, fmt.Errorf("relay/sqlite: dead letters of %s: %w", aggregateID, asUnavailable(err))
+		return nil, fmt.Errorf("sqlite: ledger: dead letters of %s: %w", aggregateID, asUnavailable(err))
 	}
 	return ls, nil
 }
@@ -87,19 +87,19 @@ func (l *Ledger) OfAggregate(ctx context.Context, aggregateID uuid.UUID) ([]rela
 // relay.Parked.
 func (l *Ledger) Update(ctx context.Context, d relay.DeadLetter) error {
 	if err := d.Check(); err != nil {
-		return fmt.Errorf("relay/sqlite: update: %w", asUnavailable(err))
+		return fmt.Errorf("sqlite: ledger: update: %w", asUnavailable(err))
 	}
 	res, err := l.w.ExecContext(ctx, `UPDATE dead_letters SET state = ?, error = ?, attempts = ?, last_failed_at = ?
 		WHERE position = ?`, d.State, d.Error, d.Attempts, formatTime(d.LastFailedAt), d.Position)
 	if err != nil {
-		return fmt.Errorf("relay/sqlite: update %d: %w", d.Position, asUnavailable(err))
+		return fmt.Errorf("sqlite: ledger: update %d: %w", d.Position, asUnavailable(err))
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return fmt.Errorf("relay/sqlite: update %d: %w", d.Position, asUnavailable(err))
+		return fmt.Errorf("sqlite: ledger: update %d: %w", d.Position, asUnavailable(err))
 	}
 	if n == 0 {
-		return fmt.Errorf("relay/sqlite: update %d: %w", d.Position, relay.ErrNotFound)
+		return fmt.Errorf("sqlite: ledger: update %d: %w", d.Position, relay.ErrNotFound)
 	}
 	return nil
 }
@@ -119,7 +119,7 @@ func (l *Ledger) Remove(ctx context.Context, positions ...int64) error {
 	// at a time, so a crash in a replay republishes at most one.)
 	q := `DELETE FROM dead_letters WHERE position IN (?` + strings.Repeat(`, ?`, len(positions)-1) + `)`
 	if _, err := l.w.ExecContext(ctx, q, args...); err != nil {
-		return fmt.Errorf("relay/sqlite: remove %v: %w", positions, asUnavailable(err))
+		return fmt.Errorf("sqlite: ledger: remove %v: %w", positions, asUnavailable(err))
 	}
 	return nil
 }
@@ -130,7 +130,7 @@ func (l *Ledger) Remove(ctx context.Context, positions ...int64) error {
 func (l *Ledger) Count(ctx context.Context) (map[string]int, error) {
 	rows, err := l.r.QueryContext(ctx, `SELECT state, count(*) FROM dead_letters GROUP BY state`)
 	if err != nil {
-		return nil, fmt.Errorf("relay/sqlite: count: %w", asUnavailable(err))
+		return nil, fmt.Errorf("sqlite: ledger: count: %w", asUnavailable(err))
 	}
 	defer rows.Close()
 	counts := map[string]int{relay.Failed: 0, relay.Parked: 0}
@@ -138,12 +138,12 @@ func (l *Ledger) Count(ctx context.Context) (map[string]int, error) {
 		var state string
 		var n int
 		if err := rows.Scan(&state, &n); err != nil {
-			return nil, fmt.Errorf("relay/sqlite: count: %w", asUnavailable(err))
+			return nil, fmt.Errorf("sqlite: ledger: count: %w", asUnavailable(err))
 		}
 		counts[state] = n
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("relay/sqlite: count: %w", asUnavailable(err))
+		return nil, fmt.Errorf("sqlite: ledger: count: %w", asUnavailable(err))
 	}
 	return counts, nil
 }

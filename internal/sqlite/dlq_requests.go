@@ -22,16 +22,16 @@ const requestSQL = `SELECT position, id, op, requested_at, state, published, err
 // pending there, and returns the pending one. See relay.Ledger.
 func (l *Ledger) Request(ctx context.Context, q relay.Request) (_ relay.Request, err error) {
 	if q.Op != relay.OpReplay && q.Op != relay.OpDiscard {
-		return q, fmt.Errorf("relay/sqlite: request on %d: unknown op %q", q.Position, q.Op)
+		return q, fmt.Errorf("sqlite: ledger: request on %d: unknown op %q", q.Position, q.Op)
 	}
 	tx, err := l.w.BeginTx(ctx, nil)
 	if err != nil {
-		return q, fmt.Errorf("relay/sqlite: request on %d: %w", q.Position, asUnavailable(err))
+		return q, fmt.Errorf("sqlite: ledger: request on %d: %w", q.Position, asUnavailable(err))
 	}
 	defer func() {
 		if err != nil {
 			_ = tx.Rollback()
-			err = fmt.Errorf("relay/sqlite: request on %d: %w", q.Position, asUnavailable(err))
+			err = fmt.Errorf("sqlite: ledger: request on %d: %w", q.Position, asUnavailable(err))
 		}
 	}()
 	var one int
@@ -65,19 +65,19 @@ func (l *Ledger) Request(ctx context.Context, q relay.Request) (_ relay.Request,
 func (l *Ledger) Requests(ctx context.Context) ([]relay.Request, error) {
 	rows, err := l.r.QueryContext(ctx, requestSQL+` WHERE state = ? ORDER BY position`, relay.RequestPending)
 	if err != nil {
-		return nil, fmt.Errorf("relay/sqlite: requests: %w", asUnavailable(err))
+		return nil, fmt.Errorf("sqlite: ledger: requests: %w", asUnavailable(err))
 	}
 	defer rows.Close()
 	var out []relay.Request
 	for rows.Next() {
 		q, err := scanRequest(rows)
 		if err != nil {
-			return nil, fmt.Errorf("relay/sqlite: requests: %w", asUnavailable(err))
+			return nil, fmt.Errorf("sqlite: ledger: requests: %w", asUnavailable(err))
 		}
 		out = append(out, q)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("relay/sqlite: requests: %w", asUnavailable(err))
+		return nil, fmt.Errorf("sqlite: ledger: requests: %w", asUnavailable(err))
 	}
 	return out, nil
 }
@@ -88,9 +88,9 @@ func (l *Ledger) RequestAt(ctx context.Context, position int64) (relay.Request, 
 	q, err := scanRequest(l.r.QueryRowContext(ctx, requestSQL+` WHERE position = ?`, position))
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
-		return q, fmt.Errorf("relay/sqlite: request on %d: %w", position, relay.ErrNotFound)
+		return q, fmt.Errorf("sqlite: ledger: request on %d: %w", position, relay.ErrNotFound)
 	case err != nil:
-		return q, fmt.Errorf("relay/sqlite: request on %d: %w", position, asUnavailable(err))
+		return q, fmt.Errorf("sqlite: ledger: request on %d: %w", position, asUnavailable(err))
 	}
 	return q, nil
 }
@@ -101,16 +101,16 @@ func (l *Ledger) Finish(ctx context.Context, q relay.Request) error {
 	switch q.State {
 	case relay.RequestDone, relay.RequestFailed, relay.RequestMissing:
 	default:
-		return fmt.Errorf("relay/sqlite: finish request on %d: state %q is not an outcome", q.Position, q.State)
+		return fmt.Errorf("sqlite: ledger: finish request on %d: state %q is not an outcome", q.Position, q.State)
 	}
 	if _, err := l.w.ExecContext(ctx, `UPDATE relay_requests SET state = ?, published = ?, error = ?, finished_at = ?
 		WHERE position = ? AND id = ? AND state = ?`,
 		q.State, q.Published, q.Error, formatTime(q.FinishedAt), q.Position, q.ID.String(), relay.RequestPending); err != nil {
-		return fmt.Errorf("relay/sqlite: finish request on %d: %w", q.Position, asUnavailable(err))
+		return fmt.Errorf("sqlite: ledger: finish request on %d: %w", q.Position, asUnavailable(err))
 	}
 	if _, err := l.w.ExecContext(ctx, `DELETE FROM relay_requests WHERE state != ? AND finished_at < ?`,
 		relay.RequestPending, formatTime(q.FinishedAt.Add(-keepFinished))); err != nil {
-		return fmt.Errorf("relay/sqlite: prune finished requests: %w", asUnavailable(err))
+		return fmt.Errorf("sqlite: ledger: prune finished requests: %w", asUnavailable(err))
 	}
 	return nil
 }

@@ -132,7 +132,7 @@ func (v *Views) Apply(ctx context.Context, events []store.Event) (err error) {
 	ctx = context.WithoutCancel(ctx)
 	tx, err := v.write.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("readmodel/sqlite: begin: %w", err)
+		return fmt.Errorf("sqlite: views: begin: %w", err)
 	}
 	defer func() {
 		if err != nil {
@@ -149,15 +149,15 @@ func (v *Views) Apply(ctx context.Context, events []store.Event) (err error) {
 	}
 	for _, e := range events {
 		if err := b.apply(e); err != nil {
-			return fmt.Errorf("readmodel/sqlite: event %s (%s %s #%d at position %d): %w",
+			return fmt.Errorf("sqlite: views: event %s (%s %s #%d at position %d): %w",
 				e.ID, e.AggregateType, e.AggregateID, e.Sequence, e.Position, err)
 		}
 	}
 	if err := b.flush(); err != nil {
-		return fmt.Errorf("readmodel/sqlite: %w", err)
+		return fmt.Errorf("sqlite: views: %w", err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("readmodel/sqlite: commit %d events: %w", len(events), err)
+		return fmt.Errorf("sqlite: views: commit %d events: %w", len(events), err)
 	}
 	cache(v.orders, b.orders)
 	cache(v.customers, b.customers)

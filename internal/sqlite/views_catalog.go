@@ -39,7 +39,7 @@ type Catalog struct {
 func OpenCatalog(ctx context.Context, dir string, log *zap.Logger, opts ...Option) (*Catalog, error) {
 	write, read, err := openDB(ctx, filepath.Join(dir, "readmodels.db"), "sqlite/catalog", dbOptions{Synchronous: "FULL"})
 	if err != nil {
-		return nil, fmt.Errorf("readmodel/sqlite: catalog: %w", err)
+		return nil, fmt.Errorf("sqlite: views: catalog: %w", err)
 	}
 	return &Catalog{dir: dir, write: write, read: read, log: log, opts: opts, views: map[int64]*Views{}}, nil
 }
@@ -68,7 +68,7 @@ func (c *Catalog) path(n int64) string {
 func (c *Catalog) Current(ctx context.Context) (int64, error) {
 	var n int64
 	if err := c.read.QueryRowContext(ctx, `SELECT current FROM generation WHERE id = 1`).Scan(&n); err != nil {
-		return 0, fmt.Errorf("readmodel/sqlite: current generation: %w", err)
+		return 0, fmt.Errorf("sqlite: views: current generation: %w", err)
 	}
 	return n, nil
 }
@@ -77,7 +77,7 @@ func (c *Catalog) Current(ctx context.Context) (int64, error) {
 // first time.
 func (c *Catalog) Open(ctx context.Context, n int64) (readmodel.Generation, error) {
 	if n < 0 {
-		return nil, fmt.Errorf("readmodel/sqlite: generation %d: negative", n)
+		return nil, fmt.Errorf("sqlite: views: generation %d: negative", n)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -101,7 +101,7 @@ func (c *Catalog) Generations(ctx context.Context) ([]int64, error) {
 	}
 	entries, err := os.ReadDir(c.dir)
 	if err != nil {
-		return nil, fmt.Errorf("readmodel/sqlite: generations: %w", err)
+		return nil, fmt.Errorf("sqlite: views: generations: %w", err)
 	}
 	gens := []int64{cur}
 	for _, e := range entries {
@@ -125,7 +125,7 @@ func (c *Catalog) Generations(ctx context.Context) ([]int64, error) {
 // Promote makes n current, in one durable transaction.
 func (c *Catalog) Promote(ctx context.Context, n int64) error {
 	if _, err := c.write.ExecContext(ctx, `UPDATE generation SET current = ? WHERE id = 1`, n); err != nil {
-		return fmt.Errorf("readmodel/sqlite: promote generation %d: %w", n, err)
+		return fmt.Errorf("sqlite: views: promote generation %d: %w", n, err)
 	}
 	return nil
 }
@@ -138,7 +138,7 @@ func (c *Catalog) Drop(ctx context.Context, n int64) error {
 		return err
 	}
 	if n == cur {
-		return fmt.Errorf("readmodel/sqlite: generation %d is current: not dropped", n)
+		return fmt.Errorf("sqlite: views: generation %d is current: not dropped", n)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -150,7 +150,7 @@ func (c *Catalog) Drop(ctx context.Context, n int64) error {
 	}
 	for _, suffix := range []string{"", "-wal", "-shm"} {
 		if err := os.Remove(c.path(n) + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("readmodel/sqlite: drop generation %d: %w", n, err)
+			return fmt.Errorf("sqlite: views: drop generation %d: %w", n, err)
 		}
 	}
 	return nil
@@ -169,7 +169,7 @@ func (c *Catalog) Begin(ctx context.Context, r readmodel.Rebuild) (readmodel.Reb
 		SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
 		WHERE NOT EXISTS (SELECT 1 FROM rebuilds WHERE state NOT IN `+ended+`)`, rebuildArgs(r)...)
 	if err != nil {
-		return readmodel.Rebuild{}, false, fmt.Errorf("readmodel/sqlite: begin rebuild: %w", err)
+		return readmodel.Rebuild{}, false, fmt.Errorf("sqlite: views: begin rebuild: %w", err)
 	}
 	if n, err := res.RowsAffected(); err != nil || n == 1 {
 		return r, err == nil, err
@@ -177,7 +177,7 @@ func (c *Catalog) Begin(ctx context.Context, r readmodel.Rebuild) (readmodel.Reb
 	running, err := scanRebuild(c.read.QueryRowContext(ctx, `SELECT `+rebuildColumns+` FROM rebuilds
 		WHERE state NOT IN `+ended+` LIMIT 1`))
 	if err != nil {
-		return readmodel.Rebuild{}, false, fmt.Errorf("readmodel/sqlite: the running rebuild: %w", err)
+		return readmodel.Rebuild{}, false, fmt.Errorf("sqlite: views: the running rebuild: %w", err)
 	}
 	return running, false, nil
 }
@@ -191,7 +191,7 @@ func (c *Catalog) Save(ctx context.Context, r readmodel.Rebuild) error {
 		formatOptional(r.RequestedAt), formatOptional(r.StartedAt), formatOptional(r.UpdatedAt), formatOptional(r.EndedAt),
 		r.ID.String())
 	if err != nil {
-		return fmt.Errorf("readmodel/sqlite: save rebuild %s: %w", r.ID, err)
+		return fmt.Errorf("sqlite: views: save rebuild %s: %w", r.ID, err)
 	}
 	return nil
 }
@@ -200,7 +200,7 @@ func (c *Catalog) Save(ctx context.Context, r readmodel.Rebuild) error {
 func (c *Catalog) Cancel(ctx context.Context, id uuid.UUID) (readmodel.Rebuild, error) {
 	if _, err := c.write.ExecContext(ctx, `UPDATE rebuilds SET cancel_requested = 1
 		WHERE id = ? AND state NOT IN `+ended, id.String()); err != nil {
-		return readmodel.Rebuild{}, fmt.Errorf("readmodel/sqlite: cancel rebuild %s: %w", id, err)
+		return readmodel.Rebuild{}, fmt.Errorf("sqlite: views: cancel rebuild %s: %w", id, err)
 	}
 	return c.Rebuild(ctx, id)
 }
@@ -209,7 +209,7 @@ func (c *Catalog) Cancel(ctx context.Context, id uuid.UUID) (readmodel.Rebuild, 
 func (c *Catalog) Rebuild(ctx context.Context, id uuid.UUID) (readmodel.Rebuild, error) {
 	r, err := scanRebuild(c.read.QueryRowContext(ctx, `SELECT `+rebuildColumns+` FROM rebuilds WHERE id = ?`, id.String()))
 	if err != nil {
-		return readmodel.Rebuild{}, fmt.Errorf("readmodel/sqlite: rebuild %s: %w", id, err)
+		return readmodel.Rebuild{}, fmt.Errorf("sqlite: views: rebuild %s: %w", id, err)
 	}
 	return r, nil
 }
@@ -219,7 +219,7 @@ func (c *Catalog) Last(ctx context.Context) (readmodel.Rebuild, error) {
 	r, err := scanRebuild(c.read.QueryRowContext(ctx, `SELECT `+rebuildColumns+` FROM rebuilds
 		ORDER BY requested_at DESC, id DESC LIMIT 1`))
 	if err != nil {
-		return readmodel.Rebuild{}, fmt.Errorf("readmodel/sqlite: last rebuild: %w", err)
+		return readmodel.Rebuild{}, fmt.Errorf("sqlite: views: last rebuild: %w", err)
 	}
 	return r, nil
 }

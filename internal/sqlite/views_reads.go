@@ -20,7 +20,7 @@ func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error
 		return scanOrder(v.reads.order.QueryRowContext(pointRead(ctx), id))
 	})
 	if err != nil {
-		return readmodel.Order{}, fmt.Errorf("readmodel/sqlite: order %s: %w", id, err)
+		return readmodel.Order{}, fmt.Errorf("sqlite: views: order %s: %w", id, err)
 	}
 	o.Items = slices.Clone(o.Items) // a cached row's are not the caller's
 	return o, nil
@@ -33,7 +33,7 @@ func (v *Views) Customer(ctx context.Context, id uuid.UUID) (readmodel.Customer,
 		return scanCustomer(v.reads.customer.QueryRowContext(pointRead(ctx), id))
 	})
 	if err != nil {
-		return readmodel.Customer{}, fmt.Errorf("readmodel/sqlite: customer %s: %w", id, err)
+		return readmodel.Customer{}, fmt.Errorf("sqlite: views: customer %s: %w", id, err)
 	}
 	return c, nil
 }
@@ -52,11 +52,11 @@ func pointRead(ctx context.Context) context.Context { return context.WithoutCanc
 // customer without orders, known or not, has an empty list.
 func (v *Views) CustomerOrders(ctx context.Context, customerID, after uuid.UUID, limit int) ([]readmodel.OrderSummary, error) {
 	if limit < 1 {
-		return nil, fmt.Errorf("readmodel/sqlite: orders of customer %s: limit %d is not positive", customerID, limit)
+		return nil, fmt.Errorf("sqlite: views: orders of customer %s: limit %d is not positive", customerID, limit)
 	}
 	rows, err := v.reads.summaries.QueryContext(ctx, customerID, after, limit)
 	if err != nil {
-		return nil, fmt.Errorf("readmodel/sqlite: orders of customer %s: %w", customerID, err)
+		return nil, fmt.Errorf("sqlite: views: orders of customer %s: %w", customerID, err)
 	}
 	defer rows.Close()
 	out := []readmodel.OrderSummary{}
@@ -64,18 +64,18 @@ func (v *Views) CustomerOrders(ctx context.Context, customerID, after uuid.UUID,
 		var s readmodel.OrderSummary
 		var created, updated string
 		if err := rows.Scan(&s.ID, &s.Status, &s.ItemCount, &s.Quantity, &s.Version, &created, &updated); err != nil {
-			return nil, fmt.Errorf("readmodel/sqlite: orders of customer %s: %w", customerID, err)
+			return nil, fmt.Errorf("sqlite: views: orders of customer %s: %w", customerID, err)
 		}
 		if s.CreatedAt, err = parseTime(created); err != nil {
-			return nil, fmt.Errorf("readmodel/sqlite: order %s of customer %s: created_at: %w", s.ID, customerID, err)
+			return nil, fmt.Errorf("sqlite: views: order %s of customer %s: created_at: %w", s.ID, customerID, err)
 		}
 		if s.UpdatedAt, err = parseTime(updated); err != nil {
-			return nil, fmt.Errorf("readmodel/sqlite: order %s of customer %s: updated_at: %w", s.ID, customerID, err)
+			return nil, fmt.Errorf("sqlite: views: order %s of customer %s: updated_at: %w", s.ID, customerID, err)
 		}
 		out = append(out, s)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("readmodel/sqlite: orders of customer %s: %w", customerID, err)
+		return nil, fmt.Errorf("sqlite: views: orders of customer %s: %w", customerID, err)
 	}
 	return out, nil
 }

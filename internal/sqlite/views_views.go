@@ -70,7 +70,7 @@ func OpenViews(path string, log *zap.Logger, opts ...Option) (*Views, error) {
 	defer cancel()
 	write, read, err := openDB(ctx, path, "sqlite/views", dbOptions{Synchronous: "FULL"})
 	if err != nil {
-		return nil, fmt.Errorf("readmodel/sqlite: %w", err)
+		return nil, fmt.Errorf("sqlite: views: %w", err)
 	}
 	v := &Views{write: write, read: read, log: log}
 	for _, opt := range opts {
@@ -78,11 +78,11 @@ func OpenViews(path string, log *zap.Logger, opts ...Option) (*Views, error) {
 	}
 	if err := v.stmts.prepare(ctx, write); err != nil {
 		_ = v.Close()
-		return nil, fmt.Errorf("readmodel/sqlite: %s: %w", path, err)
+		return nil, fmt.Errorf("sqlite: views: %s: %w", path, err)
 	}
 	if err := v.reads.prepare(ctx, read); err != nil {
 		_ = v.Close()
-		return nil, fmt.Errorf("readmodel/sqlite: %s: %w", path, err)
+		return nil, fmt.Errorf("sqlite: views: %s: %w", path, err)
 	}
 	log.Info("read model views open", zap.String("path", path))
 	return v, nil
