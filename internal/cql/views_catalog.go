@@ -40,7 +40,7 @@ type Catalog struct {
 	session     gocqlx.Session
 	keyspace    string
 	log         *zap.Logger
-	opts        []Option
+	opts        []ViewsOption
 	consistency gocql.Consistency
 	serial      gocql.Consistency
 
@@ -52,8 +52,8 @@ type Catalog struct {
 // keyspace session is bound to (the event store's: its migration creates
 // the catalog's tables). opts configure the Views that Open returns, and
 // the catalog's own reads and writes take their consistencies.
-func NewCatalog(session gocqlx.Session, keyspace string, log *zap.Logger, opts ...Option) *Catalog {
-	v := New(session, log, opts...) // only to read the options' consistencies
+func NewCatalog(session gocqlx.Session, keyspace string, log *zap.Logger, opts ...ViewsOption) *Catalog {
+	v := NewViews(session, log, opts...) // only to read the options' consistencies
 	return &Catalog{session: session, keyspace: keyspace, log: log, opts: opts,
 		consistency: v.consistency, serial: v.serial, views: map[int64]*Views{}}
 }
@@ -94,7 +94,7 @@ func (c *Catalog) Open(ctx context.Context, gen int64) (readmodel.Generation, er
 	if err := c.create(ctx, gen); err != nil {
 		return nil, fmt.Errorf("scylla: views: open generation %d: %w", gen, err)
 	}
-	v := New(c.session, c.log, append(slices.Clone(c.opts), WithGeneration(gen))...)
+	v := NewViews(c.session, c.log, append(slices.Clone(c.opts), WithGeneration(gen))...)
 	c.views[gen] = v
 	return v, nil
 }

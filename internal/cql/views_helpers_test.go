@@ -45,12 +45,12 @@ func newEnv(t testing.TB) *env {
 
 // views returns views on the env's keyspace over a session of their own,
 // as a separate orderd process would have, closed when t ends.
-func (e *env) views(t testing.TB, log *zap.Logger, opts ...Option) *Views {
+func (e *env) views(t testing.TB, log *zap.Logger, opts ...ViewsOption) *Views {
 	t.Helper()
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return New(e.session(t), log, opts...)
+	return NewViews(e.session(t), log, opts...)
 }
 
 // catalog returns a catalog on the env's keyspace over a session of its

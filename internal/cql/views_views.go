@@ -52,21 +52,21 @@ type Views struct {
 	readmodel.Changes
 }
 
-// Option configures Views.
-type Option func(*Views)
+// ViewsOption configures Views.
+type ViewsOption func(*Views)
 
 // WithConsistency sets the consistency of reads and of the commit of
 // writes; the default, LocalQuorum, makes a row written by one orderd
 // instance visible to the reads of another in the same datacenter. One
 // (say, on a single node) trades that for latency.
-func WithConsistency(c gocql.Consistency) Option {
+func WithConsistency(c gocql.Consistency) ViewsOption {
 	return func(v *Views) { v.consistency = c }
 }
 
 // WithSerialConsistency sets the consistency of the Paxos round of the
 // conditional writes, and of the linearizable re-read after one of them
 // lost a race: LocalSerial (the default) or Serial.
-func WithSerialConsistency(c gocql.Consistency) Option {
+func WithSerialConsistency(c gocql.Consistency) ViewsOption {
 	return func(v *Views) { v.serial = c }
 }
 
@@ -74,15 +74,15 @@ func WithSerialConsistency(c gocql.Consistency) Option {
 // rather than 0: the tables order_read_model_g<gen>, orders_by_customer_g<gen>
 // and customers_g<gen>, which Catalog.Open creates. Generation 0's tables
 // are those of migrations/scylla/0101_views.cql.
-func WithGeneration(gen int64) Option {
+func WithGeneration(gen int64) ViewsOption {
 	return func(v *Views) { v.gen = gen }
 }
 
-// New returns views over the tables of one generation in session's
+// NewViews returns views over the tables of one generation in session's
 // keyspace: generation 0, those of migrations/scylla/01xx_*.cql, which the
 // event store's migration creates, unless WithGeneration says otherwise.
-// New creates no table; Catalog.Open does.
-func New(session gocqlx.Session, log *zap.Logger, opts ...Option) *Views {
+// NewViews creates no table; Catalog.Open does.
+func NewViews(session gocqlx.Session, log *zap.Logger, opts ...ViewsOption) *Views {
 	v := &Views{
 		session:     session,
 		log:         log,

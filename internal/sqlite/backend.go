@@ -72,7 +72,7 @@ func Open(ctx context.Context, cfg Config) (_ *Backend, err error) {
 	}
 	// The data directory's lock (events.db) makes this process the views'
 	// only writer, which the row cache needs.
-	var opts []Option
+	var opts []ViewsOption
 	if cfg.ViewCacheRows > 0 {
 		opts = append(opts, WithRowCache(cfg.ViewCacheRows))
 	}

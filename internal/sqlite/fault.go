@@ -85,7 +85,7 @@ func (s *Store) CheckWrite(ctx context.Context) error {
 	})
 }
 
-// StorageFaults returns the storage faults counted since Open, by
+// StorageFaults returns the storage faults counted since OpenStore, by
 // operation: append and progress (the writer's transactions, one per
 // failed batch), read, probe, and keys (the idempotency records, when
 // KeysOptions.Health is this store's).

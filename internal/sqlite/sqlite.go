@@ -20,7 +20,7 @@
 // silently drop the last acknowledged appends, which an event log, being
 // the outbox as well, cannot afford; group commit is what makes FULL cheap.
 //
-// One process at a time: Open takes an advisory lock on path+".lock" and
+// One process at a time: OpenStore takes an advisory lock on path+".lock" and
 // refuses a file that another Store (of this process or another) holds, so
 // a second orderd on the same data dir fails at start instead of racing
 // the first. The change feed wakes only on commits made through this

@@ -28,7 +28,7 @@ type Catalog struct {
 	dir         string
 	write, read *sql.DB
 	log         *zap.Logger
-	opts        []Option // of every generation's Views
+	opts        []ViewsOption // of every generation's Views
 
 	mu    sync.Mutex
 	views map[int64]*Views // the generations opened, until Drop or Close
@@ -36,7 +36,7 @@ type Catalog struct {
 
 // OpenCatalog opens, creating it if needed, the catalog of the read models
 // in dir. Each generation's Views is opened with opts.
-func OpenCatalog(ctx context.Context, dir string, log *zap.Logger, opts ...Option) (*Catalog, error) {
+func OpenCatalog(ctx context.Context, dir string, log *zap.Logger, opts ...ViewsOption) (*Catalog, error) {
 	write, read, err := openDB(ctx, filepath.Join(dir, "readmodels.db"), "sqlite/catalog", dbOptions{Synchronous: "FULL"})
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: views: catalog: %w", err)

@@ -37,8 +37,8 @@ type Views struct {
 	readmodel.Changes
 }
 
-// Option configures Open.
-type Option func(*Views)
+// ViewsOption configures OpenViews.
+type ViewsOption func(*Views)
 
 // WithRowCache keeps up to rows orders and as many customers in memory, in
 // front of the file: a GET of one of them costs no SQL (wrk's GET of an
@@ -46,7 +46,7 @@ type Option func(*Views)
 // reads found. Only for a Views that is the only writer of its file, as
 // orderd's is (its data directory is locked): rows another writer changes
 // would be answered stale from memory.
-func WithRowCache(rows int) Option {
+func WithRowCache(rows int) ViewsOption {
 	return func(v *Views) {
 		if rows > 0 {
 			v.orders = newRowCache(rows, func(o readmodel.Order) int64 { return o.Version })
@@ -58,7 +58,7 @@ func WithRowCache(rows int) Option {
 // OpenViews opens, creating it if needed, the views database at path and brings
 // its schema up to date. It returns an error if the file cannot be opened
 // or migrated.
-func OpenViews(path string, log *zap.Logger, opts ...Option) (*Views, error) {
+func OpenViews(path string, log *zap.Logger, opts ...ViewsOption) (*Views, error) {
 	// synchronous(FULL): Apply returning nil is what lets the feed record
 	// the batch as handled, in the event store's file. A commit that a power
 	// loss took back (as NORMAL allows in WAL mode) would leave the rows

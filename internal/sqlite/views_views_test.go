@@ -12,7 +12,7 @@ import (
 	"github.com/orderd/orderd/internal/store"
 )
 
-func mustOpen(t testing.TB, path string, opts ...sqlite.Option) *sqlite.Views {
+func mustOpen(t testing.TB, path string, opts ...sqlite.ViewsOption) *sqlite.Views {
 	t.Helper()
 	v, err := sqlite.OpenViews(path, zap.NewNop(), opts...)
 	if err != nil {
