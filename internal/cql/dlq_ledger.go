@@ -53,8 +53,8 @@ type Ledger struct {
 }
 
 // NewLedger returns the ledger in the keyspace sess is bound to, whose
-// schema the scylla event store's migrations created
-// ((*scylla.Store).Session() is such a session). consistency is that of
+// schema the event store's migrations created
+// (Store.Session is such a session). consistency is that of
 // reads and of the commit of writes (LocalQuorum, say); serial that of the
 // Paxos phase of writes (LocalSerial or Serial). log may be nil. The
 // session stays the caller's to close.

@@ -25,11 +25,12 @@ import (
 // Open does, for `orderd migrate`. Applying them again is a no-op. It
 // returns an error when the cluster cannot be reached or a file fails; a
 // file that failed halfway resumes at its failed statement next time.
-func Migrate(ctx context.Context, cfg Config, log *zap.Logger) error {
+func Migrate(ctx context.Context, cfg Config) error {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return err
 	}
+	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
 	}

@@ -149,7 +149,9 @@ func TestMigrateIdempotent(t *testing.T) {
 	// Again through a second store on the same keyspace, the standalone
 	// Migrate and the method, while the first store is open.
 	s2 := mustOpen(t, cfg, nil)
-	if err := Migrate(ctxFor(t), cfg, zaptest.NewLogger(t)); err != nil {
+	withLog := cfg
+	withLog.Logger = zaptest.NewLogger(t)
+	if err := Migrate(ctxFor(t), withLog); err != nil {
 		t.Fatalf("Migrate: %v", err)
 	}
 	if err := s.Migrate(ctxFor(t)); err != nil {

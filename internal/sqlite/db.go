@@ -32,7 +32,7 @@ func parseTime(s string) (time.Time, error) {
 // dbOptions tune openDB.
 type dbOptions struct {
 	// Synchronous is the writer's synchronous pragma, FULL or NORMAL; each
-	// database says in its package why it chose its level.
+	// database says in its file's comments why it chose its level.
 	Synchronous string
 	// BusyTimeout is how long a connection waits for a lock held by another
 	// connection (a checkpoint, the sqlite3 CLI) before failing [5s].
@@ -40,8 +40,9 @@ type dbOptions struct {
 }
 
 // openDB opens the SQLite file at path the way every orderd database is
-// used (the event store's, the read models', the relay's ledger): one writer connection in WAL mode, whose transactions begin
-// IMMEDIATE, with the schema of dir (for example "sqlite/events") applied,
+// used (the event store's, the keys', the snapshots', the read models', the
+// relay's ledger): one writer connection in WAL mode, whose transactions
+// begin IMMEDIATE, with the schema of dir (for example "sqlite/events") applied,
 // and a pool of query-only readers that WAL never makes wait for the
 // writer. On error nothing is left open.
 func openDB(ctx context.Context, path, dir string, opts dbOptions) (w, r *sql.DB, err error) {
