@@ -6,9 +6,10 @@
 // models (readmodel), dlq_* the ledger (relay); the others the event store
 // and its sibling ports (store).
 //
-// The event store is one SQLite file, events.db. All writes go through one connection owned by one goroutine, which groups
-// concurrent appends into one transaction (group commit): a batch pays one
-// fsync however many appends it holds. Reads use a separate pool of
+// The event store is one SQLite file, events.db. All writes go through one
+// connection owned by one goroutine, which groups concurrent appends into
+// one transaction (group commit): a batch pays one fsync however many
+// appends it holds. Reads use a separate pool of
 // connections; in WAL mode they never wait for the writer.
 //
 // Durability: the database runs with journal_mode=WAL and synchronous=FULL.
@@ -20,8 +21,8 @@
 // silently drop the last acknowledged appends, which an event log, being
 // the outbox as well, cannot afford; group commit is what makes FULL cheap.
 //
-// One process at a time: OpenStore takes an advisory lock on path+".lock" and
-// refuses a file that another Store (of this process or another) holds, so
+// One process at a time: OpenStore takes an advisory lock on path+".lock"
+// and refuses a file that another Store (of this process or another) holds, so
 // a second orderd on the same data dir fails at start instead of racing
 // the first. The change feed wakes only on commits made through this
 // *Store.
