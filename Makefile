@@ -84,7 +84,7 @@ console:
 bench:
 	scripts/kafka.sh start
 	scripts/cassandra.sh start
-	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/store/sqlite ./internal/store/scylla ./internal/readmodel/sqlite ./internal/readmodel/scylla ./internal/relay ./internal/aggregate ./cmd/orderd ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; exit $$rc
+	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/sqlite ./internal/cql ./internal/relay ./internal/aggregate ./cmd/orderd ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; exit $$rc
 
 # orderd against a bare chi+JSON handler under wrk, side by side (two
 # rounds of create, GET, one-connection create, and orderd's keyed creates

@@ -24,7 +24,7 @@ import (
 var SQLite embed.FS
 
 // Scylla holds the CQL schema of the ScyllaDB event store, scylla/NNNN_what.cql,
-// applied in order by gocqlx/migrate (internal/store/scylla). A line
+// applied in order by gocqlx/migrate (internal/cql). A line
 // "-- CALL name;" in a file runs the Go callback registered under name.
 //
 //go:embed scylla

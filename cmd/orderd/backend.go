@@ -4,126 +4,119 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/api"
+	"github.com/orderd/orderd/internal/cql"
 	"github.com/orderd/orderd/internal/readmodel"
-	viewscylla "github.com/orderd/orderd/internal/readmodel/scylla"
-	viewsqlite "github.com/orderd/orderd/internal/readmodel/sqlite"
 	"github.com/orderd/orderd/internal/relay"
-	relayscylla "github.com/orderd/orderd/internal/relay/scylla"
-	relaysqlite "github.com/orderd/orderd/internal/relay/sqlite"
+	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
-	"github.com/orderd/orderd/internal/store/scylla"
-	"github.com/orderd/orderd/internal/store/sqlite"
 )
 
-// backend is one ORDERD_STORE: the event store with its change feed and
-// its leases, the read models, and the relay's dead-letter ledger. The
-// embedded backend keeps them in files of the data dir; the CQL backend
-// keeps all of them in the keyspace, so that its instances are stateless.
+// backend is the storage engine of ORDERD_STORE with every port orderd
+// needs, on one handle: the engine's Backend (which says what run must know
+// of it, and closes every port at once), its ports as run uses them, and the
+// read models' current generation. The embedded engine keeps them in files
+// of the data dir; the CQL engine keeps all of them in the keyspace, so
+// that its instances are stateless.
 type backend struct {
-	events store.Store
-	feed   store.Feed
-	leases store.Leases
-	log    store.Log // the whole history, for rebuilds
-	// views are the read models' current generation, which queries read
-	// and the projector writes, in the catalog of their generations.
-	views   *readmodel.Live
-	catalog readmodel.Catalog
-	ledger  relay.Ledger
+	engine
+	// events is the event store, also its change feed, its leases, its
+	// whole history (for rebuilds) and its record of storage faults.
+	events eventStore
+	// feed is events' feed, or the draining feed over it (see run).
+	feed    store.Feed
 	keys    store.Idempotency // the records of Idempotency-Keys
 	snaps   store.Snapshots   // the aggregates' snapshots, a cache
+	catalog readmodel.Catalog
+	ledger  relay.Ledger
+	// views are the read models' current generation, which queries read
+	// and the projector writes, in catalog.
+	views *readmodel.Live
 	// positions is the event store in its global commit order, which
 	// GET /v1/events/stream reads; nil on CQL, which has none.
 	positions api.EventLog
-	// trackViews: other instances may switch the read models' generation,
-	// so this one looks every second (readmodel.Live.Track).
-	trackViews bool
-	// readPoll is how often a min_version read polls its row, where the
-	// projector may be another instance's (see readmodel.NewQueries).
-	readPoll time.Duration
 	// hintsDropped counts the Cassandra hints dropped since start (nil:
-	// the backend writes none).
+	// the engine writes none).
 	hintsDropped func() int64
-
-	// ping is what /readyz asks of the store: that it can write (nil, or
-	// an error wrapping store.ErrUnavailable while a storage fault lasts:
-	// the store then probes with a tiny write) and a real read.
-	ping func(ctx context.Context) error
-	// health is the event store's record of storage faults, for
-	// orderd_storage_faults_total.
-	health store.WriteHealth
-	close  func()
 }
 
-// pingStore checks that st can write, then reads with read.
-func pingStore(st store.WriteHealth, read func(ctx context.Context) error) func(ctx context.Context) error {
-	return func(ctx context.Context) error {
-		if err := st.CheckWrite(ctx); err != nil {
-			return err
-		}
-		return read(ctx)
-	}
+// engine is what both engines' Backend say about themselves.
+type engine interface {
+	// ExactLag: the feed's Lag is exact, so a drain waits for a lag of
+	// zero (SQLite); else it finishes the batch in hand (CQL).
+	ExactLag() bool
+	// SharedLeases: other instances compete for the workers' leases, so a
+	// draining worker stops while its last renewal still holds.
+	SharedLeases() bool
+	// SharedViews: other instances may switch the read models'
+	// generation, so this one looks every second (readmodel.Live.Track).
+	SharedViews() bool
+	// ReadPoll is how often a min_version read polls its row, where the
+	// projector may be another instance's (see readmodel.NewQueries).
+	ReadPoll() time.Duration
+	// Ping is what /readyz asks of the store: that it can write (an error
+	// wrapping store.ErrUnavailable while a storage fault lasts: the store
+	// then probes with a tiny write) and a real read.
+	Ping(ctx context.Context) error
+	// Close closes every port.
+	Close() error
+}
+
+// eventStore is the event store with the ports that are the store itself
+// on both engines.
+type eventStore interface {
+	store.Store
+	store.Feed
+	store.Leases
+	store.Log
+	store.WriteHealth
 }
 
 // viewCacheRows is how many orders, and as many customers, the SQLite read
 // models keep in memory: about 6 MB of orders.
 const viewCacheRows = 20_000
 
+// openBackend opens the storage engine of cfg.store, bringing its schema up
+// to date: the one place that picks the engine (run and `orderd migrate`
+// both come here). The caller must Close it.
 func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, error) {
-	if cfg.store == "scylla" {
-		return openScylla(ctx, cfg, log)
+	var b *backend
+	switch cfg.store {
+	case "sqlite":
+		e, err := sqlite.Open(ctx, sqlite.Config{
+			Dir: cfg.dataDir, Upcaster: aggregate.Upcasters(), Logger: log,
+			KeysPurgeEvery: min(cfg.idempotencyTTL, sqlite.DefaultPurgeEvery), ViewCacheRows: viewCacheRows,
+		})
+		if err != nil {
+			return nil, err
+		}
+		b = &backend{engine: e, events: e.Store, keys: e.Keys, snaps: e.Snapshots, catalog: e.Catalog, ledger: e.Ledger,
+			positions: e.Store}
+	case "scylla":
+		c := cfg.scylla
+		c.Upcaster, c.Logger, c.Feed = aggregate.Upcasters(), log, cfg.feed
+		e, err := cql.Open(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		b = &backend{engine: e, events: e.Store, keys: e.Store, snaps: e.Store, catalog: e.Catalog, ledger: e.Ledger,
+			hintsDropped: e.Store.HintsDropped}
+	default:
+		return nil, fmt.Errorf("store %q: want sqlite or scylla", cfg.store)
 	}
-	if err := os.MkdirAll(cfg.dataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("data dir: %w", err)
-	}
-	events, err := sqlite.Open(filepath.Join(cfg.dataDir, "events.db"), sqlite.Options{
-		Upcaster: aggregate.Upcasters(),
-		Logger:   log.Named("store"),
-	})
+	b.feed = b.events
+	views, err := openLive(ctx, b.catalog, b.events, log)
 	if err != nil {
-		return nil, err
+		return nil, errors.Join(err, b.Close())
 	}
-	// The data directory's lock (events.db) makes this process the views'
-	// only writer, which the row cache needs.
-	catalog, err := viewsqlite.OpenCatalog(ctx, cfg.dataDir, log.Named("views"), viewsqlite.WithRowCache(viewCacheRows))
-	if err != nil {
-		return nil, errors.Join(err, events.Close())
-	}
-	views, err := openLive(ctx, catalog, events, log)
-	if err != nil {
-		return nil, errors.Join(err, catalog.Close(), events.Close())
-	}
-	ledger, err := relaysqlite.Open(filepath.Join(cfg.dataDir, "relay.db"), log.Named("ledger"))
-	if err != nil {
-		return nil, errors.Join(err, catalog.Close(), events.Close())
-	}
-	keys, err := sqlite.OpenKeys(filepath.Join(cfg.dataDir, "keys.db"), sqlite.KeysOptions{
-		Logger: log.Named("keys"), PurgeEvery: min(cfg.idempotencyTTL, sqlite.DefaultPurgeEvery),
-		Health: events.Health(), // one disk, one episode
-	})
-	if err != nil {
-		return nil, errors.Join(err, ledger.Close(), catalog.Close(), events.Close())
-	}
-	snaps, err := sqlite.OpenSnapshots(ctx, filepath.Join(cfg.dataDir, "snapshots.db"))
-	if err != nil {
-		return nil, errors.Join(err, keys.Close(), ledger.Close(), catalog.Close(), events.Close())
-	}
-	return &backend{
-		events: events, feed: events, leases: events, log: events, views: views, catalog: catalog,
-		ledger: ledger, keys: keys, snaps: snaps, positions: events,
-		ping:   pingStore(events, func(ctx context.Context) error { _, err := events.Head(ctx); return err }),
-		health: events,
-		close:  func() { snaps.Close(); keys.Close(); ledger.Close(); catalog.Close(); events.Close() },
-	}, nil
+	b.views = views
+	return b, nil
 }
 
 // openLive opens the current generation of the read models in catalog.
@@ -138,38 +131,6 @@ func openLive(ctx context.Context, catalog readmodel.Catalog, events store.Store
 	}
 	log.Info("read models", zap.Int64("generation", cur))
 	return readmodel.NewLive(cur, g, events, log.Named("views")), nil
-}
-
-func openScylla(ctx context.Context, cfg config, log *zap.Logger) (*backend, error) {
-	events, err := scylla.Open(ctx, cfg.scylla, scylla.Options{
-		Upcaster: aggregate.Upcasters(), Logger: log.Named("store"), Feed: cfg.feed,
-	})
-	if err != nil {
-		return nil, err
-	}
-	sess := events.Session()
-	catalog := viewscylla.NewCatalog(sess, events.Keyspace(), log.Named("views"),
-		viewscylla.WithConsistency(cfg.scylla.Consistency), viewscylla.WithSerialConsistency(cfg.scylla.SerialConsistency))
-	views, err := openLive(ctx, catalog, events, log)
-	if err != nil {
-		return nil, errors.Join(err, events.Close())
-	}
-	return &backend{
-		events: events, feed: events, leases: events, log: events, keys: events, snaps: events,
-		views: views, catalog: catalog,
-		// Another instance's rebuild switches generations: see run.
-		trackViews: true,
-		ledger:     relayscylla.NewLedger(sess, cfg.scylla.Consistency, cfg.scylla.SerialConsistency, log.Named("ledger")),
-		// The active projector may be another instance's: a waiting read
-		// looks again at this pace (one read of one row per wait and poll).
-		readPoll:     50 * time.Millisecond,
-		hintsDropped: events.HintsDropped,
-		// Loading an aggregate nobody has is one real read of the events
-		// table.
-		ping:   pingStore(events, func(ctx context.Context) error { _, err := events.Load(ctx, uuid.Nil, 0); return err }),
-		health: events,
-		close:  func() { events.Close() },
-	}, nil
 }
 
 var storageFaultsDesc = prometheus.NewDesc("orderd_storage_faults_total",

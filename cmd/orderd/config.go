@@ -20,10 +20,10 @@ import (
 
 	"github.com/orderd/orderd/internal/api"
 	"github.com/orderd/orderd/internal/cli"
+	"github.com/orderd/orderd/internal/cql"
+	"github.com/orderd/orderd/internal/cql/cdc"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/relay"
-	"github.com/orderd/orderd/internal/store/scylla"
-	"github.com/orderd/orderd/internal/store/scylla/cdc"
 )
 
 // config is everything orderd reads from its flags and environment, parsed
@@ -51,8 +51,8 @@ type config struct {
 	kafka   relay.KafkaConfig
 	relay   relay.Config
 
-	scylla scylla.Config // with store "scylla"
-	feed   scylla.FeedOptions
+	scylla cql.Config // with store "scylla"
+	feed   cql.FeedOptions
 }
 
 // flags are the values of the flags that config holds only once combined
@@ -157,9 +157,9 @@ func settings(c *config, f *flags) []group {
 		{"CQL (with -store scylla: ScyllaDB or Apache Cassandra)", []*setting{
 			{name: "scylla-hosts", arg: "list", usage: "contact points, comma-separated host[:port]; required with -store scylla",
 				parse: func(v string) error { c.scylla.Hosts = splitList(v); return nil }},
-			{name: "scylla-keyspace", arg: "name", def: scylla.DefaultKeyspace, usage: "keyspace, created when missing",
+			{name: "scylla-keyspace", arg: "name", def: cql.DefaultKeyspace, usage: "keyspace, created when missing",
 				parse: func(v string) error { c.scylla.Keyspace = v; return nonEmpty(v) }},
-			{name: "scylla-replication", arg: "map", def: scylla.DefaultReplication, usage: "replication of a keyspace orderd creates",
+			{name: "scylla-replication", arg: "map", def: cql.DefaultReplication, usage: "replication of a keyspace orderd creates",
 				parse: func(v string) error { c.scylla.Replication = v; return nil }},
 			{name: "scylla-local-dc", arg: "name", usage: "this instance's datacenter: requests go to its nodes, token-aware",
 				parse: text(&c.scylla.LocalDC)},
@@ -181,12 +181,12 @@ func settings(c *config, f *flags) []group {
 				}},
 			{name: "scylla-tablets", arg: "mode", def: "auto", usage: "tablets of a keyspace orderd creates: auto (on from ScyllaDB 2025.4, where CDC and LWT support them), on or off",
 				parse: func(v string) error {
-					c.scylla.Tablets = scylla.TabletsMode(v)
-					return oneOf(new(string), string(scylla.TabletsAuto), string(scylla.TabletsOn), string(scylla.TabletsOff))(v)
+					c.scylla.Tablets = cql.TabletsMode(v)
+					return oneOf(new(string), string(cql.TabletsAuto), string(cql.TabletsOn), string(cql.TabletsOff))(v)
 				}},
-			{name: "scylla-timeout", arg: "duration", def: fmtDuration(scylla.DefaultTimeout), usage: "bound of each CQL request",
+			{name: "scylla-timeout", arg: "duration", def: fmtDuration(cql.DefaultTimeout), usage: "bound of each CQL request",
 				parse: duration(&c.scylla.Timeout)},
-			{name: "cdc-ttl", arg: "duration", def: fmtDuration(scylla.DefaultCDCTTL), usage: "how long ScyllaDB keeps the CDC log",
+			{name: "cdc-ttl", arg: "duration", def: fmtDuration(cql.DefaultCDCTTL), usage: "how long ScyllaDB keeps the CDC log",
 				parse: duration(&c.scylla.CDCTTL)},
 			{name: "cdc-window", arg: "duration", def: fmtDuration(cdc.DefaultWindow), usage: "how old a CDC change must be to be read; what arrives later is found by the reconciliation pass",
 				parse: duration(&c.feed.CDCWindow)},
@@ -194,11 +194,11 @@ func settings(c *config, f *flags) []group {
 				parse: duration(&c.feed.CDCPollDelay)},
 			{name: "cdc-idle-delay", arg: "duration", def: fmtDuration(cdc.DefaultIdleDelay), usage: "wait after a CDC query that found none",
 				parse: duration(&c.feed.CDCIdleDelay)},
-			{name: "hint-poll", arg: "duration", def: fmtDuration(scylla.DefaultHintPoll), usage: "on Apache Cassandra: how often the active workers read the hints new appends leave",
+			{name: "hint-poll", arg: "duration", def: fmtDuration(cql.DefaultHintPoll), usage: "on Apache Cassandra: how often the active workers read the hints new appends leave",
 				parse: duration(&c.feed.HintPoll)},
-			{name: "reconcile-interval", arg: "duration", def: fmtDuration(scylla.DefaultReconcileEvery), usage: "how often the active workers compare every aggregate's version with what they handled",
+			{name: "reconcile-interval", arg: "duration", def: fmtDuration(cql.DefaultReconcileEvery), usage: "how often the active workers compare every aggregate's version with what they handled",
 				parse: duration(&c.feed.ReconcileEvery)},
-			{name: "reconcile-rate", arg: "n", def: strconv.Itoa(scylla.DefaultReconcileRate), usage: "aggregates per second the reconciliation pass reads at most",
+			{name: "reconcile-rate", arg: "n", def: strconv.Itoa(cql.DefaultReconcileRate), usage: "aggregates per second the reconciliation pass reads at most",
 				parse: whole(&c.feed.ReconcileRate, 1)},
 		}},
 		{"Operations (workers, logs, profiling)", []*setting{

@@ -22,7 +22,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/orderd/orderd/internal/store/scylla"
+	"github.com/orderd/orderd/internal/cql"
 )
 
 // envOf serves vars as the environment.
@@ -55,10 +55,10 @@ func TestConfigDefaults(t *testing.T) {
 		{"breaker open", c.relay.BreakerOpen, 5 * time.Second}, {"breaker failures", c.relay.BreakerFailures, uint32(5)},
 		{"breaker successes", c.relay.BreakerSuccesses, uint32(3)}, {"topic prefix", c.relay.Topics.Prefix, ""},
 		{"topics", len(c.relay.Topics.ByType), 0},
-		{"keyspace", c.scylla.Keyspace, scylla.DefaultKeyspace}, {"replication", c.scylla.Replication, scylla.DefaultReplication},
+		{"keyspace", c.scylla.Keyspace, cql.DefaultKeyspace}, {"replication", c.scylla.Replication, cql.DefaultReplication},
 		{"consistency", c.scylla.Consistency, gocql.LocalQuorum}, {"serial", c.scylla.SerialConsistency, gocql.LocalSerial},
-		{"tablets", c.scylla.Tablets, scylla.TabletsAuto}, {"scylla timeout", c.scylla.Timeout, scylla.DefaultTimeout},
-		{"cdc ttl", c.scylla.CDCTTL, scylla.DefaultCDCTTL},
+		{"tablets", c.scylla.Tablets, cql.TabletsAuto}, {"scylla timeout", c.scylla.Timeout, cql.DefaultTimeout},
+		{"cdc ttl", c.scylla.CDCTTL, cql.DefaultCDCTTL},
 	} {
 		if v.got != v.want {
 			t.Errorf("%s: %v, want %v", v.name, v.got, v.want)

@@ -15,9 +15,13 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
-	"github.com/orderd/orderd/internal/store/sqlite"
 )
+
+// sqliteTime is the layout the SQLite engine writes its times in (the
+// text columns of keys.db among them), for a test that writes one by hand.
+const sqliteTime = "2006-01-02T15:04:05.000000000Z07:00"
 
 // keyedCall sends a command with an Idempotency-Key, checked against
 // openapi.yaml.
@@ -185,7 +189,7 @@ func TestIdempotencyKill9(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := db.Exec(`UPDATE idempotency_keys SET state = 'pending', status = NULL, header = NULL, body = NULL,
-		updated_at = ? WHERE key = 'kill-9'`, sqlite.FormatTime(time.Now().Add(-time.Hour))); err != nil {
+		updated_at = ? WHERE key = 'kill-9'`, time.Now().Add(-time.Hour).UTC().Format(sqliteTime)); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Close(); err != nil {

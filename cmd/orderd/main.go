@@ -164,11 +164,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	if err != nil {
 		return err
 	}
-	defer b.close()
+	defer func() { _ = b.Close() }()
 	// The workers follow the feed through drain, so that a graceful
 	// shutdown finishes their work in flight (see worker.DrainingFeed).
 	// SQLite's Lag is exact; on CQL a drain finishes the batch in hand.
-	drain := worker.NewDrainingFeed(b.feed, cfg.store == "sqlite")
+	drain := worker.NewDrainingFeed(b.feed, b.ExactLag())
 	b.feed = drain
 	rp, err := newRelay(cfg, b, reg, log.Named("relay"))
 	if err != nil {
@@ -185,11 +185,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	stopWait := cfg.shutdownTimeout + 5*time.Second
 	workers := worker.NewSupervisor("orderd", stopWait, log)
 	elect := func(name string, work func(context.Context) error) *worker.Elected {
-		return worker.NewElected(b.leases, name, cfg.instance, cfg.leaseTTL, work, log.Named(name))
+		return worker.NewElected(b.events, name, cfg.instance, cfg.leaseTTL, work, log.Named(name))
 	}
 	// The active projector also carries out the rebuilds of the read
 	// models: during one, its batches reach the new generation too.
-	rebuilder := readmodel.NewRebuilder(b.catalog, b.log, b.views, readmodel.RebuildOptions{Grace: cfg.rebuildGrace}, log.Named("rebuild"))
+	rebuilder := readmodel.NewRebuilder(b.catalog, b.events, b.views, readmodel.RebuildOptions{Grace: cfg.rebuildGrace}, log.Named("rebuild"))
 	projector := elect("projector", func(ctx context.Context) error {
 		g, ctx := errgroup.WithContext(ctx)
 		g.Go(func() error { return rebuilder.Serve(ctx, cfg.instance+"/"+uuid.NewString()) })
@@ -209,7 +209,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		consumers = append(consumers, relay.Consumer)
 	}
 	reg.MustRegister(&deadLetterCollector{ledger: b.ledger}, &lagCollector{feed: b.feed, consumers: consumers},
-		storageFaultCollector{health: b.health})
+		storageFaultCollector{health: b.events})
 	if b.hintsDropped != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "orderd_feed_hints_dropped_total",
@@ -219,7 +219,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 
 	commands := aggregate.NewHandler(countAppends(b.events, reg), time.Now,
 		aggregate.WithLogger(log.Named("aggregate")), aggregate.WithSnapshots(b.snaps, int64(cfg.snapshotEvery)))
-	queries := readmodel.NewQueries(b.views, b.events, cfg.readWait, b.readPoll).WithMaxWaiters(cfg.maxWaiters)
+	queries := readmodel.NewQueries(b.views, b.events, cfg.readWait, b.ReadPoll()).WithMaxWaiters(cfg.maxWaiters)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "orderd_read_waiters",
 		Help: "GETs with min_version waiting for the projection now (at most ORDERD_MAX_WAITERS).",
@@ -281,7 +281,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWork()
 	workDone := workers.ServeBackground(workCtx)
-	if b.trackViews {
+	if b.SharedViews() {
 		go b.views.Track(workCtx, b.catalog, time.Second)
 	}
 	httpDone := make(chan error, 1)
@@ -299,7 +299,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		sctx, cancel := context.WithDeadline(context.Background(), deadline)
 		err = srv.Shutdown(sctx)
 		cancel()
-		if cfg.store == "scylla" {
+		if b.SharedLeases() {
 			// A worker that drains does not renew its lease: it stops
 			// while the lease it renewed last still holds (at least 2/3
 			// of the TTL), before a standby may take over.

@@ -5,14 +5,13 @@ import (
 	"io"
 
 	"go.uber.org/zap"
-
-	"github.com/orderd/orderd/internal/store/scylla"
 )
 
 // runMigrate is `orderd migrate`: it brings the configured store's schema up
 // to date and exits, so that a deployment can migrate before it starts the
 // service (which migrates at start as well). On ScyllaDB it creates the
-// keyspace when missing.
+// keyspace when missing. Opening the engine applies every migration (the
+// event store's, the relay's and the read models'), on either engine.
 func runMigrate(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
 	cfg, err := parseConfig(args, getenv, stderr)
 	if err != nil {
@@ -20,19 +19,12 @@ func runMigrate(ctx context.Context, args []string, getenv func(string) string, 
 	}
 	log := newLogger(cfg, stderr)
 	defer func() { _ = log.Sync() }()
-	if cfg.store == "scylla" {
-		// The relay's and the read models' tables are in the keyspace's
-		// schema too.
-		if err := scylla.Migrate(ctx, cfg.scylla, log.Named("store")); err != nil {
-			return err
-		}
-	} else {
-		// Opening the embedded databases applies their migrations.
-		b, err := openBackend(ctx, cfg, log)
-		if err != nil {
-			return err
-		}
-		b.close()
+	b, err := openBackend(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if err := b.Close(); err != nil {
+		return err
 	}
 	log.Info("schema up to date", zap.String("store", cfg.store))
 	return nil

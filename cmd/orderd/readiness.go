@@ -17,7 +17,7 @@ import (
 // The store and the projector are "down" when they fail, which makes the
 // instance unready. The store is down also while its writes fail for a
 // storage fault (a full disk, a cluster without quorum), though reads may
-// work: b.ping checks the store's write health first, which probes with a
+// work: b.Ping checks the store's write health first, which probes with a
 // tiny write while it is down, so /readyz notices recovery without traffic. A Kafka outage (the breaker not closed), a failing
 // relay and dead letters make it "degraded", not unready: commands are
 // still accepted and kept in the outbox, so the instance should keep
@@ -25,7 +25,7 @@ import (
 func readiness(b *backend, projector, relayWorker *worker.Elected, rl *relay.Relay) api.Readiness {
 	return func(ctx context.Context) map[string]api.Component {
 		out := map[string]api.Component{}
-		if err := b.ping(ctx); err != nil {
+		if err := b.Ping(ctx); err != nil {
 			out["store"] = api.Component{Status: "down", Detail: err.Error()}
 		} else {
 			out["store"] = api.Component{Status: "up"}

@@ -64,7 +64,7 @@ func prefill(t testing.TB, dir string, env map[string]string, n int) []uuid.UUID
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer b.close()
+	defer func() { _ = b.Close() }()
 	byAgg := map[uuid.UUID][]store.Event{}
 	var ids, orders []uuid.UUID
 	for _, e := range readmodeltest.Pipeline(t, n) {

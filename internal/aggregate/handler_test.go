@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
@@ -13,18 +12,13 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderd/orderd/internal/store"
-	"github.com/orderd/orderd/internal/store/sqlite"
 )
 
-// openStore is the real embedded store on a file of the test's own.
-func openStore(t testing.TB) *sqlite.Store {
+// openStore is the real embedded store on a file of the test's own (see
+// export_test.go).
+func openStore(t testing.TB) EventStore {
 	t.Helper()
-	st, err := sqlite.Open(filepath.Join(t.TempDir(), "events.db"), sqlite.Options{Upcaster: Upcasters()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
+	return OpenSQLiteStore(t)
 }
 
 func registerCustomer(t testing.TB, h *Handler, id uuid.UUID) {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -13,17 +12,13 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderd/orderd/internal/store"
-	"github.com/orderd/orderd/internal/store/sqlite"
 )
 
-func openSnapshots(t testing.TB) *sqlite.Snapshots {
+// openSnapshots is the real embedded snapshot store on a file of the
+// test's own (see export_test.go).
+func openSnapshots(t testing.TB) store.Snapshots {
 	t.Helper()
-	s, err := sqlite.OpenSnapshots(context.Background(), filepath.Join(t.TempDir(), "snapshots.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return OpenSQLiteSnapshots(t)
 }
 
 // lifecycleCommand is one random command of the order life cycle.

@@ -24,7 +24,7 @@ import (
 
 	"github.com/orderd/orderd"
 	"github.com/orderd/orderd/internal/relay"
-	relaysqlite "github.com/orderd/orderd/internal/relay/sqlite"
+	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
 )
 
@@ -41,7 +41,7 @@ var (
 // published, stopping at the first that fails. publish decides each
 // letter's fate, as the broker would.
 type ledgerDLQ struct {
-	ledger  *relaysqlite.Ledger
+	ledger  *sqlite.Ledger
 	events  map[int64]store.Event
 	publish func(relay.DeadLetter) error
 }
@@ -109,7 +109,7 @@ type admin struct {
 
 func newAdmin(t *testing.T, token string) *admin {
 	t.Helper()
-	ledger, err := relaysqlite.Open(filepath.Join(t.TempDir(), "relay.db"), zap.NewNop())
+	ledger, err := sqlite.OpenLedger(filepath.Join(t.TempDir(), "relay.db"), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,8 +20,8 @@ import (
 
 	"github.com/orderd/orderd"
 	"github.com/orderd/orderd/internal/aggregate"
+	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
-	"github.com/orderd/orderd/internal/store/sqlite"
 )
 
 // keyed is a real API on a SQLite store in a temporary directory, behind
@@ -36,7 +36,7 @@ type keyed struct {
 func newKeyed(t *testing.T, next func(*Server) http.Handler, opts IdempotencyOptions) *keyed {
 	t.Helper()
 	dir := t.TempDir()
-	events, err := sqlite.Open(filepath.Join(dir, "events.db"), sqlite.Options{})
+	events, err := sqlite.OpenStore(filepath.Join(dir, "events.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

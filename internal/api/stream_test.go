@@ -25,7 +25,7 @@ import (
 
 	"github.com/orderd/orderd"
 	"github.com/orderd/orderd/internal/aggregate"
-	"github.com/orderd/orderd/internal/store/sqlite"
+	"github.com/orderd/orderd/internal/sqlite"
 )
 
 // streamed is a real API on a SQLite store in a temporary directory, with
@@ -41,7 +41,7 @@ type streamed struct {
 // (its timeouts, its listener) before it starts.
 func newStreamed(t *testing.T, opts StreamOptions, tune func(*httptest.Server)) *streamed {
 	t.Helper()
-	events, err := sqlite.Open(filepath.Join(t.TempDir(), "events.db"), sqlite.Options{Upcaster: aggregate.Upcasters()})
+	events, err := sqlite.OpenStore(filepath.Join(t.TempDir(), "events.db"), sqlite.Options{Upcaster: aggregate.Upcasters()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ import (
 	"github.com/orderd/orderd"
 	"github.com/orderd/orderd/internal/api"
 	"github.com/orderd/orderd/internal/relay"
-	relaysqlite "github.com/orderd/orderd/internal/relay/sqlite"
+	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
 )
 
@@ -36,7 +36,7 @@ const dlqToken = "dlq-test-token"
 // once published, stopping at the first that fails); fail says which
 // positions the broker refuses for good.
 type testDLQ struct {
-	ledger *relaysqlite.Ledger
+	ledger *sqlite.Ledger
 	events map[int64]store.Event
 	fail   map[int64]bool
 }
@@ -89,7 +89,7 @@ func (d *testDLQ) release(ctx context.Context, pos int64, discard bool) (int, er
 // openapi.yaml. An empty token leaves the admin API off.
 func dlqServer(t *testing.T, token string) (string, *testDLQ) {
 	t.Helper()
-	ledger, err := relaysqlite.Open(filepath.Join(t.TempDir(), "relay.db"), zap.NewNop())
+	ledger, err := sqlite.OpenLedger(filepath.Join(t.TempDir(), "relay.db"), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

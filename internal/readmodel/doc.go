@@ -3,7 +3,7 @@
 //
 // The package is backend-agnostic. Projection is a set of pure functions
 // (Order.Apply, Customer.Apply) that fold one event into one row; a backend
-// (readmodel/sqlite, readmodel/scylla) stores the rows. Each backend has
+// (the views_ files of internal/sqlite and internal/cql) stores the rows. Each backend has
 // one write method, Apply(ctx, events) error, which is a store.Handler: the
 // change feed (store.Feed) pushes committed events to it under the consumer
 // name of the projector. The feed owns the projector's progress, so the

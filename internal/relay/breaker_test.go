@@ -14,8 +14,7 @@ import (
 
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/relay/kafkatest"
-	relaysqlite "github.com/orderd/orderd/internal/relay/sqlite"
-	"github.com/orderd/orderd/internal/store/sqlite"
+	"github.com/orderd/orderd/internal/sqlite"
 )
 
 // TestRelayBreaker injects produce faults with kfake (an in-process Kafka
@@ -29,12 +28,12 @@ func TestRelayBreaker(t *testing.T) {
 	}
 	t.Cleanup(cluster.Close)
 	dir := t.TempDir()
-	events, err := sqlite.Open(filepath.Join(dir, "events.db"), sqlite.Options{})
+	events, err := sqlite.OpenStore(filepath.Join(dir, "events.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer events.Close()
-	ledger, err := relaysqlite.Open(filepath.Join(dir, "relay.db"), zaptest.NewLogger(t))
+	ledger, err := sqlite.OpenLedger(filepath.Join(dir, "relay.db"), zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}

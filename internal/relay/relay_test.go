@@ -18,9 +18,8 @@ import (
 
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/relay/kafkatest"
-	relaysqlite "github.com/orderd/orderd/internal/relay/sqlite"
+	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
-	"github.com/orderd/orderd/internal/store/sqlite"
 )
 
 // rig is a relay on the real embedded store and ledger, publishing Widget
@@ -30,7 +29,7 @@ type rig struct {
 	brokers []string
 	topic   string
 	events  *sqlite.Store
-	ledger  *relaysqlite.Ledger
+	ledger  *sqlite.Ledger
 	kafka   *relay.Kafka
 	metrics *relay.Metrics
 	reg     *prometheus.Registry
@@ -46,12 +45,12 @@ func newRigTB(t testing.TB, topicConfigs ...kafka.ConfigEntry) *rig {
 	t.Helper()
 	brokers := kafkatest.Brokers(t)
 	dir := t.TempDir()
-	events, err := sqlite.Open(filepath.Join(dir, "events.db"), sqlite.Options{FeedBatch: 64})
+	events, err := sqlite.OpenStore(filepath.Join(dir, "events.db"), sqlite.Options{FeedBatch: 64})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { events.Close() })
-	ledger, err := relaysqlite.Open(filepath.Join(dir, "relay.db"), zap.NewNop())
+	ledger, err := sqlite.OpenLedger(filepath.Join(dir, "relay.db"), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

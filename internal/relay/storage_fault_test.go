@@ -15,10 +15,9 @@ import (
 
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/relay/kafkatest"
-	relaysqlite "github.com/orderd/orderd/internal/relay/sqlite"
+	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
 	"github.com/orderd/orderd/internal/store/disktest"
-	"github.com/orderd/orderd/internal/store/sqlite"
 )
 
 // TestStorageFaultBoundsDuplicates runs the relay on the real broker over a
@@ -35,12 +34,12 @@ func TestStorageFaultBoundsDuplicates(t *testing.T) {
 	)
 	brokers := kafkatest.Brokers(t)
 	disk := disktest.Mount(t, 16<<20)
-	st, err := sqlite.Open(filepath.Join(disk, "events.db"), sqlite.Options{FeedBatch: batch, Logger: zaptest.NewLogger(t)})
+	st, err := sqlite.OpenStore(filepath.Join(disk, "events.db"), sqlite.Options{FeedBatch: batch, Logger: zaptest.NewLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	ledger, err := relaysqlite.Open(filepath.Join(t.TempDir(), "relay.db"), zap.NewNop())
+	ledger, err := sqlite.OpenLedger(filepath.Join(t.TempDir(), "relay.db"), zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

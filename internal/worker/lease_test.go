@@ -9,8 +9,8 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
-	"github.com/orderd/orderd/internal/store/sqlite"
 )
 
 // actions records when each instance's worker acted.
@@ -124,7 +124,7 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 }
 
 func leasesOf(t *testing.T) store.Leases {
-	s, err := sqlite.Open(filepath.Join(t.TempDir(), "events.db"), sqlite.Options{})
+	s, err := sqlite.OpenStore(filepath.Join(t.TempDir(), "events.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,5 +1,5 @@
 // Package ledgertest is the conformance suite of relay.Ledger: every
-// implementation runs it (relay/sqlite on a temporary file, relay/scylla on
+// implementation runs it (internal/sqlite on a temporary file, internal/cql on
 // a fresh keyspace of the test CQL server), so that the relay can rely on
 // one contract whatever the backend.
 package ledgertest

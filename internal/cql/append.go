@@ -1,0 +1,257 @@
+package cql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gocql/gocql"
+	"github.com/google/uuid"
+	"github.com/scylladb/gocqlx/v3/qb"
+	"go.uber.org/zap"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// columns of the events table in the order of insertArgs.
+var columns = []string{
+	"aggregate_id", "sequence", "event_id", "aggregate_type", "event_type", "event_version",
+	"data", "causation_id", "correlation_id", "timestamp", "metadata",
+}
+
+// The statements of Append, built once.
+var (
+	insertCQL, _ = qb.Insert("events").Columns(columns...).ToCql()
+	// The version of a new aggregate is null: its partition does not exist,
+	// and a condition on a missing row sees nulls, so "= null" holds exactly
+	// while nobody has created the aggregate. (Checked on Cassandra 5.0 by
+	// TestLWTRace at version 0: 32 racing creations, one applied.)
+	createCQL, _ = qb.Update("events").Set("version").
+			Where(qb.Eq("aggregate_id")).If(qb.EqLit("version", "null")).ToCql()
+	advanceCQL, _ = qb.Update("events").Set("version").
+			Where(qb.Eq("aggregate_id")).If(qb.Eq("version")).ToCql()
+	readBackCQL, _ = qb.Select("events").Columns("event_id").
+			Where(qb.Eq("aggregate_id"), qb.Eq("sequence")).ToCql()
+)
+
+// Append stores events atomically if the aggregate's version is expected.
+// It returns a wrapped store.ErrConflict when the version differs (nothing
+// is stored then), store.ErrClosed after Close, a wrapped ctx.Err() when ctx
+// ended before anything was sent, and a plain error for invalid input (no
+// events, a nil id, events of another aggregate, sequences other than
+// expected+1…, a payload that is not JSON, text that is not UTF-8).
+//
+// Append returns only once the outcome is known. Once the transaction is
+// sent, ctx no longer cuts it short (Config.Timeout bounds it): a request
+// abandoned by the client may still run on the server later, and no read
+// could tell then whether it will. A transaction that timed out is settled
+// by reading the aggregate back (see settle). Only when that read fails too
+// does Append return an error that leaves the outcome open; the caller can
+// then Load and see.
+//
+// On Cassandra an append that returned nil queues a hint for the feed's
+// subscriptions (see hints.go); that never delays or fails the append.
+//
+// The cluster's failures (unavailable replicas, timeouts, no host) wrap
+// store.ErrUnavailable, an outcome left open included, and make CheckWrite
+// fail until an append succeeds again.
+func (s *Store) Append(ctx context.Context, aggregateID uuid.UUID, expected int64, events []store.Event) error {
+	err := s.append(ctx, aggregateID, expected, events)
+	switch {
+	case err == nil:
+		s.health.OK()
+		if s.hints != nil {
+			s.hints.add(aggregateID, expected+int64(len(events)))
+		}
+	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrClosed), ctx.Err() != nil:
+	default:
+		if !errors.Is(err, store.ErrUnavailable) && unavailable(err) {
+			err = fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+		}
+		if errors.Is(err, store.ErrUnavailable) {
+			s.health.Fault("append", true, err)
+		}
+	}
+	return err
+}
+
+func (s *Store) append(ctx context.Context, aggregateID uuid.UUID, expected int64, events []store.Event) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	rows, err := insertArgs(aggregateID, expected, events)
+	if err != nil {
+		return fmt.Errorf("scylla: append %s: %w", aggregateID, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("scylla: append %s: %w", aggregateID, err)
+	}
+
+	// Reading the version and then writing the events, as the seed
+	// tutorial does, races: two writers that both read version 5 both write
+	// sequence 6, and since a write to an existing row is an overwrite
+	// (last write wins), one event silently disappears while both writers
+	// were told they succeeded. Instead the check and the writes are one
+	// lightweight transaction: a batch on this one partition whose only
+	// condition is on the static version column. Paxos serialises it
+	// against every other conditional write to the partition, and the
+	// batch is atomic and isolated within the partition, so either the
+	// version moves from expected to expected+n together with all n rows,
+	// or nothing is written. The INSERTs carry no IF of their own: version
+	// is always the highest sequence stored, so rows above it do not exist.
+	b := s.sess.ContextBatch(context.WithoutCancel(ctx), gocql.LoggedBatch) // one partition: no batch log is written
+	next := expected + int64(len(events))
+	if expected == 0 {
+		b.Query(createCQL, next, aggregateID)
+	} else {
+		b.Query(advanceCQL, next, aggregateID, expected)
+	}
+	for _, r := range rows {
+		b.Query(insertCQL, r...)
+	}
+	b.SerialConsistency(s.cfg.SerialConsistency)
+	// No retry by the driver: a retried transaction that had in fact been
+	// applied would be refused (the version moved) and reported as a
+	// conflict. Unknown outcomes are settled by settle instead.
+	b.RetryPolicy(noRetry{})
+
+	// The Map variant, because ScyllaDB answers a conditional batch with
+	// all the table's columns, which the positional ExecuteBatchCAS cannot
+	// scan; Cassandra answers with the condition's columns only.
+	current := make(map[string]any)
+	sent := time.Now()
+	applied, iter, err := s.sess.MapExecuteBatchCAS(b, current)
+	if iter != nil {
+		if cerr := iter.Close(); err == nil {
+			err = cerr
+		}
+	}
+	switch {
+	case err != nil && uncertain(err):
+		return s.settle(ctx, aggregateID, expected, events[0].ID, sent, err)
+	case err != nil && (s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed)):
+		return fmt.Errorf("scylla: append %s at version %d: %w", aggregateID, expected, store.ErrClosed)
+	case err != nil: // Append wraps the cluster's failures
+		return fmt.Errorf("scylla: append %s at version %d: %w", aggregateID, expected, err)
+	case !applied:
+		found := "no aggregate"
+		if v, ok := current["version"].(int64); ok {
+			found = fmt.Sprintf("version %d", v)
+		}
+		return fmt.Errorf("scylla: append %s: %w: expected version %d, found %s",
+			aggregateID, store.ErrConflict, expected, found)
+	}
+	return nil
+}
+
+// settle finds out whether the transaction of an append whose answer was
+// cause, a timeout, was applied: it was exactly if sequence expected+1 now
+// holds the append's first event.
+//
+// The read runs at serial consistency, which makes it a Paxos round of its
+// own: it completes a transaction that a quorum had accepted and pre-empts
+// one that no quorum had, so the outcome it sees cannot change afterwards,
+// provided the transaction is no longer running. When the server answered
+// (a write timeout of type CAS, CAS_WRITE_UNKNOWN, …) its coordinator has
+// given up on it. When the client gave up instead (no answer within
+// Config.Timeout, a broken connection), the request may still be queued or
+// running on the server, and a read made before it starts would see nothing
+// and mislead: the read waits until Config.Timeout has passed since the
+// request was sent, by when the server's own deadlines (shorter, see
+// DefaultTimeout) have ended it.
+//
+// The read gets a deadline of its own, and a few tries, since under
+// contention it may time out too.
+func (s *Store) settle(ctx context.Context, id uuid.UUID, expected int64, first uuid.UUID, sent time.Time, cause error) error {
+	s.settles.Add(1)
+	if s.closed.Load() { // Close broke the connection: no session to read with
+		return fmt.Errorf("scylla: append %s at version %d: outcome unknown: %w (%v)", id, expected, store.ErrClosed, cause)
+	}
+	var answered gocql.RequestError
+	if !errors.As(cause, &answered) {
+		time.Sleep(time.Until(sent.Add(s.cfg.Timeout)))
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*s.cfg.Timeout)
+	defer cancel()
+	var err error
+	for try := range 3 {
+		if try > 0 {
+			time.Sleep(time.Duration(try) * 50 * time.Millisecond)
+		}
+		if s.closed.Load() {
+			return fmt.Errorf("scylla: append %s at version %d: outcome unknown: %w (%v)", id, expected, store.ErrClosed, cause)
+		}
+		var got uuid.UUID
+		err = s.sess.Session.Query(readBackCQL, id, expected+1).WithContext(ctx).
+			Consistency(s.cfg.SerialConsistency).Idempotent(true).Scan(&got)
+		switch {
+		case err == nil && got == first:
+			s.log.Debug("append settled: applied", zap.Stringer("aggregate", id), zap.Error(cause))
+			return nil
+		case err == nil:
+			return fmt.Errorf("scylla: append %s: %w: another append took version %d (ours: %v)",
+				id, store.ErrConflict, expected+1, cause)
+		case errors.Is(err, gocql.ErrNotFound):
+			// Under contention the server gave up; whoever it gave up to
+			// may have moved the version. A reload and a retry settle it.
+			return fmt.Errorf("scylla: append %s: %w: the transaction at version %d was not applied (%v)",
+				id, store.ErrConflict, expected, cause)
+		case ctx.Err() != nil:
+			return fmt.Errorf("scylla: append %s at version %d: outcome unknown: %w (reading it back: %v)",
+				id, expected, cause, err)
+		}
+	}
+	return fmt.Errorf("scylla: append %s at version %d: outcome unknown: %w (reading it back: %v)", id, expected, cause, err)
+}
+
+// uncertain reports whether a failed transaction may have been applied all
+// the same: a server timeout or failure during Paxos or the commit (for an
+// LWT, a write timeout of type CAS and CAS_WRITE_UNKNOWN above all), or a
+// request that got no answer. Errors that the server returns before it
+// starts (unavailable, overloaded, invalid, …) and requests that were never
+// sent are certain failures.
+func uncertain(err error) bool {
+	var re gocql.RequestError
+	if errors.As(err, &re) {
+		switch re.Code() {
+		case gocql.ErrCodeWriteTimeout, gocql.ErrCodeCASWriteUnknown, gocql.ErrCodeWriteFailure,
+			gocql.ErrCodeReadTimeout, gocql.ErrCodeReadFailure, gocql.ErrCodeServer:
+			return true
+		}
+		return false
+	}
+	switch {
+	case errors.Is(err, gocql.ErrSessionClosed), errors.Is(err, gocql.ErrNoConnections),
+		errors.Is(err, gocql.ErrHostDown), errors.Is(err, gocql.ErrNoPool),
+		errors.Is(err, gocql.ErrNoConnectionsInPool):
+		return false
+	}
+	return true // timeouts, a ctx that ended, a connection that broke
+}
+
+// noRetry is a retry policy that never retries.
+type noRetry struct{}
+
+func (noRetry) Attempt(gocql.RetryableQuery) bool  { return false }
+func (noRetry) GetRetryType(error) gocql.RetryType { return gocql.Rethrow }
+
+// insertArgs validates an append and returns the INSERT arguments of its
+// events.
+func insertArgs(id uuid.UUID, expected int64, events []store.Event) ([][]any, error) {
+	if err := store.CheckAppend(id, expected, events); err != nil {
+		return nil, err
+	}
+	rows := make([][]any, len(events))
+	for i, e := range events {
+		var meta any // null when empty: an empty map reads back as nil
+		if len(e.Metadata) > 0 {
+			meta = e.Metadata
+		}
+		rows[i] = []any{
+			id, e.Sequence, e.ID, e.AggregateType, e.Type, e.SchemaVersion,
+			string(e.Data), e.CausationID, e.CorrelationID, e.Timestamp.UnixMilli(), meta,
+		}
+	}
+	return rows, nil
+}

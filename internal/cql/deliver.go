@@ -1,0 +1,284 @@
+package cql
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// request asks the delivery core to bring the consumer's aggregate id up
+// to at least version. Every path (CDC, hints, the reconciliation pass)
+// speaks only this.
+type request struct {
+	id      uuid.UUID
+	version int64
+	// events, if not nil, are the aggregate's events up to version, in
+	// order, as the fast path saw them; used when they start right after
+	// what the consumer has handled, which saves a read.
+	events []store.Event
+	// known is the consumer's progress on id as the caller read it from
+	// feed_progress, -1 when it did not. It can be behind, never ahead.
+	known int64
+	// pass, if not nil, is the reconciliation pass that found id behind;
+	// it is told what was delivered, for the lag.
+	pass *pass
+	// done, if not nil, marks the end of a pass: the core closes it once
+	// every request sent before it is handled.
+	done chan struct{}
+}
+
+// due is one aggregate of a batch: the events to hand and what the
+// consumer had handled before them.
+type due struct {
+	req     request
+	handled int64
+	events  []store.Event
+}
+
+// deliver is the delivery core: it takes requests in batches, finds for
+// each aggregate the events after what the consumer has handled, hands
+// them to the Handler and saves the progress. It alone calls the Handler
+// and touches sub.handled.
+func (sub *subscription) deliver(ctx context.Context) error {
+	for {
+		var first request
+		select {
+		case <-ctx.Done():
+			return nil
+		case first = <-sub.work:
+		}
+		reqs, marks := sub.drain(first)
+		if err := sub.deliverBatch(ctx, reqs); err != nil {
+			return err
+		}
+		for _, m := range marks {
+			close(m)
+		}
+	}
+}
+
+// drain takes first and whatever else is queued, up to BatchSize
+// aggregates, merging the requests for one aggregate. It stops at the end
+// of a pass, whose mark it returns, so that the pass learns when its
+// requests are done.
+func (sub *subscription) drain(first request) ([]request, []chan struct{}) {
+	var (
+		reqs  []request
+		marks []chan struct{}
+		index = make(map[uuid.UUID]int)
+	)
+	add := func(r request) bool {
+		if r.done != nil {
+			marks = append(marks, r.done)
+			return false
+		}
+		i, ok := index[r.id]
+		if !ok {
+			index[r.id] = len(reqs)
+			reqs = append(reqs, r)
+			return len(reqs) < sub.opt.BatchSize
+		}
+		reqs[i] = merge(reqs[i], r)
+		return true
+	}
+	if !add(first) {
+		return reqs, marks
+	}
+	for {
+		select {
+		case r := <-sub.work:
+			if !add(r) {
+				return reqs, marks
+			}
+		default:
+			return reqs, marks
+		}
+	}
+}
+
+// merge combines two requests for one aggregate: the higher version, the
+// fast path's events when they join up, the higher known progress.
+func merge(a, b request) request {
+	if b.version > a.version {
+		a.version = b.version
+		switch {
+		case len(a.events) > 0 && len(b.events) > 0 && b.events[0].Sequence == a.events[len(a.events)-1].Sequence+1:
+			a.events = append(a.events[:len(a.events):len(a.events)], b.events...)
+		case len(a.events) > 0 && len(b.events) > 0 && b.events[0].Sequence <= a.events[0].Sequence:
+			a.events = b.events
+		default:
+			a.events = nil // a load fills whatever lies between
+		}
+	}
+	a.known = max(a.known, b.known)
+	if a.pass == nil {
+		a.pass = b.pass
+	}
+	return a
+}
+
+// deliverBatch brings every aggregate of reqs up to its requested version.
+func (sub *subscription) deliverBatch(ctx context.Context, reqs []request) error {
+	dues, err := sub.prepare(ctx, reqs)
+	if err != nil || ctx.Err() != nil {
+		return err
+	}
+	// Hand the events in calls of at most BatchSize events; an
+	// aggregate's events may span consecutive calls, in order.
+	var (
+		batch []store.Event
+		upTo  = make(map[uuid.UUID]int64)
+	)
+	flush := func() error {
+		// The subscriber's own context is asked too: a derived one learns
+		// only later that it ended, and a caller's context may end by a
+		// deadline that no timer has noticed yet (a lease that lapsed
+		// while the process was paused).
+		if len(batch) == 0 || ctx.Err() != nil || sub.ctx.Err() != nil {
+			return nil
+		}
+		if err := sub.h(ctx, batch); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped, not failed: the batch comes again
+			}
+			return fmt.Errorf("handler: %w", err)
+		}
+		if err := sub.saveProgress(ctx, upTo); err != nil {
+			return err
+		}
+		for id, v := range upTo {
+			sub.remember(id, v)
+		}
+		batch, upTo = nil, make(map[uuid.UUID]int64)
+		return nil
+	}
+	for _, d := range dues {
+		for _, e := range d.events {
+			batch = append(batch, e)
+			upTo[e.AggregateID] = e.Sequence
+			if len(batch) >= sub.opt.BatchSize {
+				if err := flush(); err != nil || ctx.Err() != nil {
+					return err
+				}
+			}
+		}
+	}
+	return flush()
+}
+
+// prepare finds, for each request, what the consumer has handled and the
+// events after it, reading progress and events concurrently.
+func (sub *subscription) prepare(ctx context.Context, reqs []request) ([]due, error) {
+	dues := make([]due, len(reqs))
+	var (
+		wg   sync.WaitGroup
+		sem  = make(chan struct{}, sub.opt.Concurrency)
+		mu   sync.Mutex
+		fail error
+	)
+	for i, r := range reqs {
+		dues[i] = due{req: r, handled: -1}
+		if v, ok := sub.handled[r.id]; ok {
+			dues[i].handled = v
+		}
+		dues[i].handled = max(dues[i].handled, r.known)
+		if dues[i].handled >= r.version {
+			continue // nothing new: the other path got there first
+		}
+		wg.Add(1)
+		sem <- struct{}{}
+		go func(d *due) {
+			defer func() { <-sem; wg.Done() }()
+			if err := sub.fill(ctx, d); err != nil {
+				mu.Lock()
+				fail = err
+				mu.Unlock()
+			}
+		}(&dues[i])
+	}
+	wg.Wait()
+	if fail != nil {
+		return nil, fail
+	}
+	for i := range dues {
+		d := &dues[i]
+		if d.handled >= 0 {
+			sub.remember(d.req.id, d.handled) // read from the table, or known
+		}
+		if p := d.req.pass; p != nil && len(d.events) > 0 {
+			p.behind(d.events)
+		}
+	}
+	return dues, nil
+}
+
+// fill reads what the consumer has handled of d's aggregate if that is not
+// known, and sets d.events to the events after it: the fast path's, when
+// they join up, or else those in the events table.
+func (sub *subscription) fill(ctx context.Context, d *due) error {
+	if d.handled < 0 {
+		v, err := sub.readProgress(ctx, d.req.id)
+		if err != nil {
+			return err
+		}
+		d.handled = v
+	}
+	if d.handled >= d.req.version {
+		return nil
+	}
+	if evs := d.req.events; len(evs) > 0 && evs[0].Sequence <= d.handled+1 {
+		// The fast path's events reach back far enough: no read.
+		d.events = evs[d.handled+1-evs[0].Sequence:]
+		return nil
+	}
+	evs, err := sub.s.load(ctx, d.req.id, d.handled)
+	if err != nil {
+		return fmt.Errorf("load %s after %d: %w", d.req.id, d.handled, err)
+	}
+	if len(evs) > 0 && evs[0].Sequence != d.handled+1 {
+		return fmt.Errorf("load %s after %d: the events start at %d", d.req.id, d.handled, evs[0].Sequence)
+	}
+	d.events = evs
+	return nil
+}
+
+// remember records that the consumer has handled aggregate id up to
+// version, in the bounded cache. When the cache is full a tenth of it goes,
+// whichever entries the map yields first: they are read back when needed.
+func (sub *subscription) remember(id uuid.UUID, version int64) {
+	if v, ok := sub.handled[id]; ok && v >= version {
+		return
+	}
+	if len(sub.handled) >= sub.opt.CacheSize {
+		drop := max(1, sub.opt.CacheSize/10)
+		for k := range sub.handled {
+			if drop == 0 {
+				break
+			}
+			delete(sub.handled, k)
+			drop--
+		}
+	}
+	sub.handled[id] = version
+}
+
+// pass is one reconciliation pass, as the delivery core reports it back:
+// the events it found unhandled and the oldest of them.
+type pass struct {
+	events int64
+	oldest time.Time
+}
+
+// behind records that a pass request had evs still to deliver. Only the
+// delivery core calls it; the pass reads the result after its mark closed.
+func (p *pass) behind(evs []store.Event) {
+	p.events += int64(len(evs))
+	if ts := evs[0].Timestamp; p.oldest.IsZero() || ts.Before(p.oldest) {
+		p.oldest = ts
+	}
+}

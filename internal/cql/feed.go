@@ -1,0 +1,257 @@
+package cql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/orderd/orderd/internal/cql/cdc"
+	"github.com/orderd/orderd/internal/store"
+)
+
+// Defaults of FeedOptions, applied to its zero fields.
+const (
+	DefaultHintPoll       = 100 * time.Millisecond
+	DefaultHintOverlap    = time.Second
+	DefaultHintTTL        = 10 * time.Minute
+	DefaultHintQueue      = 10000
+	DefaultReconcileEvery = time.Minute
+	DefaultReconcileRate  = 20000
+	DefaultRangeSplits    = 256
+	DefaultBatchSize      = 256
+	DefaultConcurrency    = 64
+	DefaultCacheSize      = 100000
+)
+
+// FeedOptions tune the change feed (Subscribe) and the hints that appends
+// write for it. The zero value takes the defaults above.
+//
+// Completeness never depends on them: the fast path (the CDC log on
+// ScyllaDB, hints on Cassandra) only shortens the wait, and the
+// reconciliation pass hands every aggregate a consumer is behind on,
+// whatever the fast path missed. They trade latency and load.
+type FeedOptions struct {
+	// HintPoll is how often a subscription on Cassandra reads new hints:
+	// roughly the latency from an append to its Handler call there.
+	HintPoll time.Duration
+	// HintOverlap is how far before the previous poll each poll reads
+	// again, so that a hint that became visible late (a slow write, the
+	// clock of the instance that wrote it running behind) is still seen.
+	HintOverlap time.Duration
+	// HintTTL is how long a hint is kept: at least HintOverlap, longer only
+	// helps someone reading the table by hand.
+	HintTTL time.Duration
+	// HintQueue bounds the hints waiting to be written. When it is full a
+	// hint is dropped (and counted, see HintsDropped) rather than slowing
+	// the append: the reconciliation pass finds that append instead.
+	HintQueue int
+
+	// ReconcileEvery is the time from the start of one reconciliation pass
+	// to the start of the next; a pass runs at once when a subscription
+	// starts. It bounds how long an event the fast path missed waits.
+	ReconcileEvery time.Duration
+	// ReconcileRate caps the aggregates a pass reads per second, to bound
+	// its load on the cluster.
+	ReconcileRate int
+	// RangeSplits is the number of token ranges a pass reads one after
+	// another. A subscription holds one range's progress in memory at a
+	// time, so a keyspace of N aggregates needs about N/RangeSplits
+	// entries; fewer splits mean fewer queries per pass.
+	RangeSplits int
+
+	// BatchSize caps the events handed in one Handler call.
+	BatchSize int
+	// Concurrency bounds the reads and writes a subscription has in flight
+	// (loading events, reading and saving progress).
+	Concurrency int
+	// CacheSize bounds the aggregates whose progress a subscription keeps
+	// in memory; the others are read back from feed_progress when needed.
+	CacheSize int
+
+	// CDCWindow, CDCPollDelay and CDCIdleDelay are passed to the CDC
+	// reader on ScyllaDB (cdc.Config's Window, PollDelay and IdleDelay;
+	// zero takes its defaults). Since the reconciliation pass finds what a
+	// short confidence window misses, Window can be short.
+	CDCWindow, CDCPollDelay, CDCIdleDelay time.Duration
+}
+
+func (o FeedOptions) withDefaults() FeedOptions {
+	set := func(d *time.Duration, def time.Duration) {
+		if *d <= 0 {
+			*d = def
+		}
+	}
+	setInt := func(n *int, def int) {
+		if *n <= 0 {
+			*n = def
+		}
+	}
+	set(&o.HintPoll, DefaultHintPoll)
+	set(&o.HintOverlap, DefaultHintOverlap)
+	set(&o.HintTTL, DefaultHintTTL)
+	o.HintTTL = max(o.HintTTL, o.HintOverlap+hintBucket)
+	setInt(&o.HintQueue, DefaultHintQueue)
+	set(&o.ReconcileEvery, DefaultReconcileEvery)
+	setInt(&o.ReconcileRate, DefaultReconcileRate)
+	setInt(&o.RangeSplits, DefaultRangeSplits)
+	setInt(&o.BatchSize, DefaultBatchSize)
+	setInt(&o.Concurrency, DefaultConcurrency)
+	setInt(&o.CacheSize, DefaultCacheSize)
+	return o
+}
+
+// subscription is one running Subscribe: the fast path and the
+// reconciliation pass send requests to the delivery core (deliver.go),
+// which alone calls the Handler.
+type subscription struct {
+	ctx      context.Context // Subscribe's, as the caller gave it
+	s        *Store
+	consumer string
+	h        store.Handler
+	opt      FeedOptions
+	log      *zap.Logger
+	work     chan request
+
+	// handled caches what the consumer has handled, per aggregate; only
+	// the delivery goroutine uses it.
+	handled map[uuid.UUID]int64
+	// lag is what the last pass of this subscription measured; nil before.
+	lag atomic.Pointer[store.Lag]
+}
+
+// Subscribe hands every committed event to h under the consumer's
+// progress, kept per aggregate in feed_progress, until ctx ends (then it
+// returns nil) or h or the cluster fails (then an error, wrapping h's). It
+// returns store.ErrClosed after Close.
+//
+// Events reach h by two paths, through one delivery core that checks
+// progress, so that each aggregate's events arrive in order and without
+// gaps whichever path found them first: the fast path (the CDC log on
+// ScyllaDB, hints on Cassandra), and the reconciliation pass, which runs at
+// once and then every FeedOptions.ReconcileEvery, and hands every aggregate
+// whose version is above the consumer's progress. Events carry no
+// Position. A batch may hold several aggregates; progress is saved after
+// each batch h returned nil for.
+func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	if consumer == "" {
+		return errors.New("scylla: subscribe: empty consumer name")
+	}
+	sub := s.newSubscription(ctx, consumer, h)
+	s.subs.Store(consumer, sub)
+	defer s.subs.CompareAndDelete(consumer, sub)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return sub.deliver(gctx) })
+	g.Go(func() error { return sub.reconcile(gctx) })
+	g.Go(func() error { return sub.fastPath(gctx) })
+	g.Go(func() error {
+		select {
+		case <-s.done:
+			return store.ErrClosed
+		case <-gctx.Done():
+			return nil
+		}
+	})
+	err := g.Wait()
+	switch {
+	case err != nil && ctx.Err() == nil:
+		return fmt.Errorf("scylla: feed %s: %w", consumer, s.closedOr(err))
+	case s.closed.Load():
+		return store.ErrClosed
+	}
+	return nil
+}
+
+func (s *Store) newSubscription(ctx context.Context, consumer string, h store.Handler) *subscription {
+	return &subscription{
+		ctx: ctx, s: s, consumer: consumer, h: h, opt: s.feed,
+		log:     s.log.With(zap.String("consumer", consumer)),
+		work:    make(chan request, s.feed.BatchSize),
+		handled: make(map[uuid.UUID]int64),
+	}
+}
+
+// fastPath feeds the delivery core with what the cluster says was just
+// appended: the CDC log on ScyllaDB, the hints on Cassandra.
+func (sub *subscription) fastPath(ctx context.Context) error {
+	if !sub.s.scylla {
+		return sub.pollHints(ctx)
+	}
+	r := cdc.New(cdc.Config{
+		Session:   sub.s.sess.Session,
+		Keyspace:  sub.s.cfg.Keyspace,
+		App:       sub.consumer,
+		Window:    sub.opt.CDCWindow,
+		PollDelay: sub.opt.CDCPollDelay,
+		IdleDelay: sub.opt.CDCIdleDelay,
+		Upcaster:  sub.s.up,
+		Log:       sub.log.Named("cdc"),
+	}, func(ctx context.Context, events []store.Event) error {
+		if len(events) == 0 {
+			return nil
+		}
+		last := events[len(events)-1]
+		// Returning nil lets the reader save its progress past this
+		// append before the Handler has it: a crash in between loses the
+		// shortcut, never the event, which the next pass finds.
+		return sub.send(ctx, request{id: last.AggregateID, version: last.Sequence, events: events, known: -1})
+	})
+	return r.Serve(ctx)
+}
+
+// send queues r for the delivery core, waiting while it is busy.
+func (sub *subscription) send(ctx context.Context, r request) error {
+	select {
+	case sub.work <- r:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Lag reports how far the consumer was behind at the last reconciliation
+// pass: Events counts the events the pass found unhandled (ones the fast
+// path had not delivered by then, or everything after a stop), Age is how
+// old the oldest of them was, by its timestamp, and At is when the pass
+// ended. While a subscription of this process runs the consumer and has
+// finished a pass, that pass's figures come from memory; otherwise those
+// the last pass of any instance saved in feed_lag. Known is false when no
+// pass has ever finished for the consumer. It returns store.ErrClosed after
+// Close and an error when the read fails.
+func (s *Store) Lag(ctx context.Context, consumer string) (store.Lag, error) {
+	if s.closed.Load() {
+		return store.Lag{}, store.ErrClosed
+	}
+	if v, ok := s.subs.Load(consumer); ok {
+		if l := v.(*subscription).lag.Load(); l != nil {
+			return *l, nil
+		}
+	}
+	l, err := s.savedLag(ctx, consumer)
+	if err != nil {
+		return store.Lag{}, fmt.Errorf("scylla: lag of %s: %w", consumer, s.closedOr(err))
+	}
+	return l, nil
+}
+
+// HintsDropped returns how many hints were not written since Open, because
+// the queue was full or the write failed. Each one delays an event until
+// the next reconciliation pass; a count that grows says HintQueue is too
+// small or the cluster too slow.
+func (s *Store) HintsDropped() int64 {
+	if s.hints == nil {
+		return 0
+	}
+	return s.hints.dropped.Load()
+}
+
+var _ store.Feed = (*Store)(nil)

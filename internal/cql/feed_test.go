@@ -1,0 +1,193 @@
+package cql
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// The conformance suite (TestConformance) checks what the port promises:
+// completeness, order, resume, independent consumers, handler errors,
+// blind appends, lag and leases. These tests check this backend's own
+// mechanisms: that each path works alone, and the knobs.
+
+// collector is a Handler that records what it was handed.
+type collector struct {
+	mu      sync.Mutex
+	got     map[uuid.UUID]int64 // highest sequence per aggregate
+	batches []int               // size of each batch
+	changed chan struct{}
+}
+
+func newCollector() *collector {
+	return &collector{got: map[uuid.UUID]int64{}, changed: make(chan struct{})}
+}
+
+func (c *collector) handle(_ context.Context, evs []store.Event) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range evs {
+		c.got[e.AggregateID] = max(c.got[e.AggregateID], e.Sequence)
+	}
+	c.batches = append(c.batches, len(evs))
+	close(c.changed)
+	c.changed = make(chan struct{})
+	return nil
+}
+
+// waitFor waits until every aggregate of want was handed up to its
+// version; the guard only turns a hang into a failure.
+func (c *collector) waitFor(t *testing.T, want map[uuid.UUID]int64, guard time.Duration) {
+	t.Helper()
+	deadline := time.After(guard)
+	for {
+		c.mu.Lock()
+		missing := 0
+		for id, v := range want {
+			if c.got[id] < v {
+				missing++
+			}
+		}
+		changed := c.changed
+		c.mu.Unlock()
+		if missing == 0 {
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("%d of %d aggregates not handed within %v", missing, len(want), guard)
+		}
+	}
+}
+
+// run subscribes h as consumer until the test ends.
+func run(t *testing.T, s *Store, consumer string, h store.Handler) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Subscribe(ctx, consumer, h) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Subscribe: %v", err)
+		}
+	})
+}
+
+// waitPass waits until a reconciliation pass of consumer has finished.
+func waitPass(t *testing.T, s *Store, consumer string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		l, err := s.Lag(ctxFor(t), consumer)
+		if err != nil {
+			t.Fatalf("Lag: %v", err)
+		}
+		if l.Known {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no reconciliation pass within 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestHintsAlone: with no reconciliation pass after the first, appends on
+// Cassandra reach the Handler through their hints.
+func TestHintsAlone(t *testing.T) {
+	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: time.Hour, RangeSplits: 4}), Options{})
+	if s.IsScylla() {
+		t.Skip("hints are written on Cassandra only")
+	}
+	c := newCollector()
+	run(t, s, "hinted", c.handle)
+	waitPass(t, s, "hinted")
+
+	want := map[uuid.UUID]int64{}
+	for range 20 {
+		id := uuid.Must(uuid.NewV7())
+		if err := s.Append(ctxFor(t), id, 0, []store.Event{event(id, 1), event(id, 2)}); err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+		want[id] = 2
+	}
+	c.waitFor(t, want, 30*time.Second)
+	if n := s.HintsDropped(); n != 0 {
+		t.Errorf("%d hints dropped", n)
+	}
+}
+
+// TestBatchSize: no Handler call gets more than BatchSize events, and an
+// aggregate longer than that comes in consecutive batches.
+func TestBatchSize(t *testing.T) {
+	s := openWith(t, withFeed(testConfig(t), FeedOptions{BatchSize: 7, ReconcileEvery: time.Hour, RangeSplits: 2}), Options{NoHints: true})
+	want := map[uuid.UUID]int64{}
+	for i := range 5 {
+		id := uuid.Must(uuid.NewV7())
+		var evs []store.Event
+		for seq := int64(1); seq <= int64(1+i*6); seq++ {
+			evs = append(evs, event(id, seq))
+		}
+		if err := s.Append(ctxFor(t), id, 0, evs); err != nil {
+			t.Fatalf("Append: %v", err)
+		}
+		want[id] = int64(len(evs))
+	}
+	c := newCollector()
+	run(t, s, "small", c.handle) // the start pass delivers them
+	c.waitFor(t, want, 30*time.Second)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for i, n := range c.batches {
+		if n > 7 {
+			t.Errorf("batch %d has %d events, want ≤ 7", i, n)
+		}
+	}
+}
+
+// TestProgressNeverMovesBack: a save of a lower version, landing after a
+// higher one (two subscriptions of one consumer during a failover), leaves
+// the higher.
+func TestProgressNeverMovesBack(t *testing.T) {
+	s := mustOpen(t, testConfig(t), nil)
+	sub := s.newSubscription(context.Background(), "failover", nil)
+	id := uuid.Must(uuid.NewV7())
+	for _, v := range []int64{5, 3, 4} {
+		if err := sub.saveProgress(ctxFor(t), map[uuid.UUID]int64{id: v}); err != nil {
+			t.Fatalf("saveProgress(%d): %v", v, err)
+		}
+	}
+	if got, err := sub.readProgress(ctxFor(t), id); err != nil || got != 5 {
+		t.Errorf("progress = %d, %v; want 5", got, err)
+	}
+	if got, err := s.newSubscription(context.Background(), "other", nil).readProgress(ctxFor(t), id); err != nil || got != 0 {
+		t.Errorf("another consumer's progress = %d, %v; want 0", got, err)
+	}
+}
+
+// TestSubscribeClosed: a running Subscribe returns store.ErrClosed when
+// the store closes, without waiting for its next pass.
+func TestSubscribeClosed(t *testing.T) {
+	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: time.Hour, RangeSplits: 4}), Options{})
+	done := make(chan error, 1)
+	go func() { done <- s.Subscribe(context.Background(), "c", newCollector().handle) }()
+	waitPass(t, s, "c")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, store.ErrClosed) {
+			t.Errorf("Subscribe when the store closed: %v, want ErrClosed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Subscribe did not return after Close")
+	}
+}

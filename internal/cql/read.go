@@ -1,0 +1,119 @@
+package cql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gocql/gocql"
+	"github.com/google/uuid"
+	"github.com/scylladb/gocqlx/v3/qb"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// loadCQL selects the events of one aggregate after a sequence. The
+// restriction on the clustering column also keeps out the partition's
+// static-only row, should one exist.
+var loadCQL, _ = qb.Select("events").Columns(columns...).
+	Where(qb.Eq("aggregate_id"), qb.Gt("sequence")).ToCql()
+
+// Load returns the aggregate's events with a sequence above after, in
+// sequence order, upcast. An unknown aggregate yields no events and no
+// error. It returns store.ErrClosed after Close. The events carry no
+// Position: this backend has no global commit order.
+//
+// It reads at Config.Consistency (LOCAL_QUORUM by default), which sees
+// every append that returned nil, since those committed at that level.
+func (s *Store) Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([]store.Event, error) {
+	if s.closed.Load() {
+		return nil, store.ErrClosed
+	}
+	evs, err := s.load(ctx, aggregateID, after)
+	if err != nil {
+		return nil, fmt.Errorf("scylla: load %s: %w", aggregateID, s.closedOr(err))
+	}
+	return evs, nil
+}
+
+// versionCQL reads the partition's last clustering row, whatever the
+// history's length. A static-only row (version written by hand, no event)
+// comes back with a null sequence, read as 0.
+var versionCQL, _ = qb.Select("events").Columns("aggregate_type", "sequence").
+	Where(qb.Eq("aggregate_id")).OrderBy("sequence", qb.DESC).Limit(1).ToCql()
+
+// Version returns the type and the sequence of the aggregate's last event,
+// "" and 0 for an unknown aggregate. It reads at Config.Consistency, as
+// Load does, and returns store.ErrClosed after Close.
+func (s *Store) Version(ctx context.Context, aggregateID uuid.UUID) (string, int64, error) {
+	if s.closed.Load() {
+		return "", 0, store.ErrClosed
+	}
+	var (
+		aggType string
+		seq     int64
+	)
+	err := s.sess.Session.Query(versionCQL, aggregateID).WithContext(ctx).Idempotent(true).Scan(&aggType, &seq)
+	switch {
+	case errors.Is(err, gocql.ErrNotFound):
+		return "", 0, nil
+	case err != nil:
+		return "", 0, fmt.Errorf("scylla: version of %s: %w", aggregateID, s.closedOr(err))
+	case seq == 0:
+		return "", 0, nil // a static-only row: no event
+	}
+	return aggType, seq, nil
+}
+
+func (s *Store) load(ctx context.Context, id uuid.UUID, after int64) ([]store.Event, error) {
+	// The driver pages through a long stream on its own (5000 rows a page).
+	iter := s.sess.Session.Query(loadCQL, id, after).WithContext(ctx).Idempotent(true).Iter()
+	var evs []store.Event
+	err := s.scanEvents(iter, func(e store.Event) error {
+		evs = append(evs, e)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return evs, nil
+}
+
+// scanEvents decodes the rows of iter, which selects columns, into events,
+// upcast, and passes each to yield in the order of the rows. It skips a
+// static-only row (version written by hand, no event). It closes iter and
+// returns yield's error, an upcaster's, or the driver's.
+func (s *Store) scanEvents(iter *gocql.Iter, yield func(store.Event) error) error {
+	var (
+		data string
+		ms   int64
+		meta map[string]string
+	)
+	for {
+		var e store.Event
+		meta = nil // Scan leaves a null map as it was
+		if !iter.Scan(&e.AggregateID, &e.Sequence, &e.ID, &e.AggregateType, &e.Type, &e.SchemaVersion,
+			&data, &e.CausationID, &e.CorrelationID, &ms, &meta) {
+			break
+		}
+		if e.ID == uuid.Nil {
+			continue // a static-only row, written by hand: no event
+		}
+		e.Data = []byte(data)
+		e.Timestamp = time.UnixMilli(ms).UTC()
+		e.Metadata = meta
+		var err error
+		if s.up != nil {
+			e, err = s.up.Upcast(e)
+		}
+		if err == nil {
+			err = yield(e)
+		}
+		if err != nil {
+			_ = iter.Close() // the upcast's or yield's error is the one to report
+			return err
+		}
+	}
+	return iter.Close()
+}

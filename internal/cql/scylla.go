@@ -1,0 +1,293 @@
+// Package cql is the CQL engine (ScyllaDB, Apache Cassandra): every port of
+// orderd (event store, feed, leases, replay log, idempotency keys,
+// snapshots, read models and their catalog, the relay's dead-letter ledger)
+// on one session and keyspace, for orderd processes that share one cluster.
+// Open returns them all on one Backend. Files are named after the port
+// they implement: views_* the read models (readmodel), dlq_* the ledger
+// (relay); the others the event store and its sibling ports (store). The
+// CDC reader of ScyllaDB's change log is the subpackage cdc.
+//
+// Each aggregate is one partition of the events table: one row per event,
+// clustered by sequence, and a static column holding the aggregate's
+// current version. Append is one lightweight transaction (a conditional
+// batch on that partition), so optimistic concurrency holds across any
+// number of processes; see append.go. An append that returned nil is
+// committed at Config.Consistency (a local quorum by default); ScyllaDB
+// also syncs the commit log of every LWT write before it answers.
+//
+// The Store is also a store.Feed and store.Leases. A partitioned store has
+// no global commit order, so events carry no Position, and each consumer's
+// progress is kept per aggregate (feed_progress). The feed has a fast path,
+// the CDC log on ScyllaDB and hints written after each append on
+// Cassandra, and a slow path that makes it complete: a reconciliation pass
+// that compares every aggregate's version with the consumer's progress;
+// see feed.go, deliver.go and reconcile.go.
+package cql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gocql/gocql"
+	"github.com/scylladb/gocqlx/v3"
+	"go.uber.org/zap"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// Defaults that Open and Migrate apply to the zero fields of Config.
+const (
+	DefaultKeyspace    = "orderd"
+	DefaultReplication = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+	// DefaultTimeout is above ScyllaDB's server-side write and CAS
+	// contention timeouts (2 s and 1 s by default), so that the server's
+	// answer, which says what happened, arrives before the client gives up.
+	DefaultTimeout = 5 * time.Second
+	// DefaultCDCTTL is how long the CDC log keeps a change. A worker down
+	// for longer loses nothing (the reconciliation pass delivers from the
+	// events table whatever the log no longer has), it only catches up
+	// through the slower path.
+	DefaultCDCTTL = 7 * 24 * time.Hour
+)
+
+// Config says where the cluster is and how to talk to it.
+type Config struct {
+	// Hosts are the contact points, host or host:port (port 9042 when
+	// omitted). At least one is required.
+	Hosts []string
+	// Keyspace holds the events table; it is created when missing.
+	// Default DefaultKeyspace.
+	Keyspace string
+	// Replication is the CQL map of a keyspace that has to be created, for
+	// example "{'class': 'NetworkTopologyStrategy', 'dc1': 3}". It is used as
+	// given. Default DefaultReplication.
+	Replication string
+	// Consistency of reads and of the commit of an append. Default
+	// LocalQuorum.
+	Consistency gocql.Consistency
+	// SerialConsistency of the Paxos phase of an append and of the read that
+	// settles an append whose outcome is unknown: Serial or LocalSerial.
+	// Default LocalSerial.
+	//
+	// LOCAL_SERIAL (and LOCAL_QUORUM) is safe only when every writer of an
+	// aggregate talks to one datacenter: Paxos then runs among that DC's
+	// replicas, and two appends at the same version in the same DC cannot
+	// both win. On one DC that always holds. On several, set LocalDC on
+	// every instance to the same DC (the others stand by or serve reads),
+	// or, with writers in several DCs, set SERIAL, whose Paxos spans every
+	// DC: two LOCAL_SERIAL appends in different DCs can both write version
+	// n+1, the later silently replacing the earlier.
+	SerialConsistency gocql.Consistency
+	// LocalDC, when set, is the datacenter this process talks to: the
+	// driver connects only to that DC's nodes and sends each request to a
+	// replica of its partition there (token aware, and shard aware on
+	// ScyllaDB), so LOCAL_QUORUM and LOCAL_SERIAL mean that DC. Open fails
+	// when no node is in it. Empty: any node of any DC, as the contact
+	// points lead, and Open warns when the cluster has several DCs.
+	LocalDC string
+	// Tablets says how the keyspace is created when missing; an existing
+	// one is left as it is. Default TabletsAuto; see TabletsMode.
+	Tablets TabletsMode
+	// Timeout bounds each request and the connection set-up. Default
+	// DefaultTimeout.
+	Timeout time.Duration
+	// CDCTTL is how long ScyllaDB keeps the CDC log, in whole seconds. It is
+	// set when the events table is created; changing it later takes an
+	// ALTER TABLE by hand. Default DefaultCDCTTL.
+	CDCTTL time.Duration
+
+	// Upcaster is applied to every event read; nil upcasts nothing.
+	Upcaster store.Upcaster
+	// Logger receives the driver's warnings and schema decisions; nil logs
+	// nothing.
+	Logger *zap.Logger
+	// Feed tunes Subscribe and the hints appends write for it.
+	Feed FeedOptions
+}
+
+// Options are OpenStore's knobs for tests. The zero value is production's.
+type Options struct {
+	// NoHints, for tests, makes Append write no hint on Cassandra, so that
+	// only the reconciliation pass can deliver its events. (On ScyllaDB
+	// the CDC log sees every append whatever this says.)
+	NoHints bool
+}
+
+// Store is a store.Store on a ScyllaDB (or Cassandra) keyspace. It is safe
+// for concurrent use, also by several processes on the same keyspace.
+//
+// Timestamps round-trip to the millisecond (CQL's precision), in UTC.
+// Metadata round-trips exactly except that an empty map reads back as nil.
+// Data comes back byte-equal.
+type Store struct {
+	sess   gocqlx.Session
+	cfg    Config
+	up     store.Upcaster
+	log    *zap.Logger
+	scylla bool // the server is ScyllaDB, not Cassandra
+	closed atomic.Bool
+	health *store.Health // the outcome of the recent appends
+
+	feed  FeedOptions
+	hints *hinter       // nil on ScyllaDB and with Options.NoHints
+	subs  sync.Map      // consumer name → *subscription running in this process
+	done  chan struct{} // closed by Close, to stop subscriptions
+
+	settles atomic.Int64 // appends settled by a read, for tests
+}
+
+// keyspaceName is what an unquoted CQL identifier for a keyspace may be.
+// Checking it keeps the name, which is spliced into DDL, from being CQL.
+// Lower case only: CQL folds an unquoted name to lower case in DDL, while
+// the driver quotes it in USE and the metadata lookups are exact.
+var keyspaceName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,47}$`)
+
+// withDefaults fills the zero fields of c and checks the result.
+func (c Config) withDefaults() (Config, error) {
+	if c.Keyspace == "" {
+		c.Keyspace = DefaultKeyspace
+	}
+	if c.Replication == "" {
+		c.Replication = DefaultReplication
+	}
+	if c.Consistency == gocql.Any { // the zero value; ANY cannot serve an LWT anyway
+		c.Consistency = gocql.LocalQuorum
+	}
+	if c.SerialConsistency == 0 {
+		c.SerialConsistency = gocql.LocalSerial
+	}
+	if c.Timeout <= 0 {
+		c.Timeout = DefaultTimeout
+	}
+	if c.CDCTTL == 0 {
+		c.CDCTTL = DefaultCDCTTL
+	}
+	if c.Tablets == "" {
+		c.Tablets = TabletsAuto
+	}
+	switch {
+	case len(c.Hosts) == 0:
+		return c, errors.New("scylla: no hosts")
+	case !keyspaceName.MatchString(c.Keyspace):
+		return c, fmt.Errorf("scylla: keyspace %q: want a lower-case letter, then up to 47 lower-case letters, digits or _", c.Keyspace)
+	case !c.SerialConsistency.IsSerial():
+		return c, fmt.Errorf("scylla: serial consistency %v: want SERIAL or LOCAL_SERIAL", c.SerialConsistency)
+	case c.CDCTTL < time.Second:
+		return c, fmt.Errorf("scylla: CDC TTL %v: want at least 1s", c.CDCTTL)
+	case c.Tablets != TabletsAuto && c.Tablets != TabletsOn && c.Tablets != TabletsOff:
+		return c, fmt.Errorf("scylla: tablets %q: want auto, on or off", c.Tablets)
+	}
+	return c, nil
+}
+
+// OpenStore connects to the cluster, creates the keyspace if it is missing,
+// brings the schema up to date (see Migrate) and returns the event store
+// alone (Open returns every port). The caller must Close it. It returns an
+// error when the cluster cannot be reached or the schema cannot be applied.
+func OpenStore(ctx context.Context, cfg Config, opts Options) (*Store, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	sess, scylla, err := migrate(ctx, cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{sess: sess, cfg: cfg, up: cfg.Upcaster, log: log, scylla: scylla,
+		health: store.NewHealth("scylla", log), feed: cfg.Feed.withDefaults(), done: make(chan struct{})}
+	if !scylla && !opts.NoHints {
+		s.hints = newHinter(s)
+	}
+	return s, nil
+}
+
+// cluster returns the driver configuration for cfg, bound to keyspace ("":
+// none).
+func cluster(cfg Config, keyspace string, log *zap.Logger) *gocql.ClusterConfig {
+	c := gocql.NewCluster(cfg.Hosts...)
+	c.Keyspace = keyspace
+	c.Consistency = cfg.Consistency
+	c.SerialConsistency = cfg.SerialConsistency
+	c.Timeout = cfg.Timeout
+	c.ConnectTimeout = cfg.Timeout
+	if cfg.LocalDC != "" {
+		// Token aware over DC aware: a replica of the partition in the
+		// local DC, else another local node; never a remote one, which
+		// would make LOCAL_* mean its DC. The filter keeps the pools (and
+		// the control connection) off the other DCs' nodes altogether.
+		// scylladb/gocql picks the replica's shard itself, whatever the
+		// policy.
+		c.PoolConfig.HostSelectionPolicy = gocql.TokenAwareHostPolicy(
+			gocql.DCAwareRoundRobinPolicy(cfg.LocalDC, gocql.HostPolicyOptionDisableDCFailover))
+		c.HostFilter = gocql.DataCenterHostFilter(cfg.LocalDC)
+	}
+	// The driver logs what it cannot do about a node (dial failures,
+	// reconnections): warnings, not the info its plain Print would make.
+	c.Logger, _ = zap.NewStdLogAt(log.Named("gocql"), zap.WarnLevel) // fails only for an invalid level
+	return c
+}
+
+// connect opens a session on keyspace ("": none).
+func connect(cfg Config, keyspace string, log *zap.Logger) (gocqlx.Session, error) {
+	sess, err := gocqlx.WrapSession(cluster(cfg, keyspace, log).CreateSession())
+	if err != nil {
+		return sess, fmt.Errorf("scylla: connect to %v: %w", cfg.Hosts, err)
+	}
+	return sess, nil
+}
+
+// IsScylla reports whether the server is ScyllaDB rather than Apache
+// Cassandra. CDC is on only then.
+func (s *Store) IsScylla() bool { return s.scylla }
+
+// Session returns the store's session, for the read models and the CDC
+// readers that share the keyspace. It is closed with the store.
+func (s *Store) Session() gocqlx.Session { return s.sess }
+
+// Keyspace returns the keyspace of the events table.
+func (s *Store) Keyspace() string { return s.cfg.Keyspace }
+
+// Migrate applies the schema files that the keyspace has not seen yet. Open
+// already did; this is for a schema shipped while the store is open.
+func (s *Store) Migrate(ctx context.Context) error {
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	return applySchema(ctx, s.sess, s.cfg, s.scylla, s.log)
+}
+
+// Close writes the hints still queued (for up to a second) and closes the
+// session. Calls after Close, a second Close included, return
+// store.ErrClosed; calls still running fail with it, Subscribe included.
+func (s *Store) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return store.ErrClosed
+	}
+	close(s.done)
+	if s.hints != nil {
+		s.hints.close()
+	}
+	s.sess.Close()
+	return nil
+}
+
+// closedOr reports store.ErrClosed for a request that failed because Close
+// ran meanwhile, err wrapping store.ErrUnavailable for the cluster's
+// failure (counted as cql), and err otherwise.
+func (s *Store) closedOr(err error) error {
+	if s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed) {
+		return store.ErrClosed
+	}
+	return s.fault("cql", false, err)
+}
+
+var _ store.Store = (*Store)(nil)

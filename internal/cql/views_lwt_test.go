@@ -1,0 +1,204 @@
+package cql
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"testing"
+
+	"github.com/gocql/gocql"
+	"github.com/google/uuid"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/orderd/orderd/internal/readmodel"
+	"github.com/orderd/orderd/internal/readmodel/readmodeltest"
+)
+
+// The messages project logs on a lost conditional write and on an
+// uncertain one.
+const (
+	lostRace = "read model row moved on under a write; retrying"
+	settling = "read model conditional write timed out; settling it with a serial read"
+)
+
+// staleRead is a table whose first read returns stale instead of the row:
+// the copy a projector holds when another instance moves the row on between
+// its read and its write.
+type staleRead[R any] struct {
+	table[R]
+	stale *R
+}
+
+func (s *staleRead[R]) read(ctx context.Context, id uuid.UUID, c gocql.Consistency) (R, error) {
+	if r := s.stale; r != nil {
+		s.stale = nil
+		return *r, nil
+	}
+	return s.table.read(ctx, id, c)
+}
+
+// TestStaleWriteLoses has a projector write over a row that moved on since
+// it read it: the conditional write must be refused and the retry find its
+// event applied, leaving the newer row. Without the condition it would
+// write version 2 over version 4.
+func TestStaleWriteLoses(t *testing.T) {
+	e := newEnv(t)
+	core, logs := observer.New(zapcore.DebugLevel)
+	v := e.views(t, zap.New(core))
+	ctx := context.Background()
+	events := readmodeltest.Pipeline(t, 11)
+	id := events[1].AggregateID
+	order := eventsOf(events, id) // created, confirmed, shipped, delivered
+	if err := v.Apply(ctx, order); err != nil {
+		t.Fatal(err)
+	}
+	want := foldOrder(t, order)
+
+	stale := foldOrder(t, order[:1])
+	if err := project(ctx, v, &staleRead[readmodel.Order]{table: orderTable{v}, stale: &stale}, id, order[1:2]); err != nil {
+		t.Fatalf("project over a stale read: %v", err)
+	}
+	if n := logs.FilterMessage(lostRace).Len(); n != 1 {
+		t.Errorf("lost conditional writes: %d, want 1", n)
+	}
+	if got, err := v.Order(ctx, id); err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("Order =\n%+v, %v\nwant\n%+v", got, err, want)
+	}
+	list, err := v.CustomerOrders(ctx, want.CustomerID, uuid.Nil, 10)
+	if err != nil || !reflect.DeepEqual(list, []readmodel.OrderSummary{want.Summary()}) {
+		t.Errorf("CustomerOrders =\n%+v, %v\nwant\n%+v", list, err, []readmodel.OrderSummary{want.Summary()})
+	}
+}
+
+// TestGapRechecksSerially has the first read of a row miss writes another
+// instance committed, as a read below the serial level may (at One, or in
+// another datacenter): the event then looks like a gap, and project must
+// re-read serially and apply it instead of reporting a bug.
+func TestGapRechecksSerially(t *testing.T) {
+	e := newEnv(t)
+	v := e.views(t, nil)
+	ctx := context.Background()
+	events := readmodeltest.Pipeline(t, 11)
+	id := events[1].AggregateID
+	order := eventsOf(events, id)
+	if err := v.Apply(ctx, order[:3]); err != nil {
+		t.Fatal(err)
+	}
+
+	stale := foldOrder(t, order[:1])
+	if err := project(ctx, v, &staleRead[readmodel.Order]{table: orderTable{v}, stale: &stale}, id, order[3:]); err != nil {
+		t.Fatalf("project after a stale read: %v", err)
+	}
+	want := foldOrder(t, order)
+	if got, err := v.Order(ctx, id); err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("Order =\n%+v, %v\nwant\n%+v", got, err, want)
+	}
+}
+
+// uncertainWrite is a table whose first write fails with err, an error
+// that does not say whether the write was applied, after applying it when
+// lands is true.
+type uncertainWrite[R any] struct {
+	table[R]
+	lands  bool
+	err    error
+	writes int
+}
+
+func (u *uncertainWrite[R]) write(ctx context.Context, r R, base int64) (bool, error) {
+	u.writes++
+	if u.writes > 1 {
+		return u.table.write(ctx, r, base)
+	}
+	if u.lands {
+		if ok, err := u.table.write(ctx, r, base); err != nil || !ok {
+			return ok, err
+		}
+	}
+	return false, fmt.Errorf("conditional write: %w", u.err)
+}
+
+// TestUncertainWriteSettles times out a conditional write, once after it
+// landed and once before: the serial re-read must settle which, so that the
+// events end applied exactly once, with the customer's list beside them.
+func TestUncertainWriteSettles(t *testing.T) {
+	e := newEnv(t)
+	for _, tt := range []struct {
+		name       string
+		lands      bool
+		err        error
+		wantWrites int
+	}{
+		{"landed, server timeout", true, &gocql.RequestErrWriteTimeout{WriteType: "CAS"}, 1},
+		{"lost, no response", false, gocql.ErrTimeoutNoResponse, 2},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			core, logs := observer.New(zapcore.DebugLevel)
+			v := e.views(t, zap.New(core))
+			ctx := context.Background()
+			events := readmodeltest.Pipeline(t, 11)
+			id := events[1].AggregateID
+			order := eventsOf(events, id)
+			if err := v.Apply(ctx, order[:1]); err != nil {
+				t.Fatal(err)
+			}
+
+			tbl := &uncertainWrite[readmodel.Order]{table: orderTable{v}, lands: tt.lands, err: tt.err}
+			if err := project(ctx, v, tbl, id, order[1:3]); err != nil {
+				t.Fatalf("project: %v", err)
+			}
+			if tbl.writes != tt.wantWrites {
+				t.Errorf("conditional writes: %d, want %d", tbl.writes, tt.wantWrites)
+			}
+			if n := logs.FilterMessage(settling).Len(); n != 1 {
+				t.Errorf("settled uncertain writes: %d, want 1", n)
+			}
+			want := foldOrder(t, order[:3])
+			if got, err := v.Order(ctx, id); err != nil || !reflect.DeepEqual(got, want) {
+				t.Errorf("Order =\n%+v, %v\nwant\n%+v", got, err, want)
+			}
+			list, err := v.CustomerOrders(ctx, want.CustomerID, uuid.Nil, 10)
+			if err != nil || !reflect.DeepEqual(list, []readmodel.OrderSummary{want.Summary()}) {
+				t.Errorf("CustomerOrders =\n%+v, %v\nwant\n%+v", list, err, []readmodel.OrderSummary{want.Summary()})
+			}
+		})
+	}
+}
+
+// TestRedeliveryRepairsCustomerList leaves the state of a projector that
+// died between an order's conditional write and the write of its
+// customer's list: the feed delivers the batch again, since Apply never
+// returned nil for it, and that must bring the list up to the row.
+func TestRedeliveryRepairsCustomerList(t *testing.T) {
+	e := newEnv(t)
+	v := e.views(t, nil)
+	ctx := context.Background()
+	events := readmodeltest.Pipeline(t, 11)
+	id := events[1].AggregateID
+	order := eventsOf(events, id)
+	if err := v.Apply(ctx, order[:2]); err != nil {
+		t.Fatal(err)
+	}
+	// The dead projector's conditional write of #3, without the list's.
+	want := foldOrder(t, order[:3])
+	if ok, err := (orderTable{v}).write(ctx, want, 2); err != nil || !ok {
+		t.Fatalf("write #3 alone: applied %v, %v", ok, err)
+	}
+	list, err := v.CustomerOrders(ctx, want.CustomerID, uuid.Nil, 10)
+	if err != nil || len(list) != 1 || list[0].Version != 2 {
+		t.Fatalf("list before the redelivery = %+v, %v; want the order at version 2", list, err)
+	}
+
+	if err := v.Apply(ctx, order[:3]); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := v.Order(ctx, id); err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("Order =\n%+v, %v\nwant\n%+v", got, err, want)
+	}
+	list, err = v.CustomerOrders(ctx, want.CustomerID, uuid.Nil, 10)
+	if err != nil || !reflect.DeepEqual(list, []readmodel.OrderSummary{want.Summary()}) {
+		t.Errorf("list after the redelivery =\n%+v, %v\nwant\n%+v", list, err, []readmodel.OrderSummary{want.Summary()})
+	}
+}
