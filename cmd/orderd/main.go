@@ -217,8 +217,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		}, func() float64 { return float64(b.hintsDropped()) }))
 	}
 
-	commands := aggregate.NewHandler(countAppends(b.events, reg), time.Now,
-		aggregate.WithLogger(log.Named("aggregate")), aggregate.WithSnapshots(b.snaps, int64(cfg.snapshotEvery)))
+	commands := aggregate.NewHandler(b.events, time.Now, aggregate.WithLogger(log.Named("aggregate")),
+		aggregate.WithSnapshots(b.snaps, int64(cfg.snapshotEvery)), aggregate.WithAppended(appendedCounter(reg)))
 	queries := readmodel.NewQueries(b.views, b.events, cfg.readWait, b.ReadPoll()).WithMaxWaiters(cfg.maxWaiters)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "orderd_read_waiters",

@@ -4,33 +4,20 @@ import (
 	"context"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/store"
 )
 
-// countedStore counts the events appended, for orderd_events_appended_total.
-type countedStore struct {
-	store.Store
-	appended *prometheus.CounterVec
-}
-
-func countAppends(st store.Store, reg prometheus.Registerer) store.Store {
+// appendedCounter counts the events appended, by aggregate type, for
+// aggregate.WithAppended.
+func appendedCounter(reg prometheus.Registerer) func(aggregateType string, events int) {
 	c := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "orderd_events_appended_total", Help: "Events appended to the event store, by aggregate type.",
 	}, []string{"aggregate_type"})
 	reg.MustRegister(c)
-	return countedStore{Store: st, appended: c}
-}
-
-func (s countedStore) Append(ctx context.Context, id uuid.UUID, expected int64, events []store.Event) error {
-	err := s.Store.Append(ctx, id, expected, events)
-	if err == nil && len(events) > 0 {
-		s.appended.WithLabelValues(events[0].AggregateType).Add(float64(len(events)))
-	}
-	return err
+	return func(aggregateType string, events int) { c.WithLabelValues(aggregateType).Add(float64(events)) }
 }
 
 var (

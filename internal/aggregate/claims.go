@@ -153,5 +153,6 @@ func (h *Handler) appendClaim(ctx context.Context, id uuid.UUID, v int64, evs []
 	if err := h.store.Append(ctx, id, v, envs); err != nil {
 		return fmt.Errorf("aggregate: claim %s: %w", id, err)
 	}
+	h.appended(EmailClaimType, len(envs))
 	return nil
 }

@@ -65,6 +65,8 @@ type Handler struct {
 
 	log   *zap.Logger
 	snaps snapshotCache // the zero value takes and reads no snapshots
+
+	appended func(aggregateType string, events int) // after each append
 }
 
 type aggLock struct {
@@ -85,11 +87,23 @@ func NewHandler(st store.Store, now func() time.Time, opts ...Option) *Handler {
 		locks:     make(map[uuid.UUID]*aggLock),
 		customers: idSet{max: 1 << 16},
 		log:       zap.NewNop(),
+		appended:  func(string, int) {},
 	}
 	for _, opt := range opts {
 		opt(h)
 	}
 	return h
+}
+
+// WithAppended has the handler tell appended, after each append that
+// succeeded, the aggregate's type and how many events it appended (for
+// orderd_events_appended_total).
+func WithAppended(appended func(aggregateType string, events int)) Option {
+	return func(h *Handler) {
+		if appended != nil {
+			h.appended = appended
+		}
+	}
 }
 
 func (h *Handler) lock(id uuid.UUID) func() {
@@ -308,6 +322,7 @@ func handle[T any, A interface {
 		if err != nil {
 			return 0, backoff.Permanent(err)
 		}
+		h.appended(aggType, len(envs))
 		h.snaps.after(a, aggType, id, v, envs, tail)
 		return v + int64(len(envs)), nil
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"maps"
 	"sort"
 	"sync"
 	"testing"
@@ -138,5 +139,31 @@ func TestHandlerUpcastsOnLoad(t *testing.T) {
 	o, _, err := load[Order](ctx, st, OrderType, orderID)
 	if err != nil || o.Status != Created || !o.CreatedAt.Equal(at) || o.CustomerID != customerID || len(o.Items) != 1 {
 		t.Fatalf("v1 order loads as %+v, %v", o, err)
+	}
+}
+
+// TestHandlerAppended: WithAppended hears of every append that succeeded,
+// a registration's e-mail claim included, and of nothing else.
+func TestHandlerAppended(t *testing.T) {
+	ctx := context.Background()
+	counts := map[string]int{}
+	h := NewHandler(openStore(t), time.Now, WithAppended(func(aggregateType string, events int) {
+		counts[aggregateType] += events
+	}))
+	if _, err := h.RegisterCustomer(ctx, customerID, Meta{CommandID: uuid.New(), Expected: AnyVersion},
+		"ann@example.com", "Ann", "Lee", ""); err != nil {
+		t.Fatal(err)
+	}
+	items := []Item{{ProductID: uuid.New(), Quantity: 1}}
+	if _, err := h.CreateOrder(ctx, orderID, Meta{CommandID: uuid.New(), Expected: AnyVersion}, customerID, items); err != nil {
+		t.Fatal(err)
+	}
+	// A refused create appends nothing.
+	if _, err := h.CreateOrder(ctx, orderID, Meta{CommandID: uuid.New(), Expected: AnyVersion}, customerID, items); !errors.Is(err, ErrExists) {
+		t.Fatalf("second create = %v, want ErrExists", err)
+	}
+	want := map[string]int{CustomerType: 1, EmailClaimType: 1, OrderType: 1}
+	if !maps.Equal(counts, want) {
+		t.Fatalf("appended = %v, want %v", counts, want)
 	}
 }
