@@ -14,12 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/gorillamux"
 
-	"github.com/orderd/orderd"
+	"github.com/orderd/orderd/internal/api/apitest"
 )
 
 // service is a real orderd, started by run on a loopback port with its data
@@ -67,7 +65,7 @@ func start(t testing.TB, dataDir string, env map[string]string) *service {
 	}
 	s := &service{t: t, base: "http://" + addr.String(), dataDir: dataDir,
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 128}}}
-	s.router = contract(t, s.base)
+	s.router = apitest.Contract(t, s.base)
 	var once sync.Once
 	var stopErr error
 	s.stop = func() error {
@@ -103,32 +101,6 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// uuidFormat makes the validator check format: uuid. RFC 9562's pattern
-// admits version 7, which the server's ids are.
-var uuidFormat sync.Once
-
-// contract loads openapi.yaml, the one contract, for base.
-func contract(t testing.TB, base string) routers.Router {
-	t.Helper()
-	uuidFormat.Do(func() {
-		openapi3.DefineStringFormatValidator("uuid", openapi3.NewRegexpFormatValidator(openapi3.FormatOfStringForUUIDOfRFC9562))
-	})
-	loader := openapi3.NewLoader()
-	doc, err := loader.LoadFromData(orderd.OpenAPI)
-	if err != nil {
-		t.Fatalf("load openapi.yaml: %v", err)
-	}
-	if err := doc.Validate(context.Background()); err != nil {
-		t.Fatalf("openapi.yaml is not valid: %v", err)
-	}
-	doc.Servers = openapi3.Servers{{URL: base}}
-	r, err := gorillamux.NewRouter(doc)
-	if err != nil {
-		t.Fatalf("route openapi.yaml: %v", err)
-	}
-	return r
 }
 
 // response is an answer that has been checked against the contract.

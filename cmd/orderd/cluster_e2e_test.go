@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/orderd/orderd/internal/api/apitest"
 	"github.com/orderd/orderd/internal/relay/kafkatest"
 	"github.com/orderd/orderd/internal/store/cqltest"
 	"github.com/orderd/orderd/internal/worker"
@@ -48,7 +49,7 @@ func (c *cluster) start(id string) *node {
 	dir := c.t.TempDir()
 	p := startProcess(c.t, dir, env)
 	n := &node{id: id, dir: dir, proc: p, svc: &service{t: c.t, base: p.base, dataDir: dir,
-		router: contract(c.t, p.base), http: &http.Client{Timeout: 30 * time.Second}}}
+		router: apitest.Contract(c.t, p.base), http: &http.Client{Timeout: 30 * time.Second}}}
 	c.mu.Lock()
 	c.nodes = append(c.nodes, n)
 	c.mu.Unlock()

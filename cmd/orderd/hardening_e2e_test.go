@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderd/orderd/internal/api/apitest"
 	"github.com/orderd/orderd/internal/relay/kafkatest"
 )
 
@@ -284,7 +285,7 @@ func TestHardeningSIGTERMUnderLoad(t *testing.T) {
 	for run := range 5 {
 		dir := t.TempDir()
 		p := startProcess(t, dir, kafkaEnv(t, brokers))
-		s := &service{t: t, base: p.base, dataDir: dir, router: contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
+		s := &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
 		cust := s.registerCustomer(t, fmt.Sprintf("sigterm%d@example.com", run))
 		body := fmt.Sprintf(`{"customer_id":%q,"items":[{"product_id":%q,"quantity":1}]}`, cust.ID, uuid.NewString())
 		var acked atomic.Int64

@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/orderd/orderd/internal/api/apitest"
 	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
 )
@@ -157,7 +158,7 @@ func TestIdempotencyKill9(t *testing.T) {
 	}
 	dir := t.TempDir()
 	p := startProcess(t, dir, nil)
-	s := &service{t: t, base: p.base, dataDir: dir, router: contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
+	s := &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
 	cust := s.registerCustomer(t, "kill9-keys@example.com")
 	req := orderRequest(uuid.New(), cust.ID)
 	first := s.keyedCall(t, "POST", "/v1/orders", "kill-9", req)
@@ -197,7 +198,7 @@ func TestIdempotencyKill9(t *testing.T) {
 	}
 
 	p2 := startProcess(t, dir, nil)
-	s2 := &service{t: t, base: p2.base, dataDir: dir, router: contract(t, p2.base), http: &http.Client{Timeout: 10 * time.Second}}
+	s2 := &service{t: t, base: p2.base, dataDir: dir, router: apitest.Contract(t, p2.base), http: &http.Client{Timeout: 10 * time.Second}}
 	sameAnswer(t, first, s2.keyedCall(t, "POST", "/v1/orders", "kill-9", req))
 	if runs := keyedRuns(t, s2, "kill-9"); runs != 1 {
 		t.Fatalf("%d executions under the key, want 1", runs)

@@ -20,6 +20,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/orderd/orderd/internal/api/apitest"
 	"github.com/orderd/orderd/internal/cli"
 	"github.com/orderd/orderd/internal/readmodel/readmodeltest"
 	"github.com/orderd/orderd/internal/store"
@@ -239,7 +240,7 @@ func testRebuildKill9(t *testing.T, env map[string]string, events int, halfBuilt
 	env["ORDERD_ADMIN_TOKEN"] = rebuildToken
 	auth := []string{"Authorization", "Bearer " + rebuildToken}
 	service := func(p *process) *service {
-		return &service{t: t, base: p.base, dataDir: dir, router: contract(t, p.base), http: &http.Client{Timeout: 30 * time.Second}}
+		return &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 30 * time.Second}}
 	}
 	p := startProcess(t, dir, env)
 	s := service(p)

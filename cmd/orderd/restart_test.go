@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/orderd/orderd/internal/api/apitest"
 )
 
 // scalar runs one query on a SQLite file of the data directory, read-only.
@@ -160,7 +162,7 @@ func TestKill9(t *testing.T) {
 	}
 	dir := t.TempDir()
 	p := startProcess(t, dir, nil)
-	s := &service{t: t, base: p.base, dataDir: dir, router: contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
+	s := &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
 	cust := s.registerCustomer(t, "kill9@example.com")
 
 	var mu sync.Mutex
@@ -217,7 +219,7 @@ func TestKill9(t *testing.T) {
 		t.Fatalf("integrity_check after kill -9: %s", got)
 	}
 	p2 := startProcess(t, dir, nil)
-	s2 := &service{t: t, base: p2.base, dataDir: dir, router: contract(t, p2.base), http: &http.Client{Timeout: 10 * time.Second}}
+	s2 := &service{t: t, base: p2.base, dataDir: dir, router: apitest.Contract(t, p2.base), http: &http.Client{Timeout: 10 * time.Second}}
 	for _, a := range acked {
 		if o := s2.order(t, a.ID, a.Version); o.Status != "created" || o.CustomerID != cust.ID {
 			t.Fatalf("acknowledged order %s after restart: %+v", a.ID, o)

@@ -15,14 +15,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"github.com/orderd/orderd"
+	"github.com/orderd/orderd/internal/api/apitest"
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
@@ -140,25 +139,7 @@ func newAdmin(t *testing.T, token string) *admin {
 	}
 	srv := httptest.NewServer(New(nil, nil, nil, nil, orderd.OpenAPI, zap.NewNop()).WithAdmin(dlq, token).Handler())
 	t.Cleanup(srv.Close)
-	return &admin{base: srv.URL, dlq: dlq, router: contract(t, srv.URL)}
-}
-
-// contract loads openapi.yaml for base.
-func contract(t *testing.T, base string) routers.Router {
-	t.Helper()
-	doc, err := openapi3.NewLoader().LoadFromData(orderd.OpenAPI)
-	if err != nil {
-		t.Fatalf("load openapi.yaml: %v", err)
-	}
-	if err := doc.Validate(context.Background()); err != nil {
-		t.Fatalf("openapi.yaml is not valid: %v", err)
-	}
-	doc.Servers = openapi3.Servers{{URL: base}}
-	r, err := gorillamux.NewRouter(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return &admin{base: srv.URL, dlq: dlq, router: apitest.Contract(t, srv.URL)}
 }
 
 // bearer is what the contract's security check asks of a request.

@@ -25,6 +25,7 @@ import (
 
 	"github.com/orderd/orderd"
 	"github.com/orderd/orderd/internal/aggregate"
+	"github.com/orderd/orderd/internal/api/apitest"
 	"github.com/orderd/orderd/internal/sqlite"
 )
 
@@ -563,7 +564,7 @@ func problemOf(t *testing.T, base, query, lastID string, want int) problemJSON {
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	route, params, err := contract(t, base).FindRoute(req)
+	route, params, err := apitest.Contract(t, base).FindRoute(req)
 	if err != nil {
 		t.Fatalf("GET /v1/events/stream is not in openapi.yaml: %v", err)
 	}

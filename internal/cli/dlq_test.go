@@ -11,19 +11,17 @@ import (
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
-	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
 	"github.com/orderd/orderd"
 	"github.com/orderd/orderd/internal/api"
+	"github.com/orderd/orderd/internal/api/apitest"
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
@@ -124,7 +122,7 @@ func dlqServer(t *testing.T, token string) (string, *testDLQ) {
 		serveChecked(t, router, h, w, r)
 	}))
 	t.Cleanup(srv.Close)
-	router = contract(t, srv.URL)
+	router = apitest.Contract(t, srv.URL)
 	return srv.URL, dlq
 }
 
@@ -165,31 +163,6 @@ func serveChecked(t *testing.T, router routers.Router, h http.Handler, w http.Re
 	}
 	w.WriteHeader(rec.Code)
 	_, _ = w.Write(rec.Body.Bytes())
-}
-
-// uuidFormat makes the validator check format: uuid. RFC 9562's pattern
-// admits version 7, which the server's ids are.
-var uuidFormat sync.Once
-
-// contract loads openapi.yaml, the one contract, for base.
-func contract(t testing.TB, base string) routers.Router {
-	t.Helper()
-	uuidFormat.Do(func() {
-		openapi3.DefineStringFormatValidator("uuid", openapi3.NewRegexpFormatValidator(openapi3.FormatOfStringForUUIDOfRFC9562))
-	})
-	doc, err := openapi3.NewLoader().LoadFromData(orderd.OpenAPI)
-	if err != nil {
-		t.Fatalf("load openapi.yaml: %v", err)
-	}
-	if err := doc.Validate(context.Background()); err != nil {
-		t.Fatalf("openapi.yaml is not valid: %v", err)
-	}
-	doc.Servers = openapi3.Servers{{URL: base}}
-	r, err := gorillamux.NewRouter(doc)
-	if err != nil {
-		t.Fatalf("route openapi.yaml: %v", err)
-	}
-	return r
 }
 
 // dlqRun runs the CLI with env as its environment.
