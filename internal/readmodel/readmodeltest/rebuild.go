@@ -160,12 +160,14 @@ func writer(ctx context.Context, t *testing.T, s store.Store, events []store.Eve
 // read fails or sees a row go back meanwhile.
 func testRebuildUnderLoad(t *testing.T, b RebuildBackend) {
 	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
-	ctx := ctxOf(t)
 	// History before the rebuild, projected by generation 0.
 	appendEach(t, b.Store, Pipeline(t, b.Events))
 	n := startNode(t, b, log)
 
-	load, stopLoad := context.WithCancel(ctx)
+	// The load lasts until the rebuild has ended (each step below has a
+	// guard of its own): a deadline shared with the set-up above could run
+	// out on a loaded machine before the rebuild is even requested.
+	load, stopLoad := context.WithCancel(t.Context())
 	defer stopLoad()
 	created := make(chan uuid.UUID, 1024)
 	var wg sync.WaitGroup
@@ -220,7 +222,7 @@ func testRebuildUnderLoad(t *testing.T, b RebuildBackend) {
 	}
 
 	time.Sleep(200 * time.Millisecond) // load running before the rebuild
-	r, err := n.rb.Request(ctx)
+	r, err := n.rb.Request(ctxOf(t))
 	if err != nil {
 		t.Fatalf("Request: %v", err)
 	}
@@ -243,7 +245,7 @@ func testRebuildUnderLoad(t *testing.T, b RebuildBackend) {
 	t.Logf("%d reads during the rebuild of %d events", reads.Load(), done.EventsDone)
 
 	// The old generation goes after the grace.
-	ctx = ctxOf(t)
+	ctx := ctxOf(t)
 	deadline := time.Now().Add(guard)
 	for {
 		gens, err := b.Catalog.Generations(ctx)
