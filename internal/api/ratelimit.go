@@ -1,0 +1,266 @@
+package api
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
+
+	"github.com/orderd/orderd/internal/aggregate"
+)
+
+// DefaultRateLimitClients is how many clients' buckets a RateLimiter keeps
+// at most. An entry takes about 200 bytes, so the bound is some 20 MB,
+// however many addresses a client forges.
+const DefaultRateLimitClients = 100_000
+
+// rateLimitPolicy is the name of orderd's one quota policy in the
+// RateLimit-Policy and RateLimit fields: a bucket per client.
+const rateLimitPolicy = "client"
+
+// rateLimitedFamilies are the values of orderd_rate_limited_total's family
+// label: the first segment under /v1/, or "other" (a path no route has).
+var rateLimitedFamilies = []string{"orders", "customers", "events", "admin", "other"}
+
+// RateLimitOptions configure a RateLimiter.
+type RateLimitOptions struct {
+	// Rate is the requests per second a client may sustain; it must be
+	// positive.
+	Rate float64
+	// Burst is how many requests a client may send at once, the size of
+	// its bucket; at least 1.
+	Burst int
+	// Key names the client a request comes from. nil: ClientIP, the
+	// connection's address. With authentication the key function should
+	// prefer the token's subject (and the limiter sit after the
+	// middleware that verifies the token).
+	Key func(*http.Request) string
+	// MaxClients bounds the buckets kept; 0: DefaultRateLimitClients.
+	MaxClients int
+	// Now is the clock; nil: time.Now. Tests move it by hand.
+	Now func() time.Time
+}
+
+// RateLimiter is a token bucket per client (golang.org/x/time/rate) in
+// front of the API's /v1 routes: a client that has spent its bucket gets
+// 429 rate_limited, with Retry-After, until a token comes back. Every
+// answer it lets through carries the RateLimit-Policy and RateLimit fields
+// of draft-ietf-httpapi-ratelimit-headers-11, so clients can pace
+// themselves. Probes, metrics, the contracts and the console (everything
+// outside /v1/) are never limited.
+//
+// Memory stays bounded: a full bucket is the same as none, so buckets that
+// filled up again are dropped every refill period (the time an empty
+// bucket takes to fill, at least a second); when MaxClients are kept all
+// the same, some are dropped at random. A client dropped with a partly
+// spent bucket gets a full one back: with a forged address per request
+// that is what it had anyway.
+type RateLimiter struct {
+	rate       rate.Limit
+	burst      int
+	key        func(*http.Request) string
+	now        func() time.Time
+	maxClients int
+	sweepEvery time.Duration
+	policy     string // the RateLimit-Policy value, the same on every answer
+
+	refused map[string]prometheus.Counter // by family
+
+	mu        sync.Mutex
+	clients   map[string]*rate.Limiter
+	nextSweep time.Time
+}
+
+// NewRateLimiter returns a limiter of o, with its series
+// (orderd_rate_limited_total, orderd_rate_limit_clients) registered with
+// reg when it is not nil. It panics on a rate that is not positive or a
+// burst under 1: the configuration checks both.
+func NewRateLimiter(o RateLimitOptions, reg prometheus.Registerer) *RateLimiter {
+	if !(o.Rate > 0) || math.IsInf(o.Rate, 0) || o.Burst < 1 {
+		panic(fmt.Sprintf("api: rate limit %v/s with burst %d", o.Rate, o.Burst))
+	}
+	l := &RateLimiter{rate: rate.Limit(o.Rate), burst: o.Burst, key: o.Key, now: o.Now,
+		maxClients: o.MaxClients, clients: map[string]*rate.Limiter{}, refused: map[string]prometheus.Counter{}}
+	if l.key == nil {
+		l.key = ClientIP
+	}
+	if l.now == nil {
+		l.now = time.Now
+	}
+	if l.maxClients <= 0 {
+		l.maxClients = DefaultRateLimitClients
+	}
+	fill := time.Duration(float64(o.Burst) / o.Rate * float64(time.Second))
+	l.sweepEvery = max(fill, time.Second)
+	// The policy in whole seconds, as the draft wants: the requests a
+	// client may sustain over the time its bucket takes to fill (at least
+	// a second). With the default burst of twice the rate that is q=burst,
+	// w=2.
+	w := max(1, math.Ceil(float64(o.Burst)/o.Rate))
+	q := int64(math.Floor(o.Rate * w))
+	l.policy = fmt.Sprintf("%q;q=%d;w=%d", rateLimitPolicy, q, int64(w))
+
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "orderd_rate_limited_total",
+		Help: "Requests refused with 429 rate_limited because their client had spent its quota, by route family (orders, customers, events, admin, other).",
+	}, []string{"family"})
+	for _, f := range rateLimitedFamilies {
+		l.refused[f] = refused.WithLabelValues(f) // every family shows, at 0
+	}
+	if reg != nil {
+		reg.MustRegister(refused, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "orderd_rate_limit_clients",
+			Help: "Clients whose token bucket the rate limiter keeps now (buckets that filled up again are dropped).",
+		}, func() float64 { return float64(l.Clients()) }))
+	}
+	return l
+}
+
+// WithRateLimit limits each client's requests to the /v1 routes with l;
+// nil leaves them unlimited. The limiter runs after the correlation id is
+// set (its 429 carries one) and, once requests are authenticated, must
+// run after the middleware that finds the token's subject, so that l's
+// key function can use it.
+func (s *Server) WithRateLimit(l *RateLimiter) *Server {
+	s.limit = l
+	return s
+}
+
+// Middleware answers 429 to a request to /v1/ whose client has no token
+// left, and adds RateLimit-Policy and RateLimit to every /v1/ answer.
+func (l *RateLimiter) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rest, limited := strings.CutPrefix(r.URL.Path, "/v1/")
+		if !limited {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ok, remaining, wait := l.take(l.key(r))
+		h := w.Header()
+		h["Ratelimit-Policy"] = []string{l.policy}
+		// t is the whole seconds until the next token, rounded up: within
+		// it the client can count on no more than r requests.
+		t := strconv.FormatInt(ceilSeconds(wait), 10)
+		h["Ratelimit"] = []string{`"` + rateLimitPolicy + `";r=` + strconv.Itoa(remaining) + ";t=" + t}
+		if ok {
+			next.ServeHTTP(w, r)
+			return
+		}
+		l.refused[family(rest)].Inc()
+		h["Retry-After"] = []string{t}
+		writeError(w, r, &aggregate.Error{Kind: errRateLimited, Detail: fmt.Sprintf(
+			"this client has spent its quota of %s requests per second (bursts of %d); retry after %s s",
+			strconv.FormatFloat(float64(l.rate), 'f', -1, 64), l.burst, t)})
+	})
+}
+
+// take spends a token of key's bucket. It reports whether there was one,
+// the whole tokens left and the time until the bucket holds one more
+// (until it holds one, when there was none).
+func (l *RateLimiter) take(key string) (ok bool, remaining int, wait time.Duration) {
+	now := l.now()
+	b := l.bucket(key, now)
+	ok = b.AllowN(now, 1)
+	tokens := b.TokensAt(now)
+	if tokens >= float64(l.burst) {
+		return ok, l.burst, 0
+	}
+	whole := math.Floor(max(tokens, 0))
+	// The time the bucket takes to gain the fraction of a token it lacks.
+	wait = time.Duration((whole + 1 - tokens) / float64(l.rate) * float64(time.Second))
+	return ok, int(whole), wait
+}
+
+// bucket returns key's bucket, a new (full) one when it has none. Every
+// sweep period, and whenever the cap is reached, the buckets are swept.
+func (l *RateLimiter) bucket(key string, now time.Time) *rate.Limiter {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if b, ok := l.clients[key]; ok {
+		return b
+	}
+	if !now.Before(l.nextSweep) || len(l.clients) >= l.maxClients {
+		l.sweep(now)
+	}
+	b := rate.NewLimiter(l.rate, l.burst)
+	l.clients[strings.Clone(key)] = b
+	return b
+}
+
+// sweep drops the buckets that are full again into a new map (a Go map
+// never shrinks, so the memory of a burst of clients comes back). If the
+// cap is still reached, it drops buckets at random (map order) down to
+// three quarters of the cap, so that the next forced sweep is a quarter of
+// the cap of new clients away. l.mu is held.
+func (l *RateLimiter) sweep(now time.Time) {
+	kept := make(map[string]*rate.Limiter, len(l.clients)/2)
+	for k, b := range l.clients {
+		if b.TokensAt(now) < float64(l.burst) {
+			kept[k] = b
+		}
+	}
+	if len(kept) >= l.maxClients {
+		for k := range kept {
+			if len(kept) <= l.maxClients*3/4 {
+				break
+			}
+			delete(kept, k)
+		}
+	}
+	l.clients, l.nextSweep = kept, now.Add(l.sweepEvery)
+}
+
+// Clients is the number of buckets kept now.
+func (l *RateLimiter) Clients() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.clients)
+}
+
+// ClientIP is the default client key: the IP address the connection comes
+// from, without its port. Forwarding headers such as X-Forwarded-For are
+// not trusted: any client can write them. An IPv6 client is its /64
+// network, the block one subscriber gets; an IPv4 address mapped into IPv6
+// is the IPv4 address.
+func ClientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if strings.IndexByte(host, ':') < 0 {
+		return host // IPv4: the text as it is, without an allocation
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return host
+	}
+	if ip.Is4In6() {
+		return ip.Unmap().String()
+	}
+	p, _ := ip.WithZone("").Prefix(64)
+	return p.String()
+}
+
+// family is the route family of a path under /v1/ (given without it), for
+// orderd_rate_limited_total.
+func family(rest string) string {
+	first, _, _ := strings.Cut(rest, "/")
+	switch first {
+	case "orders", "customers", "events", "admin":
+		return first
+	}
+	return "other"
+}
+
+// ceilSeconds is d in whole seconds, rounded up.
+func ceilSeconds(d time.Duration) int64 {
+	return int64((d + time.Second - 1) / time.Second)
+}
