@@ -202,7 +202,7 @@ func TestRateLimitPolicy(t *testing.T) {
 		{100, 200, `"client";q=200;w=2`}, {5, 5, `"client";q=5;w=1`}, {100, 10, `"client";q=100;w=1`},
 		{0.5, 1, `"client";q=1;w=2`}, {0.3, 1, `"client";q=1;w=4`}, {2.5, 5, `"client";q=5;w=2`},
 	} {
-		if got := NewRateLimiter(RateLimitOptions{Rate: c.rate, Burst: c.burst}, nil).policy; got != c.want {
+		if got := NewRateLimiter(RateLimitOptions{Rate: c.rate, Burst: c.burst}, nil).policy[0]; got != c.want {
 			t.Errorf("%v/s burst %d: %s, want %s", c.rate, c.burst, got, c.want)
 		}
 	}
