@@ -19,8 +19,8 @@ import (
 
 // DefaultRateLimitClients is how many clients' buckets a RateLimiter keeps
 // at most. An entry takes about 100 bytes (TestRateLimitMemoryPerClient
-// measures it), so the bound is some 10 MB,
-// however many addresses a client forges.
+// measures it), so the bound is some 10 MB however many addresses a client
+// forges.
 const DefaultRateLimitClients = 100_000
 
 // rateLimitPolicy is the name of orderd's one quota policy in the
