@@ -1,11 +1,13 @@
 package api
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,9 +63,9 @@ type RateLimitOptions struct {
 // Memory stays bounded: a full bucket is the same as none, so buckets that
 // filled up again are dropped every refill period (the time an empty
 // bucket takes to fill, at least a second); when MaxClients are kept all
-// the same, some are dropped at random. A client dropped with a partly
-// spent bucket gets a full one back: with a forged address per request
-// that is what it had anyway.
+// the same, the fullest are dropped down to three quarters of the cap. A
+// client dropped with a partly spent bucket gets a full one back; the
+// clients being limited, whose buckets are empty, are the last dropped.
 type RateLimiter struct {
 	rate       rate.Limit
 	burst      int
@@ -202,25 +204,31 @@ func (l *RateLimiter) bucket(key string, now time.Time) *rate.Limiter {
 
 // sweep drops the buckets that are full again into a new map (a Go map
 // never shrinks, so the memory of a burst of clients comes back). If the
-// cap is still reached, it drops buckets at random (map order) down to
-// three quarters of the cap, so that the next forced sweep is a quarter of
-// the cap of new clients away. l.mu is held.
+// cap is still reached, it keeps the three quarters of the cap whose
+// buckets are the emptiest, so that the next forced sweep is a quarter of
+// the cap of new clients away: a client being limited keeps its empty
+// bucket, and those dropped had spent least of theirs. l.mu is held.
 func (l *RateLimiter) sweep(now time.Time) {
-	kept := make(map[string]*rate.Limiter, len(l.clients)/2)
+	type entry struct {
+		key    string
+		b      *rate.Limiter
+		tokens float64
+	}
+	var live []entry
 	for k, b := range l.clients {
-		if b.TokensAt(now) < float64(l.burst) {
-			kept[k] = b
+		if t := b.TokensAt(now); t < float64(l.burst) {
+			live = append(live, entry{k, b, t})
 		}
 	}
-	if len(kept) >= l.maxClients {
-		for k := range kept {
-			if len(kept) <= l.maxClients*3/4 {
-				break
-			}
-			delete(kept, k)
-		}
+	if len(live) >= l.maxClients {
+		slices.SortFunc(live, func(a, b entry) int { return cmp.Compare(a.tokens, b.tokens) })
+		live = live[:l.maxClients*3/4]
 	}
-	l.clients, l.nextSweep = kept, now.Add(l.sweepEvery)
+	l.clients = make(map[string]*rate.Limiter, len(live))
+	for _, e := range live {
+		l.clients[e.key] = e.b
+	}
+	l.nextSweep = now.Add(l.sweepEvery)
 }
 
 // Clients is the number of buckets kept now.

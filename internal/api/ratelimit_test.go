@@ -7,6 +7,8 @@ import (
 	"net/http/httptest"
 	"regexp"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -298,5 +300,43 @@ func TestRateLimitEviction(t *testing.T) {
 	}
 	if r, _ := remaining(t, s.get(order, "192.0.2.50:1")); r != 0 {
 		t.Errorf("the refilling client has r=%d after the sweep, want 0 (1.5 tokens, one spent)", r)
+	}
+}
+
+// TestRateLimitConcurrent: many requests at once from one client get no
+// more than its burst and what came back meanwhile, while 4,000 clients of
+// one request each pass through a cap of 50: the limited client's empty
+// bucket is never the one dropped (run with -race).
+func TestRateLimitConcurrent(t *testing.T) {
+	l := NewRateLimiter(RateLimitOptions{Rate: 10, Burst: 5, MaxClients: 50}, nil)
+	h := l.Middleware(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+	began := time.Now()
+	var served, passing atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for i := range 1000 {
+				addr := "192.0.2.1:1"
+				if i%2 == 1 { // every other request from a client passing by
+					p := passing.Add(1)
+					addr = "10.0." + strconv.FormatInt(p>>8, 10) + "." + strconv.FormatInt(p&255, 10) + ":1"
+				}
+				rec := httptest.NewRecorder()
+				req := httptest.NewRequest(http.MethodGet, "/v1/orders", nil)
+				req.RemoteAddr = addr
+				h.ServeHTTP(rec, req)
+				if addr == "192.0.2.1:1" && rec.Code == http.StatusNoContent {
+					served.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	most := 5 + int64(time.Since(began).Seconds()*10) + 1
+	if got := served.Load(); got < 5 || got > most {
+		t.Errorf("one client was served %d of 4,000 concurrent requests, want 5 to %d", got, most)
+	}
+	if n := l.Clients(); n > 50 {
+		t.Errorf("%d buckets, want at most 50", n)
 	}
 }
