@@ -61,8 +61,8 @@ type RateLimitOptions struct {
 // outside /v1/) are never limited.
 //
 // Memory stays bounded: a full bucket is the same as none, so buckets that
-// filled up again are dropped every refill period (the time an empty
-// bucket takes to fill, at least a second); when MaxClients are kept all
+// filled up again are dropped by the first new client after each refill
+// period (the time an empty bucket takes to fill, at least a second); when MaxClients are kept all
 // the same, the fullest are dropped down to three quarters of the cap. A
 // client dropped with a partly spent bucket gets a full one back; the
 // clients being limited, whose buckets are empty, are the last dropped.
@@ -186,8 +186,9 @@ func (l *RateLimiter) take(key string) (ok bool, remaining int, wait time.Durati
 	return ok, int(whole), wait
 }
 
-// bucket returns key's bucket, a new (full) one when it has none. Every
-// sweep period, and whenever the cap is reached, the buckets are swept.
+// bucket returns key's bucket, a new (full) one when it has none. A new
+// client sweeps the buckets first when the sweep period has passed or the
+// cap is reached: without new clients the map does not grow.
 func (l *RateLimiter) bucket(key string, now time.Time) *rate.Limiter {
 	l.mu.Lock()
 	defer l.mu.Unlock()
