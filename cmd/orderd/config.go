@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"os"
 	"slices"
@@ -43,9 +44,11 @@ type config struct {
 	leaseTTL        time.Duration
 	rebuildGrace    time.Duration
 	idempotencyTTL  time.Duration
-	snapshotEvery   int // events between an aggregate's snapshots; 0: none
-	maxConns        int // HTTP connections open at once
-	maxWaiters      int // GETs with min_version waiting at once
+	snapshotEvery   int     // events between an aggregate's snapshots; 0: none
+	maxConns        int     // HTTP connections open at once
+	maxWaiters      int     // GETs with min_version waiting at once
+	rateLimit       float64 // requests per second per client on /v1; 0: off
+	rateBurst       int     // a client's bucket; 0 until combine derives it
 
 	brokers []string // empty: the relay is off
 	kafka   relay.KafkaConfig
@@ -115,6 +118,15 @@ func settings(c *config, f *flags) []group {
 				parse: whole(&c.maxConns, 1)},
 			{name: "max-waiters", arg: "n", def: strconv.Itoa(readmodel.DefaultMaxWaiters), usage: "GETs with min_version waiting for the projection at once; beyond them 503 too_many_waiters",
 				parse: whole(&c.maxWaiters, 1)},
+			{name: "rate-limit", arg: "n", def: "0", usage: "requests per second each client may sustain on the /v1 routes (0.5 is one every 2s); beyond them 429 rate_limited. A client is its IP address (an IPv6 /64); X-Forwarded-For is not trusted. 0: no limit",
+				parse: perSecond(&c.rateLimit)},
+			{name: "rate-burst", arg: "n", shown: "2 × -rate-limit, at least 1", usage: "requests a client may send at once with -rate-limit on: the size of its token bucket",
+				parse: func(v string) error {
+					if v == "" {
+						return nil // derived in combine
+					}
+					return whole(&c.rateBurst, 1)(v)
+				}},
 			{name: "shutdown-timeout", arg: "duration", def: "15s", usage: "longest wait for in-flight requests on SIGTERM",
 				parse: duration(&c.shutdownTimeout)},
 		}},
@@ -323,6 +335,12 @@ func (c *config) combine(f flags, set map[string]*setting) error {
 			c.readWait = c.feed.CDCWindow + c.feed.CDCIdleDelay + 2*time.Second
 		}
 	}
+	if c.rateLimit == 0 && c.rateBurst != 0 {
+		return fmt.Errorf("%s is set but %s is 0: with no rate limit a burst means nothing", set["rate-burst"].source(), set["rate-limit"].source())
+	}
+	if c.rateBurst == 0 && c.rateLimit > 0 {
+		c.rateBurst = int(max(1, math.Ceil(2*c.rateLimit)))
+	}
 	// The HTTP server's write timeout is 30 s: a longer wait would be cut.
 	if c.readWait > 25*time.Second {
 		return fmt.Errorf("%s: %s is more than 25s (with -store scylla it defaults to the CDC window + idle delay + 2s)", set["read-wait"].source(), c.readWait)
@@ -378,6 +396,25 @@ func whole(p *int, least int) func(string) error {
 			return fmt.Errorf("is not a whole number of %d or more", least)
 		}
 		*p = n
+		return nil
+	}
+}
+
+// perSecond parses a rate in requests per second, 0 or more, into p.
+func perSecond(p *float64) func(string) error {
+	return func(v string) error {
+		f, err := strconv.ParseFloat(v, 64)
+		switch {
+		case err != nil || math.IsNaN(f) || math.IsInf(f, 0):
+			return errors.New("is not a number of requests per second such as 100 or 0.5")
+		case f < 0:
+			return errors.New("is negative (0 turns the rate limit off)")
+		case f > 1e6:
+			return errors.New("is more than 1000000 requests per second (0 turns the rate limit off)")
+		case f > 0 && f < 1e-3:
+			return errors.New("is less than 0.001 requests per second (one every 1000s)")
+		}
+		*p = f
 		return nil
 	}
 }

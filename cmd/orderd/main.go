@@ -229,6 +229,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	// so that streams can never take every connection from commands.
 	stream := api.NewStream(b.positions, api.StreamOptions{MaxClients: min(1000, max(1, cfg.maxConns/2))}, reg, log.Named("stream"))
 	defer stream.Stop()
+	var limit *api.RateLimiter
+	if cfg.rateLimit > 0 {
+		// The client is its address (api.ClientIP) until requests carry a
+		// verified identity to key by.
+		limit = api.NewRateLimiter(api.RateLimitOptions{Rate: cfg.rateLimit, Burst: cfg.rateBurst}, reg)
+	}
 	ui, err := console.New()
 	if err != nil {
 		return err
@@ -241,6 +247,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		WithIdempotency(api.NewIdempotency(b.keys, b.events, api.IdempotencyOptions{TTL: cfg.idempotencyTTL})).
 		WithStream(stream).
 		WithConsole(ui).
+		WithRateLimit(limit).
 		Handler()
 	srv := &http.Server{
 		Handler:           handler,
@@ -265,7 +272,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	ln = conns.Listener(ln)
 	log.Info("orderd listening", zap.String("addr", ln.Addr().String()), zap.String("console", consoleURL(ln.Addr())),
 		zap.String("instance", cfg.instance), zap.String("store", cfg.store), zap.String("data_dir", cfg.dataDir),
-		zap.Int("max_conns", conns.Max()))
+		zap.Int("max_conns", conns.Max()), zap.Float64("rate_limit", cfg.rateLimit), zap.Int("rate_burst", cfg.rateBurst))
 	if onListen != nil {
 		onListen(ln.Addr())
 	}

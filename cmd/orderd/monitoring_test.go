@@ -50,7 +50,8 @@ func TestMonitoringSeriesExist(t *testing.T) {
 
 	orders := kafkatest.Topic(t, brokers, 1, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: "4096"})
 	customers := kafkatest.Topic(t, brokers, 1)
-	relaying := start(t, "", kafkaEnv(t, brokers, "ORDERD_KAFKA_TOPICS", "Order="+orders+",Customer="+customers))
+	// Quotas on, far above what the test sends: their series show.
+	relaying := start(t, "", kafkaEnv(t, brokers, "ORDERD_KAFKA_TOPICS", "Order="+orders+",Customer="+customers, "ORDERD_RATE_LIMIT", "10000"))
 	cust := relaying.registerCustomer(t, "monitoring@example.com")
 	var lines []itemBody // about 6 KB of JSON: over the topic's limit
 	for range 100 {

@@ -30,6 +30,7 @@ var (
 
 	errStreamNotOffered = errors.New("event stream not offered") // a store with no global order
 	errTooManyStreams   = errors.New("too many event streams")
+	errRateLimited      = errors.New("rate limited") // a client that spent its quota; see RateLimiter
 )
 
 // problems is the one place that says which error means which status. An
@@ -65,6 +66,9 @@ var problems = []struct {
 	{aggregate.ErrStale, http.StatusPreconditionFailed, "version_mismatch", ""},
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, "body_too_large", ""},
 	{errMediaType, http.StatusUnsupportedMediaType, "unsupported_media_type", ""},
+	// Retry-After is the client's own: the time its bucket takes to hold
+	// a token again, set by RateLimiter.Middleware.
+	{errRateLimited, http.StatusTooManyRequests, "rate_limited", ""},
 	// The CQL backend has no global order to number a stream of all
 	// events by: the server does not support the route, whatever is asked.
 	{errStreamNotOffered, http.StatusNotImplemented, "stream_not_offered", ""},

@@ -71,6 +71,8 @@ type Server struct {
 	stream *Stream // GET /v1/events/stream; see WithStream, in sse.go
 
 	console http.Handler // the operator console at /console; see WithConsole
+
+	limit *RateLimiter // quotas of the /v1 routes; see WithRateLimit, in ratelimit.go
 }
 
 // New returns a server. spec is the OpenAPI document served at
@@ -114,6 +116,9 @@ func (s *Server) WithConsole(h http.Handler) *Server {
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(s.correlate, s.recoverPanics, middleware.GetHead)
+	if s.limit != nil {
+		r.Use(s.limit.Middleware)
+	}
 	r.NotFound(s.handle(func(http.ResponseWriter, *http.Request) error {
 		return &aggregate.Error{Kind: errNoRoute, Code: "not_found", Detail: "no such route"}
 	}))
