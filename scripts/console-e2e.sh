@@ -26,6 +26,9 @@ REPO=$PWD
 console_kafka_port=$((${KAFKA_PORT:-9092} + 20000))
 [ "$console_kafka_port" -le 65534 ] || console_kafka_port=$((console_kafka_port - 40000))
 export KAFKA_PORT=${CONSOLE_KAFKA_PORT:-$console_kafka_port}
+# The tests run this script again (alter-topic) with KAFKA_PORT as set
+# here: that run must find this broker, not one 20000 ports further on.
+export CONSOLE_KAFKA_PORT=$KAFKA_PORT
 KAFKA_LIB=${ORDERD_CACHE:-$REPO/.cache}/kafka/lib
 KAFKA_ADMIN_PROPS=${ORDERD_CACHE:-$REPO/.cache}/kafka/broker-$KAFKA_PORT/admin.properties
 PLAYWRIGHT_VERSION=1.65.1 # as in e2e/console/package.json
