@@ -135,9 +135,10 @@ func applyMemoryLimit(getenv func(string) string, fsys fs.FS, log *zap.Logger) {
 	cgroup, ok, err := cgroupMemoryLimit(fsys)
 	switch {
 	case err != nil:
-		log.Warn("memory limit: none set, the cgroup's could not be read; set GOMEMLIMIT", zap.Error(err))
+		log.Warn("memory limit", zap.String("from", "none"),
+			zap.String("reason", "the cgroup's limit could not be read; set GOMEMLIMIT"), zap.Error(err))
 	case !ok:
-		log.Info("memory limit: none (no cgroup limit, no GOMEMLIMIT)")
+		log.Info("memory limit", zap.String("from", "none"), zap.String("reason", "no cgroup limit and no GOMEMLIMIT"))
 	default:
 		limit := int64(float64(cgroup) * memoryLimitShare)
 		debug.SetMemoryLimit(limit)

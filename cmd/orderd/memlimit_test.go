@@ -139,4 +139,16 @@ func TestApplyMemoryLimit(t *testing.T) {
 	if line["from"] != "GOMEMLIMIT" || line["GOMEMLIMIT"] != "512MiB" {
 		t.Errorf("logged %v", line)
 	}
+
+	// No cgroup limit, or one that cannot be read: no limit, said so.
+	for _, fs := range []fstest.MapFS{
+		{"sys/fs/cgroup/memory.max": &fstest.MapFile{Data: []byte("max\n")}},
+		{"sys/fs/cgroup/memory.max": &fstest.MapFile{Data: []byte("lots\n")}},
+	} {
+		cgroup = fs
+		line = logged(func(string) string { return "" })
+		if got := debug.SetMemoryLimit(-1); got != before || line["from"] != "none" {
+			t.Errorf("memory.max %q: limit %d, logged %v; want none", fs["sys/fs/cgroup/memory.max"].Data, got, line)
+		}
+	}
 }
