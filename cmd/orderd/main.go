@@ -99,8 +99,9 @@ func main() {
 // allocate briskly, so at Go's default of 100 it collects very often: with
 // 400, wrk's CreateOrder at 64 connections ran 13,100–14,100/s against
 // 11,400–11,900/s, with an RSS of 55 MiB against 41–43 MiB (1,000 gave no
-// clear further gain for 80 MiB). GOMEMLIMIT, when set (to a container's
-// limit, say), still makes it collect sooner as the heap nears it.
+// clear further gain for 80 MiB). The memory limit (GOMEMLIMIT, or 90% of
+// the container's cgroup limit: see applyMemoryLimit) still makes it
+// collect sooner as the heap nears it.
 const serverGCPercent = 400
 
 // commandsUsage heads orderd's -help, before the flags.
@@ -149,6 +150,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	}
 	log := newLogger(cfg, stderr)
 	defer func() { _ = log.Sync() }()
+	applyMemoryLimit(getenv, os.DirFS("/"), log)
 	for _, v := range unknownVariables(environ) {
 		fields := []zap.Field{zap.String("variable", v.name)}
 		if v.near != "" {

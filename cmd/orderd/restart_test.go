@@ -120,6 +120,13 @@ func startProcess(t testing.TB, dir string, env map[string]string) *process {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return startBinary(t, bin, dir, env)
+}
+
+// startBinary runs the orderd binary bin as a child process on the data
+// in dir until the test ends.
+func startBinary(t testing.TB, bin, dir string, env map[string]string) *process {
+	t.Helper()
 	cmd := exec.Command(bin, "-http-addr", "127.0.0.1:0", "-data-dir", dir, "-log-level", "info")
 	cmd.Env = os.Environ()
 	for k, v := range env {

@@ -157,6 +157,36 @@ test('the walkthrough order in its timeline, by deep link, and after a reload', 
   assert.equal(new URL(page.url()).searchParams.get('correlation'), stored[2].correlation_id);
 });
 
+test('a long timeline comes a page at a time: the first 100 events, then the next ones on request', async t => {
+  const c = await customer();
+  const id = await order(c);
+  for (let i = 1; i < 130; i++) {
+    await call('PUT', `/v1/orders/${id}/items`, {items: [{product_id: product(), quantity: i}]});
+  }
+  const {page, requests} = await open(t, `/console/orders/${id}`);
+  const items = page.getByTestId('timeline').locator(':scope > li');
+  const status = page.getByTestId('timeline-status');
+  await items.nth(99).waitFor();
+  assert.equal(await items.count(), 100, 'the first page only');
+  assert.equal(await status.innerText(), 'Showing events 1 to 100 of 130.');
+  assert.equal(await items.last().locator('dd.sequence').innerText(), '100');
+  // Time travel knows the whole history, loaded or not.
+  await page.getByText(/^Version 130 of 130/).waitFor();
+  const histories = () => requests.filter(r => r.path === `/v1/orders/${id}/events`).map(r => r.search);
+  assert.deepEqual(histories(), ['?limit=100']);
+  await shot(page, 'timeline-first-page');
+
+  const more = page.getByRole('button', {name: 'Load more events'});
+  await more.click();
+  await items.nth(129).waitFor();
+  assert.equal(await items.count(), 130);
+  assert.equal(await items.nth(100).locator('dd.sequence').innerText(), '101');
+  assert.equal(await items.last().locator('h3').innerText(), 'OrderItemsUpdated');
+  assert.equal(await status.innerText(), 'All 130 events shown.');
+  assert.ok(await more.isHidden(), 'no more to load');
+  assert.deepEqual(histories(), ['?limit=100', '?after_version=100&limit=100'], 'the next page, as Link named it');
+});
+
 test('the feed opens with the most recent events, then follows live, with no gap and no duplicate; it pauses when scrolled', async t => {
   // Events before the page opens: customers (each also takes a position
   // for its email's reservation, which the stream does not show) and

@@ -29,41 +29,50 @@ func (h *Handler) CustomerAt(ctx context.Context, id uuid.UUID, version int64) (
 	return *c, current, nil
 }
 
-// loadAt is loadCached stopped at version: the events after it are read,
-// to learn the current version, but not applied.
+// pastPage is how many events loadAt reads and applies at a time.
+const pastPage = 500
+
+// loadAt is loadCached stopped at version. It learns the current version
+// from the store's index and reads the events up to version only, a page
+// at a time, so that a past state of a long history never holds the
+// history whole.
 func loadAt[T any, A interface {
 	*T
 	root
 }](ctx context.Context, h *Handler, aggType string, id uuid.UUID, version int64) (A, int64, error) {
+	typ, current, err := h.store.Version(ctx, id)
+	switch {
+	case err != nil:
+		return A(new(T)), 0, fmt.Errorf("aggregate: version of %s: %w", id, err)
+	case current == 0 || typ != aggType:
+		return A(new(T)), 0, nil
+	}
+	upTo := min(version, current)
 	a, from := A(new(T)), int64(0)
 	if s, ok := any(a).(snapshotRoot); ok && h.snaps.store != nil {
-		if v, ok := h.restore(ctx, s, aggType, id, version); ok {
+		if v, ok := h.restore(ctx, s, aggType, id, upTo); ok {
 			from = v
 		} else {
 			a = A(new(T)) // restore may have left part of a bad snapshot
 		}
 	}
-	events, err := h.store.Load(ctx, id, from)
-	if err != nil {
-		return a, 0, fmt.Errorf("aggregate: load %s: %w", id, err)
-	}
-	current := from
-	if n := len(events); n > 0 {
-		current = events[n-1].Sequence
-		if events[0].AggregateType != aggType {
-			return a, 0, nil
-		}
-	}
-	for _, e := range events {
-		if e.Sequence > version {
-			break
-		}
-		ev, err := Decode(e)
+	for from < upTo {
+		events, err := h.store.LoadPage(ctx, id, from, int(min(upTo-from, pastPage)))
 		if err != nil {
-			return a, 0, err
+			return a, 0, fmt.Errorf("aggregate: load %s: %w", id, err)
 		}
-		a.apply(ev)
+		if len(events) == 0 {
+			break // cannot be, the events up to current being stored
+		}
+		for _, e := range events {
+			ev, err := Decode(e)
+			if err != nil {
+				return a, 0, err
+			}
+			a.apply(ev)
+			from = e.Sequence
+		}
 	}
-	a.replayed(id, min(version, current))
+	a.replayed(id, from)
 	return a, current, nil
 }

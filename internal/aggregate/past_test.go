@@ -64,3 +64,47 @@ func TestOrderAtEqualsReplay(t *testing.T) {
 		t.Fatalf("OrderAt of a customer's id: current %d, %v; want none", cur, err)
 	}
 }
+
+// TestOrderAtPages: with no snapshot to start from, a past state of a
+// history longer than a page (pastPage) is read a page at a time, and
+// still equals the replay of its events up to that version.
+func TestOrderAtPages(t *testing.T) {
+	ctx := context.Background()
+	st, snaps := openStore(t), openSnapshots(t)
+	writer := NewHandler(st, time.Now, WithSnapshots(snaps, 100)) // fast writes only
+	cust := uuid.New()
+	registerCustomer(t, writer, cust)
+	id := uuid.New()
+	if _, err := writer.CreateOrder(ctx, id, Meta{Expected: AnyVersion}, cust, []Item{{ProductID: uuid.New(), Quantity: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2*pastPage + 101
+	for i := 2; i <= n; i++ {
+		if _, err := writer.Order(ctx, id, Meta{Expected: AnyVersion}, func(o *Order, now time.Time) ([]Event, error) {
+			return o.UpdateItems([]Item{{ProductID: uuid.New(), Quantity: i}}, now)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	events, err := st.Load(ctx, id, 0)
+	if err != nil || len(events) != n {
+		t.Fatalf("%d events, %v; want %d", len(events), err, n)
+	}
+	reader := NewHandler(st, time.Now) // no snapshots: every event from the first
+	for _, v := range []int64{1, pastPage, pastPage + 1, 2*pastPage + 50, n, n + 5} {
+		var want Order
+		for _, e := range events[:min(v, n)] {
+			ev, err := Decode(e)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want.apply(ev)
+		}
+		want.replayed(id, min(v, n))
+		got, cur, err := reader.OrderAt(ctx, id, v)
+		if err != nil || cur != n || !reflect.DeepEqual(got, want) {
+			t.Errorf("OrderAt(%d) = version %d, items %v, current %d, %v; want version %d, items %v, current %d",
+				v, got.Version, got.Items, cur, err, want.Version, want.Items, n)
+		}
+	}
+}

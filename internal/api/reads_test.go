@@ -66,6 +66,12 @@ func (s *probeOnly) Load(_ context.Context, id uuid.UUID, after int64) ([]store.
 	return nil, nil
 }
 
+func (s *probeOnly) LoadPage(_ context.Context, id uuid.UUID, after int64, limit int) ([]store.Event, error) {
+	s.loads.Add(1)
+	s.t.Errorf("LoadPage(%s, %d, %d): a read loaded the aggregate's history", id, after, limit)
+	return nil, nil
+}
+
 // TestReadYourWrites: a GET with min_version goes through readmodel.Queries
 // alone. Only a projection behind a stored version is waited for (503
 // projection_behind); an id with nothing of the type stored is 404 and a

@@ -20,7 +20,6 @@ import (
 
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
-	"github.com/orderd/orderd/internal/store"
 )
 
 // Queries is the read side the API serves GETs from.
@@ -53,7 +52,7 @@ type Readiness func(ctx context.Context) map[string]Component
 type Server struct {
 	commands *aggregate.Handler
 	queries  Queries
-	history  store.Loader
+	history  History
 	ready    Readiness
 	spec     []byte
 	log      *zap.Logger
@@ -77,7 +76,7 @@ type Server struct {
 
 // New returns a server. spec is the OpenAPI document served at
 // /openapi.yaml.
-func New(commands *aggregate.Handler, queries Queries, history store.Loader, ready Readiness, spec []byte, log *zap.Logger) *Server {
+func New(commands *aggregate.Handler, queries Queries, history History, ready Readiness, spec []byte, log *zap.Logger) *Server {
 	return &Server{commands: commands, queries: queries, history: history, ready: ready, spec: spec, log: log}
 }
 

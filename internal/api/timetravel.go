@@ -95,23 +95,9 @@ func pastState[T any](ctx context.Context, s *Server, aggType string, id uuid.UU
 	what := strings.ToLower(aggType)
 	version := p.version
 	if version == 0 {
-		// The version at p.at, from the events' timestamps.
-		events, err := s.stored(ctx, aggType, id)
-		switch {
-		case err != nil:
+		var err error
+		if version, err = s.versionAt(ctx, aggType, id, p.at); err != nil {
 			return zero, err
-		case len(events) == 0:
-			return zero, notFound(aggType, id)
-		case p.at.Before(events[0].Timestamp):
-			return zero, &aggregate.Error{Kind: errNotFound, Code: notFoundCodes[aggType], Field: "as_of",
-				Detail: fmt.Sprintf("%s %s did not exist yet at %s; it was created at %s", what, id,
-					p.at.UTC().Format(time.RFC3339Nano), events[0].Timestamp.UTC().Format(time.RFC3339Nano))}
-		}
-		for _, e := range events {
-			if e.Timestamp.After(p.at) {
-				break
-			}
-			version = e.Sequence
 		}
 	}
 	state, current, err := at(ctx, id, version)
@@ -125,6 +111,41 @@ func pastState[T any](ctx context.Context, s *Server, aggType string, id uuid.UU
 			Detail: fmt.Sprintf("%s %s is at version %d; version %d does not exist yet", what, id, current, version)}
 	}
 	return state, nil
+}
+
+// timeTravelPage is how many events versionAt reads at a time.
+const timeTravelPage = 500
+
+// versionAt returns the version of aggregate id at instant at: the
+// sequence of the last event whose timestamp is at or before it, the events
+// taken in sequence order. It reads the history a page at a time and stops
+// at the first event after at, so that it never holds a long history
+// whole. It answers 404 for an id nothing of aggType is stored under and
+// for a time before the first event.
+func (s *Server) versionAt(ctx context.Context, aggType string, id uuid.UUID, at time.Time) (int64, error) {
+	var version int64
+	for {
+		page, err := s.history.LoadPage(ctx, id, version, timeTravelPage)
+		switch {
+		case err != nil:
+			return 0, err
+		case version == 0 && (len(page) == 0 || page[0].AggregateType != aggType):
+			return 0, notFound(aggType, id)
+		case version == 0 && at.Before(page[0].Timestamp):
+			return 0, &aggregate.Error{Kind: errNotFound, Code: notFoundCodes[aggType], Field: "as_of",
+				Detail: fmt.Sprintf("%s %s did not exist yet at %s; it was created at %s", strings.ToLower(aggType), id,
+					at.UTC().Format(time.RFC3339Nano), page[0].Timestamp.UTC().Format(time.RFC3339Nano))}
+		}
+		for _, e := range page {
+			if e.Timestamp.After(at) {
+				return version, nil
+			}
+			version = e.Sequence
+		}
+		if len(page) < timeTravelPage {
+			return version, nil
+		}
+	}
 }
 
 // orderAt is the order at a version, in the read model's shape.

@@ -37,6 +37,34 @@ func (s *Store) Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([
 	return evs, nil
 }
 
+// loadPageCQL is loadCQL with a LIMIT: the coordinator reads that many
+// clustering rows of the partition and no more.
+var loadPageCQL, _ = qb.Select("events").Columns(columns...).
+	Where(qb.Eq("aggregate_id"), qb.Gt("sequence")).LimitNamed("limit").ToCql()
+
+// LoadPage returns at most limit of the aggregate's events with a sequence
+// above after, in sequence order, upcast, reading only those rows. It
+// reads at Config.Consistency, as Load does, and returns store.ErrClosed
+// after Close.
+func (s *Store) LoadPage(ctx context.Context, aggregateID uuid.UUID, after int64, limit int) ([]store.Event, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("scylla: load page of %s: limit %d, want > 0", aggregateID, limit)
+	}
+	if s.closed.Load() {
+		return nil, store.ErrClosed
+	}
+	iter := s.sess.Session.Query(loadPageCQL, aggregateID, after, limit).WithContext(ctx).Idempotent(true).Iter()
+	evs := make([]store.Event, 0, min(limit, 1000))
+	err := s.scanEvents(iter, func(e store.Event) error {
+		evs = append(evs, e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scylla: load page of %s after %d: %w", aggregateID, after, s.closedOr(err))
+	}
+	return evs, nil
+}
+
 // versionCQL reads the partition's last clustering row, whatever the
 // history's length. A static-only row (version written by hand, no event)
 // comes back with a null sequence, read as 0.

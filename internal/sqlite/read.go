@@ -31,6 +31,24 @@ func (s *Store) Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([
 	return evs, nil
 }
 
+// LoadPage returns at most limit of the aggregate's events with a
+// sequence above after, in sequence order, upcast: a range scan of the
+// UNIQUE (aggregate_id, sequence) index that stops after limit rows. It
+// returns store.ErrClosed after Close.
+func (s *Store) LoadPage(ctx context.Context, aggregateID uuid.UUID, after int64, limit int) ([]store.Event, error) {
+	if limit < 1 {
+		return nil, fmt.Errorf("sqlite: load page of %s: limit %d, want > 0", aggregateID, limit)
+	}
+	if s.isClosed() {
+		return nil, store.ErrClosed
+	}
+	evs, err := s.query(ctx, s.loadPageQ, aggregateID.String(), after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: load page of %s after %d: %w", aggregateID, after, err)
+	}
+	return evs, nil
+}
+
 // versionSQL reads the last row of one aggregate: one step down the
 // UNIQUE (aggregate_id, sequence) index, whatever the history's length.
 const versionSQL = `SELECT aggregate_type, sequence FROM events

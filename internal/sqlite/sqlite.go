@@ -119,7 +119,7 @@ type Store struct {
 
 	// Prepared once, not parsed again for every append.
 	insert, maxSeq, savepoint, release, rollbackTo, saveProgressQ *sql.Stmt // on w
-	loadQ, feedQ, headQ, progressQ, versionQ                      *sql.Stmt // on r
+	loadQ, loadPageQ, feedQ, headQ, progressQ, versionQ           *sql.Stmt // on r
 }
 
 // OpenStore opens (creating if needed) the event store at path, brings its schema
@@ -194,6 +194,7 @@ func (s *Store) openDBs(path string, busy time.Duration) (err error) {
 		ON CONFLICT (consumer) DO UPDATE SET position = max(position, excluded.position)`)
 	prepare(s.r, &s.progressQ, `SELECT position FROM feed_progress WHERE consumer = ?`)
 	prepare(s.r, &s.loadQ, selectEventsSQL+` WHERE aggregate_id = ? AND sequence > ? ORDER BY sequence`)
+	prepare(s.r, &s.loadPageQ, selectEventsSQL+` WHERE aggregate_id = ? AND sequence > ? ORDER BY sequence LIMIT ?`)
 	prepare(s.r, &s.feedQ, selectEventsSQL+` WHERE position > ? ORDER BY position LIMIT ?`)
 	prepare(s.r, &s.headQ, `SELECT coalesce(max(position), 0) FROM events`)
 	prepare(s.r, &s.versionQ, versionSQL)
@@ -217,7 +218,7 @@ func (s *Store) Close() error {
 func (s *Store) closeDBs() error {
 	var firstErr error
 	for _, st := range []*sql.Stmt{s.insert, s.maxSeq, s.savepoint, s.release, s.rollbackTo, s.saveProgressQ,
-		s.loadQ, s.feedQ, s.headQ, s.progressQ, s.versionQ} {
+		s.loadQ, s.loadPageQ, s.feedQ, s.headQ, s.progressQ, s.versionQ} {
 		if st != nil {
 			_ = st.Close() // closing the DB below reports what matters
 		}

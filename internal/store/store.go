@@ -78,6 +78,13 @@ type Loader interface {
 	// after, in sequence order, upcast to their current schema. An unknown
 	// aggregate has no events: Load returns an empty slice and no error.
 	Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([]Event, error)
+
+	// LoadPage returns the first limit events that Load(ctx, aggregateID,
+	// after) would return, in sequence order, each upcast, reading no more
+	// of the history than that: a page of a long history costs the page,
+	// not the history. Fewer come back only at the end of the history. It
+	// returns an error for a limit below 1.
+	LoadPage(ctx context.Context, aggregateID uuid.UUID, after int64, limit int) ([]Event, error)
 }
 
 // Upcaster turns stored payloads of older schema versions into the current

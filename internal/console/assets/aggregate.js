@@ -1,8 +1,13 @@
 // The page of one order or customer: its current state, time travel
-// through its versions with what changed at each, and its event timeline.
-import {h, api, ApiError, replace, link, orderHref, customerHref, aggregateHref, time, timeEl, isTimeField, json, message} from './dom.js';
+// through its versions with what changed at each, and its event timeline,
+// read a page at a time: a history of thousands of events is not fetched,
+// nor drawn, until asked for.
+import {h, api, historyPage, ApiError, replace, link, orderHref, customerHref, aggregateHref, time, timeEl, isTimeField, json, message} from './dom.js';
 
 const PATHS = {Order: '/v1/orders/', Customer: '/v1/customers/'};
+
+// PAGE is how many events the timeline fetches and draws at a time.
+const PAGE = 100;
 
 export function render(main, {type, id}, {signal}) {
   const base = PATHS[type] + encodeURIComponent(id);
@@ -23,26 +28,65 @@ export function render(main, {type, id}, {signal}) {
   );
 
   (async () => {
-    let events;
+    let first;
     try {
-      events = (await api(base + '/events', {signal})).events;
+      first = await historyPage(`${base}/events?limit=${PAGE}`, {signal});
     } catch (err) {
       if (signal.aborted) return;
       replace(stateEl, message('error', err instanceof ApiError && err.status === 404 ? `No ${noun} has id ${id}.` : `Could not load the ${noun}: ${err.message}`));
       return;
     }
-    const latest = events[events.length - 1].sequence;
+    // events grows as pages are loaded; latest is the version when the
+    // page opened (the ETag), whatever is loaded.
+    const events = first.events;
+    const latest = first.version;
     // The read model, at least at the version the store has: read-your-writes.
     api(`${base}?min_version=${latest}`, {signal})
       .then(state => replace(stateEl, stateView(type, state)))
       .catch(err => { if (!signal.aborted) replace(stateEl, message('error', 'Could not load the current state: ' + err.message)); });
 
     // The timeline first: time travel marks the version it shows there.
-    replace(timelineEl, timeline(events, correlation, v => { travel.show(v); travelEl.querySelector('input')?.focus(); }));
-    const travel = timeTravel(travelEl, base, events, signal);
+    const travelTo = v => { travel.show(v); travelEl.querySelector('input')?.focus(); };
+    const list = h('ol', {class: 'timeline', id: 'timeline', 'data-testid': 'timeline'}, events.map(e => eventItem(e, correlation, travelTo)));
+    replace(timelineEl, list);
+    const travel = timeTravel(travelEl, base, events, latest, signal);
+    const related = correlation ? correlated(relatedEl, type, events, correlation, signal) : null;
+    timelineEl.append(more(first.next, events, latest, signal, page => {
+      list.append(...page.map(e => eventItem(e, correlation, travelTo)));
+      travel.mark();
+      related?.refresh();
+    }));
     if (type === 'Customer') customerOrders(relatedEl, base, signal);
-    if (correlation) correlated(relatedEl, type, events, correlation, signal);
   })();
+}
+
+// more is the end of the timeline: how many events are shown and, while
+// more follow, a button that fetches the next page (next, the Link of the
+// last page read), adds its events to events and hands them to drawn.
+function more(next, events, latest, signal, drawn) {
+  const status = h('p', {role: 'status', 'data-testid': 'timeline-status'});
+  const button = h('button', {type: 'button', class: 'secondary', 'aria-controls': 'timeline'}, 'Load more events');
+  const el = h('div', {class: 'more'}, status, button);
+  const update = () => {
+    status.textContent = next ? `Showing events 1 to ${events.length} of ${latest}.` : `All ${events.length} events shown.`;
+    button.hidden = !next;
+  };
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    try {
+      const page = await historyPage(next, {signal});
+      next = page.next;
+      events.push(...page.events);
+      drawn(page.events);
+      update();
+    } catch (err) {
+      if (!signal.aborted) status.textContent = 'Could not load more events: ' + err.message;
+    } finally {
+      button.disabled = false;
+    }
+  });
+  update();
+  return el;
 }
 
 // stateView shows a read model row as a list of fields.
@@ -66,8 +110,7 @@ function fieldText(k, v) {
 // timeTravel shows the state at one version (?as_of_version, folded from
 // the event store) and what changed from the version before. The version
 // is kept in the URL (?version=N), so the view can be linked.
-function timeTravel(el, base, events, signal) {
-  const latest = events[events.length - 1].sequence;
+function timeTravel(el, base, events, latest, signal) {
   const cache = new Map(); // version -> Promise of the state
   const stateAt = v => {
     if (!cache.has(v)) cache.set(v, api(`${base}?as_of_version=${v}`, {signal}));
@@ -101,9 +144,7 @@ function timeTravel(el, base, events, signal) {
       url.searchParams.set('version', version);
       history.replaceState(null, '', url);
     }
-    for (const li of document.querySelectorAll('.timeline > li')) {
-      li.classList.toggle('current', Number(li.dataset.version) === version);
-    }
+    mark();
     const n = ++shown;
     try {
       const [before, after] = await Promise.all([version > 1 ? stateAt(version - 1) : null, stateAt(version)]);
@@ -119,8 +160,14 @@ function timeTravel(el, base, events, signal) {
   slider.addEventListener('change', () => show(Number(slider.value)));
   prev.addEventListener('click', () => show(version - 1));
   next.addEventListener('click', () => show(version + 1));
+  // mark marks the version shown in the timeline, as far as it is loaded.
+  function mark() {
+    for (const li of document.querySelectorAll('.timeline > li')) {
+      li.classList.toggle('current', Number(li.dataset.version) === version);
+    }
+  }
   show(version, false);
-  return {show};
+  return {show, mark};
 }
 
 // changes is the table of fields that differ between two states (the
@@ -139,48 +186,55 @@ function changes(before, after, version) {
       h('td', {class: 'after'}, fieldText(k, after[k]))))));
 }
 
-// timeline lists the events, oldest first. Each correlation id links to
-// the events that share it; with a correlation given, the others are dimmed.
-function timeline(events, correlation, travelTo) {
-  return h('ol', {class: 'timeline', 'data-testid': 'timeline'}, events.map(e => {
-    const related = new URL(location.href);
-    related.searchParams.set('correlation', e.correlation_id);
-    related.searchParams.delete('version');
-    return h('li', {'data-version': e.sequence, class: correlation && e.correlation_id !== correlation ? 'dim' : null},
-      h('h3', {}, e.event_type),
-      h('dl', {class: 'meta'},
-        h('dt', {}, 'Sequence'), h('dd', {class: 'sequence'}, String(e.sequence)),
-        h('dt', {}, 'Schema version'), h('dd', {}, String(e.event_version)),
-        h('dt', {}, 'Time'), h('dd', {}, timeEl(e.timestamp)),
-        h('dt', {}, 'Correlation id'), h('dd', {}, link(related.pathname + related.search, e.correlation_id),
-          h('span', {class: 'visually-hidden'}, ' (show related events)')),
-        h('dt', {}, 'Causation id'), h('dd', {}, h('code', {}, e.causation_id)),
-        h('dt', {}, 'Event id'), h('dd', {}, h('code', {}, e.event_id)),
-        e.metadata?.command ? [h('dt', {}, 'Command'), h('dd', {}, e.metadata.command)] : null),
-      h('details', {}, h('summary', {}, 'Payload'), h('pre', {}, json(e.data))),
-      h('button', {type: 'button', class: 'link', onclick: () => travelTo(e.sequence)}, `State at version ${e.sequence}`));
-  }));
+// eventItem is one event of the timeline, which lists them oldest first.
+// Its correlation id links to the events that share it; with a correlation
+// given, the others are dimmed.
+function eventItem(e, correlation, travelTo) {
+  const related = new URL(location.href);
+  related.searchParams.set('correlation', e.correlation_id);
+  related.searchParams.delete('version');
+  return h('li', {'data-version': e.sequence, class: correlation && e.correlation_id !== correlation ? 'dim' : null},
+    h('h3', {}, e.event_type),
+    h('dl', {class: 'meta'},
+      h('dt', {}, 'Sequence'), h('dd', {class: 'sequence'}, String(e.sequence)),
+      h('dt', {}, 'Schema version'), h('dd', {}, String(e.event_version)),
+      h('dt', {}, 'Time'), h('dd', {}, timeEl(e.timestamp)),
+      h('dt', {}, 'Correlation id'), h('dd', {}, link(related.pathname + related.search, e.correlation_id),
+        h('span', {class: 'visually-hidden'}, ' (show related events)')),
+      h('dt', {}, 'Causation id'), h('dd', {}, h('code', {}, e.causation_id)),
+      h('dt', {}, 'Event id'), h('dd', {}, h('code', {}, e.event_id)),
+      e.metadata?.command ? [h('dt', {}, 'Command'), h('dd', {}, e.metadata.command)] : null),
+    h('details', {}, h('summary', {}, 'Payload'), h('pre', {}, json(e.data))),
+    h('button', {type: 'button', class: 'link', onclick: () => travelTo(e.sequence)}, `State at version ${e.sequence}`));
 }
 
 // correlated lists the events that share a correlation id: this
-// aggregate's and, for an order, its customer's. (The store has no index by
-// correlation, so those are the aggregates the console looks in.)
-async function correlated(el, type, events, correlation, signal) {
-  const found = events.filter(e => e.correlation_id === correlation);
-  const section = h('section', {'aria-labelledby': 'corr-h'},
+// aggregate's, as far as its timeline is loaded (refresh lists them again
+// when it grows), and, for an order, its customer's, from the first 1,000
+// of them. (The store has no index by correlation, so those are the
+// aggregates the console looks in.)
+function correlated(el, type, events, correlation, signal) {
+  const list = h('ul', {class: 'related', 'data-testid': 'correlated'});
+  el.append(h('section', {'aria-labelledby': 'corr-h'},
     h('h2', {id: 'corr-h'}, 'Events with correlation id ', h('code', {}, correlation)),
-    h('p', {}, link(location.pathname, 'Show all events')));
-  el.append(section);
-  if (type === 'Order' && events[0]?.data?.customer_id) {
-    try {
-      const c = await api(`/v1/customers/${encodeURIComponent(events[0].data.customer_id)}/events`, {signal});
-      found.push(...c.events.filter(e => e.correlation_id === correlation));
-    } catch { /* the order's own events still show */ }
-  }
-  found.sort((a, b) => a.timestamp.localeCompare(b.timestamp));
-  section.append(h('ul', {class: 'related', 'data-testid': 'correlated'}, found.map(e =>
-    h('li', {}, `${e.event_type} (sequence ${e.sequence}) of `, link(aggregateHref(e.aggregate_type, e.aggregate_id), `${e.aggregate_type} ${e.aggregate_id}`),
-      ` at ${time(e.timestamp)}`))));
+    h('p', {}, link(location.pathname, 'Show all events')), list));
+  let customer = [];
+  const refresh = () => {
+    const found = [...events, ...customer].filter(e => e.correlation_id === correlation);
+    found.sort((a, b) => a.timestamp.localeCompare(b.timestamp));
+    replace(list, found.map(e =>
+      h('li', {}, `${e.event_type} (sequence ${e.sequence}) of `, link(aggregateHref(e.aggregate_type, e.aggregate_id), `${e.aggregate_type} ${e.aggregate_id}`),
+        ` at ${time(e.timestamp)}`)));
+  };
+  (async () => {
+    if (type === 'Order' && events[0]?.data?.customer_id) {
+      try {
+        customer = (await api(`/v1/customers/${encodeURIComponent(events[0].data.customer_id)}/events?limit=1000`, {signal})).events;
+      } catch { /* the order's own events still show */ }
+    }
+    refresh();
+  })();
+  return {refresh};
 }
 
 // customerOrders lists a customer's orders (the first 100).

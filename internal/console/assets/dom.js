@@ -53,7 +53,20 @@ export class ApiError extends Error {
 
 // api fetches a JSON answer from orderd. It throws ApiError on any status
 // but 2xx, with the problem document when the server sent one.
-export async function api(path, {method = 'GET', token, signal} = {}) {
+export async function api(path, options) {
+  return (await request(path, options)).body;
+}
+
+// historyPage fetches one page of an aggregate's history: its events, the
+// aggregate's version (the ETag) and the URL of the next page (the Link
+// header's rel="next"), null on the last page.
+export async function historyPage(path, {signal} = {}) {
+  const {body, headers} = await request(path, {signal});
+  const next = /^<([^>]+)>;\s*rel="next"$/.exec(headers.get('Link') || '');
+  return {events: body.events, version: Number(JSON.parse(headers.get('ETag'))), next: next ? next[1] : null};
+}
+
+async function request(path, {method = 'GET', token, signal} = {}) {
   const headers = {Accept: 'application/json'};
   // The admin token travels in a header only, never in a URL.
   if (token) headers.Authorization = 'Bearer ' + token;
@@ -61,7 +74,7 @@ export async function api(path, {method = 'GET', token, signal} = {}) {
   const type = res.headers.get('Content-Type') || '';
   const body = type.includes('json') ? await res.json().catch(() => null) : null;
   if (!res.ok) throw new ApiError(res.status, body);
-  return body;
+  return {body, headers: res.headers};
 }
 
 // time formats an RFC 3339 time for people: the one format of every time

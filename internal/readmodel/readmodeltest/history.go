@@ -144,6 +144,11 @@ func (m *memLog) Load(_ context.Context, id uuid.UUID, after int64) ([]store.Eve
 	return slices.Clone(s[min(int(after), len(s)):]), nil
 }
 
+func (m *memLog) LoadPage(ctx context.Context, id uuid.UUID, after int64, limit int) ([]store.Event, error) {
+	evs, err := m.Load(ctx, id, after)
+	return evs[:min(limit, len(evs))], err
+}
+
 func (m *memLog) Version(_ context.Context, id uuid.UUID) (string, int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

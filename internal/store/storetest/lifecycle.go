@@ -93,6 +93,7 @@ func testClose(t *testing.T, b backend) {
 		"Append":    s.Append(ctx, id, 1, widgets(id, 1, 1)),
 		"Close":     s.Close(),
 		"Load":      func() error { _, err := s.Load(ctx, id, 0); return err }(),
+		"LoadPage":  func() error { _, err := s.LoadPage(ctx, id, 0, 10); return err }(),
 		"Version":   func() error { _, _, err := s.Version(ctx, id); return err }(),
 		"Subscribe": as[store.Feed](t, s).Subscribe(ctx, "after-close", func(context.Context, []store.Event) error { return nil }),
 		"Acquire":   func() error { _, err := as[store.Leases](t, s).Acquire(ctx, "l", "h", time.Second); return err }(),

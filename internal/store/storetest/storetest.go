@@ -115,6 +115,8 @@ func Run(t *testing.T, open Opener, caps Capabilities) {
 	}{
 		{"RoundTrip", testRoundTrip, ""},
 		{"LoadAfter", testLoadAfter, ""},
+		{"LoadPage", testLoadPage, ""},
+		{"LoadPageUpcast", testLoadPageUpcast, ""},
 		{"InvalidAppend", testInvalidAppend, ""},
 		{"Conflict", testConflict, ""},
 		{"SameVersionRace", testSameVersionRace, ""},
