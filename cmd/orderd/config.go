@@ -18,6 +18,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/api"
 	"github.com/orderd/orderd/internal/cli"
 	"github.com/orderd/orderd/internal/cql"
@@ -317,16 +318,17 @@ func (c *config) combine(f flags, set map[string]*setting) error {
 		}
 	}
 	c.relay.Topics.ByType = f.topics
+	topics := c.relay.Topics.All(aggregate.PublishedTypes()...)
+	for _, t := range slices.Sorted(maps.Keys(c.acceptPartitions)) {
+		if !slices.Contains(topics, t) {
+			return fmt.Errorf("%s: %s is none of the relay's topics (%s)", set["kafka-accept-partitions"].source(), t, strings.Join(topics, ", "))
+		}
+	}
 	c.relay.BreakerFailures = uint32(f.breakerFailures)
 	c.relay.BreakerSuccesses = uint32(f.breakerSuccesses)
 	if f.replication > 0 && f.minInsync > f.replication {
 		return fmt.Errorf("%s (%d) is more than %s (%d): no write with acks=all could succeed",
 			set["kafka-min-insync-replicas"].source(), f.minInsync, set["kafka-replication"].source(), f.replication)
-	}
-	for t := range c.acceptPartitions {
-		if err := validTopic(t); err != nil {
-			return fmt.Errorf("%s: %w", set["kafka-accept-partitions"].source(), err)
-		}
 	}
 	c.kafka = relay.KafkaConfig{Brokers: c.brokers, ClientID: "orderd", Partitions: f.partitions,
 		ReplicationFactor: f.replication, MinInsyncReplicas: f.minInsync}

@@ -78,9 +78,9 @@ func TestConfigDefaults(t *testing.T) {
 		t.Errorf("flags over variables over defaults: %+v", c)
 	}
 	kafkaEnv := map[string]string{"ORDERD_KAFKA_REPLICATION": "3", "ORDERD_KAFKA_MIN_INSYNC_REPLICAS": "2",
-		"ORDERD_KAFKA_ACCEPT_PARTITIONS": "orders=6, customer-events=12"}
+		"ORDERD_KAFKA_ACCEPT_PARTITIONS": "order-events=6, customer-events=12"}
 	if c, err = parseConfig(nil, envOf(kafkaEnv), io.Discard); err != nil || c.kafka.ReplicationFactor != 3 ||
-		c.kafka.MinInsyncReplicas != 2 || !maps.Equal(c.acceptPartitions, map[string]int{"orders": 6, "customer-events": 12}) {
+		c.kafka.MinInsyncReplicas != 2 || !maps.Equal(c.acceptPartitions, map[string]int{"order-events": 6, "customer-events": 12}) {
 		t.Errorf("kafka durability settings: %+v %v, %v", c.kafka, c.acceptPartitions, err)
 	}
 	// min.insync.replicas alone, against an automatic replication factor,
@@ -140,7 +140,9 @@ func TestConfigErrors(t *testing.T) {
 			want: `-kafka-min-insync-replicas (2) is more than -kafka-replication (1): no write with acks=all could succeed`},
 		{env: map[string]string{"ORDERD_KAFKA_ACCEPT_PARTITIONS": "orders"}, want: `ORDERD_KAFKA_ACCEPT_PARTITIONS: "orders" is not a list of topic=n pairs such as orders=6, n 1 or more`},
 		{env: map[string]string{"ORDERD_KAFKA_ACCEPT_PARTITIONS": "orders=0"}, want: `ORDERD_KAFKA_ACCEPT_PARTITIONS: "orders=0" is not a list of topic=n pairs such as orders=6, n 1 or more`},
-		{env: map[string]string{"ORDERD_KAFKA_ACCEPT_PARTITIONS": "__x=3"}, want: `ORDERD_KAFKA_ACCEPT_PARTITIONS: kafka topic "__x": want 1 to 249 of [a-zA-Z0-9._-], not starting with __`},
+		{env: map[string]string{"ORDERD_KAFKA_ACCEPT_PARTITIONS": "orders=3"}, want: `ORDERD_KAFKA_ACCEPT_PARTITIONS: orders is none of the relay's topics (order-events, customer-events)`},
+		{env: map[string]string{"ORDERD_KAFKA_ACCEPT_PARTITIONS": "x-orders=3", "ORDERD_KAFKA_TOPIC_PREFIX": "x-"},
+			want: `ORDERD_KAFKA_ACCEPT_PARTITIONS: x-orders is none of the relay's topics (x-order-events, x-customer-events)`},
 		{env: map[string]string{"ORDERD_SNAPSHOT_EVERY": "-1"}, want: `ORDERD_SNAPSHOT_EVERY: "-1" is not a whole number of 0 or more`},
 		{env: map[string]string{"ORDERD_STORE": "postgres"}, want: `ORDERD_STORE: "postgres" is not sqlite or scylla`},
 		{args: []string{"-instance-id="}, want: `-instance-id: "" is empty`},
@@ -167,7 +169,7 @@ func TestConfigErrors(t *testing.T) {
 func TestConfigErrorBeforeAnyFile(t *testing.T) {
 	for _, env := range []map[string]string{
 		{"ORDERD_HTTP_ADDR": "49516"}, {"ORDERD_DEBUG_ADDR": "localhost"}, {"ORDERD_LOG_LEVEL": "loud"},
-		{"ORDERD_KAFKA_TOPICS": "Order=__x"}, {"ORDERD_SCYLLA_TABLETS": "maybe"},
+		{"ORDERD_KAFKA_TOPICS": "Order=__x"}, {"ORDERD_SCYLLA_TABLETS": "maybe"}, {"ORDERD_KAFKA_ACCEPT_PARTITIONS": "nosuch=3"},
 	} {
 		parent := t.TempDir()
 		env["ORDERD_DATA_DIR"] = filepath.Join(parent, "data")

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
@@ -37,11 +36,6 @@ func newRelay(cfg config, b *backend, reg prometheus.Registerer, log *zap.Logger
 	}
 	rl := relay.New(b.events, k, b.ledger, cfg.relay, log, metrics)
 	topics := cfg.relay.Topics.All(cfg.relay.Types...)
-	for t := range cfg.acceptPartitions {
-		if !slices.Contains(topics, t) {
-			return relayParts{}, fmt.Errorf("ORDERD_KAFKA_ACCEPT_PARTITIONS names %s, which is none of the relay's topics %v", t, topics)
-		}
-	}
 	reg.MustRegister(partitionsCollector{k})
 	log.Info("relay on", zap.Strings("brokers", cfg.brokers), zap.Strings("topics", topics))
 	// The topics are made sure of first: the relay fails, and is restarted
