@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/api"
 	"github.com/orderd/orderd/internal/cli"
 	"github.com/orderd/orderd/internal/cql"
@@ -53,6 +54,9 @@ type config struct {
 	brokers []string // empty: the relay is off
 	kafka   relay.KafkaConfig
 	relay   relay.Config
+	// acceptPartitions are the partition counts an operator records on
+	// purpose for topics whose count changed (see relay.GuardPartitions).
+	acceptPartitions map[string]int
 
 	scylla cql.Config // with store "scylla"
 	feed   cql.FeedOptions
@@ -63,6 +67,7 @@ type config struct {
 type flags struct {
 	topics                                                     map[string]string
 	partitions, replication, breakerFailures, breakerSuccesses int
+	minInsync                                                  int
 }
 
 // A setting is one of orderd's flags and its ORDERD_ variable: -data-dir is
@@ -153,8 +158,12 @@ func settings(c *config, f *flags) []group {
 				parse: topics(&f.topics)},
 			{name: "kafka-partitions", arg: "n", def: "3", usage: "partitions of the topics orderd creates",
 				parse: whole(&f.partitions, 1)},
-			{name: "kafka-replication", arg: "n", def: "1", usage: "replication factor of the topics orderd creates",
-				parse: whole(&f.replication, 1)},
+			{name: "kafka-replication", arg: "n", def: "auto", usage: "replication factor of the topics orderd creates; auto: the cluster's broker count, up to 3",
+				parse: auto(&f.replication, relay.MaxReplication)},
+			{name: "kafka-min-insync-replicas", arg: "n", def: "auto", usage: "min.insync.replicas of the topics orderd creates: replicas that acknowledge each event (the relay asks for acks=all); auto: one less than the replication factor, at least 1",
+				parse: auto(&f.minInsync, relay.MaxReplication)},
+			{name: "kafka-accept-partitions", arg: "list", usage: "topic=n pairs: partition counts to record on purpose for topics whose count changed since orderd recorded it, which the relay refuses otherwise (see docs/operations.md)",
+				parse: acceptPartitions(&c.acceptPartitions)},
 			{name: "retry-initial", arg: "duration", def: "100ms", usage: "first delay before the relay retries a failed publish",
 				parse: duration(&c.relay.RetryInitial)},
 			{name: "retry-max", arg: "duration", def: "5s", usage: "longest delay between the relay's retries",
@@ -321,9 +330,20 @@ func (c *config) combine(f flags, set map[string]*setting) error {
 		}
 	}
 	c.relay.Topics.ByType = f.topics
+	topics := c.relay.Topics.All(aggregate.PublishedTypes()...)
+	for _, t := range slices.Sorted(maps.Keys(c.acceptPartitions)) {
+		if !slices.Contains(topics, t) {
+			return fmt.Errorf("%s: %s is none of the relay's topics (%s)", set["kafka-accept-partitions"].source(), t, strings.Join(topics, ", "))
+		}
+	}
 	c.relay.BreakerFailures = uint32(f.breakerFailures)
 	c.relay.BreakerSuccesses = uint32(f.breakerSuccesses)
-	c.kafka = relay.KafkaConfig{Brokers: c.brokers, ClientID: "orderd", Partitions: f.partitions, ReplicationFactor: f.replication}
+	if f.replication > 0 && f.minInsync > f.replication {
+		return fmt.Errorf("%s (%d) is more than %s (%d): no write with acks=all could succeed",
+			set["kafka-min-insync-replicas"].source(), f.minInsync, set["kafka-replication"].source(), f.replication)
+	}
+	c.kafka = relay.KafkaConfig{Brokers: c.brokers, ClientID: "orderd", Partitions: f.partitions,
+		ReplicationFactor: f.replication, MinInsyncReplicas: f.minInsync}
 	if c.store == "scylla" {
 		if len(c.scylla.Hosts) == 0 {
 			return fmt.Errorf("%s=scylla needs -scylla-hosts or ORDERD_SCYLLA_HOSTS", set["store"].from)
@@ -415,6 +435,39 @@ func perSecond(p *float64) func(string) error {
 			return errors.New("is less than 0.001 requests per second (one every 1000s)")
 		}
 		*p = f
+		return nil
+	}
+}
+
+// auto parses "auto" as 0, or a whole number from 1 to most, into p.
+func auto(p *int, most int) func(string) error {
+	return func(v string) error {
+		if v == "auto" {
+			*p = 0
+			return nil
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > most {
+			return fmt.Errorf("is not auto or a whole number from 1 to %d", most)
+		}
+		*p = n
+		return nil
+	}
+}
+
+// acceptPartitions parses topic=n pairs, n 1 or more, into p.
+func acceptPartitions(p *map[string]int) func(string) error {
+	return func(v string) error {
+		m := map[string]int{}
+		for _, kv := range splitList(v) {
+			topic, count, ok := strings.Cut(kv, "=")
+			n, err := strconv.Atoi(strings.TrimSpace(count))
+			if !ok || strings.TrimSpace(topic) == "" || err != nil || n < 1 {
+				return errors.New("is not a list of topic=n pairs such as orders=6, n 1 or more")
+			}
+			m[strings.TrimSpace(topic)] = n
+		}
+		*p = m
 		return nil
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -50,7 +51,8 @@ func TestConfigDefaults(t *testing.T) {
 		{"rebuild grace", c.rebuildGrace, 5 * time.Second}, {"idempotency ttl", c.idempotencyTTL, 24 * time.Hour},
 		{"snapshot every", c.snapshotEvery, 100}, {"max conns", c.maxConns, defaultMaxConns()}, {"max waiters", c.maxWaiters, 1024},
 		{"brokers", len(c.brokers), 0}, {"kafka client", c.kafka.ClientID, "orderd"}, {"partitions", c.kafka.Partitions, 3},
-		{"topic replication", c.kafka.ReplicationFactor, 1}, {"kafka brokers", len(c.kafka.Brokers), 0},
+		{"topic replication", c.kafka.ReplicationFactor, 0}, {"min insync", c.kafka.MinInsyncReplicas, 0}, // auto
+		{"kafka brokers", len(c.kafka.Brokers), 0}, {"accept partitions", len(c.acceptPartitions), 0},
 		{"retry initial", c.relay.RetryInitial, 100 * time.Millisecond}, {"retry max", c.relay.RetryMax, 5 * time.Second},
 		{"breaker open", c.relay.BreakerOpen, 5 * time.Second}, {"breaker failures", c.relay.BreakerFailures, uint32(5)},
 		{"breaker successes", c.relay.BreakerSuccesses, uint32(3)}, {"topic prefix", c.relay.Topics.Prefix, ""},
@@ -74,6 +76,18 @@ func TestConfigDefaults(t *testing.T) {
 	if c.readWait != 4*time.Second || c.httpAddr != "127.0.0.1:9000" || c.logLevel != zapcore.WarnLevel ||
 		!slices.Equal(c.kafka.Brokers, []string{"a:9092", "b:9092"}) || c.relay.Topics.ByType["Order"] != "orders" {
 		t.Errorf("flags over variables over defaults: %+v", c)
+	}
+	kafkaEnv := map[string]string{"ORDERD_KAFKA_REPLICATION": "3", "ORDERD_KAFKA_MIN_INSYNC_REPLICAS": "2",
+		"ORDERD_KAFKA_ACCEPT_PARTITIONS": "order-events=6, customer-events=12"}
+	if c, err = parseConfig(nil, envOf(kafkaEnv), io.Discard); err != nil || c.kafka.ReplicationFactor != 3 ||
+		c.kafka.MinInsyncReplicas != 2 || !maps.Equal(c.acceptPartitions, map[string]int{"order-events": 6, "customer-events": 12}) {
+		t.Errorf("kafka durability settings: %+v %v, %v", c.kafka, c.acceptPartitions, err)
+	}
+	// min.insync.replicas alone, against an automatic replication factor,
+	// is checked when topics are created, once the broker count is known.
+	if c, err = parseConfig([]string{"-kafka-min-insync-replicas", "2", "-kafka-replication", "auto"}, envOf(nil), io.Discard); err != nil ||
+		c.kafka.MinInsyncReplicas != 2 || c.kafka.ReplicationFactor != 0 {
+		t.Errorf("min insync with auto replication: %+v, %v", c.kafka, err)
 	}
 	// A flag wins over its variable, which is then not even read.
 	if _, err := parseConfig([]string{"-http-addr", ":0"}, envOf(map[string]string{"ORDERD_HTTP_ADDR": "49516"}), io.Discard); err != nil {
@@ -116,6 +130,19 @@ func TestConfigErrors(t *testing.T) {
 		{env: map[string]string{"ORDERD_LEASE_TTL": "500ms"}, want: `ORDERD_LEASE_TTL: "500ms" is less than 1s (leases on CQL count whole seconds)`},
 		{env: map[string]string{"ORDERD_MAX_CONNS": "lots"}, want: `ORDERD_MAX_CONNS: "lots" is not a whole number of 1 or more`},
 		{args: []string{"-kafka-partitions", "0"}, want: `-kafka-partitions: "0" is not a whole number of 1 or more`},
+		{args: []string{"-kafka-replication", "0"}, want: `-kafka-replication: "0" is not auto or a whole number from 1 to 32767`},
+		{env: map[string]string{"ORDERD_KAFKA_REPLICATION": "three"}, want: `ORDERD_KAFKA_REPLICATION: "three" is not auto or a whole number from 1 to 32767`},
+		{env: map[string]string{"ORDERD_KAFKA_REPLICATION": "40000"}, want: `ORDERD_KAFKA_REPLICATION: "40000" is not auto or a whole number from 1 to 32767`},
+		{env: map[string]string{"ORDERD_KAFKA_MIN_INSYNC_REPLICAS": "0"}, want: `ORDERD_KAFKA_MIN_INSYNC_REPLICAS: "0" is not auto or a whole number from 1 to 32767`},
+		{env: map[string]string{"ORDERD_KAFKA_REPLICATION": "2", "ORDERD_KAFKA_MIN_INSYNC_REPLICAS": "3"},
+			want: `ORDERD_KAFKA_MIN_INSYNC_REPLICAS (3) is more than ORDERD_KAFKA_REPLICATION (2): no write with acks=all could succeed`},
+		{args: []string{"-kafka-replication", "1", "-kafka-min-insync-replicas", "2"},
+			want: `-kafka-min-insync-replicas (2) is more than -kafka-replication (1): no write with acks=all could succeed`},
+		{env: map[string]string{"ORDERD_KAFKA_ACCEPT_PARTITIONS": "orders"}, want: `ORDERD_KAFKA_ACCEPT_PARTITIONS: "orders" is not a list of topic=n pairs such as orders=6, n 1 or more`},
+		{env: map[string]string{"ORDERD_KAFKA_ACCEPT_PARTITIONS": "orders=0"}, want: `ORDERD_KAFKA_ACCEPT_PARTITIONS: "orders=0" is not a list of topic=n pairs such as orders=6, n 1 or more`},
+		{env: map[string]string{"ORDERD_KAFKA_ACCEPT_PARTITIONS": "orders=3"}, want: `ORDERD_KAFKA_ACCEPT_PARTITIONS: orders is none of the relay's topics (order-events, customer-events)`},
+		{env: map[string]string{"ORDERD_KAFKA_ACCEPT_PARTITIONS": "x-orders=3", "ORDERD_KAFKA_TOPIC_PREFIX": "x-"},
+			want: `ORDERD_KAFKA_ACCEPT_PARTITIONS: x-orders is none of the relay's topics (x-order-events, x-customer-events)`},
 		{env: map[string]string{"ORDERD_SNAPSHOT_EVERY": "-1"}, want: `ORDERD_SNAPSHOT_EVERY: "-1" is not a whole number of 0 or more`},
 		{env: map[string]string{"ORDERD_STORE": "postgres"}, want: `ORDERD_STORE: "postgres" is not sqlite or scylla`},
 		{args: []string{"-instance-id="}, want: `-instance-id: "" is empty`},
@@ -142,7 +169,7 @@ func TestConfigErrors(t *testing.T) {
 func TestConfigErrorBeforeAnyFile(t *testing.T) {
 	for _, env := range []map[string]string{
 		{"ORDERD_HTTP_ADDR": "49516"}, {"ORDERD_DEBUG_ADDR": "localhost"}, {"ORDERD_LOG_LEVEL": "loud"},
-		{"ORDERD_KAFKA_TOPICS": "Order=__x"}, {"ORDERD_SCYLLA_TABLETS": "maybe"},
+		{"ORDERD_KAFKA_TOPICS": "Order=__x"}, {"ORDERD_SCYLLA_TABLETS": "maybe"}, {"ORDERD_KAFKA_ACCEPT_PARTITIONS": "nosuch=3"},
 	} {
 		parent := t.TempDir()
 		env["ORDERD_DATA_DIR"] = filepath.Join(parent, "data")

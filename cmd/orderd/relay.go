@@ -36,10 +36,12 @@ func newRelay(cfg config, b *backend, reg prometheus.Registerer, log *zap.Logger
 	}
 	rl := relay.New(b.events, k, b.ledger, cfg.relay, log, metrics)
 	topics := cfg.relay.Topics.All(cfg.relay.Types...)
+	reg.MustRegister(partitionsCollector{k})
 	log.Info("relay on", zap.Strings("brokers", cfg.brokers), zap.Strings("topics", topics))
 	// The topics are made sure of first: the relay fails, and is restarted
 	// by its supervisor, while Kafka cannot be reached at start; commands
-	// meanwhile are accepted and kept in the outbox.
+	// meanwhile are accepted and kept in the outbox. So it does while a
+	// topic's partition count differs from the recorded one.
 	work := func(ctx context.Context) error {
 		if err := k.EnsureTopics(ctx, topics); err != nil {
 			if ctx.Err() != nil {
@@ -47,7 +49,33 @@ func newRelay(cfg config, b *backend, reg prometheus.Registerer, log *zap.Logger
 			}
 			return fmt.Errorf("relay: create topics: %w", err)
 		}
+		if err := k.GuardPartitions(ctx, b.ledger, topics, cfg.acceptPartitions); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return err
+		}
 		return rl.Serve(ctx, b.feed)
 	}
 	return relayParts{relay: rl, kafka: k, work: work}, nil
+}
+
+var partitionsChangedDesc = prometheus.NewDesc("orderd_relay_topic_partitions_changed",
+	"1 while a topic's partition count differs from the one the relay recorded, which makes it refuse to publish (see ORDERD_KAFKA_ACCEPT_PARTITIONS); 0 when they agree.",
+	[]string{"topic"}, nil)
+
+// partitionsCollector reports, for each topic the relay guards, whether its
+// partition count changed (see relay.Kafka.GuardPartitions).
+type partitionsCollector struct{ k *relay.Kafka }
+
+func (c partitionsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- partitionsChangedDesc }
+
+func (c partitionsCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, p := range c.k.Partitions() {
+		v := 0.0
+		if p.Live != p.Recorded {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(partitionsChangedDesc, prometheus.GaugeValue, v, p.Topic)
+	}
 }

@@ -121,6 +121,11 @@ type subscription struct {
 	// handled caches what the consumer has handled, per aggregate; only
 	// the delivery goroutine uses it.
 	handled map[uuid.UUID]int64
+	// parked are the aggregates whose events showed a hole, waiting for
+	// a retry (gaps.go); only the delivery goroutine uses it.
+	parked map[uuid.UUID]*parking
+	// load reads an aggregate's events after a sequence: Store.load.
+	load func(ctx context.Context, id uuid.UUID, after int64) ([]store.Event, error)
 	// lag is what the last pass of this subscription measured; nil before.
 	lag atomic.Pointer[store.Lag]
 }
@@ -172,11 +177,17 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 }
 
 func (s *Store) newSubscription(ctx context.Context, consumer string, h store.Handler) *subscription {
+	load := s.load
+	if s.feedLoad != nil {
+		load = s.feedLoad
+	}
 	return &subscription{
 		ctx: ctx, s: s, consumer: consumer, h: h, opt: s.feed,
 		log:     s.log.With(zap.String("consumer", consumer)),
 		work:    make(chan request, s.feed.BatchSize),
 		handled: make(map[uuid.UUID]int64),
+		parked:  make(map[uuid.UUID]*parking),
+		load:    load,
 	}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -39,8 +38,17 @@ type KafkaConfig struct {
 	// BatchBytes is refused before anything is sent, as a permanent error.
 	BatchBytes int64
 
-	Partitions        int // of the topics EnsureTopics creates [3]
-	ReplicationFactor int // of the topics EnsureTopics creates [1]
+	Partitions int // of the topics EnsureTopics creates [3]
+
+	// ReplicationFactor and MinInsyncReplicas are those of the topics
+	// EnsureTopics creates [the cluster's broker count up to 3, and one
+	// less than the replication factor, at least 1: see
+	// DefaultReplication]. With acks=all, which the relay always asks
+	// for, an acknowledged event is on MinInsyncReplicas brokers at least,
+	// and a partition takes writes while that many of its replicas are in
+	// sync.
+	ReplicationFactor int
+	MinInsyncReplicas int
 }
 
 func (c *KafkaConfig) defaults() {
@@ -59,9 +67,6 @@ func (c *KafkaConfig) defaults() {
 	if c.Partitions <= 0 {
 		c.Partitions = 3
 	}
-	if c.ReplicationFactor <= 0 {
-		c.ReplicationFactor = 1
-	}
 }
 
 // kafkaBatchSize is the most messages kafka-go puts in one partition's
@@ -78,6 +83,7 @@ type Kafka struct {
 	transport *kafka.Transport
 	writer    *kafka.Writer
 	admin     *kafka.Client
+	guard     *partitionGuard
 }
 
 // NewKafka returns a Kafka publishing to cfg.Brokers. It does not connect:
@@ -89,6 +95,7 @@ func NewKafka(cfg KafkaConfig, log *zap.Logger) (*Kafka, error) {
 	}
 	cfg.defaults()
 	addr := kafka.TCP(cfg.Brokers...)
+	guard := &partitionGuard{}
 	// One transport for the writer and the admin client, so that topics
 	// EnsureTopics creates enter the writer's metadata cache at once
 	// (kafka-go refreshes it after a CreateTopics) instead of failing
@@ -110,7 +117,9 @@ func NewKafka(cfg KafkaConfig, log *zap.Logger) (*Kafka, error) {
 		// services' producers put an aggregate on the same partition
 		// number (co-partitioning). kafka-go's default is round-robin,
 		// which would scatter an aggregate's events and break its order.
-		Balancer: &kafka.Murmur2Balancer{},
+		// The guard refuses a topic whose partition count changed, which
+		// would move keys (see GuardPartitions).
+		Balancer: guardBalancer{guard: guard, next: &kafka.Murmur2Balancer{}},
 		// Wait for every in-sync replica: the zero value (RequireNone)
 		// does not wait for any acknowledgement, and the relay would move
 		// its checkpoint past events a broker never stored.
@@ -137,7 +146,7 @@ func NewKafka(cfg KafkaConfig, log *zap.Logger) (*Kafka, error) {
 		}),
 	}
 	admin := &kafka.Client{Addr: addr, Transport: transport, Timeout: cfg.WriteTimeout}
-	return &Kafka{cfg: cfg, log: log, transport: transport, writer: w, admin: admin}, nil
+	return &Kafka{cfg: cfg, log: log, transport: transport, writer: w, admin: admin, guard: guard}, nil
 }
 
 // Publish writes msgs and waits until all of them are acknowledged by every
@@ -153,10 +162,15 @@ func NewKafka(cfg KafkaConfig, log *zap.Logger) (*Kafka, error) {
 // ErrPermanent; any other error is transient. After an error, the messages
 // of partitions whose request succeeded are written: see PublishError. If
 // ctx ends first, Publish returns at once, and requests in flight may still
-// land.
+// land. Once a guarded topic's partition count changed (see
+// GuardPartitions), Publish fails with ErrPartitionsChanged; the call that
+// notices it may have written its messages, on the recorded partitions.
 func (k *Kafka) Publish(ctx context.Context, msgs []Message) error {
 	if len(msgs) == 0 {
 		return nil
+	}
+	if err := k.guard.err(); err != nil {
+		return err
 	}
 	now := time.Now()
 	kms := make([]kafka.Message, len(msgs))
@@ -174,85 +188,13 @@ func (k *Kafka) Publish(ctx context.Context, msgs []Message) error {
 		kms[i] = km
 	}
 	err := k.writer.WriteMessages(ctx, kms...)
+	if gerr := k.guard.err(); gerr != nil {
+		return gerr
+	}
 	if err == nil {
 		return nil
 	}
 	return classifyKafkaError(err, kms)
-}
-
-// EnsureTopics creates those of topics that do not exist, with
-// cfg.Partitions and cfg.ReplicationFactor, through the cluster's
-// controller; existing topics are left as they are, so it is idempotent. It
-// returns once the new topics accept writes, or with the first error: the
-// broker's (e.g. InvalidReplicationFactor, more replicas than brokers) or
-// ctx's. Without a deadline in ctx it gives up after 30 s.
-func (k *Kafka) EnsureTopics(ctx context.Context, topics []string) error {
-	if len(topics) == 0 {
-		return nil
-	}
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, 30*time.Second)
-		defer cancel()
-	}
-	req := &kafka.CreateTopicsRequest{Topics: make([]kafka.TopicConfig, len(topics))}
-	for i, t := range topics {
-		req.Topics[i] = kafka.TopicConfig{Topic: t, NumPartitions: k.cfg.Partitions, ReplicationFactor: k.cfg.ReplicationFactor}
-	}
-	// kafka-go routes CreateTopics to the controller and, for the topics it
-	// created, waits until they appear in the transport's metadata.
-	res, err := k.admin.CreateTopics(ctx, req)
-	if err != nil {
-		return fmt.Errorf("kafka: create topics %v: %w", topics, err)
-	}
-	var created []string
-	var errs []error
-	for _, t := range topics {
-		switch err := res.Errors[t]; {
-		case err == nil:
-			created = append(created, t)
-			k.log.Info("created kafka topic", zap.String("topic", t),
-				zap.Int("partitions", k.cfg.Partitions), zap.Int("replication_factor", k.cfg.ReplicationFactor))
-		case errors.Is(err, kafka.TopicAlreadyExists):
-		default:
-			errs = append(errs, fmt.Errorf("kafka: create topic %s: %w", t, err))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return err
-	}
-	return k.awaitLeaders(ctx, created)
-}
-
-// awaitLeaders returns once every partition of topics answers as a leader.
-// Metadata names a new partition's leader a moment before that broker acts
-// as one, and a publish in between fails with NotLeaderForPartition.
-func (k *Kafka) awaitLeaders(ctx context.Context, topics []string) error {
-	req := &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{}}
-	for _, t := range topics {
-		for p := range k.cfg.Partitions {
-			req.Topics[t] = append(req.Topics[t], kafka.LastOffsetOf(p))
-		}
-	}
-	for delay := 10 * time.Millisecond; len(req.Topics) > 0; delay = min(2*delay, time.Second) {
-		res, err := k.admin.ListOffsets(ctx, req)
-		if err == nil {
-			for t, offsets := range res.Topics {
-				if !slices.ContainsFunc(offsets, func(o kafka.PartitionOffsets) bool { return o.Error != nil }) {
-					delete(req.Topics, t)
-				}
-			}
-		}
-		if len(req.Topics) == 0 {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("kafka: topics %v created, but their partitions have no leader yet: %w", topics, ctx.Err())
-		case <-time.After(delay):
-		}
-	}
-	return nil
 }
 
 // Close waits for writes in flight and closes the connections. Publish

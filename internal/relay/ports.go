@@ -175,4 +175,8 @@ type Ledger interface {
 	// FinishedAt. It is a no-op when that request is not pending any more
 	// (finished already, or replaced), so finishing again is harmless.
 	Finish(ctx context.Context, q Request) error
+
+	// PartitionRecord keeps the partition count of each topic, which the
+	// relay's partition guard checks (see GuardPartitions).
+	PartitionRecord
 }

@@ -30,7 +30,10 @@ func newBreaker(cfg Config, log *zap.Logger, metrics *Metrics) *gobreaker.Circui
 // publish sends msgs through the circuit breaker, retrying transient
 // failures with capped, jittered exponential backoff until ctx ends. While
 // the breaker is open attempts fail at once and only the backoff waits. It
-// returns nil, an error wrapping ErrPermanent, or ctx's error.
+// returns nil, an error wrapping ErrPermanent, ctx's error, or one wrapping
+// ErrPartitionsChanged: retrying cannot fix that, and no event is at fault,
+// so the relay stops with it (its worker fails and shows the error in
+// /readyz) until an operator records the new count.
 func (r *Relay) publish(ctx context.Context, msgs []Message) error {
 	b := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(r.cfg.RetryInitial),
@@ -45,7 +48,7 @@ func (r *Relay) publish(ctx context.Context, msgs []Message) error {
 		switch {
 		case err == nil:
 			return nil
-		case errors.Is(err, ErrPermanent):
+		case errors.Is(err, ErrPermanent), errors.Is(err, ErrPartitionsChanged):
 			return backoff.Permanent(err)
 		case ctx.Err() != nil:
 			return backoff.Permanent(ctx.Err())

@@ -42,6 +42,8 @@ func Run(t *testing.T, open func(t *testing.T) relay.Ledger) {
 		{"Requests", testRequests},
 		{"RequestReplacesFinished", testRequestReplaces},
 		{"Finish", testFinish},
+		{"RecordPartitions", testRecordPartitions},
+		{"ReplacePartitions", testReplacePartitions},
 	} {
 		t.Run(c.name, func(t *testing.T) { c.test(t, open(t)) })
 	}
