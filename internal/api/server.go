@@ -113,7 +113,7 @@ func (s *Server) WithConsole(h http.Handler) *Server {
 // OPTIONS answers 204 with Allow on every route (RFC 9110).
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.correlate, s.recoverPanics, middleware.GetHead)
+	r.Use(s.traced, s.correlate, s.recoverPanics, middleware.GetHead)
 	r.NotFound(s.handle(func(http.ResponseWriter, *http.Request) error {
 		return &aggregate.Error{Kind: errNoRoute, Code: "not_found", Detail: "no such route"}
 	}))

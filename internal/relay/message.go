@@ -43,7 +43,7 @@ func (t Topics) All(aggregateTypes ...string) []string {
 // partition, in order. Consumers dedupe on ce_id: delivery is at least once.
 func (r *Relay) message(e store.Event) Message {
 	h := func(k, v string) Header { return Header{Key: k, Value: []byte(v)} }
-	return Message{
+	m := Message{
 		Topic: r.cfg.Topics.For(e.AggregateType),
 		Key:   []byte(e.AggregateID.String()),
 		Value: e.Data,
@@ -64,4 +64,6 @@ func (r *Relay) message(e store.Event) Message {
 			h("ce_causationid", e.CausationID.String()),
 		},
 	}
+	m.Headers = append(m.Headers, traceHeaders(e)...)
+	return m
 }

@@ -1,0 +1,139 @@
+// Package telemetry sets up OpenTelemetry tracing for orderd and holds the
+// few helpers its packages share: spans that cost next to nothing when
+// the request is not sampled, and the trace context as it travels in an
+// event's metadata.
+//
+// The SDK is configured by the standard OTEL_ variables, which it reads
+// from the process environment itself (OTEL_EXPORTER_OTLP_ENDPOINT,
+// OTEL_TRACES_SAMPLER, OTEL_SERVICE_NAME, OTEL_BSP_*, ...). Whether to
+// export at all is the caller's decision (Config.Export), made from the
+// variables in cmd/orderd: without an endpoint nothing is exported, yet
+// trace ids are still made and propagated, so that every event carries
+// one. W3C Trace Context (traceparent, tracestate) is always the
+// propagator.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// Scope is the instrumentation scope of orderd's spans.
+const Scope = "github.com/orderd/orderd"
+
+// Config is what cmd/orderd decides; everything else comes from the
+// OTEL_ variables.
+type Config struct {
+	// Export sends spans to the OTLP/HTTP endpoint that
+	// OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) names, with the
+	// sampler of OTEL_TRACES_SAMPLER (default parentbased_always_on).
+	// Without it no span is exported, and none is recorded unless the
+	// caller's traceparent asks for it.
+	Export bool
+	// ServiceVersion and InstanceID describe this process in the spans'
+	// resource; OTEL_SERVICE_NAME (default "orderd") and
+	// OTEL_RESOURCE_ATTRIBUTES override them.
+	ServiceVersion, InstanceID string
+}
+
+// Setup installs the global tracer provider and the W3C propagator. The
+// returned shutdown flushes the spans still buffered and stops the
+// exporter; call it on the way out.
+func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) error, err error) {
+	otel.SetTextMapPropagator(Propagator)
+	res, err := resource.New(ctx,
+		resource.WithAttributes(
+			attribute.String("service.name", "orderd"),
+			attribute.String("service.version", cfg.ServiceVersion),
+			attribute.String("service.instance.id", cfg.InstanceID)),
+		resource.WithTelemetrySDK(),
+		resource.WithFromEnv(), // last: OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win
+	)
+	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
+		return nil, fmt.Errorf("telemetry: resource: %w", err)
+	}
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	if cfg.Export {
+		exp, err := otlptracehttp.New(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: OTLP exporter: %w", err)
+		}
+		opts = append(opts, sdktrace.WithBatcher(exp))
+	} else {
+		// Ids for every command, a recording only for a caller that asks
+		// for one (and nothing exported): OTEL_TRACES_SAMPLER is not read.
+		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	}
+	tp := sdktrace.NewTracerProvider(opts...)
+	exporting.Store(cfg.Export)
+	otel.SetTracerProvider(tp)
+	return tp.Shutdown, nil
+}
+
+// Propagator is W3C Trace Context: traceparent and tracestate.
+var Propagator propagation.TextMapPropagator = propagation.TraceContext{}
+
+// tracer resolves through the global provider, which delegates to the one
+// Setup installs even when taken before.
+var tracer = otel.Tracer(Scope)
+
+// Tracer is the tracer of orderd's spans.
+func Tracer() trace.Tracer { return tracer }
+
+// Child starts a span under the one in ctx only when that one is recording
+// (sampled); otherwise it returns ctx and a span that does nothing, so
+// that an unsampled command pays for no child spans at all.
+func Child(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	parent := trace.SpanFromContext(ctx)
+	if !parent.IsRecording() {
+		return ctx, parent
+	}
+	return tracer.Start(ctx, name, opts...)
+}
+
+// End ends span, marking it failed with err when err is not nil.
+func End(span trace.Span, err error) {
+	if err != nil && span.IsRecording() {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
+
+// exporting is whether Setup installed an exporter: the batch spans of
+// Linked are made only then.
+var exporting atomic.Bool
+
+// Linked wraps h so that each batch runs in a span named name, linked to
+// the traces of its events (see Links) rather than joining one: a batch
+// serves many commands. The span starts a trace of its own unless ctx
+// has a span already (a rebuild's). Without export, h runs bare.
+func Linked(name string, h store.Handler) store.Handler {
+	return func(ctx context.Context, events []store.Event) error {
+		if !exporting.Load() {
+			return h(ctx, events)
+		}
+		opts := []trace.SpanStartOption{trace.WithLinks(Links(events)...),
+			trace.WithAttributes(attribute.Int("orderd.events", len(events)))}
+		if !trace.SpanContextFromContext(ctx).IsValid() {
+			opts = append(opts, trace.WithNewRoot())
+		}
+		ctx, span := tracer.Start(ctx, name, opts...)
+		err := h(ctx, events)
+		End(span, err)
+		return err
+	}
+}
