@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/url"
 	"runtime/debug"
 	"strings"
@@ -13,30 +14,41 @@ import (
 )
 
 // setupTracing installs OpenTelemetry (see internal/telemetry) from the
-// standard OTEL_ variables: spans are exported over OTLP/HTTP only when
-// an endpoint is set and neither OTEL_SDK_DISABLED=true nor
-// OTEL_TRACES_EXPORTER=none says otherwise; trace context is propagated
-// and stored in events either way. The SDK reads the other variables
-// (sampler, service name, batching) from the environment itself. The
-// returned function flushes what is buffered; run it on the way out.
+// standard OTEL_ variables: spans are exported over OTLP/HTTP only when an
+// endpoint is set (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or
+// OTEL_EXPORTER_OTLP_ENDPOINT + /v1/traces) and neither
+// OTEL_SDK_DISABLED=true nor OTEL_TRACES_EXPORTER=none says otherwise,
+// sampled as OTEL_TRACES_SAMPLER says; trace context is propagated and
+// stored in events either way. The SDK reads the remaining variables
+// (headers, timeouts, batching, OTEL_SERVICE_NAME, resource attributes)
+// itself. The returned function flushes what is buffered; run it on the
+// way out.
 func setupTracing(ctx context.Context, cfg config, getenv func(string) string, log *zap.Logger) (func(context.Context) error, error) {
 	endpoint := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-	if endpoint == "" {
-		endpoint = getenv("OTEL_EXPORTER_OTLP_ENDPOINT")
+	if base := getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); endpoint == "" && base != "" {
+		endpoint = strings.TrimSuffix(base, "/") + "/v1/traces"
 	}
-	export := endpoint != "" && !strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") &&
-		getenv("OTEL_TRACES_EXPORTER") != "none"
-	shutdown, err := telemetry.Setup(ctx, telemetry.Config{Export: export, ServiceVersion: buildVersion(), InstanceID: cfg.instance})
+	if strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") || getenv("OTEL_TRACES_EXPORTER") == "none" {
+		endpoint = ""
+	}
+	name, arg := getenv("OTEL_TRACES_SAMPLER"), getenv("OTEL_TRACES_SAMPLER_ARG")
+	sampler, err := telemetry.ParseSampler(name, arg)
 	if err != nil {
 		return nil, err
 	}
-	if export {
-		sampler := getenv("OTEL_TRACES_SAMPLER")
-		if sampler == "" {
-			sampler = "parentbased_always_on"
+	if endpoint != "" {
+		if _, err := url.Parse(endpoint); err != nil {
+			return nil, fmt.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT: %w", err)
 		}
-		log.Info("tracing: exporting spans over OTLP/HTTP", zap.String("endpoint", endpoint), zap.String("sampler", sampler),
-			zap.String("sampler_arg", getenv("OTEL_TRACES_SAMPLER_ARG")))
+	}
+	shutdown, err := telemetry.Setup(ctx, telemetry.Config{EndpointURL: endpoint, Sampler: sampler,
+		ServiceVersion: buildVersion(), InstanceID: cfg.instance})
+	if err != nil {
+		return nil, err
+	}
+	if endpoint != "" {
+		log.Info("tracing: exporting spans over OTLP/HTTP", zap.String("endpoint", endpoint),
+			zap.String("sampler", sampler.Description()))
 	} else {
 		log.Info("tracing: no OTLP endpoint (OTEL_EXPORTER_OTLP_ENDPOINT), no span exported; trace context is still propagated and stored in events")
 	}

@@ -34,15 +34,16 @@ import (
 // Scope is the instrumentation scope of orderd's spans.
 const Scope = "github.com/orderd/orderd"
 
-// Config is what cmd/orderd decides; everything else comes from the
-// OTEL_ variables.
+// Config is what cmd/orderd reads from the OTEL_ variables it passes on
+// (see ParseSampler); the SDK reads the others itself.
 type Config struct {
-	// Export sends spans to the OTLP/HTTP endpoint that
-	// OTEL_EXPORTER_OTLP_ENDPOINT (or ..._TRACES_ENDPOINT) names, with the
-	// sampler of OTEL_TRACES_SAMPLER (default parentbased_always_on).
-	// Without it no span is exported, and none is recorded unless the
-	// caller's traceparent asks for it.
-	Export bool
+	// EndpointURL is the OTLP/HTTP traces URL spans are exported to
+	// (http://127.0.0.1:4318/v1/traces). Empty, no span is exported, and
+	// none is recorded unless the caller's traceparent asks for it.
+	EndpointURL string
+	// Sampler decides which new traces are recorded when exporting; nil:
+	// parentbased_always_on.
+	Sampler sdktrace.Sampler
 	// ServiceVersion and InstanceID describe this process in the spans'
 	// resource; OTEL_SERVICE_NAME (default "orderd") and
 	// OTEL_RESOURCE_ATTRIBUTES override them.
@@ -66,32 +67,53 @@ func Setup(ctx context.Context, cfg Config) (shutdown func(context.Context) erro
 		return nil, fmt.Errorf("telemetry: resource: %w", err)
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
-	if cfg.Export {
-		exp, err := otlptracehttp.New(ctx)
+	export := cfg.EndpointURL != ""
+	if export {
+		exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(cfg.EndpointURL))
 		if err != nil {
 			return nil, fmt.Errorf("telemetry: OTLP exporter: %w", err)
 		}
-		opts = append(opts, sdktrace.WithBatcher(exp))
+		if cfg.Sampler == nil {
+			cfg.Sampler = sdktrace.ParentBased(sdktrace.AlwaysSample())
+		}
+		opts = append(opts, sdktrace.WithBatcher(exp), sdktrace.WithSampler(cfg.Sampler))
 	} else {
 		// Ids for every command, a recording only for a caller that asks
 		// for one (and nothing exported): OTEL_TRACES_SAMPLER is not read.
 		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
 	}
 	tp := sdktrace.NewTracerProvider(opts...)
-	exporting.Store(cfg.Export)
-	otel.SetTracerProvider(tp)
+	exporting.Store(export)
+	Install(tp)
 	return tp.Shutdown, nil
 }
+
+// Install makes tp the provider of orderd's spans (and the global one).
+// Setup calls it; tests call it with a provider that records in memory.
+// The global provider's own delegation follows only the first one set,
+// so orderd keeps its tracer here, for a process (a test binary) that
+// starts orderd more than once.
+func Install(tp trace.TracerProvider) {
+	otel.SetTracerProvider(tp)
+	current.Store(&tracerOf{tp.Tracer(Scope)})
+}
+
+type tracerOf struct{ trace.Tracer }
+
+// current is the tracer of the provider installed last.
+var current atomic.Pointer[tracerOf]
 
 // Propagator is W3C Trace Context: traceparent and tracestate.
 var Propagator propagation.TextMapPropagator = propagation.TraceContext{}
 
-// tracer resolves through the global provider, which delegates to the one
-// Setup installs even when taken before.
-var tracer = otel.Tracer(Scope)
-
-// Tracer is the tracer of orderd's spans.
-func Tracer() trace.Tracer { return tracer }
+// Tracer is the tracer of orderd's spans: the installed provider's, else
+// the global one's.
+func Tracer() trace.Tracer {
+	if t := current.Load(); t != nil {
+		return t.Tracer
+	}
+	return otel.Tracer(Scope)
+}
 
 // Child starts a span under the one in ctx only when that one is recording
 // (sampled); otherwise it returns ctx and a span that does nothing, so
@@ -101,7 +123,7 @@ func Child(ctx context.Context, name string, opts ...trace.SpanStartOption) (con
 	if !parent.IsRecording() {
 		return ctx, parent
 	}
-	return tracer.Start(ctx, name, opts...)
+	return Tracer().Start(ctx, name, opts...)
 }
 
 // End ends span, marking it failed with err when err is not nil.
@@ -131,7 +153,7 @@ func Linked(name string, h store.Handler) store.Handler {
 		if !trace.SpanContextFromContext(ctx).IsValid() {
 			opts = append(opts, trace.WithNewRoot())
 		}
-		ctx, span := tracer.Start(ctx, name, opts...)
+		ctx, span := Tracer().Start(ctx, name, opts...)
 		err := h(ctx, events)
 		End(span, err)
 		return err
