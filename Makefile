@@ -54,8 +54,9 @@ monitoring:
 	scripts/check-monitoring.sh
 
 # The servers are stopped whatever the tests' outcome; the tests' exit code
-# is the target's. Jaeger's first start builds it (scripts/jaeger.sh),
-# several minutes; later starts take a second or two.
+# is the target's. Jaeger's first start builds it (scripts/jaeger.sh):
+# about 7 CPU-minutes, 20 minutes on 2 busy shared cores; later starts
+# take a second or two.
 unit:
 	scripts/kafka.sh start
 	scripts/cassandra.sh start
