@@ -147,7 +147,7 @@ cmd_start() {
   local pid t0=$SECONDS
   if pid="$(jaeger_pid)"; then
     wait_ready "$pid"
-    say "already running (pid $pid), OTLP http://$HOST:$JAEGER_OTLP_PORT, UI http://$HOST:$JAEGER_QUERY_PORT"
+    say "already running (pid $pid), OTLP http://$HOST:$JAEGER_OTLP_PORT, query API http://$HOST:$JAEGER_QUERY_PORT"
     return 0
   fi
   command -v curl >/dev/null 2>&1 || die "curl not found (the readiness check uses it)"
@@ -158,7 +158,7 @@ cmd_start() {
   pid="$(<"$PIDFILE")"
   wait_ready "$pid"
   say "ready in $((SECONDS - t0))s (pid $pid, log $LOG)"
-  say "OTLP http://$HOST:$JAEGER_OTLP_PORT, UI and query API http://$HOST:$JAEGER_QUERY_PORT"
+  say "OTLP http://$HOST:$JAEGER_OTLP_PORT, query API http://$HOST:$JAEGER_QUERY_PORT"
 }
 
 cmd_stop() {
@@ -182,7 +182,7 @@ cmd_status() {
     return 3
   fi
   if probe; then
-    say "running (pid $pid), OTLP http://$HOST:$JAEGER_OTLP_PORT, UI http://$HOST:$JAEGER_QUERY_PORT"
+    say "running (pid $pid), OTLP http://$HOST:$JAEGER_OTLP_PORT, query API http://$HOST:$JAEGER_QUERY_PORT"
     return 0
   fi
   say "running (pid $pid) but not answering on $HOST:$JAEGER_QUERY_PORT"
