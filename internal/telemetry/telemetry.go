@@ -148,12 +148,19 @@ func Linked(name string, h store.Handler) store.Handler {
 		if !exporting.Load() {
 			return h(ctx, events)
 		}
-		opts := []trace.SpanStartOption{trace.WithLinks(Links(events)...),
-			trace.WithAttributes(attribute.Int("orderd.events", len(events)))}
+		var opts []trace.SpanStartOption
 		if !trace.SpanContextFromContext(ctx).IsValid() {
 			opts = append(opts, trace.WithNewRoot())
 		}
 		ctx, span := Tracer().Start(ctx, name, opts...)
+		if span.IsRecording() {
+			// The links only for a span that is kept: reading every
+			// event's traceparent is the costly part.
+			span.SetAttributes(attribute.Int("orderd.events", len(events)))
+			for _, l := range Links(events) {
+				span.AddLink(l)
+			}
+		}
 		err := h(ctx, events)
 		End(span, err)
 		return err
