@@ -143,7 +143,7 @@ test('the walkthrough order in its timeline, by deep link, and after a reload', 
       // trace UI that orderd was given (ORDERD_TRACE_UI_URL).
       const traceId = stored[i].metadata.traceparent.split('-')[1];
       assert.equal(await li.getByTestId('trace-id').innerText(), traceId, `event ${i + 1} shows its trace id`);
-      assert.equal(await li.locator('a', {has: li.getByTestId('trace-id')}).getAttribute('href'),
+      assert.equal(await li.locator('a:has([data-testid="trace-id"])').getAttribute('href'),
         process.env.E2E_TRACE_UI_URL.replace('{trace_id}', traceId), `event ${i + 1} links its trace`);
     }
     const state = page.getByTestId('current-state');
