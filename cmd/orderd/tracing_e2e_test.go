@@ -40,13 +40,18 @@ func traceparentParts(t testing.TB, what, v string) (traceID, spanID, flags stri
 // caller's span, the decode, the append under it, and the relay's publish
 // of the event; the event stores the command's trace context, and the
 // Kafka record's traceparent names the same trace, with the publish span
-// as parent, for a consumer to continue. A command whose traceparent is
+// as parent, for a consumer to continue; the projector's batch links to
+// the command's span from a trace of its own. A command whose traceparent is
 // not sampled stores and publishes its trace context all the same, and
 // nothing of it reaches Jaeger.
 func TestTracingEndToEnd(t *testing.T) {
 	brokers := kafkatest.Brokers(t)
 	j := jaegertest.Start(t)
 	env := kafkaEnv(t, brokers, "OTEL_EXPORTER_OTLP_ENDPOINT", j.OTLP)
+	// The SDK reads the service name from the process's environment: one
+	// of this run's own, to find the projector's spans.
+	service := "orderd-test-" + randomHex(t, 4)
+	t.Setenv("OTEL_SERVICE_NAME", service)
 	s := start(t, "", env)
 	cust := s.registerCustomer(t, "traced@example.com")
 
@@ -139,6 +144,25 @@ func TestTracingEndToEnd(t *testing.T) {
 	}
 	if got := pub.Tag("messaging.message.id"); got != eventID.String() {
 		t.Errorf("the publish span's messaging.message.id is %v, want the event id", got)
+	}
+	// The projector's batch is a trace of its own that links to the
+	// command's (a FOLLOWS_FROM reference in Jaeger's terms).
+	linked := false
+	deadline := time.Now().Add(20 * time.Second)
+	for !linked && time.Now().Before(deadline) {
+		for _, sp := range j.Operation(t, service, "project") {
+			for _, ref := range sp.References {
+				if ref.RefType == "FOLLOWS_FROM" && ref.TraceID == traceID && ref.SpanID == server.SpanID {
+					linked = sp.TraceID != traceID
+				}
+			}
+		}
+		if !linked {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	if !linked {
+		t.Errorf("no project span of %s, in a trace of its own, links to the command's span %s", service, server.SpanID)
 	}
 	if !j.Missing(t, quietTrace) {
 		t.Errorf("jaeger has spans of the unsampled trace %s", quietTrace)

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"testing"
@@ -127,6 +128,24 @@ func (j Jaeger) Trace(t testing.TB, id string, within time.Duration, want ...str
 	}
 }
 
+// Operation returns the spans of service's operation that Jaeger holds
+// (the 50 newest traces of the last hour).
+func (j Jaeger) Operation(t testing.TB, service, operation string) []Span {
+	t.Helper()
+	q := url.Values{"service": {service}, "operation": {operation}, "limit": {"50"}, "lookback": {"1h"}}
+	spans, err := j.get("/api/traces?" + q.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []Span
+	for _, s := range spans {
+		if s.OperationName == operation {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // Missing reports whether Jaeger has no span of trace id.
 func (j Jaeger) Missing(t testing.TB, id string) bool {
 	t.Helper()
@@ -149,7 +168,12 @@ func holds(spans []Span, want []string) bool {
 // trace is GET /api/traces/{id}: its spans, none when Jaeger has no such
 // trace (it answers 404).
 func (j Jaeger) trace(id string) ([]Span, error) {
-	resp, err := http.Get(j.Query + "/api/traces/" + id)
+	return j.get("/api/traces/" + id)
+}
+
+// get reads the traces that path answers and returns their spans.
+func (j Jaeger) get(path string) ([]Span, error) {
+	resp, err := http.Get(j.Query + path)
 	if err != nil {
 		return nil, err
 	}
@@ -158,7 +182,7 @@ func (j Jaeger) trace(id string) ([]Span, error) {
 		return nil, nil
 	}
 	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("GET /api/traces/%s: %s", id, resp.Status)
+		return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
 	}
 	var body struct {
 		Data []struct {
@@ -166,7 +190,7 @@ func (j Jaeger) trace(id string) ([]Span, error) {
 		} `json:"data"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
-		return nil, fmt.Errorf("GET /api/traces/%s: %w", id, err)
+		return nil, fmt.Errorf("GET %s: %w", path, err)
 	}
 	var spans []Span
 	for _, d := range body.Data {
