@@ -3,7 +3,8 @@
 # kcat, prometheus (promtool) and chromium from Debian and playwright-core
 # from npm (scripts/deps.sh), a real Kafka broker and a real Cassandra node
 # (the CQL stand-in for ScyllaDB) from Maven Central (scripts/kafka.sh,
-# scripts/cassandra.sh), which it stops afterwards. They listen on
+# scripts/cassandra.sh) and a real Jaeger built with Go (scripts/jaeger.sh),
+# which it stops afterwards. They listen on
 # KAFKA_PORT and CASSANDRA_PORT (default 9092 and 9042), and the tests dial
 # the same ports: `KAFKA_PORT=19192 CASSANDRA_PORT=19142 make test` runs
 # beside servers on the default ones.
@@ -53,11 +54,14 @@ monitoring:
 	scripts/check-monitoring.sh
 
 # The servers are stopped whatever the tests' outcome; the tests' exit code
-# is the target's.
+# is the target's. Jaeger's first start builds it (scripts/jaeger.sh):
+# about 7 CPU-minutes, 20 minutes on 2 busy shared cores; later starts
+# take a second or two.
 unit:
 	scripts/kafka.sh start
 	scripts/cassandra.sh start
-	$(GO) test -race -count=1 -timeout=40m ./... ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; exit $$rc
+	scripts/jaeger.sh start
+	$(GO) test -race -count=1 -timeout=40m ./... ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; scripts/jaeger.sh stop; exit $$rc
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeCommand$$' -fuzztime=$(FUZZ_DECODE) ./internal/api
@@ -84,7 +88,8 @@ console:
 bench:
 	scripts/kafka.sh start
 	scripts/cassandra.sh start
-	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/sqlite ./internal/cql ./internal/relay ./internal/aggregate ./cmd/orderd ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; exit $$rc
+	scripts/jaeger.sh start
+	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/sqlite ./internal/cql ./internal/relay ./internal/aggregate ./cmd/orderd ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; scripts/jaeger.sh stop; exit $$rc
 
 # orderd against a bare chi+JSON handler under wrk, side by side (two
 # rounds of create, GET, one-connection create, and orderd's keyed creates

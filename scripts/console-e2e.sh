@@ -110,12 +110,15 @@ fi
 say "building orderd"
 go build -o "$work/orderd" ./cmd/orderd
 token=console-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+# Only a link in the page: no trace UI has to answer there.
+trace_ui='http://localhost:16686/trace/{trace_id}'
 ORDERD_HTTP_ADDR=127.0.0.1:0 \
 	ORDERD_DATA_DIR="$work/data" \
 	ORDERD_STORE=sqlite \
 	ORDERD_KAFKA_BROKERS="$brokers" \
 	ORDERD_KAFKA_TOPIC_PREFIX="$prefix" \
 	ORDERD_ADMIN_TOKEN="$token" \
+	ORDERD_TRACE_UI_URL="$trace_ui" \
 	ORDERD_LOG_LEVEL=info \
 	"$work/orderd" >"$work/orderd.log" 2>&1 &
 pid=$!
@@ -126,7 +129,7 @@ say "orderd is up at $base (SQLite in $work/data, Kafka ${brokers:-off})"
 mkdir -p "$E2E/artifacts"
 start=$SECONDS
 rc=0
-ORDERD_URL=$base ORDERD_ADMIN_TOKEN=$token CHROMIUM=$CHROMIUM \
+ORDERD_URL=$base ORDERD_ADMIN_TOKEN=$token CHROMIUM=$CHROMIUM E2E_TRACE_UI_URL=$trace_ui \
 	E2E_KAFKA=${brokers:+1} E2E_ORDER_TOPIC="${prefix}order-events" E2E_SCRIPT="$REPO/scripts/console-e2e.sh" \
 	node --test --test-concurrency=1 "$E2E/console.test.mjs" || rc=$?
 say "tests exited $rc after $((SECONDS - start)) s; screenshots in e2e/console/artifacts/"

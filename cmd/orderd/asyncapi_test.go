@@ -464,6 +464,7 @@ func recordOf(t *testing.T, aggregateType string, e aggregate.Event) (key []byte
 		"ce_schemaversion": strconv.Itoa(aggregate.SchemaVersion(e.EventType())),
 		"ce_correlationid": uuid.Must(uuid.NewV7()).String(),
 		"ce_causationid":   uuid.Must(uuid.NewV7()).String(),
+		"traceparent":      "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 	}, value
 }
 
@@ -545,6 +546,7 @@ func TestAsyncAPIPayloads(t *testing.T) {
 				{"ce_time not in UTC", key, withHeader(headers, "ce_time", at.In(time.FixedZone("CET", 3600)).Format(time.RFC3339)), value, "/ce_time"},
 				{"content-type not JSON", key, withHeader(headers, "content-type", "text/plain"), value, "/content-type"},
 				{"another schema version", key, withHeader(headers, "ce_schemaversion", "99"), value, "/ce_schemaversion"},
+				{"a traceparent that is not W3C", key, withHeader(headers, "traceparent", "4bf92f35-00f067aa"), value, "/traceparent"},
 				{"an unknown header", key, withHeader(headers, "ce_tenant", "acme"), value, "'ce_tenant' not allowed"},
 				{"a header missing", key, missing, value, "missing property 'ce_causationid'"},
 				{"another aggregate type", key, withHeader(headers, "ce_aggregatetype", other[c.aggregateType]), value, "/ce_aggregatetype"},

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,4 +146,13 @@ func BenchmarkGetOrder(b *testing.B) {
 		err := get(client, s.base+"/v1/orders/"+ids[(n*7919+int(t0.UnixNano()))%len(ids)])
 		return time.Since(t0), err
 	})
+}
+
+// cpuTime is the user and system CPU time this process has used.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -50,6 +50,7 @@ type config struct {
 	maxWaiters      int     // GETs with min_version waiting at once
 	rateLimit       float64 // requests per second per client on /v1; 0: off
 	rateBurst       int     // a client's bucket; 0 until combine derives it
+	traceUI         string  // the console's link to a trace, with {trace_id}; empty: none
 
 	brokers []string // empty: the relay is off
 	kafka   relay.KafkaConfig
@@ -235,6 +236,8 @@ func settings(c *config, f *flags) []group {
 					}
 					return nil
 				}},
+			{name: "trace-ui-url", arg: "url", usage: "a trace UI's address with {trace_id}, e.g. http://localhost:16686/trace/{trace_id} (Jaeger): the console links each event's trace id there; tracing itself is set by the OTEL_ variables",
+				parse: traceURL(&c.traceUI)},
 			{name: "rebuild-grace", arg: "duration", def: "5s", usage: "how long the read models a rebuild replaced are still written, for reads in flight and for other instances to switch (they look every second), before they are dropped",
 				parse: duration(&c.rebuildGrace)},
 			{name: "log-level", arg: "level", def: "info", usage: "debug, info, warn or error",

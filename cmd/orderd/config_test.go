@@ -155,6 +155,9 @@ func TestConfigErrors(t *testing.T) {
 		{env: map[string]string{"ORDERD_STORE": "scylla"}, want: `ORDERD_STORE=scylla needs -scylla-hosts or ORDERD_SCYLLA_HOSTS`},
 		{args: []string{"-store", "scylla"}, want: `-store=scylla needs -scylla-hosts or ORDERD_SCYLLA_HOSTS`},
 		{env: map[string]string{"ORDERD_RETRY_INITIAL": "10s"}, want: `ORDERD_RETRY_INITIAL (10s) is longer than -retry-max (5s)`},
+		{env: map[string]string{"ORDERD_TRACE_UI_URL": "localhost:16686/trace/{trace_id}"}, want: `ORDERD_TRACE_UI_URL: "localhost:16686/trace/{trace_id}" is not an absolute http or https URL`},
+		{args: []string{"-trace-ui-url", "javascript:alert({trace_id})"}, want: `-trace-ui-url: "javascript:alert({trace_id})" is not an absolute http or https URL`},
+		{env: map[string]string{"ORDERD_TRACE_UI_URL": "http://localhost:16686/search"}, want: `ORDERD_TRACE_UI_URL: "http://localhost:16686/search" has no {trace_id} for the trace id to go in`},
 		{env: map[string]string{"ORDERD_READ_WAIT": "30s"}, want: `ORDERD_READ_WAIT: 30s is more than 25s (with -store scylla it defaults to the CDC window + idle delay + 2s)`},
 	} {
 		_, err := parseConfig(c.args, envOf(c.env), io.Discard)

@@ -37,6 +37,7 @@ import (
 	"github.com/orderd/orderd/internal/console"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/relay"
+	"github.com/orderd/orderd/internal/telemetry"
 	"github.com/orderd/orderd/internal/worker"
 )
 
@@ -159,6 +160,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		log.Warn("unknown ORDERD_ variable, ignored", fields...)
 	}
 
+	shutdownTracing, err := setupTracing(ctx, cfg, getenv, log)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Last, after the workers: their spans are flushed too.
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdownTracing(fctx); err != nil {
+			log.Warn("tracing: flushing the last spans failed", zap.Error(err))
+		}
+	}()
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
@@ -195,7 +209,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	projector := elect("projector", func(ctx context.Context) error {
 		g, ctx := errgroup.WithContext(ctx)
 		g.Go(func() error { return rebuilder.Serve(ctx, cfg.instance+"/"+uuid.NewString()) })
-		g.Go(func() error { return b.feed.Subscribe(ctx, "projector", b.views.Apply) })
+		g.Go(func() error { return b.feed.Subscribe(ctx, "projector", telemetry.Linked("project", b.views.Apply)) })
 		return g.Wait()
 	})
 	workers.Add(projector)
@@ -241,6 +255,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	if err != nil {
 		return err
 	}
+	ui.WithTraceURL(cfg.traceUI)
 	handler := api.New(commands, queries, b.events, readiness(b, projector, relayWorker, rp.relay), orderd.OpenAPI, log.Named("http")).
 		WithMetrics(api.NewMetrics(reg), reg).
 		WithAsyncAPI(orderd.AsyncAPI).

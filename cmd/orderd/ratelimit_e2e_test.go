@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -100,15 +99,6 @@ func TestRateLimitEndToEnd(t *testing.T) {
 	if r := s.call(t, "GET", path, nil, nil, true); r.Status != http.StatusOK {
 		t.Errorf("after Retry-After: %d %s", r.Status, r.Body)
 	}
-}
-
-// cpuTime is the user and system CPU time this process has used.
-func cpuTime(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // TestConfigRateLimit: quotas are off by default, the burst defaults to

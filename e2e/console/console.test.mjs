@@ -1,6 +1,6 @@
 // End-to-end tests of the orderd console in a real headless Chromium,
 // against a real orderd (and Kafka for the dead letters) that
-// scripts/console-e2e.sh starts; it passes ORDERD_URL, ORDERD_ADMIN_TOKEN,
+// scripts/console-e2e.sh starts; it passes ORDERD_URL, ORDERD_ADMIN_TOKEN, E2E_TRACE_UI_URL,
 // CHROMIUM, and E2E_KAFKA, E2E_ORDER_TOPIC, E2E_SCRIPT for the dead-letter
 // test. Screenshots go to artifacts/.
 import {test, before, after} from 'node:test';
@@ -139,6 +139,12 @@ test('the walkthrough order in its timeline, by deep link, and after a reload', 
       const text = await li.innerText();
       assert.ok(text.includes(stored[i].correlation_id), `event ${i + 1} shows its correlation id`);
       assert.ok(text.includes(stored[i].causation_id), `event ${i + 1} shows its causation id`);
+      // The command's trace id, from the stored traceparent, linked to the
+      // trace UI that orderd was given (ORDERD_TRACE_UI_URL).
+      const traceId = stored[i].metadata.traceparent.split('-')[1];
+      assert.equal(await li.getByTestId('trace-id').innerText(), traceId, `event ${i + 1} shows its trace id`);
+      assert.equal(await li.locator('a:has([data-testid="trace-id"])').getAttribute('href'),
+        process.env.E2E_TRACE_UI_URL.replace('{trace_id}', traceId), `event ${i + 1} links its trace`);
     }
     const state = page.getByTestId('current-state');
     await state.getByText('delivered', {exact: true}).waitFor();

@@ -10,9 +10,11 @@ import (
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
 	"go.uber.org/zap"
 
 	"github.com/orderd/orderd/internal/store"
+	"github.com/orderd/orderd/internal/telemetry"
 )
 
 // AnyVersion as Meta.Expected means the client sent no If-Match: a conflict
@@ -273,8 +275,15 @@ func handle[T any, A interface {
 	op := func() (int64, error) {
 		a, v, tail := A(new(T)), int64(0), 0
 		if !create {
+			lctx, span := telemetry.Child(ctx, "aggregate load")
 			var err error
-			if a, v, tail, err = loadCached[T, A](ctx, h, aggType, id); err != nil {
+			a, v, tail, err = loadCached[T, A](lctx, h, aggType, id)
+			if span.IsRecording() {
+				span.SetAttributes(attribute.String("orderd.aggregate_type", aggType),
+					attribute.Int64("orderd.version", v), attribute.Int("orderd.events_replayed", tail))
+			}
+			telemetry.End(span, err)
+			if err != nil {
 				return 0, backoff.Permanent(err)
 			}
 		}
@@ -307,7 +316,14 @@ func handle[T any, A interface {
 			}
 			defer cancel()
 		}
+		actx, span := telemetry.Child(actx, "append")
+		if span.IsRecording() {
+			span.SetAttributes(attribute.String("orderd.aggregate_type", aggType),
+				attribute.String("orderd.aggregate_id", id.String()),
+				attribute.Int64("orderd.expected_version", v), attribute.Int("orderd.events", len(envs)))
+		}
 		err = h.store.Append(actx, id, v, envs)
+		telemetry.End(span, err)
 		if errors.Is(err, store.ErrConflict) && meta.Expected == AnyVersion && v > 0 {
 			return 0, err // another process wrote first: reload and decide again
 		}

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 )
 
@@ -42,9 +44,17 @@ func (s *Server) correlate(next http.Handler) http.Handler {
 			id = uuid.Must(uuid.NewV7())
 		}
 		text := id.String()
-		// Lazily: the field is encoded only if the request logs, which
-		// below info level most do not.
-		log := s.log.WithLazy(zap.String("correlation_id", text))
+		// Lazily: the fields are encoded only if the request logs, which
+		// below info level most do not. The trace id is that of the span
+		// traced started (see tracing.go).
+		fields := []zap.Field{zap.String("correlation_id", text)}
+		if span := trace.SpanFromContext(r.Context()); span.SpanContext().IsValid() {
+			fields = append(fields, zap.Stringer("trace_id", span.SpanContext().TraceID()))
+			if span.IsRecording() {
+				span.SetAttributes(attribute.String("orderd.correlation_id", text))
+			}
+		}
+		log := s.log.WithLazy(fields...)
 		ctx := context.WithValue(r.Context(), correlationKey, id)
 		ctx = context.WithValue(ctx, loggerKey, log)
 		r = r.WithContext(ctx)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/store"
+	"github.com/orderd/orderd/internal/telemetry"
 )
 
 // Defaults of IdempotencyOptions.
@@ -215,7 +216,9 @@ func (m *Idempotency) serve(w http.ResponseWriter, r *http.Request, next http.Ha
 	for {
 		now = m.opts.Now().UTC()
 		rec.Created, rec.Updated, rec.Expires = now, now, now.Add(m.opts.TTL)
-		cur, began, err := m.keys.Begin(ctx, rec)
+		sctx, span := telemetry.Child(ctx, "idempotency begin")
+		cur, began, err := m.keys.Begin(sctx, rec)
+		telemetry.End(span, err)
 		if err != nil {
 			writeError(w, r, fmt.Errorf("idempotency key %q: %w", key, err))
 			return
@@ -414,7 +417,10 @@ func detached(r *http.Request) (context.Context, context.CancelFunc) {
 func (m *Idempotency) complete(r *http.Request, rec store.IdempotencyRecord, resp store.IdempotentResponse) {
 	ctx, cancel := detached(r)
 	defer cancel()
-	if err := m.keys.Complete(ctx, rec.Claim(), resp, m.opts.Now().UTC()); err != nil {
+	ctx, span := telemetry.Child(ctx, "idempotency complete")
+	err := m.keys.Complete(ctx, rec.Claim(), resp, m.opts.Now().UTC())
+	telemetry.End(span, err)
+	if err != nil {
 		logger(r.Context()).Warn("idempotency key: could not store the answer", zap.String("key", rec.Key), zap.Error(err))
 	}
 }

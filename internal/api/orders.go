@@ -10,6 +10,7 @@ import (
 
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
+	"github.com/orderd/orderd/internal/telemetry"
 )
 
 type itemJSON struct {
@@ -210,6 +211,9 @@ func (s *Server) meta(r *http.Request, id uuid.UUID) (aggregate.Meta, error) {
 		return aggregate.Meta{}, err
 	}
 	md := map[string]string{"command": commandName(r.Context())}
+	// The command's trace context, sampled or not, so that the relay's
+	// publish and a consumer continue its trace.
+	telemetry.Inject(r.Context(), md)
 	if err := attachIdempotencyKey(r, id, md); err != nil {
 		return aggregate.Meta{}, err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderd/orderd/internal/aggregate"
+	"github.com/orderd/orderd/internal/telemetry"
 )
 
 // maxBody is the largest request body accepted. Orders have at most 100
@@ -36,6 +37,14 @@ const maxBody = 1 << 20
 // refusal is a problem naming the field at fault; the first syntax error
 // is answered before any error of a field's value.
 func decode(r *http.Request, v any, optional bool) error {
+	_, span := telemetry.Child(r.Context(), "decode")
+	err := decodeBody(r, v, optional)
+	telemetry.End(span, err)
+	return err
+}
+
+// decodeBody is decode, without its span.
+func decodeBody(r *http.Request, v any, optional bool) error {
 	if r.ContentLength > maxBody {
 		return tooLarge()
 	}

@@ -114,7 +114,7 @@ func (s *Server) WithConsole(h http.Handler) *Server {
 // OPTIONS answers 204 with Allow on every route (RFC 9110).
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(s.correlate, s.recoverPanics, middleware.GetHead)
+	r.Use(s.traced, s.correlate, s.recoverPanics, middleware.GetHead)
 	if s.limit != nil {
 		r.Use(s.limit.Middleware)
 	}

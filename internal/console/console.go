@@ -11,6 +11,7 @@ import (
 	"embed"
 	"encoding/hex"
 	"fmt"
+	"html"
 	"io/fs"
 	"net/http"
 	"path"
@@ -45,6 +46,7 @@ type file struct {
 type Handler struct {
 	version string // the digest in asset paths
 	index   file
+	page    []byte          // index.html with the asset paths, before WithTraceURL
 	files   map[string]file // by name, index.html excluded
 }
 
@@ -84,9 +86,20 @@ func New() (*Handler, error) {
 	h.version = hex.EncodeToString(all.Sum(nil))[:16]
 	// index.html names its assets under {{assets}}; ES modules import each
 	// other by relative path, so they all stay under the one version.
-	index = bytes.ReplaceAll(index, []byte("{{assets}}"), []byte(h.AssetPath()))
-	h.index = newFile("index.html", index)
-	return h, nil
+	h.page = bytes.ReplaceAll(index, []byte("{{assets}}"), []byte(h.AssetPath()))
+	return h.WithTraceURL(""), nil
+}
+
+// WithTraceURL makes the console link each event's trace id to a trace
+// UI: template is an absolute URL with {trace_id} where the id goes
+// (http://localhost:16686/trace/{trace_id} for Jaeger); empty, the trace
+// id is shown without a link. The page learns it from a meta element, so
+// the content security policy stays as it is: a link is a navigation,
+// which the policy does not restrict.
+func (h *Handler) WithTraceURL(template string) *Handler {
+	page := bytes.ReplaceAll(h.page, []byte("{{trace_url}}"), []byte(html.EscapeString(template)))
+	h.index = newFile("index.html", page)
+	return h
 }
 
 func newFile(name string, b []byte) file {

@@ -135,3 +135,21 @@ func TestAssetsAvoidMarkupFromData(t *testing.T) {
 		}
 	}
 }
+
+// The trace UI's address reaches the page in its meta element, escaped as
+// an attribute value; without one the element is empty. The policy is the
+// same either way.
+func TestTraceURLInMeta(t *testing.T) {
+	h := newHandler(t)
+	if b := body(t, get(t, h, "GET", "/console")); !strings.Contains(b, `<meta name="orderd-trace-url" content="">`) {
+		t.Errorf("without a trace UI, the meta element is not empty:\n%s", b)
+	}
+	h.WithTraceURL(`http://jaeger.example:16686/trace/{trace_id}?a=1&b="2"`)
+	res := get(t, h, "GET", "/console/orders/x")
+	b := body(t, res)
+	want := `<meta name="orderd-trace-url" content="http://jaeger.example:16686/trace/{trace_id}?a=1&amp;b=&#34;2&#34;">`
+	if !strings.Contains(b, want) || strings.Contains(b, "{{trace_url}}") {
+		t.Errorf("index lacks %s:\n%s", want, b)
+	}
+	checkSecurityHeaders(t, "/console/orders/x", res)
+}

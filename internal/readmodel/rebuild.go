@@ -8,9 +8,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/orderd/orderd/internal/store"
+	"github.com/orderd/orderd/internal/telemetry"
 )
 
 // Rebuilder carries out blue/green rebuilds of the read models. Anyone may
@@ -235,12 +238,17 @@ func (b *Rebuilder) build(ctx context.Context, r *Rebuild, log *zap.Logger) (err
 		zap.Int64("events", r.EventsTotal))
 
 	p := progress{b: b, r: r, last: time.Now()}
-	mark, err := b.log.Replay(ctx, 0, func(ctx context.Context, events []store.Event) error {
+	// The replay is a trace of its own; each batch's span links to the
+	// traces of the commands whose events it replays.
+	ctx, span := telemetry.Tracer().Start(ctx, "rebuild", trace.WithNewRoot(),
+		trace.WithAttributes(attribute.Int64("orderd.generation", r.Generation)))
+	mark, err := b.log.Replay(ctx, 0, telemetry.Linked("rebuild replay", func(ctx context.Context, events []store.Event) error {
 		if err := g.Apply(ctx, events); err != nil {
 			return err
 		}
 		return p.add(ctx, len(events))
-	})
+	}))
+	telemetry.End(span, err)
 	if err != nil {
 		return fmt.Errorf("replay: %w", err)
 	}

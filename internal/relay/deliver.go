@@ -174,7 +174,9 @@ func (r *Relay) deliverWave(ctx context.Context, wave []store.Event) ([]DeadLett
 	for i, e := range wave {
 		msgs[i] = r.message(e)
 	}
+	end := publishSpans(ctx, wave, msgs)
 	err := r.publish(ctx, msgs)
+	end(err)
 	switch {
 	case err == nil:
 		r.metrics.published(msgs)

@@ -41,9 +41,11 @@ func (t Topics) All(aggregateTypes ...string) []string {
 // the value is the event's data, the attributes are ce_ headers, and the
 // key is the aggregate id, so that Kafka keeps an aggregate's events on one
 // partition, in order. Consumers dedupe on ce_id: delivery is at least once.
+// The event's stored trace context follows as traceparent and tracestate
+// (see traceHeaders).
 func (r *Relay) message(e store.Event) Message {
 	h := func(k, v string) Header { return Header{Key: k, Value: []byte(v)} }
-	return Message{
+	m := Message{
 		Topic: r.cfg.Topics.For(e.AggregateType),
 		Key:   []byte(e.AggregateID.String()),
 		Value: e.Data,
@@ -64,4 +66,6 @@ func (r *Relay) message(e store.Event) Message {
 			h("ce_causationid", e.CausationID.String()),
 		},
 	}
+	m.Headers = append(m.Headers, traceHeaders(e)...)
+	return m
 }

@@ -203,9 +203,25 @@ function eventItem(e, correlation, travelTo) {
         h('span', {class: 'visually-hidden'}, ' (show related events)')),
       h('dt', {}, 'Causation id'), h('dd', {}, h('code', {}, e.causation_id)),
       h('dt', {}, 'Event id'), h('dd', {}, h('code', {}, e.event_id)),
-      e.metadata?.command ? [h('dt', {}, 'Command'), h('dd', {}, e.metadata.command)] : null),
+      e.metadata?.command ? [h('dt', {}, 'Command'), h('dd', {}, e.metadata.command)] : null,
+      traceRow(e.metadata?.traceparent)),
     h('details', {}, h('summary', {}, 'Payload'), h('pre', {}, json(e.data))),
     h('button', {type: 'button', class: 'link', onclick: () => travelTo(e.sequence)}, `State at version ${e.sequence}`));
+}
+
+// traceRow shows the trace id of an event's traceparent (W3C: version,
+// trace id, parent id, flags), linked to the trace UI when orderd was
+// given one (-trace-ui-url, in the page's meta element); none for an
+// event stored without one.
+function traceRow(traceparent) {
+  const id = /^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$/.exec(traceparent || '')?.[1];
+  if (!id) return null;
+  const template = document.querySelector('meta[name="orderd-trace-url"]')?.content;
+  const code = h('code', {'data-testid': 'trace-id'}, id);
+  const value = template
+    ? h('a', {href: template.replaceAll('{trace_id}', id), target: '_blank', rel: 'noopener noreferrer'}, code)
+    : code;
+  return [h('dt', {}, 'Trace id'), h('dd', {}, value)];
 }
 
 // correlated lists the events that share a correlation id: this

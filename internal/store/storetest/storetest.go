@@ -114,6 +114,7 @@ func Run(t *testing.T, open Opener, caps Capabilities) {
 		needs string // "positions": runs only with Capabilities.Positions; "blind": only with Blind
 	}{
 		{"RoundTrip", testRoundTrip, ""},
+		{"TraceContext", testTraceContext, ""},
 		{"LoadAfter", testLoadAfter, ""},
 		{"LoadPage", testLoadPage, ""},
 		{"LoadPageUpcast", testLoadPageUpcast, ""},
