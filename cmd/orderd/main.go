@@ -233,7 +233,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	if err != nil {
 		return err
 	}
-	handler := api.New(commands, queries, b.events, readiness(b, projector, relayWorker, rp.relay), orderd.OpenAPI, log.Named("http")).
+	tokens, err := newTokens(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	server := api.New(commands, queries, b.events, readiness(b, projector, relayWorker, rp.relay, tokens), orderd.OpenAPI, log.Named("http"))
+	if tokens != nil {
+		server.WithTokens(tokens)
+	}
+	handler := server.
 		WithMetrics(api.NewMetrics(reg), reg).
 		WithAsyncAPI(orderd.AsyncAPI).
 		WithAdmin(rp.relay, cfg.adminToken).

@@ -71,6 +71,8 @@ type Server struct {
 	stream *Stream // GET /v1/events/stream; see WithStream, in sse.go
 
 	console http.Handler // the operator console at /console; see WithConsole
+
+	tokens TokenVerifier // bearer tokens of the API; nil: open. See WithTokens, in auth.go
 }
 
 // New returns a server. spec is the OpenAPI document served at
@@ -114,6 +116,9 @@ func (s *Server) WithConsole(h http.Handler) *Server {
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(s.correlate, s.recoverPanics, middleware.GetHead)
+	if s.tokens != nil {
+		r.Use(s.authenticate)
+	}
 	r.NotFound(s.handle(func(http.ResponseWriter, *http.Request) error {
 		return &aggregate.Error{Kind: errNoRoute, Code: "not_found", Detail: "no such route"}
 	}))
@@ -240,7 +245,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 			status, code = "not_ready", http.StatusServiceUnavailable
 		}
 	}
-	return writeJSON(w, code, map[string]any{"status": status, "components": components})
+	return writeJSON(w, code, map[string]any{"status": status, "auth": s.AuthMode(), "components": components})
 }
 
 // yamlDocument serves a YAML document (the API's contracts).
