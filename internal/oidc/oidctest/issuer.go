@@ -1,6 +1,6 @@
 // Package oidctest gives tests identity providers: Issuer, an in-process
 // one whose keys and tokens a test controls (bad signatures, foreign
-// algorithms, rotations), and Keycloak, the real provider that
+// algorithms, rotations), and RealProvider, the Keycloak realm that
 // scripts/keycloak.sh runs.
 package oidctest
 
