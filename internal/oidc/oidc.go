@@ -96,6 +96,8 @@ type Verifier struct {
 	mu       sync.RWMutex
 	verifier *gooidc.IDTokenVerifier // nil until discovery succeeded
 	lastErr  error                   // of the last discovery attempt
+
+	cache tokenCache // tokens verified lately; see cache.go
 }
 
 // New returns a verifier of cfg's tokens. It does not reach the provider:
@@ -200,6 +202,10 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Token, error) {
 	if verifier == nil {
 		return Token{}, fmt.Errorf("%w: %w", ErrUnavailable, lastErr)
 	}
+	now := v.cfg.Now()
+	if tok, ok := v.cache.get(raw, now); ok {
+		return tok, nil
+	}
 	idt, err := verifier.Verify(ctx, raw)
 	if err != nil {
 		return Token{}, fmt.Errorf("%w: %s", ErrInvalidToken, reason(err))
@@ -211,7 +217,13 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (Token, error) {
 	if err := idt.Claims(&claims); err != nil {
 		return Token{}, fmt.Errorf("%w: its claims are not a JSON object: %v", ErrInvalidToken, err)
 	}
-	return Token{Subject: idt.Subject, Scopes: strings.Fields(claims.Scope), ClientID: claims.AZP, Expiry: idt.Expiry}, nil
+	tok := Token{Subject: idt.Subject, Scopes: strings.Fields(claims.Scope), ClientID: claims.AZP, Expiry: idt.Expiry}
+	until := now.Add(cacheFor)
+	if end := tok.Expiry.Add(v.cfg.Leeway); end.Before(until) {
+		until = end
+	}
+	v.cache.put(raw, tok, until, now)
+	return tok, nil
 }
 
 // reason says why go-oidc refused a token, without its "oidc: " prefix.

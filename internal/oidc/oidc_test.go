@@ -3,6 +3,7 @@ package oidc_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -84,16 +85,18 @@ func TestVerifyAnotherIssuer(t *testing.T) {
 
 // A rotation at the provider: a token signed with a key id the verifier has
 // not seen fetches the key set again, once, and passes; with the old key
-// retired, its tokens are refused after that fetch.
+// retired, its tokens are refused after that fetch, once the ones verified
+// before have left the cache (30 s).
 func TestVerifyKeyRotation(t *testing.T) {
 	is := oidctest.NewIssuer(t)
-	v := newVerifier(t, is, time.Now)
-	c := oidctest.Claims{Subject: "svc", Audience: []string{audience}, Expiry: time.Now().Add(time.Minute)}
+	now := time.Now()
+	v := newVerifier(t, is, func() time.Time { return now })
+	c := oidctest.Claims{Subject: "svc", Audience: []string{audience}, Expiry: now.Add(time.Hour)}
 	old := is.Token(t, c)
 	if _, err := v.Verify(context.Background(), old); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := v.Verify(context.Background(), old); err != nil {
+	if _, err := v.Verify(context.Background(), is.Token(t, c)); err != nil {
 		t.Fatal(err)
 	}
 	if n := is.KeyFetches(); n != 1 {
@@ -106,8 +109,32 @@ func TestVerifyKeyRotation(t *testing.T) {
 	if n := is.KeyFetches(); n != 2 {
 		t.Fatalf("key set fetched %d times, want 2 (once more for the unknown key id)", n)
 	}
+	if _, err := v.Verify(context.Background(), old); err != nil {
+		t.Fatalf("a token of the retired key, verified 0 s ago: %v (want it still cached)", err)
+	}
+	now = now.Add(31 * time.Second)
 	if _, err := v.Verify(context.Background(), old); !errors.Is(err, oidc.ErrInvalidToken) {
-		t.Fatalf("a token of the retired key: err = %v", err)
+		t.Fatalf("a token of the retired key, verified 31 s ago: err = %v", err)
+	}
+}
+
+// A token verified before is taken from the cache, but never past its
+// expiry and the leeway.
+func TestVerifyCacheKeepsExpiry(t *testing.T) {
+	is := oidctest.NewIssuer(t)
+	now := time.Now()
+	v := newVerifier(t, is, func() time.Time { return now })
+	tok := is.Token(t, oidctest.Claims{Subject: "svc", Audience: []string{audience}, Expiry: now.Add(5 * time.Second)})
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(5*time.Second + oidc.DefaultLeeway - time.Second)
+	if _, err := v.Verify(context.Background(), tok); err != nil {
+		t.Fatalf("within the leeway: %v", err)
+	}
+	now = now.Add(2 * time.Second)
+	if _, err := v.Verify(context.Background(), tok); !errors.Is(err, oidc.ErrInvalidToken) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("past the leeway, cached 25 s before: err = %v", err)
 	}
 }
 
@@ -149,8 +176,9 @@ func TestNewNeedsAudience(t *testing.T) {
 	}
 }
 
-// BenchmarkVerify is the cost of one token check on its own: an RS256
-// (2048-bit) signature and the claims, with the key set cached.
+// BenchmarkVerify is the cost of one token check on its own, with the key
+// set fetched: "first", a token not seen before (an RS256 signature of
+// 2048 bits, and the claims); "again", the same token again (the cache).
 func BenchmarkVerify(b *testing.B) {
 	is := oidctest.NewIssuer(b)
 	v, err := oidc.New(oidc.Config{Issuer: is.URL, Audience: audience}, zap.NewNop())
@@ -160,11 +188,26 @@ func BenchmarkVerify(b *testing.B) {
 	if err := v.Discover(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	tok := is.Token(b, oidctest.Claims{Subject: "svc", Audience: []string{audience}, Scope: "orders:write", Expiry: time.Now().Add(time.Hour)})
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := v.Verify(context.Background(), tok); err != nil {
-			b.Fatal(err)
+	claims := oidctest.Claims{Subject: "svc", Audience: []string{audience}, Scope: "orders:write", Expiry: time.Now().Add(time.Hour)}
+	b.Run("first", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			claims.Subject = fmt.Sprintf("svc-%d", i) // a token of its own
+			tok := is.Token(b, claims)
+			b.StartTimer()
+			if _, err := v.Verify(context.Background(), tok); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
+	b.Run("again", func(b *testing.B) {
+		tok := is.Token(b, claims)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := v.Verify(context.Background(), tok); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
