@@ -86,7 +86,8 @@ console:
 bench:
 	scripts/kafka.sh start
 	scripts/cassandra.sh start
-	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/sqlite ./internal/cql ./internal/relay ./internal/aggregate ./cmd/orderd ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; exit $$rc
+	scripts/keycloak.sh start
+	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/sqlite ./internal/cql ./internal/relay ./internal/aggregate ./internal/oidc ./cmd/orderd ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; scripts/keycloak.sh stop; exit $$rc
 
 # orderd against a bare chi+JSON handler under wrk, side by side (two
 # rounds of create, GET, one-connection create, and orderd's keyed creates
