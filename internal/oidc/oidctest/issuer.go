@@ -30,6 +30,8 @@ type Issuer struct {
 	mu       sync.Mutex
 	keys     []*rsa.PrivateKey // published; the last one signs
 	kids     []string
+	all      []*rsa.PrivateKey // every key ever made, retired ones too
+	allKids  []string
 	fetches  atomic.Int64 // key set fetches
 	unserved atomic.Bool  // answer 503 to everything
 }
@@ -87,6 +89,7 @@ func (is *Issuer) Rotate(t testing.TB, retire bool) string {
 		is.keys, is.kids = nil, nil
 	}
 	is.keys, is.kids = append(is.keys, k), append(is.kids, kid)
+	is.all, is.allKids = append(is.all, k), append(is.allKids, kid)
 	return kid
 }
 
@@ -116,6 +119,16 @@ func (is *Issuer) Token(t testing.TB, c Claims) string {
 	t.Helper()
 	is.mu.Lock()
 	k, kid := is.keys[len(is.keys)-1], is.kids[len(is.kids)-1]
+	is.mu.Unlock()
+	return Sign(t, jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: k, KeyID: kid}}, is.payload(c))
+}
+
+// TokenOfKey is c signed RS256 with the i-th key the issuer ever made
+// (0: the first), retired or not.
+func (is *Issuer) TokenOfKey(t testing.TB, i int, c Claims) string {
+	t.Helper()
+	is.mu.Lock()
+	k, kid := is.all[i], is.allKids[i]
 	is.mu.Unlock()
 	return Sign(t, jose.SigningKey{Algorithm: jose.RS256, Key: jose.JSONWebKey{Key: k, KeyID: kid}}, is.payload(c))
 }
