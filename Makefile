@@ -2,11 +2,13 @@
 # runs. It sets up what the tests need: Go modules from the module proxy,
 # kcat, prometheus (promtool) and chromium from Debian and playwright-core
 # from npm (scripts/deps.sh), a real Kafka broker and a real Cassandra node
-# (the CQL stand-in for ScyllaDB) from Maven Central (scripts/kafka.sh,
-# scripts/cassandra.sh) and a real Jaeger built with Go (scripts/jaeger.sh),
-# which it stops afterwards. They listen on
-# KAFKA_PORT and CASSANDRA_PORT (default 9092 and 9042), and the tests dial
-# the same ports: `KAFKA_PORT=19192 CASSANDRA_PORT=19142 make test` runs
+# (the CQL stand-in for ScyllaDB) and a real OpenID provider (Keycloak, on
+# Java 21+) from Maven Central (scripts/kafka.sh, scripts/cassandra.sh,
+# scripts/keycloak.sh) and a real Jaeger built with Go (scripts/jaeger.sh),
+# which it stops afterwards. They listen on KAFKA_PORT, CASSANDRA_PORT and
+# OIDC_PORT (default 9092, 9042 and 8180; Jaeger on JAEGER_OTLP_PORT and
+# JAEGER_QUERY_PORT), and the tests dial the same ports:
+# `KAFKA_PORT=19192 CASSANDRA_PORT=19142 OIDC_PORT=18180 make test` runs
 # beside servers on the default ones.
 GO ?= go
 # Fuzz budgets are counts of inputs, not durations: with a duration, go
@@ -61,7 +63,8 @@ unit:
 	scripts/kafka.sh start
 	scripts/cassandra.sh start
 	scripts/jaeger.sh start
-	$(GO) test -race -count=1 -timeout=40m ./... ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; scripts/jaeger.sh stop; exit $$rc
+	scripts/keycloak.sh start
+	$(GO) test -race -count=1 -timeout=40m ./... ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; scripts/jaeger.sh stop; scripts/keycloak.sh stop; exit $$rc
 
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeCommand$$' -fuzztime=$(FUZZ_DECODE) ./internal/api
@@ -89,7 +92,8 @@ bench:
 	scripts/kafka.sh start
 	scripts/cassandra.sh start
 	scripts/jaeger.sh start
-	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/sqlite ./internal/cql ./internal/relay ./internal/aggregate ./cmd/orderd ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; scripts/jaeger.sh stop; exit $$rc
+	scripts/keycloak.sh start
+	$(GO) test -run='^$$' -bench=. -benchtime=5s ./internal/sqlite ./internal/cql ./internal/relay ./internal/aggregate ./internal/oidc ./cmd/orderd ; rc=$$?; scripts/kafka.sh stop; scripts/cassandra.sh stop; scripts/jaeger.sh stop; scripts/keycloak.sh stop; exit $$rc
 
 # orderd against a bare chi+JSON handler under wrk, side by side (two
 # rounds of create, GET, one-connection create, and orderd's keyed creates

@@ -15,6 +15,11 @@ command -v wrk >/dev/null 2>&1 || missing+=(wrk)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || missing+=(maven)
+# scripts/keycloak.sh: unzip unpacks Keycloak's distribution, curl probes it
+# (Keycloak itself needs a JDK 21+, which Debian 12 does not package: the
+# script finds one under /usr/lib/jvm, or says what is missing).
+command -v unzip >/dev/null 2>&1 || missing+=(unzip)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 # The console's browser tests (scripts/console-e2e.sh): Debian's chromium,
 # driven from Node by playwright-core, which that script installs with npm ci.
 [ -x /usr/bin/chromium ] || missing+=(chromium)

@@ -8,6 +8,7 @@ import (
 	"maps"
 	"math"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -42,6 +43,8 @@ type config struct {
 	readWait        time.Duration
 	shutdownTimeout time.Duration
 	adminToken      string
+	oidcIssuer      string // empty: the API is open
+	oidcAudience    string
 	leaseTTL        time.Duration
 	rebuildGrace    time.Duration
 	idempotencyTTL  time.Duration
@@ -116,6 +119,16 @@ func settings(c *config, f *flags) []group {
 				parse: address(&c.httpAddr, false)},
 			{name: "admin-token", arg: "token", usage: "bearer token of the /v1/admin routes; empty: they are off",
 				parse: text(&c.adminToken)},
+			{name: "oidc-issuer", arg: "url", usage: "OpenID provider whose bearer tokens (with scopes) the API asks for, found by discovery; empty: the API is open",
+				parse: func(v string) error {
+					c.oidcIssuer = v
+					if u, err := url.Parse(v); v != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "") {
+						return errors.New("is not an http(s) URL")
+					}
+					return nil
+				}},
+			{name: "oidc-audience", arg: "aud", usage: "the audience (aud) that tokens of -oidc-issuer must be for; needed with it",
+				parse: text(&c.oidcAudience)},
 			{name: "read-wait", arg: "duration", def: "2s", usage: "longest wait of a GET with min_version for the projection (at most 25s); with -store scylla the default is the CDC window + idle delay + 2s",
 				parse: duration(&c.readWait)},
 			{name: "idempotency-ttl", arg: "duration", def: fmtDuration(api.DefaultIdempotencyTTL), usage: "how long the answer to an Idempotency-Key is kept for retries",
@@ -363,6 +376,9 @@ func (c *config) combine(f flags, set map[string]*setting) error {
 	}
 	if c.rateBurst == 0 && c.rateLimit > 0 {
 		c.rateBurst = int(max(1, math.Ceil(2*c.rateLimit)))
+	}
+	if (c.oidcIssuer == "") != (c.oidcAudience == "") {
+		return fmt.Errorf("%s and %s go together: a token is checked against both", set["oidc-issuer"].source(), set["oidc-audience"].source())
 	}
 	// The HTTP server's write timeout is 30 s: a longer wait would be cut.
 	if c.readWait > 25*time.Second {

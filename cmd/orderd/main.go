@@ -247,8 +247,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	defer stream.Stop()
 	var limit *api.RateLimiter
 	if cfg.rateLimit > 0 {
-		// The client is its address (api.ClientIP) until requests carry a
-		// verified identity to key by.
+		// A client is its token's subject, else its address (api.ClientKey).
 		limit = api.NewRateLimiter(api.RateLimitOptions{Rate: cfg.rateLimit, Burst: cfg.rateBurst}, reg)
 	}
 	ui, err := console.New()
@@ -256,7 +255,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		return err
 	}
 	ui.WithTraceURL(cfg.traceUI)
-	handler := api.New(commands, queries, b.events, readiness(b, projector, relayWorker, rp.relay), orderd.OpenAPI, log.Named("http")).
+	tokens, err := newTokens(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	server := api.New(commands, queries, b.events, readiness(b, projector, relayWorker, rp.relay, tokens), orderd.OpenAPI, log.Named("http"))
+	if tokens != nil {
+		server.WithTokens(tokens)
+	}
+	handler := server.
 		WithMetrics(api.NewMetrics(reg), reg).
 		WithAsyncAPI(orderd.AsyncAPI).
 		WithAdmin(rp.relay, cfg.adminToken).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/orderd/orderd/internal/api"
+	"github.com/orderd/orderd/internal/oidc"
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/store"
 	"github.com/orderd/orderd/internal/worker"
@@ -12,7 +13,8 @@ import (
 
 // readiness reports each component for /readyz: the store; the projector
 // and the relay, with this instance's role for each, the active instance,
-// and the lag where the backend knows it; and the dead letters.
+// and the lag where the backend knows it; the dead letters; and the
+// bearer tokens (auth).
 //
 // The store and the projector are "down" when they fail, which makes the
 // instance unready. The store is down also while its writes fail for a
@@ -22,9 +24,9 @@ import (
 // relay and dead letters make it "degraded", not unready: commands are
 // still accepted and kept in the outbox, so the instance should keep
 // serving. A standby is "up": it is ready to take over.
-func readiness(b *backend, projector, relayWorker *worker.Elected, rl *relay.Relay) api.Readiness {
+func readiness(b *backend, projector, relayWorker *worker.Elected, rl *relay.Relay, tokens *oidc.Verifier) api.Readiness {
 	return func(ctx context.Context) map[string]api.Component {
-		out := map[string]api.Component{}
+		out := map[string]api.Component{"auth": authComponent(tokens)}
 		if err := b.Ping(ctx); err != nil {
 			out["store"] = api.Component{Status: "down", Detail: err.Error()}
 		} else {
@@ -59,6 +61,19 @@ func readiness(b *backend, projector, relayWorker *worker.Elected, rl *relay.Rel
 		}
 		return out
 	}
+}
+
+// authComponent is the token check's part of /readyz: "off" without an
+// issuer (the API is open), "down" until the issuer's discovery document
+// was read (every API route answers 503 meanwhile), then "up".
+func authComponent(tokens *oidc.Verifier) api.Component {
+	if tokens == nil {
+		return api.Component{Status: "off", Detail: "no OIDC issuer configured: the API is open to every client"}
+	}
+	if err := tokens.Ready(); err != nil {
+		return api.Component{Status: "down", Detail: err.Error()}
+	}
+	return api.Component{Status: "up", Detail: "bearer tokens of " + tokens.Issuer()}
 }
 
 // workerComponent is a worker's part of /readyz.

@@ -535,3 +535,38 @@ test("a customer's orders count their items; an event's numbers are labelled; on
   assert.equal(createdAt, await created.locator('time').innerText());
   assert.match(createdAt, TIME);
 });
+
+test('a pasted access token goes with every API call, the live feed included, never in a URL', async t => {
+  const {page} = await open(t, '/console/token');
+  // This orderd runs without ORDERD_OIDC_ISSUER: it takes any token and
+  // looks at none, so what is checked here is what the console sends.
+  await page.getByText('This server asks for no token').waitFor();
+  const secret = 'e2e-bearer-' + randomUUID();
+  const sent = [];
+  page.on('request', r => {
+    const url = new URL(r.url());
+    if (url.pathname.startsWith('/v1/')) sent.push({path: url.pathname, url: r.url(), type: r.resourceType(), auth: r.headers().authorization});
+  });
+  await page.getByLabel('Access token').fill(secret);
+  await page.getByRole('button', {name: 'Use this token'}).click();
+  await page.getByText('Token set: the console sends it with every call.').waitFor();
+
+  // In-app navigation keeps the token (a reload forgets it): the live feed.
+  await page.getByRole('navigation', {name: 'Console'}).getByRole('link', {name: 'Live'}).click();
+  await page.getByText('Live: connected to the event stream.').waitFor();
+  const c = await customer('Token');
+  await page.locator('#feed-list li', {hasText: c}).waitFor();
+  // And an aggregate's page.
+  await page.locator('#feed-list li', {hasText: c}).getByRole('link').click();
+  await page.getByTestId('timeline').locator(':scope > li').first().waitFor();
+
+  const stream = sent.filter(r => r.path === '/v1/events/stream');
+  assert.ok(stream.length >= 2, `stream requests: ${JSON.stringify(stream)}`);
+  assert.ok(stream.every(r => r.type === 'fetch'), 'with a token the stream is read with fetch, not EventSource');
+  assert.ok(sent.some(r => r.path.startsWith('/v1/customers/')), 'the customer page called the API');
+  for (const r of sent) {
+    assert.equal(r.auth, 'Bearer ' + secret, `${r.path} without the token`);
+    assert.ok(!r.url.includes(secret), `the token in a URL: ${r.url}`);
+  }
+  await shot(page, 'token');
+});

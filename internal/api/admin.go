@@ -53,9 +53,10 @@ const (
 
 // WithAdmin serves the admin routes under /v1/admin (the dead letters of
 // dl, and the rebuilds of WithRebuilds), for requests that carry
-// "Authorization: Bearer <token>". With an empty token the routes are not
-// mounted at all and answer 404 like any unknown path: an admin API
-// without a credential is never open by accident. A nil dl mounts no
+// "Authorization: Bearer <token>". With an empty token, and no
+// WithTokens, the routes are not mounted at all and answer 404 like any
+// unknown path: an admin API without a credential is never open by
+// accident. With WithTokens they also take a token of scope admin. A nil dl mounts no
 // dead-letter routes.
 func (s *Server) WithAdmin(dl DeadLetters, token string) *Server {
 	s.admin, s.adminToken = dl, token
@@ -64,11 +65,13 @@ func (s *Server) WithAdmin(dl DeadLetters, token string) *Server {
 
 // mountAdmin adds the admin routes to r when WithAdmin configured them.
 func (s *Server) mountAdmin(r chi.Router) {
-	if s.adminToken == "" || (s.admin == nil && s.rebuilds == nil) {
+	if (s.adminToken == "" && s.tokens == nil) || (s.admin == nil && s.rebuilds == nil) {
 		return
 	}
 	r.Route("/v1/admin", func(r chi.Router) {
-		r.Use(s.authorize)
+		if s.tokens == nil {
+			r.Use(s.authorize) // with tokens, authenticate takes the admin token too
+		}
 		if s.admin != nil {
 			r.Get("/dlq", s.handle(s.listDeadLetters))
 			r.Get("/dlq/{id}", s.handle(s.getDeadLetter))

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/orderd/orderd/internal/aggregate"
+	"github.com/orderd/orderd/internal/oidc"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/store"
@@ -46,6 +47,8 @@ var problems = []struct {
 }{
 	{aggregate.ErrInvalid, http.StatusBadRequest, "invalid_request", ""},
 	{errUnauthorized, http.StatusUnauthorized, "unauthorized", ""},
+	{oidc.ErrInvalidToken, http.StatusUnauthorized, "invalid_token", ""},
+	{errInsufficientScope, http.StatusForbidden, "insufficient_scope", ""},
 	{errNoRoute, http.StatusNotFound, "not_found", ""},
 	{errNotFound, http.StatusNotFound, "not_found", ""},
 	{aggregate.ErrNotFound, http.StatusNotFound, "not_found", ""},
@@ -78,6 +81,9 @@ var problems = []struct {
 	// Too many reads wait for their version already: a slot frees within
 	// the read wait (2 s).
 	{readmodel.ErrTooManyWaiters, http.StatusServiceUnavailable, "too_many_waiters", "1"},
+	// The identity provider's discovery document was not read yet: orderd
+	// retries in the background (internal/oidc) and /readyz is down.
+	{oidc.ErrUnavailable, http.StatusServiceUnavailable, "auth_unavailable", "5"},
 	{relay.ErrBrokerUnavailable, http.StatusServiceUnavailable, "broker_unavailable", "10"},
 	// Every event stream the server serves is open: one frees when a
 	// client leaves.

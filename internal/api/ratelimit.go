@@ -41,10 +41,8 @@ type RateLimitOptions struct {
 	// Burst is how many requests a client may send at once, the size of
 	// its bucket; at least 1.
 	Burst int
-	// Key names the client a request comes from. nil: ClientIP, the
-	// connection's address. With authentication the key function should
-	// prefer the token's subject (and the limiter sit after the
-	// middleware that verifies the token).
+	// Key names the client a request comes from. nil: ClientKey, the
+	// verified token's subject, else the connection's address.
 	Key func(*http.Request) string
 	// MaxClients bounds the buckets kept; 0: DefaultRateLimitClients.
 	MaxClients int
@@ -93,7 +91,7 @@ func NewRateLimiter(o RateLimitOptions, reg prometheus.Registerer) *RateLimiter 
 	l := &RateLimiter{rate: rate.Limit(o.Rate), burst: o.Burst, key: o.Key, now: o.Now,
 		maxClients: o.MaxClients, clients: map[string]*rate.Limiter{}, refused: map[string]prometheus.Counter{}}
 	if l.key == nil {
-		l.key = ClientIP
+		l.key = ClientKey
 	}
 	if l.now == nil {
 		l.now = time.Now
@@ -239,8 +237,19 @@ func (l *RateLimiter) Clients() int {
 	return len(l.clients)
 }
 
-// ClientIP is the default client key: the IP address the connection comes
-// from, without its port. Forwarding headers such as X-Forwarded-For are
+// ClientKey is the default client key: the subject of the request's
+// verified bearer token (Subject), so that a client keeps its quota from
+// any address; without one, ClientIP. The two never collide: a subject's
+// key starts with "sub:".
+func ClientKey(r *http.Request) string {
+	if sub := Subject(r.Context()); sub != "" {
+		return "sub:" + sub
+	}
+	return ClientIP(r)
+}
+
+// ClientIP is the client key of a request without a verified token: the IP
+// address the connection comes from, without its port. Forwarding headers such as X-Forwarded-For are
 // not trusted: any client can write them. An IPv6 client is its /64
 // network, the block one subscriber gets; an IPv4 address mapped into IPv6
 // is the IPv4 address.

@@ -71,7 +71,8 @@ type Server struct {
 
 	console http.Handler // the operator console at /console; see WithConsole
 
-	limit *RateLimiter // quotas of the /v1 routes; see WithRateLimit, in ratelimit.go
+	limit  *RateLimiter  // quotas of the /v1 routes; see WithRateLimit, in ratelimit.go
+	tokens TokenVerifier // bearer tokens of the API; nil: open. See WithTokens, in auth.go
 }
 
 // New returns a server. spec is the OpenAPI document served at
@@ -115,6 +116,11 @@ func (s *Server) WithConsole(h http.Handler) *Server {
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(s.traced, s.correlate, s.recoverPanics, middleware.GetHead)
+	// The token is checked before the quota, so that the quota can key a
+	// client by its token's subject (see ClientKey).
+	if s.tokens != nil {
+		r.Use(s.authenticate)
+	}
 	if s.limit != nil {
 		r.Use(s.limit.Middleware)
 	}
@@ -244,7 +250,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) error {
 			status, code = "not_ready", http.StatusServiceUnavailable
 		}
 	}
-	return writeJSON(w, code, map[string]any{"status": status, "components": components})
+	return writeJSON(w, code, map[string]any{"status": status, "auth": s.AuthMode(), "components": components})
 }
 
 // yamlDocument serves a YAML document (the API's contracts).

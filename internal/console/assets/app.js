@@ -5,6 +5,7 @@ import {api, ApiError, isUUID, orderHref, customerHref} from './dom.js';
 import * as live from './live.js';
 import * as aggregate from './aggregate.js';
 import * as deadLetters from './deadletters.js';
+import * as token from './token.js';
 
 const main = document.getElementById('main');
 
@@ -14,6 +15,7 @@ const routes = [
   {re: /^\/console\/orders\/([^/]+)\/?$/, page: aggregate, section: null, params: m => ({type: 'Order', id: m[1]})},
   {re: /^\/console\/customers\/([^/]+)\/?$/, page: aggregate, section: null, params: m => ({type: 'Customer', id: m[1]})},
   {re: /^\/console\/dead-letters\/?$/, page: deadLetters, section: 'dead-letters', params: () => ({})},
+  {re: /^\/console\/token\/?$/, page: token, section: 'token', params: () => ({})},
 ];
 
 let leave = null;      // ends the page shown: closes its stream, stops its timers

@@ -19,7 +19,7 @@ function askToken(el, signal, why) {
   const form = h('form', {class: 'token', 'aria-labelledby': 'token-h'},
     h('h2', {id: 'token-h'}, 'Unlock the admin API'),
     why ? message('error', why) : null,
-    h('p', {}, 'The token is ORDERD_ADMIN_TOKEN of the server. The console keeps it in this page only, until you reload it.'),
+    h('p', {}, 'The token is ORDERD_ADMIN_TOKEN of the server, or, with ORDERD_OIDC_ISSUER, an access token of scope admin. The console keeps it in this page only, until you reload it.'),
     h('label', {for: 'admin-token'}, 'Admin token'), input,
     h('button', {type: 'submit'}, 'Unlock'));
   form.addEventListener('submit', e => {
@@ -33,7 +33,7 @@ function askToken(el, signal, why) {
 
 // refused handles the answers that say the token cannot be used.
 function refused(el, signal, err) {
-  if (err instanceof ApiError && err.status === 401) {
+  if (err instanceof ApiError && (err.status === 401 || err.status === 403)) {
     token = '';
     askToken(el, signal, 'The server refused that token.');
     return true;

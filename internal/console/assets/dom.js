@@ -51,8 +51,23 @@ export class ApiError extends Error {
   }
 }
 
+// bearer is the access token the user pasted on the Token page, sent with
+// every API call when orderd asks for tokens (ORDERD_OIDC_ISSUER). Like
+// the admin token it lives in this module's memory only: never in a URL, a
+// cookie or storage, so a reload forgets it.
+let bearer = '';
+export function setBearer(t) { bearer = t; }
+export function getBearer() { return bearer; }
+
+// authHeaders are the headers that carry token, else the pasted bearer.
+export function authHeaders(token) {
+  const t = token || bearer;
+  return t ? {Authorization: 'Bearer ' + t} : {};
+}
+
 // api fetches a JSON answer from orderd. It throws ApiError on any status
-// but 2xx, with the problem document when the server sent one.
+// but 2xx, with the problem document when the server sent one. token (the
+// admin token) replaces the pasted bearer token for this call.
 export async function api(path, options) {
   return (await request(path, options)).body;
 }
@@ -67,9 +82,8 @@ export async function historyPage(path, {signal} = {}) {
 }
 
 async function request(path, {method = 'GET', token, signal} = {}) {
-  const headers = {Accept: 'application/json'};
-  // The admin token travels in a header only, never in a URL.
-  if (token) headers.Authorization = 'Bearer ' + token;
+  // Tokens travel in a header only, never in a URL.
+  const headers = {Accept: 'application/json', ...authHeaders(token)};
   const res = await fetch(path, {method, headers, signal, cache: 'no-store'});
   const type = res.headers.get('Content-Type') || '';
   const body = type.includes('json') ? await res.json().catch(() => null) : null;

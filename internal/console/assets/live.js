@@ -1,6 +1,6 @@
 // The home page: the health of the store and the workers (from /readyz,
 // every 5 s) and the live feed of events (one EventSource).
-import {h, api, ApiError, replace, link, aggregateHref, timeEl, eventNumbers, message} from './dom.js';
+import {h, api, ApiError, replace, link, aggregateHref, timeEl, eventNumbers, message, authHeaders, getBearer} from './dom.js';
 
 // The stream names each SSE message after its event type, and EventSource
 // has no wildcard listener, so the console lists the types it shows.
@@ -152,12 +152,22 @@ function follow({list, empty, scroller, more, status}, signal) {
     // EventSource's reconnections resume with Last-Event-ID.
     head = res.head;
     draw();
-    es = new EventSource('/v1/events/stream?after=' + Math.max(0, head - LOOK_BACK));
-    for (const t of EVENT_TYPES) es.addEventListener(t, onEvent);
-    es.onopen = () => {
+    const url = '/v1/events/stream?after=' + Math.max(0, head - LOOK_BACK);
+    const onOpen = () => {
       status.textContent = 'Live: connected to the event stream. ' +
         `It shows up to ${EARLIER} events from before the page opened, then new ones as they are committed, newest first.`;
     };
+    // EventSource cannot send a header: with a pasted token the stream is
+    // read with fetch, which can (tokens never go in a URL).
+    if (getBearer()) {
+      es = tokenSource(url, onEvent, onOpen, closed => {
+        status.textContent = closed ? 'The event stream closed.' : 'Reconnecting to the event stream…';
+      });
+      return;
+    }
+    es = new EventSource(url);
+    for (const t of EVENT_TYPES) es.addEventListener(t, onEvent);
+    es.onopen = onOpen;
     es.onerror = () => {
       status.textContent = es.readyState === EventSource.CLOSED ? 'The event stream closed.' : 'Reconnecting to the event stream…';
     };
@@ -174,7 +184,7 @@ async function streamHead(signal) {
   const hangUp = new AbortController();
   try {
     const res = await fetch('/v1/events/stream?after=now', {
-      headers: {Accept: 'text/event-stream'}, cache: 'no-store', signal: AbortSignal.any([signal, hangUp.signal]),
+      headers: {Accept: 'text/event-stream', ...authHeaders()}, cache: 'no-store', signal: AbortSignal.any([signal, hangUp.signal]),
     });
     if (!res.ok) return {status: res.status};
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -190,6 +200,54 @@ async function streamHead(signal) {
   } finally {
     hangUp.abort();
   }
+}
+
+// tokenSource reads the stream at url as EventSource would, with the
+// pasted bearer token in a header: each message with an event type and data
+// goes to onEvent({data}); after a failure it reconnects in 3 s with
+// Last-Event-ID, except after a 4xx (a token refused: the stream closes).
+// onState(closed) reports a reconnection or the end. It returns {close}.
+function tokenSource(url, onEvent, onOpen, onState) {
+  const stop = new AbortController();
+  let lastId = null;
+  const connect = async () => {
+    let retry = true;
+    try {
+      const headers = {Accept: 'text/event-stream', ...authHeaders()};
+      if (lastId !== null) headers['Last-Event-ID'] = lastId;
+      const res = await fetch(url, {headers, cache: 'no-store', signal: stop.signal});
+      if (!res.ok) { retry = res.status >= 500; throw new Error('HTTP ' + res.status); }
+      onOpen();
+      const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = '';
+      for (;;) {
+        const {value, done} = await reader.read();
+        if (done) break;
+        buf += value;
+        let end;
+        while ((end = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          let type = 'message', data = [];
+          for (const line of block.split('\n')) {
+            const i = line.indexOf(':');
+            const field = i < 0 ? line : line.slice(0, i), v = i < 0 ? '' : line.slice(i + 1).replace(/^ /, '');
+            if (field === 'id') lastId = v;
+            else if (field === 'event') type = v;
+            else if (field === 'data') data.push(v);
+          }
+          if (data.length && EVENT_TYPES.includes(type)) onEvent({data: data.join('\n')});
+        }
+      }
+    } catch {
+      if (stop.signal.aborted) return;
+    }
+    if (stop.signal.aborted) return;
+    onState(!retry);
+    if (retry) setTimeout(connect, 3000);
+  };
+  connect();
+  return {close: () => stop.abort()};
 }
 
 function eventItem(e) {
