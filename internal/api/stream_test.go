@@ -563,9 +563,27 @@ func problemOf(t *testing.T, base, query, lastID string, want int) problemJSON {
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	route, params, err := contract(t, base).FindRoute(req)
+	return problemFor(t, req, want)
+}
+
+// problemAt GETs target and expects a problem of status want that
+// openapi.yaml allows.
+func problemAt(t *testing.T, target string, want int) problemJSON {
+	t.Helper()
+	req, err := http.NewRequest("GET", target, nil)
 	if err != nil {
-		t.Fatalf("GET /v1/events/stream is not in openapi.yaml: %v", err)
+		t.Fatal(err)
+	}
+	return problemFor(t, req, want)
+}
+
+// problemFor sends req and expects a problem of status want that
+// openapi.yaml allows.
+func problemFor(t *testing.T, req *http.Request, want int) problemJSON {
+	t.Helper()
+	route, params, err := contract(t, "http://"+req.URL.Host).FindRoute(req)
+	if err != nil {
+		t.Fatalf("%s %s is not in openapi.yaml: %v", req.Method, req.URL.Path, err)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -579,11 +597,11 @@ func problemOf(t *testing.T, base, query, lastID string, want int) problemJSON {
 		RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header,
 		Body: io.NopCloser(bytes.NewReader(raw)), Options: in.Options,
 	}); err != nil {
-		t.Errorf("%s: %d answer breaks openapi.yaml: %v\n%s", query, resp.StatusCode, err, raw)
+		t.Errorf("%s: %d answer breaks openapi.yaml: %v\n%s", req.URL, resp.StatusCode, err, raw)
 	}
 	var p problemJSON
 	if err := json.Unmarshal(raw, &p); err != nil || resp.StatusCode != want {
-		t.Fatalf("%s: %d %s, want %d", query, resp.StatusCode, raw, want)
+		t.Fatalf("%s: %d %s, want %d", req.URL, resp.StatusCode, raw, want)
 	}
 	if want == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
 		t.Errorf("%d without Retry-After", want)
