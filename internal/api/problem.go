@@ -114,6 +114,9 @@ type problemJSON struct {
 	Code          string `json:"code"`
 	Field         string `json:"field,omitempty"`
 	CorrelationID string `json:"correlation_id,omitempty"`
+	// Head is the newest position of the event stream, in the refusal of
+	// a start position beyond it (position_beyond_head).
+	Head *int64 `json:"head,omitempty"`
 }
 
 // describe returns err's status, its body's code, field and detail, and
@@ -127,6 +130,9 @@ func describe(err error) (status int, p problemJSON, retryAfter string) {
 		}
 	}
 	var de *aggregate.Error
+	if bh := (*beyondHead)(nil); errors.As(err, &bh) {
+		p.Head = &bh.head
+	}
 	switch {
 	case status == http.StatusInternalServerError:
 		p.Code, p.Detail = "internal", "the server failed to handle the request; the correlation id identifies it in the logs"
