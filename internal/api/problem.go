@@ -25,6 +25,7 @@ var (
 	errNoMethod     = errors.New("method not allowed")
 	errNotReached   = errors.New("version not reached") // min_version above the stored version
 	errBodyTooLarge = errors.New("body too large")
+	errBodyTimeout  = errors.New("body timed out") // the body did not arrive within the server's ReadTimeout
 	errMediaType    = errors.New("unsupported media type")
 	errRebuildEnded = errors.New("rebuild ended")
 
@@ -63,6 +64,7 @@ var problems = []struct {
 	{readmodel.ErrRebuildRunning, http.StatusConflict, "rebuild_running", ""},
 	{errRebuildEnded, http.StatusConflict, "rebuild_ended", ""},
 	{aggregate.ErrStale, http.StatusPreconditionFailed, "version_mismatch", ""},
+	{errBodyTimeout, http.StatusRequestTimeout, "request_timeout", ""},
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, "body_too_large", ""},
 	{errMediaType, http.StatusUnsupportedMediaType, "unsupported_media_type", ""},
 	// The CQL backend has no global order to number a stream of all
@@ -175,6 +177,11 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	p.Type = "urn:orderd:problem:" + p.Code
 	if retryAfter != "" {
 		w.Header().Set("Retry-After", retryAfter)
+	}
+	if status == http.StatusRequestTimeout {
+		// The rest of the body may still come: the connection cannot carry
+		// another request.
+		w.Header().Set("Connection", "close")
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)

@@ -581,24 +581,13 @@ func problemAt(t *testing.T, target string, want int) problemJSON {
 // openapi.yaml allows.
 func problemFor(t *testing.T, req *http.Request, want int) problemJSON {
 	t.Helper()
-	route, params, err := contract(t, "http://"+req.URL.Host).FindRoute(req)
-	if err != nil {
-		t.Fatalf("%s %s is not in openapi.yaml: %v", req.Method, req.URL.Path, err)
-	}
 	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req) // an accepted stream would never end
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
-		Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true}}
-	if err := openapi3filter.ValidateResponse(context.Background(), &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header,
-		Body: io.NopCloser(bytes.NewReader(raw)), Options: in.Options,
-	}); err != nil {
-		t.Errorf("%s: %d answer breaks openapi.yaml: %v\n%s", req.URL, resp.StatusCode, err, raw)
-	}
+	checkContract(t, req, resp, raw)
 	var p problemJSON
 	if err := json.Unmarshal(raw, &p); err != nil || resp.StatusCode != want {
 		t.Fatalf("%s: %d %s, want %d", req.URL, resp.StatusCode, raw, want)
@@ -662,4 +651,22 @@ func TestStreamBeyondHead(t *testing.T) {
 		t.Errorf("from the head: got %s, want %s", ev.data.AggregateID, id)
 	}
 	s.open(t, "", "Last-Event-ID", strconv.FormatInt(head, 10))
+}
+
+// checkContract fails the test unless resp, whose body is raw, is an
+// answer to req that openapi.yaml allows (its status listed for the route).
+func checkContract(t *testing.T, req *http.Request, resp *http.Response, raw []byte) {
+	t.Helper()
+	route, params, err := contract(t, "http://"+req.URL.Host).FindRoute(req)
+	if err != nil {
+		t.Fatalf("%s %s is not in openapi.yaml: %v", req.Method, req.URL.Path, err)
+	}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true, ExcludeRequestBody: true}}
+	if err := openapi3filter.ValidateResponse(context.Background(), &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header,
+		Body: io.NopCloser(bytes.NewReader(raw)), Options: in.Options,
+	}); err != nil {
+		t.Errorf("%s: %d answer breaks openapi.yaml: %v\n%s", req.URL, resp.StatusCode, err, raw)
+	}
 }
