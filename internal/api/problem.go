@@ -154,6 +154,12 @@ func describe(err error) (status int, p problemJSON, retryAfter string) {
 
 // writeError answers err as a problem. Only 5xx are logged as errors.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if failed := undelivered(w); failed != nil {
+		// The answer was under way and its write failed (the write
+		// timeout passed, or the client left): the access log says so.
+		logger(r.Context()).Debug("answer not delivered", zap.Error(err), zap.NamedError("write", failed))
+		return
+	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away (for example during a min_version wait):
 		// nobody reads the answer, and it is not the server's failure.
