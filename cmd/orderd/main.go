@@ -244,7 +244,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		WithAsyncAPI(orderd.AsyncAPI).
 		WithAdmin(rp.relay, cfg.adminToken).
 		WithRebuilds(rebuilder).
-		WithIdempotency(api.NewIdempotency(b.keys, b.events, api.IdempotencyOptions{TTL: cfg.idempotencyTTL})).
+		WithIdempotency(api.NewIdempotency(b.keys, b.events, api.IdempotencyOptions{TTL: cfg.idempotencyTTL, Instance: cfg.instance})).
 		WithStream(stream).
 		WithConsole(ui).
 		Handler()
