@@ -83,7 +83,11 @@ type IdempotencyOptions struct {
 // attempt still runs waits up to Wait for its answer, then gets 409
 // idempotency_key_in_flight with Retry-After. A 5xx (or a panic, or a
 // client gone) keeps nothing: the next retry runs the command again,
-// unless the command's events show that it committed.
+// unless the command's events show that it committed. So does a retry
+// that finds the record of an attempt that died: once the record has not
+// changed for Takeover, or at once when the attempt was of an earlier boot
+// of this instance (see diedBefore; the SQLite key store abandons every
+// record left pending when it opens).
 type Idempotency struct {
 	keys    store.Idempotency
 	history store.Loader
