@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -204,6 +205,78 @@ func TestIdempotencyKill9(t *testing.T) {
 		t.Fatalf("%d executions under the key, want 1", runs)
 	}
 	sameAnswer(t, first, s2.keyedCall(t, "POST", "/v1/orders", "kill-9", req)) // now from the record
+}
+
+// TestIdempotencyKill9InFlight: orderd is killed (SIGKILL) while a keyed
+// command is in flight: its record is pending and attached to the order,
+// its append waits for the event store's write lock, which the test
+// holds. After the restart the retry settles at once (the events do not
+// carry the record: it runs the command, once), where it used to answer
+// 409 idempotency_key_in_flight until the record looked dead, 30 s later.
+func TestIdempotencyKill9InFlight(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	dir := t.TempDir()
+	p := startProcess(t, dir, nil)
+	s := &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
+	cust := s.registerCustomer(t, "kill9-in-flight@example.com")
+	req := orderRequest(uuid.New(), cust.ID)
+
+	// Hold the event store's write lock: the command attaches its key,
+	// then waits in its append (for up to the store's 5 s busy timeout).
+	db, err := sql.Open("sqlite", "file:"+s.eventsDB()+"?_pragma=busy_timeout(10000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	lock, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lock.ExecContext(t.Context(), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(req)
+	go func() {
+		r, _ := http.NewRequest("POST", p.base+"/v1/orders", bytes.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
+		r.Header.Set("Idempotency-Key", "in-flight")
+		if resp, err := http.DefaultClient.Do(r); err == nil { // the kill ends it
+			resp.Body.Close()
+		}
+	}()
+	keysDB := filepath.Join(dir, "keys.db")
+	for deadline := time.Now().Add(4 * time.Second); scalar(t, keysDB, `SELECT count(*) FROM idempotency_keys
+		WHERE key = 'in-flight' AND state = 'pending' AND aggregate_id IS NOT NULL`) != 1; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the keyed command did not reach its append within 4 s")
+		}
+	}
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+	if _, err := lock.ExecContext(t.Context(), "ROLLBACK"); err != nil {
+		t.Fatal(err)
+	}
+	_ = lock.Close()
+
+	p2 := startProcess(t, dir, nil)
+	s2 := &service{t: t, base: p2.base, dataDir: dir, router: apitest.Contract(t, p2.base), http: &http.Client{Timeout: 10 * time.Second}}
+	start := time.Now()
+	first := s2.keyedCall(t, "POST", "/v1/orders", "in-flight", req)
+	took := time.Since(start)
+	if first.Status != http.StatusCreated || first.Header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("the retry after the restart: %d %s in %v; want 201, run at once", first.Status, first.Body, took)
+	}
+	if took > time.Second {
+		t.Errorf("the retry took %v: it waited for the dead attempt", took)
+	}
+	if runs := keyedRuns(t, s2, "in-flight"); runs != 1 {
+		t.Fatalf("%d executions under the key, want 1", runs)
+	}
+	sameAnswer(t, first, s2.keyedCall(t, "POST", "/v1/orders", "in-flight", req))
 }
 
 // TestIdempotencyExpiry: after the retention the key is free (a new

@@ -132,9 +132,15 @@ func isTerminal(f *os.File) bool {
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
-// maxHeaderBytes bounds a request's header (Go's default is 1 MiB); 16 KiB
-// holds every header the API takes with room to spare.
-const maxHeaderBytes = 16 << 10
+// headerLimit bounds a request's head, its request line and headers (Go's
+// default is 1 MiB); 16 KiB holds every header the API takes with room to
+// spare. A longer head is answered 431.
+const headerLimit = 16 << 10
+
+// maxHeaderBytes is http.Server's setting for headerLimit: net/http reads
+// MaxHeaderBytes plus 4096 bytes of slack (its buffer's) before it refuses
+// a head, so the setting is 4 KiB under the limit it then enforces.
+const maxHeaderBytes = headerLimit - 4096
 
 // run is orderd from configuration to shutdown. It serves until ctx ends,
 // then drains within the shutdown timeout: HTTP first, so that every
@@ -268,7 +274,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		WithAsyncAPI(orderd.AsyncAPI).
 		WithAdmin(rp.relay, cfg.adminToken).
 		WithRebuilds(rebuilder).
-		WithIdempotency(api.NewIdempotency(b.keys, b.events, api.IdempotencyOptions{TTL: cfg.idempotencyTTL})).
+		WithIdempotency(api.NewIdempotency(b.keys, b.events, api.IdempotencyOptions{TTL: cfg.idempotencyTTL, Instance: cfg.instance})).
 		WithStream(stream).
 		WithConsole(ui).
 		WithRateLimit(limit).

@@ -14,6 +14,7 @@ import (
 	"github.com/gocql/gocql"
 	"github.com/google/uuid"
 
+	"github.com/orderd/orderd/internal/api/apitest"
 	"github.com/orderd/orderd/internal/relay/kafkatest"
 	"github.com/orderd/orderd/internal/store/cqltest"
 	"github.com/orderd/orderd/internal/worker"
@@ -193,4 +194,56 @@ func scyllaSession(t *testing.T, host, keyspace string) *gocql.Session {
 		sess.Close()
 	})
 	return sess
+}
+
+// TestScyllaIdempotencyRestart: on CQL, where instances share the keys, an
+// instance killed (SIGKILL) with a keyed command in flight and restarted
+// under the same name settles the key's record at once: the record is put
+// back to what the kill left (pending, just changed, owned by a boot of
+// this instance before the restart) and the retry answers what the command
+// answered, from its events, without running it again. A record pending
+// for another instance is a live attempt as far as this one knows: 409.
+func TestScyllaIdempotencyRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	env := scyllaEnv(t)
+	env["ORDERD_INSTANCE_ID"] = "orderd-a"
+	dir := t.TempDir()
+	p := startProcess(t, dir, env)
+	s := &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
+	cust := s.registerCustomer(t, "cql-kill9-keys@example.com")
+	req := orderRequest(uuid.New(), cust.ID)
+	first := s.keyedCall(t, "POST", "/v1/orders", "cql-kill-9", req)
+	otherReq := orderRequest(uuid.New(), cust.ID)
+	other := s.keyedCall(t, "POST", "/v1/orders", "cql-other-instance", otherReq)
+	if first.Status != http.StatusCreated || other.Status != http.StatusCreated {
+		t.Fatalf("first: %d %s; %d %s", first.Status, first.Body, other.Status, other.Body)
+	}
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = p.cmd.Wait()
+	sess := scyllaSession(t, cqltest.Hosts(t)[0], env["ORDERD_SCYLLA_KEYSPACE"])
+	// The port has no way back from done: these writes go to the table.
+	for key, instance := range map[string]string{"cql-kill-9": "orderd-a", "cql-other-instance": "orderd-b"} {
+		if err := sess.Query(`UPDATE idempotency_keys SET state = 'pending', status = null, header = null, body = null,
+			updated_at = ?, instance = ?, boot = ? WHERE key = ?`, time.Now(), instance, gocql.TimeUUID(), key).Exec(); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	p2 := startProcess(t, dir, env)
+	s2 := &service{t: t, base: p2.base, dataDir: dir, router: apitest.Contract(t, p2.base), http: &http.Client{Timeout: 10 * time.Second}}
+	start := time.Now()
+	sameAnswer(t, first, s2.keyedCall(t, "POST", "/v1/orders", "cql-kill-9", req))
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the retry took %v: it waited for the dead attempt", took)
+	}
+	if n := len(s2.events(t, "orders", req["id"].(uuid.UUID))); n != 1 {
+		t.Fatalf("%d events of the order, want 1: the command ran again", n)
+	}
+	if r := s2.keyedCall(t, "POST", "/v1/orders", "cql-other-instance", otherReq); r.Status != http.StatusConflict || r.problem(t).Code != "idempotency_key_in_flight" {
+		t.Fatalf("a key pending for another instance: %d %s, want 409 idempotency_key_in_flight", r.Status, r.Body)
+	}
 }

@@ -66,9 +66,10 @@ func (s *Server) correlate(next http.Handler) http.Handler {
 		} else {
 			next.ServeHTTP(rec, r)
 		}
-		if ce := log.Check(zap.InfoLevel, "request"); ce != nil {
+		outcome, level := delivery(rec.failed)
+		if ce := log.Check(level, "request"); ce != nil {
 			ce.Write(zap.String("method", r.Method), zap.String("path", requestPath(r)),
-				zap.Int("status", rec.status), zap.Duration("duration", time.Since(start)))
+				zap.Int("status", rec.status), zap.String("outcome", outcome), zap.Duration("duration", time.Since(start)))
 		}
 	})
 }
@@ -85,15 +86,31 @@ func logger(ctx context.Context) *zap.Logger {
 	return zap.NewNop()
 }
 
-// statusRecorder remembers the status written, for the access log.
+// statusRecorder remembers the status written and the first write that
+// failed, for the access log and the command metrics. The status is the
+// first one written: net/http ignores later (superfluous) calls, so they
+// are not what the client got.
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	wrote  bool  // a header or body went out
+	failed error // the first failed write: the client did not get the answer whole
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
-	r.status = code
+	if !r.wrote {
+		r.status, r.wrote = code, true
+	}
 	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(p []byte) (int, error) {
+	r.wrote = true
+	n, err := r.ResponseWriter.Write(p)
+	if err != nil && r.failed == nil {
+		r.failed = err
+	}
+	return n, err
 }
 
 // Unwrap lets http.ResponseController reach the connection (to flush and

@@ -65,6 +65,12 @@ type IdempotencyOptions struct {
 	Poll time.Duration
 	// Now is the clock [time.Now].
 	Now func() time.Time
+	// Instance is this process's instance name, which no two live
+	// processes share (the name the workers' leases hold). A record left
+	// pending by an earlier boot of the same instance is settled at once,
+	// without waiting for Takeover: its attempt died with that boot. Empty:
+	// only Takeover tells a dead attempt.
+	Instance string
 }
 
 // Idempotency is the middleware of the Idempotency-Key header (the IETF
@@ -78,11 +84,16 @@ type IdempotencyOptions struct {
 // attempt still runs waits up to Wait for its answer, then gets 409
 // idempotency_key_in_flight with Retry-After. A 5xx (or a panic, or a
 // client gone) keeps nothing: the next retry runs the command again,
-// unless the command's events show that it committed.
+// unless the command's events show that it committed. So does a retry
+// that finds the record of an attempt that died: once the record has not
+// changed for Takeover, or at once when the attempt was of an earlier boot
+// of this instance (see diedBefore; the SQLite key store abandons every
+// record left pending when it opens).
 type Idempotency struct {
 	keys    store.Idempotency
 	history store.Loader
 	opts    IdempotencyOptions
+	process store.Process // this boot of opts.Instance, written into the records its attempts own
 
 	mu      sync.Mutex
 	running map[string]chan struct{} // keys whose attempt runs in this process; closed when it ends
@@ -106,7 +117,8 @@ func NewIdempotency(keys store.Idempotency, history store.Loader, opts Idempoten
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &Idempotency{keys: keys, history: history, opts: opts, running: map[string]chan struct{}{}}
+	return &Idempotency{keys: keys, history: history, opts: opts, running: map[string]chan struct{}{},
+		process: store.Process{Instance: opts.Instance, Boot: uuid.New()}}
 }
 
 // Middleware wraps a command route. Requests without the header pass
@@ -211,7 +223,7 @@ func fingerprint(method, path string, body []byte) []byte {
 func (m *Idempotency) serve(w http.ResponseWriter, r *http.Request, next http.Handler, key string, fp []byte) {
 	ctx := r.Context()
 	now := m.opts.Now().UTC()
-	rec := store.IdempotencyRecord{Key: key, ID: uuid.Must(uuid.NewV7()), Fingerprint: fp, Owner: uuid.New()}
+	rec := store.IdempotencyRecord{Key: key, ID: uuid.Must(uuid.NewV7()), Fingerprint: fp, Owner: uuid.New(), Process: m.process}
 	deadline := now.Add(m.opts.Wait)
 	for {
 		now = m.opts.Now().UTC()
@@ -235,14 +247,14 @@ func (m *Idempotency) serve(w http.ResponseWriter, r *http.Request, next http.Ha
 			replay(w, cur.Response)
 			return
 		}
-		if cur.State == store.Abandoned || now.Sub(cur.Updated) >= m.opts.Takeover {
-			taken, err := m.keys.Takeover(ctx, cur.Claim(), rec.Owner, now)
+		if cur.State == store.Abandoned || now.Sub(cur.Updated) >= m.opts.Takeover || m.diedBefore(cur) {
+			taken, err := m.keys.Takeover(ctx, cur.Claim(), rec.Owner, m.process, now)
 			if err != nil {
 				writeError(w, r, fmt.Errorf("idempotency key %q: take over: %w", key, err))
 				return
 			}
 			if taken {
-				cur.Owner, cur.State, cur.Updated = rec.Owner, store.Pending, now
+				cur.Owner, cur.Process, cur.State, cur.Updated = rec.Owner, m.process, store.Pending, now
 				m.settle(w, r, next, cur)
 				return
 			}
@@ -257,6 +269,17 @@ func (m *Idempotency) serve(w http.ResponseWriter, r *http.Request, next http.Ha
 			return
 		}
 	}
+}
+
+// diedBefore reports whether rec is pending for an attempt of an earlier
+// boot of this instance: that attempt died with its process, since no two
+// live processes share an instance name. Its record can be settled at
+// once; settling looks for its id in the events before running anything
+// again, so a command that committed is never run twice.
+func (m *Idempotency) diedBefore(rec store.IdempotencyRecord) bool {
+	p := rec.Process
+	return rec.State == store.Pending && m.process.Instance != "" &&
+		p.Instance == m.process.Instance && p.Boot != m.process.Boot
 }
 
 // wait waits until the attempt of key running in this process ends, or

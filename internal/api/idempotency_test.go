@@ -360,3 +360,71 @@ func TestIdempotencySettle(t *testing.T) {
 		t.Fatalf("%d runs, want 1", runs.Load())
 	}
 }
+
+// TestIdempotencyPreviousBoot: a record left pending by an earlier boot of
+// this instance is settled by the next retry at once, long before the
+// takeover bound: from the events when they carry the record's id, by
+// running when they do not. A pending record of another instance, or of
+// this very boot, is a live attempt for all this process knows: 409.
+func TestIdempotencyPreviousBoot(t *testing.T) {
+	var runs atomic.Int32
+	counting := func(s *Server) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			runs.Add(1)
+			_ = writeCommandResult(w, http.StatusOK, uuid.Nil, 1)
+		})
+	}
+	k := newKeyed(t, counting, IdempotencyOptions{Takeover: time.Hour, Wait: 100 * time.Millisecond, Instance: "orderd-0"})
+	ctx := t.Context()
+	earlier := store.Process{Instance: "orderd-0", Boot: uuid.New()}
+	forge := func(key string, by store.Process, agg uuid.UUID) store.IdempotencyRecord {
+		t.Helper()
+		now := time.Now().UTC()
+		rec := store.IdempotencyRecord{Key: key, ID: uuid.Must(uuid.NewV7()), Fingerprint: fingerprint("POST", "/v1/widgets", []byte(`{}`)),
+			Owner: uuid.New(), Process: by, Created: now, Updated: now, Expires: now.Add(time.Hour)}
+		if _, began, err := k.keys.Begin(ctx, rec); err != nil || !began {
+			t.Fatalf("Begin: %v %v", began, err)
+		}
+		if err := k.keys.Attach(ctx, rec.Claim(), agg, now); err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	// Committed one event, then its process died before the answer.
+	agg := uuid.New()
+	rec := forge("committed", earlier, agg)
+	if err := k.events.Append(ctx, agg, 0, []store.Event{{ID: uuid.Must(uuid.NewV7()), AggregateID: agg, AggregateType: "Widget",
+		Sequence: 1, Type: "WidgetMade", SchemaVersion: 1, Data: json.RawMessage(`{}`), Timestamp: time.Now(),
+		Metadata: map[string]string{metaIdempotencyKey: "committed", metaIdempotencyRecord: rec.ID.String()}}}); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	settled := k.post(t, "/v1/widgets", "committed", `{}`)
+	if settled.status != http.StatusCreated || settled.header.Get("ETag") != `"1"` || time.Since(start) > time.Second {
+		t.Fatalf("settled from the events: %d %s in %v; want 201 at once", settled.status, settled.body, time.Since(start))
+	}
+	sameAnswer(t, settled, k.post(t, "/v1/widgets", "committed", `{}`))
+	if got, _, _ := k.keys.Get(ctx, "committed"); got.State != store.Done || got.Process != k.m.process {
+		t.Fatalf("the settled record: %s of %v; want done by %v", got.State, got.Process, k.m.process)
+	}
+
+	// Died before its events: the retry runs the command.
+	forge("died early", earlier, uuid.New())
+	if a := k.post(t, "/v1/widgets", "died early", `{}`); a.status != http.StatusOK || a.header.Get("Idempotent-Replayed") != "" {
+		t.Fatalf("settled by running: %d %s", a.status, a.body)
+	}
+
+	for name, by := range map[string]store.Process{
+		"another instance": {Instance: "orderd-1", Boot: uuid.New()},
+		"this boot":        k.m.process,
+		"no instance":      {},
+	} {
+		forge(name, by, uuid.New())
+		if a := k.post(t, "/v1/widgets", name, `{}`); a.status != http.StatusConflict || a.code(t) != "idempotency_key_in_flight" {
+			t.Errorf("pending for %s: %d %s, want 409 idempotency_key_in_flight", name, a.status, a.body)
+		}
+	}
+	if runs.Load() != 1 {
+		t.Fatalf("%d runs, want 1", runs.Load())
+	}
+}

@@ -26,6 +26,7 @@ var (
 	errNoMethod     = errors.New("method not allowed")
 	errNotReached   = errors.New("version not reached") // min_version above the stored version
 	errBodyTooLarge = errors.New("body too large")
+	errBodyTimeout  = errors.New("body timed out") // the body did not arrive within the server's ReadTimeout
 	errMediaType    = errors.New("unsupported media type")
 	errRebuildEnded = errors.New("rebuild ended")
 
@@ -67,6 +68,7 @@ var problems = []struct {
 	{readmodel.ErrRebuildRunning, http.StatusConflict, "rebuild_running", ""},
 	{errRebuildEnded, http.StatusConflict, "rebuild_ended", ""},
 	{aggregate.ErrStale, http.StatusPreconditionFailed, "version_mismatch", ""},
+	{errBodyTimeout, http.StatusRequestTimeout, "request_timeout", ""},
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, "body_too_large", ""},
 	{errMediaType, http.StatusUnsupportedMediaType, "unsupported_media_type", ""},
 	// Retry-After is the client's own: the time its bucket takes to hold
@@ -124,6 +126,9 @@ type problemJSON struct {
 	Code          string `json:"code"`
 	Field         string `json:"field,omitempty"`
 	CorrelationID string `json:"correlation_id,omitempty"`
+	// Head is the newest position of the event stream, in the refusal of
+	// a start position beyond it (position_beyond_head).
+	Head *int64 `json:"head,omitempty"`
 }
 
 // describe returns err's status, its body's code, field and detail, and
@@ -137,6 +142,9 @@ func describe(err error) (status int, p problemJSON, retryAfter string) {
 		}
 	}
 	var de *aggregate.Error
+	if bh := (*beyondHead)(nil); errors.As(err, &bh) {
+		p.Head = &bh.head
+	}
 	switch {
 	case status == http.StatusInternalServerError:
 		p.Code, p.Detail = "internal", "the server failed to handle the request; the correlation id identifies it in the logs"
@@ -156,6 +164,12 @@ func describe(err error) (status int, p problemJSON, retryAfter string) {
 
 // writeError answers err as a problem. Only 5xx are logged as errors.
 func writeError(w http.ResponseWriter, r *http.Request, err error) {
+	if failed := undelivered(w); failed != nil {
+		// The answer was under way and its write failed (the write
+		// timeout passed, or the client left): the access log says so.
+		logger(r.Context()).Debug("answer not delivered", zap.Error(err), zap.NamedError("write", failed))
+		return
+	}
 	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
 		// The client went away (for example during a min_version wait):
 		// nobody reads the answer, and it is not the server's failure.
@@ -179,6 +193,11 @@ func writeError(w http.ResponseWriter, r *http.Request, err error) {
 	p.Type = "urn:orderd:problem:" + p.Code
 	if retryAfter != "" {
 		w.Header().Set("Retry-After", retryAfter)
+	}
+	if status == http.StatusRequestTimeout {
+		// The rest of the body may still come: the connection cannot carry
+		// another request.
+		w.Header().Set("Connection", "close")
 	}
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.WriteHeader(status)

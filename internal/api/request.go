@@ -8,6 +8,7 @@ import (
 	"math"
 	"mime"
 	"net/http"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -52,6 +53,10 @@ func decodeBody(r *http.Request, v any, optional bool) error {
 	var mbe *http.MaxBytesError
 	if errors.As(err, &mbe) {
 		return tooLarge()
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return &aggregate.Error{Kind: errBodyTimeout, Code: "request_timeout",
+			Detail: "the request body did not arrive within the server's read timeout; resend it on a new connection"}
 	}
 	if err != nil {
 		return invalid("unreadable_body", "", "the request body could not be read: %v", err)

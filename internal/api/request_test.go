@@ -1,11 +1,17 @@
 package api
 
 import (
+	"bufio"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/orderd/orderd/internal/aggregate"
 )
@@ -157,5 +163,49 @@ func BenchmarkDecode(b *testing.B) {
 		if err := decode(r, &req, false); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestSlowBody: a body that does not arrive within the server's read
+// timeout is answered 408 request_timeout, and the connection closed; a
+// body cut short by the client (no timeout) stays a 400.
+func TestSlowBody(t *testing.T) {
+	s := newStreamed(t, StreamOptions{}, func(ts *httptest.Server) { ts.Config.ReadTimeout = 300 * time.Millisecond })
+	for _, c := range []struct {
+		name   string
+		finish func(net.Conn)
+		status int
+		code   string
+	}{
+		{"stalled", func(net.Conn) {}, http.StatusRequestTimeout, "request_timeout"},
+		{"cut short", func(c net.Conn) { _ = c.(*net.TCPConn).CloseWrite() }, http.StatusBadRequest, "unreadable_body"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.Dial("tcp", strings.TrimPrefix(s.base, "http://"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			const part = `{"email":"slow@example.com",`
+			fmt.Fprintf(conn, "POST /v1/customers HTTP/1.1\r\nHost: orderd\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n%s", part)
+			c.finish(conn)
+			_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+			req, _ := http.NewRequest("POST", s.base+"/v1/customers", strings.NewReader(part))
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.ReadResponse(bufio.NewReader(conn), req)
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			raw, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			checkContract(t, req, resp, raw)
+			var p problemJSON
+			if err := json.Unmarshal(raw, &p); err != nil || resp.StatusCode != c.status || p.Code != c.code {
+				t.Fatalf("%d %s, want %d %s", resp.StatusCode, raw, c.status, c.code)
+			}
+			if c.status == http.StatusRequestTimeout && !resp.Close {
+				t.Errorf("408 without Connection: close")
+			}
+		})
 	}
 }

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -32,6 +31,9 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request) error {
 	}
 	after, fromNow, err := streamAfter(r)
 	if err != nil {
+		return err
+	}
+	if err := st.checkStart(r, after); err != nil {
 		return err
 	}
 	if !st.admit() {
@@ -65,14 +67,48 @@ func (s *Server) eventStream(w http.ResponseWriter, r *http.Request) error {
 	defer cancel()
 	defer context.AfterFunc(st.ctx, cancel)()
 	err = c.serve(ctx)
+	slow := c.sub.slow(err)
+	if slow {
+		st.dropped.Add(1)
+	}
 	switch {
-	case err == nil, ctx.Err() != nil, errors.Is(err, errSlow):
+	case err == nil, ctx.Err() != nil, slow:
 		logger(r.Context()).Debug("event stream ended", zap.Error(err), zap.Int64("last", c.last))
 	default:
 		logger(r.Context()).Warn("event stream failed", zap.Error(err), zap.Int64("last", c.last))
 	}
 	return nil
 }
+
+// checkStart refuses a start position beyond the head: no event has it
+// yet, so it can only be a mistake (a position of another store, or of
+// this one before a restore), and the client would wait in silence for
+// events it then never gets. The problem names the head.
+func (st *Stream) checkStart(r *http.Request, after int64) error {
+	if after == 0 {
+		return nil
+	}
+	head, err := st.log.Head(r.Context())
+	if err != nil || after <= head {
+		return err
+	}
+	field := "after"
+	if len(r.Header.Values("Last-Event-ID")) > 0 {
+		field = "Last-Event-ID"
+	}
+	return &beyondHead{head: head, err: &aggregate.Error{Kind: aggregate.ErrInvalid, Code: "position_beyond_head", Field: field,
+		Detail: fmt.Sprintf("position %d is beyond the newest event, at %d: start at a position up to it, or with after=now", after, head)}}
+}
+
+// beyondHead is the refusal of a start position beyond the head, whose
+// problem carries the head (the extension member "head").
+type beyondHead struct {
+	err  *aggregate.Error
+	head int64
+}
+
+func (e *beyondHead) Error() string { return e.err.Error() }
+func (e *beyondHead) Unwrap() error { return e.err }
 
 // streamAfter returns the position a stream starts after: Last-Event-ID,
 // which a reconnecting EventSource sends to the URL it first asked (with

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"slices"
 	"strconv"
 	"sync"
@@ -69,7 +70,7 @@ type Stream struct {
 	stop context.CancelFunc
 
 	open    atomic.Int64 // streams admitted and not yet ended
-	dropped atomic.Int64 // clients dropped for being slow
+	dropped atomic.Int64 // clients dropped for being slow, counted by eventStream
 
 	mu     sync.Mutex
 	subs   map[*subscriber]struct{} // the clients the hub feeds
@@ -105,7 +106,7 @@ func NewStream(log EventLog, opts StreamOptions, reg prometheus.Registerer, logg
 			}, func() float64 { return float64(s.Clients()) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
 				Name: "orderd_stream_clients_dropped_total",
-				Help: "Clients of GET /v1/events/stream disconnected because they read too slowly (their buffer was full).",
+				Help: "Clients of GET /v1/events/stream disconnected because they read too slowly (their buffer was full, or one write took longer than the write timeout).",
 			}, func() float64 { return float64(s.Dropped()) }),
 		)
 	}
@@ -123,7 +124,9 @@ func orDefault[T int | time.Duration](v, def T) T {
 // Clients returns how many streams are open.
 func (s *Stream) Clients() int { return int(s.open.Load()) }
 
-// Dropped returns how many clients were dropped for reading too slowly.
+// Dropped returns how many clients were dropped for reading too slowly:
+// the hub's, whose buffer overflowed, and those whose write timed out,
+// live or still catching up from the store.
 func (s *Stream) Dropped() int64 { return s.dropped.Load() }
 
 // Stop ends every stream and refuses none afterwards: a stream asked for
@@ -173,6 +176,21 @@ func (sub *subscriber) end(why error) {
 	sub.why = why
 	close(sub.gone)
 	_ = sub.rc.SetWriteDeadline(time.Now())
+}
+
+// slow reports whether the client's stream, ended by err, was dropped for
+// reading too slowly: by the hub, or by a write that timed out. A client
+// still catching up from the store is not the hub's and can only time
+// out. The end of the hub is not the client's fault, though it ends the
+// client's write with a timeout too.
+func (sub *subscriber) slow(err error) bool {
+	sub.mu.Lock()
+	why := sub.why
+	sub.mu.Unlock()
+	if why != nil {
+		return errors.Is(why, errSlow)
+	}
+	return errors.Is(err, os.ErrDeadlineExceeded)
 }
 
 // extend gives the client's next write until d, unless it was dropped.
@@ -283,8 +301,7 @@ func (s *Stream) tail(ctx context.Context, gen int, from int64) {
 				case sub.ch <- b:
 				default:
 					delete(s.subs, sub)
-					sub.end(errSlow)
-					s.dropped.Add(1)
+					sub.end(errSlow) // counted as it ends: see slow
 				}
 			}
 		}

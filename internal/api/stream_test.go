@@ -564,30 +564,110 @@ func problemOf(t *testing.T, base, query, lastID string, want int) problemJSON {
 	if lastID != "" {
 		req.Header.Set("Last-Event-ID", lastID)
 	}
-	route, params, err := apitest.Contract(t, base).FindRoute(req)
+	return problemFor(t, req, want)
+}
+
+// problemAt GETs target and expects a problem of status want that
+// openapi.yaml allows.
+func problemAt(t *testing.T, target string, want int) problemJSON {
+	t.Helper()
+	req, err := http.NewRequest("GET", target, nil)
 	if err != nil {
-		t.Fatalf("GET /v1/events/stream is not in openapi.yaml: %v", err)
+		t.Fatal(err)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	return problemFor(t, req, want)
+}
+
+// problemFor sends req and expects a problem of status want that
+// openapi.yaml allows.
+func problemFor(t *testing.T, req *http.Request, want int) problemJSON {
+	t.Helper()
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req) // an accepted stream would never end
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
-	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
-		Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true}}
-	if err := openapi3filter.ValidateResponse(context.Background(), &openapi3filter.ResponseValidationInput{
-		RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header,
-		Body: io.NopCloser(bytes.NewReader(raw)), Options: in.Options,
-	}); err != nil {
-		t.Errorf("%s: %d answer breaks openapi.yaml: %v\n%s", query, resp.StatusCode, err, raw)
-	}
+	checkContract(t, req, resp, raw)
 	var p problemJSON
 	if err := json.Unmarshal(raw, &p); err != nil || resp.StatusCode != want {
-		t.Fatalf("%s: %d %s, want %d", query, resp.StatusCode, raw, want)
+		t.Fatalf("%s: %d %s, want %d", req.URL, resp.StatusCode, raw, want)
 	}
 	if want == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") == "" {
 		t.Errorf("%d without Retry-After", want)
 	}
 	return p
+}
+
+// TestStreamSlowCatchUpDropped: a client that starts far behind and stops
+// reading is dropped once a write of its catch-up from the store takes
+// longer than the write timeout, and is counted as dropped like one the
+// hub drops.
+func TestStreamSlowCatchUpDropped(t *testing.T) {
+	s := newStreamed(t, StreamOptions{WriteTimeout: 300 * time.Millisecond}, func(ts *httptest.Server) {
+		ts.Listener = smallBuffers{ts.Listener}
+	})
+	for range 200 {
+		s.register(t)
+	}
+	stuck := stuckClient(t, s.base, 0)
+	waitFor(t, "the stuck client dropped", func() bool { return s.st.Dropped() == 1 && s.st.Clients() == 0 })
+	_ = stuck.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, stuck); err != nil {
+		t.Errorf("the stuck client's connection was not closed: %v", err)
+	}
+	// A client that leaves is not dropped.
+	c := s.open(t, "?after=0")
+	c.take(t, 200, 10*time.Second)
+	c.close()
+	waitFor(t, "the reader gone", func() bool { return s.st.Clients() == 0 })
+	if n := s.st.Dropped(); n != 1 {
+		t.Errorf("%d clients counted dropped, want 1 (a client that leaves is not)", n)
+	}
+}
+
+// TestStreamBeyondHead: a start position beyond the newest event, by
+// after or Last-Event-ID, is refused with the head in the problem; the
+// head itself is a valid start.
+func TestStreamBeyondHead(t *testing.T) {
+	s := newStreamed(t, StreamOptions{}, nil)
+	s.register(t)
+	head, err := s.events.Head(context.Background())
+	if err != nil || head == 0 {
+		t.Fatalf("head %d, %v", head, err)
+	}
+	for _, c := range []struct{ query, lastID, field string }{
+		{fmt.Sprintf("?after=%d", head+1), "", "after"},
+		{"?after=9223372036854775807", "", "after"},
+		{"?after=0", strconv.FormatInt(head+1, 10), "Last-Event-ID"},
+		{"", "1000000", "Last-Event-ID"},
+	} {
+		p := problemOf(t, s.base, c.query, c.lastID, http.StatusBadRequest)
+		if p.Code != "position_beyond_head" || p.Field != c.field || p.Head == nil || *p.Head != head {
+			t.Errorf("%s Last-Event-ID %q: %s (%s) head %v, want position_beyond_head (%s) head %d", c.query, c.lastID, p.Code, p.Field, p.Head, c.field, head)
+		}
+	}
+	id := s.register(t)
+	if ev := s.open(t, fmt.Sprintf("?after=%d", head)).take(t, 1, 10*time.Second)[0]; ev.data.AggregateID != id {
+		t.Errorf("from the head: got %s, want %s", ev.data.AggregateID, id)
+	}
+	s.open(t, "", "Last-Event-ID", strconv.FormatInt(head, 10))
+}
+
+// checkContract fails the test unless resp, whose body is raw, is an
+// answer to req that openapi.yaml allows (its status listed for the route).
+func checkContract(t *testing.T, req *http.Request, resp *http.Response, raw []byte) {
+	t.Helper()
+	route, params, err := apitest.Contract(t, "http://"+req.URL.Host).FindRoute(req)
+	if err != nil {
+		t.Fatalf("%s %s is not in openapi.yaml: %v", req.Method, req.URL.Path, err)
+	}
+	in := &openapi3filter.RequestValidationInput{Request: req, PathParams: params, Route: route,
+		Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true, ExcludeRequestBody: true}}
+	if err := openapi3filter.ValidateResponse(context.Background(), &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: in, Status: resp.StatusCode, Header: resp.Header,
+		Body: io.NopCloser(bytes.NewReader(raw)), Options: in.Options,
+	}); err != nil {
+		t.Errorf("%s: %d answer breaks openapi.yaml: %v\n%s", req.URL, resp.StatusCode, err, raw)
+	}
 }

@@ -19,10 +19,13 @@ import (
 // present, which the read models serve.
 type pointInTime struct {
 	version int64     // as_of_version, 0 when not given
-	at      time.Time // as_of, zero when not given
+	at      time.Time // as_of, when timed
+	// timed: as_of was given. Not at.IsZero(): 0001-01-01T00:00:00Z is a
+	// time like any other, before every aggregate.
+	timed bool
 }
 
-func (p pointInTime) past() bool { return p.version > 0 || !p.at.IsZero() }
+func (p pointInTime) past() bool { return p.version > 0 || p.timed }
 
 // readParams reads a GET of one aggregate's query: min_version, and
 // as_of_version or as_of. Each value is checked first, then the
@@ -36,15 +39,15 @@ func readParams(r *http.Request) (min int64, p pointInTime, err error) {
 	if p.version, err = queryInt(r, "as_of_version", 1, math.MaxInt64, 0, "a whole number of 1 or more"); err != nil {
 		return 0, p, err
 	}
-	if p.at, err = asOf(r); err != nil {
+	if p.at, p.timed, err = asOf(r); err != nil {
 		return 0, p, err
 	}
 	switch {
-	case p.version > 0 && !p.at.IsZero():
+	case p.version > 0 && p.timed:
 		return 0, p, conflicting("as_of", "as_of_version and as_of cannot be given together: ask for a version or a time, not both")
 	case min > 0 && p.version > 0:
 		return 0, p, conflicting("as_of_version", "min_version cannot be given with as_of_version: a past state is read from the event store and never waits")
-	case min > 0 && !p.at.IsZero():
+	case min > 0 && p.timed:
 		return 0, p, conflicting("as_of", "min_version cannot be given with as_of: a past state is read from the event store and never waits")
 	}
 	return min, p, nil
@@ -54,15 +57,15 @@ func conflicting(field, detail string) error {
 	return invalid("conflicting_query", field, "%s", detail)
 }
 
-// asOf reads ?as_of, an RFC 3339 date-time with its offset; zero when
-// absent. Go's parser differs from RFC 3339 in two ways: it takes a comma
+// asOf reads ?as_of, an RFC 3339 date-time with its offset, and whether
+// it was given. Go's parser differs from RFC 3339 in two ways: it takes a comma
 // before the fraction, which is refused here, and not a leap second
 // (23:59:60), which is taken as the instant after the second before it, as
 // POSIX time does; 't' and 'z' are taken as RFC 3339 allows.
-func asOf(r *http.Request) (time.Time, error) {
+func asOf(r *http.Request) (time.Time, bool, error) {
 	s, ok, err := query(r, "as_of")
 	if err != nil || !ok {
-		return time.Time{}, err
+		return time.Time{}, false, err
 	}
 	in, leap := strings.ToUpper(s), time.Duration(0)
 	if len(in) > 19 && in[10] == 'T' && in[16:19] == ":60" {
@@ -75,9 +78,9 @@ func asOf(r *http.Request) (time.Time, error) {
 		if strings.ContainsRune(s, ' ') {
 			hint = " (a + in the offset must be sent as %2B)"
 		}
-		return time.Time{}, invalid("invalid_query", "as_of", "as_of must be an RFC 3339 date-time with an offset, such as 2024-11-05T10:00:00Z, not %s%s", echo(s), hint)
+		return time.Time{}, false, invalid("invalid_query", "as_of", "as_of must be an RFC 3339 date-time with an offset, such as 2024-11-05T10:00:00Z, not %s%s", echo(s), hint)
 	}
-	return t, nil
+	return t, true, nil
 }
 
 // pastState returns aggregate id as it was at p, in the read model's

@@ -20,20 +20,20 @@ import (
 // and expiry needs no purge.
 const (
 	keyColumnsCQL = `key, record_id, fingerprint, owner, state, aggregate_id, status, header, body,
-		created_at, updated_at, expires_at`
+		created_at, updated_at, expires_at, instance, boot`
 	keyBeginCQL = `INSERT INTO idempotency_keys (key, record_id, fingerprint, owner, state,
-		created_at, updated_at, expires_at) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?) IF NOT EXISTS USING TTL ?`
+		created_at, updated_at, expires_at, instance, boot) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?`
 	// keyReplaceCQL takes over a key whose record outlived its expiry by
 	// the rounding of TTLs (some cells of it may still be live).
 	keyReplaceCQL = `UPDATE idempotency_keys USING TTL ? SET record_id = ?, fingerprint = ?, owner = ?,
 		state = 'pending', aggregate_id = null, status = null, header = null, body = null,
-		created_at = ?, updated_at = ?, expires_at = ? WHERE key = ? IF record_id = ?`
+		created_at = ?, updated_at = ?, expires_at = ?, instance = ?, boot = ? WHERE key = ? IF record_id = ?`
 	keyGetCQL      = `SELECT ` + keyColumnsCQL + ` FROM idempotency_keys WHERE key = ?`
 	keyAttachCQL   = `UPDATE idempotency_keys USING TTL ? SET aggregate_id = ?, updated_at = ? WHERE key = ? IF owner = ?`
 	keyCompleteCQL = `UPDATE idempotency_keys USING TTL ? SET state = 'done', status = ?, header = ?, body = ?,
 		updated_at = ? WHERE key = ? IF owner = ?`
 	keyAbandonCQL  = `UPDATE idempotency_keys USING TTL ? SET state = 'abandoned', updated_at = ? WHERE key = ? IF owner = ?`
-	keyTakeoverCQL = `UPDATE idempotency_keys USING TTL ? SET owner = ?, state = 'pending', updated_at = ?
+	keyTakeoverCQL = `UPDATE idempotency_keys USING TTL ? SET owner = ?, instance = ?, boot = ?, state = 'pending', updated_at = ?
 		WHERE key = ? IF owner = ? AND state IN ('pending', 'abandoned')`
 )
 
@@ -64,7 +64,7 @@ func (s *Store) Begin(ctx context.Context, rec store.IdempotencyRecord) (store.I
 	}
 	cur := map[string]any{}
 	applied, err := s.lwt(ctx, keyBeginCQL, rec.Key, gocqlUUID(rec.ID), rec.Fingerprint, gocqlUUID(rec.Owner),
-		rec.Created, rec.Updated, rec.Expires, ttl).MapScanCAS(cur)
+		rec.Created, rec.Updated, rec.Expires, rec.Process.Instance, gocqlUUID(rec.Process.Boot), ttl).MapScanCAS(cur)
 	if err != nil {
 		return rec, false, fmt.Errorf("scylla: begin key %q: %w", rec.Key, s.closedOr(err))
 	}
@@ -83,7 +83,7 @@ func (s *Store) Begin(ctx context.Context, rec store.IdempotencyRecord) (store.I
 	}
 	cur = map[string]any{}
 	applied, err = s.lwt(ctx, keyReplaceCQL, ttl, gocqlUUID(rec.ID), rec.Fingerprint, gocqlUUID(rec.Owner),
-		rec.Created, rec.Updated, rec.Expires, rec.Key, stale).MapScanCAS(cur)
+		rec.Created, rec.Updated, rec.Expires, rec.Process.Instance, gocqlUUID(rec.Process.Boot), rec.Key, stale).MapScanCAS(cur)
 	if err != nil {
 		return rec, false, fmt.Errorf("scylla: begin key %q: replace an expired record: %w", rec.Key, s.closedOr(err))
 	}
@@ -144,8 +144,8 @@ func (s *Store) Abandon(ctx context.Context, c store.IdempotencyClaim, now time.
 }
 
 // Takeover hands a pending or abandoned record to the attempt to.
-func (s *Store) Takeover(ctx context.Context, c store.IdempotencyClaim, to uuid.UUID, now time.Time) (bool, error) {
-	err := s.keyUpdate(ctx, "take over", c, now, keyTakeoverCQL, gocqlUUID(to), now)
+func (s *Store) Takeover(ctx context.Context, c store.IdempotencyClaim, to uuid.UUID, by store.Process, now time.Time) (bool, error) {
+	err := s.keyUpdate(ctx, "take over", c, now, keyTakeoverCQL, gocqlUUID(to), by.Instance, gocqlUUID(by.Boot), now)
 	if errors.Is(err, store.ErrNotOwner) {
 		return false, nil
 	}
@@ -180,6 +180,8 @@ func keyFromMap(m map[string]any) store.IdempotencyRecord {
 	rec.ID = fromGocql(m["record_id"])
 	rec.Fingerprint, _ = m["fingerprint"].([]byte)
 	rec.Owner = fromGocql(m["owner"])
+	rec.Process.Instance, _ = m["instance"].(string)
+	rec.Process.Boot = fromGocql(m["boot"])
 	state, _ := m["state"].(string)
 	rec.State = store.IdempotencyState(state)
 	rec.AggregateID = fromGocql(m["aggregate_id"])

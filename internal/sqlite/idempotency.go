@@ -78,9 +78,11 @@ type Keys struct {
 }
 
 // OpenKeys opens (creating if needed) the key store at path, brings its
-// schema up to date and starts the purge of expired records. The caller
-// must Close it. Like the event store, it belongs to one process; the
-// event store's lock on the data dir keeps a second one out.
+// schema up to date, abandons the records left pending by the previous
+// process (see abandonPending) and starts the purge of expired records.
+// The caller must Close it. Like the event store, it belongs to one
+// process; the event store's lock on the data dir keeps a second one out,
+// and only a process holding it may open the keys.
 func OpenKeys(path string, opts KeysOptions) (*Keys, error) {
 	if opts.Logger == nil {
 		opts.Logger = zap.NewNop()
@@ -94,6 +96,9 @@ func OpenKeys(path string, opts KeysOptions) (*Keys, error) {
 	w, r, err := openDB(context.Background(), path, "sqlite/keys", dbOptions{Synchronous: "NORMAL"})
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: keys: %w", err)
+	}
+	if err := abandonPending(w, opts.Now(), opts.Logger); err != nil {
+		return nil, errors.Join(err, r.Close(), w.Close())
 	}
 	// The WAL exists once openDB has migrated: it stays, with its inode,
 	// while a connection is open.
@@ -121,6 +126,23 @@ func OpenKeys(path string, opts KeysOptions) (*Keys, error) {
 	go k.writeLoop()
 	go k.purgeLoop(opts.PurgeEvery)
 	return k, nil
+}
+
+// abandonPending marks Abandoned every record left Pending: the keys
+// belong to one process at a time (the event store's lock on the data dir
+// keeps a second one out), so an attempt that was running when the store
+// was last open died with its process. The next request with the key
+// settles it at once, from the events, rather than answering 409
+// idempotency_key_in_flight until the record looks dead.
+func abandonPending(w *sql.DB, now time.Time, log *zap.Logger) error {
+	res, err := w.Exec(`UPDATE idempotency_keys SET state = 'abandoned', updated_at = ? WHERE state = 'pending'`, formatTime(now))
+	if err != nil {
+		return fmt.Errorf("sqlite: keys: abandon the records of the previous process: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n > 0 {
+		log.Info("idempotency keys whose attempt died with the previous process abandoned; their retries settle them", zap.Int64("keys", n))
+	}
+	return nil
 }
 
 // Close stops the purge and closes the database. Calls after Close return
@@ -153,7 +175,7 @@ func (k *Keys) closed() bool {
 }
 
 const keyColumns = `key, record_id, fingerprint, owner, state, aggregate_id, status, header, body,
-	created_at, updated_at, expires_at`
+	created_at, updated_at, expires_at, instance, boot`
 
 // keyCondition is where an update applies: c.Key's record, if c.Owner
 // owns it and it has not expired.
@@ -165,19 +187,19 @@ const keyCondition = ` WHERE key = ? AND owner = ? AND expires_at > ?`
 // now.
 var keyStatements = map[string]string{
 	"begin": `INSERT INTO idempotency_keys
-		(key, record_id, fingerprint, owner, state, created_at, updated_at, expires_at)
-		VALUES (?, ?, ?, ?, 'pending', ?, ?, ?)
+		(key, record_id, fingerprint, owner, state, created_at, updated_at, expires_at, instance, boot)
+		VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)
 		ON CONFLICT (key) DO UPDATE SET record_id = excluded.record_id, fingerprint = excluded.fingerprint,
 			owner = excluded.owner, state = 'pending', aggregate_id = NULL, status = NULL, header = NULL,
 			body = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at,
-			expires_at = excluded.expires_at
+			expires_at = excluded.expires_at, instance = excluded.instance, boot = excluded.boot
 		WHERE idempotency_keys.expires_at <= excluded.created_at`,
 	"current":   `SELECT ` + keyColumns + ` FROM idempotency_keys WHERE key = ?`,
 	"get":       `SELECT ` + keyColumns + ` FROM idempotency_keys WHERE key = ? AND expires_at > ?`,
 	"attach":    `UPDATE idempotency_keys SET aggregate_id = ?, updated_at = ?` + keyCondition,
 	"complete":  `UPDATE idempotency_keys SET state = 'done', status = ?, header = ?, body = ?, updated_at = ?` + keyCondition,
 	"abandon":   `UPDATE idempotency_keys SET state = 'abandoned', updated_at = ?` + keyCondition,
-	"take over": `UPDATE idempotency_keys SET owner = ?, state = 'pending', updated_at = ?` + keyCondition + ` AND state IN ('pending', 'abandoned')`,
+	"take over": `UPDATE idempotency_keys SET owner = ?, instance = ?, boot = ?, state = 'pending', updated_at = ?` + keyCondition + ` AND state IN ('pending', 'abandoned')`,
 }
 
 // Begin claims rec.Key unless an unexpired record holds it; an expired one
@@ -192,7 +214,7 @@ func (k *Keys) Begin(ctx context.Context, rec store.IdempotencyRecord) (_ store.
 	err = k.write(func(tx *sql.Tx) error {
 		res, err := tx.Stmt(k.stmts["begin"]).Exec(
 			rec.Key, rec.ID.String(), rec.Fingerprint, rec.Owner.String(),
-			formatTime(rec.Created), formatTime(rec.Updated), formatTime(rec.Expires))
+			formatTime(rec.Created), formatTime(rec.Updated), formatTime(rec.Expires), rec.Process.Instance, rec.Process.Boot.String())
 		if err != nil {
 			return err
 		}
@@ -258,8 +280,8 @@ func (k *Keys) Abandon(ctx context.Context, c store.IdempotencyClaim, now time.T
 }
 
 // Takeover hands a pending or abandoned record to the attempt to.
-func (k *Keys) Takeover(ctx context.Context, c store.IdempotencyClaim, to uuid.UUID, now time.Time) (bool, error) {
-	err := k.update(ctx, "take over", c, to.String(), formatTime(now))
+func (k *Keys) Takeover(ctx context.Context, c store.IdempotencyClaim, to uuid.UUID, by store.Process, now time.Time) (bool, error) {
+	err := k.update(ctx, "take over", c, to.String(), by.Instance, by.Boot.String(), formatTime(now))
 	if errors.Is(err, store.ErrNotOwner) {
 		return false, nil
 	}
@@ -401,10 +423,11 @@ func scanKey(row *sql.Row) (store.IdempotencyRecord, bool, error) {
 		agg, header               sql.NullString
 		status                    sql.NullInt64
 		created, updated, expires string
-		errs                      [6]error
+		boot                      string
+		errs                      [7]error
 	)
 	err := row.Scan(&rec.Key, &id, &rec.Fingerprint, &owner, &state, &agg, &status, &header, &rec.Response.Body,
-		&created, &updated, &expires)
+		&created, &updated, &expires, &rec.Process.Instance, &boot)
 	if errors.Is(err, sql.ErrNoRows) {
 		return rec, false, nil
 	}
@@ -420,6 +443,9 @@ func scanKey(row *sql.Row) (store.IdempotencyRecord, bool, error) {
 	rec.Created, errs[3] = parseTime(created)
 	rec.Updated, errs[4] = parseTime(updated)
 	rec.Expires, errs[5] = parseTime(expires)
+	if boot != "" { // empty in rows from before the column
+		rec.Process.Boot, errs[6] = uuid.Parse(boot)
+	}
 	if err := errors.Join(errs[:]...); err != nil {
 		return rec, false, fmt.Errorf("key %q: %w", rec.Key, err)
 	}

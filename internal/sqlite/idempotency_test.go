@@ -77,3 +77,47 @@ func TestKeysPurge(t *testing.T) {
 		t.Fatalf("Get after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestIdempotencyReopenAbandonsPending: a record left pending when the
+// key store was last open (its process died: only one process opens it)
+// is abandoned at the next open, keeping its owner, id and aggregate, so
+// that the next request with the key settles it at once; done and
+// abandoned records are left as they were.
+func TestIdempotencyReopenAbandonsPending(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.db")
+	k := openKeys(t, path, KeysOptions{})
+	ctx := t.Context()
+	now := time.Now().UTC()
+	begin := func(key string) store.IdempotencyRecord {
+		rec := store.IdempotencyRecord{Key: key, ID: uuid.New(), Fingerprint: []byte{1}, Owner: uuid.New(),
+			Process: store.Process{Instance: "a", Boot: uuid.New()}, Created: now, Updated: now, Expires: now.Add(time.Hour)}
+		if _, began, err := k.Begin(ctx, rec); err != nil || !began {
+			t.Fatalf("Begin(%s): %v, %v", key, began, err)
+		}
+		return rec
+	}
+	pending, done := begin("pending"), begin("done")
+	agg := uuid.New()
+	if err := k.Attach(ctx, pending.Claim(), agg, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Complete(ctx, done.Claim(), store.IdempotentResponse{Status: 201, Body: []byte("{}")}, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	k = openKeys(t, path, KeysOptions{})
+	got, found, err := k.Get(ctx, "pending")
+	if err != nil || !found || got.State != store.Abandoned || got.Owner != pending.Owner || got.ID != pending.ID ||
+		got.AggregateID != agg || got.Process != pending.Process {
+		t.Fatalf("the pending record after a reopen: %+v, %v, %v; want it abandoned, owner, id, process and aggregate kept", got, found, err)
+	}
+	if got, _, err := k.Get(ctx, "done"); err != nil || got.State != store.Done || got.Response.Status != 201 {
+		t.Fatalf("the done record after a reopen: %+v, %v", got, err)
+	}
+	if ok, err := k.Takeover(ctx, got.Claim(), uuid.New(), store.Process{Instance: "b", Boot: uuid.New()}, time.Now()); err != nil || !ok {
+		t.Fatalf("Takeover of the abandoned record: %v, %v", ok, err)
+	}
+}

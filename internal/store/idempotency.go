@@ -28,8 +28,9 @@ var ErrNotOwner = errors.New("store: idempotency key owned by another attempt")
 // Every operation that changes a record is conditional on its owner (the
 // attempt running it), so two attempts never both run one key.
 type Idempotency interface {
-	// Begin claims rec.Key for the attempt rec.Owner when no unexpired
-	// record holds the key, storing rec (State Pending) until rec.Expires,
+	// Begin claims rec.Key for the attempt rec.Owner, of the process
+	// rec.Process, when no unexpired record holds the key, storing rec
+	// (State Pending) until rec.Expires,
 	// and returns rec and true. Otherwise it returns the record that holds
 	// the key, and false. Concurrent Begins of one key: exactly one gets
 	// true.
@@ -56,11 +57,11 @@ type Idempotency interface {
 	Abandon(ctx context.Context, c IdempotencyClaim, now time.Time) error
 
 	// Takeover hands a Pending or Abandoned record from the attempt c.Owner
-	// to the attempt to, and reports whether it did: false when c.Owner no
-	// longer owns it (another attempt took it first), the record is Done
-	// or gone. The record keeps its ID, fingerprint, aggregate and expiry,
-	// and becomes Pending.
-	Takeover(ctx context.Context, c IdempotencyClaim, to uuid.UUID, now time.Time) (bool, error)
+	// to the attempt to, of the process by, and reports whether it did:
+	// false when c.Owner no longer owns it (another attempt took it
+	// first), the record is Done or gone. The record keeps its ID,
+	// fingerprint, aggregate and expiry, and becomes Pending.
+	Takeover(ctx context.Context, c IdempotencyClaim, to uuid.UUID, by Process, now time.Time) (bool, error)
 }
 
 // IdempotencyState is where a record stands.
@@ -87,12 +88,23 @@ type IdempotencyRecord struct {
 	// body): a retry must match it.
 	Fingerprint []byte
 	Owner       uuid.UUID // the attempt that runs the request now
+	Process     Process   // the process Owner runs in
 	State       IdempotencyState
 	AggregateID uuid.UUID          // uuid.Nil until attached
 	Response    IdempotentResponse // set when Done
 	Created     time.Time          // kept to the millisecond at least
 	Updated     time.Time          // the last change by its owner
 	Expires     time.Time          // after it the key is free again
+}
+
+// Process names a process that runs attempts: its instance, a name no two
+// live processes share (the one the workers' leases hold), and its boot, a
+// new id at each start. A record Pending for a process of this instance
+// but another boot was left by an attempt that died with that boot: it
+// can be settled at once, without waiting for it to look dead.
+type Process struct {
+	Instance string
+	Boot     uuid.UUID
 }
 
 // IdempotencyClaim is an attempt's hold on a key, which the operations

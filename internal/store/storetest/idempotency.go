@@ -27,8 +27,10 @@ type IdempotencyOpener func(t *testing.T) store.Idempotency
 //
 // What the suite holds a backend to, beyond the doc comments of
 // store.Idempotency: times come back to the millisecond at least; the
-// response comes back byte for byte, headers included; a record expires no
-// earlier than its Expires and no later than a few seconds after.
+// response comes back byte for byte, headers included; the process of the
+// owner comes back with every read, and moves with a takeover; a record
+// expires no earlier than its Expires and no later than a few seconds
+// after.
 func RunIdempotency(t *testing.T, open IdempotencyOpener) {
 	tests := []struct {
 		name string
@@ -56,8 +58,13 @@ func newKey(key string, body string, ttl time.Duration) store.IdempotencyRecord 
 	fp := sha256.Sum256([]byte("POST\n/v1/widgets\n" + body))
 	return store.IdempotencyRecord{
 		Key: key, ID: uuid.Must(uuid.NewV7()), Fingerprint: fp[:], Owner: uuid.New(),
-		Created: now, Updated: now, Expires: now.Add(ttl),
+		Process: newProcess("suite"), Created: now, Updated: now, Expires: now.Add(ttl),
 	}
+}
+
+// newProcess returns a boot of instance.
+func newProcess(instance string) store.Process {
+	return store.Process{Instance: instance, Boot: uuid.New()}
 }
 
 func mustBegin(t *testing.T, k store.Idempotency, rec store.IdempotencyRecord, want bool) store.IdempotencyRecord {
@@ -88,6 +95,8 @@ func keyDiff(g, w store.IdempotencyRecord) string {
 		return "fingerprint differs"
 	case g.Owner != w.Owner:
 		return "owner " + g.Owner.String() + ", want " + w.Owner.String()
+	case g.Process != w.Process:
+		return "process " + g.Process.Instance + "/" + g.Process.Boot.String() + ", want " + w.Process.Instance + "/" + w.Process.Boot.String()
 	case g.State != w.State:
 		return "state " + string(g.State) + ", want " + string(w.State)
 	case g.AggregateID != w.AggregateID:
@@ -176,7 +185,7 @@ func testKeyBeginOnce(t *testing.T, k store.Idempotency) {
 		t.Fatalf("%d of %d concurrent Begins of one key began; want 1", len(winners), n)
 	}
 	for _, s := range seen {
-		if s.Owner != winners[0].Owner || s.ID != winners[0].ID || s.State != store.Pending {
+		if s.Owner != winners[0].Owner || s.ID != winners[0].ID || s.State != store.Pending || s.Process != winners[0].Process {
 			t.Fatalf("a losing Begin saw owner %s, record %s, %s; want the winner's %s, %s, pending",
 				s.Owner, s.ID, s.State, winners[0].Owner, winners[0].ID)
 		}
@@ -225,11 +234,12 @@ func testKeyTakeover(t *testing.T, k store.Idempotency) {
 	}
 	wrong := rec.Claim()
 	wrong.Owner = uuid.New()
-	if ok, err := k.Takeover(ctx, wrong, uuid.New(), time.Now()); err != nil || ok {
+	if ok, err := k.Takeover(ctx, wrong, uuid.New(), newProcess("stranger"), time.Now()); err != nil || ok {
 		t.Fatalf("Takeover from a non-owner = %v, %v; want false", ok, err)
 	}
-	second := uuid.New()
-	if ok, err := k.Takeover(ctx, rec.Claim(), second, time.Now()); err != nil || !ok {
+	// A retry on another instance takes it, or on a new boot of the same.
+	second, secondProcess := uuid.New(), newProcess("suite-2")
+	if ok, err := k.Takeover(ctx, rec.Claim(), second, secondProcess, time.Now()); err != nil || !ok {
 		t.Fatalf("Takeover of a pending record = %v, %v; want true", ok, err)
 	}
 	if err := k.Complete(ctx, rec.Claim(), store.IdempotentResponse{Status: 200}, time.Now()); !errors.Is(err, store.ErrNotOwner) {
@@ -241,15 +251,15 @@ func testKeyTakeover(t *testing.T, k store.Idempotency) {
 		t.Fatalf("Abandon: %v", err)
 	}
 	want := rec
-	want.Owner, want.State, want.AggregateID = second, store.Abandoned, agg
+	want.Owner, want.Process, want.State, want.AggregateID = second, secondProcess, store.Abandoned, agg
 	if diff := keyDiff(mustGet(t, k, rec.Key), want); diff != "" {
 		t.Fatalf("after Takeover and Abandon: %s", diff)
 	}
-	third := uuid.New()
-	if ok, err := k.Takeover(ctx, now, third, time.Now()); err != nil || !ok {
+	third, thirdProcess := uuid.New(), newProcess("suite-2")
+	if ok, err := k.Takeover(ctx, now, third, thirdProcess, time.Now()); err != nil || !ok {
 		t.Fatalf("Takeover of an abandoned record = %v, %v; want true", ok, err)
 	}
-	want.Owner, want.State = third, store.Pending
+	want.Owner, want.Process, want.State = third, thirdProcess, store.Pending
 	if diff := keyDiff(mustGet(t, k, rec.Key), want); diff != "" {
 		t.Fatalf("after the second Takeover: %s", diff)
 	}
@@ -257,7 +267,7 @@ func testKeyTakeover(t *testing.T, k store.Idempotency) {
 	if err := k.Complete(ctx, now, store.IdempotentResponse{Status: 200, Body: []byte("{}")}, time.Now()); err != nil {
 		t.Fatalf("Complete by the new owner: %v", err)
 	}
-	if ok, err := k.Takeover(ctx, now, uuid.New(), time.Now()); err != nil || ok {
+	if ok, err := k.Takeover(ctx, now, uuid.New(), newProcess("suite"), time.Now()); err != nil || ok {
 		t.Fatalf("Takeover of a done record = %v, %v; want false", ok, err)
 	}
 }
@@ -273,7 +283,7 @@ func testKeyTakeoverRace(t *testing.T, k store.Idempotency) {
 	)
 	for range 8 {
 		wg.Go(func() {
-			ok, err := k.Takeover(testContext(t), rec.Claim(), uuid.New(), time.Now())
+			ok, err := k.Takeover(testContext(t), rec.Claim(), uuid.New(), newProcess("suite"), time.Now())
 			if err != nil {
 				t.Errorf("Takeover: %v", err)
 			}
@@ -315,7 +325,7 @@ func testKeyExpiry(t *testing.T, k store.Idempotency) {
 	if next.Created.Before(first.Expires) {
 		t.Fatalf("Begin began anew at %v, before the first record expired at %v", next.Created, first.Expires)
 	}
-	if got := mustGet(t, k, first.Key); got.ID != next.ID || got.Owner != next.Owner {
+	if got := mustGet(t, k, first.Key); got.ID != next.ID || got.Owner != next.Owner || got.Process != next.Process {
 		t.Fatalf("after expiry the key holds record %s of %s; want the new %s of %s", got.ID, got.Owner, next.ID, next.Owner)
 	}
 	ctx := testContext(t)
