@@ -76,8 +76,8 @@ STOP_TIMEOUT="${CASSANDRA_STOP_TIMEOUT:-60}"
 SERVICE=cassandra SERVICE_NAME=Cassandra SERVICE_HOME="$CASSANDRA_HOME"
 PORTS="CQL=$PORT storage=$STORAGE_PORT${JMX_PORT:+ JMX=$JMX_PORT}"
 PORT_VARS="CASSANDRA_PORT, CASSANDRA_STORAGE_PORT, CASSANDRA_JMX_PORT"
-# shellcheck source=scripts/lib/jvm-service.sh
-. "$REPO/scripts/lib/jvm-service.sh"
+# shellcheck source=scripts/lib/service.sh
+. "$REPO/scripts/lib/service.sh"
 
 # ---------------------------------------------------------------- helpers ---
 
@@ -87,7 +87,7 @@ need_python() {
 
 # PID of our node if it is running, from the pid file; checks the command
 # line too, so a recycled pid is not taken for the node.
-node_pid() {
+service_pid() {
   local pid cmd
   [[ -f "$PIDFILE" ]] || return 1
   pid="$(<"$PIDFILE")"
@@ -216,7 +216,7 @@ cmd_start() {
   take_lock
   need_python
   local pid t0=$SECONDS
-  if pid="$(node_pid)"; then
+  if pid="$(service_pid)"; then
     if VERSION="$(probe)"; then
       say "already running (pid $pid, Cassandra $VERSION), CQL on $ADDRESS"
       return 0
@@ -238,23 +238,10 @@ cmd_start() {
   say "CQL on $ADDRESS"
 }
 
-cmd_stop() {
-  take_lock
-  local pid t0=$SECONDS
-  if ! pid="$(node_pid)"; then
-    rm -f "$PIDFILE"
-    say "not running"
-    return 0
-  fi
-  say "stopping (pid $pid)"
-  terminate "$pid"
-  rm -f "$PIDFILE"
-  say "stopped in $((SECONDS - t0))s"
-}
 
 cmd_status() {
   local pid
-  if ! pid="$(node_pid)"; then
+  if ! pid="$(service_pid)"; then
     say "not running"
     return 3
   fi
@@ -268,7 +255,7 @@ cmd_status() {
 }
 
 require_running() {
-  node_pid >/dev/null || die "node not running on port $PORT (scripts/cassandra.sh start)"
+  service_pid >/dev/null || die "node not running on port $PORT (scripts/cassandra.sh start)"
 }
 
 cmd_cql() {

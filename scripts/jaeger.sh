@@ -63,8 +63,8 @@ PORTS="otlp=$JAEGER_OTLP_PORT query=$JAEGER_QUERY_PORT query-grpc=$JAEGER_QUERY_
 PORT_VARS="JAEGER_OTLP_PORT, JAEGER_QUERY_PORT, JAEGER_QUERY_GRPC_PORT"
 # The process helpers (lock, ports, stop, start failures) are the JVM
 # services'; nothing of Java is used here.
-# shellcheck source=scripts/lib/jvm-service.sh
-. "$REPO/scripts/lib/jvm-service.sh"
+# shellcheck source=scripts/lib/service.sh
+. "$REPO/scripts/lib/service.sh"
 # Jaeger logs as zap does: "<time>\terror\t...".
 ERROR_PATTERN='[[:space:]](error|fatal|panic)[[:space:]]|^panic:|Error: |address already in use'
 
@@ -80,7 +80,7 @@ probe() {
   [[ "$body" == *'"data"'* ]] && port_open "$JAEGER_OTLP_PORT"
 }
 
-jaeger_pid() {
+service_pid() {
   local pid cmd
   [[ -f "$PIDFILE" ]] || return 1
   pid="$(<"$PIDFILE")"
@@ -145,7 +145,7 @@ wait_ready() {
 cmd_start() {
   take_lock
   local pid t0=$SECONDS
-  if pid="$(jaeger_pid)"; then
+  if pid="$(service_pid)"; then
     wait_ready "$pid"
     say "already running (pid $pid), OTLP http://$HOST:$JAEGER_OTLP_PORT, query API http://$HOST:$JAEGER_QUERY_PORT"
     return 0
@@ -161,23 +161,10 @@ cmd_start() {
   say "OTLP http://$HOST:$JAEGER_OTLP_PORT, query API http://$HOST:$JAEGER_QUERY_PORT"
 }
 
-cmd_stop() {
-  take_lock
-  local pid
-  if ! pid="$(jaeger_pid)"; then
-    rm -f "$PIDFILE"
-    say "not running"
-    return 0
-  fi
-  say "stopping (pid $pid)"
-  terminate "$pid"
-  rm -f "$PIDFILE"
-  say "stopped"
-}
 
 cmd_status() {
   local pid
-  if ! pid="$(jaeger_pid)"; then
+  if ! pid="$(service_pid)"; then
     say "not running"
     return 3
   fi

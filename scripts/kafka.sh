@@ -65,8 +65,8 @@ STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 SERVICE=kafka SERVICE_NAME=Kafka SERVICE_HOME="$KAFKA_HOME"
 PORTS="client=$PORT controller=$CONTROLLER_PORT"
 PORT_VARS="KAFKA_PORT, KAFKA_CONTROLLER_PORT"
-# shellcheck source=scripts/lib/jvm-service.sh
-. "$REPO/scripts/lib/jvm-service.sh"
+# shellcheck source=scripts/lib/service.sh
+. "$REPO/scripts/lib/service.sh"
 
 # ---------------------------------------------------------------- helpers ---
 
@@ -81,7 +81,7 @@ kafka_tool() { "${KAFKA_TOOL[@]}" "$@"; }
 
 # PID of our broker if it is running, from the pid file; checks the command
 # line too, so a recycled pid is not taken for the broker.
-broker_pid() {
+service_pid() {
   local pid cmd
   [[ -f "$PIDFILE" ]] || return 1
   pid="$(<"$PIDFILE")"
@@ -216,7 +216,7 @@ wait_ready() {
 cmd_start() {
   take_lock
   local pid t0=$SECONDS
-  if pid="$(broker_pid)"; then
+  if pid="$(service_pid)"; then
     if probe; then
       say "already running (pid $pid), bootstrap $BOOTSTRAP"
       return 0
@@ -239,23 +239,9 @@ cmd_start() {
   say "bootstrap $BOOTSTRAP"
 }
 
-cmd_stop() {
-  take_lock
-  local pid
-  if ! pid="$(broker_pid)"; then
-    rm -f "$PIDFILE"
-    say "not running"
-    return 0
-  fi
-  say "stopping (pid $pid)"
-  terminate "$pid"
-  rm -f "$PIDFILE"
-  say "stopped"
-}
-
 cmd_status() {
   local pid
-  if ! pid="$(broker_pid)"; then
+  if ! pid="$(service_pid)"; then
     say "not running"
     return 3
   fi
@@ -268,7 +254,7 @@ cmd_status() {
 }
 
 require_running() {
-  broker_pid >/dev/null || die "broker not running on port $PORT (scripts/kafka.sh start)"
+  service_pid >/dev/null || die "broker not running on port $PORT (scripts/kafka.sh start)"
 }
 
 cmd_topics() {

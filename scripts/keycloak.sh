@@ -66,8 +66,8 @@ STOP_TIMEOUT="${OIDC_STOP_TIMEOUT:-30}"
 SERVICE=keycloak SERVICE_NAME=Keycloak SERVICE_HOME="$KC_CACHE"
 PORTS="HTTP=$PORT"
 PORT_VARS="OIDC_PORT"
-# shellcheck source=scripts/lib/jvm-service.sh
-. "$REPO/scripts/lib/jvm-service.sh"
+# shellcheck source=scripts/lib/service.sh
+. "$REPO/scripts/lib/service.sh"
 # Keycloak's lines: "2026-01-01 10:00:00,000 ERROR [logger] ...".
 ERROR_PATTERN='^[0-9-]+ [0-9:,]+ +(ERROR|FATAL)\b|^Caused by|^[[:alnum:]_.$]+(Exception|Error)(: |$)|Address already in use|requires Java|UnsupportedClassVersionError'
 
@@ -129,7 +129,7 @@ ensure_dist() {
 
 # PID of our instance (the kc.sh shell, which becomes or forwards to the
 # JVM), checked against its command line.
-node_pid() {
+service_pid() {
   local pid cmd
   [[ -f "$PIDFILE" ]] || return 1
   pid="$(<"$PIDFILE")"
@@ -195,7 +195,7 @@ cmd_start() {
   take_lock
   local pid t0=$SECONDS
   command -v curl >/dev/null 2>&1 || die "curl not found (used to probe the realm)"
-  if pid="$(node_pid)"; then
+  if pid="$(service_pid)"; then
     if probe; then
       say "already running (pid $pid), issuer $ISSUER"
       return 0
@@ -216,23 +216,10 @@ cmd_start() {
   say "issuer $ISSUER"
 }
 
-cmd_stop() {
-  take_lock
-  local pid t0=$SECONDS
-  if ! pid="$(node_pid)"; then
-    rm -f "$PIDFILE"
-    say "not running"
-    return 0
-  fi
-  say "stopping (pid $pid)"
-  stop_pid "$pid"
-  rm -f "$PIDFILE"
-  say "stopped in $((SECONDS - t0))s"
-}
 
 cmd_status() {
   local pid
-  if ! pid="$(node_pid)"; then
+  if ! pid="$(service_pid)"; then
     say "not running"
     return 3
   fi

@@ -1,7 +1,9 @@
 # shellcheck shell=bash
-# What scripts/kafka.sh and scripts/cassandra.sh share: logging, a lock per
-# service directory, Java and jar resolution from Maven Central, and process
-# handling. Sourced, not run. The caller sets, before sourcing:
+# What the scripts that run a test server share (scripts/kafka.sh,
+# cassandra.sh, keycloak.sh, jaeger.sh): logging, a lock per service
+# directory, Java and jar resolution from Maven Central (for the JVM ones),
+# process handling and `stop`. Sourced, not run. The caller sets, before
+# sourcing:
 #   SERVICE       short name for messages (kafka, cassandra)
 #   SERVICE_NAME  the product, for messages (Kafka, Cassandra)
 #   SERVICE_HOME  the service's cache directory (absolute)
@@ -12,7 +14,9 @@
 #   PORTS         the instance's ports as ROLE=PORT words (client=9092 ...),
 #                 checked before a start and named when a start fails
 #   PORT_VARS     the variables that move them, for the hint
-# and defines port_open PORT (does anything accept connections there?).
+# and defines port_open PORT (does anything accept connections there?) and
+# service_pid (prints the pid of this instance's process, or fails when it
+# does not run).
 
 say() { printf '%s: %s\n' "$SERVICE" "$*"; }
 die() { printf '%s: error: %s\n' "$SERVICE" "$*" >&2; exit 1; }
@@ -172,4 +176,22 @@ fail_start() {
       "$SERVICE" "$SERVICE_NAME" "$PORTS" "$SERVICE_NAME" "$PORT_VARS" >&2
   fi
   exit 1
+}
+
+# cmd_stop stops this instance: SIGTERM, up to STOP_TIMEOUT s for a clean
+# exit, then SIGKILL (terminate); then whatever its process group still
+# holds (a launcher's child, as Keycloak's kc.sh leaves a JVM).
+cmd_stop() {
+  take_lock
+  local pid t0=$SECONDS
+  if ! pid="$(service_pid)"; then
+    rm -f "$PIDFILE"
+    say "not running"
+    return 0
+  fi
+  say "stopping (pid $pid)"
+  terminate "$pid"
+  kill -KILL -- "-$pid" 2>/dev/null || true
+  rm -f "$PIDFILE"
+  say "stopped in $((SECONDS - t0))s"
 }
