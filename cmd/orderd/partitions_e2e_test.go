@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/segmentio/kafka-go"
 
 	"github.com/orderd/orderd/internal/relay/kafkatest"
 )
@@ -34,15 +31,7 @@ func TestRelayPartitionsChanged(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c := &kafka.Client{Addr: kafka.TCP(brokers...)}
-	res, err := c.CreatePartitions(context.Background(), &kafka.CreatePartitionsRequest{
-		Topics: []kafka.TopicPartitionsConfig{{Name: orders, Count: 5}}})
-	if err == nil {
-		err = res.Errors[orders]
-	}
-	if err != nil {
-		t.Fatalf("add partitions: %v", err)
-	}
+	kafkatest.AddPartitions(t, brokers, orders, 5)
 	before := kafkatest.EndOffsets(t, brokers, orders)
 
 	s2 := start(t, dir, env)

@@ -213,20 +213,3 @@ func openPartitionLedger(t *testing.T) *sqlite.Ledger {
 	t.Cleanup(func() { _ = l.Close() })
 	return l
 }
-
-// addPartitions raises topic's partition count to n behind orderd's back.
-func addPartitions(t *testing.T, brokers []string, topic string, n int) {
-	t.Helper()
-	c := &kafka.Client{Addr: kafka.TCP(brokers...)}
-	res, err := c.CreatePartitions(context.Background(), &kafka.CreatePartitionsRequest{
-		Topics: []kafka.TopicPartitionsConfig{{Name: topic, Count: int32(n)}}})
-	if err == nil {
-		err = res.Errors[topic]
-	}
-	if err != nil {
-		t.Fatalf("add partitions to %s: %v", topic, err)
-	}
-	if got := kafkatest.Partitions(t, brokers, topic); len(got) != n {
-		t.Fatalf("%s has %d partitions, want %d", topic, len(got), n)
-	}
-}

@@ -47,7 +47,7 @@ func TestKafkaPartitionGuard(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	addPartitions(t, brokers, topic, 5)
+	kafkatest.AddPartitions(t, brokers, topic, 5)
 
 	// A relay starting now (a fresh client) refuses the topic.
 	starting := openKafka(t, brokers, nil)
@@ -143,7 +143,7 @@ func TestRelayStopsWhenPartitionsChange(t *testing.T) {
 		r.appendEvent(id, 10)
 		want[id]++
 	}
-	addPartitions(t, r.brokers, r.topic, 4)
+	kafkatest.AddPartitions(t, r.brokers, r.topic, 4)
 
 	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()

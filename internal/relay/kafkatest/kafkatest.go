@@ -156,6 +156,33 @@ func Partitions(t testing.TB, brokers []string, topic string) []int {
 	return ids
 }
 
+// AddPartitions grows topic to n partitions and waits until the brokers'
+// metadata shows all n: CreatePartitions answers once the controller has
+// taken the change, and the metadata follows a moment later.
+func AddPartitions(t testing.TB, brokers []string, topic string, n int) {
+	t.Helper()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	res, err := c.CreatePartitions(context.Background(), &kafka.CreatePartitionsRequest{
+		Topics: []kafka.TopicPartitionsConfig{{Name: topic, Count: int32(n)}}})
+	if err == nil {
+		err = res.Errors[topic]
+	}
+	if err != nil {
+		t.Fatalf("kafkatest: add partitions to %s: %v", topic, err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := Partitions(t, brokers, topic)
+		if len(got) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("kafkatest: %s has %d partitions 30 s after adding, want %d", topic, len(got), n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // EndOffsets returns each partition's end offset: on a fresh topic, the
 // number of records written to it. Like Partitions, it waits up to 10 s for
 // the topic to be ready.
