@@ -93,6 +93,8 @@ func cutTransferFlags(args []string, file string) (transferFlags, []string, erro
 			} else {
 				f.published = b
 			}
+		case "h", "help":
+			return f, []string{"-help"}, nil // parseConfig prints the usage
 		default:
 			rest = append(rest, args[i])
 		}
