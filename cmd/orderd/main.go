@@ -7,6 +7,8 @@
 //	go run ./cmd/orderd dlq list   # the dead letters of a running orderd
 //	orderd healthcheck             # exit 0 when the local orderd answers /healthz
 //	orderd migrate                 # bring the store's schema up to date and exit
+//	orderd export -to log.ndjson.gz # write the whole event log to a file
+//	orderd import -from log.ndjson.gz # load such a file into the configured store
 package main
 
 import (
@@ -80,6 +82,10 @@ func main() {
 		return
 	case "migrate":
 		err = runMigrate(ctx, args[1:], os.Getenv, os.Stderr)
+	case "export":
+		err = runExport(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr)
+	case "import":
+		err = runImport(ctx, args[1:], os.Getenv, os.Stdin, os.Stderr)
 	default:
 		if os.Getenv("GOGC") == "" {
 			debug.SetGCPercent(serverGCPercent)
@@ -108,13 +114,18 @@ const serverGCPercent = 400
 // commandsUsage heads orderd's -help, before the flags.
 const commandsUsage = `usage: orderd [flags]              serve the API and run the workers
        orderd migrate [flags]      bring the store's schema up to date and exit
+       orderd export -to FILE [-gzip] [flags]
+                                   write the store's whole event log to FILE (- for stdout; .gz: gzip)
+       orderd import -from FILE [-published] [flags]
+                                   load an export into the store, resumably; -published: the relay
+                                   counts the imported events as published already
        orderd healthcheck [flags]  exit 0 when the orderd on -http-addr answers /healthz
        orderd dlq <command> ...    list, show, replay or discard dead letters (orderd dlq -help)
        orderd rebuild [command]    rebuild the read models blue/green, with progress (orderd rebuild -help)
        orderd bench [flags]        load a running orderd and report throughput and latency (orderd bench -help)
        orderd help                 this text
 
-orderd and orderd migrate take the flags below; the other subcommands have
+orderd, orderd migrate, export and import take the flags below; the other subcommands have
 flags of their own (orderd <command> -help). Every flag has an ORDERD_
 environment variable, shown with its default; a flag given on the command
 line wins. Durations are written 500ms, 2s, 1m30s.

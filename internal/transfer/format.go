@@ -1,0 +1,114 @@
+// Package transfer moves an event log from one store to another through a
+// portable stream: Export writes every event of a store.Log as NDJSON, and
+// Import appends such a stream to a store.Store, resumably, keeping every
+// event's id, sequence, timestamp, metadata and payload bytes. It is what
+// `orderd export` and `orderd import` run to move an embedded (SQLite)
+// deployment to a CQL cluster.
+//
+// The stream is one JSON object per line. The first line is the Header;
+// every other line is one Line, an event. Within the stream each
+// aggregate's events come in sequence order, without gaps; aggregates
+// interleave in whatever order the source's Replay reads them.
+package transfer
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// Format names the stream in its header, and FormatVersion is the version
+// of this layout: an importer refuses a stream of a version it does not
+// know.
+const (
+	Format        = "orderd-events"
+	FormatVersion = 1
+)
+
+// Header is the first line of a stream.
+type Header struct {
+	Format  string    `json:"format"`  // always Format
+	Version int       `json:"version"` // FormatVersion
+	Created time.Time `json:"created"` // when the export started
+	// Events is how many events the source said it held when the export
+	// started (exact on SQLite, a count of versions on CQL): a size for
+	// the importer's progress, not a check.
+	Events int64 `json:"events"`
+}
+
+// Trailer is the last line of a complete stream: an import that meets
+// the end of its input without one knows the stream was cut short.
+type Trailer struct {
+	End    bool  `json:"end"`    // always true
+	Events int64 `json:"events"` // the event lines of the stream
+}
+
+// trailerPrefix starts a Trailer's line, and no Line's.
+var trailerPrefix = []byte(`{"end":`)
+
+// Line is one event of a stream: every field the store keeps. The payload
+// is in Data, verbatim, when its stored bytes are compact JSON (what
+// orderd writes); otherwise in DataBase64, so that the bytes survive
+// exactly whatever whitespace they hold.
+type Line struct {
+	ID            uuid.UUID         `json:"id"`
+	AggregateID   uuid.UUID         `json:"aggregate_id"`
+	AggregateType string            `json:"aggregate_type"`
+	Sequence      int64             `json:"sequence"`
+	Type          string            `json:"type"`
+	SchemaVersion int               `json:"schema_version"`
+	CausationID   uuid.UUID         `json:"causation_id"`
+	CorrelationID uuid.UUID         `json:"correlation_id"`
+	Timestamp     time.Time         `json:"timestamp"` // RFC 3339 with nanoseconds, UTC
+	Metadata      map[string]string `json:"metadata,omitempty"`
+	Data          json.RawMessage   `json:"data,omitempty"`
+	DataBase64    string            `json:"data_b64,omitempty"`
+}
+
+// lineOf turns a stored event into its line.
+func lineOf(e store.Event) Line {
+	l := Line{
+		ID: e.ID, AggregateID: e.AggregateID, AggregateType: e.AggregateType, Sequence: e.Sequence,
+		Type: e.Type, SchemaVersion: e.SchemaVersion, CausationID: e.CausationID, CorrelationID: e.CorrelationID,
+		Timestamp: e.Timestamp.UTC(), Metadata: e.Metadata,
+	}
+	var c bytes.Buffer
+	if json.Compact(&c, e.Data) == nil && bytes.Equal(c.Bytes(), e.Data) && len(e.Data) > 0 {
+		l.Data = e.Data // encoding/json compacts a RawMessage: compact bytes pass unchanged
+	} else {
+		l.DataBase64 = base64.StdEncoding.EncodeToString(e.Data)
+	}
+	return l
+}
+
+// event turns a line back into the event it was exported from.
+func (l Line) event() (store.Event, error) {
+	e := store.Event{
+		ID: l.ID, AggregateID: l.AggregateID, AggregateType: l.AggregateType, Sequence: l.Sequence,
+		Type: l.Type, SchemaVersion: l.SchemaVersion, CausationID: l.CausationID, CorrelationID: l.CorrelationID,
+		Timestamp: l.Timestamp.UTC(), Metadata: l.Metadata,
+	}
+	switch {
+	case l.Data != nil && l.DataBase64 != "":
+		return e, errors.New("both data and data_b64")
+	case l.Data != nil:
+		e.Data = l.Data
+	default:
+		b, err := base64.StdEncoding.DecodeString(l.DataBase64)
+		if err != nil {
+			return e, fmt.Errorf("data_b64: %w", err)
+		}
+		e.Data = b
+	}
+	if e.ID == uuid.Nil || e.AggregateID == uuid.Nil || e.Sequence < 1 {
+		return e, errors.New("missing id, aggregate_id or sequence")
+	}
+	return e, nil
+}
