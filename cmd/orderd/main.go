@@ -78,8 +78,15 @@ func main() {
 			os.Exit(1)
 		}
 		return
+	case "backup":
+		if cli.Backup(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr, isTerminal(os.Stdout)) != nil {
+			os.Exit(1)
+		}
+		return
 	case "migrate":
 		err = runMigrate(ctx, args[1:], os.Getenv, os.Stderr)
+	case "restore":
+		err = runRestore(args[1:], os.Getenv, os.Stdout, os.Stderr)
 	default:
 		if os.Getenv("GOGC") == "" {
 			debug.SetGCPercent(serverGCPercent)
@@ -111,6 +118,8 @@ const commandsUsage = `usage: orderd [flags]              serve the API and run 
        orderd healthcheck [flags]  exit 0 when the orderd on -http-addr answers /healthz
        orderd dlq <command> ...    list, show, replay or discard dead letters (orderd dlq -help)
        orderd rebuild [command]    rebuild the read models blue/green, with progress (orderd rebuild -help)
+       orderd backup -to DIR       copy a running embedded orderd's data, consistently, into DIR on its host (orderd backup -help)
+       orderd restore -from DIR    fill the empty -data-dir from a backup, verified against its manifest
        orderd bench [flags]        load a running orderd and report throughput and latency (orderd bench -help)
        orderd help                 this text
 
@@ -274,6 +283,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		WithAsyncAPI(orderd.AsyncAPI).
 		WithAdmin(rp.relay, cfg.adminToken).
 		WithRebuilds(rebuilder).
+		WithBackups(b.backups).
 		WithIdempotency(api.NewIdempotency(b.keys, b.events, api.IdempotencyOptions{TTL: cfg.idempotencyTTL, Instance: cfg.instance})).
 		WithStream(stream).
 		WithConsole(ui).
