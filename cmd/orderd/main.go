@@ -118,8 +118,8 @@ const commandsUsage = `usage: orderd [flags]              serve the API and run 
        orderd healthcheck [flags]  exit 0 when the orderd on -http-addr answers /healthz
        orderd dlq <command> ...    list, show, replay or discard dead letters (orderd dlq -help)
        orderd rebuild [command]    rebuild the read models blue/green, with progress (orderd rebuild -help)
-       orderd backup -to DIR       copy a running embedded orderd's data, consistently, into DIR on its host (orderd backup -help)
-       orderd restore -from DIR    fill the empty -data-dir from a backup, verified against its manifest
+       orderd backup -to DIR       copy a running embedded orderd into DIR on its host (orderd backup -help)
+       orderd restore -from DIR    fill the empty -data-dir from a backup, checked against its manifest
        orderd bench [flags]        load a running orderd and report throughput and latency (orderd bench -help)
        orderd help                 this text
 

@@ -19,6 +19,16 @@ func (noBackups) Backup(context.Context, string) (store.Backup, error) {
 	return store.Backup{}, fmt.Errorf("%w: back a cluster up with a snapshot on every node (nodetool snapshot); see docs/operations.md, Backups", store.ErrBackupUnsupported)
 }
 
+const restoreUsage = `usage: orderd restore -from DIR [flags]
+
+Fills the embedded store's data directory (-data-dir, ORDERD_DATA_DIR),
+which must be missing or empty, from a backup taken by orderd backup, after
+checking every file against the backup's manifest. Runs without a server;
+start orderd on the directory afterwards: it projects the read models again
+from the first event. The flags are orderd's own:
+
+`
+
 // runRestore is `orderd restore -from DIR [flags]`: it fills the
 // configured data directory (-data-dir), which must be missing or empty,
 // from a backup taken by `orderd backup`, after checking the backup
@@ -29,6 +39,11 @@ func runRestore(args []string, getenv func(string) string, stdout, stderr io.Wri
 	from, rest, err := cutFlag(args, "from")
 	if err != nil {
 		return err
+	}
+	for _, a := range rest {
+		if a == "-help" || a == "--help" || a == "-h" {
+			fmt.Fprint(stderr, restoreUsage)
+		}
 	}
 	cfg, err := parseConfig(rest, getenv, stderr)
 	if err != nil {
