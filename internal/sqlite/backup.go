@@ -21,13 +21,13 @@ import (
 const ManifestName = "manifest.json"
 
 // backupFiles are the files an online backup copies, each with its schema
-// directory, in the order they are copied. The read models (readmodels.db,
+// directory: snapshots.db first (see Backend.Backup). The read models (readmodels.db,
 // views*.db) are not copied: their rows and the projector's feed progress
 // (in events.db) live in different files, which no order of copies makes
 // agree, so the copy forgets the projector's progress instead and a
 // restored deployment projects its read models again from the first event.
 var backupFiles = []struct{ name, schema string }{
-	{"snapshots.db", "sqlite/snapshots"}, // before the hold: see Backup
+	{"snapshots.db", "sqlite/snapshots"},
 	{"keys.db", "sqlite/keys"},
 	{"relay.db", "sqlite/relay"},
 	{"events.db", "sqlite/events"},
@@ -53,26 +53,30 @@ func (s *Store) hold(ctx context.Context) (release func(), err error) {
 }
 
 // Backup copies the deployment, while it runs, into dir (absolute, missing
-// or empty), with VACUUM INTO for each file, and writes the manifest last.
-// forget names feed consumers whose progress the copy drops, so that they
-// start from the first event after a restore (the projector, whose read
-// models are not copied).
+// or empty) with SQLite's online backup, and writes the manifest last.
+// Backend.forget names feed consumers whose progress the copy drops, so
+// that they start from the first event after a restore (the projector,
+// whose read models it does not copy).
 //
-// One consistent point: snapshots.db is copied first, while everything
-// runs: a snapshot is saved after the events it folds committed, so every
-// snapshot of the copy is of events the later copy of events.db holds.
-// Then the event writer is held between two batches, and keys.db, relay.db
-// and events.db are copied while nothing commits to events.db: the three
-// are then what a crash at that instant would leave, which orderd recovers
-// from by design: a key's record is durable before its command appends
+// One consistent point: each file is copied from one read transaction of
+// its own (WAL lets it read beside the writers, and the copy sees nothing
+// committed after the transaction began). snapshots.db's begins first,
+// while everything runs: a snapshot is saved after the events it folds
+// committed, so every snapshot of the copy is of events that events.db's
+// later transaction holds. Then the event writer is held between two
+// batches while the read transactions of keys.db, relay.db and events.db
+// begin, so that no event commits in between: the three copies are then
+// what a crash at that instant would leave, which orderd recovers from by
+// design. A key's record is durable before its command appends
 // (Keys.Attach), so every event of the copy has its key, pending or
-// answered, and no answered key names an event the copy lacks; the relay
-// parks a dead letter in relay.db before its progress (saved in events.db
-// by the held writer) moves past it, so no letter is lost and none names a
-// missing event. The feed progress is in events.db itself, so the relay
-// resumes where the copy stood. Writes wait, not fail, during the hold,
-// which PausedFor reports.
-func (b *Backend) Backup(ctx context.Context, dir string) (store.Backup, error) {
+// answered, and a key answered before the hold names an event committed
+// before it; the relay parks a dead letter in relay.db before its progress
+// (saved in events.db by the held writer) moves past it, so no letter is
+// lost and none names an event the copy lacks. The feed progress is in
+// events.db itself, so the relay resumes where the copy stood. The hold
+// lasts while three transactions begin, not while files are copied;
+// writes wait, not fail, meanwhile (PausedFor).
+func (b *Backend) Backup(ctx context.Context, dir string) (_ store.Backup, err error) {
 	if !b.backing.TryLock() {
 		return store.Backup{}, store.ErrBackupRunning
 	}
@@ -80,17 +84,30 @@ func (b *Backend) Backup(ctx context.Context, dir string) (store.Backup, error) 
 	if err := prepareTarget(dir); err != nil {
 		return store.Backup{}, err
 	}
-	m := store.Backup{Format: 1}
-	if err := vacuumInto(ctx, filepath.Join(b.dir, "snapshots.db"), filepath.Join(dir, "snapshots.db")); err != nil {
+	copies := make([]*fileCopy, len(backupFiles))
+	defer func() {
+		for _, c := range copies {
+			if c != nil {
+				err = errors.Join(err, c.close())
+			}
+		}
+	}()
+	for i, f := range backupFiles {
+		if copies[i], err = openCopy(ctx, filepath.Join(b.dir, f.name)); err != nil {
+			return store.Backup{}, err
+		}
+	}
+	if err := copies[0].begin(ctx); err != nil { // snapshots.db
 		return store.Backup{}, err
 	}
+	m := store.Backup{Format: 1}
 	release, err := b.Store.hold(ctx)
 	if err != nil {
 		return store.Backup{}, err
 	}
 	start := time.Now()
-	for _, f := range backupFiles[1:] {
-		if err = vacuumInto(ctx, filepath.Join(b.dir, f.name), filepath.Join(dir, f.name)); err != nil {
+	for _, c := range copies[1:] {
+		if err = c.begin(ctx); err != nil {
 			break
 		}
 	}
@@ -98,6 +115,11 @@ func (b *Backend) Backup(ctx context.Context, dir string) (store.Backup, error) 
 	m.TakenAt, m.PausedFor = start.UTC(), time.Since(start)
 	if err != nil {
 		return store.Backup{}, err
+	}
+	for i, f := range backupFiles {
+		if err := copies[i].copyTo(ctx, filepath.Join(dir, f.name)); err != nil {
+			return store.Backup{}, err
+		}
 	}
 	if m.Head, err = forgetProgress(ctx, filepath.Join(dir, "events.db"), b.forget); err != nil {
 		return store.Backup{}, err
@@ -136,21 +158,6 @@ func prepareTarget(dir string) error {
 	return os.Remove(probe.Name())
 }
 
-// vacuumInto copies the database at src into the new file dst, from one
-// read transaction (WAL lets it run beside the writer), on a connection of
-// its own.
-func vacuumInto(ctx context.Context, src, dst string) error {
-	db, err := sql.Open("sqlite", dsn(src, defaultBusyTimeout))
-	if err != nil {
-		return fmt.Errorf("sqlite: backup: open %s: %w", src, err)
-	}
-	defer db.Close()
-	if _, err := db.ExecContext(ctx, `VACUUM INTO ?`, dst); err != nil {
-		return fmt.Errorf("sqlite: backup: copy %s: %w", filepath.Base(src), err)
-	}
-	return nil
-}
-
 // forgetProgress drops the progress of the consumers named in the copy at
 // path and returns the copy's head.
 func forgetProgress(ctx context.Context, path string, consumers []string) (head int64, err error) {
@@ -159,6 +166,11 @@ func forgetProgress(ctx context.Context, path string, consumers []string) (head 
 		return 0, fmt.Errorf("sqlite: backup: open the copy: %w", err)
 	}
 	defer db.Close()
+	// The copy left the source's WAL mode in the file; a backup is a
+	// single file, and a restored orderd turns WAL on again.
+	if _, err := db.ExecContext(ctx, `PRAGMA journal_mode = DELETE`); err != nil {
+		return 0, fmt.Errorf("sqlite: backup: journal mode of the copy: %w", err)
+	}
 	for _, c := range consumers {
 		if _, err := db.ExecContext(ctx, `DELETE FROM feed_progress WHERE consumer = ?`, c); err != nil {
 			return 0, fmt.Errorf("sqlite: backup: forget %s's progress: %w", c, err)
