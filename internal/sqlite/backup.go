@@ -91,6 +91,12 @@ func (b *Backend) Backup(ctx context.Context, dir string) (_ store.Backup, err e
 				err = errors.Join(err, c.close())
 			}
 		}
+		if err != nil { // leave the directory empty, as it was given
+			for _, f := range backupFiles {
+				_ = os.Remove(filepath.Join(dir, f.name))
+			}
+			_ = os.Remove(filepath.Join(dir, ManifestName+".tmp"))
+		}
 	}()
 	for i, f := range backupFiles {
 		if copies[i], err = openCopy(ctx, filepath.Join(b.dir, f.name)); err != nil {
