@@ -41,6 +41,9 @@ type backend struct {
 	// positions is the event store in its global commit order, which
 	// GET /v1/events/stream reads; nil on CQL, which has none.
 	positions api.EventLog
+	// backups takes online backups (POST /v1/admin/backups); on CQL it
+	// refuses, pointing to the per-node snapshot procedure.
+	backups api.Backups
 	// hintsDropped counts the Cassandra hints dropped since start (nil:
 	// the engine writes none).
 	hintsDropped func() int64
@@ -92,12 +95,15 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 		e, err := sqlite.Open(ctx, sqlite.Config{
 			Dir: cfg.dataDir, Upcaster: aggregate.Upcasters(), Logger: log,
 			KeysPurgeEvery: min(cfg.idempotencyTTL, sqlite.DefaultPurgeEvery), ViewCacheRows: viewCacheRows,
+			// A backup copies no read models (see sqlite.Backend.Backup):
+			// the restored projector starts from the first event.
+			Forget: []string{"projector"},
 		})
 		if err != nil {
 			return nil, err
 		}
 		b = &backend{engine: e, events: e.Store, keys: e.Keys, snaps: e.Snapshots, catalog: e.Catalog, ledger: e.Ledger,
-			positions: e.Store}
+			positions: e.Store, backups: e}
 	case "scylla":
 		c := cfg.scylla
 		c.Upcaster, c.Logger, c.Feed = aggregate.Upcasters(), log, cfg.feed
@@ -106,7 +112,7 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 			return nil, err
 		}
 		b = &backend{engine: e, events: e.Store, keys: e.Store, snaps: e.Store, catalog: e.Catalog, ledger: e.Ledger,
-			hintsDropped: e.Store.HintsDropped}
+			hintsDropped: e.Store.HintsDropped, backups: noBackups{}}
 	default:
 		return nil, fmt.Errorf("store %q: want sqlite or scylla", cfg.store)
 	}

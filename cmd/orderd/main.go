@@ -80,12 +80,19 @@ func main() {
 			os.Exit(1)
 		}
 		return
+	case "backup":
+		if cli.Backup(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr, isTerminal(os.Stdout)) != nil {
+			os.Exit(1)
+		}
+		return
 	case "migrate":
 		err = runMigrate(ctx, args[1:], os.Getenv, os.Stderr)
 	case "export":
 		err = runExport(ctx, args[1:], os.Getenv, os.Stdout, os.Stderr)
 	case "import":
 		err = runImport(ctx, args[1:], os.Getenv, os.Stdin, os.Stderr)
+	case "restore":
+		err = runRestore(args[1:], os.Getenv, os.Stdout, os.Stderr)
 	default:
 		if os.Getenv("GOGC") == "" {
 			debug.SetGCPercent(serverGCPercent)
@@ -122,6 +129,8 @@ const commandsUsage = `usage: orderd [flags]              serve the API and run 
        orderd healthcheck [flags]  exit 0 when the orderd on -http-addr answers /healthz
        orderd dlq <command> ...    list, show, replay or discard dead letters (orderd dlq -help)
        orderd rebuild [command]    rebuild the read models blue/green, with progress (orderd rebuild -help)
+       orderd backup -to DIR       copy a running embedded orderd into DIR on its host (orderd backup -help)
+       orderd restore -from DIR    fill the empty -data-dir from a backup, checked against its manifest
        orderd bench [flags]        load a running orderd and report throughput and latency (orderd bench -help)
        orderd help                 this text
 
@@ -285,6 +294,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		WithAsyncAPI(orderd.AsyncAPI).
 		WithAdmin(rp.relay, cfg.adminToken).
 		WithRebuilds(rebuilder).
+		WithBackups(b.backups).
 		WithIdempotency(api.NewIdempotency(b.keys, b.events, api.IdempotencyOptions{TTL: cfg.idempotencyTTL, Instance: cfg.instance})).
 		WithStream(stream).
 		WithConsole(ui).

@@ -65,7 +65,7 @@ func (s *Server) WithAdmin(dl DeadLetters, token string) *Server {
 
 // mountAdmin adds the admin routes to r when WithAdmin configured them.
 func (s *Server) mountAdmin(r chi.Router) {
-	if (s.adminToken == "" && s.tokens == nil) || (s.admin == nil && s.rebuilds == nil) {
+	if (s.adminToken == "" && s.tokens == nil) || (s.admin == nil && s.rebuilds == nil && s.backups == nil) {
 		return
 	}
 	r.Route("/v1/admin", func(r chi.Router) {
@@ -80,6 +80,9 @@ func (s *Server) mountAdmin(r chi.Router) {
 		}
 		if s.rebuilds != nil {
 			s.mountRebuilds(r)
+		}
+		if s.backups != nil {
+			r.Post("/backups", s.handle(s.startBackup))
 		}
 	})
 }

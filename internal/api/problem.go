@@ -67,6 +67,11 @@ var problems = []struct {
 	{relay.ErrReplayFailed, http.StatusConflict, "replay_failed", ""},
 	{readmodel.ErrRebuildRunning, http.StatusConflict, "rebuild_running", ""},
 	{errRebuildEnded, http.StatusConflict, "rebuild_ended", ""},
+	{store.ErrBackupTarget, http.StatusConflict, "backup_target_refused", ""},
+	{store.ErrBackupRunning, http.StatusConflict, "backup_running", ""},
+	// CQL has no online backup of its own: per-node snapshots, see
+	// docs/operations.md.
+	{store.ErrBackupUnsupported, http.StatusNotImplemented, "backup_not_supported", ""},
 	{aggregate.ErrStale, http.StatusPreconditionFailed, "version_mismatch", ""},
 	{errBodyTimeout, http.StatusRequestTimeout, "request_timeout", ""},
 	{errBodyTooLarge, http.StatusRequestEntityTooLarge, "body_too_large", ""},

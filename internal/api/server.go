@@ -63,6 +63,7 @@ type Server struct {
 	admin      DeadLetters // see WithAdmin, in admin.go
 	adminToken string
 	rebuilds   Rebuilds // see WithRebuilds, in rebuild.go
+	backups    Backups  // see WithBackups, in backup.go
 
 	idem  *Idempotency // see WithIdempotency
 	async []byte       // the AsyncAPI document; see WithAsyncAPI

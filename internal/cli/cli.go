@@ -1,4 +1,4 @@
-// Package cli is orderd's client subcommands: dlq and rebuild (the
+// Package cli is orderd's client subcommands: dlq, rebuild and backup (the
 // operator's clients of the admin API), bench (a load generator) and
 // healthcheck (the container's HEALTHCHECK). They talk to a running orderd
 // over HTTP only and import nothing of the server; each reads its own

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -24,6 +25,9 @@ type Config struct {
 	Upcaster store.Upcaster
 	// Logger is the root of the ports' named loggers; nil logs nothing.
 	Logger *zap.Logger
+	// Forget names the feed consumers whose progress a backup drops (see
+	// Backend.Backup): the projector, whose read models it does not copy.
+	Forget []string
 	// KeysPurgeEvery is how often expired idempotency records are deleted;
 	// 0 means DefaultPurgeEvery.
 	KeysPurgeEvery time.Duration
@@ -47,6 +51,10 @@ type Backend struct {
 	Catalog *Catalog
 	// Ledger is the relay's relay.Ledger on relay.db.
 	Ledger *Ledger
+
+	dir     string     // the data directory
+	forget  []string   // Config.Forget
+	backing sync.Mutex // held by the running backup
 }
 
 // Open creates cfg.Dir when missing, opens every file in it, bringing each
@@ -61,7 +69,7 @@ func Open(ctx context.Context, cfg Config) (_ *Backend, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	b := &Backend{}
+	b := &Backend{dir: cfg.Dir, forget: cfg.Forget}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, b.Close())

@@ -37,6 +37,10 @@ func (s *Store) writeLoop() {
 			batch = append(batch, r)
 		case r := <-s.saves:
 			saves = append(saves, r)
+		case h := <-s.holds:
+			close(h.held) // nothing commits until the holder releases
+			<-h.release
+			continue
 		}
 	drain:
 		for len(batch) < s.maxBatch {
