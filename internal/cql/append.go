@@ -178,8 +178,7 @@ func (s *Store) settle(ctx context.Context, id uuid.UUID, expected int64, first 
 	if s.closed.Load() { // Close broke the connection: no session to read with
 		return unknown(store.ErrClosed)
 	}
-	var answered gocql.RequestError
-	serverGaveUp := errors.As(cause, &answered)
+	_, serverGaveUp := serverCode(cause)
 	if !serverGaveUp {
 		time.Sleep(time.Until(sent.Add(s.cfg.Timeout)))
 	}
@@ -224,9 +223,8 @@ func (s *Store) settle(ctx context.Context, id uuid.UUID, expected int64, first 
 // starts (unavailable, overloaded, invalid, …) and requests that were never
 // sent are certain failures.
 func uncertain(err error) bool {
-	var re gocql.RequestError
-	if errors.As(err, &re) {
-		switch re.Code() {
+	if code, ok := serverCode(err); ok {
+		switch code {
 		case gocql.ErrCodeWriteTimeout, gocql.ErrCodeCASWriteUnknown, gocql.ErrCodeWriteFailure,
 			gocql.ErrCodeReadTimeout, gocql.ErrCodeReadFailure, gocql.ErrCodeServer:
 			return true
