@@ -182,7 +182,9 @@ func (s *Store) settle(ctx context.Context, id uuid.UUID, expected int64, first 
 	if !serverGaveUp {
 		time.Sleep(time.Until(sent.Add(s.cfg.Timeout)))
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*s.cfg.Timeout)
+	// One Timeout for all tries: with the wait above, an append that went
+	// unanswered ends within 2 × Timeout.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
 	defer cancel()
 	var err error
 	for try := range 3 {

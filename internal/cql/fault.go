@@ -69,6 +69,16 @@ func unavailable(err error) bool {
 	return false
 }
 
+// asUnavailable returns err wrapping store.ErrUnavailable when it is the
+// cluster's failure (unavailable), and err unchanged otherwise: for the
+// reads of the read models, which count no fault in the store's health.
+func asUnavailable(err error) error {
+	if err == nil || errors.Is(err, store.ErrUnavailable) || !unavailable(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
+}
+
 // fault wraps the cluster's failure of op in store.ErrUnavailable and
 // counts it; a write's opens an episode of the store's health. Other
 // errors come back unchanged.
