@@ -113,6 +113,9 @@ func TestProblemsTable(t *testing.T) {
 		if status == 503 && retry == "" {
 			t.Errorf("describe(%v): 503 without Retry-After", c.err)
 		}
+		if errors.Is(c.err, store.ErrOutcomeUnknown) && (strings.Contains(p.Detail, "nothing was stored") || !strings.Contains(p.Detail, "may or may not")) {
+			t.Errorf("describe(%v): detail %q claims to know the outcome", c.err, p.Detail)
+		}
 		if status == 500 && strings.Contains(p.Detail, "fire") {
 			t.Errorf("a 500 shows its error: %q", p.Detail)
 		}
