@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -21,11 +22,6 @@ import (
 	"github.com/google/uuid"
 )
 
-// freezePort is the CQL port of the node TestFrozenCassandraE2E freezes:
-// a node of its own, never the shared one on CASSANDRA_PORT that other
-// tests use at the same time. ORDERD_TEST_FREEZE_PORT moves it.
-const freezePort = "19542"
-
 // TestFrozenCassandraE2E freezes (SIGSTOP) the Cassandra node under orderd
 // for 9 s while clients create orders with ids of their own, then resumes
 // it (SIGCONT). No create is answered 409 (every id is new: a 409 would be
@@ -34,19 +30,18 @@ const freezePort = "19542"
 // request's correlation id. A 503 or a timeout may have been stored or
 // not: an uncertain append says so rather than guess.
 //
-// The node is the test's own, started by scripts/cassandra.sh on
-// ORDERD_TEST_FREEZE_PORT (default 19542; its storage port follows), and
-// stopped and reset at the end if the test started it. Under -short it
-// skips; without java it skips, or fails under CI=true.
+// The node is the test's own, never the one on CASSANDRA_PORT that other
+// tests share: scripts/cassandra.sh starts it on FROZEN_CASSANDRA_PORT,
+// default CASSANDRA_PORT+10000 (19042; its storage port follows), and it is
+// stopped and reset at the end. A node already answering there is someone
+// else's: the test freezes only a node it started, and fails (skips
+// locally) instead. Under -short it skips; without java it skips, or fails
+// under CI=true.
 func TestFrozenCassandraE2E(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts a Cassandra node of its own")
 	}
-	port := os.Getenv("ORDERD_TEST_FREEZE_PORT")
-	if port == "" {
-		port = freezePort
-	}
-	pid := freezableNode(t, port)
+	pid, port := freezableNode(t)
 	host := "127.0.0.1:" + port
 	ks := "orderd_freeze_" + randomHex(t, 8)
 	t.Cleanup(func() { dropKeyspace(t, host, ks) })
@@ -80,7 +75,12 @@ func TestFrozenCassandraE2E(t *testing.T) {
 			}
 		})
 	}
-	time.Sleep(2 * time.Second)
+	// Freeze once creates flow (the fresh node's first transactions are slow).
+	waitUntil(t, "50 creates before the freeze", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(creates) >= 50
+	})
 	frozenAt := time.Now()
 	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
 		t.Fatalf("SIGSTOP %d: %v", pid, err)
@@ -133,8 +133,12 @@ func TestFrozenCassandraE2E(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d creates: %v; %d in flight across the freeze; %d answered 503 or a timeout but stored after all",
-		len(creates), count, inFreeze, storedUncertain)
+	var slowest time.Duration
+	for _, c := range creates {
+		slowest = max(slowest, c.end.Sub(c.start))
+	}
+	t.Logf("%d creates: %v; %d in flight across the freeze; %d answered 503 or a timeout but stored after all; slowest %v",
+		len(creates), count, inFreeze, storedUncertain, slowest.Round(time.Millisecond))
 	if inFreeze == 0 {
 		t.Fatal("no create was in flight during the freeze: the test tested nothing")
 	}
@@ -210,11 +214,25 @@ func storedCreate(t *testing.T, s *service, id uuid.UUID) uuid.UUID {
 	return body.Events[0].CorrelationID
 }
 
-// freezableNode returns the pid of the Cassandra node on port, starting it
-// through scripts/cassandra.sh (and stopping and resetting it at cleanup)
-// when it is not running.
-func freezableNode(t *testing.T, port string) int {
+// freezableNode starts a Cassandra node of the test's own through
+// scripts/cassandra.sh, stopped and reset at cleanup, and returns its pid
+// and CQL port.
+func freezableNode(t *testing.T) (int, string) {
 	t.Helper()
+	port := os.Getenv("FROZEN_CASSANDRA_PORT")
+	if port == "" {
+		shared, err := strconv.Atoi(cmp.Or(os.Getenv("CASSANDRA_PORT"), "9042"))
+		if err != nil {
+			t.Fatalf("CASSANDRA_PORT: %v", err)
+		}
+		port = strconv.Itoa(shared + 10000)
+	}
+	missing := func(msg string) {
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
 	repo, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +240,7 @@ func freezableNode(t *testing.T, port string) int {
 	script := filepath.Join(repo, "scripts", "cassandra.sh")
 	run := func(args ...string) error {
 		cmd := exec.Command(script, args...)
-		cmd.Env = append(os.Environ(), "CASSANDRA_PORT="+port, "CASSANDRA_STORAGE_PORT=",
+		cmd.Env = append(os.Environ(), "CASSANDRA_PORT="+port, "CASSANDRA_STORAGE_PORT=", "CASSANDRA_JMX_PORT=",
 			"CASSANDRA_HEAP_OPTS=-Xms256m -Xmx512m", "CASSANDRA_JVM_OPTS=-XX:TieredStopAtLevel=1")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -230,23 +248,22 @@ func freezableNode(t *testing.T, port string) int {
 		}
 		return nil
 	}
-	if run("status") != nil {
-		if _, err := exec.LookPath("java"); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatal("no java to start a Cassandra node to freeze")
-			}
-			t.Skip("no java to start a Cassandra node to freeze")
-		}
-		t.Logf("starting a Cassandra node of the test's own on port %s", port)
-		if err := run("start"); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := run("reset"); err != nil {
-				t.Errorf("stop the test's node: %v", err)
-			}
-		})
+	if run("status") == nil {
+		missing(fmt.Sprintf("a Cassandra node already answers on %s; this test freezes only a node it started (FROZEN_CASSANDRA_PORT moves it)", port))
 	}
+	if _, err := exec.LookPath("java"); err != nil {
+		missing("no java to start a Cassandra node to freeze")
+	}
+	start := time.Now()
+	if err := run("start"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a Cassandra node of the test's own on port %s, started in %v", port, time.Since(start).Round(time.Second))
+	t.Cleanup(func() {
+		if err := run("reset"); err != nil {
+			t.Errorf("stop the test's node: %v", err)
+		}
+	})
 	cache := os.Getenv("ORDERD_CACHE")
 	if cache == "" {
 		cache = filepath.Join(repo, ".cache")
@@ -259,7 +276,7 @@ func freezableNode(t *testing.T, port string) int {
 	if err != nil || pid <= 1 {
 		t.Fatalf("the node's pid file holds %q", raw)
 	}
-	return pid
+	return pid, port
 }
 
 // dropKeyspace drops ks on host, if the node still runs.
