@@ -324,6 +324,7 @@ func handle[T any, A interface {
 		}
 		err = h.store.Append(actx, id, v, envs)
 		telemetry.End(span, err)
+		err = settleAppend(ctx, h.store, id, v, envs, err)
 		if errors.Is(err, store.ErrConflict) && meta.Expected == AnyVersion && v > 0 {
 			return 0, err // another process wrote first: reload and decide again
 		}

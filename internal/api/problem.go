@@ -153,6 +153,8 @@ func describe(err error) (status int, p problemJSON, retryAfter string) {
 	switch {
 	case status == http.StatusInternalServerError:
 		p.Code, p.Detail = "internal", "the server failed to handle the request; the correlation id identifies it in the logs"
+	case errors.Is(err, store.ErrOutcomeUnknown):
+		p.Detail = "the storage did not answer in time; the command may or may not have been stored; read the resource, or retry with the same Idempotency-Key, after Retry-After seconds"
 	case errors.Is(err, store.ErrUnavailable):
 		// The driver's or SQLite's own words stay in the logs.
 		p.Detail = "the storage cannot take this request now (a full or failing disk, or too few replicas); nothing was stored; retry after Retry-After seconds"

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/orderd/orderd/internal/aggregate"
+	"github.com/orderd/orderd/internal/store"
 )
 
 // TestDecode: a body is decoded strictly, and each refusal names its code
@@ -102,10 +103,18 @@ func TestProblemsTable(t *testing.T) {
 		{notFound(aggregate.CustomerType, [16]byte{1}), 404, "customer_not_found"},
 		{&aggregate.Error{Kind: errNotReached, Code: "version_not_reached"}, 409, "version_not_reached"},
 		{errors.New("disk on fire"), 500, "internal"},
+		// An append whose outcome is unknown is "try later", never a refusal.
+		{fmt.Errorf("append: %w: no answer", store.ErrOutcomeUnknown), 503, "storage_unavailable"},
 	} {
-		status, p, _ := describe(c.err)
+		status, p, retry := describe(c.err)
 		if status != c.status || p.Code != c.code {
 			t.Errorf("describe(%v) = %d %s, want %d %s", c.err, status, p.Code, c.status, c.code)
+		}
+		if status == 503 && retry == "" {
+			t.Errorf("describe(%v): 503 without Retry-After", c.err)
+		}
+		if errors.Is(c.err, store.ErrOutcomeUnknown) && (strings.Contains(p.Detail, "nothing was stored") || !strings.Contains(p.Detail, "may or may not")) {
+			t.Errorf("describe(%v): detail %q claims to know the outcome", c.err, p.Detail)
 		}
 		if status == 500 && strings.Contains(p.Detail, "fire") {
 			t.Errorf("a 500 shows its error: %q", p.Detail)

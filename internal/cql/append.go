@@ -46,9 +46,9 @@ var (
 // sent, ctx no longer cuts it short (Config.Timeout bounds it): a request
 // abandoned by the client may still run on the server later, and no read
 // could tell then whether it will. A transaction that timed out is settled
-// by reading the aggregate back (see settle). Only when that read fails too
-// does Append return an error that leaves the outcome open; the caller can
-// then Load and see.
+// by reading the aggregate back (see settle). When that read cannot settle
+// it, Append returns store.ErrOutcomeUnknown (never store.ErrConflict); the
+// caller can then Load and look for its events.
 //
 // On Cassandra an append that returned nil queues a hint for the feed's
 // subscriptions (see hints.go); that never delays or fails the append.
@@ -154,25 +154,37 @@ func (s *Store) append(ctx context.Context, aggregateID uuid.UUID, expected int6
 // one that no quorum had, so the outcome it sees cannot change afterwards,
 // provided the transaction is no longer running. When the server answered
 // (a write timeout of type CAS, CAS_WRITE_UNKNOWN, …) its coordinator has
-// given up on it. When the client gave up instead (no answer within
-// Config.Timeout, a broken connection), the request may still be queued or
-// running on the server, and a read made before it starts would see nothing
-// and mislead: the read waits until Config.Timeout has passed since the
-// request was sent, by when the server's own deadlines (shorter, see
-// DefaultTimeout) have ended it.
+// given up on it, and an empty sequence means "not applied, ever": the
+// storage failed the append (store.ErrUnavailable), and a retry may succeed.
+//
+// When the client gave up instead (no answer within Config.Timeout, a
+// broken connection), the request may still be queued or running on the
+// server: a stalled node (a long GC pause, a frozen process) runs it when it
+// resumes, possibly after the read, which then sees nothing although the
+// events land a moment later. So an empty sequence settles nothing then:
+// the read waits until Config.Timeout has passed since the request was sent
+// (by when a server that kept running has ended it), and if it still finds
+// nothing the outcome stays open (store.ErrOutcomeUnknown), never a
+// conflict. Events of another append at expected+1 are a conflict in
+// either case: the version moved past expected, so ours can never apply.
 //
 // The read gets a deadline of its own, and a few tries, since under
 // contention it may time out too.
 func (s *Store) settle(ctx context.Context, id uuid.UUID, expected int64, first uuid.UUID, sent time.Time, cause error) error {
 	s.settles.Add(1)
-	if s.closed.Load() { // Close broke the connection: no session to read with
-		return fmt.Errorf("scylla: append %s at version %d: outcome unknown: %w (%v)", id, expected, store.ErrClosed, cause)
+	unknown := func(why error) error {
+		return fmt.Errorf("scylla: append %s at version %d: %w: %w (%v)", id, expected, store.ErrOutcomeUnknown, cause, why)
 	}
-	var answered gocql.RequestError
-	if !errors.As(cause, &answered) {
+	if s.closed.Load() { // Close broke the connection: no session to read with
+		return unknown(store.ErrClosed)
+	}
+	_, serverGaveUp := serverCode(cause)
+	if !serverGaveUp {
 		time.Sleep(time.Until(sent.Add(s.cfg.Timeout)))
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*s.cfg.Timeout)
+	// One Timeout for all tries: with the wait above, an append that went
+	// unanswered ends within 2 × Timeout.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Timeout)
 	defer cancel()
 	var err error
 	for try := range 3 {
@@ -180,7 +192,7 @@ func (s *Store) settle(ctx context.Context, id uuid.UUID, expected int64, first 
 			time.Sleep(time.Duration(try) * 50 * time.Millisecond)
 		}
 		if s.closed.Load() {
-			return fmt.Errorf("scylla: append %s at version %d: outcome unknown: %w (%v)", id, expected, store.ErrClosed, cause)
+			return unknown(store.ErrClosed)
 		}
 		var got uuid.UUID
 		err = s.sess.Session.Query(readBackCQL, id, expected+1).WithContext(ctx).
@@ -192,17 +204,18 @@ func (s *Store) settle(ctx context.Context, id uuid.UUID, expected int64, first 
 		case err == nil:
 			return fmt.Errorf("scylla: append %s: %w: another append took version %d (ours: %v)",
 				id, store.ErrConflict, expected+1, cause)
+		case errors.Is(err, gocql.ErrNotFound) && serverGaveUp:
+			// The version has not moved: nobody conflicts with us, the
+			// cluster failed the transaction.
+			return fmt.Errorf("scylla: append %s: %w: the transaction at version %d was not applied (%w)",
+				id, store.ErrUnavailable, expected, cause)
 		case errors.Is(err, gocql.ErrNotFound):
-			// Under contention the server gave up; whoever it gave up to
-			// may have moved the version. A reload and a retry settle it.
-			return fmt.Errorf("scylla: append %s: %w: the transaction at version %d was not applied (%v)",
-				id, store.ErrConflict, expected, cause)
+			return unknown(errors.New("not applied yet, but the request may still run"))
 		case ctx.Err() != nil:
-			return fmt.Errorf("scylla: append %s at version %d: outcome unknown: %w (reading it back: %v)",
-				id, expected, cause, err)
+			return unknown(fmt.Errorf("reading it back: %w", err))
 		}
 	}
-	return fmt.Errorf("scylla: append %s at version %d: outcome unknown: %w (reading it back: %v)", id, expected, cause, err)
+	return unknown(fmt.Errorf("reading it back: %w", err))
 }
 
 // uncertain reports whether a failed transaction may have been applied all
@@ -212,9 +225,8 @@ func (s *Store) settle(ctx context.Context, id uuid.UUID, expected int64, first 
 // starts (unavailable, overloaded, invalid, …) and requests that were never
 // sent are certain failures.
 func uncertain(err error) bool {
-	var re gocql.RequestError
-	if errors.As(err, &re) {
-		switch re.Code() {
+	if code, ok := serverCode(err); ok {
+		switch code {
 		case gocql.ErrCodeWriteTimeout, gocql.ErrCodeCASWriteUnknown, gocql.ErrCodeWriteFailure,
 			gocql.ErrCodeReadTimeout, gocql.ErrCodeReadFailure, gocql.ErrCodeServer:
 			return true

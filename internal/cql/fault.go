@@ -15,29 +15,68 @@ import (
 // lightweight transaction, as an append is.
 const probeLease = "orderd:write-probe"
 
-// unavailable reports whether err is the cluster's failure rather than the
-// request's: not enough live replicas, an overloaded or bootstrapping
-// node, a replica timeout or failure, or no connection to any host. A
-// refused condition (a conflict) is never one: it is no error at all.
-func unavailable(err error) bool {
+// serverCode returns the error code of the server's answer that err holds,
+// if any. The driver's error frames (RequestErrWriteTimeout, …) carry it
+// through GetCode: in scylladb/gocql they no longer implement
+// gocql.RequestError (Code), so an errors.As on that interface alone never
+// matches a real answer. Both are looked for.
+func serverCode(err error) (int, bool) {
+	var fe interface {
+		error
+		GetCode() int
+	}
+	if errors.As(err, &fe) {
+		return fe.GetCode(), true
+	}
 	var re gocql.RequestError
 	if errors.As(err, &re) {
-		switch re.Code() {
+		return re.Code(), true
+	}
+	return 0, false
+}
+
+// unavailable reports whether err is the cluster's failure rather than the
+// request's: not enough live replicas, an overloaded, bootstrapping or
+// stopping node (Cassandra answers "Server is shutting down" as
+// overloaded), a replica timeout or failure, a server error, no connection
+// to any host, no answer within Config.Timeout, or a deadline of ours that
+// passed (context.DeadlineExceeded; a client that went away cancels
+// instead), or ScyllaDB's rate limit. A refused condition (a conflict) is never one: it is no error
+// at all.
+func unavailable(err error) bool {
+	var limited *gocql.RequestErrRateLimitReached // ScyllaDB's per-partition limit, a code of its own
+	if errors.As(err, &limited) {
+		return true
+	}
+	if code, ok := serverCode(err); ok {
+		switch code {
 		case gocql.ErrCodeUnavailable, gocql.ErrCodeOverloaded, gocql.ErrCodeBootstrapping,
 			gocql.ErrCodeWriteTimeout, gocql.ErrCodeReadTimeout, gocql.ErrCodeWriteFailure,
-			gocql.ErrCodeReadFailure, gocql.ErrCodeCASWriteUnknown, gocql.ErrCodeCDCWriteFailure:
+			gocql.ErrCodeReadFailure, gocql.ErrCodeCASWriteUnknown, gocql.ErrCodeCDCWriteFailure,
+			gocql.ErrCodeServer, gocql.ErrCodeTruncate:
 			return true
 		}
 		return false
 	}
 	for _, target := range []error{gocql.ErrNoConnections, gocql.ErrHostDown, gocql.ErrNoPool,
 		gocql.ErrNoConnectionsInPool, gocql.ErrTimeoutNoResponse, gocql.ErrConnectionClosed,
-		gocql.ErrTooManyTimeouts, gocql.ErrNoStreams, gocql.ErrUnavailable, gocql.ErrSessionNotReady} {
+		gocql.ErrTooManyTimeouts, gocql.ErrNoStreams, gocql.ErrUnavailable, gocql.ErrSessionNotReady,
+		gocql.ErrNoConnectionsStarted, gocql.ErrHostQueryFailed, context.DeadlineExceeded} {
 		if errors.Is(err, target) {
 			return true
 		}
 	}
 	return false
+}
+
+// asUnavailable returns err wrapping store.ErrUnavailable when it is the
+// cluster's failure (unavailable), and err unchanged otherwise: for the
+// reads of the read models, which count no fault in the store's health.
+func asUnavailable(err error) error {
+	if err == nil || errors.Is(err, store.ErrUnavailable) || !unavailable(err) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 }
 
 // fault wraps the cluster's failure of op in store.ErrUnavailable and

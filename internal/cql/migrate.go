@@ -113,12 +113,12 @@ func detect(ctx context.Context, sess gocqlx.Session) (server, error) {
 	var version string
 	err = sess.Session.Query(`SELECT version FROM system.versions WHERE key = 'local'`).
 		WithContext(ctx).Idempotent(true).Scan(&version)
-	var rerr gocql.RequestError
+	code, answered := serverCode(err)
 	switch {
 	case err == nil:
 	case errors.Is(err, gocql.ErrNotFound):
 		// No row: an old release, as below.
-	case errors.As(err, &rerr) && rerr.Code() == gocql.ErrCodeInvalid:
+	case answered && code == gocql.ErrCodeInvalid:
 		// No such table: a release older than any with tablets.
 	default:
 		return server{}, fmt.Errorf("scylla: read the ScyllaDB version: %w", err)

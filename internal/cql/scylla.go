@@ -94,7 +94,9 @@ type Config struct {
 	// Tablets says how the keyspace is created when missing; an existing
 	// one is left as it is. Default TabletsAuto; see TabletsMode.
 	Tablets TabletsMode
-	// Timeout bounds each request and the connection set-up. Default
+	// Timeout bounds each attempt of a request and the connection set-up.
+	// A request makes two attempts at most, an append one and a settling
+	// read (see Store.Append): either ends within 2 × Timeout. Default
 	// DefaultTimeout.
 	Timeout time.Duration
 	// CDCTTL is how long ScyllaDB keeps the CDC log, in whole seconds. It is
@@ -224,6 +226,11 @@ func cluster(cfg Config, keyspace string, log *zap.Logger) *gocql.ClusterConfig 
 	c.SerialConsistency = cfg.SerialConsistency
 	c.Timeout = cfg.Timeout
 	c.ConnectTimeout = cfg.Timeout
+	// One retry at most (on the next host; an LWT's on the same), so that
+	// a request that the cluster cannot serve ends within 2 × Timeout and
+	// answers 503, where the driver's default of three would hold it for
+	// 4 × Timeout. Appends never retry (see append).
+	c.RetryPolicy = &gocql.SimpleRetryPolicy{NumRetries: 1}
 	if cfg.LocalDC != "" {
 		// Token aware over DC aware: a replica of the partition in the
 		// local DC, else another local node; never a remote one, which

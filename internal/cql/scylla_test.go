@@ -283,8 +283,11 @@ func (serverTimeout) Message() string { return "Operation timed out - received o
 func (serverTimeout) Error() string   { return "write timeout (CAS)" }
 
 // TestSettle: the read that settles a timed-out append tells an applied
-// transaction (nil) from one that was not (ErrConflict), and waits out a
-// request the client gave up on before it reads.
+// transaction (nil) from one whose version another took (ErrConflict) and
+// from one the server gave up on (ErrUnavailable, never ErrConflict), waits
+// out a request the client gave up on before it reads, and leaves the
+// outcome of such a request open (ErrOutcomeUnknown) when nothing is there:
+// a stalled server may still run it.
 func TestSettle(t *testing.T) {
 	s := mustOpen(t, testConfig(t), nil)
 	id := uuid.Must(uuid.NewV7())
@@ -299,8 +302,13 @@ func TestSettle(t *testing.T) {
 	if err := s.settle(ctxFor(t), id, 0, uuid.Must(uuid.NewV7()), now, serverTimeout{}); !errors.Is(err, store.ErrConflict) {
 		t.Errorf("settle of an append whose version another took: %v, want ErrConflict", err)
 	}
-	if err := s.settle(ctxFor(t), id, 1, uuid.Must(uuid.NewV7()), now, serverTimeout{}); !errors.Is(err, store.ErrConflict) {
-		t.Errorf("settle of an append that was not applied: %v, want ErrConflict", err)
+	err := s.settle(ctxFor(t), id, 1, uuid.Must(uuid.NewV7()), now, serverTimeout{})
+	if !errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrOutcomeUnknown) {
+		t.Errorf("settle of an append the server gave up on, not applied: %v, want ErrUnavailable only", err)
+	}
+	err = s.settle(ctxFor(t), id, 1, uuid.Must(uuid.NewV7()), now.Add(-s.cfg.Timeout), gocql.ErrTimeoutNoResponse)
+	if !errors.Is(err, store.ErrOutcomeUnknown) || !errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrConflict) {
+		t.Errorf("settle of an append the client gave up on, nothing there: %v, want ErrOutcomeUnknown", err)
 	}
 
 	// The client gave up (no answer): settle waits until Config.Timeout

@@ -10,11 +10,12 @@ import (
 )
 
 // Order returns the order's row, or an error wrapping readmodel.ErrNotFound
-// when it has none. It reads at the configured consistency.
+// when it has none. It reads at the configured consistency. The cluster's
+// failures wrap store.ErrUnavailable, in every read of this file.
 func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error) {
 	o, err := v.order(ctx, id, v.consistency)
 	if err != nil {
-		return readmodel.Order{}, fmt.Errorf("scylla: views: order %s: %w", id, err)
+		return readmodel.Order{}, fmt.Errorf("scylla: views: order %s: %w", id, asUnavailable(err))
 	}
 	return o, nil
 }
@@ -25,7 +26,7 @@ func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error
 func (v *Views) Customer(ctx context.Context, id uuid.UUID) (readmodel.Customer, error) {
 	c, err := v.customer(ctx, id, v.consistency)
 	if err != nil {
-		return readmodel.Customer{}, fmt.Errorf("scylla: views: customer %s: %w", id, err)
+		return readmodel.Customer{}, fmt.Errorf("scylla: views: customer %s: %w", id, asUnavailable(err))
 	}
 	return c, nil
 }
@@ -53,7 +54,7 @@ func (v *Views) CustomerOrders(ctx context.Context, customerID, after uuid.UUID,
 		s = readmodel.OrderSummary{}
 	}
 	if err := iter.Close(); err != nil {
-		return nil, fmt.Errorf("scylla: views: orders of customer %s: %w", customerID, err)
+		return nil, fmt.Errorf("scylla: views: orders of customer %s: %w", customerID, asUnavailable(err))
 	}
 	return out, nil
 }

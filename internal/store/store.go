@@ -13,6 +13,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -21,6 +22,15 @@ import (
 // ErrConflict is returned by Append when the aggregate's current version is
 // not the expected one. Nothing of the refused append is stored.
 var ErrConflict = errors.New("store: version conflict")
+
+// ErrOutcomeUnknown is returned, wrapped, by an Append whose transaction
+// was sent but whose outcome the store could not learn: the events may be
+// stored, now or later (a request queued on a stalled server can still run
+// once it resumes), or never. It is never a conflict: nothing says another
+// writer took the version. It wraps ErrUnavailable, so a caller that only
+// knows that answers "try again later"; a caller that can recognise its own
+// events (by their ids or causation id) may Load and see whether they landed.
+var ErrOutcomeUnknown = fmt.Errorf("store: outcome of the append unknown: %w", ErrUnavailable)
 
 // ErrClosed is returned by a store that has been closed.
 var ErrClosed = errors.New("store: closed")
@@ -53,7 +63,10 @@ type Store interface {
 	// events). The events must carry the sequences expected+1, expected+2, …
 	// in order, all with the given aggregate id. It returns ErrConflict,
 	// wrapped, when the version differs; then nothing is stored. It returns
-	// only once the outcome is known: nil means the events are durable.
+	// ErrOutcomeUnknown, wrapped, when the transaction was sent but its
+	// outcome could not be learnt (never ErrConflict then), and other errors
+	// wrapping ErrUnavailable when the storage refused it. Otherwise it
+	// returns only once the outcome is known: nil means the events are durable.
 	Append(ctx context.Context, aggregateID uuid.UUID, expected int64, events []Event) error
 
 	Loader

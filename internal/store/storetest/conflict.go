@@ -11,7 +11,9 @@ import (
 )
 
 // testConflict: an append at the wrong expected version fails with
-// ErrConflict and stores none of its events.
+// ErrConflict and stores none of its events. A conflict is certain: it
+// never wraps ErrUnavailable or ErrOutcomeUnknown, which the caller answers
+// as "try again later" rather than as a refusal.
 func testConflict(t *testing.T, b backend) {
 	s := b.open(t, nil)
 	id := uuid.Must(uuid.NewV7())
@@ -36,6 +38,9 @@ func testConflict(t *testing.T, b backend) {
 		err := s.Append(testContext(t), id, tc.expected, widgets(id, tc.expected, tc.n))
 		if !errors.Is(err, store.ErrConflict) {
 			t.Errorf("%s: Append error = %v, want ErrConflict", tc.name, err)
+		}
+		if errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrOutcomeUnknown) {
+			t.Errorf("%s: Append error = %v, a conflict that says the outcome is unknown", tc.name, err)
 		}
 	}
 	b.checkEvents(t, mustLoad(t, s, id, 0), first)

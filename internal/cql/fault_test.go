@@ -1,0 +1,89 @@
+package cql
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"testing"
+
+	"github.com/gocql/gocql"
+
+	"github.com/orderd/orderd/internal/store"
+)
+
+// frameError returns the driver's own error for a server answer: a value
+// of type T (one of the RequestErr… types, or the bare error frame the
+// driver returns for overloaded, server, syntax… answers when T is nil)
+// whose frame carries code and message, as the driver's frame parser makes
+// it. The frame type is internal to the driver; reflection sets its fields.
+func frameError[T any](code int, msg string) error {
+	holder := reflect.New(reflect.TypeFor[gocql.RequestErrUnavailable]()).Elem()
+	frameType := holder.FieldByName("ErrorFrame").Type()
+	frame := reflect.New(frameType).Elem()
+	frame.FieldByName("Code").SetInt(int64(code))
+	frame.FieldByName("Message").SetString(msg)
+	if reflect.TypeFor[T]() == reflect.TypeFor[struct{}]() {
+		return frame.Interface().(error)
+	}
+	e := reflect.New(reflect.TypeFor[T]())
+	e.Elem().FieldByName("ErrorFrame").Set(frame)
+	return e.Interface().(error)
+}
+
+// TestUnavailable: the classification of the driver's errors, as the
+// driver's frame parser makes them, wrapped:
+// the cluster's failures are store.ErrUnavailable (503), the request's are
+// not, and the uncertain ones of an append go to settle.
+func TestUnavailable(t *testing.T) {
+	for _, c := range []struct {
+		name                 string
+		err                  error
+		unavailable, unknown bool
+	}{
+		{"unavailable replicas", frameError[gocql.RequestErrUnavailable](gocql.ErrCodeUnavailable, "Cannot achieve consistency level QUORUM"), true, false},
+		{"shutting down", frameError[struct{}](gocql.ErrCodeOverloaded, "Server is shutting down"), true, false},
+		{"overloaded", frameError[struct{}](gocql.ErrCodeOverloaded, "Too many in flight requests"), true, false},
+		{"bootstrapping", frameError[struct{}](gocql.ErrCodeBootstrapping, "Cannot read from a bootstrapping node"), true, false},
+		{"server error", frameError[struct{}](gocql.ErrCodeServer, "java.lang.AssertionError"), true, true},
+		{"write timeout (CAS)", frameError[gocql.RequestErrWriteTimeout](gocql.ErrCodeWriteTimeout, "Operation timed out - received only 0 responses."), true, true},
+		{"read timeout", frameError[gocql.RequestErrReadTimeout](gocql.ErrCodeReadTimeout, "Operation timed out"), true, true},
+		{"write failure", frameError[gocql.RequestErrWriteFailure](gocql.ErrCodeWriteFailure, "Operation failed"), true, true},
+		{"read failure", frameError[gocql.RequestErrReadFailure](gocql.ErrCodeReadFailure, "Operation failed"), true, true},
+		{"CAS write unknown", frameError[gocql.RequestErrCASWriteUnknown](gocql.ErrCodeCASWriteUnknown, "CAS operation result is unknown"), true, true},
+		{"rate limit", frameError[gocql.RequestErrRateLimitReached](0x4321, "Per-partition rate limit reached"), true, false},
+		{"no answer in time", gocql.ErrTimeoutNoResponse, true, true},
+		{"no hosts", gocql.ErrNoConnections, true, false},
+		{"host down", gocql.ErrHostDown, true, false},
+		{"connection closed", gocql.ErrConnectionClosed, true, true},
+		{"our deadline", context.DeadlineExceeded, true, true},
+		{"syntax", frameError[struct{}](gocql.ErrCodeSyntax, "line 1:0 no viable alternative"), false, false},
+		{"invalid", frameError[struct{}](gocql.ErrCodeInvalid, "unconfigured table"), false, false},
+		{"unauthorized", frameError[struct{}](gocql.ErrCodeUnauthorized, "no permission"), false, false},
+		{"client went away", context.Canceled, false, true},
+	} {
+		wrapped := fmt.Errorf("scylla: read x: %w", c.err)
+		if got := unavailable(wrapped); got != c.unavailable {
+			t.Errorf("%s (%T): unavailable = %v, want %v", c.name, c.err, got, c.unavailable)
+		}
+		if got := uncertain(wrapped); got != c.unknown {
+			t.Errorf("%s (%T): uncertain = %v, want %v", c.name, c.err, got, c.unknown)
+		}
+	}
+}
+
+// TestUnavailableLive: real answers of a real node, through the driver's
+// executor: a consistency the single node cannot reach is the cluster's
+// failure (store.ErrUnavailable from fault), a syntax error is not.
+func TestUnavailableLive(t *testing.T) {
+	s := mustOpen(t, testConfig(t), nil)
+	err := s.sess.Session.Query(`SELECT event_id FROM events WHERE aggregate_id = ?`, gocql.UUID{}).
+		WithContext(ctxFor(t)).Consistency(gocql.Three).Exec()
+	if err := s.fault("cql", false, err); !errors.Is(err, store.ErrUnavailable) {
+		t.Errorf("a read at THREE on one node: %v (%T), want ErrUnavailable", err, errors.Unwrap(err))
+	}
+	err = s.sess.Session.Query(`SELEKT 1`).WithContext(ctxFor(t)).Exec()
+	if err == nil || s.fault("cql", false, err) != err {
+		t.Errorf("a syntax error: %v, want itself, unwrapped", err)
+	}
+}
