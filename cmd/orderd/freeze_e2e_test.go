@@ -105,11 +105,11 @@ func TestFrozenCassandraE2E(t *testing.T) {
 	// Once the node serves again, every create is looked up.
 	waitReady(t, s, 200, 30*time.Second)
 	count := map[string]int{}
-	var inFreeze, storedUncertain int // creates in flight during the freeze; of the 503s and timeouts, those stored
+	var inFreeze, storedUncertain int // creates caught by the freeze; of the 503s and timeouts, those stored
 	for _, c := range creates {
 		count[c.outcome()]++
-		if c.end.After(resumedAt) && c.start.Before(frozenAt.Add(time.Second)) {
-			inFreeze++ // in flight across the whole freeze, from (nearly) its start
+		if c.start.Before(frozenAt) && c.end.After(frozenAt.Add(time.Second)) {
+			inFreeze++ // sent before the node froze and held by it: its append met the freeze
 		}
 		switch c.outcome() {
 		case "201", "503", "timeout":
@@ -137,7 +137,7 @@ func TestFrozenCassandraE2E(t *testing.T) {
 	for _, c := range creates {
 		slowest = max(slowest, c.end.Sub(c.start))
 	}
-	t.Logf("%d creates: %v; %d in flight across the freeze; %d answered 503 or a timeout but stored after all; slowest %v",
+	t.Logf("%d creates: %v; %d caught by the freeze; %d answered 503 or a timeout but stored after all; slowest %v",
 		len(creates), count, inFreeze, storedUncertain, slowest.Round(time.Millisecond))
 	if inFreeze == 0 {
 		t.Fatal("no create was in flight during the freeze: the test tested nothing")
