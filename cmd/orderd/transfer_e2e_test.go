@@ -14,6 +14,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderd/orderd/internal/store"
+	"github.com/orderd/orderd/internal/store/storetest"
 )
 
 // transferRead is a GET whose answer must survive a move, with the
@@ -114,43 +115,7 @@ func logEvents(t *testing.T, env map[string]string) map[uuid.UUID][]store.Event 
 		t.Fatal(err)
 	}
 	defer func() { _ = closeStore() }()
-	out := map[uuid.UUID][]store.Event{}
-	if _, err := st.Replay(context.Background(), 0, func(_ context.Context, evs []store.Event) error {
-		for _, e := range evs {
-			out[e.AggregateID] = append(out[e.AggregateID], e)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// sameEvents fails t unless got holds want's aggregates with the same
-// events, field by field; timestamps to the millisecond where millis.
-func sameEvents(t *testing.T, want, got map[uuid.UUID][]store.Event, millis bool) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%d aggregates, want %d", len(got), len(want))
-	}
-	for id, ws := range want {
-		gs := got[id]
-		if len(gs) != len(ws) {
-			t.Fatalf("aggregate %s: %d events, want %d", id, len(gs), len(ws))
-		}
-		for i, w := range ws {
-			g := gs[i]
-			wt := w.Timestamp
-			if millis {
-				wt = wt.Truncate(time.Millisecond)
-			}
-			if g.ID != w.ID || g.AggregateType != w.AggregateType || g.Sequence != w.Sequence || g.Type != w.Type ||
-				g.SchemaVersion != w.SchemaVersion || string(g.Data) != string(w.Data) || g.CausationID != w.CausationID ||
-				g.CorrelationID != w.CorrelationID || !g.Timestamp.Equal(wt) || fmt.Sprint(g.Metadata) != fmt.Sprint(w.Metadata) {
-				t.Fatalf("aggregate %s event %d:\n got %+v\nwant %+v", id, i+1, g, w)
-			}
-		}
-	}
+	return storetest.ByAggregate(t, st)
 }
 
 // TestExportImportToCluster moves a populated embedded deployment with
@@ -208,7 +173,7 @@ func TestExportImportToCluster(t *testing.T) {
 			if err := runImport(context.Background(), []string{"-from", file}, getenv, nil, errf); err != nil {
 				t.Fatal(err)
 			}
-			sameEvents(t, srcEvents, logEvents(t, tg.env), tg.millis)
+			storetest.SameEvents(t, srcEvents, logEvents(t, tg.env), tg.millis)
 
 			dst := start(t, tg.env["ORDERD_DATA_DIR"], tg.env)
 			got := answers(t, dst, reads)

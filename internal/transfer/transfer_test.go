@@ -19,6 +19,7 @@ import (
 	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
 	"github.com/orderd/orderd/internal/store/cqltest"
+	"github.com/orderd/orderd/internal/store/storetest"
 	"github.com/orderd/orderd/internal/transfer"
 )
 
@@ -67,51 +68,6 @@ func populate(t *testing.T, s store.Store, aggs int) int {
 		}
 	}
 	return n
-}
-
-// all reads every event of lg by aggregate.
-func all(t *testing.T, lg store.Log) map[uuid.UUID][]store.Event {
-	t.Helper()
-	out := map[uuid.UUID][]store.Event{}
-	var mu sync.Mutex
-	if _, err := lg.Replay(context.Background(), 0, func(_ context.Context, evs []store.Event) error {
-		mu.Lock()
-		defer mu.Unlock()
-		for _, e := range evs {
-			e.Position = 0
-			out[e.AggregateID] = append(out[e.AggregateID], e)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
-// same fails t unless got holds exactly want's events; timestamps to the
-// millisecond where millis (what a CQL store keeps).
-func same(t *testing.T, want, got map[uuid.UUID][]store.Event, millis bool) {
-	t.Helper()
-	if len(got) != len(want) {
-		t.Fatalf("%d aggregates, want %d", len(got), len(want))
-	}
-	for id, ws := range want {
-		gs := got[id]
-		if len(gs) != len(ws) {
-			t.Fatalf("aggregate %s: %d events, want %d", id, len(gs), len(ws))
-		}
-		for i, w := range ws {
-			g := gs[i]
-			if millis {
-				w.Timestamp = w.Timestamp.Truncate(time.Millisecond)
-			}
-			if g.ID != w.ID || g.AggregateType != w.AggregateType || g.Sequence != w.Sequence || g.Type != w.Type ||
-				g.SchemaVersion != w.SchemaVersion || !bytes.Equal(g.Data, w.Data) || g.CausationID != w.CausationID ||
-				g.CorrelationID != w.CorrelationID || !g.Timestamp.Equal(w.Timestamp) || fmt.Sprint(g.Metadata) != fmt.Sprint(w.Metadata) {
-				t.Fatalf("aggregate %s event %d:\n got %+v\nwant %+v", id, i+1, g, w)
-			}
-		}
-	}
 }
 
 func export(t *testing.T, lg store.Log) []byte {
@@ -175,7 +131,7 @@ func TestResume(t *testing.T) {
 	if done+skipped != int64(total) || skipped == 0 || done == 0 {
 		t.Fatalf("the re-run appended %d and skipped %d, want %d in all, some of each", done, skipped, total)
 	}
-	same(t, all(t, src), all(t, dst), false)
+	storetest.SameEvents(t, storetest.ByAggregate(t, src), storetest.ByAggregate(t, dst), false)
 	if got, _ := dst.Count(ctx); got != int64(total) {
 		t.Fatalf("the target holds %d events, want %d", got, total)
 	}
@@ -255,7 +211,7 @@ func TestToCassandra(t *testing.T) {
 	if err := transfer.Import(ctx, dst, bytes.NewReader(stream), opt, nil); err != nil {
 		t.Fatal(err)
 	}
-	same(t, all(t, src), all(t, dst), true)
+	storetest.SameEvents(t, storetest.ByAggregate(t, src), storetest.ByAggregate(t, dst), true)
 
 	var (
 		mu     sync.Mutex
