@@ -237,7 +237,7 @@ func settings(c *config, f *flags) []group {
 				parse: whole(&c.feed.ReconcileRate, 1)},
 		}},
 		{"Operations (workers, logs, profiling)", []*setting{
-			{name: "instance-id", arg: "name", def: fmt.Sprintf("%s-%d", host, os.Getpid()), shown: "<host name>-<process id>", usage: "this instance's name in the workers' leases and /readyz",
+			{name: "instance-id", arg: "name", def: fmt.Sprintf("%s-%d", host, os.Getpid()), shown: "<host name>-<process id>", usage: "this instance's name in the workers' leases, /readyz and the idempotency records its requests own; a stable name lets a restarted instance settle at once the keys its previous run left in flight",
 				parse: func(v string) error { c.instance = v; return nonEmpty(v) }},
 			{name: "lease-ttl", arg: "duration", def: "10s", usage: "how long a worker's lease lasts unrenewed: a standby takes over within it when the active instance dies (at least 1s)",
 				parse: func(v string) error {
