@@ -41,7 +41,7 @@ const (
 // It builds and runs the binary with its defaults (GOGC=400, the memory
 // limit of its cgroup, if any), samples VmRSS from /proc while the readers
 // run and reads VmHWM, the peak, after resetting it once the history is
-// written. ORDERD_MEMORY_BEFORE=<path of another orderd binary> measures
+// written. ORDERD_TEST_MEMORY_BEFORE=<path of another orderd binary> measures
 // that binary in the same way too, and reports its peak without judging it
 // (an orderd from before paging answers the whole history to each GET).
 func TestHistoryMemory(t *testing.T) {
@@ -61,7 +61,7 @@ func TestHistoryMemory(t *testing.T) {
 	if peak >= rssCeiling {
 		t.Errorf("peak RSS %.1f MiB, want under %d MiB", mib(peak), rssCeiling>>20)
 	}
-	if before := os.Getenv("ORDERD_MEMORY_BEFORE"); before != "" {
+	if before := os.Getenv("ORDERD_TEST_MEMORY_BEFORE"); before != "" {
 		peak, hist, errs := historyMemory(t, before)
 		t.Logf("%s: peak RSS %.1f MiB in the same reads (%d GETs each); %d of %d readers failed %v",
 			before, mib(peak), hist.pages, len(errs), historyReaders, errs[:min(len(errs), 1)])
