@@ -76,6 +76,7 @@ STOP_TIMEOUT="${CASSANDRA_STOP_TIMEOUT:-60}"
 SERVICE=cassandra SERVICE_NAME=Cassandra SERVICE_HOME="$CASSANDRA_HOME"
 PORTS="CQL=$PORT storage=$STORAGE_PORT${JMX_PORT:+ JMX=$JMX_PORT}"
 PORT_VARS="CASSANDRA_PORT, CASSANDRA_STORAGE_PORT, CASSANDRA_JMX_PORT"
+READY_WHAT="the node (CQL on $ADDRESS)"
 # shellcheck source=scripts/lib/service.sh
 . "$REPO/scripts/lib/service.sh"
 
@@ -185,25 +186,6 @@ launch() {
   wait_pidfile node
 }
 
-# Wait until the node answers a CQL query, or fail. Prints the version.
-wait_ready() {
-  local pid="$1" deadline=$((SECONDS + START_TIMEOUT)) version
-  while ((SECONDS < deadline)); do
-    if ! alive "$pid"; then
-      rm -f "$PIDFILE"
-      fail_start "node (pid $pid) exited during startup"
-    fi
-    if version="$(probe)"; then
-      VERSION="$version"
-      return 0
-    fi
-    sleep 1
-  done
-  # Do not leave a half-started node behind.
-  terminate "$pid"
-  rm -f "$PIDFILE"
-  fail_start "node did not answer CQL on $ADDRESS within ${START_TIMEOUT}s (stopped it)"
-}
 
 rss_mib() {
   awk '/^VmRSS:/ {printf "%d", $2 / 1024}' "/proc/$1/status" 2>/dev/null || echo "?"
@@ -223,6 +205,7 @@ cmd_start() {
     fi
     say "running (pid $pid) but not answering yet; waiting"
     wait_ready "$pid"
+    VERSION=$READY
     say "ready (pid $pid, Cassandra $VERSION), CQL on $ADDRESS"
     return 0
   fi
@@ -234,6 +217,7 @@ cmd_start() {
   launch
   pid="$(<"$PIDFILE")"
   wait_ready "$pid"
+  VERSION=$READY
   say "ready in $((SECONDS - t0))s (pid $pid, Cassandra $VERSION, RSS $(rss_mib "$pid") MiB, log $LOG)"
   say "CQL on $ADDRESS"
 }

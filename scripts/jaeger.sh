@@ -61,8 +61,9 @@ STOP_TIMEOUT="${JAEGER_STOP_TIMEOUT:-15}"
 SERVICE=jaeger SERVICE_NAME=Jaeger SERVICE_HOME="$JAEGER_HOME"
 PORTS="otlp=$JAEGER_OTLP_PORT query=$JAEGER_QUERY_PORT query-grpc=$JAEGER_QUERY_GRPC_PORT"
 PORT_VARS="JAEGER_OTLP_PORT, JAEGER_QUERY_PORT, JAEGER_QUERY_GRPC_PORT"
-# The process helpers (lock, ports, stop, start failures) are the JVM
-# services'; nothing of Java is used here.
+# The process helpers (lock, ports, stop, start failures) are shared with
+# the JVM services; nothing of Java is used here.
+READY_WHAT="jaeger's query API on $HOST:$JAEGER_QUERY_PORT" READY_POLL=0.3
 # shellcheck source=scripts/lib/service.sh
 . "$REPO/scripts/lib/service.sh"
 # Jaeger logs as zap does: "<time>\terror\t...".
@@ -127,20 +128,6 @@ launch() {
   wait_pidfile jaeger
 }
 
-wait_ready() {
-  local pid="$1" deadline=$((SECONDS + START_TIMEOUT))
-  while ((SECONDS < deadline)); do
-    if ! alive "$pid"; then
-      rm -f "$PIDFILE"
-      fail_start "jaeger (pid $pid) exited during startup"
-    fi
-    probe && return 0
-    sleep 0.3
-  done
-  terminate "$pid"
-  rm -f "$PIDFILE"
-  fail_start "jaeger's query API did not answer on $HOST:$JAEGER_QUERY_PORT within ${START_TIMEOUT}s (stopped it)"
-}
 
 cmd_start() {
   take_lock

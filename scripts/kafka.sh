@@ -65,6 +65,7 @@ STOP_TIMEOUT="${KAFKA_STOP_TIMEOUT:-30}"
 SERVICE=kafka SERVICE_NAME=Kafka SERVICE_HOME="$KAFKA_HOME"
 PORTS="client=$PORT controller=$CONTROLLER_PORT"
 PORT_VARS="KAFKA_PORT, KAFKA_CONTROLLER_PORT"
+READY_WHAT="the broker on $BOOTSTRAP" READY_POLL=0.5
 # shellcheck source=scripts/lib/service.sh
 . "$REPO/scripts/lib/service.sh"
 
@@ -192,24 +193,6 @@ launch() {
   wait_pidfile broker
 }
 
-# Wait until the broker answers a real Kafka request, or fail.
-wait_ready() {
-  local pid="$1" deadline=$((SECONDS + START_TIMEOUT))
-  while ((SECONDS < deadline)); do
-    if ! alive "$pid"; then
-      rm -f "$PIDFILE"
-      fail_start "broker (pid $pid) exited during startup"
-    fi
-    if port_open && probe; then
-      return 0
-    fi
-    sleep 0.5
-  done
-  # Do not leave a half-started broker behind.
-  terminate "$pid"
-  rm -f "$PIDFILE"
-  fail_start "broker did not answer on $BOOTSTRAP within ${START_TIMEOUT}s (stopped it)"
-}
 
 # --------------------------------------------------------------- commands ---
 

@@ -66,6 +66,7 @@ STOP_TIMEOUT="${OIDC_STOP_TIMEOUT:-30}"
 SERVICE=keycloak SERVICE_NAME=Keycloak SERVICE_HOME="$KC_CACHE"
 PORTS="HTTP=$PORT"
 PORT_VARS="OIDC_PORT"
+READY_WHAT="realm $REALM at $ISSUER"
 # shellcheck source=scripts/lib/service.sh
 . "$REPO/scripts/lib/service.sh"
 # Keycloak's lines: "2026-01-01 10:00:00,000 ERROR [logger] ...".
@@ -169,27 +170,7 @@ launch() {
   wait_pidfile keycloak
 }
 
-wait_ready() {
-  local pid="$1" deadline=$((SECONDS + START_TIMEOUT))
-  while ((SECONDS < deadline)); do
-    if ! alive "$pid"; then
-      rm -f "$PIDFILE"
-      fail_start "keycloak (pid $pid) exited during startup"
-    fi
-    probe && return 0
-    sleep 1
-  done
-  stop_pid "$pid"
-  rm -f "$PIDFILE"
-  fail_start "realm $REALM did not answer at $ISSUER within ${START_TIMEOUT}s (stopped it)"
-}
 
-# stop_pid PID: terminate it, then whatever is left of its process group
-# (kc.sh runs the JVM as its child).
-stop_pid() {
-  terminate "$1"
-  kill -KILL -- "-$1" 2>/dev/null || true
-}
 
 cmd_start() {
   take_lock

@@ -14,9 +14,12 @@
 #   PORTS         the instance's ports as ROLE=PORT words (client=9092 ...),
 #                 checked before a start and named when a start fails
 #   PORT_VARS     the variables that move them, for the hint
-# and defines port_open PORT (does anything accept connections there?) and
-# service_pid (prints the pid of this instance's process, or fails when it
-# does not run).
+#   READY_WHAT    what wait_ready names when nothing answered in time
+#   READY_POLL    seconds between wait_ready's probes (default 1)
+# and defines port_open PORT (does anything accept connections there?),
+# probe (does the server answer a real request? what it prints is kept)
+# and service_pid (prints the pid of this instance's process, or fails when
+# it does not run).
 
 say() { printf '%s: %s\n' "$SERVICE" "$*"; }
 die() { printf '%s: error: %s\n' "$SERVICE" "$*" >&2; exit 1; }
@@ -178,9 +181,37 @@ fail_start() {
   exit 1
 }
 
-# cmd_stop stops this instance: SIGTERM, up to STOP_TIMEOUT s for a clean
-# exit, then SIGKILL (terminate); then whatever its process group still
-# holds (a launcher's child, as Keycloak's kc.sh leaves a JVM).
+# stop_process PID: terminate it (SIGTERM, up to STOP_TIMEOUT s, then
+# SIGKILL), then whatever its process group still holds (a launcher's
+# child, as Keycloak's kc.sh leaves a JVM).
+stop_process() {
+  terminate "$1"
+  kill -KILL -- "-$1" 2>/dev/null || true
+}
+
+# wait_ready PID: wait up to START_TIMEOUT s, polling every READY_POLL s
+# (default 1), until the caller's probe answers; what it prints is left in
+# READY. A process that exits meanwhile fails the start; one that does not
+# answer in time is stopped (no half-started server is left behind) and
+# fails it, naming READY_WHAT (what did not answer, and where).
+wait_ready() {
+  local pid="$1" deadline=$((SECONDS + START_TIMEOUT))
+  while ((SECONDS < deadline)); do
+    if ! alive "$pid"; then
+      rm -f "$PIDFILE"
+      fail_start "$SERVICE (pid $pid) exited during startup"
+    fi
+    if READY="$(probe)"; then
+      return 0
+    fi
+    sleep "${READY_POLL:-1}"
+  done
+  stop_process "$pid"
+  rm -f "$PIDFILE"
+  fail_start "$READY_WHAT did not answer within ${START_TIMEOUT}s (stopped it)"
+}
+
+# cmd_stop stops this instance (stop_process).
 cmd_stop() {
   take_lock
   local pid t0=$SECONDS
@@ -190,8 +221,7 @@ cmd_stop() {
     return 0
   fi
   say "stopping (pid $pid)"
-  terminate "$pid"
-  kill -KILL -- "-$pid" 2>/dev/null || true
+  stop_process "$pid"
   rm -f "$PIDFILE"
   say "stopped in $((SECONDS - t0))s"
 }
