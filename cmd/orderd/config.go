@@ -477,14 +477,18 @@ func auto(p *int, most int) func(string) error {
 // acceptPartitions parses topic=n pairs, n 1 or more, into p.
 func acceptPartitions(p *map[string]int) func(string) error {
 	return func(v string) error {
+		const want = "is not a list of topic=n pairs such as orders=6, n 1 or more"
+		pairs, ok := keyValues(v)
+		if !ok {
+			return errors.New(want)
+		}
 		m := map[string]int{}
-		for _, kv := range splitList(v) {
-			topic, count, ok := strings.Cut(kv, "=")
-			n, err := strconv.Atoi(strings.TrimSpace(count))
-			if !ok || strings.TrimSpace(topic) == "" || err != nil || n < 1 {
-				return errors.New("is not a list of topic=n pairs such as orders=6, n 1 or more")
+		for topic, count := range pairs {
+			n, err := strconv.Atoi(count)
+			if err != nil || n < 1 {
+				return errors.New(want)
 			}
-			m[strings.TrimSpace(topic)] = n
+			m[topic] = n
 		}
 		*p = m
 		return nil
@@ -526,17 +530,28 @@ func address(p *string, orEmpty bool) func(string) error {
 // topics parses Type=topic pairs into p.
 func topics(p *map[string]string) func(string) error {
 	return func(v string) error {
-		m := map[string]string{}
-		for _, kv := range splitList(v) {
-			typ, topic, ok := strings.Cut(kv, "=")
-			if !ok || strings.TrimSpace(typ) == "" || strings.TrimSpace(topic) == "" {
-				return errors.New("is not a list of Type=topic pairs such as Order=orders")
-			}
-			m[strings.TrimSpace(typ)] = strings.TrimSpace(topic)
+		m, ok := keyValues(v)
+		if !ok {
+			return errors.New("is not a list of Type=topic pairs such as Order=orders")
 		}
 		*p = m
 		return nil
 	}
+}
+
+// keyValues parses a comma-separated list of key=value pairs, spaces
+// around each trimmed; ok is false when a pair lacks its = or a side.
+func keyValues(v string) (m map[string]string, ok bool) {
+	m = map[string]string{}
+	for _, kv := range splitList(v) {
+		key, value, found := strings.Cut(kv, "=")
+		key, value = strings.TrimSpace(key), strings.TrimSpace(value)
+		if !found || key == "" || value == "" {
+			return nil, false
+		}
+		m[key] = value
+	}
+	return m, true
 }
 
 func isNumber(v string) bool {
