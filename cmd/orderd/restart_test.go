@@ -127,7 +127,14 @@ func startProcess(t testing.TB, dir string, env map[string]string) *process {
 // in dir until the test ends.
 func startBinary(t testing.TB, bin, dir string, env map[string]string) *process {
 	t.Helper()
-	cmd := exec.Command(bin, "-http-addr", "127.0.0.1:0", "-data-dir", dir, "-log-level", "info")
+	return startCommand(t, exec.Command(bin, "-http-addr", "127.0.0.1:0", "-data-dir", dir, "-log-level", "info"), env)
+}
+
+// startCommand runs cmd, an orderd command line (or one that becomes orderd,
+// such as ip netns exec), with env added to the test's environment, until
+// the test ends, and returns once orderd reports the address it listens on.
+func startCommand(t testing.TB, cmd *exec.Cmd, env map[string]string) *process {
+	t.Helper()
 	cmd.Env = os.Environ()
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
