@@ -227,7 +227,7 @@ func TestCassandraPartitionE2E(t *testing.T) {
 			t.Errorf("%s: failover after the cut took %s, over the bound of %s", w, d.Round(time.Millisecond), failoverBound)
 		}
 	}
-	t.Logf("while cut off, %s answered %v", holder.id, l.answers[holder.id])
+	t.Logf("%s, cut off for 20 s of the test, answered %v", holder.id, l.answers[holder.id])
 	l.check(t, others[0], c.active("relay", 30*time.Second), brokers, env["ORDERD_KAFKA_TOPIC_PREFIX"])
 }
 

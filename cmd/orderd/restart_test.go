@@ -161,8 +161,11 @@ func startCommand(t testing.TB, cmd *exec.Cmd, env map[string]string) *process {
 	select {
 	case a := <-addr:
 		return &process{cmd: cmd, base: "http://" + a}
-	case <-time.After(30 * time.Second):
-		t.Fatal("orderd did not report its address within 30s")
+	case <-time.After(90 * time.Second):
+		// Up to 90 s: the first instance on a three-node Cassandra
+		// creates the schema, each table once every node agrees, which
+		// takes over 30 s on a loaded 2-core machine.
+		t.Fatal("orderd did not report its address within 90s")
 		return nil
 	}
 }
