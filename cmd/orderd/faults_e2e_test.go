@@ -129,6 +129,7 @@ func restartCluster(t *testing.T, name string) time.Duration {
 // read models: what each was told, and what went wrong.
 type faultLoad struct {
 	target func(i int) *node
+	nodes  []*node // the nodes target names, whose logs explain a wrong answer
 
 	mu      sync.Mutex
 	acks    []acked
@@ -305,6 +306,17 @@ func (l *faultLoad) check(t *testing.T, on, relay *node, brokers []string, prefi
 	t.Logf("answers per node: %v; %d read-model GETs", l.answers, l.reads)
 	for _, w := range l.wrong[:min(len(l.wrong), 10)] {
 		t.Errorf("a client must never get: %s", w)
+		// What the instance logged about it, found by the correlation id.
+		if _, after, ok := strings.Cut(w, `"correlation_id":"`); ok {
+			id, _, _ := strings.Cut(after, `"`)
+			for _, n := range l.nodes {
+				for line := range strings.SplitSeq(n.proc.errs.String(), "\n") {
+					if id != "" && strings.Contains(line, id) {
+						t.Logf("%s logged: %s", n.id, line)
+					}
+				}
+			}
+		}
 	}
 	if len(l.wrong) > 10 {
 		t.Errorf("... and %d more", len(l.wrong)-10)
@@ -394,7 +406,7 @@ func TestCassandraNodeKilledE2E(t *testing.T) {
 	t.Cleanup(func() { restartCluster(t, "cassandra") })
 	c := &cluster{t: t, env: env}
 	nodes := startCluster(t, c, 3)
-	l := &faultLoad{target: func(i int) *node { return nodes[i%len(nodes)] }}
+	l := &faultLoad{nodes: nodes, target: func(i int) *node { return nodes[i%len(nodes)] }}
 	l.run(6)
 	defer l.stop()
 
@@ -428,7 +440,7 @@ func TestKafkaBrokerKilledE2E(t *testing.T) {
 	t.Cleanup(func() { restartCluster(t, "kafka") })
 	c := &cluster{t: t, env: env}
 	nodes := startCluster(t, c, 3)
-	l := &faultLoad{target: func(i int) *node { return nodes[i%len(nodes)] }}
+	l := &faultLoad{nodes: nodes, target: func(i int) *node { return nodes[i%len(nodes)] }}
 	l.run(6)
 	defer l.stop()
 

@@ -176,7 +176,7 @@ func TestCassandraPartitionE2E(t *testing.T) {
 	launch, spaces := tn.launch(t)
 	c.launch = launch
 	nodes := startCluster(t, c, 3)
-	l := &faultLoad{target: func(i int) *node { return nodes[i%len(nodes)] }}
+	l := &faultLoad{nodes: nodes, target: func(i int) *node { return nodes[i%len(nodes)] }}
 	l.run(6)
 	defer l.stop()
 
@@ -252,7 +252,7 @@ func TestKafkaPartitionE2E(t *testing.T) {
 	launch, spaces := tn.launch(t)
 	c.launch = launch
 	nodes := startCluster(t, c, 3)
-	l := &faultLoad{target: func(i int) *node { return nodes[i%len(nodes)] }}
+	l := &faultLoad{nodes: nodes, target: func(i int) *node { return nodes[i%len(nodes)] }}
 	l.run(6)
 	defer l.stop()
 

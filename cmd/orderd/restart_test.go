@@ -112,6 +112,7 @@ func TestMain(m *testing.M) {
 type process struct {
 	cmd  *exec.Cmd
 	base string
+	errs *syncBuffer // the lines orderd logged at level error, for failure messages
 }
 
 func startProcess(t testing.TB, dir string, env map[string]string) *process {
@@ -148,19 +149,27 @@ func startCommand(t testing.TB, cmd *exec.Cmd, env map[string]string) *process {
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	addr := make(chan string, 1)
+	errs := &syncBuffer{}
 	go func() {
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "orderd listening" {
+			var line struct{ Level, Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) != nil {
+				continue
+			}
+			switch {
+			case line.Msg == "orderd listening":
 				addr <- line.Addr
+			case line.Level == "error":
+				_, _ = fmt.Fprintf(errs, "%s\n", sc.Bytes())
 			}
 		}
 		_, _ = io.Copy(io.Discard, stderr)
 	}()
 	select {
 	case a := <-addr:
-		return &process{cmd: cmd, base: "http://" + a}
+		return &process{cmd: cmd, base: "http://" + a, errs: errs}
 	case <-time.After(90 * time.Second):
 		// Up to 90 s: the first instance on a three-node Cassandra
 		// creates the schema, each table once every node agrees, which
