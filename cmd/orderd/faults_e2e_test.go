@@ -405,7 +405,7 @@ func TestCassandraNodeKilledE2E(t *testing.T) {
 	env, hosts, brokers := faultEnv(t)
 	t.Cleanup(func() { restartCluster(t, "cassandra") })
 	c := &cluster{t: t, env: env}
-	nodes := startCluster(t, c, 3)
+	nodes := startFaultCluster(t, c)
 	l := &faultLoad{nodes: nodes, target: func(i int) *node { return nodes[i%len(nodes)] }}
 	l.run(6)
 	defer l.stop()
@@ -439,7 +439,7 @@ func TestKafkaBrokerKilledE2E(t *testing.T) {
 	env, _, brokers := faultEnv(t)
 	t.Cleanup(func() { restartCluster(t, "kafka") })
 	c := &cluster{t: t, env: env}
-	nodes := startCluster(t, c, 3)
+	nodes := startFaultCluster(t, c)
 	l := &faultLoad{nodes: nodes, target: func(i int) *node { return nodes[i%len(nodes)] }}
 	l.run(6)
 	defer l.stop()
@@ -460,6 +460,21 @@ func TestKafkaBrokerKilledE2E(t *testing.T) {
 	t.Logf("Kafka broker %s (leader of %sorder-events/0) killed for %s: %d commands acknowledged meanwhile; it answered again %s after its restart began",
 		victim, prefix, restartedAt.Sub(killedAt).Round(time.Millisecond), l.ackedBetween(killedAt, restartedAt), took.Round(time.Millisecond))
 	l.check(t, nodes[0], c.active("relay", 30*time.Second), brokers, prefix)
+}
+
+// startFaultCluster starts three nodes of c and waits until each worker
+// has one active instance that every node names. It gives that 90 s, not
+// startCluster's 30: on the loaded three-node Cassandra the first instance
+// creates the schema, and the others' first lease attempts wait for it.
+func startFaultCluster(t *testing.T, c *cluster) []*node {
+	t.Helper()
+	var nodes []*node
+	for k := range 3 {
+		nodes = append(nodes, c.start(fmt.Sprintf("node-%c", 'a'+k)))
+	}
+	c.active("relay", 90*time.Second)
+	c.active("projector", 90*time.Second)
+	return nodes
 }
 
 // partitionLeader returns the address of the broker that leads partition p

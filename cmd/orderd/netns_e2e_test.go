@@ -175,7 +175,7 @@ func TestCassandraPartitionE2E(t *testing.T) {
 	c := &cluster{t: t, env: env}
 	launch, spaces := tn.launch(t)
 	c.launch = launch
-	nodes := startCluster(t, c, 3)
+	nodes := startFaultCluster(t, c)
 	l := &faultLoad{nodes: nodes, target: func(i int) *node { return nodes[i%len(nodes)] }}
 	l.run(6)
 	defer l.stop()
@@ -251,7 +251,7 @@ func TestKafkaPartitionE2E(t *testing.T) {
 	c := &cluster{t: t, env: env}
 	launch, spaces := tn.launch(t)
 	c.launch = launch
-	nodes := startCluster(t, c, 3)
+	nodes := startFaultCluster(t, c)
 	l := &faultLoad{nodes: nodes, target: func(i int) *node { return nodes[i%len(nodes)] }}
 	l.run(6)
 	defer l.stop()
