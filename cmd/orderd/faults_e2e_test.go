@@ -448,6 +448,11 @@ func TestKafkaBrokerKilledE2E(t *testing.T) {
 	waitUntil(t, "orderd created its topics", func() bool {
 		return len(topicsWithPrefix(t, brokers[0], prefix)) == 2
 	})
+	for _, name := range []string{"order-events", "customer-events"} {
+		if r := replicas(t, brokers, prefix+name); r != 3 {
+			t.Fatalf("%s%s has %d replicas per partition, want 3: a killed leader would take its partitions' records with it", prefix, name, r)
+		}
+	}
 	time.Sleep(3 * time.Second)
 	victim := partitionLeader(t, brokers, prefix+"order-events", 0)
 	killedAt := time.Now()
@@ -475,6 +480,25 @@ func startFaultCluster(t *testing.T, c *cluster) []*node {
 	c.active("relay", 90*time.Second)
 	c.active("projector", 90*time.Second)
 	return nodes
+}
+
+// replicas returns the fewest replicas a partition of topic has.
+func replicas(t *testing.T, brokers []string, topic string) int {
+	t.Helper()
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	md, err := c.Metadata(context.Background(), &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fewest := -1
+	for _, tp := range md.Topics {
+		for _, p := range tp.Partitions {
+			if fewest < 0 || len(p.Replicas) < fewest {
+				fewest = len(p.Replicas)
+			}
+		}
+	}
+	return fewest
 }
 
 // partitionLeader returns the address of the broker that leads partition p
