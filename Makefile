@@ -9,7 +9,10 @@
 # OIDC_PORT (default 9092, 9042 and 8180; Jaeger on JAEGER_OTLP_PORT and
 # JAEGER_QUERY_PORT), and the tests dial the same ports:
 # `KAFKA_PORT=19192 CASSANDRA_PORT=19142 OIDC_PORT=18180 make test` runs
-# beside servers on the default ones.
+# beside servers on the default ones. `cluster-test` adds a three-node
+# Cassandra and a three-broker Kafka (CASSANDRA_CLUSTER_PORT,
+# KAFKA_CLUSTER_PORT: CASSANDRA_PORT+20000 and KAFKA_PORT+30000) on a
+# bridge that network namespaces reach (scripts/testnet.sh, root).
 GO ?= go
 # Fuzz budgets are counts of inputs, not durations: with a duration, go
 # test's fuzz coordinator can report its own deadline as a failure
