@@ -89,6 +89,11 @@ func (l *Ledger) Update(ctx context.Context, d relay.DeadLetter) error {
 	if err := d.Check(); err != nil {
 		return fmt.Errorf("sqlite: ledger: update: %w", asUnavailable(err))
 	}
+	release, err := l.fences.hold(ctx, "update a dead letter")
+	if err != nil {
+		return fmt.Errorf("sqlite: ledger: %w", err)
+	}
+	defer release()
 	res, err := l.w.ExecContext(ctx, `UPDATE dead_letters SET state = ?, error = ?, attempts = ?, last_failed_at = ?
 		WHERE position = ?`, d.State, d.Error, d.Attempts, formatTime(d.LastFailedAt), d.Position)
 	if err != nil {
@@ -117,6 +122,11 @@ func (l *Ledger) Remove(ctx context.Context, positions ...int64) error {
 	// One statement is one transaction: the positions go together or not at
 	// all. (The relay removes a replayed letter as soon as Kafka took it, one
 	// at a time, so a crash in a replay republishes at most one.)
+	release, err := l.fences.hold(ctx, "remove dead letters")
+	if err != nil {
+		return fmt.Errorf("sqlite: ledger: %w", err)
+	}
+	defer release()
 	q := `DELETE FROM dead_letters WHERE position IN (?` + strings.Repeat(`, ?`, len(positions)-1) + `)`
 	if _, err := l.w.ExecContext(ctx, q, args...); err != nil {
 		return fmt.Errorf("sqlite: ledger: remove %v: %w", positions, asUnavailable(err))

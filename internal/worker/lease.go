@@ -54,6 +54,8 @@ type Elected struct {
 	role   string
 	leader string // the holder last seen, this instance or another
 	err    error  // why the worker last failed, until it runs again
+	epoch  int64  // the epoch of this instance's last take of the lease
+	fenced int64  // how many times a write of the worker was refused (store.ErrFenced)
 }
 
 // NewElected returns the elected worker name, run by work while holder
@@ -62,6 +64,12 @@ type Elected struct {
 // ErrLeaseLost) or when Serve's context ends; work returns nil then, or
 // the error that made it fail. ttl must be at least a few milliseconds:
 // renewals come every ttl/3.
+//
+// work's context carries the lease's fence (store.WithFence: the lease's
+// name and the epoch of this take), so that every write the worker makes
+// through it is conditional on that epoch; a write refused with
+// store.ErrFenced means another instance took the lease, and work
+// returning it counts as a lost lease, not as a failure.
 func NewElected(leases store.Leases, name, holder string, ttl time.Duration, work func(ctx context.Context) error, log *zap.Logger) *Elected {
 	return &Elected{leases: leases, name: name, holder: holder, ttl: ttl, work: work, log: log}
 }
@@ -71,6 +79,13 @@ type State struct {
 	Role   string // RoleActive or RoleStandby
 	Leader string // the holder last seen, this instance or another; "" when unknown
 	Err    error  // why the worker last failed, until it runs again; nil when it did not
+	// Epoch is the lease's epoch of this instance's last take (store.Fence):
+	// while Role is RoleActive, the epoch of every write the worker makes;
+	// 0 before the first take.
+	Epoch int64
+	// Fenced counts the worker's runs that a refused write
+	// (store.ErrFenced) ended: another instance had taken the lease.
+	Fenced int64
 }
 
 // Serve takes turns between standing by and working until ctx ends (then
@@ -93,14 +108,14 @@ func (e *Elected) Serve(ctx context.Context) (err error) {
 	every := e.ttl / 3
 	for {
 		sent := time.Now()
-		ok, err := e.try(ctx)
+		epoch, err := e.try(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
 			e.log.Warn("lease: cannot reach the store", zap.String("lease", e.name), zap.Error(err))
-		case ok:
-			if err := e.hold(ctx, sent); err != nil {
+		case epoch > 0:
+			if err := e.hold(ctx, sent, epoch); err != nil {
 				return err
 			}
 			continue
@@ -113,16 +128,17 @@ func (e *Elected) Serve(ctx context.Context) (err error) {
 	}
 }
 
-// try takes or renews the lease within a third of its ttl.
-func (e *Elected) try(ctx context.Context) (bool, error) {
+// try takes or renews the lease within a third of its ttl, and returns
+// its epoch when this instance holds it, 0 when it does not.
+func (e *Elected) try(ctx context.Context) (int64, error) {
 	actx, cancel := context.WithTimeout(ctx, e.ttl/3)
 	defer cancel()
-	ok, err := e.leases.Acquire(actx, e.name, e.holder, e.ttl)
+	epoch, err := e.leases.Acquire(actx, e.name, e.holder, e.ttl)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	leader := e.holder
-	if !ok {
+	if epoch == 0 {
 		if leader, err = e.leases.Holder(actx, e.name); err != nil {
 			leader = ""
 		}
@@ -130,18 +146,23 @@ func (e *Elected) try(ctx context.Context) (bool, error) {
 	e.mu.Lock()
 	e.leader = leader
 	e.mu.Unlock()
-	return ok, nil
+	return epoch, nil
 }
 
-// hold runs the worker while the lease taken at sent lasts.
-func (e *Elected) hold(ctx context.Context, sent time.Time) error {
+// hold runs the worker while the lease taken at sent, at epoch, lasts.
+func (e *Elected) hold(ctx context.Context, sent time.Time, epoch int64) error {
 	lctx := newLeaseContext(ctx, sent.Add(e.ttl))
 	defer lctx.stop()
 	e.setRole(RoleActive, e.holder)
 	e.fail(nil)
-	e.log.Info("lease taken: this instance runs the worker", zap.String("lease", e.name), zap.String("holder", e.holder))
+	e.mu.Lock()
+	e.epoch = epoch
+	e.mu.Unlock()
+	e.log.Info("lease taken: this instance runs the worker", zap.String("lease", e.name), zap.String("holder", e.holder),
+		zap.Int64("epoch", epoch))
+	wctx := store.WithFence(lctx, store.Fence{Lease: e.name, Epoch: epoch})
 	done := make(chan error, 1)
-	go func() { done <- e.work(lctx) }()
+	go func() { done <- e.work(wctx) }()
 
 	renew := time.NewTicker(e.ttl / 3)
 	defer renew.Stop()
@@ -152,6 +173,15 @@ func (e *Elected) hold(ctx context.Context, sent time.Time) error {
 			if rerr := e.leases.Release(context.WithoutCancel(ctx), e.name, e.holder); rerr != nil {
 				e.log.Warn("lease: release", zap.String("lease", e.name), zap.Error(rerr))
 			}
+			if errors.Is(err, store.ErrFenced) {
+				// Another instance took the lease and bumped its epoch: a
+				// lost lease, which the store noticed before the renewal.
+				e.mu.Lock()
+				e.fenced++
+				e.mu.Unlock()
+				lctx.lose(fmt.Errorf("%w: %w", ErrLeaseLost, err))
+				err = nil
+			}
 			if err != nil && !errors.Is(err, ErrLeaseLost) && ctx.Err() == nil {
 				return fmt.Errorf("%s: %w", e.name, err)
 			}
@@ -161,10 +191,12 @@ func (e *Elected) hold(ctx context.Context, sent time.Time) error {
 			return nil
 		case <-renew.C:
 			sent := time.Now()
-			ok, err := e.try(ctx)
+			got, err := e.try(ctx)
 			switch {
-			case err == nil && ok:
+			case err == nil && got == epoch:
 				lctx.extend(sent.Add(e.ttl))
+			case err == nil && got != 0: // lapsed and taken again: the worker's fence is stale
+				lctx.lose(fmt.Errorf("%w: taken again at epoch %d after epoch %d lapsed", ErrLeaseLost, got, epoch))
 			case err == nil:
 				lctx.lose(fmt.Errorf("%w: %s holds it now", ErrLeaseLost, e.leaderSeen()))
 			default: // keep working until the deadline; the next renewal may get through
@@ -210,7 +242,7 @@ func (e *Elected) Name() string { return e.name }
 func (e *Elected) State() State {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return State{Role: e.role, Leader: e.leader, Err: e.err}
+	return State{Role: e.role, Leader: e.leader, Err: e.err, Epoch: e.epoch, Fenced: e.fenced}
 }
 
 // leaseContext is a worker's context while its lease lasts. Err checks the

@@ -2,13 +2,16 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
 )
@@ -91,9 +94,9 @@ func (p *pausable) wait(ctx context.Context) error {
 	}
 }
 
-func (p *pausable) Acquire(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+func (p *pausable) Acquire(ctx context.Context, name, holder string, ttl time.Duration) (int64, error) {
 	if err := p.wait(ctx); err != nil {
-		return false, err
+		return 0, err
 	}
 	return p.Leases.Acquire(ctx, name, holder, ttl)
 }
@@ -196,5 +199,54 @@ func TestElectedStaleHolder(t *testing.T) {
 	}
 	if lastA := acts.last("a"); !lastA.Before(firstB) {
 		t.Errorf("the old holder acted at %v after it came back", lastA)
+	}
+}
+
+// TestElectedFenced: a holder whose lease another instance took (the
+// epoch bumped) gets store.ErrFenced from its next write, which stores
+// nothing; its worker stops and the instance stands by, counted as fenced
+// and not as failed.
+func TestElectedFenced(t *testing.T) {
+	b, err := sqlite.Open(t.Context(), sqlite.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	write := make(chan struct{})
+	wrote := make(chan error, 1)
+	letter := relay.DeadLetter{Position: 7, EventID: uuid.New(), AggregateID: uuid.New(), AggregateType: "Order",
+		Sequence: 1, EventType: "OrderCreated", Topic: "orders", State: relay.Parked}
+	a, stopA := newElected(t, b.Store, "a", time.Minute, func(ctx context.Context) error {
+		select {
+		case <-write:
+		case <-ctx.Done():
+			return nil
+		}
+		err := b.Ledger.Record(ctx, []relay.DeadLetter{letter})
+		wrote <- err
+		return err
+	})
+	defer stopA()
+	waitUntil(t, "a is active", func() bool { return a.State().Role == RoleActive })
+	if e := a.State().Epoch; e != 1 {
+		t.Fatalf("a's epoch = %d, want 1", e)
+	}
+	// a's lease lapses (as in a pause longer than its ttl) and b takes it.
+	if err := b.Store.Release(t.Context(), "relay", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := b.Store.Acquire(t.Context(), "relay", "b", time.Minute); err != nil || e != 2 {
+		t.Fatalf("b's take = epoch %d, %v; want 2", e, err)
+	}
+	close(write)
+	if err := <-wrote; !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("the lapsed holder's write: %v, want store.ErrFenced", err)
+	}
+	waitUntil(t, "a stands by behind b", func() bool { st := a.State(); return st.Role == RoleStandby && st.Leader == "b" })
+	if st := a.State(); st.Err != nil || st.Fenced != 1 {
+		t.Errorf("a's state = err %v, fenced %d; want no failure and one fenced run", st.Err, st.Fenced)
+	}
+	if _, err := b.Ledger.Get(t.Context(), letter.Position); !errors.Is(err, relay.ErrNotFound) {
+		t.Errorf("the fenced letter is stored: Get = %v, want relay.ErrNotFound", err)
 	}
 }
