@@ -25,12 +25,12 @@ import (
 // win, and nobody takes without bumping. A renewal is conditional on both
 // the holder and the epoch.
 const (
-	leaseReadCQL = `SELECT holder, epoch FROM leases WHERE name = ?`
+	leaseReadCQL       = `SELECT holder, epoch FROM leases WHERE name = ?`
 	leaseTakeHolderCQL = `UPDATE leases USING TTL ? SET holder = ? WHERE name = ? IF holder = null AND epoch = ?`
 	leaseTakeEpochCQL  = `UPDATE leases SET epoch = ? WHERE name = ?`
-	leaseRenewCQL   = `UPDATE leases USING TTL ? SET holder = ? WHERE name = ? IF holder = ? AND epoch = ?`
-	leaseReleaseCQL = `UPDATE leases SET holder = null WHERE name = ? IF holder = ?`
-	leaseHolderCQL  = `SELECT holder FROM leases WHERE name = ?`
+	leaseRenewCQL      = `UPDATE leases USING TTL ? SET holder = ? WHERE name = ? IF holder = ? AND epoch = ?`
+	leaseReleaseCQL    = `UPDATE leases SET holder = null WHERE name = ? IF holder = ?`
+	leaseHolderCQL     = `SELECT holder FROM leases WHERE name = ?`
 )
 
 // Acquire takes the lease name for holder when nobody holds it, renews it
