@@ -148,6 +148,12 @@ func (r *Relay) Serve(ctx context.Context, feed store.Feed) error {
 	if err := r.take(ctx); err != nil {
 		return r.stopped(ctx, err)
 	}
+	// A new holder reads the blocked set afresh: the one in memory is from
+	// an earlier term of this instance, and its successor in between may
+	// have parked or published since. Under a fence (store.WithFence),
+	// Blocked first claims the ledger for this epoch, so that no write of
+	// an earlier holder lands after the read.
+	r.blocked = nil
 	err := r.loadBlocked(ctx)
 	r.release()
 	if err != nil {
@@ -165,7 +171,7 @@ func (r *Relay) Serve(ctx context.Context, feed store.Feed) error {
 }
 
 // loadBlocked reads which aggregates have dead letters, unless it did
-// already. The caller has the turn.
+// already in this Serve. The caller has the turn.
 func (r *Relay) loadBlocked(ctx context.Context) error {
 	if r.blocked != nil {
 		return nil

@@ -19,6 +19,13 @@ const selectLettersSQL = `SELECT position, event_id, aggregate_id, aggregate_typ
 // each with the lowest sequence among its letters. The relay parks the
 // aggregate's events from that sequence on.
 func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
+	// Under a fence, a holder whose lease was taken reads nothing: it must
+	// stop, as its writes would be refused.
+	release, err := l.fences.hold(ctx, "read the blocked set")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: ledger: %w", err)
+	}
+	release()
 	rows, err := l.r.QueryContext(ctx, `SELECT aggregate_id, min(sequence) FROM dead_letters GROUP BY aggregate_id`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: ledger: blocked: %w", asUnavailable(err))
