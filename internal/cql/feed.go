@@ -168,7 +168,7 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 	})
 	err := g.Wait()
 	switch {
-	case err != nil && ctx.Err() == nil:
+	case err != nil && (ctx.Err() == nil || errors.Is(err, store.ErrFenced)): // a refused save says so even at a stop
 		return fmt.Errorf("scylla: feed %s: %w", consumer, s.closedOr(err))
 	case s.closed.Load():
 		return store.ErrClosed
