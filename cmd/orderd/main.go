@@ -251,6 +251,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		consumers = append(consumers, relay.Consumer)
 	}
 	reg.MustRegister(&deadLetterCollector{ledger: b.ledger}, &lagCollector{feed: b.feed, consumers: consumers},
+		&workerCollector{workers: []*worker.Elected{projector, relayWorker}},
 		storageFaultCollector{health: b.events})
 	if b.hintsDropped != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{

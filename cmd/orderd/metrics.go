@@ -8,6 +8,7 @@ import (
 
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/store"
+	"github.com/orderd/orderd/internal/worker"
 )
 
 // appendedCounter counts the events appended, by aggregate type, for
@@ -24,7 +25,29 @@ var (
 	lagEventsDesc   = prometheus.NewDesc("orderd_feed_lag_events", "Committed events a feed consumer has not processed yet, where known.", []string{"consumer"}, nil)
 	lagSecondsDesc  = prometheus.NewDesc("orderd_feed_lag_seconds", "Age of the oldest committed event a feed consumer has not processed yet, where known; 0 when caught up.", []string{"consumer"}, nil)
 	deadLettersDesc = prometheus.NewDesc("orderd_dead_letters", "Events in the dead-letter ledger, by state.", []string{"state"}, nil)
+	epochDesc       = prometheus.NewDesc("orderd_worker_epoch", "The fencing epoch of this instance's last take of the worker's lease (0 before the first): while it is active, every write of the worker is conditional on it.", []string{"worker"}, nil)
+	fencedDesc      = prometheus.NewDesc("orderd_worker_fenced_total", "The worker's runs on this instance that a write refused for a later epoch of its lease ended (another instance had taken it).", []string{"worker"}, nil)
 )
+
+// workerCollector reports each elected worker's fencing epoch and how
+// often its writes were fenced on this instance.
+type workerCollector struct{ workers []*worker.Elected }
+
+func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- epochDesc
+	ch <- fencedDesc
+}
+
+func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, w := range c.workers {
+		if w == nil {
+			continue
+		}
+		st := w.State()
+		ch <- prometheus.MustNewConstMetric(epochDesc, prometheus.GaugeValue, float64(st.Epoch), w.Name())
+		ch <- prometheus.MustNewConstMetric(fencedDesc, prometheus.CounterValue, float64(st.Fenced), w.Name())
+	}
+}
 
 // lagCollector reports, at each scrape, how far each consumer is behind the
 // feed, in events and in seconds, where the backend knows it (see

@@ -79,7 +79,7 @@ func authComponent(tokens *oidc.Verifier) api.Component {
 // workerComponent is a worker's part of /readyz.
 func workerComponent(ctx context.Context, feed store.Feed, w *worker.Elected) api.Component {
 	st := w.State()
-	c := api.Component{Status: "up", Role: st.Role, Active: st.Leader}
+	c := api.Component{Status: "up", Role: st.Role, Active: st.Leader, Epoch: st.Epoch, Fenced: st.Fenced}
 	if st.Err != nil {
 		c.Status, c.Detail = "down", st.Err.Error()
 	}
