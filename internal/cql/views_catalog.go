@@ -26,7 +26,7 @@ const (
 	promoteCQL        = `UPDATE read_model_generation SET generation = ?, epoch = ? WHERE name = 'current'
 		IF generation = ? AND epoch = ?`
 	stampGenerationCQL = `UPDATE read_model_generation SET epoch = ? WHERE name = 'current' IF epoch = ?`
-	tablesCQL  = `SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?`
+	tablesCQL          = `SELECT table_name FROM system_schema.tables WHERE keyspace_name = ?`
 )
 
 // generationTable matches the order table of a generation: order_read_model
