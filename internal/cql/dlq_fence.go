@@ -36,7 +36,7 @@ const (
 // is there.
 func (l *Ledger) claim(ctx context.Context, f store.Fence) error {
 	var cur *int64
-	err := l.query(ctx, ledgerEpochCQL, consumer).Consistency(l.serial).Scan(&cur)
+	err := l.query(ctx, ledgerEpochCQL, consumer).Consistency(leaseSerial).Scan(&cur)
 	if err != nil && !errors.Is(err, gocql.ErrNotFound) {
 		return fmt.Errorf("read the ledger's epoch: %w", err)
 	}
@@ -77,7 +77,7 @@ func (l *Ledger) fencedBatch(ctx context.Context, f store.Fence, what string, st
 	for lo := 0; lo == 0 || lo < len(stmts); lo += letterBatch { // once at least: a check
 
 		hi := min(lo+letterBatch, len(stmts))
-		b := l.sess.Session.Batch(gocql.LoggedBatch).WithContext(ctx).SerialConsistency(l.serial)
+		b := l.sess.Session.Batch(gocql.LoggedBatch).WithContext(ctx).SerialConsistency(leaseSerial)
 		b.SetConsistency(l.cons)
 		b.Query(ledgerStampCQL, f.Epoch, consumer, f.Epoch)
 		for i := lo; i < hi; i++ {

@@ -115,7 +115,7 @@ func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
 		if err := l.claim(ctx, f); err != nil {
 			return nil, fmt.Errorf("scylla: ledger: blocked: %w", err)
 		}
-		q.Consistency(l.serial)
+		q.Consistency(leaseSerial)
 	}
 	all, err := l.scanQuery(q)
 	if err != nil {

@@ -9,6 +9,14 @@ import (
 	"github.com/orderd/orderd/internal/store"
 )
 
+// leaseSerial is the serial consistency of the leases and of every fence:
+// SERIAL, whatever Config.SerialConsistency says. A lease elects one
+// holder in the whole cluster; at LOCAL_SERIAL each datacenter would elect
+// its own, and two relays would publish side by side, each fenced only
+// against its own datacenter's predecessors. On one datacenter SERIAL
+// costs what LOCAL_SERIAL does. (docs/cluster.md, "Cluster set-ups".)
+const leaseSerial = gocql.Serial
+
 // The fence check of a batch of plain writes (progress, read-model rows,
 // read-model tables): one lightweight transaction on the lease's row that
 // writes the epoch it finds, applied only when that is the writer's. It is
@@ -24,14 +32,14 @@ const fenceCheckCQL = `UPDATE leases SET epoch = ? WHERE name = ? IF epoch = ?`
 // lease's current one; it returns an error wrapping store.ErrFenced when
 // another holder took the lease since, and another error when Cassandra
 // fails (then the writes must not go ahead either).
-func checkFence(ctx context.Context, sess *gocql.Session, cons, serial gocql.Consistency, what string) error {
+func checkFence(ctx context.Context, sess *gocql.Session, cons gocql.Consistency, what string) error {
 	f, ok := store.FenceOf(ctx)
 	if !ok {
 		return nil
 	}
 	current := map[string]any{}
 	applied, err := sess.Query(fenceCheckCQL, f.Epoch, f.Lease, f.Epoch).WithContext(ctx).
-		Consistency(cons).SerialConsistency(serial).Idempotent(true).MapScanCAS(current)
+		Consistency(cons).SerialConsistency(leaseSerial).Idempotent(true).MapScanCAS(current)
 	if err != nil {
 		return fmt.Errorf("%s: check fence %s: %w", what, f, err)
 	}

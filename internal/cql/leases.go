@@ -12,7 +12,7 @@ import (
 )
 
 // The statements on leases. Every change is a lightweight transaction at
-// Config.SerialConsistency, and the reads are at it too, so all instances
+// SERIAL (leaseSerial), and the reads are at it too, so all instances
 // agree on the holder and its epoch. The holder cell has a TTL, which runs
 // from when a replica applies the write, after the holder took its own
 // start time (store.Leases): the lease outlives the holder's deadline,
@@ -58,7 +58,7 @@ func (s *Store) Acquire(ctx context.Context, name, holder string, ttl time.Durat
 		epoch *int64
 	)
 	err := s.sess.Session.Query(leaseReadCQL, name).WithContext(ctx).
-		Consistency(s.cfg.SerialConsistency).Idempotent(true).Scan(&cur, &epoch)
+		Consistency(leaseSerial).Idempotent(true).Scan(&cur, &epoch)
 	if err != nil && !errors.Is(err, gocql.ErrNotFound) {
 		return 0, fmt.Errorf("scylla: acquire lease %s: %w", name, s.closedOr(err))
 	}
@@ -77,7 +77,7 @@ func (s *Store) Acquire(ctx context.Context, name, holder string, ttl time.Durat
 		}
 		return 0, nil
 	case "":
-		b := s.sess.Session.Batch(gocql.LoggedBatch).WithContext(ctx).SerialConsistency(s.cfg.SerialConsistency)
+		b := s.sess.Session.Batch(gocql.LoggedBatch).WithContext(ctx).SerialConsistency(leaseSerial)
 		b.Query(leaseTakeHolderCQL, secs, holder, name, nullable(e))
 		b.Query(leaseTakeEpochCQL, e+1, name)
 		applied, _, err := casBatch(s.sess.Session, b)
@@ -115,7 +115,7 @@ func (s *Store) Holder(ctx context.Context, name string) (string, error) {
 	}
 	var h string
 	err := s.sess.Session.Query(leaseHolderCQL, name).WithContext(ctx).
-		Consistency(s.cfg.SerialConsistency).Idempotent(true).Scan(&h)
+		Consistency(leaseSerial).Idempotent(true).Scan(&h)
 	switch {
 	case errors.Is(err, gocql.ErrNotFound):
 		return "", nil
@@ -129,7 +129,7 @@ func (s *Store) Holder(ctx context.Context, name string) (string, error) {
 // consistency. It is not idempotent: a retried take that had been applied
 // would look refused.
 func (s *Store) lwt(ctx context.Context, stmt string, args ...any) *gocql.Query {
-	return s.sess.Session.Query(stmt, args...).WithContext(ctx).SerialConsistency(s.cfg.SerialConsistency)
+	return s.sess.Session.Query(stmt, args...).WithContext(ctx).SerialConsistency(leaseSerial)
 }
 
 var _ store.Leases = (*Store)(nil)

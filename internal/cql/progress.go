@@ -52,8 +52,7 @@ func (sub *subscription) saveProgress(ctx context.Context, upTo map[uuid.UUID]in
 	// nothing more. The saves are USING TIMESTAMP of the version, so what
 	// one that lapsed after its check still writes never moves progress
 	// back.
-	if err := checkFence(ctx, sub.s.sess.Session, sub.s.cfg.Consistency, sub.s.cfg.SerialConsistency,
-		"save progress of "+sub.consumer); err != nil {
+	if err := checkFence(ctx, sub.s.sess.Session, sub.s.cfg.Consistency, "save progress of "+sub.consumer); err != nil {
 		return err
 	}
 	var (

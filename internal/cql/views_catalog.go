@@ -20,8 +20,9 @@ import (
 const (
 	currentCQL = `SELECT generation FROM read_model_generation WHERE name = 'current'`
 	// The current generation and the epoch of the projector that last
-	// promoted or dropped (store.Fence), read at serial consistency, and
-	// changed by lightweight transactions conditional on both.
+	// promoted or dropped (store.Fence), read at SERIAL (leaseSerial: the
+	// projector's lease is global), and changed by lightweight
+	// transactions conditional on both.
 	generationReadCQL = `SELECT generation, epoch FROM read_model_generation WHERE name = 'current'`
 	promoteCQL        = `UPDATE read_model_generation SET generation = ?, epoch = ? WHERE name = 'current'
 		IF generation = ? AND epoch = ?`
@@ -100,7 +101,7 @@ func (c *Catalog) Open(ctx context.Context, gen int64) (readmodel.Generation, er
 // table ids for one name; only the rebuild runner creates a generation,
 // and Create creates nothing when the tables exist.
 func (c *Catalog) Create(ctx context.Context, gen int64) (readmodel.Generation, error) {
-	if err := checkFence(ctx, c.session.Session, c.consistency, c.serial, fmt.Sprintf("create generation %d", gen)); err != nil {
+	if err := checkFence(ctx, c.session.Session, c.consistency, fmt.Sprintf("create generation %d", gen)); err != nil {
 		return nil, fmt.Errorf("scylla: views: %w", err)
 	}
 	return c.open(ctx, gen, true)
@@ -222,7 +223,7 @@ func (c *Catalog) Generations(ctx context.Context) ([]int64, error) {
 // of an earlier epoch fail in the same Paxos round as its own write.
 func (c *Catalog) Promote(ctx context.Context, from, gen int64) error {
 	what := fmt.Sprintf("promote generation %d", gen)
-	if err := checkFence(ctx, c.session.Session, c.consistency, c.serial, what); err != nil {
+	if err := checkFence(ctx, c.session.Session, c.consistency, what); err != nil {
 		return fmt.Errorf("scylla: views: %w", err)
 	}
 	have, err := c.tables(ctx)
@@ -251,7 +252,7 @@ func (c *Catalog) Promote(ctx context.Context, from, gen int64) error {
 			next = &f.Epoch
 		}
 		applied, err := c.session.Session.Query(promoteCQL, gen, ptrArg(next), ptrArg(cur), ptrArg(epoch)).WithContext(ctx).
-			Consistency(c.consistency).SerialConsistency(c.serial).MapScanCAS(map[string]any{})
+			Consistency(c.consistency).SerialConsistency(leaseSerial).MapScanCAS(map[string]any{})
 		if err != nil {
 			return fmt.Errorf("scylla: views: %s: %w", what, err)
 		}
@@ -277,7 +278,7 @@ func (c *Catalog) stamp(ctx context.Context, f store.Fence, what string) error {
 			return nil
 		}
 		applied, err := c.session.Session.Query(stampGenerationCQL, f.Epoch, ptrArg(epoch)).WithContext(ctx).
-			Consistency(c.consistency).SerialConsistency(c.serial).MapScanCAS(map[string]any{})
+			Consistency(c.consistency).SerialConsistency(leaseSerial).MapScanCAS(map[string]any{})
 		if err != nil {
 			return err
 		}
@@ -290,7 +291,7 @@ func (c *Catalog) stamp(ctx context.Context, f store.Fence, what string) error {
 // readGeneration reads the current generation and its epoch at serial
 // consistency; nil for what was never written.
 func (c *Catalog) readGeneration(ctx context.Context) (gen, epoch *int64, err error) {
-	err = c.session.Session.Query(generationReadCQL).WithContext(ctx).Consistency(c.serial).Idempotent(true).Scan(&gen, &epoch)
+	err = c.session.Session.Query(generationReadCQL).WithContext(ctx).Consistency(leaseSerial).Idempotent(true).Scan(&gen, &epoch)
 	if errors.Is(err, gocql.ErrNotFound) {
 		return nil, nil, nil
 	}
@@ -324,7 +325,7 @@ func (c *Catalog) Drop(ctx context.Context, gen int64) error {
 		// Check the lease, then stamp the epoch into the generation's row:
 		// from then on no promote of an earlier epoch applies, so the
 		// current generation read below stays current.
-		if err := checkFence(ctx, c.session.Session, c.consistency, c.serial, what); err != nil {
+		if err := checkFence(ctx, c.session.Session, c.consistency, what); err != nil {
 			return fmt.Errorf("scylla: views: %w", err)
 		}
 		if err := c.stamp(ctx, f, what); err != nil {
