@@ -105,3 +105,21 @@ func TestProgressEpoch(t *testing.T) {
 		t.Fatalf("progress = version %d by epoch %d; want 2 by 2", v, ep)
 	}
 }
+
+// BenchmarkFenceCheck measures the fence check of one batch: one
+// lightweight transaction on the lease's row.
+func BenchmarkFenceCheck(b *testing.B) {
+	e := newEnv(b)
+	ctx := context.Background()
+	epoch, err := e.store.Acquire(ctx, "bench", "a", time.Minute)
+	if err != nil || epoch == 0 {
+		b.Fatalf("Acquire = %d, %v", epoch, err)
+	}
+	fctx := store.WithFence(ctx, store.Fence{Lease: "bench", Epoch: epoch})
+	b.ResetTimer()
+	for b.Loop() {
+		if err := checkFence(fctx, e.store.sess.Session, e.store.cfg.Consistency, "bench"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
