@@ -24,6 +24,33 @@ import (
 // no longer holds the worker's lease (context.Cause tells it).
 var ErrLeaseLost = errors.New("lease lost")
 
+// ErrStepDown is wrapped by the error of a worker that gives its lease up
+// on purpose because it cannot do its work here (the relay that cannot
+// reach Kafka), so that another instance takes over. Make it with
+// StepDown; Elected releases the lease, stands by for the time StepDown
+// names without trying to take it back, and counts no failure.
+var ErrStepDown = errors.New("stepping down")
+
+// stepDown is the error StepDown makes.
+type stepDown struct {
+	aside time.Duration
+	cause error
+}
+
+// StepDown returns an error for a worker to return when it should give its
+// lease up and stand aside for aside (another instance takes the lease
+// meanwhile; this one takes it again afterwards if nobody holds it), for
+// cause. It wraps ErrStepDown and cause.
+func StepDown(aside time.Duration, cause error) error {
+	return &stepDown{aside: aside, cause: cause}
+}
+
+func (s *stepDown) Error() string {
+	return fmt.Sprintf("%v: standing aside for %v: %v", ErrStepDown, s.aside, s.cause)
+}
+
+func (s *stepDown) Unwrap() []error { return []error{ErrStepDown, s.cause} }
+
 // Roles of an instance for one worker, as /readyz shows them.
 const (
 	RoleActive  = "active"  // this instance holds the lease and runs the worker
@@ -52,8 +79,11 @@ type Elected struct {
 
 	mu     sync.Mutex
 	role   string
-	leader string // the holder last seen, this instance or another
-	err    error  // why the worker last failed, until it runs again
+	leader string    // the holder last seen, this instance or another
+	seen   time.Time // when leader was last seen (sent of the try that saw it)
+	until  time.Time // while active: the deadline of the lease held, on this process's clock
+	err    error     // why the worker last failed, until it runs again
+	aside  error     // why the worker stands aside after a step-down, until it runs again
 }
 
 // NewElected returns the elected worker name, run by work while holder
@@ -71,6 +101,7 @@ type State struct {
 	Role   string // RoleActive or RoleStandby
 	Leader string // the holder last seen, this instance or another; "" when unknown
 	Err    error  // why the worker last failed, until it runs again; nil when it did not
+	Aside  error  // why the worker stepped down (wraps ErrStepDown), until it runs again; nil when it did not
 }
 
 // Serve takes turns between standing by and working until ctx ends (then
@@ -100,7 +131,19 @@ func (e *Elected) Serve(ctx context.Context) (err error) {
 		case err != nil:
 			e.log.Warn("lease: cannot reach the store", zap.String("lease", e.name), zap.Error(err))
 		case ok:
-			if err := e.hold(ctx, sent); err != nil {
+			err := e.hold(ctx, sent)
+			var sd *stepDown
+			if errors.As(err, &sd) {
+				e.log.Warn("lease given up: this instance stands aside so that another takes over",
+					zap.String("lease", e.name), zap.Duration("aside", sd.aside), zap.Error(sd.cause))
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(sd.aside):
+				}
+				continue
+			}
+			if err != nil {
 				return err
 			}
 			continue
@@ -115,6 +158,7 @@ func (e *Elected) Serve(ctx context.Context) (err error) {
 
 // try takes or renews the lease within a third of its ttl.
 func (e *Elected) try(ctx context.Context) (bool, error) {
+	sent := time.Now()
 	actx, cancel := context.WithTimeout(ctx, e.ttl/3)
 	defer cancel()
 	ok, err := e.leases.Acquire(actx, e.name, e.holder, e.ttl)
@@ -128,7 +172,7 @@ func (e *Elected) try(ctx context.Context) (bool, error) {
 		}
 	}
 	e.mu.Lock()
-	e.leader = leader
+	e.leader, e.seen = leader, sent
 	e.mu.Unlock()
 	return ok, nil
 }
@@ -137,8 +181,10 @@ func (e *Elected) try(ctx context.Context) (bool, error) {
 func (e *Elected) hold(ctx context.Context, sent time.Time) error {
 	lctx := newLeaseContext(ctx, sent.Add(e.ttl))
 	defer lctx.stop()
+	e.holdUntil(sent.Add(e.ttl))
 	e.setRole(RoleActive, e.holder)
 	e.fail(nil)
+	e.standAside(nil)
 	e.log.Info("lease taken: this instance runs the worker", zap.String("lease", e.name), zap.String("holder", e.holder))
 	done := make(chan error, 1)
 	go func() { done <- e.work(lctx) }()
@@ -152,6 +198,10 @@ func (e *Elected) hold(ctx context.Context, sent time.Time) error {
 			if rerr := e.leases.Release(context.WithoutCancel(ctx), e.name, e.holder); rerr != nil {
 				e.log.Warn("lease: release", zap.String("lease", e.name), zap.Error(rerr))
 			}
+			if errors.Is(err, ErrStepDown) && ctx.Err() == nil {
+				e.standAside(err)
+				return err
+			}
 			if err != nil && !errors.Is(err, ErrLeaseLost) && ctx.Err() == nil {
 				return fmt.Errorf("%s: %w", e.name, err)
 			}
@@ -164,7 +214,9 @@ func (e *Elected) hold(ctx context.Context, sent time.Time) error {
 			ok, err := e.try(ctx)
 			switch {
 			case err == nil && ok:
-				lctx.extend(sent.Add(e.ttl))
+				if lctx.extend(sent.Add(e.ttl)) {
+					e.holdUntil(sent.Add(e.ttl))
+				}
 			case err == nil:
 				lctx.lose(fmt.Errorf("%w: %s holds it now", ErrLeaseLost, e.leaderSeen()))
 			default: // keep working until the deadline; the next renewal may get through
@@ -181,6 +233,20 @@ func (e *Elected) setRole(role, leader string) {
 	if leader != "" {
 		e.leader = leader
 	}
+}
+
+// holdUntil records the deadline of the lease this instance holds.
+func (e *Elected) holdUntil(deadline time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.until = deadline
+}
+
+// standAside records why the worker stepped down; nil clears it.
+func (e *Elected) standAside(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.aside = err
 }
 
 func (e *Elected) leaderSeen() string {
@@ -206,11 +272,30 @@ func (e *Elected) fail(err error) {
 func (e *Elected) Name() string { return e.name }
 
 // State returns this instance's role, the holder it last saw, and why the
-// worker last failed.
+// worker last failed or stepped down.
+//
+// The role follows the lease's own deadline, not only the worker's
+// return: a holder whose renewals did not get through is a standby from
+// the moment its deadline passes (its worker's context ends then too,
+// though the worker may take a while to return), so it never shows itself
+// active beside its successor, which cannot take the lease before that
+// deadline. A holder seen more than a ttl ago is not shown: the lease may
+// have changed hands since.
 func (e *Elected) State() State {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return State{Role: e.role, Leader: e.leader, Err: e.err}
+	st := State{Role: e.role, Leader: e.leader, Err: e.err, Aside: e.aside}
+	now := time.Now()
+	if st.Role == RoleActive && !now.Before(e.until) {
+		st.Role = RoleStandby
+		if st.Leader == e.holder {
+			st.Leader = ""
+		}
+	}
+	if st.Role == RoleStandby && now.Sub(e.seen) > e.ttl {
+		st.Leader = ""
+	}
+	return st
 }
 
 // leaseContext is a worker's context while its lease lasts. Err checks the
@@ -254,15 +339,17 @@ func (c *leaseContext) Err() error {
 	return c.err
 }
 
-// extend moves the deadline on after a renewal, unless the context ended.
-func (c *leaseContext) extend(deadline time.Time) {
+// extend moves the deadline on after a renewal, unless the context ended;
+// it reports whether it did.
+func (c *leaseContext) extend(deadline time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil || !time.Now().Before(c.deadline) {
-		return // too late: the lease lapsed in between, the worker must stop
+		return false // too late: the lease lapsed in between, the worker must stop
 	}
 	c.deadline = deadline
 	c.timer.Reset(time.Until(deadline))
+	return true
 }
 
 func (c *leaseContext) expire() {
