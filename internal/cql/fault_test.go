@@ -87,3 +87,32 @@ func TestUnavailableLive(t *testing.T) {
 		t.Errorf("a syntax error: %v, want itself, unwrapped", err)
 	}
 }
+
+// TestOneRetry: the retry policy of every request but an append's retries
+// a fast refusal once elsewhere, and never a timeout (which would hold the
+// request for a second timeout) nor a request that may have run and is not
+// idempotent.
+func TestOneRetry(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		err       error
+		want, lwt gocql.RetryType
+	}{
+		{"no answer in time", fmt.Errorf("read: %w", gocql.ErrTimeoutNoResponse), gocql.Rethrow, gocql.Rethrow},
+		{"a deadline of ours", context.DeadlineExceeded, gocql.Rethrow, gocql.Rethrow},
+		{"server read timeout", frameError[gocql.RequestErrReadTimeout](gocql.ErrCodeReadTimeout, "timeout"), gocql.Rethrow, gocql.Rethrow},
+		{"server write timeout", frameError[gocql.RequestErrWriteTimeout](gocql.ErrCodeWriteTimeout, "timeout"), gocql.Rethrow, gocql.Rethrow},
+		{"shutting down", frameError[struct{}](gocql.ErrCodeOverloaded, "Server is shutting down"), gocql.RetryNextHost, gocql.Retry},
+		{"not enough replicas", frameError[gocql.RequestErrUnavailable](gocql.ErrCodeUnavailable, "unavailable"), gocql.RetryNextHost, gocql.Retry},
+		{"connection closed", gocql.ErrConnectionClosed, gocql.RetryNextHost, gocql.Retry},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := (oneRetry{}).GetRetryType(c.err); got != c.want {
+				t.Errorf("GetRetryType = %v, want %v", got, c.want)
+			}
+			if got := (oneRetry{}).GetRetryTypeLWT(c.err); got != c.lwt {
+				t.Errorf("GetRetryTypeLWT = %v, want %v", got, c.lwt)
+			}
+		})
+	}
+}
