@@ -8,6 +8,7 @@ import (
 
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/store"
+	"github.com/orderd/orderd/internal/worker"
 )
 
 // appendedCounter counts the events appended, by aggregate type, for
@@ -66,5 +67,38 @@ func (c *deadLetterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, state := range []string{relay.Failed, relay.Parked} {
 		ch <- prometheus.MustNewConstMetric(deadLettersDesc, prometheus.GaugeValue, float64(counts[state]), state)
+	}
+}
+
+var (
+	workerUpDesc = prometheus.NewDesc("orderd_worker_up",
+		"0 while a worker (projector, relay) has failed on this instance, until it runs again, or stepped down; 1 otherwise (active or standing by). A worker's failure never makes /readyz unready; this is where it shows.",
+		[]string{"worker"}, nil)
+	workerActiveDesc = prometheus.NewDesc("orderd_worker_active",
+		"1 while this instance holds the worker's lease and runs it, 0 while it stands by.",
+		[]string{"worker"}, nil)
+)
+
+// workerCollector reports each elected worker's health and role on this
+// instance.
+type workerCollector []*worker.Elected
+
+func (c workerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- workerUpDesc
+	ch <- workerActiveDesc
+}
+
+func (c workerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, w := range c {
+		st := w.State()
+		up, active := 1.0, 0.0
+		if st.Err != nil || st.Aside != nil {
+			up = 0
+		}
+		if st.Role == worker.RoleActive {
+			active = 1
+		}
+		ch <- prometheus.MustNewConstMetric(workerUpDesc, prometheus.GaugeValue, up, w.Name())
+		ch <- prometheus.MustNewConstMetric(workerActiveDesc, prometheus.GaugeValue, active, w.Name())
 	}
 }
