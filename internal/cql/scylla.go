@@ -235,6 +235,11 @@ func cluster(cfg Config, keyspace string, log *zap.Logger) *gocql.ClusterConfig 
 	// answers 503, where the driver's default of three retries held it for
 	// 4 × Timeout. Appends never retry (see append).
 	c.RetryPolicy = oneRetry{}
+	// A node that was down is dialled again every 2 s rather than the
+	// driver's minute, so that an instance cut off from its only
+	// reachable node serves (and /readyz says ready) soon after the node
+	// is back.
+	c.ReconnectInterval = 2 * time.Second
 	if cfg.LocalDC != "" {
 		// Token aware over DC aware: a replica of the partition in the
 		// local DC, else another local node; never a remote one, which
