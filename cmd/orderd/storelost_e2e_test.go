@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,8 +22,12 @@ import (
 //     with Retry-After, never 500, and within two CQL timeouts (a create,
 //     a read of the read model, one with min_version, the history and a
 //     time-travel read);
-//   - once the node is back, the instance is ready again by itself, and
-//     every create answered 201 is stored with its own correlation id.
+//   - once the node is back, the instance is ready again by itself;
+//   - then the node stalls (SIGSTOP for a few seconds, as a node behind a
+//     cut link: nothing answers, every request waits for its deadline):
+//     /readyz turns 503 within 5 s, every request answers 503 within two
+//     CQL timeouts, and the instance is ready again once the node resumes;
+//   - every create answered 201 is stored with its own correlation id.
 //
 // The node is the test's own (scripts/cassandra.sh on LOST_CASSANDRA_PORT,
 // default CASSANDRA_PORT+10001), never the shared one. Under -short it
@@ -97,31 +102,7 @@ func TestCassandraLostE2E(t *testing.T) {
 	unready := time.Since(gone)
 
 	// Reads and commands while the node is away.
-	var slowest time.Duration
-	for _, q := range []struct{ method, path string }{
-		{"POST", "/v1/orders"},
-		{"GET", "/v1/orders/" + known.ID.String()},
-		{"GET", "/v1/orders/" + known.ID.String() + "?min_version=1"},
-		{"GET", "/v1/orders/" + known.ID.String() + "/events"},
-		{"GET", "/v1/orders/" + known.ID.String() + "?as_of_version=1"},
-		{"GET", "/v1/customers/" + cust.ID.String()},
-	} {
-		var body any
-		if q.method == "POST" {
-			body = map[string]any{"customer_id": cust.ID, "items": []map[string]any{{"product_id": uuid.NewString(), "quantity": 1}}}
-		}
-		sent := time.Now()
-		r := s.call(t, q.method, q.path, body, nil, true)
-		took := time.Since(sent)
-		slowest = max(slowest, took)
-		if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" || !strings.Contains(string(r.Body), "storage_unavailable") {
-			t.Errorf("%s %s with the node away: %d (Retry-After %q) %s; want 503 storage_unavailable with Retry-After",
-				q.method, q.path, r.Status, r.Header.Get("Retry-After"), r.Body)
-		}
-		if took > 2*cqlTimeout+time.Second {
-			t.Errorf("%s %s with the node away took %v, more than two CQL timeouts", q.method, q.path, took)
-		}
-	}
+	slowest := probeAway(t, s, known.ID, cust.ID, cqlTimeout)
 
 	if err := n.run("start"); err != nil {
 		t.Fatal(err)
@@ -130,6 +111,33 @@ func TestCassandraLostE2E(t *testing.T) {
 	waitReady(t, s, http.StatusOK, 60*time.Second)
 	readyAgain := time.Since(back)
 	time.Sleep(time.Second) // a few creates on the node that is back
+
+	// A node that stalls (SIGSTOP), as one behind a cut link does: nothing
+	// answers, so every request waits for its deadline. /readyz turns 503
+	// within its own 2 s deadline, requests answer 503 within two CQL
+	// timeouts, and the instance is ready again once the node resumes.
+	pid := n.pid()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP %d: %v", pid, err)
+	}
+	frozen := true
+	defer func() {
+		if frozen {
+			_ = syscall.Kill(pid, syscall.SIGCONT) // a failing test never leaves the node frozen
+		}
+	}()
+	stalled := time.Now()
+	waitReady(t, s, http.StatusServiceUnavailable, 5*time.Second)
+	unreadyStalled := time.Since(stalled)
+	slowestStalled := probeAway(t, s, known.ID, cust.ID, cqlTimeout)
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatalf("SIGCONT %d: %v", pid, err)
+	}
+	frozen = false
+	resumed := time.Now()
+	waitReady(t, s, http.StatusOK, 60*time.Second)
+	readyResumed := time.Since(resumed)
+	time.Sleep(time.Second)
 	close(stop)
 	wg.Wait()
 
@@ -154,12 +162,60 @@ func TestCassandraLostE2E(t *testing.T) {
 			t.Errorf("create %s: %s %s, want 201 or 503 (never a 409, a 500 or a client timeout)", c.id, c.outcome(), c.body)
 		}
 	}
-	t.Logf("%d creates: %v; the node took %v to stop; /readyz unready %v after its exit; slowest request while away %v; ready %v after the node answered again",
-		len(creates), count, gone.Sub(stopping).Round(time.Millisecond), unready.Round(time.Millisecond), slowest.Round(time.Millisecond), readyAgain.Round(time.Millisecond))
+	r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+	t.Logf("%d creates: %v; stopped node: it took %v to stop, /readyz unready %v after its exit, slowest request while away %v, ready %v after it answered again; "+
+		"stalled node: /readyz unready after %v, slowest request %v, ready %v after it resumed",
+		len(creates), count, r(gone.Sub(stopping)), r(unready), r(slowest), r(readyAgain),
+		r(unreadyStalled), r(slowestStalled), r(readyResumed))
 	if created == 0 || count["503"] == 0 {
 		t.Errorf("the creates met no stop (201: %d, 503: %d): the test tested nothing", created, count["503"])
 	}
 	if afterBack == 0 {
 		s.createOrder(t, cust.ID) // fails the test unless a create succeeds now
 	}
+}
+
+// probeAway sends a create and each kind of read (the read model, a
+// read-your-writes wait, the history, time travel, a customer) to s while
+// its store is away, checks that each answers 503 storage_unavailable with
+// Retry-After within one CQL timeout (a create: two) and 2 s of slack, and
+// returns the slowest answer's time.
+func probeAway(t *testing.T, s *service, order, customer uuid.UUID, cqlTimeout time.Duration) time.Duration {
+	t.Helper()
+	var slowest time.Duration
+	for _, q := range []struct{ method, path string }{
+		{"POST", "/v1/orders"},
+		{"GET", "/v1/orders/" + order.String()},
+		{"GET", "/v1/orders/" + order.String() + "?min_version=1"},
+		{"GET", "/v1/orders/" + order.String() + "/events"},
+		{"GET", "/v1/orders/" + order.String() + "?as_of_version=1"},
+		{"GET", "/v1/customers/" + customer.String()},
+	} {
+		var body any
+		if q.method == "POST" {
+			body = map[string]any{"customer_id": customer, "items": []map[string]any{{"product_id": uuid.NewString(), "quantity": 1}}}
+		}
+		sent := time.Now()
+		r := s.call(t, q.method, q.path, body, nil, true)
+		took := time.Since(sent)
+		slowest = max(slowest, took)
+		if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" || !strings.Contains(string(r.Body), "storage_unavailable") {
+			t.Errorf("%s %s with the store away: %d (Retry-After %q) %s; want 503 storage_unavailable with Retry-After",
+				q.method, q.path, r.Status, r.Header.Get("Retry-After"), r.Body)
+		}
+		// A read makes one CQL request that is not retried after a
+		// timeout; a create's append and settling read take two timeouts
+		// (its customer's check is one read more, which fails first when
+		// the node is away). 2 s of slack for a loaded machine; before,
+		// a read took up to 10 s and an append 20 s.
+		bound := cqlTimeout + 2*time.Second
+		if q.method == "POST" {
+			bound = 2*cqlTimeout + 2*time.Second
+		}
+		if took > bound {
+			t.Errorf("%s %s with the store away took %v, more than %v", q.method, q.path, took, bound)
+		}
+		t.Logf("%s %s with the store away: %d in %v", q.method, q.path, r.Status, took.Round(time.Millisecond))
+	}
+	return slowest
 }
