@@ -47,7 +47,7 @@ func TestFrozenCassandraE2E(t *testing.T) {
 	t.Cleanup(func() { dropKeyspace(t, host, ks) })
 
 	s := start(t, "", map[string]string{
-		// The default -scylla-timeout (5 s): the settling read of an append
+		// The default -scylla-timeout (3 s): the settling read of an append
 		// sent as the node froze is in flight when it resumes, and races the
 		// stalled transaction, as in issue 16.
 		"ORDERD_STORE": "scylla", "ORDERD_SCYLLA_HOSTS": host, "ORDERD_SCYLLA_KEYSPACE": ks,
