@@ -37,9 +37,9 @@ func TestRelayStepDownE2E(t *testing.T) {
 			"ORDERD_LEASE_TTL": "1s", "ORDERD_RELAY_STEP_DOWN": "3s",
 			"ORDERD_KAFKA_BROKERS": broker, "ORDERD_KAFKA_TOPIC_PREFIX": prefix,
 			"ORDERD_RETRY_MAX": "500ms", "ORDERD_BREAKER_OPEN": "1s",
-			// A handover leaves the batch the cut relay held for the
-			// reconciliation pass to deliver (its hints were read): a
-			// short interval keeps the test short.
+			// The new holder's hint polls start at its takeover: what
+			// was hinted before is the reconciliation pass's to deliver,
+			// and a short interval keeps the test short.
 			"ORDERD_RECONCILE_INTERVAL": "3s",
 		}
 	}
