@@ -244,12 +244,13 @@ func TestElectedStepDown(t *testing.T) {
 	const aside = 3 * ttl
 	var mu sync.Mutex
 	runs := 0
+	var steppedDown time.Time // before the worker returns, so before Elected stands aside
 	a, stopA := newElected(t, l, "a", ttl, func(ctx context.Context) error {
 		mu.Lock()
+		defer mu.Unlock()
 		runs++
-		first := runs == 1
-		mu.Unlock()
-		if first {
+		if runs == 1 {
+			steppedDown = time.Now()
 			return StepDown(aside, errors.New("cannot publish"))
 		}
 		<-ctx.Done()
@@ -257,7 +258,9 @@ func TestElectedStepDown(t *testing.T) {
 	})
 	defer stopA()
 	waitUntil(t, "a steps down", func() bool { return a.State().Aside != nil })
-	steppedDown := time.Now()
+	mu.Lock()
+	down := steppedDown
+	mu.Unlock()
 	st := a.State()
 	if st.Role != RoleStandby || st.Err != nil || !errors.Is(st.Aside, ErrStepDown) {
 		t.Fatalf("after a step-down a shows role %s, err %v, aside %v; want standby, no failure, ErrStepDown", st.Role, st.Err, st.Aside)
@@ -266,14 +269,14 @@ func TestElectedStepDown(t *testing.T) {
 	// The lease was released: a standby takes it at its first try.
 	b, stopB := newElected(t, l, "b", ttl, func(ctx context.Context) error { <-ctx.Done(); return nil })
 	waitUntil(t, "b takes over", func() bool { return b.State().Role == RoleActive })
-	if time.Since(steppedDown) < aside {
+	if time.Since(down) < aside {
 		if r := a.State().Role; r != RoleStandby {
 			t.Fatalf("a is %s while it stands aside", r)
 		}
 	}
 	stopB() // releases the lease; a takes it once its time aside is over
 	waitUntil(t, "a takes the lease again", func() bool { return a.State().Role == RoleActive })
-	if took := time.Since(steppedDown); took < aside {
+	if took := time.Since(down); took < aside {
 		t.Errorf("a took the lease back %v after stepping down, before its %v aside", took, aside)
 	}
 	if st := a.State(); st.Aside != nil || st.Err != nil {
