@@ -107,8 +107,10 @@ type State struct {
 // Serve takes turns between standing by and working until ctx ends (then
 // it returns nil) or the worker fails (then it gives the lease up, so that
 // a standby can take over at once, and returns the error, prefixed with
-// the worker's name, for the supervisor). A panic of the worker is
-// recorded in State and passed on.
+// the worker's name, for the supervisor). A worker that steps down
+// (StepDown) is no failure: Serve gives the lease up, stands aside for the
+// time asked (State.Aside says why) and then competes for the lease again.
+// A panic of the worker is recorded in State and passed on.
 func (e *Elected) Serve(ctx context.Context) (err error) {
 	e.setRole(RoleStandby, "")
 	defer func() {
