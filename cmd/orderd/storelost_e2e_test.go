@@ -177,7 +177,8 @@ func TestCassandraLostE2E(t *testing.T) {
 }
 
 // probeAway sends a create and each kind of read (the read model, a
-// read-your-writes wait, the history, time travel, a customer) to s while
+// read-your-writes wait, the history, time travel by version and by time,
+// a customer and its orders) to s while
 // its store is away, checks that each answers 503 storage_unavailable with
 // Retry-After within one CQL timeout (a create: three) and 2 s of slack,
 // and returns the slowest answer's time.
@@ -190,7 +191,9 @@ func probeAway(t *testing.T, s *service, order, customer uuid.UUID, cqlTimeout t
 		{"GET", "/v1/orders/" + order.String() + "?min_version=1"},
 		{"GET", "/v1/orders/" + order.String() + "/events"},
 		{"GET", "/v1/orders/" + order.String() + "?as_of_version=1"},
+		{"GET", "/v1/orders/" + order.String() + "?as_of=" + time.Now().UTC().Format(time.RFC3339)},
 		{"GET", "/v1/customers/" + customer.String()},
+		{"GET", "/v1/customers/" + customer.String() + "/orders"},
 	} {
 		var body any
 		if q.method == "POST" {
