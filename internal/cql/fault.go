@@ -86,7 +86,7 @@ func asUnavailable(err error) error {
 // same consistency, so a read the cluster cannot serve says as much about
 // this instance's reach as a failed write. Other errors come back
 // unchanged.
-func (s *Store) fault(op string, _ bool, err error) error {
+func (s *Store) fault(op string, err error) error {
 	if err == nil || errors.Is(err, store.ErrUnavailable) || !unavailable(err) {
 		return err
 	}

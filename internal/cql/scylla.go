@@ -308,7 +308,7 @@ func (s *Store) closedOr(err error) error {
 	if s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed) {
 		return store.ErrClosed
 	}
-	return s.fault("cql", false, err)
+	return s.fault("cql", err)
 }
 
 var _ store.Store = (*Store)(nil)
