@@ -195,7 +195,7 @@ func settings(c *config, f *flags) []group {
 					case "auto":
 						f.stepDown = -1
 						return nil
-					case "0":
+					case "0", "0s":
 						f.stepDown = 0
 						return nil
 					}
