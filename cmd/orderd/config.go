@@ -189,7 +189,7 @@ func settings(c *config, f *flags) []group {
 				parse: duration(&c.relay.BreakerOpen)},
 			{name: "breaker-successes", arg: "n", def: "3", usage: "successful probes that close the breaker",
 				parse: whole(&f.breakerSuccesses, 1)},
-			{name: "relay-step-down", arg: "duration", def: "auto", usage: "how long the active relay may go without a publish succeeding (Kafka failing, the breaker open, a publish hanging) before it gives its lease up and stands aside as long, so that an instance that reaches Kafka takes over; commands are accepted meanwhile; auto: 3 × -lease-ttl; 0: never",
+			{name: "relay-step-down", arg: "duration", def: "auto", usage: "how long the active relay may go without a publish succeeding (Kafka failing, the breaker open, a publish hanging) before it gives its lease up and stands aside as long, so that an instance that reaches Kafka takes over (on a shared store; never on SQLite); commands are accepted meanwhile; auto: 3 × -lease-ttl; 0: never",
 				parse: func(v string) error {
 					switch v {
 					case "auto":

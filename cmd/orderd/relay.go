@@ -27,6 +27,11 @@ type relayParts struct {
 // first. The caller closes the Kafka client.
 func newRelay(cfg config, b *backend, reg prometheus.Registerer, log *zap.Logger) (relayParts, error) {
 	cfg.relay.Types = aggregate.PublishedTypes()
+	if !b.SharedLeases() {
+		// One instance (SQLite): no other could take over, so stepping
+		// down would only delay publishing once Kafka is back.
+		cfg.relay.StepDown = 0
+	}
 	metrics := relay.NewMetrics(reg)
 	if len(cfg.brokers) == 0 {
 		log.Warn("relay off: no Kafka brokers configured (ORDERD_KAFKA_BROKERS); events are kept in the outbox and published from the first once a broker is configured")
