@@ -72,6 +72,7 @@ type flags struct {
 	topics                                                     map[string]string
 	partitions, replication, breakerFailures, breakerSuccesses int
 	minInsync                                                  int
+	stepDown                                                   time.Duration // -1: auto
 }
 
 // A setting is one of orderd's flags and its ORDERD_ variable: -data-dir is
@@ -188,6 +189,18 @@ func settings(c *config, f *flags) []group {
 				parse: duration(&c.relay.BreakerOpen)},
 			{name: "breaker-successes", arg: "n", def: "3", usage: "successful probes that close the breaker",
 				parse: whole(&f.breakerSuccesses, 1)},
+			{name: "relay-step-down", arg: "duration", def: "auto", usage: "how long the active relay may go without a publish succeeding (Kafka failing, the breaker open, a publish hanging) before it gives its lease up and stands aside as long, so that an instance that reaches Kafka takes over (on a shared store; never on SQLite); commands are accepted meanwhile; auto: 3 × -lease-ttl; 0: never",
+				parse: func(v string) error {
+					switch v {
+					case "auto":
+						f.stepDown = -1
+						return nil
+					case "0", "0s":
+						f.stepDown = 0
+						return nil
+					}
+					return duration(&f.stepDown)(v)
+				}},
 		}},
 		{"CQL (with -store scylla: ScyllaDB or Apache Cassandra)", []*setting{
 			{name: "scylla-hosts", arg: "list", usage: "contact points, comma-separated host[:port]; required with -store scylla",
@@ -353,6 +366,10 @@ func (c *config) combine(f flags, set map[string]*setting) error {
 		}
 	}
 	c.relay.BreakerFailures = uint32(f.breakerFailures)
+	c.relay.StepDown = f.stepDown
+	if f.stepDown < 0 {
+		c.relay.StepDown = 3 * c.leaseTTL
+	}
 	c.relay.BreakerSuccesses = uint32(f.breakerSuccesses)
 	if f.replication > 0 && f.minInsync > f.replication {
 		return fmt.Errorf("%s (%d) is more than %s (%d): no write with acks=all could succeed",

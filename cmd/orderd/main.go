@@ -250,9 +250,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		workers.Add(relaySup)
 		consumers = append(consumers, relay.Consumer)
 	}
+	elected := workerCollector{projector}
+	if relayWorker != nil {
+		elected = append(elected, relayWorker)
+	}
 	reg.MustRegister(&deadLetterCollector{ledger: b.ledger}, &lagCollector{feed: b.feed, consumers: consumers},
-		&workerCollector{workers: []*worker.Elected{projector, relayWorker}},
-		storageFaultCollector{health: b.events})
+		storageFaultCollector{health: b.events}, elected)
 	if b.hintsDropped != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "orderd_feed_hints_dropped_total",

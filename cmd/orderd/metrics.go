@@ -29,26 +29,6 @@ var (
 	fencedDesc      = prometheus.NewDesc("orderd_worker_fenced_total", "The worker's runs on this instance that a write refused for a later epoch of its lease ended (another instance had taken it).", []string{"worker"}, nil)
 )
 
-// workerCollector reports each elected worker's fencing epoch and how
-// often its writes were fenced on this instance.
-type workerCollector struct{ workers []*worker.Elected }
-
-func (c *workerCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- epochDesc
-	ch <- fencedDesc
-}
-
-func (c *workerCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, w := range c.workers {
-		if w == nil {
-			continue
-		}
-		st := w.State()
-		ch <- prometheus.MustNewConstMetric(epochDesc, prometheus.GaugeValue, float64(st.Epoch), w.Name())
-		ch <- prometheus.MustNewConstMetric(fencedDesc, prometheus.CounterValue, float64(st.Fenced), w.Name())
-	}
-}
-
 // lagCollector reports, at each scrape, how far each consumer is behind the
 // feed, in events and in seconds, where the backend knows it (see
 // store.Lag).
@@ -89,5 +69,43 @@ func (c *deadLetterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, state := range []string{relay.Failed, relay.Parked} {
 		ch <- prometheus.MustNewConstMetric(deadLettersDesc, prometheus.GaugeValue, float64(counts[state]), state)
+	}
+}
+
+var (
+	workerUpDesc = prometheus.NewDesc("orderd_worker_up",
+		"0 while a worker (projector, relay) has failed on this instance, until it runs again, or stepped down; 1 otherwise (active or standing by). A worker's failure never makes /readyz unready; this is where it shows.",
+		[]string{"worker"}, nil)
+	workerActiveDesc = prometheus.NewDesc("orderd_worker_active",
+		"1 while this instance holds the worker's lease and runs it, 0 while it stands by.",
+		[]string{"worker"}, nil)
+)
+
+// workerCollector reports each elected worker's health and role on this
+// instance, the fencing epoch of its last take of the lease, and how often
+// its writes were fenced here.
+type workerCollector []*worker.Elected
+
+func (c workerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- workerUpDesc
+	ch <- workerActiveDesc
+	ch <- epochDesc
+	ch <- fencedDesc
+}
+
+func (c workerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, w := range c {
+		st := w.State()
+		up, active := 1.0, 0.0
+		if st.Err != nil || st.Aside != nil {
+			up = 0
+		}
+		if st.Role == worker.RoleActive {
+			active = 1
+		}
+		ch <- prometheus.MustNewConstMetric(workerUpDesc, prometheus.GaugeValue, up, w.Name())
+		ch <- prometheus.MustNewConstMetric(workerActiveDesc, prometheus.GaugeValue, active, w.Name())
+		ch <- prometheus.MustNewConstMetric(epochDesc, prometheus.GaugeValue, float64(st.Epoch), w.Name())
+		ch <- prometheus.MustNewConstMetric(fencedDesc, prometheus.CounterValue, float64(st.Fenced), w.Name())
 	}
 }

@@ -131,6 +131,10 @@ func TestOperations(t *testing.T) {
 	if v := m[`orderd_worker_epoch{worker="projector"}`]; v != 1 {
 		t.Errorf("orderd_worker_epoch of the projector = %v, want 1", v)
 	}
+	if m[`orderd_worker_up{worker="projector"}`] != 1 || m[`orderd_worker_active{worker="projector"}`] != 1 {
+		t.Errorf("the projector's worker series: up %v, active %v; want 1 and 1",
+			m[`orderd_worker_up{worker="projector"}`], m[`orderd_worker_active{worker="projector"}`])
+	}
 	if v, ok := m[`orderd_feed_lag_events{consumer="projector"}`]; !ok || v != 0 {
 		t.Errorf("projector lag %v (present %v), want 0", v, ok)
 	}

@@ -45,10 +45,13 @@ import (
 const (
 	DefaultKeyspace    = "orderd"
 	DefaultReplication = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
-	// DefaultTimeout is above ScyllaDB's server-side write and CAS
-	// contention timeouts (2 s and 1 s by default), so that the server's
-	// answer, which says what happened, arrives before the client gives up.
-	DefaultTimeout = 5 * time.Second
+	// DefaultTimeout is above ScyllaDB's and Cassandra's server-side
+	// write and CAS contention timeouts (2 s and 1 s by default), so that
+	// the server's answer to a write, which says what happened, usually
+	// arrives before the client gives up; and well under a client's
+	// patience: a read the cluster cannot serve ends within it, an append
+	// (with its settling read) within twice it.
+	DefaultTimeout = 3 * time.Second
 	// DefaultCDCTTL is how long the CDC log keeps a change. A worker down
 	// for longer loses nothing (the reconciliation pass delivers from the
 	// events table whatever the log no longer has), it only catches up
@@ -95,9 +98,10 @@ type Config struct {
 	// one is left as it is. Default TabletsAuto; see TabletsMode.
 	Tablets TabletsMode
 	// Timeout bounds each attempt of a request and the connection set-up.
-	// A request makes two attempts at most, an append one and a settling
-	// read (see Store.Append): either ends within 2 × Timeout. Default
-	// DefaultTimeout.
+	// A request is retried once at most, and never after a timeout (see
+	// oneRetry), so it ends within Timeout unless a host refused it at
+	// once; an append makes one attempt and a settling read, within
+	// 2 × Timeout. Default DefaultTimeout.
 	Timeout time.Duration
 	// CDCTTL is how long ScyllaDB keeps the CDC log, in whole seconds. It is
 	// set when the events table is created; changing it later takes an
@@ -226,11 +230,16 @@ func cluster(cfg Config, keyspace string, log *zap.Logger) *gocql.ClusterConfig 
 	c.SerialConsistency = cfg.SerialConsistency
 	c.Timeout = cfg.Timeout
 	c.ConnectTimeout = cfg.Timeout
-	// One retry at most (on the next host; an LWT's on the same), so that
-	// a request that the cluster cannot serve ends within 2 × Timeout and
-	// answers 503, where the driver's default of three would hold it for
+	// One retry at most, and none after a timeout (see oneRetry), so that
+	// a request that the cluster cannot serve ends within Timeout and
+	// answers 503, where the driver's default of three retries held it for
 	// 4 × Timeout. Appends never retry (see append).
-	c.RetryPolicy = &gocql.SimpleRetryPolicy{NumRetries: 1}
+	c.RetryPolicy = oneRetry{}
+	// A node that was down is dialled again every 2 s rather than the
+	// driver's minute, so that an instance cut off from its only
+	// reachable node serves (and /readyz says ready) soon after the node
+	// is back.
+	c.ReconnectInterval = 2 * time.Second
 	if cfg.LocalDC != "" {
 		// Token aware over DC aware: a replica of the partition in the
 		// local DC, else another local node; never a remote one, which
@@ -299,7 +308,7 @@ func (s *Store) closedOr(err error) error {
 	if s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed) {
 		return store.ErrClosed
 	}
-	return s.fault("cql", false, err)
+	return s.fault("cql", err)
 }
 
 var _ store.Store = (*Store)(nil)

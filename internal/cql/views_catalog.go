@@ -150,7 +150,7 @@ func (c *Catalog) create(ctx context.Context, gen int64) error {
 		return nil
 	}
 	for _, stmt := range createStatements(gen) {
-		if err := c.session.Session.Query(stmt).WithContext(ctx).Idempotent(true).Exec(); err != nil {
+		if err := c.session.Session.Query(stmt).WithContext(ctx).Idempotent(true).SetRequestTimeout(schemaTimeout).Exec(); err != nil {
 			return fmt.Errorf("create tables: %w", err)
 		}
 	}
@@ -354,7 +354,7 @@ func (c *Catalog) Drop(ctx context.Context, gen int64) error {
 		if !have[name] {
 			continue
 		}
-		if err := c.session.Session.Query(`DROP TABLE IF EXISTS ` + name).WithContext(ctx).Idempotent(true).Exec(); err != nil {
+		if err := c.session.Session.Query(`DROP TABLE IF EXISTS ` + name).WithContext(ctx).Idempotent(true).SetRequestTimeout(schemaTimeout).Exec(); err != nil {
 			return fmt.Errorf("scylla: views: drop generation %d: table %s: %w", gen, name, err)
 		}
 		dropped = true

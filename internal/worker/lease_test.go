@@ -250,3 +250,87 @@ func TestElectedFenced(t *testing.T) {
 		t.Errorf("the fenced letter is stored: Get = %v, want relay.ErrNotFound", err)
 	}
 }
+
+// TestElectedRoleFollowsDeadline: a holder cut off from the store whose
+// worker does not return (stuck in a call that ignores its context) shows
+// itself standby as soon as its own deadline passes, not when the worker
+// returns: /readyz never shows two active instances.
+func TestElectedRoleFollowsDeadline(t *testing.T) {
+	l := leasesOf(t)
+	const ttl = 600 * time.Millisecond
+	cut := &pausable{Leases: l}
+	stuck := make(chan struct{})
+	a, stopA := newElected(t, cut, "a", ttl, func(ctx context.Context) error {
+		<-stuck // ignores ctx, as a worker blocked in a hung call would
+		return nil
+	})
+	defer func() { close(stuck); stopA() }()
+	waitUntil(t, "a is active", func() bool { return a.State().Role == RoleActive })
+
+	paused := time.Now()
+	cut.pause() // a's renewals hang from now on; its last one was sent before this
+	// a's deadline is at most paused + ttl; from then on it is a standby,
+	// whatever its worker does. State reads the clock, so no scheduling
+	// slack is needed beyond the sleep's.
+	time.Sleep(time.Until(paused.Add(ttl + 10*time.Millisecond)))
+	if st := a.State(); st.Role != RoleStandby || st.Leader == "a" {
+		t.Fatalf("a lapsed holder shows role %s, leader %q, after its deadline", st.Role, st.Leader)
+	}
+	b, stopB := newElected(t, l, "b", ttl, func(ctx context.Context) error { <-ctx.Done(); return nil })
+	defer stopB()
+	waitUntil(t, "b takes over", func() bool { return b.State().Role == RoleActive })
+	if r := a.State().Role; r != RoleStandby {
+		t.Fatalf("a is %s while its successor is active", r)
+	}
+	cut.resume()
+}
+
+// TestElectedStepDown: a worker that steps down releases its lease at once,
+// a standby takes it, the worker that stepped down stands aside (not
+// failed) for the time it asked, and takes the lease again afterwards when
+// it is free.
+func TestElectedStepDown(t *testing.T) {
+	l := leasesOf(t)
+	const ttl = 600 * time.Millisecond
+	const aside = 3 * ttl
+	var mu sync.Mutex
+	runs := 0
+	var steppedDown time.Time // before the worker returns, so before Elected stands aside
+	a, stopA := newElected(t, l, "a", ttl, func(ctx context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		runs++
+		if runs == 1 {
+			steppedDown = time.Now()
+			return StepDown(aside, errors.New("cannot publish"))
+		}
+		<-ctx.Done()
+		return nil
+	})
+	defer stopA()
+	waitUntil(t, "a steps down", func() bool { return a.State().Aside != nil })
+	mu.Lock()
+	down := steppedDown
+	mu.Unlock()
+	st := a.State()
+	if st.Role != RoleStandby || st.Err != nil || !errors.Is(st.Aside, ErrStepDown) {
+		t.Fatalf("after a step-down a shows role %s, err %v, aside %v; want standby, no failure, ErrStepDown", st.Role, st.Err, st.Aside)
+	}
+
+	// The lease was released: a standby takes it at its first try.
+	b, stopB := newElected(t, l, "b", ttl, func(ctx context.Context) error { <-ctx.Done(); return nil })
+	waitUntil(t, "b takes over", func() bool { return b.State().Role == RoleActive })
+	if time.Since(down) < aside {
+		if r := a.State().Role; r != RoleStandby {
+			t.Fatalf("a is %s while it stands aside", r)
+		}
+	}
+	stopB() // releases the lease; a takes it once its time aside is over
+	waitUntil(t, "a takes the lease again", func() bool { return a.State().Role == RoleActive })
+	if took := time.Since(down); took < aside {
+		t.Errorf("a took the lease back %v after stepping down, before its %v aside", took, aside)
+	}
+	if st := a.State(); st.Aside != nil || st.Err != nil {
+		t.Errorf("a runs again but shows aside %v, err %v", st.Aside, st.Err)
+	}
+}
