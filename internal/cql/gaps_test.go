@@ -70,10 +70,10 @@ func (c *orderChecker) handle(_ context.Context, evs []store.Event) error {
 // aggregate (events 1, 2, 4, 5 visible of 1..5) makes the delivery core
 // hand 1 and 2 only, save progress through 2, and retry that aggregate
 // alone until 3 shows; another aggregate of the same batch is handed in
-// full meanwhile. Nothing but the retry asks again: no hints, and one
-// reconciliation pass at the start.
+// full meanwhile. Nothing but the retry asks again: no hints, no sweep,
+// and one recent pass at the start.
 func TestDeliverParksAHole(t *testing.T) {
-	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: time.Hour, RangeSplits: 2}), Options{NoHints: true})
+	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: time.Hour, RangeSplits: 2}), Options{NoHints: true, NoSweep: true})
 	holed, other := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
 	h := &hider{s: s, id: holed, hidden: 3, times: 3}
 	s.feedLoad = h.load

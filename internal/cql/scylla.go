@@ -119,6 +119,10 @@ type Options struct {
 	// only the reconciliation pass can deliver its events. (On ScyllaDB
 	// the CDC log sees every append whatever this says.)
 	NoHints bool
+	// NoSweep, for tests, makes subscriptions run no full sweep of the
+	// token ring, so that only the recent pass over the index of touched
+	// aggregates (and the fast path) can deliver.
+	NoSweep bool
 }
 
 // Store is a store.Store on a ScyllaDB (or Cassandra) keyspace. It is safe
@@ -136,8 +140,9 @@ type Store struct {
 	closed atomic.Bool
 	health *store.Health // the outcome of the recent appends
 
-	feed  FeedOptions
-	hints *hinter       // nil on ScyllaDB and with Options.NoHints
+	feed    FeedOptions
+	noSweep bool // Options.NoSweep
+	hints   *hinter       // nil on ScyllaDB and with Options.NoHints
 	subs  sync.Map      // consumer name → *subscription running in this process
 	done  chan struct{} // closed by Close, to stop subscriptions
 
@@ -146,6 +151,15 @@ type Store struct {
 	// feedLoad, if not nil, replaces load in the feed's delivery core:
 	// tests hide rows with it, as a replica that missed them would.
 	feedLoad func(ctx context.Context, id uuid.UUID, after int64) ([]store.Event, error)
+	// sweepFault, if not nil, runs before each token range a sweep reads;
+	// an error fails that read, as the cluster would. For tests.
+	sweepFault func(lo, hi int64) error
+
+	// The reconciliation's counters (see Reconciliation).
+	passFailures atomic.Int64 // failed reads of a pass or sweep, each retried
+	recentRows   atomic.Int64 // index rows the recent passes read
+	sweepRows    atomic.Int64 // aggregates the sweeps read
+	skew         skewGauge    // the clock skew observed against the nodes
 }
 
 // keyspaceName is what an unquoted CQL identifier for a keyspace may be.
@@ -214,6 +228,7 @@ func OpenStore(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 	if !scylla && !opts.NoHints {
 		s.hints = newHinter(s)
 	}
+	s.noSweep = opts.NoSweep
 	return s, nil
 }
 
