@@ -141,10 +141,10 @@ type Store struct {
 	health *store.Health // the outcome of the recent appends
 
 	feed    FeedOptions
-	noSweep bool // Options.NoSweep
+	noSweep bool          // Options.NoSweep
 	hints   *hinter       // nil on ScyllaDB and with Options.NoHints
-	subs  sync.Map      // consumer name → *subscription running in this process
-	done  chan struct{} // closed by Close, to stop subscriptions
+	subs    sync.Map      // consumer name → *subscription running in this process
+	done    chan struct{} // closed by Close, to stop subscriptions
 
 	settles atomic.Int64 // appends settled by a read, for tests
 
