@@ -186,7 +186,6 @@ func (sub *subscription) recentPass(ctx context.Context) error {
 	if err := sub.saveWatermark(ctx, through); err != nil {
 		return err
 	}
-	sub.s.recentRows.Add(n)
 	sub.recordLag(ctx, p)
 	sub.log.Debug("reconciliation: recent pass", zap.Int64("touched", n), zap.Int64("behind", sent),
 		zap.Int64("events", p.events), zap.Duration("took", time.Since(start)))
@@ -280,6 +279,7 @@ func (sub *subscription) readTouched(ctx context.Context, p *pass, first, last i
 				mu.Lock()
 				count++
 				mu.Unlock()
+				sub.s.recentRows.Add(1)
 				if v <= 0 {
 					continue // an index row whose append failed
 				}
