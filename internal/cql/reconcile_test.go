@@ -248,3 +248,46 @@ func TestSweepRetriesAFailingRange(t *testing.T) {
 		t.Errorf("ranges started %v: want the failing one read again", got)
 	}
 }
+
+// TestCoreAcksAfterHandling: the delivery core acknowledges a fast-path
+// request (as the CDC reader's are) only once the Handler returned and the
+// progress is saved, so that the reader's progress never moves past a
+// change the consumer has not handled.
+func TestCoreAcksAfterHandling(t *testing.T) {
+	s := openWith(t, testConfig(t), Options{NoHints: true, NoSweep: true})
+	id := uuid.Must(uuid.NewV7())
+	if err := s.Append(ctxFor(t), id, 0, []store.Event{event(id, 1), event(id, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	sub := s.newSubscription(context.Background(), "acks", func(ctx context.Context, _ []store.Event) error {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- sub.deliver(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	ack := make(chan struct{})
+	if err := sub.send(ctx, request{id: id, version: 2, known: -1, acks: []chan struct{}{ack}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ack:
+		t.Fatal("acknowledged while the Handler still held the events")
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(gate)
+	select {
+	case <-ack:
+	case <-time.After(30 * time.Second):
+		t.Fatal("not acknowledged within 30 s of the Handler's return")
+	}
+	if got, err := sub.readProgress(ctxFor(t), id); err != nil || got != 2 {
+		t.Errorf("progress when acknowledged = %d, %v; want 2", got, err)
+	}
+}

@@ -246,14 +246,19 @@ func (r *Reader) Serve(ctx context.Context) error {
 type factory struct{ r *Reader }
 
 func (f factory) CreateChangeConsumer(_ context.Context, in scyllacdc.CreateChangeConsumerInput) (scyllacdc.ChangeConsumer, error) {
-	return &consumer{r: f.r, progress: in.ProgressReporter}, nil
+	pr := in.ProgressReporter
+	return &consumer{r: f.r, mark: func(ctx context.Context, at gocql.UUID) error {
+		return pr.MarkProgress(ctx, scyllacdc.Progress{LastProcessedRecordTime: at})
+	}}, nil
 }
 
 // consumer reads one stream. The library calls it from one goroutine at a
 // time.
 type consumer struct {
-	r        *Reader
-	progress *scyllacdc.ProgressReporter
+	r *Reader
+	// mark records the stream's progress at a point, in memory (the
+	// library's ProgressReporter, onto the saver).
+	mark func(ctx context.Context, at gocql.UUID) error
 	// pending are the stream's points not yet marked, in time order: a
 	// change whose handling is not acknowledged yet, or a point after it.
 	pending []pending
@@ -323,7 +328,7 @@ func (c *consumer) release(ctx context.Context) error {
 	}
 	at := c.pending[n-1].at
 	c.pending = append(c.pending[:0], c.pending[n:]...)
-	return c.progress.MarkProgress(ctx, scyllacdc.Progress{LastProcessedRecordTime: at})
+	return c.mark(ctx, at)
 }
 
 // closed reports whether ack is nil or closed, without waiting.
