@@ -61,3 +61,22 @@ func (sub *subscription) watchSkew(ctx context.Context) error {
 		}
 	}
 }
+
+// Reconciliation is what the reconciliation of this process's
+// subscriptions did since Open, for metrics.
+type Reconciliation struct {
+	// Failures counts failed reads of a recent pass or a sweep (each is
+	// retried; none ends a subscription).
+	Failures int64
+	// RecentRows counts the rows of the index of touched aggregates the
+	// recent passes read; SweepRows the aggregates the full sweeps read.
+	RecentRows, SweepRows int64
+	// ClockSkew is the last skew observed against a node (see ClockSkew).
+	ClockSkew time.Duration
+}
+
+// Reconciliation returns the counters of the reconciliation.
+func (s *Store) Reconciliation() Reconciliation {
+	return Reconciliation{Failures: s.passFailures.Load(), RecentRows: s.recentRows.Load(),
+		SweepRows: s.sweepRows.Load(), ClockSkew: s.ClockSkew()}
+}
