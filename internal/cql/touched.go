@@ -36,7 +36,9 @@ const (
 // The statements on feed_touched.
 const (
 	touchWriteCQL = `INSERT INTO feed_touched (bucket, shard, aggregate_id) VALUES (?, ?, ?) USING TTL ?`
-	touchReadCQL  = `SELECT aggregate_id FROM feed_touched WHERE bucket = ? AND shard = ?`
+	// touchReadCQL reads a bucket's shards in one query: the coordinator
+	// reads the partitions, the client makes one round trip per page.
+	touchReadCQL = `SELECT aggregate_id FROM feed_touched WHERE bucket = ? AND shard IN ?`
 	// versionOfCQL reads the static version of one aggregate.
 	versionOfCQL = `SELECT version FROM events WHERE aggregate_id = ? LIMIT 1`
 )
@@ -220,16 +222,21 @@ func (sub *subscription) recordLag(ctx context.Context, p *pass) {
 	}
 }
 
+// allShards lists every index shard, for touchReadCQL.
+var allShards = func() []int {
+	out := make([]int, touchShards)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}()
+
 // readTouched reads the index partitions of buckets first..last, every
-// shard, with up to Concurrency reads in flight; for each aggregate it
+// shard, a few buckets at a time; for each aggregate it
 // reads the current version and sends the core a request. It returns how
 // many index rows it read and how many requests it sent.
 func (sub *subscription) readTouched(ctx context.Context, p *pass, first, last int64) (rows, sent int64, err error) {
-	type part struct {
-		bucket int64
-		shard  int
-	}
-	parts := make(chan part)
+	parts := make(chan int64)
 	ids := make(chan uuid.UUID, sub.opt.Concurrency)
 	var (
 		mu   sync.Mutex
@@ -245,11 +252,11 @@ func (sub *subscription) readTouched(ctx context.Context, p *pass, first, last i
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	readers := max(1, sub.opt.Concurrency/4)
+	readers := max(1, sub.opt.Concurrency/16)
 	for range readers {
 		wg.Go(func() {
-			for pt := range parts {
-				iter := sub.s.sess.Session.Query(touchReadCQL, pt.bucket, pt.shard).WithContext(ctx).
+			for b := range parts {
+				iter := sub.s.sess.Session.Query(touchReadCQL, b, allShards).WithContext(ctx).
 					Idempotent(true).PageSize(rangePage).Iter()
 				var id uuid.UUID
 				for iter.Scan(&id) {
@@ -259,7 +266,7 @@ func (sub *subscription) readTouched(ctx context.Context, p *pass, first, last i
 					}
 				}
 				if err := iter.Close(); err != nil {
-					setFail(fmt.Errorf("read touched aggregates of bucket %d shard %d: %w", pt.bucket, pt.shard, err))
+					setFail(fmt.Errorf("read the aggregates touched in bucket %d: %w", b, err))
 					cancel()
 				}
 			}
@@ -295,12 +302,10 @@ func (sub *subscription) readTouched(ctx context.Context, p *pass, first, last i
 	}
 feed:
 	for b := first; b <= last; b++ {
-		for sh := range touchShards {
-			select {
-			case parts <- part{b, sh}:
-			case <-ctx.Done():
-				break feed
-			}
+		select {
+		case parts <- b:
+		case <-ctx.Done():
+			break feed
 		}
 	}
 	close(parts)
