@@ -291,3 +291,21 @@ func TestCoreAcksAfterHandling(t *testing.T) {
 		t.Errorf("progress when acknowledged = %d, %v; want 2", got, err)
 	}
 }
+
+// TestMeasureSkew: the skew measured against a node on this host is small
+// (the same clock, to half a round trip), and it is what ClockSkew reports.
+func TestMeasureSkew(t *testing.T) {
+	s := mustOpen(t, testConfig(t), nil)
+	d, err := s.measureSkew(ctxFor(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The node's time UUID has millisecond precision at worst, and the
+	// server shares this host's clock.
+	if d < -time.Second || d > time.Second {
+		t.Errorf("skew against a node on this host = %v, want within ±1s", d)
+	}
+	if s.ClockSkew() != d {
+		t.Errorf("ClockSkew() = %v, want the measured %v", s.ClockSkew(), d)
+	}
+}
