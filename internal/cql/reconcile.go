@@ -102,7 +102,7 @@ func (sub *subscription) sweep(ctx context.Context) error {
 				case <-time.After(wait):
 				}
 			}
-			st = sweepState{cursor: minToken, started: time.Now()}
+			st = sweepState{cursor: minToken, started: time.Now(), finished: st.finished}
 			if _, err := retried(sub, ctx, "save the sweep's start", func() (struct{}, error) {
 				return struct{}{}, sub.saveSweep(ctx, st)
 			}); err != nil {

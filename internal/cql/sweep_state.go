@@ -106,8 +106,8 @@ func (sub *subscription) saveWatermark(ctx context.Context, through time.Time) e
 // rateShare is a sweep's share of ReconcileRate: the rate divided by the
 // number of sweeps running on the keyspace, counted from the heartbeats
 // each writes to feed_sweepers every sweeperBeatEvery. A sweep that cannot
-// count keeps its last share; a new one starts with the whole rate
-// divided by one more than the sweeps it saw.
+// count keeps its last share; until its first count (its first beat, as
+// it starts) it takes the whole rate.
 type rateShare struct {
 	sub  *subscription
 	name string

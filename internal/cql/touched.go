@@ -153,9 +153,9 @@ func (sub *subscription) recent(ctx context.Context) error {
 // recentPass reads the index buckets from the saved watermark (less the
 // margin) to now, sends the delivery core every touched aggregate with its
 // current version, waits until the core has handled them, then saves the
-// watermark and the lag. The watermark moves no further than the oldest
-// aggregate the core holds parked (minus the margin), so that a successor
-// reads a parked aggregate again.
+// watermark and the lag. The watermark moves no further than the time the
+// oldest aggregate the core holds parked was parked (for up to
+// SweepEvery), so that a successor reads a parked aggregate again.
 func (sub *subscription) recentPass(ctx context.Context) error {
 	start := time.Now()
 	margin := sub.recentMargin()
@@ -181,9 +181,15 @@ func (sub *subscription) recentPass(ctx context.Context) error {
 	if err := sub.waitCore(ctx, p); err != nil {
 		return err
 	}
+	// A parked aggregate holds the watermark back, for up to a sweep
+	// interval: a hole that lasts longer (a replica that needs a repair)
+	// is left to the sweep, rather than making every pass read more.
 	through := start
 	if !p.parkedSince.IsZero() && p.parkedSince.Before(through) {
 		through = p.parkedSince
+		if floor := start.Add(-sub.opt.SweepEvery); through.Before(floor) {
+			through = floor
+		}
 	}
 	if err := sub.saveWatermark(ctx, through); err != nil {
 		return err
