@@ -50,8 +50,11 @@ var (
 // it, Append returns store.ErrOutcomeUnknown (never store.ErrConflict); the
 // caller can then Load and look for its events.
 //
-// On Cassandra an append that returned nil queues a hint for the feed's
-// subscriptions (see hints.go); that never delays or fails the append.
+// Before its transaction an append writes its aggregate to the index of
+// touched aggregates (see touched.go), a plain write; when that fails the
+// append fails, with nothing sent. On Cassandra an append that returned
+// nil queues a hint for the feed's subscriptions (see hints.go); that
+// never delays or fails the append.
 //
 // The cluster's failures (unavailable replicas, timeouts, no host) wrap
 // store.ErrUnavailable, an outcome left open included, and make CheckWrite

@@ -36,8 +36,9 @@ const (
 //
 // Completeness never depends on them: the fast path (the CDC log on
 // ScyllaDB, hints on Cassandra) only shortens the wait, and the
-// reconciliation pass hands every aggregate a consumer is behind on,
-// whatever the fast path missed. They trade latency and load.
+// reconciliation (the recent pass and the full sweep) hands every
+// aggregate a consumer is behind on, whatever the fast path missed. They
+// trade latency and load.
 type FeedOptions struct {
 	// HintPoll is how often a subscription on Cassandra reads new hints:
 	// roughly the latency from an append to its Handler call there.

@@ -19,9 +19,11 @@
 // no global commit order, so events carry no Position, and each consumer's
 // progress is kept per aggregate (feed_progress). The feed has a fast path,
 // the CDC log on ScyllaDB and hints written after each append on
-// Cassandra, and a slow path that makes it complete: a reconciliation pass
-// that compares every aggregate's version with the consumer's progress;
-// see feed.go, deliver.go and reconcile.go.
+// Cassandra, and a slow path that makes it complete: a recent pass over an
+// index of touched aggregates that every append writes first, and a full
+// sweep of the token ring behind it, which compare aggregates' versions
+// with the consumer's progress; see feed.go, deliver.go, touched.go and
+// reconcile.go.
 package cql
 
 import (
