@@ -35,6 +35,10 @@ const versionsCQL = `SELECT DISTINCT aggregate_id, version FROM events
 // rangePage is the page size of the token-range reads.
 const rangePage = 1000
 
+// cursorSaveEvery is how often a sweep saves its cursor at most (and at
+// the end of the ring): a small keyspace's ranges take milliseconds each.
+const cursorSaveEvery = time.Second
+
 // Retries of a failed range read: rangeRetryFirst doubling up to
 // rangeRetryMax, for as long as it fails.
 const (
@@ -115,11 +119,15 @@ func (sub *subscription) sweep(ctx context.Context) error {
 	}
 }
 
-// sweepFrom reads the ranges after st's cursor, saving the cursor after
-// each once the delivery core has handled what it found. It returns only
+// sweepFrom reads the ranges after st's cursor, saving the cursor after a
+// range (at most every cursorSaveEvery) once the delivery core has handled
+// what it and the ranges before it found. It returns only
 // when the ring is done or ctx ended (then ctx's error).
 func (sub *subscription) sweepFrom(ctx context.Context, share *rateShare, st sweepState) error {
-	var read, sent int64
+	var (
+		read, sent int64
+		saved      = time.Now()
+	)
 	for _, r := range rangesAfter(sub.opt.RangeSplits, st.cursor) {
 		p := &pass{}
 		n, err := retried(sub, ctx, fmt.Sprintf("sweep the token range (%d, %d]", r.lo, r.hi), func() ([2]int64, error) {
@@ -129,20 +137,25 @@ func (sub *subscription) sweepFrom(ctx context.Context, share *rateShare, st swe
 		if err != nil {
 			return err
 		}
-		if err := sub.waitCore(ctx, p); err != nil {
-			return err
+		if n[1] > 0 { // else nothing of this range is in the core's hands
+			if err := sub.waitCore(ctx, p); err != nil {
+				return err
+			}
 		}
 		read, sent = read+n[0], sent+n[1]
 		sub.s.sweepRows.Add(n[0])
 		st.cursor = r.hi
 		if r.hi == maxToken {
 			st.finished = time.Now()
+		} else if time.Since(saved) < cursorSaveEvery {
+			continue // a restart reads again what this range read: at most a second's worth
 		}
 		if _, err := retried(sub, ctx, "save the sweep's cursor", func() (struct{}, error) {
 			return struct{}{}, sub.saveSweep(ctx, st)
 		}); err != nil {
 			return err
 		}
+		saved = time.Now()
 	}
 	sub.log.Debug("reconciliation: full sweep done", zap.Int64("aggregates", read), zap.Int64("behind", sent),
 		zap.Duration("took", time.Since(st.started)))
