@@ -115,8 +115,16 @@ func TestDeliverParksAHole(t *testing.T) {
 	if want := []int64{0, 2, 2, 2}; !slices.Equal(afters, want) {
 		t.Errorf("loads of the holed aggregate started after %v, want %v", afters, want)
 	}
-	if got, err := s.newSubscription(context.Background(), "gaps", nil).readProgress(ctxFor(t), holed); err != nil || got != 5 {
-		t.Errorf("progress of the holed aggregate = %d, %v; want 5", got, err)
+	// The progress is saved once the Handler returned: wait for it.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		got, err := s.newSubscription(context.Background(), "gaps", nil).readProgress(ctxFor(t), holed)
+		if err == nil && got == 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("progress of the holed aggregate = %d, %v; want 5", got, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
