@@ -19,9 +19,11 @@
 // no global commit order, so events carry no Position, and each consumer's
 // progress is kept per aggregate (feed_progress). The feed has a fast path,
 // the CDC log on ScyllaDB and hints written after each append on
-// Cassandra, and a slow path that makes it complete: a reconciliation pass
-// that compares every aggregate's version with the consumer's progress;
-// see feed.go, deliver.go and reconcile.go.
+// Cassandra, and a slow path that makes it complete: a recent pass over an
+// index of touched aggregates that every append writes first, and a full
+// sweep of the token ring behind it, which compare aggregates' versions
+// with the consumer's progress; see feed.go, deliver.go, touched.go and
+// reconcile.go.
 package cql
 
 import (
@@ -123,6 +125,10 @@ type Options struct {
 	// only the reconciliation pass can deliver its events. (On ScyllaDB
 	// the CDC log sees every append whatever this says.)
 	NoHints bool
+	// NoSweep, for tests, makes subscriptions run no full sweep of the
+	// token ring, so that only the recent pass over the index of touched
+	// aggregates (and the fast path) can deliver.
+	NoSweep bool
 }
 
 // Store is a store.Store on a ScyllaDB (or Cassandra) keyspace. It is safe
@@ -140,16 +146,26 @@ type Store struct {
 	closed atomic.Bool
 	health *store.Health // the outcome of the recent appends
 
-	feed  FeedOptions
-	hints *hinter       // nil on ScyllaDB and with Options.NoHints
-	subs  sync.Map      // consumer name → *subscription running in this process
-	done  chan struct{} // closed by Close, to stop subscriptions
+	feed    FeedOptions
+	noSweep bool          // Options.NoSweep
+	hints   *hinter       // nil on ScyllaDB and with Options.NoHints
+	subs    sync.Map      // consumer name → *subscription running in this process
+	done    chan struct{} // closed by Close, to stop subscriptions
 
 	settles atomic.Int64 // appends settled by a read, for tests
 
 	// feedLoad, if not nil, replaces load in the feed's delivery core:
 	// tests hide rows with it, as a replica that missed them would.
 	feedLoad func(ctx context.Context, id uuid.UUID, after int64) ([]store.Event, error)
+	// sweepFault, if not nil, runs before each token range a sweep reads;
+	// an error fails that read, as the cluster would. For tests.
+	sweepFault func(lo, hi int64) error
+
+	// The reconciliation's counters (see Reconciliation).
+	passFailures atomic.Int64 // failed reads of a pass or sweep, each retried
+	recentRows   atomic.Int64 // index rows the recent passes read
+	sweepRows    atomic.Int64 // aggregates the sweeps read
+	skew         skewGauge    // the clock skew observed against the nodes
 }
 
 // keyspaceName is what an unquoted CQL identifier for a keyspace may be.
@@ -218,6 +234,7 @@ func OpenStore(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 	if !scylla && !opts.NoHints {
 		s.hints = newHinter(s)
 	}
+	s.noSweep = opts.NoSweep
 	return s, nil
 }
 
