@@ -207,6 +207,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		return err
 	}
 	defer func() { _ = b.Close() }()
+	_, err = newKeyring(ctx, cfg, b, log.Named("keys"))
+	if err != nil {
+		return err
+	}
 	// The workers follow the feed through drain, so that a graceful
 	// shutdown finishes their work in flight (see worker.DrainingFeed).
 	// SQLite's Lag is exact; on CQL a drain finishes the batch in hand.

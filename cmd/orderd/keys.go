@@ -1,0 +1,131 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/orderd/orderd/internal/pii"
+)
+
+// keysConfig is how orderd finds the key-encryption key (KEK) that wraps
+// the data keys of personal data (crypto-shredding, see internal/pii).
+type keysConfig struct {
+	kek, kekFile       string // the current KEK: as text (ORDERD_KEK) or in a file
+	oldKEK, oldKEKFile string // the previous KEK during a rotation
+	cacheTTL           time.Duration
+}
+
+// keySettings are the "Personal data" settings. The KEKs' values are only
+// stored here and parsed by newKeyring, so that an error never echoes a
+// key into a log.
+func keySettings(k *keysConfig) []*setting {
+	return []*setting{
+		{name: "kek-file", arg: "path", shown: "<data-dir>/kek, made on first start", usage: "file of the key-encryption key (32 bytes in hex or base64) that wraps the data keys of personal data; every instance of a cluster needs the same",
+			parse: text(&k.kekFile)},
+		{name: "kek", arg: "key", usage: "the key-encryption key itself (32 bytes in hex or base64), best given as ORDERD_KEK; wins over -kek-file",
+			parse: text(&k.kek)},
+		{name: "kek-old-file", arg: "path", usage: "file of the previous key-encryption key during a rotation: data keys it wrapped are rewrapped under the current one while orderd serves (docs/operations.md)",
+			parse: text(&k.oldKEKFile)},
+		{name: "kek-old", arg: "key", usage: "the previous key-encryption key itself, as ORDERD_KEK_OLD; wins over -kek-old-file",
+			parse: text(&k.oldKEK)},
+		{name: "key-cache-ttl", arg: "duration", def: "1m", usage: "how long an instance keeps a data key unwrapped in memory: the longest another instance may still decrypt a subject's old records after its erasure",
+			parse: duration(&k.cacheTTL)},
+	}
+}
+
+// loadKEKs returns the current KEK and the old one (nil: none) of cfg.
+// With neither -kek nor -kek-file the KEK is <data-dir>/kek, made on first
+// start, which the log says.
+func loadKEKs(cfg config, log *zap.Logger) (current, old pii.KEK, err error) {
+	k := cfg.keys
+	switch {
+	case k.kek != "":
+		if current, err = pii.ParseKEK(k.kek); err != nil {
+			return nil, nil, fmt.Errorf("ORDERD_KEK: %w", err) // never the value
+		}
+	case k.kekFile != "":
+		if current, err = pii.ReadKEKFile(k.kekFile); err != nil {
+			return nil, nil, err
+		}
+	default:
+		path := filepath.Join(cfg.dataDir, "kek")
+		lk, created, err := pii.EnsureKEKFile(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		current = lk
+		if created {
+			log.Warn("made a key-encryption key for personal data: keep it safe and out of backups of the data; without it the personal data is lost (set -kek-file or ORDERD_KEK; a cluster's instances need the same)",
+				zap.String("path", path), zap.String("kek", lk.ID()))
+		} else {
+			log.Info("key-encryption key of personal data", zap.String("path", path), zap.String("kek", lk.ID()))
+		}
+	}
+	switch {
+	case k.oldKEK != "":
+		if old, err = pii.ParseKEK(k.oldKEK); err != nil {
+			return nil, nil, fmt.Errorf("ORDERD_KEK_OLD: %w", err)
+		}
+	case k.oldKEKFile != "":
+		if old, err = pii.ReadKEKFile(k.oldKEKFile); err != nil {
+			return nil, nil, err
+		}
+	}
+	if old != nil && old.ID() == current.ID() {
+		return nil, nil, errors.New("the old key-encryption key is the current one")
+	}
+	return current, old, nil
+}
+
+// newKeyring returns the keyring of personal data on the backend's data
+// keys, and, when an old KEK is configured, starts rewrapping every data
+// key under the current one in the background (rotations of several
+// instances at once are safe: each rewrap is conditional).
+func newKeyring(ctx context.Context, cfg config, b *backend, log *zap.Logger) (*pii.Keyring, error) {
+	current, old, err := loadKEKs(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	opts := pii.Options{CacheTTL: cfg.keys.cacheTTL}
+	if old != nil {
+		opts.Old = []pii.KEK{old}
+	}
+	ring := pii.NewKeyring(b.datakeys, current, opts)
+	if old != nil {
+		go rotate(ctx, ring, old.ID(), log)
+	}
+	return ring, nil
+}
+
+// rotate rewraps the data keys under the current KEK, pass after pass,
+// until a pass finds none left under another (keys created meanwhile by an
+// instance still running with the old KEK as its current one are found by
+// a later pass), retrying after an error.
+func rotate(ctx context.Context, ring *pii.Keyring, old string, log *zap.Logger) {
+	log.Info("rotating the key-encryption key", zap.String("from", old), zap.String("to", ring.KEKID()))
+	total := 0
+	for {
+		rot, err := ring.Rotate(ctx)
+		total += rot.Rewrapped
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			log.Warn("key rotation pass failed; retrying", zap.Error(err))
+		case rot.Rewrapped == 0:
+			log.Info("key rotation done: no data key is wrapped by the old KEK any more; once every instance runs with the new one, remove the old one (-kek-old-file, ORDERD_KEK_OLD)",
+				zap.String("from", old), zap.String("to", ring.KEKID()), zap.Int("rewrapped", total), zap.Int("keys", rot.Seen))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
