@@ -207,7 +207,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		return err
 	}
 	defer func() { _ = b.Close() }()
-	_, err = newKeyring(ctx, cfg, b, log.Named("keys"))
+	keyring, err := newKeyring(ctx, cfg, b, log.Named("keys"))
+	if err != nil {
+		return err
+	}
+	claims, err := keyring.ClaimSecret(ctx)
 	if err != nil {
 		return err
 	}
@@ -264,8 +268,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	}
 
 	commands := aggregate.NewHandler(b.events, time.Now, aggregate.WithLogger(log.Named("aggregate")),
-		aggregate.WithSnapshots(b.snaps, int64(cfg.snapshotEvery)), aggregate.WithAppended(appendedCounter(reg)))
-	queries := readmodel.NewQueries(b.views, b.events, cfg.readWait, b.ReadPoll()).WithMaxWaiters(cfg.maxWaiters)
+		aggregate.WithSnapshots(b.snaps, int64(cfg.snapshotEvery)), aggregate.WithAppended(appendedCounter(reg)),
+		aggregate.WithPersonalData(keyring, claims.ID))
+	queries := readmodel.NewQueries(b.views, b.events, cfg.readWait, b.ReadPoll()).WithMaxWaiters(cfg.maxWaiters).WithKeys(keyring)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "orderd_read_waiters",
 		Help: "GETs with min_version waiting for the projection now (at most ORDERD_MAX_WAITERS).",
@@ -289,7 +294,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	if err != nil {
 		return err
 	}
-	server := api.New(commands, queries, b.events, readiness(b, projector, relayWorker, rp.relay, tokens), orderd.OpenAPI, log.Named("http"))
+	// History, time travel and idempotent replays read the events with
+	// their personal fields decrypted.
+	server := api.New(commands, queries, aggregate.Sealed(b.events, keyring), readiness(b, projector, relayWorker, rp.relay, tokens), orderd.OpenAPI, log.Named("http"))
 	if tokens != nil {
 		server.WithTokens(tokens)
 	}

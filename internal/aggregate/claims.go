@@ -101,7 +101,7 @@ func (h *Handler) notRegistered(ctx context.Context, id uuid.UUID) error {
 // another claim landed first: it is read and decided on again, so that a
 // live one refuses this one.
 func (h *Handler) claim(ctx context.Context, email string, customer uuid.UUID, version int64, meta Meta, now time.Time) error {
-	id := claimID(emailKey(email))
+	id := h.claimID(emailKey(email))
 	for range h.retries + 1 {
 		c, v, err := load[EmailClaim](ctx, h.store, EmailClaimType, id)
 		if err != nil {
@@ -122,12 +122,12 @@ func (h *Handler) claim(ctx context.Context, email string, customer uuid.UUID, v
 		}
 	}
 	return &Error{Kind: ErrRejected, Code: "concurrent_modification",
-		Detail: fmt.Sprintf("the claim of %s kept changing under %d attempts; retry the command", truncate(email, 64), h.retries+1)}
+		Detail: fmt.Sprintf("the claim of the address kept changing under %d attempts; retry the command", h.retries+1)}
 }
 
 // release gives up customer's claim of email, made before version.
 func (h *Handler) release(ctx context.Context, email string, customer uuid.UUID, version int64, meta Meta) error {
-	id := claimID(emailKey(email))
+	id := h.claimID(emailKey(email))
 	for range h.retries + 1 {
 		c, v, err := load[EmailClaim](ctx, h.store, EmailClaimType, id)
 		if err != nil {
