@@ -304,6 +304,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		WithMetrics(api.NewMetrics(reg), reg).
 		WithAsyncAPI(orderd.AsyncAPI).
 		WithAdmin(rp.relay, cfg.adminToken).
+		WithKeys(keyring).
 		WithRebuilds(rebuilder).
 		WithBackups(b.backups).
 		WithIdempotency(api.NewIdempotency(b.keys, b.events, api.IdempotencyOptions{TTL: cfg.idempotencyTTL, Instance: cfg.instance})).
