@@ -9,7 +9,10 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/orderd/orderd/internal/aggregate"
+	"github.com/orderd/orderd/internal/api"
 	"github.com/orderd/orderd/internal/pii"
+	"github.com/orderd/orderd/internal/store"
 )
 
 // keysConfig is how orderd finds the key-encryption key (KEK) that wraps
@@ -128,4 +131,29 @@ func rotate(ctx context.Context, ring *pii.Keyring, old string, log *zap.Logger)
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// openedLog is the event log of GET /v1/events/stream with the personal
+// fields decrypted (pii.Erased once erased), as the other API reads show
+// them; Kafka's records keep them encrypted.
+type openedLog struct {
+	api.EventLog
+	keys aggregate.Keys
+}
+
+// openLog returns log decrypting, or nil for no log (CQL).
+func openLog(log api.EventLog, keys aggregate.Keys) api.EventLog {
+	if log == nil {
+		return nil
+	}
+	return openedLog{EventLog: log, keys: keys}
+}
+
+// ReadFeed reads the events and decrypts their personal fields.
+func (l openedLog) ReadFeed(ctx context.Context, after int64, limit int) ([]store.Event, error) {
+	evs, err := l.EventLog.ReadFeed(ctx, after, limit)
+	if err != nil {
+		return nil, err
+	}
+	return aggregate.OpenEvents(ctx, l.keys, evs)
 }

@@ -278,7 +278,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	conns := api.NewConns(cfg.maxConns, reg)
 	// A stream holds its connection busy for good: at most half of them,
 	// so that streams can never take every connection from commands.
-	stream := api.NewStream(b.positions, api.StreamOptions{MaxClients: min(1000, max(1, cfg.maxConns/2))}, reg, log.Named("stream"))
+	stream := api.NewStream(openLog(b.positions, keyring), api.StreamOptions{MaxClients: min(1000, max(1, cfg.maxConns/2))}, reg, log.Named("stream"))
 	defer stream.Stop()
 	var limit *api.RateLimiter
 	if cfg.rateLimit > 0 {
