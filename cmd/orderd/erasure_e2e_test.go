@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +41,8 @@ func TestErasure(t *testing.T) {
 				for k, v := range scyllaEnv(t) {
 					env[k] = v
 				}
+				// Schema changes on a shared, loaded node take their time.
+				env["ORDERD_SCYLLA_TIMEOUT"] = "30s"
 			}
 			testErasure(t, engine, brokers, env)
 		})
@@ -132,7 +133,7 @@ func testErasure(t *testing.T, engine string, brokers []string, env map[string]s
 	}
 	var past customerBody
 	s.do(t, "GET", fmt.Sprintf("/v1/customers/%s?as_of_version=%d", c, erased.Version), nil, http.StatusOK).json(t, &past)
-	if !reflect.DeepEqual(past, after) {
+	if !sameView(past, after) {
 		t.Errorf("time travel to the current version:\n %+v\nread model:\n %+v", past, after)
 	}
 	var early customerBody
@@ -183,7 +184,7 @@ func testErasure(t *testing.T, engine string, brokers []string, env map[string]s
 	})
 	var rebuilt customerBody
 	s.do(t, "GET", "/v1/customers/"+c, nil, http.StatusOK).json(t, &rebuilt)
-	if !reflect.DeepEqual(rebuilt, after) {
+	if !sameView(rebuilt, after) {
 		t.Errorf("after a rebuild:\n %+v\nbefore:\n %+v", rebuilt, after)
 	}
 	_ = other
@@ -201,6 +202,21 @@ type customerBody struct {
 	Version      int64
 	RegisteredAt time.Time `json:"registered_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
+}
+
+// sameView compares what the customer shows, times to the millisecond (a
+// CQL read model keeps no more).
+func sameView(a, b customerBody) bool {
+	phone := func(p *string) string {
+		if p == nil {
+			return "<nil>"
+		}
+		return *p
+	}
+	return a.ID == b.ID && a.Email == b.Email && a.FirstName == b.FirstName && a.LastName == b.LastName &&
+		phone(a.Phone) == phone(b.Phone) && a.Erased == b.Erased && a.Version == b.Version &&
+		a.RegisteredAt.Truncate(time.Millisecond).Equal(b.RegisteredAt.Truncate(time.Millisecond)) &&
+		a.UpdatedAt.Truncate(time.Millisecond).Equal(b.UpdatedAt.Truncate(time.Millisecond))
 }
 
 // noPlaintext fails t if any secret is in plaintext in the store (every
