@@ -30,7 +30,25 @@ import (
 type DataKeys struct {
 	w, r   *sql.DB
 	closed atomic.Bool
+
+	creates chan keyCreate // to createLoop
+	stop    chan struct{}  // closed by Close
+	stopped chan struct{}  // closed when createLoop returns
 }
+
+// keyCreate is one Create waiting for its batch.
+type keyCreate struct {
+	key  store.WrappedKey
+	done chan keyCreated
+}
+
+type keyCreated struct {
+	key store.WrappedKey
+	err error
+}
+
+// maxCreateBatch bounds the creations of one transaction.
+const maxCreateBatch = 256
 
 // OpenDataKeys opens (creating if needed) the data key store at path and
 // brings its schema up to date. The caller must Close it.
@@ -39,7 +57,9 @@ func OpenDataKeys(ctx context.Context, path string) (*DataKeys, error) {
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: data keys: %w", err)
 	}
-	return &DataKeys{w: w, r: r}, nil
+	d := &DataKeys{w: w, r: r, creates: make(chan keyCreate), stop: make(chan struct{}), stopped: make(chan struct{})}
+	go d.createLoop()
+	return d, nil
 }
 
 // Close closes the database. Calls after Close return store.ErrClosed.
@@ -47,6 +67,8 @@ func (d *DataKeys) Close() error {
 	if d.closed.Swap(true) {
 		return store.ErrClosed
 	}
+	close(d.stop)
+	<-d.stopped
 	if err := errors.Join(d.r.Close(), d.w.Close()); err != nil {
 		return fmt.Errorf("sqlite: data keys: close: %w", err)
 	}
@@ -54,27 +76,82 @@ func (d *DataKeys) Close() error {
 }
 
 // Create stores k unless its subject has a key or a tombstone, and returns
-// the stored key. It reads on the writer, inside the insert's transaction,
-// so that it sees its own insert or the one that beat it.
+// the stored key. Creations are committed in groups (createLoop): a
+// registration's key costs a share of one fsync, not one of its own.
 func (d *DataKeys) Create(ctx context.Context, k store.WrappedKey) (_ store.WrappedKey, err error) {
-	if d.closed.Load() {
-		return store.WrappedKey{}, store.ErrClosed
-	}
 	defer wrapKeyErr(&err, "create data key of %s", k.Subject)
+	c := keyCreate{key: k, done: make(chan keyCreated, 1)}
+	select {
+	case d.creates <- c:
+	case <-d.stop:
+		return store.WrappedKey{}, store.ErrClosed
+	case <-ctx.Done():
+		return store.WrappedKey{}, ctx.Err()
+	}
+	r := <-c.done // the batch is bound to no caller's context: wait for it
+	return r.key, r.err
+}
+
+// createLoop is the only goroutine that creates keys: it takes the
+// creations waiting, up to maxCreateBatch, and commits them in one
+// transaction, so that the batch grows with the load. Each creation reads
+// on the writer, inside the transaction, so that it sees its own insert or
+// the one that beat it (an earlier one of the same batch included).
+func (d *DataKeys) createLoop() {
+	defer close(d.stopped)
+	batch := make([]keyCreate, 0, maxCreateBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case c := <-d.creates:
+			batch = append(batch, c)
+		case <-d.stop:
+			return
+		}
+	drain:
+		for len(batch) < maxCreateBatch {
+			select {
+			case c := <-d.creates:
+				batch = append(batch, c)
+			default:
+				break drain
+			}
+		}
+		got, err := d.createBatch(batch)
+		for i, c := range batch {
+			if err != nil {
+				c.done <- keyCreated{err: err}
+				continue
+			}
+			c.done <- got[i]
+		}
+	}
+}
+
+// createBatch inserts the batch's keys in one transaction and reads back
+// each subject's stored key (ErrKeyErased for a tombstone is that
+// creation's answer, not the batch's failure).
+func (d *DataKeys) createBatch(batch []keyCreate) ([]keyCreated, error) {
+	ctx := context.Background()
 	tx, err := d.w.BeginTx(ctx, nil)
 	if err != nil {
-		return store.WrappedKey{}, err
+		return nil, err
 	}
 	defer func() { _ = tx.Rollback() }()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO data_keys (subject, kek, wrapped, created_at) VALUES (?, ?, ?, ?)
-		ON CONFLICT (subject) DO NOTHING`, k.Subject.String(), k.KEK, k.Wrapped, formatTime(k.Created)); err != nil {
-		return store.WrappedKey{}, err
+	out := make([]keyCreated, len(batch))
+	for i, c := range batch {
+		k := c.key
+		if _, err := tx.ExecContext(ctx, `INSERT INTO data_keys (subject, kek, wrapped, created_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (subject) DO NOTHING`, k.Subject.String(), k.KEK, k.Wrapped, formatTime(k.Created)); err != nil {
+			return nil, err
+		}
+		got, err := getKey(ctx, tx, k.Subject)
+		if err != nil && !errors.Is(err, store.ErrKeyErased) {
+			return nil, err
+		}
+		out[i] = keyCreated{key: got, err: err}
 	}
-	got, err := getKey(ctx, tx, k.Subject)
-	if err != nil {
-		return store.WrappedKey{}, err
-	}
-	return got, tx.Commit()
+	return out, tx.Commit()
 }
 
 // Get returns the subject's key.
