@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"os/signal"
 	"path/filepath"
+	"sync"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -32,7 +36,7 @@ func keySettings(k *keysConfig) []*setting {
 			parse: text(&k.kekFile)},
 		{name: "kek", arg: "key", usage: "the key-encryption key itself (32 bytes in hex or base64), best given as ORDERD_KEK; wins over -kek-file",
 			parse: text(&k.kek)},
-		{name: "kek-old-file", arg: "path", usage: "file of the previous key-encryption key during a rotation: data keys it wrapped are rewrapped under the current one while orderd serves (docs/operations.md)",
+		{name: "kek-old-file", arg: "path", usage: "file of the previous key-encryption key during a rotation (a missing file: none): data keys it wrapped are rewrapped under the current one while orderd serves; SIGHUP reads both files again (docs/operations.md)",
 			parse: text(&k.oldKEKFile)},
 		{name: "kek-old", arg: "key", usage: "the previous key-encryption key itself, as ORDERD_KEK_OLD; wins over -kek-old-file",
 			parse: text(&k.oldKEK)},
@@ -75,8 +79,15 @@ func loadKEKs(cfg config, log *zap.Logger) (current, old pii.KEK, err error) {
 			return nil, nil, fmt.Errorf("ORDERD_KEK_OLD: %w", err)
 		}
 	case k.oldKEKFile != "":
-		if old, err = pii.ReadKEKFile(k.oldKEKFile); err != nil {
+		// A missing file is no old KEK: -kek-old-file may name where the
+		// next rotation will put it (see reloadOnHangup).
+		lk, err := pii.ReadKEKFile(k.oldKEKFile)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
 			return nil, nil, err
+		default:
+			old = lk
 		}
 	}
 	if old != nil && old.ID() == current.ID() {
@@ -99,10 +110,68 @@ func newKeyring(ctx context.Context, cfg config, b *backend, log *zap.Logger) (*
 		opts.Old = []pii.KEK{old}
 	}
 	ring := pii.NewKeyring(b.datakeys, current, opts)
+	r := &rotator{ring: ring, log: log}
 	if old != nil {
-		go rotate(ctx, ring, old.ID(), log)
+		r.start(ctx, old.ID())
 	}
+	go reloadOnHangup(ctx, cfg, ring, r, log)
 	return ring, nil
+}
+
+// rotator runs one rotation at a time.
+type rotator struct {
+	ring    *pii.Keyring
+	log     *zap.Logger
+	mu      sync.Mutex
+	running bool
+}
+
+// start begins rotating from old unless a rotation runs.
+func (r *rotator) start(ctx context.Context, old string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.running {
+		return
+	}
+	r.running = true
+	go func() {
+		rotate(ctx, r.ring, old, r.log)
+		r.mu.Lock()
+		r.running = false
+		r.mu.Unlock()
+	}()
+}
+
+// reloadOnHangup reads the KEK files again on SIGHUP, so that a single
+// instance (SQLite) rotates its KEK without a restart: put the current KEK
+// in -kek-old-file and the new one in -kek-file, then send SIGHUP; new
+// keys are wrapped by the new KEK at once, and the keys under the old one
+// are rewrapped in the background (docs/operations.md). A KEK given in the
+// environment (ORDERD_KEK) does not change without a restart.
+func reloadOnHangup(ctx context.Context, cfg config, ring *pii.Keyring, r *rotator, log *zap.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		current, old, err := loadKEKs(cfg, log)
+		if err != nil {
+			log.Error("SIGHUP: key-encryption keys not reloaded; the ones loaded before stay", zap.Error(err))
+			continue
+		}
+		if old == nil {
+			ring.SetKEKs(current)
+			log.Info("SIGHUP: key-encryption key reloaded", zap.String("kek", current.ID()))
+			continue
+		}
+		ring.SetKEKs(current, old)
+		log.Info("SIGHUP: key-encryption keys reloaded", zap.String("kek", current.ID()), zap.String("old", old.ID()))
+		r.start(ctx, old.ID())
+	}
 }
 
 // rotate rewraps the data keys under the current KEK, pass after pass,

@@ -31,11 +31,13 @@ type Keys interface {
 // the unwrapped keys, erases keys and rewraps them under a new KEK. It is
 // safe for concurrent use.
 type Keyring struct {
-	keys    Keys
+	keys Keys
+	ttl  time.Duration
+	max  int
+
+	kekMu   sync.RWMutex
 	current KEK
 	keks    map[string]KEK // by id: current and the old ones still accepted
-	ttl     time.Duration
-	max     int
 
 	mu    sync.Mutex
 	cache map[uuid.UUID]cached
@@ -62,13 +64,8 @@ type Options struct {
 
 // NewKeyring returns the keyring of keys, wrapping new keys with current.
 func NewKeyring(keys Keys, current KEK, opts Options) *Keyring {
-	r := &Keyring{keys: keys, current: current, keks: map[string]KEK{current.ID(): current},
-		ttl: opts.CacheTTL, max: opts.CacheSize, cache: map[uuid.UUID]cached{}}
-	for _, k := range opts.Old {
-		if _, dup := r.keks[k.ID()]; !dup {
-			r.keks[k.ID()] = k
-		}
-	}
+	r := &Keyring{keys: keys, ttl: opts.CacheTTL, max: opts.CacheSize, cache: map[uuid.UUID]cached{}}
+	r.SetKEKs(current, opts.Old...)
 	if r.ttl <= 0 {
 		r.ttl = time.Minute
 	}
@@ -79,7 +76,36 @@ func NewKeyring(keys Keys, current KEK, opts Options) *Keyring {
 }
 
 // KEKID returns the id of the KEK new keys are wrapped by.
-func (r *Keyring) KEKID() string { return r.current.ID() }
+func (r *Keyring) KEKID() string { return r.currentKEK().ID() }
+
+func (r *Keyring) currentKEK() KEK {
+	r.kekMu.RLock()
+	defer r.kekMu.RUnlock()
+	return r.current
+}
+
+func (r *Keyring) kek(id string) (KEK, bool) {
+	r.kekMu.RLock()
+	defer r.kekMu.RUnlock()
+	k, ok := r.keks[id]
+	return k, ok
+}
+
+// SetKEKs replaces the KEKs while the keyring serves: new keys are wrapped
+// by current from now on, and keys wrapped by current or old unwrap. Keys
+// cached unwrapped stay cached. A rotation then rewraps the keys under
+// old (Rotate).
+func (r *Keyring) SetKEKs(current KEK, old ...KEK) {
+	keks := map[string]KEK{current.ID(): current}
+	for _, k := range old {
+		if _, dup := keks[k.ID()]; !dup {
+			keks[k.ID()] = k
+		}
+	}
+	r.kekMu.Lock()
+	defer r.kekMu.Unlock()
+	r.current, r.keks = current, keks
+}
 
 // wrapAAD binds a wrapped key to its subject.
 func wrapAAD(subject uuid.UUID) []byte { return []byte("orderd dek1|" + subject.String()) }
@@ -118,11 +144,12 @@ func (r *Keyring) create(ctx context.Context, subject uuid.UUID) (store.WrappedK
 	if _, err := rand.Read(raw); err != nil {
 		return store.WrappedKey{}, err
 	}
-	wrapped, err := r.current.Wrap(ctx, raw, wrapAAD(subject))
+	current := r.currentKEK()
+	wrapped, err := current.Wrap(ctx, raw, wrapAAD(subject))
 	if err != nil {
 		return store.WrappedKey{}, fmt.Errorf("pii: wrap: %w", err)
 	}
-	return r.keys.Create(ctx, store.WrappedKey{Subject: subject, KEK: r.current.ID(), Wrapped: wrapped, Created: time.Now().UTC()})
+	return r.keys.Create(ctx, store.WrappedKey{Subject: subject, KEK: current.ID(), Wrapped: wrapped, Created: time.Now().UTC()})
 }
 
 func (r *Keyring) unwrap(ctx context.Context, subject uuid.UUID, wk store.WrappedKey, err error) (*DataKey, error) {
@@ -133,10 +160,10 @@ func (r *Keyring) unwrap(ctx context.Context, subject uuid.UUID, wk store.Wrappe
 	case err != nil:
 		return nil, err
 	}
-	kek, ok := r.keks[wk.KEK]
+	kek, ok := r.kek(wk.KEK)
 	if !ok {
 		return nil, fmt.Errorf("pii: the key of %s is wrapped by KEK %s, which is not configured (current %s): %w",
-			subject, wk.KEK, r.current.ID(), store.ErrUnavailable)
+			subject, wk.KEK, r.KEKID(), store.ErrUnavailable)
 	}
 	raw, err := kek.Unwrap(ctx, wk.Wrapped, wrapAAD(subject))
 	if err != nil {
@@ -202,12 +229,13 @@ type Rotation struct {
 // old KEK may be retired.
 func (r *Keyring) Rotate(ctx context.Context) (Rotation, error) {
 	var rot Rotation
+	current := r.currentKEK()
 	err := r.keys.Scan(ctx, func(wk store.WrappedKey) error {
 		rot.Seen++
-		if wk.KEK == r.current.ID() {
+		if wk.KEK == current.ID() {
 			return nil
 		}
-		kek, ok := r.keks[wk.KEK]
+		kek, ok := r.kek(wk.KEK)
 		if !ok {
 			return fmt.Errorf("pii: the key of %s is wrapped by KEK %s, which is not configured", wk.Subject, wk.KEK)
 		}
@@ -215,12 +243,12 @@ func (r *Keyring) Rotate(ctx context.Context) (Rotation, error) {
 		if err != nil {
 			return fmt.Errorf("pii: unwrap the key of %s: %w", wk.Subject, err)
 		}
-		wrapped, err := r.current.Wrap(ctx, raw, wrapAAD(wk.Subject))
+		wrapped, err := current.Wrap(ctx, raw, wrapAAD(wk.Subject))
 		if err != nil {
 			return fmt.Errorf("pii: wrap the key of %s: %w", wk.Subject, err)
 		}
 		from := wk.KEK
-		wk.KEK, wk.Wrapped = r.current.ID(), wrapped
+		wk.KEK, wk.Wrapped = current.ID(), wrapped
 		ok, err = r.keys.Rewrap(ctx, from, wk)
 		if err != nil {
 			return err
