@@ -72,6 +72,9 @@ type Handler struct {
 
 	keys    Keys                       // nil: personal data in plaintext
 	claimID func(key string) uuid.UUID // an address key's claim stream
+	// hashedClaims: claimID is a keyed hash, and the UUIDv5 claims of
+	// earlier builds are still read (legacyClaim).
+	hashedClaims bool
 }
 
 type aggLock struct {

@@ -351,7 +351,7 @@ func WithPersonalData(keys Keys, claimID func(key string) uuid.UUID) Option {
 		h.keys, h.snaps.keys = keys, keys
 		h.store = Sealed(h.store, keys)
 		if claimID != nil {
-			h.claimID = claimID
+			h.claimID, h.hashedClaims = claimID, true
 		}
 	}
 }

@@ -252,3 +252,29 @@ func BenchmarkSealOpen(b *testing.B) {
 		}
 	})
 }
+
+// TestLegacyClaims: an address claimed by a build before hashed claims (a
+// UUIDv5 claim stream, not migrated) stays its customer's after the
+// upgrade, and is free once that customer moves to another address.
+func TestLegacyClaims(t *testing.T) {
+	ctx := t.Context()
+	f := newPersonalFixture(t)
+	legacy := aggregate.NewHandler(f.st, time.Now) // the build before: UUIDv5 claims, plaintext
+	a := uuid.New()
+	if _, err := legacy.RegisterCustomer(ctx, a, meta(), "old.timer@example.com", "Old", "Timer", ""); err != nil {
+		t.Fatal(err)
+	}
+	var aerr *aggregate.Error
+	_, err := f.h.RegisterCustomer(ctx, uuid.New(), meta(), "Old.Timer@example.com", "New", "Comer", "")
+	if !errors.As(err, &aerr) || aerr.Code != "email_taken" {
+		t.Fatalf("registering an address held by a legacy claim: %v, want email_taken", err)
+	}
+	if _, err := f.h.Customer(ctx, a, meta(), func(c *aggregate.Customer, now time.Time) ([]aggregate.Event, error) {
+		return c.ChangeEmail("moved.on@example.com", now)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.h.RegisterCustomer(ctx, uuid.New(), meta(), "old.timer@example.com", "New", "Comer", ""); err != nil {
+		t.Errorf("the legacy holder moved on, yet its old address is refused: %v", err)
+	}
+}
