@@ -189,6 +189,10 @@ func testErasure(t *testing.T, engine string, brokers []string, env map[string]s
 	}
 	_ = other
 	noPlaintext(t, engine, s, env, secrets, brokers, "after the erasure")
+	// Every record, encrypted fields, ce_piisubject and CustomerErased
+	// included, is as asyncapi.yaml says.
+	checkMessages(t, "customer-events", consumeAll(t, brokers, prefix+"customer-events"))
+	checkMessages(t, "order-events", consumeAll(t, brokers, prefix+"order-events"))
 }
 
 // customerBody is a customer as GET /v1/customers/{id} answers it.
