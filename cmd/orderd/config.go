@@ -64,6 +64,8 @@ type config struct {
 
 	scylla cql.Config // with store "scylla"
 	feed   cql.FeedOptions
+
+	keys keysConfig // the personal data's keys
 }
 
 // flags are the values of the flags that config holds only once combined
@@ -158,6 +160,7 @@ func settings(c *config, f *flags) []group {
 			{name: "snapshot-every", arg: "n", def: "100", usage: "events between an aggregate's snapshots, which spare a command the replay of a long history; 0: no snapshots",
 				parse: whole(&c.snapshotEvery, 0)},
 		}},
+		{"Personal data", keySettings(&c.keys)},
 		{"Relay (Kafka)", []*setting{
 			{name: "kafka-brokers", arg: "list", usage: "Kafka bootstrap servers, comma-separated host:port; empty: the relay is off and the outbox keeps every event",
 				parse: func(v string) error { c.brokers = splitList(v); return nil }},

@@ -66,6 +66,7 @@ type Server struct {
 	gatherer prometheus.Gatherer
 
 	admin      DeadLetters // see WithAdmin, in admin.go
+	dataKeys   DataKeys    // see WithKeys, in erasure.go
 	adminToken string
 	rebuilds   Rebuilds // see WithRebuilds, in rebuild.go
 	backups    Backups  // see WithBackups, in backup.go
@@ -161,6 +162,7 @@ func (s *Server) Handler() http.Handler {
 		r.Post("/{id}/phone", s.command("ChangePhone", s.changePhone))
 		r.Get("/{id}/orders", s.handle(s.customerOrders))
 		r.Get("/{id}/events", s.handle(s.customerEvents))
+		s.mountErasure(r)
 	})
 	r.Route("/v1/orders", func(r chi.Router) {
 		r.Post("/", s.command("CreateOrder", s.createOrder))
@@ -174,6 +176,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	r.Get("/v1/events/stream", s.handle(s.eventStream))
 	s.mountAdmin(r)
+	s.mountKeys(r)
 	if s.console != nil {
 		r.Mount("/console", s.console)
 		// A browser pointed at the server finds the console. 302, not a
