@@ -472,6 +472,9 @@ func recordOf(t *testing.T, aggregateType string, e aggregate.Event) (key []byte
 // handler stores it (optional fields set and not), conforms to its message,
 // and a mutated copy of each does not: the schemas are strict enough to
 // notice drift. The relay tests check the real records end to end.
+// sealedExample stands for the base64 of an encrypted personal field.
+const sealedExample = "c2VhbGVkIGJ5dGVzIG9mIGEgcGVyc29uYWwgZmllbGQ"
+
 func TestAsyncAPIPayloads(t *testing.T) {
 	d := asyncAPI(t)
 	at := time.Date(2026, 11, 25, 22, 57, 35, 552408874, time.UTC)
@@ -492,6 +495,11 @@ func TestAsyncAPIPayloads(t *testing.T) {
 		{aggregate.CustomerType, aggregate.CustomerRegistered{Email: "ada@exämple.com", FirstName: "Ada", LastName: "Lovelace", RegisteredAt: at}},
 		{aggregate.CustomerType, aggregate.CustomerEmailChanged{Email: "ada@example.org", ChangedAt: at}},
 		{aggregate.CustomerType, aggregate.CustomerPhoneChanged{Phone: "+442071838750", ChangedAt: at}},
+		{aggregate.CustomerType, aggregate.CustomerErased{ErasedAt: at}},
+		// As orderd publishes them: the personal fields encrypted.
+		{aggregate.CustomerType, aggregate.CustomerRegistered{Email: "pii1:" + sealedExample, FirstName: "pii1:" + sealedExample,
+			LastName: "pii1:" + sealedExample, Phone: "pii1:" + sealedExample, RegisteredAt: at}},
+		{aggregate.OrderType, aggregate.OrderDelivered{Signature: "pii1:" + sealedExample, DeliveredAt: at}},
 	}
 	covered := map[string]bool{}
 	for _, c := range events {

@@ -30,11 +30,13 @@ type backend struct {
 	// whole history (for rebuilds) and its record of storage faults.
 	events eventStore
 	// feed is events' feed, or the draining feed over it (see run).
-	feed    store.Feed
-	keys    store.Idempotency // the records of Idempotency-Keys
-	snaps   store.Snapshots   // the aggregates' snapshots, a cache
-	catalog readmodel.Catalog
-	ledger  relay.Ledger
+	feed  store.Feed
+	keys  store.Idempotency // the records of Idempotency-Keys
+	snaps store.Snapshots   // the aggregates' snapshots, a cache
+	// datakeys are the wrapped data keys of personal data.
+	datakeys store.DataKeys
+	catalog  readmodel.Catalog
+	ledger   relay.Ledger
 	// views are the read models' current generation, which queries read
 	// and the projector writes, in catalog.
 	views *readmodel.Live
@@ -47,6 +49,9 @@ type backend struct {
 	// hintsDropped counts the Cassandra hints dropped since start (nil:
 	// the engine writes none).
 	hintsDropped func() int64
+	// reconciliation reports the CQL feed's reconciliation (nil on
+	// SQLite, which needs none).
+	reconciliation func() cql.Reconciliation
 }
 
 // engine is what both engines' Backend say about themselves.
@@ -103,7 +108,7 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 			return nil, err
 		}
 		b = &backend{engine: e, events: e.Store, keys: e.Keys, snaps: e.Snapshots, catalog: e.Catalog, ledger: e.Ledger,
-			positions: e.Store, backups: e}
+			positions: e.Store, backups: e, datakeys: e.DataKeys}
 	case "scylla":
 		c := cfg.scylla
 		c.Upcaster, c.Logger, c.Feed = aggregate.Upcasters(), log, cfg.feed
@@ -112,7 +117,7 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 			return nil, err
 		}
 		b = &backend{engine: e, events: e.Store, keys: e.Store, snaps: e.Store, catalog: e.Catalog, ledger: e.Ledger,
-			hintsDropped: e.Store.HintsDropped, backups: noBackups{}}
+			hintsDropped: e.Store.HintsDropped, reconciliation: e.Store.Reconciliation, backups: noBackups{}, datakeys: e.DataKeys}
 	default:
 		return nil, fmt.Errorf("store %q: want sqlite or scylla", cfg.store)
 	}

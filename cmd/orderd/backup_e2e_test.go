@@ -137,7 +137,15 @@ func TestBackupRestoreUnderLoad(t *testing.T) {
 	}
 	restoredOrders := scalar(t, filepath.Join(dir, "events.db"), `SELECT count(DISTINCT aggregate_id) FROM events WHERE aggregate_type = 'Order'`)
 
+	// The backup holds the data keys, not the key-encryption key: the
+	// restored deployment runs with the source's (docs/operations.md).
+	env["ORDERD_KEK_FILE"] = filepath.Join(s1.dataDir, "kek")
 	s2 := start(t, dir, env)
+	var c customerBody
+	s2.do(t, "GET", "/v1/customers/"+cust.ID.String()+"?min_version=1", nil, http.StatusOK).json(t, &c)
+	if c.Email != "backup@example.com" {
+		t.Fatalf("the restored customer reads %+v", c)
+	}
 	for _, a := range acks {
 		if !a.at.Before(requested) {
 			continue
@@ -186,7 +194,7 @@ func TestBackupRestoreUnderLoad(t *testing.T) {
 	if err := s2.stop(); err != nil {
 		t.Fatal(err)
 	}
-	env2 := kafkaEnv(t, brokers, "ORDERD_ADMIN_TOKEN", backupToken)
+	env2 := kafkaEnv(t, brokers, "ORDERD_ADMIN_TOKEN", backupToken, "ORDERD_KEK_FILE", env["ORDERD_KEK_FILE"])
 	want := scalar(t, filepath.Join(dir, "events.db"), fmt.Sprintf(`SELECT count(*) FROM events WHERE aggregate_type = 'Order' AND position > %d`, relayAt))
 	// s2 published them into env's topics already: start again from the
 	// copy, into env2's.
@@ -252,7 +260,7 @@ func TestBackupRefusals(t *testing.T) {
 	target := filepath.Join(t.TempDir(), "b")
 	var m store.Backup
 	s.do(t, "POST", "/v1/admin/backups", map[string]string{"to": target}, http.StatusCreated, auth...).json(t, &m)
-	if m.Head != 2 || len(m.Files) != 4 { // the claim and the customer
+	if m.Head != 2 || len(m.Files) != 5 { // the claim and the customer; events, keys, snapshots, relay, data keys
 		t.Fatalf("manifest %+v", m)
 	}
 

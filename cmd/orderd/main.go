@@ -207,6 +207,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		return err
 	}
 	defer func() { _ = b.Close() }()
+	keyring, err := newKeyring(ctx, cfg, b, log.Named("keys"))
+	if err != nil {
+		return err
+	}
+	claims, err := keyring.ClaimSecret(ctx)
+	if err != nil {
+		return err
+	}
 	// The workers follow the feed through drain, so that a graceful
 	// shutdown finishes their work in flight (see worker.DrainingFeed).
 	// SQLite's Lag is exact; on CQL a drain finishes the batch in hand.
@@ -250,18 +258,43 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		workers.Add(relaySup)
 		consumers = append(consumers, relay.Consumer)
 	}
+	elected := workerCollector{projector}
+	if relayWorker != nil {
+		elected = append(elected, relayWorker)
+	}
 	reg.MustRegister(&deadLetterCollector{ledger: b.ledger}, &lagCollector{feed: b.feed, consumers: consumers},
-		storageFaultCollector{health: b.events})
+		storageFaultCollector{health: b.events}, elected)
 	if b.hintsDropped != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "orderd_feed_hints_dropped_total",
 			Help: "Hints of new appends not written because their queue was full (Apache Cassandra); the reconciliation pass delivers those appends instead.",
 		}, func() float64 { return float64(b.hintsDropped()) }))
 	}
+	if r := b.reconciliation; r != nil {
+		reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "orderd_feed_reconcile_failures_total",
+				Help: "Failed reads of the reconciliation (a recent pass or a range of the full sweep); each is retried, none ends the feed.",
+			}, func() float64 { return float64(r().Failures) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "orderd_feed_reconcile_recent_rows_total",
+				Help: "Rows of the index of touched aggregates read by the recent passes.",
+			}, func() float64 { return float64(r().RecentRows) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "orderd_feed_reconcile_sweep_rows_total",
+				Help: "Aggregates read by the full sweeps of the token ring.",
+			}, func() float64 { return float64(r().SweepRows) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "orderd_store_clock_skew_seconds",
+				Help: "The clock of a CQL node minus this instance's, as last measured; the reconciliation's margins assume it stays within ORDERD_CLOCK_SKEW.",
+			}, func() float64 { return r().ClockSkew.Seconds() }),
+		)
+	}
 
 	commands := aggregate.NewHandler(b.events, time.Now, aggregate.WithLogger(log.Named("aggregate")),
-		aggregate.WithSnapshots(b.snaps, int64(cfg.snapshotEvery)), aggregate.WithAppended(appendedCounter(reg)))
-	queries := readmodel.NewQueries(b.views, b.events, cfg.readWait, b.ReadPoll()).WithMaxWaiters(cfg.maxWaiters)
+		aggregate.WithSnapshots(b.snaps, int64(cfg.snapshotEvery)), aggregate.WithAppended(appendedCounter(reg)),
+		aggregate.WithPersonalData(keyring, claims.ID))
+	queries := readmodel.NewQueries(b.views, b.events, cfg.readWait, b.ReadPoll()).WithMaxWaiters(cfg.maxWaiters).WithKeys(keyring)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "orderd_read_waiters",
 		Help: "GETs with min_version waiting for the projection now (at most ORDERD_MAX_WAITERS).",
@@ -269,7 +302,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	conns := api.NewConns(cfg.maxConns, reg)
 	// A stream holds its connection busy for good: at most half of them,
 	// so that streams can never take every connection from commands.
-	stream := api.NewStream(b.positions, api.StreamOptions{MaxClients: min(1000, max(1, cfg.maxConns/2))}, reg, log.Named("stream"))
+	stream := api.NewStream(openLog(b.positions, keyring), api.StreamOptions{MaxClients: min(1000, max(1, cfg.maxConns/2))}, reg, log.Named("stream"))
 	defer stream.Stop()
 	var limit *api.RateLimiter
 	if cfg.rateLimit > 0 {
@@ -285,7 +318,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	if err != nil {
 		return err
 	}
-	server := api.New(commands, queries, b.events, readiness(b, projector, relayWorker, rp.relay, tokens), orderd.OpenAPI, log.Named("http"))
+	// History, time travel and idempotent replays read the events with
+	// their personal fields decrypted.
+	server := api.New(commands, queries, aggregate.Sealed(b.events, keyring), readiness(b, projector, relayWorker, rp.relay, tokens), orderd.OpenAPI, log.Named("http"))
 	if tokens != nil {
 		server.WithTokens(tokens)
 	}
@@ -293,6 +328,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		WithMetrics(api.NewMetrics(reg), reg).
 		WithAsyncAPI(orderd.AsyncAPI).
 		WithAdmin(rp.relay, cfg.adminToken).
+		WithKeys(keyring).
 		WithRebuilds(rebuilder).
 		WithBackups(b.backups).
 		WithIdempotency(api.NewIdempotency(b.keys, b.events, api.IdempotencyOptions{TTL: cfg.idempotencyTTL, Instance: cfg.instance})).

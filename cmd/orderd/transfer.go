@@ -30,24 +30,24 @@ type transferStore interface {
 // openTransferStore opens the event store of cfg.store (its schema brought
 // up to date) without an upcaster, so that events read back exactly as
 // they are stored. close closes the whole engine.
-func openTransferStore(ctx context.Context, cfg config, log *zap.Logger) (st transferStore, close func() error, err error) {
+func openTransferStore(ctx context.Context, cfg config, log *zap.Logger) (st transferStore, keys store.DataKeys, close func() error, err error) {
 	switch cfg.store {
 	case "sqlite":
 		e, err := sqlite.Open(ctx, sqlite.Config{Dir: cfg.dataDir, Logger: log})
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return e.Store, e.Close, nil
+		return e.Store, e.DataKeys, e.Close, nil
 	case "scylla":
 		c := cfg.scylla
 		c.Upcaster, c.Logger, c.Feed = nil, log, cfg.feed
 		e, err := cql.Open(ctx, c)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
-		return e.Store, e.Close, nil
+		return e.Store, e.DataKeys, e.Close, nil
 	default:
-		return nil, nil, fmt.Errorf("store %q: want sqlite or scylla", cfg.store)
+		return nil, nil, nil, fmt.Errorf("store %q: want sqlite or scylla", cfg.store)
 	}
 }
 
@@ -124,7 +124,7 @@ func runExport(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	log := newLogger(cfg, stderr)
 	defer func() { _ = log.Sync() }()
-	st, closeStore, err := openTransferStore(ctx, cfg, log)
+	st, keys, closeStore, err := openTransferStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -145,7 +145,9 @@ func runExport(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	var n transfer.Counter
 	p := transfer.StartProgress(stderr, "exported", isTerminal(stderr), transferReportEvery, &n)
-	_, err = transfer.Export(ctx, st, w, time.Now(), &n)
+	// The data keys follow the events, wrapped by this deployment's KEK:
+	// the target needs the same KEK (-kek-file, ORDERD_KEK).
+	_, err = transfer.ExportWithKeys(ctx, st, keys, w, time.Now(), &n)
 	p.Stop()
 	return errors.Join(err, closeOut())
 }
@@ -189,12 +191,12 @@ func runImport(ctx context.Context, args []string, getenv func(string) string, s
 	} else {
 		r = br
 	}
-	st, closeStore, err := openTransferStore(ctx, cfg, log)
+	st, keys, closeStore, err := openTransferStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, closeStore()) }()
-	opt := transfer.Options{Marker: st}
+	opt := transfer.Options{Marker: st, Keys: keys}
 	if tf.published {
 		opt.Published = []string{relay.Consumer}
 	}

@@ -110,7 +110,7 @@ func logEvents(t *testing.T, env map[string]string) map[uuid.UUID][]store.Event 
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, closeStore, err := openTransferStore(context.Background(), cfg, newLogger(cfg, os.Stderr))
+	st, _, closeStore, err := openTransferStore(context.Background(), cfg, newLogger(cfg, os.Stderr))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +169,9 @@ func TestExportImportToCluster(t *testing.T) {
 				tg.env["ORDERD_DATA_DIR"] = t.TempDir()
 			}
 			tg.env["ORDERD_LOG_LEVEL"] = "warn"
+			// The data keys travel in the stream wrapped by the source's
+			// key-encryption key: the target runs with the same one.
+			tg.env["ORDERD_KEK_FILE"] = filepath.Join(srcDir, "kek")
 			getenv := func(k string) string { return tg.env[k] }
 			if err := runImport(context.Background(), []string{"-from", file}, getenv, nil, errf); err != nil {
 				t.Fatal(err)

@@ -101,7 +101,7 @@ func (h *Handler) notRegistered(ctx context.Context, id uuid.UUID) error {
 // another claim landed first: it is read and decided on again, so that a
 // live one refuses this one.
 func (h *Handler) claim(ctx context.Context, email string, customer uuid.UUID, version int64, meta Meta, now time.Time) error {
-	id := claimID(emailKey(email))
+	id := h.claimID(emailKey(email))
 	for range h.retries + 1 {
 		c, v, err := load[EmailClaim](ctx, h.store, EmailClaimType, id)
 		if err != nil {
@@ -110,6 +110,11 @@ func (h *Handler) claim(ctx context.Context, email string, customer uuid.UUID, v
 		var holder *Customer
 		if c.Holder != uuid.Nil && c.Holder != customer {
 			if holder, _, err = load[Customer](ctx, h.store, CustomerType, c.Holder); err != nil {
+				return err
+			}
+		}
+		if v == 0 && h.hashedClaims {
+			if err := h.legacyClaim(ctx, email, customer, now); err != nil {
 				return err
 			}
 		}
@@ -122,12 +127,32 @@ func (h *Handler) claim(ctx context.Context, email string, customer uuid.UUID, v
 		}
 	}
 	return &Error{Kind: ErrRejected, Code: "concurrent_modification",
-		Detail: fmt.Sprintf("the claim of %s kept changing under %d attempts; retry the command", truncate(email, 64), h.retries+1)}
+		Detail: fmt.Sprintf("the claim of the address kept changing under %d attempts; retry the command", h.retries+1)}
+}
+
+// legacyClaim refuses email while a claim of an earlier build (a UUIDv5
+// of the address, before claims were keyed by a hash) holds it for another
+// customer: the address of a customer registered before the upgrade stays
+// its own, although its claim was not migrated. It is read only when the
+// address has no hashed claim yet, and never written.
+func (h *Handler) legacyClaim(ctx context.Context, email string, customer uuid.UUID, now time.Time) error {
+	c, v, err := load[EmailClaim](ctx, h.store, EmailClaimType, claimID(emailKey(email)))
+	if err != nil || v == 0 || c.Holder == uuid.Nil || c.Holder == customer {
+		return err
+	}
+	holder, _, err := load[Customer](ctx, h.store, CustomerType, c.Holder)
+	if err != nil {
+		return err
+	}
+	if c.heldBy(holder, h.claimTTL, now) {
+		return emailTaken()
+	}
+	return nil
 }
 
 // release gives up customer's claim of email, made before version.
 func (h *Handler) release(ctx context.Context, email string, customer uuid.UUID, version int64, meta Meta) error {
-	id := claimID(emailKey(email))
+	id := h.claimID(emailKey(email))
 	for range h.retries + 1 {
 		c, v, err := load[EmailClaim](ctx, h.store, EmailClaimType, id)
 		if err != nil {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/orderd/orderd/internal/pii"
 )
 
 var (
@@ -20,11 +22,14 @@ var (
 // Email is stored as ParseEmail returns it and Phone in E.164 form, empty
 // when the customer gave none.
 type Customer struct {
-	ID           uuid.UUID
-	Email        string
-	FirstName    string
-	LastName     string
-	Phone        string
+	ID        uuid.UUID
+	Email     string
+	FirstName string
+	LastName  string
+	Phone     string
+	// Erased: the customer's personal data was erased (CustomerErased);
+	// its fields then read pii.Erased.
+	Erased       bool
 	Version      int64 // 0 when the customer has no events
 	RegisteredAt time.Time
 	UpdatedAt    time.Time
@@ -96,6 +101,9 @@ func (c *Customer) ChangeEmail(email string, now time.Time) ([]Event, error) {
 	if err := c.found(); err != nil {
 		return nil, err
 	}
+	if err := c.notErased(); err != nil {
+		return nil, err
+	}
 	addr, err := CheckEmail(email)
 	if err != nil {
 		return nil, err
@@ -114,6 +122,9 @@ func (c *Customer) ChangePhone(phone string, now time.Time) ([]Event, error) {
 	if err := c.found(); err != nil {
 		return nil, err
 	}
+	if err := c.notErased(); err != nil {
+		return nil, err
+	}
 	number, err := CheckPhone(phone)
 	if err != nil {
 		return nil, err
@@ -122,6 +133,29 @@ func (c *Customer) ChangePhone(phone string, now time.Time) ([]Event, error) {
 		return nil, nil
 	}
 	return []Event{CustomerPhoneChanged{Phone: number.String(), ChangedAt: now.UTC()}}, nil
+}
+
+// notErased refuses a change of an erased customer's personal data
+// (ErrRejected, "customer_erased"): an erased person is not brought back.
+func (c *Customer) notErased() error {
+	if c.Erased {
+		return &Error{Kind: ErrRejected, Code: "customer_erased",
+			Detail: fmt.Sprintf("customer %s was erased; register a new customer", c.ID)}
+	}
+	return nil
+}
+
+// Erase records CustomerErased. Erasing an erased customer causes no event
+// (the handler destroys the key again all the same, so that a retry after
+// a failure completes the erasure).
+func (c *Customer) Erase(now time.Time) ([]Event, error) {
+	if err := c.found(); err != nil {
+		return nil, err
+	}
+	if c.Erased {
+		return nil, nil
+	}
+	return []Event{CustomerErased{ErasedAt: now.UTC()}}, nil
 }
 
 // apply changes the customer by one event. Like Order.apply it never fails
@@ -135,6 +169,9 @@ func (c *Customer) apply(e Event) {
 		c.Email, c.UpdatedAt = e.Email, e.ChangedAt
 	case CustomerPhoneChanged:
 		c.Phone, c.UpdatedAt = e.Phone, e.ChangedAt
+	case CustomerErased:
+		c.Email, c.FirstName, c.LastName, c.Phone = pii.Erased, pii.Erased, pii.Erased, pii.Erased
+		c.Erased, c.UpdatedAt = true, e.ErasedAt
 	}
 }
 

@@ -1,7 +1,6 @@
 package aggregate
 
 import (
-	"fmt"
 	"strings"
 	"time"
 
@@ -54,10 +53,12 @@ type EmailClaim struct {
 	Version int64     // 0 when the claim has no events
 }
 
-// emailTaken is the refusal of an address another customer holds.
-func emailTaken(email string) error {
+// emailTaken is the refusal of an address another customer holds. It does
+// not repeat the address: a refusal may be kept as an Idempotency-Key's
+// answer, which must hold no personal data in plaintext.
+func emailTaken() error {
 	return &Error{Kind: ErrRejected, Code: "email_taken", Field: "/email",
-		Detail: fmt.Sprintf("%s is used by another customer", truncate(email, 64))}
+		Detail: "the address is used by another customer"}
 }
 
 // Claim records EmailClaimed for customer, at version when it claims: the
@@ -74,10 +75,10 @@ func (c *EmailClaim) Claim(email string, customer uuid.UUID, version int64, hold
 	if c.ID == uuid.Nil && c.Version > 0 {
 		// The claim's id is some other aggregate's (a client chose it):
 		// the address cannot be reserved, so it cannot be given out.
-		return nil, emailTaken(email)
+		return nil, emailTaken()
 	}
 	if c.Holder != uuid.Nil && c.Holder != customer && c.heldBy(holder, ttl, now) {
-		return nil, emailTaken(email)
+		return nil, emailTaken()
 	}
 	return []Event{EmailClaimed{Email: emailKey(email), CustomerID: customer, CustomerVersion: version, ClaimedAt: now.UTC()}}, nil
 }
@@ -97,6 +98,9 @@ func (c *EmailClaim) Claim(email string, customer uuid.UUID, version int64, hold
 func (c *EmailClaim) heldBy(holder *Customer, ttl time.Duration, now time.Time) bool {
 	if holder == nil {
 		return false
+	}
+	if holder.Erased {
+		return false // an erased customer holds no address
 	}
 	if holder.ID == c.Holder && holder.Version > 0 && emailKey(holder.Email) == c.Email {
 		return true // live

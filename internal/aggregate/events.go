@@ -88,6 +88,15 @@ type CustomerPhoneChanged struct {
 	ChangedAt time.Time `json:"changed_at"`
 }
 
+// CustomerErased records that the customer's personal data was erased: its
+// data key is destroyed once this event is appended, so every copy of its
+// personal fields (in the log, snapshots, backups, Kafka records) is
+// unreadable from then on, and reads show them as pii.Erased. It carries
+// no personal data itself.
+type CustomerErased struct {
+	ErasedAt time.Time `json:"erased_at"`
+}
+
 // EmailClaimed reserves an address (its key) for a customer. CustomerVersion
 // is the customer's version when it claimed: the customer's event that
 // takes the address is appended at that version.
@@ -114,6 +123,7 @@ func (OrderCancelled) EventType() string       { return "OrderCancelled" }
 func (CustomerRegistered) EventType() string   { return "CustomerRegistered" }
 func (CustomerEmailChanged) EventType() string { return "CustomerEmailChanged" }
 func (CustomerPhoneChanged) EventType() string { return "CustomerPhoneChanged" }
+func (CustomerErased) EventType() string       { return "CustomerErased" }
 func (EmailClaimed) EventType() string         { return "EmailClaimed" }
 func (EmailReleased) EventType() string        { return "EmailReleased" }
 
@@ -153,6 +163,8 @@ func Decode(e store.Event) (Event, error) {
 		ev, err = decodeAs[CustomerEmailChanged](e.Data)
 	case "CustomerPhoneChanged":
 		ev, err = decodeAs[CustomerPhoneChanged](e.Data)
+	case "CustomerErased":
+		ev, err = decodeAs[CustomerErased](e.Data)
 	case "EmailClaimed":
 		ev, err = decodeAs[EmailClaimed](e.Data)
 	case "EmailReleased":

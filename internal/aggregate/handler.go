@@ -69,6 +69,12 @@ type Handler struct {
 	snaps snapshotCache // the zero value takes and reads no snapshots
 
 	appended func(aggregateType string, events int) // after each append
+
+	keys    Keys                       // nil: personal data in plaintext
+	claimID func(key string) uuid.UUID // an address key's claim stream
+	// hashedClaims: claimID is a keyed hash, and the UUIDv5 claims of
+	// earlier builds are still read (legacyClaim).
+	hashedClaims bool
 }
 
 type aggLock struct {
@@ -90,6 +96,7 @@ func NewHandler(st store.Store, now func() time.Time, opts ...Option) *Handler {
 		customers: idSet{max: 1 << 16},
 		log:       zap.NewNop(),
 		appended:  func(string, int) {},
+		claimID:   claimID,
 	}
 	for _, opt := range opts {
 		opt(h)

@@ -23,7 +23,7 @@ import (
 // migration of its snapshots.
 const (
 	orderStateVersion    = 1
-	customerStateVersion = 1
+	customerStateVersion = 2 // 2: Erased
 )
 
 // snapshotTimeout bounds one background save.
@@ -89,6 +89,9 @@ type snapshotCache struct {
 	slots     chan struct{} // one token per save in flight
 	log       *zap.Logger
 	wg        sync.WaitGroup // the saves in flight, for tests
+	// keys seal the personal fields of the snapshots saved (nil: plain),
+	// so that the snapshot store holds none in plaintext.
+	keys Keys
 
 	saved, failed, dropped, ignored atomic.Uint64
 }
@@ -131,6 +134,9 @@ func loadCached[T any, A interface {
 func (h *Handler) restore(ctx context.Context, a snapshotRoot, aggType string, id uuid.UUID, atOrBelow int64) (int64, bool) {
 	c := &h.snaps
 	snap, found, err := c.store.Latest(ctx, id, atOrBelow)
+	if err == nil && found && c.keys != nil {
+		snap.State, err = openState(ctx, c.keys, aggType, id, snap.State)
+	}
 	if err != nil {
 		c.failed.Add(1)
 		h.log.Warn("snapshot read failed; replaying the events", zap.Stringer("aggregate_id", id), zap.Error(err))
@@ -204,8 +210,15 @@ func (c *snapshotCache) after(a any, aggType string, id uuid.UUID, from int64, e
 		defer func() { <-c.slots; c.wg.Done() }()
 		ctx, cancel := context.WithTimeout(context.Background(), snapshotTimeout)
 		defer cancel()
-		err := c.store.Save(ctx, store.Snapshot{AggregateID: id, AggregateType: aggType, Version: to,
-			StateVersion: s.stateVersion(), State: state, TakenAt: time.Now().UTC()})
+		state := state
+		var err error
+		if c.keys != nil {
+			state, err = sealState(ctx, c.keys, aggType, id, state)
+		}
+		if err == nil {
+			err = c.store.Save(ctx, store.Snapshot{AggregateID: id, AggregateType: aggType, Version: to,
+				StateVersion: s.stateVersion(), State: state, TakenAt: time.Now().UTC()})
+		}
 		if err != nil {
 			c.failed.Add(1)
 			c.log.Warn("snapshot not saved", zap.Stringer("aggregate_id", id), zap.Int64("version", to), zap.Error(err))

@@ -210,7 +210,7 @@ func TestSnapshotStateFields(t *testing.T) {
 			"TrackingNumber string, Carrier string, CancelledReason string, Signature string, Version int64, " +
 			"CreatedAt time.Time, UpdatedAt time.Time"},
 		{Customer{}, customerStateVersion, "ID uuid.UUID, Email string, FirstName string, LastName string, " +
-			"Phone string, Version int64, RegisteredAt time.Time, UpdatedAt time.Time"},
+			"Phone string, Erased bool, Version int64, RegisteredAt time.Time, UpdatedAt time.Time"},
 	} {
 		typ := reflect.TypeOf(tc.v)
 		var fields []string

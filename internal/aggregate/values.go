@@ -30,7 +30,9 @@ type Email struct{ addr string }
 func ParseEmail(s string) (Email, error) {
 	s = strings.TrimSpace(s)
 	refuse := func(why string) (Email, error) {
-		return Email{}, Invalid("invalid_email", "", "%q is not a valid email address: %s", truncate(s, 64), why)
+		// The detail never repeats the address: a refusal may be kept as an
+		// Idempotency-Key's answer, which must hold no personal data.
+		return Email{}, Invalid("invalid_email", "", "not a valid email address: %s", why)
 	}
 	if s == "" {
 		return refuse("it is empty")
@@ -101,7 +103,7 @@ func ParsePhone(s string) (PhoneNumber, error) {
 	s = strings.TrimSpace(s)
 	if !e164.MatchString(s) {
 		return PhoneNumber{}, Invalid("invalid_phone", "",
-			"%q is not an E.164 phone number: want a plus and 8 to 15 digits, such as +14155552671", truncate(s, 32))
+			"not an E.164 phone number: want a plus and 8 to 15 digits, such as +14155552671")
 	}
 	return PhoneNumber{e164: s}, nil
 }

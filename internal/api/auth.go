@@ -69,7 +69,9 @@ func (s *Server) AuthMode() string {
 //     customer (/v1/customers/{id}/orders) are orders:read.
 //   - /v1/events/stream: orders:read and customers:read, as it carries the
 //     events of both (a customer's email and phone among them).
-//   - /v1/admin: admin.
+//   - /v1/admin: admin; so is the erasure of a customer
+//     (/v1/customers/{id}/erasure).
+//   - /v1/keys: keys:read, or admin (see grants).
 func requiredScopes(r *http.Request) []string {
 	read := r.Method == http.MethodGet || r.Method == http.MethodHead || r.Method == http.MethodOptions
 	pick := func(readScope, writeScope string) []string {
@@ -88,12 +90,17 @@ func requiredScopes(r *http.Request) []string {
 	case "orders":
 		return pick(ScopeOrdersRead, ScopeOrdersWrite)
 	case "customers":
+		if len(parts) == 4 && parts[3] == "erasure" {
+			return []string{ScopeAdmin}
+		}
 		if len(parts) == 4 && parts[3] == "orders" {
 			return pick(ScopeOrdersRead, ScopeOrdersWrite)
 		}
 		return pick(ScopeCustomersRead, ScopeCustomersWrite)
 	case "events":
 		return []string{ScopeOrdersRead, ScopeCustomersRead}
+	case "keys":
+		return []string{ScopeKeysRead}
 	}
 	return nil
 }
@@ -126,7 +133,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 				Detail: fmt.Sprintf("this route needs an Authorization: Bearer <token> header, with a token of scope %s", scope)})
 			return
 		}
-		if scope == ScopeAdmin && admin != nil && tokenMatches(raw, *admin) {
+		if (scope == ScopeAdmin || scope == ScopeKeysRead) && admin != nil && tokenMatches(raw, *admin) {
 			next.ServeHTTP(w, r) // the static admin token: no subject
 			return
 		}
@@ -139,7 +146,7 @@ func (s *Server) authenticate(next http.Handler) http.Handler {
 		case err != nil:
 			writeError(w, r, err)
 			return
-		case !hasAll(tok, scopes):
+		case !hasAll(tok, scopes) && !(scope == ScopeKeysRead && hasAll(tok, []string{ScopeAdmin})):
 			w.Header().Set("WWW-Authenticate", fmt.Sprintf(`Bearer realm=%q, error="insufficient_scope", scope=%q`, realm, scope))
 			writeError(w, r, &aggregate.Error{Kind: errInsufficientScope, Code: "insufficient_scope",
 				Detail: fmt.Sprintf("%s %s needs scope %s, which the token does not grant", r.Method, requestPath(r), scope)})

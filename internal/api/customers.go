@@ -90,6 +90,7 @@ type customerJSON struct {
 	FirstName    string    `json:"first_name"`
 	LastName     string    `json:"last_name"`
 	Phone        *string   `json:"phone"`
+	Erased       bool      `json:"erased"`
 	Version      int64     `json:"version"`
 	RegisteredAt time.Time `json:"registered_at"`
 	UpdatedAt    time.Time `json:"updated_at"`
@@ -120,7 +121,7 @@ func (s *Server) getCustomer(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("ETag", etag(c.Version))
 	return writeJSON(w, http.StatusOK, customerJSON{
 		ID: c.ID, Email: c.Email, FirstName: c.FirstName, LastName: c.LastName,
-		Phone: nullable(c.Phone), Version: c.Version, RegisteredAt: c.RegisteredAt, UpdatedAt: c.UpdatedAt,
+		Phone: nullable(c.Phone), Erased: c.Erased(), Version: c.Version, RegisteredAt: c.RegisteredAt, UpdatedAt: c.UpdatedAt,
 	})
 }
 

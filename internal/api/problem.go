@@ -54,6 +54,8 @@ var problems = []struct {
 	{errNotFound, http.StatusNotFound, "not_found", ""},
 	{aggregate.ErrNotFound, http.StatusNotFound, "not_found", ""},
 	{relay.ErrNotFound, http.StatusNotFound, "dead_letter_not_found", ""},
+	{errKeyNotFound, http.StatusNotFound, "key_not_found", ""},
+	{errKeyErased, http.StatusGone, "subject_erased", ""},
 	{errNoMethod, http.StatusMethodNotAllowed, "method_not_allowed", ""},
 	{aggregate.ErrRejected, http.StatusConflict, "invalid_transition", ""},
 	{aggregate.ErrExists, http.StatusConflict, "already_exists", ""},

@@ -43,6 +43,11 @@ type Component struct {
 	// LagSeconds is how long the oldest event not yet processed has
 	// waited, where it is known.
 	LagSeconds *float64 `json:"lag_seconds,omitempty"`
+	// Epoch is the fencing epoch of this instance's last take of the
+	// worker's lease (store.Fence), 0 before the first; Fenced how many of
+	// the worker's runs here a write refused for a later epoch ended.
+	Epoch  int64 `json:"epoch,omitempty"`
+	Fenced int64 `json:"fenced,omitempty"`
 }
 
 // Readiness reports the state of each component by name.
@@ -61,6 +66,7 @@ type Server struct {
 	gatherer prometheus.Gatherer
 
 	admin      DeadLetters // see WithAdmin, in admin.go
+	dataKeys   DataKeys    // see WithKeys, in erasure.go
 	adminToken string
 	rebuilds   Rebuilds // see WithRebuilds, in rebuild.go
 	backups    Backups  // see WithBackups, in backup.go
@@ -156,6 +162,7 @@ func (s *Server) Handler() http.Handler {
 		r.Post("/{id}/phone", s.command("ChangePhone", s.changePhone))
 		r.Get("/{id}/orders", s.handle(s.customerOrders))
 		r.Get("/{id}/events", s.handle(s.customerEvents))
+		s.mountErasure(r)
 	})
 	r.Route("/v1/orders", func(r chi.Router) {
 		r.Post("/", s.command("CreateOrder", s.createOrder))
@@ -169,6 +176,7 @@ func (s *Server) Handler() http.Handler {
 	})
 	r.Get("/v1/events/stream", s.handle(s.eventStream))
 	s.mountAdmin(r)
+	s.mountKeys(r)
 	if s.console != nil {
 		r.Mount("/console", s.console)
 		// A browser pointed at the server finds the console. 302, not a

@@ -21,6 +21,8 @@ type Backend struct {
 	Catalog *Catalog
 	// Ledger is the relay's relay.Ledger.
 	Ledger *Ledger
+	// DataKeys is the store.DataKeys of personal data.
+	DataKeys *DataKeys
 }
 
 // Open connects to the cluster of cfg (whose Logger is the root of the
@@ -42,9 +44,10 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	// st.cfg has the defaults applied.
 	cons, serial := st.cfg.Consistency, st.cfg.SerialConsistency
 	return &Backend{
-		Store:   st,
-		Catalog: NewCatalog(st.sess, st.Keyspace(), log.Named("views"), WithConsistency(cons), WithSerialConsistency(serial)),
-		Ledger:  NewLedger(st.sess, cons, serial, log.Named("ledger")),
+		Store:    st,
+		Catalog:  NewCatalog(st.sess, st.Keyspace(), log.Named("views"), WithConsistency(cons), WithSerialConsistency(serial)),
+		Ledger:   NewLedger(st.sess, cons, serial, log.Named("ledger")),
+		DataKeys: st.DataKeys(),
 	}, nil
 }
 

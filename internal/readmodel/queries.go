@@ -16,6 +16,10 @@ import (
 // means to a client.
 var ErrNotFound = errors.New("readmodel: not found")
 
+// ErrNotCurrent is returned by Catalog.Promote when the generation it was
+// to replace is not the current one any more.
+var ErrNotCurrent = errors.New("readmodel: the generation to replace is not current")
+
 // ErrBehind is returned, wrapped, when a view has not reached the version a
 // client asked for within the wait. The API answers 503 with Retry-After
 // rather than serve a row older than the client's own write.
@@ -89,7 +93,8 @@ type Queries struct {
 	stored  Versions
 	wait    time.Duration
 	poll    time.Duration
-	waiters chan struct{} // a slot per read waiting for a version
+	waiters chan struct{}  // a slot per read waiting for a version
+	keys    aggregate.Keys // decrypt the rows' personal fields; nil: none
 }
 
 // NewQueries returns queries over v that wait at most wait for a requested
@@ -117,6 +122,14 @@ func (q *Queries) WithMaxWaiters(n int) *Queries {
 	return q
 }
 
+// WithKeys has the queries decrypt the personal fields of the rows they
+// return with keys (the rows keep the ciphertext; see Customer.Open).
+// Call it before serving.
+func (q *Queries) WithKeys(keys aggregate.Keys) *Queries {
+	q.keys = keys
+	return q
+}
+
 // Waiting returns how many reads wait for a version now.
 func (q *Queries) Waiting() int { return len(q.waiters) }
 
@@ -137,10 +150,14 @@ func (q *Queries) Order(ctx context.Context, id uuid.UUID, minVersion int64) (Or
 // Customer returns the customer with at least version minVersion, with the
 // same waiting and errors as Order.
 func (q *Queries) Customer(ctx context.Context, id uuid.UUID, minVersion int64) (Customer, error) {
-	return atLeast(ctx, q, aggregate.CustomerType, id, minVersion,
+	c, err := atLeast(ctx, q, aggregate.CustomerType, id, minVersion,
 		func(ctx context.Context) (Customer, error) { return q.v.Customer(ctx, id) },
 		func(c Customer) int64 { return c.Version },
 		"customer "+id.String())
+	if err != nil {
+		return c, err
+	}
+	return c.Open(ctx, q.keys)
 }
 
 // CustomerOrders returns up to limit of the customer's orders whose id is

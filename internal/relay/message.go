@@ -66,6 +66,16 @@ func (r *Relay) message(e store.Event) Message {
 			h("ce_causationid", e.CausationID.String()),
 		},
 	}
+	if subject := e.Metadata[PIISubjectMeta]; subject != "" {
+		// The value's personal fields are encrypted with this subject's
+		// data key (GET /v1/keys/{subject}; docs/events.md).
+		m.Headers = append(m.Headers, h("ce_piisubject", subject))
+	}
 	m.Headers = append(m.Headers, traceHeaders(e)...)
 	return m
 }
+
+// PIISubjectMeta is the envelope metadata entry naming the subject whose
+// data key encrypted an event's personal fields (aggregate.MetaSubject),
+// published as the ce_piisubject header.
+const PIISubjectMeta = "pii_subject"

@@ -19,7 +19,7 @@ import (
 type Config struct {
 	// Dir is the data directory, created when missing: events.db (the
 	// event store, which locks the directory for this process), keys.db,
-	// snapshots.db, relay.db, readmodels.db and the views' files.
+	// datakeys.db, snapshots.db, relay.db, readmodels.db and the views' files.
 	Dir string
 	// Upcaster is applied to every event read; nil upcasts nothing.
 	Upcaster store.Upcaster
@@ -47,6 +47,8 @@ type Backend struct {
 	Keys *Keys
 	// Snapshots is the store.Snapshots on snapshots.db.
 	Snapshots *Snapshots
+	// DataKeys is the store.DataKeys on datakeys.db.
+	DataKeys *DataKeys
 	// Catalog is the read models' readmodel.Catalog.
 	Catalog *Catalog
 	// Ledger is the relay's relay.Ledger on relay.db.
@@ -80,7 +82,9 @@ func Open(ctx context.Context, cfg Config) (_ *Backend, err error) {
 	}
 	// The data directory's lock (events.db) makes this process the views'
 	// only writer, which the row cache needs.
-	var opts []ViewsOption
+	// Every write of a worker is fenced by the leases of this process
+	// (see leases.hold).
+	opts := []ViewsOption{FencedBy(b.Store)}
 	if cfg.ViewCacheRows > 0 {
 		opts = append(opts, WithRowCache(cfg.ViewCacheRows))
 	}
@@ -90,6 +94,7 @@ func Open(ctx context.Context, cfg Config) (_ *Backend, err error) {
 	if b.Ledger, err = OpenLedger(filepath.Join(cfg.Dir, "relay.db"), log.Named("ledger")); err != nil {
 		return nil, err
 	}
+	b.Ledger.FencedBy(b.Store)
 	if b.Keys, err = OpenKeys(filepath.Join(cfg.Dir, "keys.db"), KeysOptions{
 		Logger: log.Named("keys"), PurgeEvery: cfg.KeysPurgeEvery,
 		Health: b.Store.Health(), // one disk, one episode
@@ -99,6 +104,9 @@ func Open(ctx context.Context, cfg Config) (_ *Backend, err error) {
 	if b.Snapshots, err = OpenSnapshots(ctx, filepath.Join(cfg.Dir, "snapshots.db")); err != nil {
 		return nil, err
 	}
+	if b.DataKeys, err = OpenDataKeys(ctx, filepath.Join(cfg.Dir, "datakeys.db")); err != nil {
+		return nil, err
+	}
 	return b, nil
 }
 
@@ -106,6 +114,9 @@ func Open(ctx context.Context, cfg Config) (_ *Backend, err error) {
 // directory is then released.
 func (b *Backend) Close() error {
 	var errs []error
+	if b.DataKeys != nil {
+		errs = append(errs, b.DataKeys.Close())
+	}
 	if b.Snapshots != nil {
 		errs = append(errs, b.Snapshots.Close())
 	}

@@ -37,6 +37,10 @@ type dbOptions struct {
 	// BusyTimeout is how long a connection waits for a lock held by another
 	// connection (a checkpoint, the sqlite3 CLI) before failing [5s].
 	BusyTimeout time.Duration
+	// SecureDelete has the writer overwrite deleted content with zeros
+	// (PRAGMA secure_delete), so that it lingers in no free page: the data
+	// keys' file sets it.
+	SecureDelete bool
 }
 
 // openDB opens the SQLite file at path the way every orderd database is
@@ -66,8 +70,11 @@ func openDB(ctx context.Context, path, dir string, opts dbOptions) (w, r *sql.DB
 	// the readers opened afterwards find it. BEGIN IMMEDIATE takes the write
 	// lock at BEGIN, where busy_timeout can wait for it; a deferred
 	// transaction that upgrades later can fail at once with SQLITE_BUSY.
-	if w, err = sql.Open("sqlite", dsn(path, opts.BusyTimeout,
-		"journal_mode(WAL)", "synchronous("+opts.Synchronous+")")+"&_txlock=immediate"); err != nil {
+	pragmas := []string{"journal_mode(WAL)", "synchronous(" + opts.Synchronous + ")"}
+	if opts.SecureDelete {
+		pragmas = append(pragmas, "secure_delete(on)")
+	}
+	if w, err = sql.Open("sqlite", dsn(path, opts.BusyTimeout, pragmas...)+"&_txlock=immediate"); err != nil {
 		return nil, nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	// One connection: SQLite admits one writer anyway.

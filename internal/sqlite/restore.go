@@ -62,6 +62,9 @@ func Verify(from string) (store.Backup, error) {
 	}
 	for _, want := range backupFiles {
 		f, ok := listed[want.name]
+		if !ok && want.optional {
+			continue
+		}
 		if !ok {
 			return m, fmt.Errorf("%w: the manifest lists no %s", ErrRestore, want.name)
 		}
@@ -77,8 +80,14 @@ func Verify(from string) (store.Backup, error) {
 				ErrRestore, f.Name, size, sum, f.Size, f.SHA256)
 		}
 	}
-	if len(listed) != len(backupFiles) {
-		return m, fmt.Errorf("%w: the manifest lists %d files, a backup has %d", ErrRestore, len(listed), len(backupFiles))
+	known := map[string]bool{}
+	for _, f := range backupFiles {
+		known[f.name] = true
+	}
+	for name := range listed {
+		if !known[name] {
+			return m, fmt.Errorf("%w: the manifest lists %s, which is no file of a backup", ErrRestore, name)
+		}
 	}
 	return m, nil
 }

@@ -20,6 +20,19 @@ import (
 // events it wrote; n counts them as it goes, for a progress report (nil:
 // none).
 func Export(ctx context.Context, src store.Log, w io.Writer, now time.Time, n *Counter) (int64, error) {
+	return ExportWithKeys(ctx, src, nil, w, now, n)
+}
+
+// KeySource is what an export reads of the source's data keys.
+type KeySource interface {
+	Scan(ctx context.Context, fn func(store.WrappedKey) error) error
+}
+
+// ExportWithKeys is Export, and writes every live data key of keys (nil:
+// none) after the events, as KeyLines: the personal fields of the events
+// are ciphertext, which the target reads with these keys (and the source's
+// KEK, which is never in the stream).
+func ExportWithKeys(ctx context.Context, src store.Log, keys KeySource, w io.Writer, now time.Time, n *Counter) (int64, error) {
 	total, err := src.Count(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("export: count: %w", err)
@@ -45,7 +58,16 @@ func Export(ctx context.Context, src store.Log, w io.Writer, now time.Time, n *C
 	if err != nil {
 		return written, fmt.Errorf("export: %w", err)
 	}
-	if err := enc.Encode(Trailer{End: true, Events: written}); err != nil {
+	var nkeys int64
+	if keys != nil {
+		if err := keys.Scan(ctx, func(k store.WrappedKey) error {
+			nkeys++
+			return enc.Encode(KeyLine{Key: WrappedKey{Subject: k.Subject, KEK: k.KEK, Wrapped: k.Wrapped, Created: k.Created.UTC()}})
+		}); err != nil {
+			return written, fmt.Errorf("export: data keys: %w", err)
+		}
+	}
+	if err := enc.Encode(Trailer{End: true, Events: written, Keys: nkeys}); err != nil {
 		return written, fmt.Errorf("export: trailer: %w", err)
 	}
 	if err := bw.Flush(); err != nil {

@@ -27,9 +27,12 @@ import (
 // Format names the stream in its header, and FormatVersion is the version
 // of this layout: an importer refuses a stream of a version it does not
 // know.
+//
+// Version 2 added the key lines (KeyLine): the data keys of personal data,
+// wrapped as the source keeps them. An importer reads versions 1 and 2.
 const (
 	Format        = "orderd-events"
-	FormatVersion = 1
+	FormatVersion = 2
 )
 
 // Header is the first line of a stream.
@@ -46,9 +49,30 @@ type Header struct {
 // Trailer is the last line of a complete stream: an import that meets
 // the end of its input without one knows the stream was cut short.
 type Trailer struct {
-	End    bool  `json:"end"`    // always true
-	Events int64 `json:"events"` // the event lines of the stream
+	End    bool  `json:"end"`            // always true
+	Events int64 `json:"events"`         // the event lines of the stream
+	Keys   int64 `json:"keys,omitempty"` // the key lines of the stream
 }
+
+// KeyLine is one data key of a stream, after the events: a subject's key
+// as the source keeps it, wrapped by the source's key-encryption key (the
+// stream holds no key in plaintext; the target needs that KEK to read the
+// personal fields). Erased keys are not exported: a subject without a key
+// reads as erased.
+type KeyLine struct {
+	Key WrappedKey `json:"key"`
+}
+
+// WrappedKey is store.WrappedKey in the stream.
+type WrappedKey struct {
+	Subject uuid.UUID `json:"subject"`
+	KEK     string    `json:"kek"`
+	Wrapped []byte    `json:"wrapped"` // standard base64
+	Created time.Time `json:"created"`
+}
+
+// keyPrefix starts a KeyLine's line, and no Line's.
+var keyPrefix = []byte(`{"key":`)
 
 // trailerPrefix starts a Trailer's line, and no Line's.
 var trailerPrefix = []byte(`{"end":`)

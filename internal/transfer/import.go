@@ -31,6 +31,11 @@ type Marker interface {
 
 // Options tune an Import; the zero value is usable.
 type Options struct {
+	// Keys takes the stream's data keys (version 2 streams); nil refuses a
+	// stream that holds some.
+	Keys interface {
+		Create(ctx context.Context, k store.WrappedKey) (store.WrappedKey, error)
+	}
 	// Chunk is how many lines are read, appended and marked at a time
 	// (default 4096): the events in memory at once.
 	Chunk int
@@ -79,6 +84,7 @@ func Import(ctx context.Context, dst Target, r io.Reader, opt Options, n *Counte
 	im := &importer{dst: dst, opt: opt, n: n, versions: make(map[uuid.UUID]int64)}
 	rd := &reader{sc: sc, line: 1}
 	for {
+		start := rd.line
 		chunk, order, err := rd.chunk(opt.Chunk)
 		if len(order) > 0 {
 			// What was read before a bad or missing line is appended all
@@ -90,13 +96,19 @@ func Import(ctx context.Context, dst Target, r io.Reader, opt Options, n *Counte
 		if err != nil {
 			return err
 		}
+		if err := im.storeKeys(ctx, rd); err != nil {
+			return err
+		}
 		if rd.trailer != nil {
 			if rd.trailer.Events != rd.events {
 				return fmt.Errorf("import: the trailer counts %d events, the stream held %d", rd.trailer.Events, rd.events)
 			}
+			if rd.trailer.Keys != rd.nkeys {
+				return fmt.Errorf("import: the trailer counts %d data keys, the stream held %d", rd.trailer.Keys, rd.nkeys)
+			}
 			return nil
 		}
-		if len(order) == 0 {
+		if rd.line == start {
 			return errors.New("import: the stream ends without its trailer: it was cut short (what it held is imported; import the whole stream again to finish)")
 		}
 	}
@@ -113,7 +125,7 @@ func readHeader(sc *bufio.Scanner) (Header, error) {
 	if err := json.Unmarshal(sc.Bytes(), &h); err != nil || h.Format != Format {
 		return h, fmt.Errorf("import: line 1 is not an %s header", Format)
 	}
-	if h.Version != FormatVersion {
+	if h.Version != 1 && h.Version != FormatVersion {
 		return h, fmt.Errorf("import: stream format version %d, this orderd reads %d", h.Version, FormatVersion)
 	}
 	return h, nil
@@ -125,6 +137,9 @@ type reader struct {
 	line    int      // the number of the last line read
 	events  int64    // the event lines read
 	trailer *Trailer // once read
+	// keys are the key lines read and not yet stored; nkeys counts them all.
+	keys  []store.WrappedKey
+	nkeys int64
 }
 
 // chunk reads up to size events and groups them by aggregate, in each
@@ -136,6 +151,14 @@ func (rd *reader) chunk(size int) (map[uuid.UUID][]store.Event, []uuid.UUID, err
 	for read := 0; read < size && rd.trailer == nil && rd.sc.Scan(); read++ {
 		rd.line++
 		b := rd.sc.Bytes()
+		if bytes.HasPrefix(b, keyPrefix) {
+			var k KeyLine
+			if err := json.Unmarshal(b, &k); err != nil || k.Key.Subject == uuid.Nil && len(k.Key.Wrapped) == 0 {
+				return chunk, order, fmt.Errorf("import: line %d: a bad key line", rd.line)
+			}
+			rd.keys = append(rd.keys, store.WrappedKey{Subject: k.Key.Subject, KEK: k.Key.KEK, Wrapped: k.Key.Wrapped, Created: k.Key.Created})
+			continue
+		}
 		if bytes.HasPrefix(b, trailerPrefix) {
 			var t Trailer
 			if err := json.Unmarshal(b, &t); err != nil || !t.End {
@@ -162,6 +185,26 @@ func (rd *reader) chunk(size int) (map[uuid.UUID][]store.Event, []uuid.UUID, err
 		return chunk, order, fmt.Errorf("import: after line %d: %w", rd.line, err)
 	}
 	return chunk, order, nil
+}
+
+// storeKeys stores the key lines rd read, creating each key unless the
+// target has the subject's (a re-run of an import stores them again:
+// Create keeps the first).
+func (im *importer) storeKeys(ctx context.Context, rd *reader) error {
+	if len(rd.keys) == 0 {
+		return nil
+	}
+	if im.opt.Keys == nil {
+		return errors.New("import: the stream holds data keys, and the target has no key store to take them")
+	}
+	for _, k := range rd.keys {
+		if _, err := im.opt.Keys.Create(ctx, k); err != nil && !errors.Is(err, store.ErrKeyErased) {
+			return fmt.Errorf("import: data key of %s: %w", k.Subject, err)
+		}
+	}
+	rd.nkeys += int64(len(rd.keys))
+	rd.keys = rd.keys[:0]
+	return nil
 }
 
 type importer struct {

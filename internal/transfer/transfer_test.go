@@ -152,9 +152,9 @@ func TestImportRefuses(t *testing.T) {
 	populate(t, src, 20)
 	stream := export(t, src)
 	ctx := context.Background()
-	v2 := bytes.Replace(stream, []byte(`"version":1`), []byte(`"version":2`), 1)
-	if err := transfer.Import(ctx, openSQLite(t), bytes.NewReader(v2), transfer.Options{}, nil); err == nil || !strings.Contains(err.Error(), "format version 2") {
-		t.Fatalf("version 2: %v", err)
+	v3 := bytes.Replace(stream, []byte(`"version":2`), []byte(`"version":3`), 1)
+	if err := transfer.Import(ctx, openSQLite(t), bytes.NewReader(v3), transfer.Options{}, nil); err == nil || !strings.Contains(err.Error(), "format version 3") {
+		t.Fatalf("version 3: %v", err)
 	}
 	other := bytes.ReplaceAll(stream, []byte(`"aggregate_type":"order"`), []byte(`"aggregate_type":"parcel"`))
 	dst := openSQLite(t)
