@@ -92,6 +92,7 @@ type readyzBody struct {
 	Components map[string]struct {
 		Status, Detail, Role, Active string
 		Lag                          *int64
+		Epoch, Fenced                int64 // the lease epoch of this instance's last take; its runs a fence ended
 	}
 }
 

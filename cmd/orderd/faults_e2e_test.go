@@ -68,6 +68,9 @@ func faultEnv(t *testing.T) (env map[string]string, hosts, brokers []string) {
 		"ORDERD_LEASE_TTL", clusterLeaseTTL.String(),
 		"ORDERD_RECONCILE_INTERVAL", "2s",
 		"ORDERD_READ_WAIT", "20s",
+		// One key-encryption key for the three instances: each reads the
+		// personal data the others sealed.
+		"ORDERD_KEK", randomHex(t, 32),
 	)
 	return env, hosts, brokers
 }
@@ -134,6 +137,7 @@ type faultLoad struct {
 	mu      sync.Mutex
 	acks    []acked
 	ackedAt []time.Time
+	sentAt  []time.Time // when the command of acks[i] was sent
 	answers map[string]map[string]int // node id -> outcome ("201", "503", "timeout", ...) -> count
 	wrong   []string                  // answers a client must never get: 5xx but 503 with Retry-After
 	exempt  string                    // a node whose 5xx are counted only: one cut off from the store
@@ -204,11 +208,26 @@ func (l *faultLoad) command(ctx context.Context, client *http.Client, n *node, m
 	return res, ok
 }
 
-func (l *faultLoad) record(a acked) {
+func (l *faultLoad) record(a acked, sent time.Time) {
 	l.mu.Lock()
 	l.acks = append(l.acks, a)
 	l.ackedAt = append(l.ackedAt, time.Now())
+	l.sentAt = append(l.sentAt, sent)
 	l.mu.Unlock()
+}
+
+// sentAfter returns, for each aggregate, the lowest version acknowledged
+// to a command sent after at: that event was appended after at.
+func (l *faultLoad) sentAfter(at time.Time) map[uuid.UUID]int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[uuid.UUID]int64{}
+	for i, a := range l.acks {
+		if l.sentAt[i].After(at) && (out[a.id] == 0 || a.version < out[a.id]) {
+			out[a.id] = a.version
+		}
+	}
+	return out
 }
 
 // client registers a customer and takes an order through its lifecycle,
@@ -218,24 +237,27 @@ func (l *faultLoad) client(ctx context.Context, w int) {
 	bodies := map[string]string{"/confirm": "", "/ship": `{"tracking_number":"T","carrier":"C"}`, "/deliver": `{"signature":"S"}`}
 	for i := 0; ctx.Err() == nil; i++ {
 		n := l.target(w + i)
+		sent := time.Now()
 		cres, ok := l.command(ctx, client, n, "POST", "/v1/customers", fmt.Sprintf(`{"email":"f%d-%d-%s@example.com","first_name":"C","last_name":"L"}`, w, i, uuid.NewString()[:8]))
 		if !ok {
 			continue
 		}
-		l.record(acked{cres.ID, "customers", cres.Version, n.id})
+		l.record(acked{cres.ID, "customers", cres.Version, n.id}, sent)
 		n = l.target(w + i + 1)
+		sent = time.Now()
 		ores, ok := l.command(ctx, client, n, "POST", "/v1/orders", fmt.Sprintf(`{"customer_id":%q,"items":[{"product_id":%q,"quantity":2}]}`, cres.ID, uuid.NewString()))
 		if !ok {
 			continue
 		}
-		l.record(acked{ores.ID, "orders", ores.Version, n.id})
+		l.record(acked{ores.ID, "orders", ores.Version, n.id}, sent)
 		for step, path := range []string{"/confirm", "/ship", "/deliver"} {
 			n := l.target(w + i + 2 + step)
+			sent := time.Now()
 			res, ok := l.command(ctx, client, n, "POST", "/v1/orders/"+ores.ID.String()+path, bodies[path])
 			if !ok {
 				break
 			}
-			l.record(acked{res.ID, "orders", res.Version, n.id})
+			l.record(acked{res.ID, "orders", res.Version, n.id}, sent)
 		}
 	}
 }

@@ -11,6 +11,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/gocql/gocql"
+	"github.com/google/uuid"
 )
 
 // testnet is the network that the partition tests cut: the bridge of
@@ -195,6 +198,7 @@ func TestCassandraPartitionE2E(t *testing.T) {
 	l.mu.Lock()
 	l.exempt = holder.id // cut off from the store: its answers are counted, not judged here
 	l.mu.Unlock()
+	lapsed := holder.ready(t).Components
 	cutAt := time.Now()
 	spaces[holder.id].cut(t, hosts)
 	healed := false
@@ -204,15 +208,13 @@ func TestCassandraPartitionE2E(t *testing.T) {
 		}
 	}()
 	failovers := map[string]time.Duration{}
+	takeovers := map[string]takeover{}
 	for _, w := range held {
 		successor := activeAmong(t, w, others, 60*time.Second)
 		failovers[w] = time.Since(cutAt)
+		takeovers[w] = newTakeover(t, w, lapsed[w].Epoch, successor)
 		t.Logf("%s: %s cut off from Cassandra, %s active after %s", w, holder.id, successor.id, failovers[w].Round(time.Millisecond))
 	}
-	// Fencing (issue 16, item 1): once /readyz or the metrics show each
-	// instance's lease epoch, assert here that the successor's epoch is
-	// above the lapsed holder's, and after the heal below that the saved
-	// progress and read-model batches carry only the successor's epoch.
 	time.Sleep(20*time.Second - time.Since(cutAt))
 	spaces[holder.id].heal(t, hosts)
 	healed = true
@@ -229,13 +231,96 @@ func TestCassandraPartitionE2E(t *testing.T) {
 	}
 	t.Logf("%s, cut off for 20 s of the test, answered %v", holder.id, l.answers[holder.id])
 	l.check(t, others[0], c.active("relay", 30*time.Second), brokers, env["ORDERD_KAFKA_TOPIC_PREFIX"])
+	for _, tk := range takeovers {
+		tk.check(t, l, hosts, env["ORDERD_SCYLLA_KEYSPACE"], holder)
+	}
+}
+
+// takeover is a worker's lease passing from a lapsed holder to its
+// successor: their epochs, and when the successor was seen active.
+type takeover struct {
+	worker         string
+	lapsed, epoch  int64
+	successor      string
+	seenActiveFrom time.Time
+}
+
+// newTakeover records the successor's epoch for worker, which must be
+// above the lapsed holder's: every take bumps it.
+func newTakeover(t *testing.T, worker string, lapsed int64, successor *node) takeover {
+	t.Helper()
+	tk := takeover{worker: worker, lapsed: lapsed, epoch: successor.ready(t).Components[worker].Epoch,
+		successor: successor.id, seenActiveFrom: time.Now()}
+	if lapsed <= 0 || tk.epoch <= lapsed {
+		t.Errorf("%s: the successor %s holds epoch %d, the lapsed holder held %d: a take must bump the epoch", worker, successor.id, tk.epoch, lapsed)
+	}
+	return tk
+}
+
+// check asserts that the lapsed holder moved no progress after its
+// successor took over: the progress row of the worker's consumer on an
+// aggregate that a command sent after the takeover appended to, at that
+// command's version or later, carries a later epoch than the lapsed
+// holder's. It fails when no row carries an epoch at all, which would
+// test nothing.
+func (tk takeover) check(t *testing.T, l *faultLoad, hosts []string, ks string, holder *node) {
+	t.Helper()
+	after := l.sentAfter(tk.seenActiveFrom)
+	c := gocql.NewCluster(hosts...)
+	c.Keyspace = ks
+	c.Consistency = gocql.Quorum
+	c.Timeout, c.ConnectTimeout = 30*time.Second, 10*time.Second
+	sess, err := c.CreateSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sess.Close()
+	iter := sess.Query(`SELECT aggregate_id, consumer, version, epoch FROM feed_progress`).Iter()
+	var (
+		id               gocql.UUID
+		consumer         string
+		version          int64
+		epoch            *int64
+		fenced, checked  int
+		lapsedLate, rows int
+	)
+	for iter.Scan(&id, &consumer, &version, &epoch) {
+		if consumer != tk.worker {
+			continue
+		}
+		rows++
+		if epoch == nil {
+			continue
+		}
+		fenced++
+		first, touched := after[uuid.UUID(id)]
+		if !touched || version < first {
+			continue
+		}
+		checked++
+		if *epoch <= tk.lapsed {
+			lapsedLate++
+			if lapsedLate <= 5 {
+				t.Errorf("%s: progress on %s at version %d, appended after %s took over at epoch %d, was saved at epoch %d by the lapsed holder %s",
+					tk.worker, id, version, tk.successor, tk.epoch, *epoch, holder.id)
+			}
+		}
+	}
+	if err := iter.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: %d progress rows, %d with an epoch, %d moved past an event appended after the takeover: %d of them by the lapsed holder (epoch %d; successor's %d); the lapsed holder's fenced count %d",
+		tk.worker, rows, fenced, checked, lapsedLate, tk.lapsed, tk.epoch, holder.ready(t).Components[tk.worker].Fenced)
+	if checked == 0 {
+		t.Errorf("%s: no progress row moved past an event appended after the takeover: the epoch check tested nothing", tk.worker)
+	}
 }
 
 // relayStepDownBound bounds how long after it is cut off from Kafka the
 // active relay gives up its lease and another instance, which reaches
-// Kafka, runs the relay (issue 16, item 3: a relay that cannot publish
-// gives up its lease after a bounded time), with failoverBound's slack.
-var relayStepDownBound = 30*time.Second + failoverBound
+// Kafka, runs the relay: -relay-step-down (auto: 3 × the lease TTL) with
+// no publish succeeding, then a takeover within failoverBound.
+var relayStepDownBound = 3*clusterLeaseTTL + failoverBound
 
 // TestKafkaPartitionE2E cuts the instance that runs the active relay off
 // from every Kafka broker for 30 s while clients send commands to all three
@@ -264,6 +349,7 @@ func TestKafkaPartitionE2E(t *testing.T) {
 			others = append(others, n)
 		}
 	}
+	lapsed := holder.ready(t).Components["relay"].Epoch
 	cutAt := time.Now()
 	spaces[holder.id].cut(t, brokers)
 	healed := false
@@ -274,14 +360,13 @@ func TestKafkaPartitionE2E(t *testing.T) {
 	}()
 	successor := activeAmong(t, "relay", others, relayStepDownBound)
 	failover := time.Since(cutAt)
+	tk := newTakeover(t, "relay", lapsed, successor)
 	t.Logf("relay: %s cut off from Kafka, %s active after %s", holder.id, successor.id, failover.Round(time.Millisecond))
-	// Fencing (issue 16, item 1): once each instance's lease epoch shows,
-	// assert here that the successor's is above the lapsed holder's, and
-	// after the heal that the saved relay progress carries the successor's.
 	time.Sleep(30*time.Second - time.Since(cutAt))
 	spaces[holder.id].heal(t, brokers)
 	healed = true
 	time.Sleep(3 * time.Second)
 	l.stop()
 	l.check(t, others[0], c.active("relay", 30*time.Second), brokers, env["ORDERD_KAFKA_TOPIC_PREFIX"])
+	tk.check(t, l, hosts, env["ORDERD_SCYLLA_KEYSPACE"], holder)
 }
