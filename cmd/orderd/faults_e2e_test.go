@@ -137,7 +137,7 @@ type faultLoad struct {
 	mu      sync.Mutex
 	acks    []acked
 	ackedAt []time.Time
-	sentAt  []time.Time // when the command of acks[i] was sent
+	sentAt  []time.Time               // when the command of acks[i] was sent
 	answers map[string]map[string]int // node id -> outcome ("201", "503", "timeout", ...) -> count
 	wrong   []string                  // answers a client must never get: 5xx but 503 with Retry-After
 	exempt  string                    // a node whose 5xx are counted only: one cut off from the store
