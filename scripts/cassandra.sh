@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# scripts/cassandra.sh - run a REAL single-node Apache Cassandra 5.0 for tests,
-# the CQL stand-in for ScyllaDB.
+# scripts/cassandra.sh - run a REAL Apache Cassandra 5.0 node (or a cluster of
+# three) for tests, the CQL stand-in for ScyllaDB.
 #
-# Loopback only, no Docker and no tarball: the jars come from Maven Central
+# Local addresses only, no Docker and no tarball: the jars come from Maven Central
 # through the small pom in scripts/cassandra/pom.xml, resolved once into a
 # cache directory. Needs a JDK 17+ (`java`), python3 (readiness check and the
 # `cql` command; standard library only) and, on first use, Maven (`mvn`).
@@ -13,11 +13,17 @@
 #   stop                  SIGTERM (the node drains), up to CASSANDRA_STOP_TIMEOUT s, then SIGKILL
 #   restart               stop, then start
 #   status                exit 0 if running and answering CQL, else 3
-#   address               print the CQL contact point (127.0.0.1:PORT)
+#   address               print the CQL contact point (CASSANDRA_HOST:PORT)
 #   cql 'STATEMENT'       run one CQL statement (consistency ONE) and print the result
 #   nodetool ARGS...      run nodetool against the node (needs CASSANDRA_JMX_PORT)
 #   logs [N]              last N (default 50) lines of the node's log
 #   reset                 stop and delete this node's data (the jar cache is kept)
+#   pid                   print the node's pid (exit 3 if it does not run)
+#   cluster-start         start a three-node cluster (CASSANDRA_CLUSTER_HOSTS), one
+#                         node after the other, every node a seed (none bootstraps)
+#   cluster-stop          stop every node of the cluster
+#   cluster-status        exit 0 if every node runs and answers CQL, else 3
+#   cluster-reset         stop the cluster and delete its nodes' data
 #
 # Environment:
 #   CASSANDRA_PORT           CQL native transport port, default 9042; go test dials
@@ -26,19 +32,31 @@
 #                            (7000), so that a second node on another
 #                            CASSANDRA_PORT gets one of its own
 #   CASSANDRA_JMX_PORT       local JMX port (for `nodetool`), default: JMX off
+#   CASSANDRA_HOST           the address the node listens on (CQL and gossip), default
+#                            127.0.0.1; any local address (a loopback alias such as
+#                            127.0.0.2, or a bridge's address that network namespaces reach)
+#   CASSANDRA_SEEDS          the seeds (host:storage_port, comma-separated), default the node itself
 #   ORDERD_CACHE             cache root, default <repo>/.cache; Cassandra uses $ORDERD_CACHE/cassandra
 #   CASSANDRA_HEAP_OPTS      heap, default "-Xms512m -Xmx1g"
 #   CASSANDRA_JVM_OPTS       extra JVM options, appended (e.g. -XX:TieredStopAtLevel=1:
 #                            C1 only, starts ~25% faster with ~100 MiB less RSS, slower code)
 #   CASSANDRA_START_TIMEOUT  seconds `start` waits for CQL to answer, default 180
 #   CASSANDRA_STOP_TIMEOUT   seconds `stop` waits for a clean exit before SIGKILL, default 60
+# The cluster (cluster-*; go test dials the same variables, cqltest.Cluster):
+#   CASSANDRA_CLUSTER_HOSTS  its nodes' addresses, comma-separated, default
+#                            127.0.0.2,127.0.0.3,127.0.0.4 (Linux routes all of 127/8 to lo)
+#   CASSANDRA_CLUSTER_PORT   CQL port of every node, default CASSANDRA_PORT+20000 (29042);
+#                            the storage port is CASSANDRA_CLUSTER_PORT-2042 (27000)
+#   CASSANDRA_CLUSTER_HEAP_OPTS  each node's heap, default "-Xms256m -Xmx512m"
+#   CASSANDRA_CLUSTER_JVM_OPTS   each node's extra JVM options, default C1 only and no
+#                            gossip settle wait (-Dcassandra.skip_wait_for_gossip_to_settle=0)
 #
 # Layout under $ORDERD_CACHE/cassandra:
 #   lib/                     all jars (from scripts/cassandra/pom.xml; re-resolved if the pom changes)
-#   node-$CASSANDRA_PORT/    cassandra.yaml (from scripts/cassandra/cassandra.yaml),
+#   node-$CASSANDRA_PORT/    (node-$CASSANDRA_HOST-$CASSANDRA_PORT/ off 127.0.0.1) cassandra.yaml (from scripts/cassandra/cassandra.yaml),
 #                            data/ (data, commitlog, saved_caches, hints, cdc_raw),
 #                            system.log (+ system.log.1 from the previous run), cassandra.pid
-# One directory per CQL port, so nodes on different ports can run side by side.
+# One directory per address and CQL port, so nodes can run side by side.
 #
 # Exit codes: 0 ok, 1 failure, 2 usage error, 3 not running / not answering (status).
 
@@ -56,13 +74,15 @@ PORT="${CASSANDRA_PORT:-9042}"
 # that a node on a moved CASSANDRA_PORT does not take the default node's.
 STORAGE_PORT="${CASSANDRA_STORAGE_PORT:-$((PORT - 2042 >= 1024 ? PORT - 2042 : PORT + 1))}"
 JMX_PORT="${CASSANDRA_JMX_PORT:-}"
-HOST=127.0.0.1
+HOST="${CASSANDRA_HOST:-127.0.0.1}"
 ADDRESS="$HOST:$PORT"
+SEEDS="${CASSANDRA_SEEDS:-$HOST:$STORAGE_PORT}"
 
 CASSANDRA_HOME="${ORDERD_CACHE:-$REPO/.cache}/cassandra"
 [[ "$CASSANDRA_HOME" == /* ]] || CASSANDRA_HOME="$PWD/$CASSANDRA_HOME" # the node needs absolute paths
 LIB="$CASSANDRA_HOME/lib"
 RUN="$CASSANDRA_HOME/node-$PORT"
+[[ "$HOST" == 127.0.0.1 ]] || RUN="$CASSANDRA_HOME/node-$HOST-$PORT"
 DATA="$RUN/data"
 YAML="$RUN/cassandra.yaml"
 LOG="$RUN/system.log"
@@ -118,7 +138,9 @@ write_config() {
     echo "# Generated by scripts/cassandra.sh from scripts/cassandra/cassandra.yaml - edits are overwritten on the next start."
     sed -e "s|@@RUN@@|$RUN|g" \
         -e "s|@@NATIVE_PORT@@|$PORT|g" \
-        -e "s|@@STORAGE_PORT@@|$STORAGE_PORT|g" "$YAML_TEMPLATE"
+        -e "s|@@STORAGE_PORT@@|$STORAGE_PORT|g" \
+        -e "s|@@HOST@@|$HOST|g" \
+        -e "s|@@SEEDS@@|$SEEDS|g" "$YAML_TEMPLATE"
   } >"$YAML"
   if grep -q '@@[A-Z_]*@@' "$YAML"; then
     die "unreplaced template token in $YAML: $(grep -o '@@[A-Z_]*@@' "$YAML" | head -1)"
@@ -270,8 +292,58 @@ cmd_reset() {
   say "deleted $RUN"
 }
 
+cmd_pid() {
+  service_pid || { say "not running"; return 3; }
+}
+
+# ---------------------------------------------------------------- cluster ---
+
+CLUSTER_PORT="${CASSANDRA_CLUSTER_PORT:-$((PORT + 20000))}"
+CLUSTER_STORAGE_PORT=$((CLUSTER_PORT - 2042))
+CLUSTER_HEAP_OPTS="${CASSANDRA_CLUSTER_HEAP_OPTS:--Xms256m -Xmx512m}"
+CLUSTER_JVM_OPTS="${CASSANDRA_CLUSTER_JVM_OPTS:--XX:TieredStopAtLevel=1 -Dcassandra.skip_wait_for_gossip_to_settle=0}"
+cluster_members "${CASSANDRA_CLUSTER_HOSTS:-127.0.0.2,127.0.0.3,127.0.0.4}"
+
+# member HOST COMMAND: run this script's COMMAND for the cluster's node on HOST.
+member() {
+  local host="$1" seeds="" h
+  shift
+  for h in "${MEMBERS[@]}"; do seeds+="${seeds:+,}$h:$CLUSTER_STORAGE_PORT"; done
+  CASSANDRA_HOST="$host" CASSANDRA_PORT="$CLUSTER_PORT" CASSANDRA_STORAGE_PORT="$CLUSTER_STORAGE_PORT" \
+    CASSANDRA_SEEDS="$seeds" CASSANDRA_JMX_PORT="" \
+    CASSANDRA_HEAP_OPTS="$CLUSTER_HEAP_OPTS" CASSANDRA_JVM_OPTS="$CLUSTER_JVM_OPTS" \
+    "$REPO/scripts/cassandra.sh" "$@"
+}
+
+# One node after the other: a node that joins while another one is still
+# starting may miss it in gossip. Every node is a seed, so none bootstraps
+# (no streaming, no ring delay): right for a fresh test cluster, and a node
+# that comes back after a kill (cluster-start again) rejoins with its data.
+cmd_cluster_start() {
+  local h t0=$SECONDS
+  for h in "${MEMBERS[@]}"; do member "$h" start; done
+  say "cluster of ${#MEMBERS[@]} nodes ready in $((SECONDS - t0))s: CQL on $(cluster_addresses "$CLUSTER_PORT")"
+}
+
+cmd_cluster_stop() {
+  local h t0=$SECONDS
+  for h in "${MEMBERS[@]}"; do member "$h" stop; done
+  say "cluster stopped in $((SECONDS - t0))s"
+}
+
+cmd_cluster_status() {
+  local h rc=0
+  for h in "${MEMBERS[@]}"; do member "$h" status || rc=3; done
+  return "$rc"
+}
+
+cmd_cluster_reset() {
+  local h
+  for h in "${MEMBERS[@]}"; do member "$h" reset; done
+}
+
 usage() {
-  sed -n '10,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
+  sed -n '10,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -285,5 +357,10 @@ case "${1:-}" in
   nodetool) shift; cmd_nodetool "$@" ;;
   logs) tail -n "${2:-50}" "$LOG" ;;
   reset) cmd_reset ;;
+  pid) cmd_pid ;;
+  cluster-start) cmd_cluster_start ;;
+  cluster-stop) cmd_cluster_stop ;;
+  cluster-status) cmd_cluster_status ;;
+  cluster-reset) cmd_cluster_reset ;;
   *) usage ;;
 esac

@@ -38,6 +38,8 @@ type cluster struct {
 	env   map[string]string
 	mu    sync.Mutex
 	nodes []*node
+	// launch starts one node's process; nil: startProcess, on loopback.
+	launch func(id, dir string, env map[string]string) *process
 }
 
 func (c *cluster) start(id string) *node {
@@ -53,7 +55,12 @@ func (c *cluster) start(id string) *node {
 	}
 	c.mu.Unlock()
 	dir := c.t.TempDir()
-	p := startProcess(c.t, dir, env)
+	var p *process
+	if c.launch != nil {
+		p = c.launch(id, dir, env)
+	} else {
+		p = startProcess(c.t, dir, env)
+	}
 	n := &node{id: id, dir: dir, proc: p, svc: &service{t: c.t, base: p.base, dataDir: dir,
 		router: apitest.Contract(c.t, p.base), http: &http.Client{Timeout: 30 * time.Second}}}
 	c.mu.Lock()

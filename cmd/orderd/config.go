@@ -74,6 +74,7 @@ type flags struct {
 	topics                                                     map[string]string
 	partitions, replication, breakerFailures, breakerSuccesses int
 	minInsync                                                  int
+	stepDown                                                   time.Duration // -1: auto
 }
 
 // A setting is one of orderd's flags and its ORDERD_ variable: -data-dir is
@@ -191,6 +192,18 @@ func settings(c *config, f *flags) []group {
 				parse: duration(&c.relay.BreakerOpen)},
 			{name: "breaker-successes", arg: "n", def: "3", usage: "successful probes that close the breaker",
 				parse: whole(&f.breakerSuccesses, 1)},
+			{name: "relay-step-down", arg: "duration", def: "auto", usage: "how long the active relay may go without a publish succeeding (Kafka failing, the breaker open, a publish hanging) before it gives its lease up and stands aside as long, so that an instance that reaches Kafka takes over (on a shared store; never on SQLite); commands are accepted meanwhile; auto: 3 × -lease-ttl; 0: never",
+				parse: func(v string) error {
+					switch v {
+					case "auto":
+						f.stepDown = -1
+						return nil
+					case "0", "0s":
+						f.stepDown = 0
+						return nil
+					}
+					return duration(&f.stepDown)(v)
+				}},
 		}},
 		{"CQL (with -store scylla: ScyllaDB or Apache Cassandra)", []*setting{
 			{name: "scylla-hosts", arg: "list", usage: "contact points, comma-separated host[:port]; required with -store scylla",
@@ -234,10 +247,14 @@ func settings(c *config, f *flags) []group {
 				parse: duration(&c.feed.CDCIdleDelay)},
 			{name: "hint-poll", arg: "duration", def: fmtDuration(cql.DefaultHintPoll), usage: "on Apache Cassandra: how often the active workers read the hints new appends leave",
 				parse: duration(&c.feed.HintPoll)},
-			{name: "reconcile-interval", arg: "duration", def: fmtDuration(cql.DefaultReconcileEvery), usage: "how often the active workers compare every aggregate's version with what they handled",
+			{name: "reconcile-interval", arg: "duration", def: fmtDuration(cql.DefaultReconcileEvery), usage: "how often the active workers compare the versions of the aggregates touched since the last pass with what they handled",
 				parse: duration(&c.feed.ReconcileEvery)},
-			{name: "reconcile-rate", arg: "n", def: strconv.Itoa(cql.DefaultReconcileRate), usage: "aggregates per second the reconciliation pass reads at most",
+			{name: "reconcile-rate", arg: "n", def: strconv.Itoa(cql.DefaultReconcileRate), usage: "aggregates per second the full sweeps of every instance read together at most",
 				parse: whole(&c.feed.ReconcileRate, 1)},
+			{name: "sweep-interval", arg: "duration", def: fmtDuration(cql.DefaultSweepEvery), usage: "from the start of one full sweep of every aggregate (the safety net, resumed from its cursor) to the start of the next",
+				parse: duration(&c.feed.SweepEvery)},
+			{name: "clock-skew", arg: "duration", def: fmtDuration(cql.DefaultClockSkew), usage: "budget for how far the instances' clocks may differ; the reconciliation reads that much again",
+				parse: duration(&c.feed.ClockSkew)},
 		}},
 		{"Operations (workers, logs, profiling)", []*setting{
 			{name: "instance-id", arg: "name", def: fmt.Sprintf("%s-%d", host, os.Getpid()), shown: "<host name>-<process id>", usage: "this instance's name in the workers' leases, /readyz and the idempotency records its requests own; a stable name lets a restarted instance settle at once the keys its previous run left in flight",
@@ -356,6 +373,10 @@ func (c *config) combine(f flags, set map[string]*setting) error {
 		}
 	}
 	c.relay.BreakerFailures = uint32(f.breakerFailures)
+	c.relay.StepDown = f.stepDown
+	if f.stepDown < 0 {
+		c.relay.StepDown = 3 * c.leaseTTL
+	}
 	c.relay.BreakerSuccesses = uint32(f.breakerSuccesses)
 	if f.replication > 0 && f.minInsync > f.replication {
 		return fmt.Errorf("%s (%d) is more than %s (%d): no write with acks=all could succeed",

@@ -56,7 +56,7 @@ func TestConfigDefaults(t *testing.T) {
 		{"retry initial", c.relay.RetryInitial, 100 * time.Millisecond}, {"retry max", c.relay.RetryMax, 5 * time.Second},
 		{"breaker open", c.relay.BreakerOpen, 5 * time.Second}, {"breaker failures", c.relay.BreakerFailures, uint32(5)},
 		{"breaker successes", c.relay.BreakerSuccesses, uint32(3)}, {"topic prefix", c.relay.Topics.Prefix, ""},
-		{"topics", len(c.relay.Topics.ByType), 0},
+		{"topics", len(c.relay.Topics.ByType), 0}, {"relay step-down", c.relay.StepDown, 30 * time.Second}, // 3 × the lease TTL
 		{"keyspace", c.scylla.Keyspace, cql.DefaultKeyspace}, {"replication", c.scylla.Replication, cql.DefaultReplication},
 		{"consistency", c.scylla.Consistency, gocql.LocalQuorum}, {"serial", c.scylla.SerialConsistency, gocql.LocalSerial},
 		{"tablets", c.scylla.Tablets, cql.TabletsAuto}, {"scylla timeout", c.scylla.Timeout, cql.DefaultTimeout},
@@ -88,6 +88,19 @@ func TestConfigDefaults(t *testing.T) {
 	if c, err = parseConfig([]string{"-kafka-min-insync-replicas", "2", "-kafka-replication", "auto"}, envOf(nil), io.Discard); err != nil ||
 		c.kafka.MinInsyncReplicas != 2 || c.kafka.ReplicationFactor != 0 {
 		t.Errorf("min insync with auto replication: %+v, %v", c.kafka, err)
+	}
+	// The relay's step-down follows the lease TTL unless set; 0 is never.
+	for _, v := range []struct {
+		env  map[string]string
+		want time.Duration
+	}{
+		{map[string]string{"ORDERD_LEASE_TTL": "2s"}, 6 * time.Second},
+		{map[string]string{"ORDERD_LEASE_TTL": "2s", "ORDERD_RELAY_STEP_DOWN": "45s"}, 45 * time.Second},
+		{map[string]string{"ORDERD_RELAY_STEP_DOWN": "0"}, 0},
+	} {
+		if c, err := parseConfig(nil, envOf(v.env), io.Discard); err != nil || c.relay.StepDown != v.want {
+			t.Errorf("relay step-down with %v: %v, %v; want %v", v.env, c.relay.StepDown, err, v.want)
+		}
 	}
 	// A flag wins over its variable, which is then not even read.
 	if _, err := parseConfig([]string{"-http-addr", ":0"}, envOf(map[string]string{"ORDERD_HTTP_ADDR": "49516"}), io.Discard); err != nil {
@@ -127,6 +140,7 @@ func TestConfigErrors(t *testing.T) {
 		{env: map[string]string{"ORDERD_READ_WAIT": "2"}, want: `ORDERD_READ_WAIT: "2" is not a duration (did you mean 2s?)`},
 		{env: map[string]string{"ORDERD_SHUTDOWN_TIMEOUT": "soon"}, want: `ORDERD_SHUTDOWN_TIMEOUT: "soon" is not a duration such as 500ms, 2s or 1m30s`},
 		{args: []string{"-retry-max", "0s"}, want: `-retry-max: "0s" is not a positive duration`},
+		{env: map[string]string{"ORDERD_RELAY_STEP_DOWN": "soon"}, want: `ORDERD_RELAY_STEP_DOWN: "soon" is not a duration such as 500ms, 2s or 1m30s`},
 		{env: map[string]string{"ORDERD_LEASE_TTL": "500ms"}, want: `ORDERD_LEASE_TTL: "500ms" is less than 1s (leases on CQL count whole seconds)`},
 		{env: map[string]string{"ORDERD_MAX_CONNS": "lots"}, want: `ORDERD_MAX_CONNS: "lots" is not a whole number of 1 or more`},
 		{args: []string{"-kafka-partitions", "0"}, want: `-kafka-partitions: "0" is not a whole number of 1 or more`},

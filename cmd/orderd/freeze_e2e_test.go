@@ -47,7 +47,7 @@ func TestFrozenCassandraE2E(t *testing.T) {
 	t.Cleanup(func() { dropKeyspace(t, host, ks) })
 
 	s := start(t, "", map[string]string{
-		// The default -scylla-timeout (5 s): the settling read of an append
+		// The default -scylla-timeout (3 s): the settling read of an append
 		// sent as the node froze is in flight when it resumes, and races the
 		// stalled transaction, as in issue 16.
 		"ORDERD_STORE": "scylla", "ORDERD_SCYLLA_HOSTS": host, "ORDERD_SCYLLA_KEYSPACE": ks,
@@ -216,16 +216,36 @@ func storedCreate(t *testing.T, s *service, id uuid.UUID) uuid.UUID {
 
 // freezableNode starts a Cassandra node of the test's own through
 // scripts/cassandra.sh, stopped and reset at cleanup, and returns its pid
-// and CQL port.
+// and CQL port (FROZEN_CASSANDRA_PORT, default CASSANDRA_PORT+10000).
 func freezableNode(t *testing.T) (int, string) {
 	t.Helper()
-	port := os.Getenv("FROZEN_CASSANDRA_PORT")
+	n := ownCassandraNode(t, "FROZEN_CASSANDRA_PORT", 10000)
+	return n.pid(), n.port
+}
+
+// cassandraNode is a Cassandra node of a test's own, started through
+// scripts/cassandra.sh, which the test may stop, kill or freeze.
+type cassandraNode struct {
+	t       *testing.T
+	port    string
+	pidFile string
+	script  string
+}
+
+// ownCassandraNode starts a Cassandra node of the test's own on the port
+// in portVar, default CASSANDRA_PORT+offset (its storage port follows),
+// stopped and reset at cleanup. A node already answering there is someone
+// else's: the test then fails (skips locally) rather than touch it; so it
+// does without java.
+func ownCassandraNode(t *testing.T, portVar string, offset int) *cassandraNode {
+	t.Helper()
+	port := os.Getenv(portVar)
 	if port == "" {
 		shared, err := strconv.Atoi(cmp.Or(os.Getenv("CASSANDRA_PORT"), "9042"))
 		if err != nil {
 			t.Fatalf("CASSANDRA_PORT: %v", err)
 		}
-		port = strconv.Itoa(shared + 10000)
+		port = strconv.Itoa(shared + offset)
 	}
 	missing := func(msg string) {
 		if os.Getenv("CI") == "true" {
@@ -237,46 +257,55 @@ func freezableNode(t *testing.T) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	script := filepath.Join(repo, "scripts", "cassandra.sh")
-	run := func(args ...string) error {
-		cmd := exec.Command(script, args...)
-		cmd.Env = append(os.Environ(), "CASSANDRA_PORT="+port, "CASSANDRA_STORAGE_PORT=", "CASSANDRA_JMX_PORT=",
-			"CASSANDRA_HEAP_OPTS=-Xms256m -Xmx512m", "CASSANDRA_JVM_OPTS=-XX:TieredStopAtLevel=1")
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			return fmt.Errorf("%s %s: %w\n%s", script, strings.Join(args, " "), err, out)
-		}
-		return nil
-	}
-	if run("status") == nil {
-		missing(fmt.Sprintf("a Cassandra node already answers on %s; this test freezes only a node it started (FROZEN_CASSANDRA_PORT moves it)", port))
-	}
-	if _, err := exec.LookPath("java"); err != nil {
-		missing("no java to start a Cassandra node to freeze")
-	}
-	start := time.Now()
-	if err := run("start"); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("a Cassandra node of the test's own on port %s, started in %v", port, time.Since(start).Round(time.Second))
-	t.Cleanup(func() {
-		if err := run("reset"); err != nil {
-			t.Errorf("stop the test's node: %v", err)
-		}
-	})
 	cache := os.Getenv("ORDERD_CACHE")
 	if cache == "" {
 		cache = filepath.Join(repo, ".cache")
 	}
-	raw, err := os.ReadFile(filepath.Join(cache, "cassandra", "node-"+port, "cassandra.pid"))
+	n := &cassandraNode{t: t, port: port, script: filepath.Join(repo, "scripts", "cassandra.sh"),
+		pidFile: filepath.Join(cache, "cassandra", "node-"+port, "cassandra.pid")}
+	if n.run("status") == nil {
+		missing(fmt.Sprintf("a Cassandra node already answers on %s; this test stops only a node it started (%s moves it)", port, portVar))
+	}
+	if _, err := exec.LookPath("java"); err != nil {
+		missing("no java to start a Cassandra node of the test's own")
+	}
+	begin := time.Now()
+	if err := n.run("start"); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a Cassandra node of the test's own on port %s, started in %v", port, time.Since(begin).Round(time.Second))
+	t.Cleanup(func() {
+		if err := n.run("reset"); err != nil {
+			t.Errorf("stop the test's node: %v", err)
+		}
+	})
+	return n
+}
+
+// run runs scripts/cassandra.sh with args on the node's ports.
+func (n *cassandraNode) run(args ...string) error {
+	cmd := exec.Command(n.script, args...)
+	cmd.Env = append(os.Environ(), "CASSANDRA_PORT="+n.port, "CASSANDRA_STORAGE_PORT=", "CASSANDRA_JMX_PORT=",
+		"CASSANDRA_HEAP_OPTS=-Xms256m -Xmx512m", "CASSANDRA_JVM_OPTS=-XX:TieredStopAtLevel=1")
+	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("the node's pid: %v", err)
+		return fmt.Errorf("%s %s: %w\n%s", n.script, strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// pid returns the running node's process id.
+func (n *cassandraNode) pid() int {
+	n.t.Helper()
+	raw, err := os.ReadFile(n.pidFile)
+	if err != nil {
+		n.t.Fatalf("the node's pid: %v", err)
 	}
 	pid, err := strconv.Atoi(strings.TrimSpace(string(raw)))
 	if err != nil || pid <= 1 {
-		t.Fatalf("the node's pid file holds %q", raw)
+		n.t.Fatalf("the node's pid file holds %q", raw)
 	}
-	return pid, port
+	return pid
 }
 
 // dropKeyspace drops ks on host, if the node still runs.

@@ -258,13 +258,37 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		workers.Add(relaySup)
 		consumers = append(consumers, relay.Consumer)
 	}
+	elected := workerCollector{projector}
+	if relayWorker != nil {
+		elected = append(elected, relayWorker)
+	}
 	reg.MustRegister(&deadLetterCollector{ledger: b.ledger}, &lagCollector{feed: b.feed, consumers: consumers},
-		storageFaultCollector{health: b.events})
+		storageFaultCollector{health: b.events}, elected)
 	if b.hintsDropped != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "orderd_feed_hints_dropped_total",
 			Help: "Hints of new appends not written because their queue was full (Apache Cassandra); the reconciliation pass delivers those appends instead.",
 		}, func() float64 { return float64(b.hintsDropped()) }))
+	}
+	if r := b.reconciliation; r != nil {
+		reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "orderd_feed_reconcile_failures_total",
+				Help: "Failed reads of the reconciliation (a recent pass or a range of the full sweep); each is retried, none ends the feed.",
+			}, func() float64 { return float64(r().Failures) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "orderd_feed_reconcile_recent_rows_total",
+				Help: "Rows of the index of touched aggregates read by the recent passes.",
+			}, func() float64 { return float64(r().RecentRows) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "orderd_feed_reconcile_sweep_rows_total",
+				Help: "Aggregates read by the full sweeps of the token ring.",
+			}, func() float64 { return float64(r().SweepRows) }),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+				Name: "orderd_store_clock_skew_seconds",
+				Help: "The clock of a CQL node minus this instance's, as last measured; the reconciliation's margins assume it stays within ORDERD_CLOCK_SKEW.",
+			}, func() float64 { return r().ClockSkew.Seconds() }),
+		)
 	}
 
 	commands := aggregate.NewHandler(b.events, time.Now, aggregate.WithLogger(log.Named("aggregate")),

@@ -8,6 +8,7 @@ import (
 
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/store"
+	"github.com/orderd/orderd/internal/worker"
 )
 
 // appendedCounter counts the events appended, by aggregate type, for
@@ -24,6 +25,8 @@ var (
 	lagEventsDesc   = prometheus.NewDesc("orderd_feed_lag_events", "Committed events a feed consumer has not processed yet, where known.", []string{"consumer"}, nil)
 	lagSecondsDesc  = prometheus.NewDesc("orderd_feed_lag_seconds", "Age of the oldest committed event a feed consumer has not processed yet, where known; 0 when caught up.", []string{"consumer"}, nil)
 	deadLettersDesc = prometheus.NewDesc("orderd_dead_letters", "Events in the dead-letter ledger, by state.", []string{"state"}, nil)
+	epochDesc       = prometheus.NewDesc("orderd_worker_epoch", "The fencing epoch of this instance's last take of the worker's lease (0 before the first): while it is active, every write of the worker is conditional on it.", []string{"worker"}, nil)
+	fencedDesc      = prometheus.NewDesc("orderd_worker_fenced_total", "The worker's runs on this instance that a write refused for a later epoch of its lease ended (another instance had taken it).", []string{"worker"}, nil)
 )
 
 // lagCollector reports, at each scrape, how far each consumer is behind the
@@ -66,5 +69,43 @@ func (c *deadLetterCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, state := range []string{relay.Failed, relay.Parked} {
 		ch <- prometheus.MustNewConstMetric(deadLettersDesc, prometheus.GaugeValue, float64(counts[state]), state)
+	}
+}
+
+var (
+	workerUpDesc = prometheus.NewDesc("orderd_worker_up",
+		"0 while a worker (projector, relay) has failed on this instance, until it runs again, or stepped down; 1 otherwise (active or standing by). A worker's failure never makes /readyz unready; this is where it shows.",
+		[]string{"worker"}, nil)
+	workerActiveDesc = prometheus.NewDesc("orderd_worker_active",
+		"1 while this instance holds the worker's lease and runs it, 0 while it stands by.",
+		[]string{"worker"}, nil)
+)
+
+// workerCollector reports each elected worker's health and role on this
+// instance, the fencing epoch of its last take of the lease, and how often
+// its writes were fenced here.
+type workerCollector []*worker.Elected
+
+func (c workerCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- workerUpDesc
+	ch <- workerActiveDesc
+	ch <- epochDesc
+	ch <- fencedDesc
+}
+
+func (c workerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, w := range c {
+		st := w.State()
+		up, active := 1.0, 0.0
+		if st.Err != nil || st.Aside != nil {
+			up = 0
+		}
+		if st.Role == worker.RoleActive {
+			active = 1
+		}
+		ch <- prometheus.MustNewConstMetric(workerUpDesc, prometheus.GaugeValue, up, w.Name())
+		ch <- prometheus.MustNewConstMetric(workerActiveDesc, prometheus.GaugeValue, active, w.Name())
+		ch <- prometheus.MustNewConstMetric(epochDesc, prometheus.GaugeValue, float64(st.Epoch), w.Name())
+		ch <- prometheus.MustNewConstMetric(fencedDesc, prometheus.CounterValue, float64(st.Fenced), w.Name())
 	}
 }

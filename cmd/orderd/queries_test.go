@@ -104,12 +104,16 @@ func TestOperations(t *testing.T) {
 		Components map[string]struct {
 			Status string
 			Lag    *int64
+			Epoch  int64
 		}
 	}
 	s.do(t, "GET", "/readyz", nil, http.StatusOK).json(t, &ready)
 	p := ready.Components["projector"]
 	if ready.Status != "ready" || ready.Components["store"].Status != "up" || p.Status != "up" || p.Lag == nil || *p.Lag != 0 {
 		t.Fatalf("readyz %+v", ready)
+	}
+	if p.Epoch != 1 { // the first take of the projector's lease
+		t.Errorf("the projector's epoch in /readyz = %d, want 1", p.Epoch)
 	}
 
 	s.do(t, "GET", "/metrics", nil, http.StatusOK) // as the contract says
@@ -123,6 +127,13 @@ func TestOperations(t *testing.T) {
 		if m[series] != 1 {
 			t.Errorf("%s = %v, want 1", series, m[series])
 		}
+	}
+	if v := m[`orderd_worker_epoch{worker="projector"}`]; v != 1 {
+		t.Errorf("orderd_worker_epoch of the projector = %v, want 1", v)
+	}
+	if m[`orderd_worker_up{worker="projector"}`] != 1 || m[`orderd_worker_active{worker="projector"}`] != 1 {
+		t.Errorf("the projector's worker series: up %v, active %v; want 1 and 1",
+			m[`orderd_worker_up{worker="projector"}`], m[`orderd_worker_active{worker="projector"}`])
 	}
 	if v, ok := m[`orderd_feed_lag_events{consumer="projector"}`]; !ok || v != 0 {
 		t.Errorf("projector lag %v (present %v), want 0", v, ok)

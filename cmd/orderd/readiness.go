@@ -16,14 +16,22 @@ import (
 // and the lag where the backend knows it; the dead letters; and the
 // bearer tokens (auth).
 //
-// The store and the projector are "down" when they fail, which makes the
-// instance unready. The store is down also while its writes fail for a
-// storage fault (a full disk, a cluster without quorum), though reads may
-// work: b.Ping checks the store's write health first, which probes with a
-// tiny write while it is down, so /readyz notices recovery without traffic. A Kafka outage (the breaker not closed), a failing
-// relay and dead letters make it "degraded", not unready: commands are
-// still accepted and kept in the outbox, so the instance should keep
-// serving. A standby is "up": it is ready to take over.
+// Only the store (and the token check) decide readiness: the store is
+// "down", which makes the instance unready, when b.Ping fails within
+// /readyz's deadline (2 s), and also while its requests fail for a storage
+// fault (a full disk, a cluster without quorum, a Cassandra node that is
+// cut off, stopping or gone), though a request may get through now and
+// then: b.Ping checks the store's health first, which probes with a tiny
+// write while it is down, so /readyz notices recovery without traffic.
+//
+// A worker's trouble never makes the instance unready: another instance
+// would take the lease and meet the same poison event, and the fleet would
+// empty one instance at a time. A failed projector or relay, a relay that
+// stepped down because it could not publish, a Kafka outage (the breaker
+// not closed) and dead letters are "degraded": commands are still
+// accepted (the relay's events wait in the outbox), and the metrics
+// (orderd_worker_up) and alerts say what to look at. A standby is "up": it
+// is ready to take over.
 func readiness(b *backend, projector, relayWorker *worker.Elected, rl *relay.Relay, tokens *oidc.Verifier) api.Readiness {
 	return func(ctx context.Context) map[string]api.Component {
 		out := map[string]api.Component{"auth": authComponent(tokens)}
@@ -39,8 +47,8 @@ func readiness(b *backend, projector, relayWorker *worker.Elected, rl *relay.Rel
 			c := workerComponent(ctx, b.feed, relayWorker)
 			breaker := "kafka circuit breaker " + rl.Breaker()
 			switch {
-			case c.Status == "down":
-				c.Status, c.Detail = "degraded", breaker+"; "+c.Detail
+			case c.Status == "degraded":
+				c.Detail = breaker + "; " + c.Detail
 			case c.Role == worker.RoleActive && rl.Breaker() != "closed":
 				c.Status, c.Detail = "degraded", breaker
 			case c.Role == worker.RoleActive:
@@ -76,12 +84,16 @@ func authComponent(tokens *oidc.Verifier) api.Component {
 	return api.Component{Status: "up", Detail: "bearer tokens of " + tokens.Issuer()}
 }
 
-// workerComponent is a worker's part of /readyz.
+// workerComponent is a worker's part of /readyz: "up", or "degraded" when
+// it failed (until it runs again) or stepped down, never "down".
 func workerComponent(ctx context.Context, feed store.Feed, w *worker.Elected) api.Component {
 	st := w.State()
-	c := api.Component{Status: "up", Role: st.Role, Active: st.Leader}
-	if st.Err != nil {
-		c.Status, c.Detail = "down", st.Err.Error()
+	c := api.Component{Status: "up", Role: st.Role, Active: st.Leader, Epoch: st.Epoch, Fenced: st.Fenced}
+	switch {
+	case st.Err != nil:
+		c.Status, c.Detail = "degraded", "failed: "+st.Err.Error()
+	case st.Aside != nil:
+		c.Status, c.Detail = "degraded", st.Aside.Error()
 	}
 	if lag, err := feed.Lag(ctx, w.Name()); err == nil && lag.Known {
 		events, seconds := lag.Events, lag.Age.Seconds()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/relay"
+	"github.com/orderd/orderd/internal/worker"
 )
 
 // relayParts are the relay and, with brokers configured, its Kafka client
@@ -25,6 +27,11 @@ type relayParts struct {
 // first. The caller closes the Kafka client.
 func newRelay(cfg config, b *backend, reg prometheus.Registerer, log *zap.Logger) (relayParts, error) {
 	cfg.relay.Types = aggregate.PublishedTypes()
+	if !b.SharedLeases() {
+		// One instance (SQLite): no other could take over, so stepping
+		// down would only delay publishing once Kafka is back.
+		cfg.relay.StepDown = 0
+	}
 	metrics := relay.NewMetrics(reg)
 	if len(cfg.brokers) == 0 {
 		log.Warn("relay off: no Kafka brokers configured (ORDERD_KAFKA_BROKERS); events are kept in the outbox and published from the first once a broker is configured")
@@ -55,7 +62,13 @@ func newRelay(cfg config, b *backend, reg prometheus.Registerer, log *zap.Logger
 			}
 			return err
 		}
-		return rl.Serve(ctx, b.feed)
+		err := rl.Serve(ctx, b.feed)
+		if errors.Is(err, relay.ErrCannotPublish) {
+			// Hand the lease to an instance that may reach Kafka, and stand
+			// aside as long as Kafka was given here.
+			return worker.StepDown(cfg.relay.StepDown, err)
+		}
+		return err
 	}
 	return relayParts{relay: rl, kafka: k, work: work}, nil
 }

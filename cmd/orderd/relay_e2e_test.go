@@ -198,8 +198,15 @@ func (s *service) waitRelayed(t testing.TB, timeout time.Duration) map[string]fl
 // and its data deleted when the test ends.
 func ownBroker(t *testing.T) (addr string, stop, start func()) {
 	t.Helper()
+	return ownBrokerAt(t, 10000)
+}
+
+// ownBrokerAt is ownBroker on the shared broker's port plus offset (the
+// controller takes the port after it, so offsets differ by 2 at least).
+func ownBrokerAt(t *testing.T, offset int) (addr string, stop, start func()) {
+	t.Helper()
 	kafkatest.Brokers(t) // the script's prerequisites are there, or skip/fail as usual
-	port := kafkatest.Port(t) + 10000
+	port := kafkatest.Port(t) + offset
 	if port > 65534 {
 		port -= 20000
 	}

@@ -112,6 +112,7 @@ func TestMain(m *testing.M) {
 type process struct {
 	cmd  *exec.Cmd
 	base string
+	errs *syncBuffer // the lines orderd logged at level error, for failure messages
 }
 
 func startProcess(t testing.TB, dir string, env map[string]string) *process {
@@ -127,7 +128,14 @@ func startProcess(t testing.TB, dir string, env map[string]string) *process {
 // in dir until the test ends.
 func startBinary(t testing.TB, bin, dir string, env map[string]string) *process {
 	t.Helper()
-	cmd := exec.Command(bin, "-http-addr", "127.0.0.1:0", "-data-dir", dir, "-log-level", "info")
+	return startCommand(t, exec.Command(bin, "-http-addr", "127.0.0.1:0", "-data-dir", dir, "-log-level", "info"), env)
+}
+
+// startCommand runs cmd, an orderd command line (or one that becomes orderd,
+// such as ip netns exec), with env added to the test's environment, until
+// the test ends, and returns once orderd reports the address it listens on.
+func startCommand(t testing.TB, cmd *exec.Cmd, env map[string]string) *process {
+	t.Helper()
 	cmd.Env = os.Environ()
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
@@ -141,21 +149,32 @@ func startBinary(t testing.TB, bin, dir string, env map[string]string) *process 
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	addr := make(chan string, 1)
+	errs := &syncBuffer{}
 	go func() {
 		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			var line struct{ Msg, Addr string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "orderd listening" {
+			var line struct{ Level, Msg, Addr string }
+			if json.Unmarshal(sc.Bytes(), &line) != nil {
+				continue
+			}
+			switch {
+			case line.Msg == "orderd listening":
 				addr <- line.Addr
+			case line.Level == "error":
+				_, _ = fmt.Fprintf(errs, "%s\n", sc.Bytes())
 			}
 		}
 		_, _ = io.Copy(io.Discard, stderr)
 	}()
 	select {
 	case a := <-addr:
-		return &process{cmd: cmd, base: "http://" + a}
-	case <-time.After(30 * time.Second):
-		t.Fatal("orderd did not report its address within 30s")
+		return &process{cmd: cmd, base: "http://" + a, errs: errs}
+	case <-time.After(90 * time.Second):
+		// Up to 90 s: the first instance on a three-node Cassandra
+		// creates the schema, each table once every node agrees, which
+		// takes over 30 s on a loaded 2-core machine.
+		t.Fatal("orderd did not report its address within 90s")
 		return nil
 	}
 }

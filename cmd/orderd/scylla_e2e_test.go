@@ -126,8 +126,11 @@ func TestMigrateScylla(t *testing.T) {
 //     publishes them all;
 //   - a change the CDC reader cannot see, written with a timestamp behind
 //     its confidence window (as a lightweight transaction completed late
-//     by Paxos is), is delivered by the reconciliation pass to the read
-//     model and to Kafka.
+//     by Paxos is) and with its row in the index of touched aggregates (as
+//     every append writes before its transaction), is delivered by the
+//     recent pass to the read model and to Kafka;
+//   - one with no index row (written before the index existed) is
+//     delivered by the full sweep (every 5 s here).
 //
 // Without ORDERD_TEST_SCYLLA it skips, in CI too.
 func TestScyllaCDC(t *testing.T) {
@@ -139,7 +142,7 @@ func TestScyllaCDC(t *testing.T) {
 	keyspace := "orderd_cdc_" + strings.ReplaceAll(uuid.NewString()[:8], "-", "")
 	env := kafkaEnv(t, brokers,
 		"ORDERD_STORE", "scylla", "ORDERD_SCYLLA_HOSTS", host, "ORDERD_SCYLLA_KEYSPACE", keyspace,
-		"ORDERD_READ_WAIT", "20s", "ORDERD_RECONCILE_INTERVAL", "3s", "ORDERD_LEASE_TTL", "3s")
+		"ORDERD_READ_WAIT", "20s", "ORDERD_RECONCILE_INTERVAL", "3s", "ORDERD_SWEEP_INTERVAL", "5s", "ORDERD_LEASE_TTL", "3s")
 	quiet := maps.Clone(env)
 	delete(quiet, "ORDERD_KAFKA_BROKERS") // the first instance has no relay
 	c := &cluster{t: t, env: quiet}
@@ -166,31 +169,57 @@ func TestScyllaCDC(t *testing.T) {
 	}
 	t.Logf("a relay started after the events published them within %s", time.Since(started).Round(time.Millisecond))
 
-	// An order written an hour in the past: its CDC log row lands far
-	// behind the reader's window, so only the reconciliation pass finds it.
+	// Orders written an hour in the past: their CDC log rows land far
+	// behind the reader's window, so only the reconciliation finds them:
+	// the recent pass the one with an index row, the sweep the other.
 	sess := scyllaSession(t, host, keyspace)
-	late := uuid.Must(uuid.NewV7())
+	late := lateOrder(t, sess, cust.ID, true)
+	unindexed := lateOrder(t, sess, cust.ID, false)
+	for _, id := range []uuid.UUID{late, unindexed} {
+		if got := a.svc.order(t, id, 1); got.Status != "created" {
+			t.Fatalf("the order the CDC reader cannot see: %+v", got)
+		}
+	}
+	found := map[string]bool{}
+	for _, m := range kafkatest.Consume(t, brokers, topic, 4, 60*time.Second) {
+		found[string(m.Key)] = true
+	}
+	if !found[late.String()] || !found[unindexed.String()] {
+		t.Fatalf("the orders the CDC reader cannot see are not both on Kafka: %v", found)
+	}
+}
+
+// lateOrder writes an OrderCreated of customer an hour in the past, as
+// orderd never would, and, if indexed, its row in the index of touched
+// aggregates at the present minute, as Append writes it before its
+// transaction (bucket: unix minutes; shard: the top 6 bits of the token).
+func lateOrder(t *testing.T, sess *gocql.Session, customer uuid.UUID, indexed bool) uuid.UUID {
+	t.Helper()
+	id := uuid.Must(uuid.NewV7())
 	at := time.Now().Add(-time.Hour)
 	data := fmt.Sprintf(`{"customer_id":%q,"items":[{"product_id":%q,"quantity":1}],"created_at":%q}`,
-		cust.ID, uuid.NewString(), at.UTC().Format(time.RFC3339Nano))
+		customer, uuid.NewString(), at.UTC().Format(time.RFC3339Nano))
 	batch := sess.NewBatch(gocql.UnloggedBatch)
-	batch.Query(`UPDATE events USING TIMESTAMP ? SET version = 1 WHERE aggregate_id = ?`, at.UnixMicro(), late)
+	batch.Query(`UPDATE events USING TIMESTAMP ? SET version = 1 WHERE aggregate_id = ?`, at.UnixMicro(), id)
 	batch.Query(`INSERT INTO events (aggregate_id, sequence, event_id, aggregate_type, event_type, event_version,
 		data, causation_id, correlation_id, timestamp) VALUES (?, 1, ?, 'Order', 'OrderCreated', 2, ?, ?, ?, ?) USING TIMESTAMP ?`,
-		late, uuid.Must(uuid.NewV7()), data, uuid.New(), uuid.New(), at.UnixMilli(), at.UnixMicro())
+		id, uuid.Must(uuid.NewV7()), data, uuid.New(), uuid.New(), at.UnixMilli(), at.UnixMicro())
 	if err := sess.ExecuteBatch(batch); err != nil {
 		t.Fatal(err)
 	}
-	if got := a.svc.order(t, late, 1); got.Status != "created" {
-		t.Fatalf("the order the CDC reader cannot see: %+v", got)
+	if !indexed {
+		return id
 	}
-	var found bool
-	for _, m := range kafkatest.Consume(t, brokers, topic, 3, 60*time.Second) {
-		found = found || string(m.Key) == late.String()
+	var tok int64
+	if err := sess.Query(`SELECT token(aggregate_id) FROM events WHERE aggregate_id = ? LIMIT 1`, id).Scan(&tok); err != nil {
+		t.Fatal(err)
 	}
-	if !found {
-		t.Fatal("the order the CDC reader cannot see is not on Kafka")
+	shard := int((uint64(tok) ^ 1<<63) >> 58)
+	if err := sess.Query(`INSERT INTO feed_touched (bucket, shard, aggregate_id) VALUES (?, ?, ?)`,
+		time.Now().Unix()/60, shard, id).Exec(); err != nil {
+		t.Fatal(err)
 	}
+	return id
 }
 
 // scyllaSession is a plain driver session on keyspace, for writing what

@@ -43,6 +43,11 @@ type Component struct {
 	// LagSeconds is how long the oldest event not yet processed has
 	// waited, where it is known.
 	LagSeconds *float64 `json:"lag_seconds,omitempty"`
+	// Epoch is the fencing epoch of this instance's last take of the
+	// worker's lease (store.Fence), 0 before the first; Fenced how many of
+	// the worker's runs here a write refused for a later epoch ended.
+	Epoch  int64 `json:"epoch,omitempty"`
+	Fenced int64 `json:"fenced,omitempty"`
 }
 
 // Readiness reports the state of each component by name.

@@ -50,8 +50,11 @@ var (
 // it, Append returns store.ErrOutcomeUnknown (never store.ErrConflict); the
 // caller can then Load and look for its events.
 //
-// On Cassandra an append that returned nil queues a hint for the feed's
-// subscriptions (see hints.go); that never delays or fails the append.
+// Before its transaction an append writes its aggregate to the index of
+// touched aggregates (see touched.go), a plain write; when that fails the
+// append fails, with nothing sent. On Cassandra an append that returned
+// nil queues a hint for the feed's subscriptions (see hints.go); that
+// never delays or fails the append.
 //
 // The cluster's failures (unavailable replicas, timeouts, no host) wrap
 // store.ErrUnavailable, an outcome left open included, and make CheckWrite
@@ -86,6 +89,14 @@ func (s *Store) append(ctx context.Context, aggregateID uuid.UUID, expected int6
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("scylla: append %s: %w", aggregateID, err)
+	}
+	// The index row first: an append that commits always has one, one
+	// that fails after it leaves an extra row the recent pass reads once.
+	if err := s.touch(ctx, aggregateID); err != nil {
+		if s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed) {
+			return fmt.Errorf("scylla: append %s: %w", aggregateID, store.ErrClosed)
+		}
+		return err // nothing sent yet: a certain failure, which Append classifies
 	}
 
 	// Reading the version and then writing the events, as the seed

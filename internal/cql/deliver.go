@@ -32,6 +32,11 @@ type request struct {
 	done chan struct{}
 	// retry marks the retry of a parked aggregate (see gaps.go).
 	retry bool
+	// acks, if any, are closed once the core has handled the request: its
+	// events handed and the progress saved, or the aggregate parked at a
+	// hole after handing what came before it. The CDC reader saves its
+	// progress past a change only then.
+	acks []chan struct{}
 }
 
 // due is one aggregate of a batch: the events to hand and what the
@@ -59,8 +64,21 @@ func (sub *subscription) deliver(ctx context.Context) error {
 		if err := sub.deliverBatch(ctx, reqs); err != nil {
 			return err
 		}
+		if ctx.Err() != nil || sub.ctx.Err() != nil {
+			// Stopped, perhaps midway: nothing is acknowledged, so no
+			// cursor, watermark or CDC progress moves past this batch.
+			return nil
+		}
+		for _, r := range reqs {
+			for _, a := range r.acks {
+				close(a)
+			}
+		}
 		for _, m := range marks {
-			close(m)
+			if m.pass != nil {
+				m.pass.parkedSince = sub.oldestParking()
+			}
+			close(m.done)
 		}
 	}
 }
@@ -69,15 +87,15 @@ func (sub *subscription) deliver(ctx context.Context) error {
 // aggregates, merging the requests for one aggregate. It stops at the end
 // of a pass, whose mark it returns, so that the pass learns when its
 // requests are done.
-func (sub *subscription) drain(first request) ([]request, []chan struct{}) {
+func (sub *subscription) drain(first request) ([]request, []request) {
 	var (
 		reqs  []request
-		marks []chan struct{}
+		marks []request
 		index = make(map[uuid.UUID]int)
 	)
 	add := func(r request) bool {
 		if r.done != nil {
-			marks = append(marks, r.done)
+			marks = append(marks, r)
 			return false
 		}
 		i, ok := index[r.id]
@@ -120,6 +138,7 @@ func merge(a, b request) request {
 	}
 	a.known = max(a.known, b.known)
 	a.retry = a.retry || b.retry
+	a.acks = append(a.acks[:len(a.acks):len(a.acks)], b.acks...)
 	if a.pass == nil {
 		a.pass = b.pass
 	}
@@ -277,10 +296,13 @@ func (sub *subscription) remember(id uuid.UUID, version int64) {
 }
 
 // pass is one reconciliation pass, as the delivery core reports it back:
-// the events it found unhandled and the oldest of them.
+// the events it found unhandled and the oldest of them, and, once its mark
+// is closed, since when the longest-parked aggregate has waited (zero when
+// none is parked).
 type pass struct {
-	events int64
-	oldest time.Time
+	events      int64
+	oldest      time.Time
+	parkedSince time.Time
 }
 
 // behind records that a pass request had evs still to deliver. Only the

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/orderd/orderd/internal/relay"
+	"github.com/orderd/orderd/internal/store"
 )
 
 // consumer is the partition key of both tables: the relay's consumer name.
@@ -91,6 +92,9 @@ func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) error {
 			return fmt.Errorf("scylla: ledger: record: %w", err)
 		}
 	}
+	if f, ok := store.FenceOf(ctx); ok {
+		return l.recordFenced(ctx, f, letters)
+	}
 	for _, d := range letters {
 		if _, err := l.lwt(ctx, nil, recordCQL, consumer, d.Position, gocqlUUID(d.EventID), gocqlUUID(d.AggregateID),
 			d.AggregateType, d.Sequence, d.EventType, d.Topic, d.State, d.Error, d.Attempts,
@@ -104,7 +108,16 @@ func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) error {
 // Blocked returns the aggregates that have dead letters, each with the
 // lowest sequence among them.
 func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
-	all, err := l.scan(ctx, allCQL, consumer)
+	q := l.query(ctx, allCQL, consumer)
+	if f, ok := store.FenceOf(ctx); ok {
+		// A new holder: claim the ledger, then read at serial consistency
+		// what every earlier epoch committed.
+		if err := l.claim(ctx, f); err != nil {
+			return nil, fmt.Errorf("scylla: ledger: blocked: %w", err)
+		}
+		q.Consistency(leaseSerial)
+	}
+	all, err := l.scanQuery(q)
 	if err != nil {
 		return nil, fmt.Errorf("scylla: ledger: blocked: %w", err)
 	}
@@ -167,6 +180,9 @@ func (l *Ledger) Update(ctx context.Context, d relay.DeadLetter) error {
 	if err := d.Check(); err != nil {
 		return fmt.Errorf("scylla: ledger: update: %w", err)
 	}
+	if f, ok := store.FenceOf(ctx); ok {
+		return l.updateFenced(ctx, f, d)
+	}
 	applied, err := l.lwt(ctx, nil, updateCQL, d.State, d.Error, d.Attempts, d.LastFailedAt, consumer, d.Position)
 	if err != nil {
 		return fmt.Errorf("scylla: ledger: update %d: %w", d.Position, err)
@@ -180,6 +196,9 @@ func (l *Ledger) Update(ctx context.Context, d relay.DeadLetter) error {
 // Remove deletes the dead letters at positions, one lightweight
 // transaction each. Unknown positions are ignored.
 func (l *Ledger) Remove(ctx context.Context, positions ...int64) error {
+	if f, ok := store.FenceOf(ctx); ok {
+		return l.removeFenced(ctx, f, positions)
+	}
 	for _, p := range positions {
 		if _, err := l.lwt(ctx, nil, removeCQL, consumer, p); err != nil {
 			return fmt.Errorf("scylla: ledger: remove %d: %w", p, err)
@@ -204,7 +223,12 @@ func (l *Ledger) Count(ctx context.Context) (map[string]int, error) {
 
 // scan runs a query of letterColumns and reads every row.
 func (l *Ledger) scan(ctx context.Context, stmt string, args ...any) ([]relay.DeadLetter, error) {
-	iter := l.query(ctx, stmt, args...).Iter()
+	return l.scanQuery(l.query(ctx, stmt, args...))
+}
+
+// scanQuery runs q, a query of letterColumns, and reads every row.
+func (l *Ledger) scanQuery(q *gocql.Query) ([]relay.DeadLetter, error) {
+	iter := q.Iter()
 	var out []relay.DeadLetter
 	for {
 		var d relay.DeadLetter
@@ -212,6 +236,9 @@ func (l *Ledger) scan(ctx context.Context, stmt string, args ...any) ([]relay.De
 		if !iter.Scan(&d.Position, &eventID, &aggID, &d.AggregateType, &d.Sequence, &d.EventType,
 			&d.Topic, &d.State, &d.Error, &d.Attempts, &d.FirstFailedAt, &d.LastFailedAt) {
 			break
+		}
+		if d.Position == 0 {
+			continue // the partition's static row (its epoch), with no letter
 		}
 		d.EventID, d.AggregateID = uuid.UUID(eventID), uuid.UUID(aggID)
 		d.FirstFailedAt, d.LastFailedAt = utc(d.FirstFailedAt), utc(d.LastFailedAt)

@@ -12,12 +12,21 @@ import (
 	"github.com/orderd/orderd/internal/cql"
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/relay/ledgertest"
+	"github.com/orderd/orderd/internal/store"
 	"github.com/orderd/orderd/internal/store/cqltest"
 )
 
 // openLedger opens the event store on a fresh keyspace of the test server,
 // which creates the ledger's tables, and returns the ledger on its session.
 func openLedger(t *testing.T) relay.Ledger {
+	t.Helper()
+	l, _ := openLedgerStore(t)
+	return l
+}
+
+// openLedgerStore is openLedger that also returns the store, whose leases
+// fence the ledger's writes.
+func openLedgerStore(t *testing.T) (relay.Ledger, store.Leases) {
 	t.Helper()
 	hosts := cqltest.Hosts(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -28,9 +37,10 @@ func openLedger(t *testing.T) relay.Ledger {
 		t.Fatalf("open the store: %v", err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	return cql.NewLedger(st.Session(), gocql.LocalQuorum, gocql.LocalSerial, zaptest.NewLogger(t))
+	return cql.NewLedger(st.Session(), gocql.LocalQuorum, gocql.LocalSerial, zaptest.NewLogger(t)), st
 }
 
 func TestLedgerConformance(t *testing.T) {
 	ledgertest.Run(t, openLedger)
+	ledgertest.RunFenced(t, openLedgerStore)
 }

@@ -108,6 +108,12 @@ func (l *Ledger) Finish(ctx context.Context, q relay.Request) error {
 	default:
 		return fmt.Errorf("scylla: ledger: finish request on %d: state %q is not an outcome", q.Position, q.State)
 	}
+	// Fenced by a check on the dead letters' partition before the write
+	// (the requests are in a table of their own): a holder whose lease
+	// lapsed finishes nothing once its successor claimed the ledger.
+	if err := l.checkFence(ctx, "finish a request"); err != nil {
+		return fmt.Errorf("scylla: ledger: %w", err)
+	}
 	if _, err := l.lwt(ctx, nil, finishCQL, q.State, q.Published, q.Error, q.FinishedAt,
 		consumer, q.Position, gocqlUUID(q.ID), relay.RequestPending); err != nil {
 		return fmt.Errorf("scylla: ledger: finish request on %d: %w", q.Position, err)

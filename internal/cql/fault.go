@@ -80,15 +80,57 @@ func asUnavailable(err error) error {
 }
 
 // fault wraps the cluster's failure of op in store.ErrUnavailable and
-// counts it; a write's opens an episode of the store's health. Other
-// errors come back unchanged.
-func (s *Store) fault(op string, write bool, err error) error {
+// counts it. Any fault, a read's too, opens an episode of the store's
+// health, which makes /readyz report the store down at once (until its
+// write probe succeeds): reads and writes go to the same replicas at the
+// same consistency, so a read the cluster cannot serve says as much about
+// this instance's reach as a failed write. Other errors come back
+// unchanged.
+func (s *Store) fault(op string, err error) error {
 	if err == nil || errors.Is(err, store.ErrUnavailable) || !unavailable(err) {
 		return err
 	}
 	err = fmt.Errorf("%w: %w", store.ErrUnavailable, err)
-	s.health.Fault(op, write, err)
+	s.health.Fault(op, true, err)
 	return err
+}
+
+// oneRetry is the driver's retry policy for every request but an
+// append's: one retry at most, on the next host (an LWT's on the same),
+// and none after a timeout, the client's or the server's. A request the
+// cluster cannot serve thus ends within one Config.Timeout: a node that
+// does not answer (stalled, cut off) costs the timeout once, not twice,
+// and a node that refuses at once (down, "Server is shutting down",
+// overloaded, not enough replicas) is tried once more elsewhere. A
+// request that may have run and is not idempotent is never retried.
+type oneRetry struct{}
+
+func (oneRetry) Attempt(q gocql.RetryableQuery) bool    { return q.Attempts() <= 1 }
+func (oneRetry) AttemptLWT(q gocql.RetryableQuery) bool { return q.Attempts() <= 1 }
+
+func (oneRetry) GetRetryType(err error) gocql.RetryType { return retryType(err, gocql.RetryNextHost) }
+
+func (oneRetry) GetRetryTypeLWT(err error) gocql.RetryType { return retryType(err, gocql.Retry) }
+
+func retryType(err error, retry gocql.RetryType) gocql.RetryType {
+	var executed *gocql.QueryError
+	if errors.As(err, &executed) && executed.PotentiallyExecuted() && !executed.IsIdempotent() {
+		return gocql.Rethrow
+	}
+	if timedOut(err) {
+		return gocql.Rethrow
+	}
+	return retry
+}
+
+// timedOut reports whether err is a timeout: no answer within the
+// client's timeout or a deadline, or the server's read or write timeout.
+func timedOut(err error) bool {
+	if errors.Is(err, gocql.ErrTimeoutNoResponse) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	code, ok := serverCode(err)
+	return ok && (code == gocql.ErrCodeReadTimeout || code == gocql.ErrCodeWriteTimeout)
 }
 
 // CheckWrite returns nil while appends succeed, and an error wrapping

@@ -74,16 +74,57 @@ func TestUnavailable(t *testing.T) {
 
 // TestUnavailableLive: real answers of a real node, through the driver's
 // executor: a consistency the single node cannot reach is the cluster's
-// failure (store.ErrUnavailable from fault), a syntax error is not.
+// failure (store.ErrUnavailable from fault), which makes the store's health
+// down until its write probe succeeds; a syntax error is neither.
 func TestUnavailableLive(t *testing.T) {
 	s := mustOpen(t, testConfig(t), nil)
 	err := s.sess.Session.Query(`SELECT event_id FROM events WHERE aggregate_id = ?`, gocql.UUID{}).
 		WithContext(ctxFor(t)).Consistency(gocql.Three).Exec()
-	if err := s.fault("cql", false, err); !errors.Is(err, store.ErrUnavailable) {
+	if err := s.fault("cql", err); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("a read at THREE on one node: %v (%T), want ErrUnavailable", err, errors.Unwrap(err))
 	}
+	// A read's fault, not only a write's, makes the store's health down
+	// (so /readyz says so at once), until the write probe succeeds.
+	if !s.health.Down() {
+		t.Error("the store's health is up after a read the cluster could not serve")
+	}
+	if err := s.CheckWrite(ctxFor(t)); err != nil || s.health.Down() {
+		t.Errorf("CheckWrite on a healthy node after the fault: %v (down %v), want the probe to end the episode", err, s.health.Down())
+	}
 	err = s.sess.Session.Query(`SELEKT 1`).WithContext(ctxFor(t)).Exec()
-	if err == nil || s.fault("cql", false, err) != err {
+	if err == nil || s.fault("cql", err) != err {
 		t.Errorf("a syntax error: %v, want itself, unwrapped", err)
+	}
+	if s.health.Down() {
+		t.Error("a syntax error made the store's health down")
+	}
+}
+
+// TestOneRetry: the retry policy of every request but an append's retries
+// a fast refusal once elsewhere, and never a timeout (which would hold the
+// request for a second timeout) nor a request that may have run and is not
+// idempotent.
+func TestOneRetry(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		err       error
+		want, lwt gocql.RetryType
+	}{
+		{"no answer in time", fmt.Errorf("read: %w", gocql.ErrTimeoutNoResponse), gocql.Rethrow, gocql.Rethrow},
+		{"a deadline of ours", context.DeadlineExceeded, gocql.Rethrow, gocql.Rethrow},
+		{"server read timeout", frameError[gocql.RequestErrReadTimeout](gocql.ErrCodeReadTimeout, "timeout"), gocql.Rethrow, gocql.Rethrow},
+		{"server write timeout", frameError[gocql.RequestErrWriteTimeout](gocql.ErrCodeWriteTimeout, "timeout"), gocql.Rethrow, gocql.Rethrow},
+		{"shutting down", frameError[struct{}](gocql.ErrCodeOverloaded, "Server is shutting down"), gocql.RetryNextHost, gocql.Retry},
+		{"not enough replicas", frameError[gocql.RequestErrUnavailable](gocql.ErrCodeUnavailable, "unavailable"), gocql.RetryNextHost, gocql.Retry},
+		{"connection closed", gocql.ErrConnectionClosed, gocql.RetryNextHost, gocql.Retry},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := (oneRetry{}).GetRetryType(c.err); got != c.want {
+				t.Errorf("GetRetryType = %v, want %v", got, c.want)
+			}
+			if got := (oneRetry{}).GetRetryTypeLWT(c.err); got != c.lwt {
+				t.Errorf("GetRetryTypeLWT = %v, want %v", got, c.lwt)
+			}
+		})
 	}
 }

@@ -23,6 +23,8 @@ const (
 	DefaultHintQueue      = 10000
 	DefaultReconcileEvery = time.Minute
 	DefaultReconcileRate  = 20000
+	DefaultSweepEvery     = time.Hour
+	DefaultClockSkew      = time.Second
 	DefaultRangeSplits    = 256
 	DefaultBatchSize      = 256
 	DefaultConcurrency    = 64
@@ -34,8 +36,9 @@ const (
 //
 // Completeness never depends on them: the fast path (the CDC log on
 // ScyllaDB, hints on Cassandra) only shortens the wait, and the
-// reconciliation pass hands every aggregate a consumer is behind on,
-// whatever the fast path missed. They trade latency and load.
+// reconciliation (the recent pass and the full sweep) hands every
+// aggregate a consumer is behind on, whatever the fast path missed. They
+// trade latency and load.
 type FeedOptions struct {
 	// HintPoll is how often a subscription on Cassandra reads new hints:
 	// roughly the latency from an append to its Handler call there.
@@ -52,17 +55,34 @@ type FeedOptions struct {
 	// the append: the reconciliation pass finds that append instead.
 	HintQueue int
 
-	// ReconcileEvery is the time from the start of one reconciliation pass
-	// to the start of the next; a pass runs at once when a subscription
-	// starts. It bounds how long an event the fast path missed waits.
+	// ReconcileEvery is the time from the start of one recent pass (the
+	// aggregates the index of touched aggregates names since the last) to
+	// the start of the next; one runs at once when a subscription starts.
+	// It bounds how long an event the fast path missed waits.
 	ReconcileEvery time.Duration
-	// ReconcileRate caps the aggregates a pass reads per second, to bound
-	// its load on the cluster.
+	// ReconcileRate caps the aggregates the full sweeps read per second,
+	// all running sweeps together (each reads its share), to bound their
+	// load on the cluster.
 	ReconcileRate int
-	// RangeSplits is the number of token ranges a pass reads one after
-	// another. A subscription holds one range's progress in memory at a
-	// time, so a keyspace of N aggregates needs about N/RangeSplits
-	// entries; fewer splits mean fewer queries per pass.
+	// SweepEvery is the time from the start of one full sweep of the token
+	// ring to the start of the next. The sweep is the safety net for what
+	// the index cannot name (appends older than its three-day TTL, rows
+	// written by hand); it resumes from its saved cursor after a restart
+	// or a handover.
+	SweepEvery time.Duration
+	// ClockSkew is the budget for how far the clocks of orderd's instances
+	// may differ: the recent pass reads again that far (plus twice
+	// Config.Timeout, an append's longest life) before its watermark, and
+	// the CDC progress saved on ScyllaDB stays that far (plus the
+	// generation leeway and twice Config.Timeout) behind what was handled.
+	// orderd_store_clock_skew_seconds shows the skew observed against the
+	// cluster's nodes.
+	ClockSkew time.Duration
+	// RangeSplits is the number of token ranges a sweep reads one after
+	// another, saving its cursor after each. A subscription holds one
+	// range's progress in memory at a time, so a keyspace of N aggregates
+	// needs about N/RangeSplits entries; fewer splits mean fewer queries
+	// per sweep.
 	RangeSplits int
 
 	// BatchSize caps the events handed in one Handler call.
@@ -99,6 +119,8 @@ func (o FeedOptions) withDefaults() FeedOptions {
 	setInt(&o.HintQueue, DefaultHintQueue)
 	set(&o.ReconcileEvery, DefaultReconcileEvery)
 	setInt(&o.ReconcileRate, DefaultReconcileRate)
+	set(&o.SweepEvery, DefaultSweepEvery)
+	set(&o.ClockSkew, DefaultClockSkew)
 	setInt(&o.RangeSplits, DefaultRangeSplits)
 	setInt(&o.BatchSize, DefaultBatchSize)
 	setInt(&o.Concurrency, DefaultConcurrency)
@@ -138,9 +160,12 @@ type subscription struct {
 // Events reach h by two paths, through one delivery core that checks
 // progress, so that each aggregate's events arrive in order and without
 // gaps whichever path found them first: the fast path (the CDC log on
-// ScyllaDB, hints on Cassandra), and the reconciliation pass, which runs at
-// once and then every FeedOptions.ReconcileEvery, and hands every aggregate
-// whose version is above the consumer's progress. Events carry no
+// ScyllaDB, hints on Cassandra), and the reconciliation: a recent pass,
+// at once and then every FeedOptions.ReconcileEvery, over the aggregates
+// the index of touched aggregates names since the last one, and a full
+// sweep of the token ring in the background (see reconcile.go); both hand
+// every aggregate whose version is above the consumer's progress. A
+// failed read there is retried; it never ends the subscription. Events carry no
 // Position. A batch may hold several aggregates; progress is saved after
 // each batch h returned nil for.
 func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler) error {
@@ -156,7 +181,9 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sub.deliver(gctx) })
-	g.Go(func() error { return sub.reconcile(gctx) })
+	g.Go(func() error { return sub.recent(gctx) })
+	g.Go(func() error { return sub.sweep(gctx) })
+	g.Go(func() error { return sub.watchSkew(gctx) })
 	g.Go(func() error { return sub.fastPath(gctx) })
 	g.Go(func() error {
 		select {
@@ -168,7 +195,7 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 	})
 	err := g.Wait()
 	switch {
-	case err != nil && ctx.Err() == nil:
+	case err != nil && (ctx.Err() == nil || errors.Is(err, store.ErrFenced)): // a refused save says so even at a stop
 		return fmt.Errorf("scylla: feed %s: %w", consumer, s.closedOr(err))
 	case s.closed.Load():
 		return store.ErrClosed
@@ -204,19 +231,38 @@ func (sub *subscription) fastPath(ctx context.Context) error {
 		Window:    sub.opt.CDCWindow,
 		PollDelay: sub.opt.CDCPollDelay,
 		IdleDelay: sub.opt.CDCIdleDelay,
+		Margin:    sub.cdcMargin(),
 		Upcaster:  sub.s.up,
 		Log:       sub.log.Named("cdc"),
-	}, func(ctx context.Context, events []store.Event) error {
+	}, func(ctx context.Context, events []store.Event) (<-chan struct{}, error) {
 		if len(events) == 0 {
-			return nil
+			return nil, nil
 		}
 		last := events[len(events)-1]
-		// Returning nil lets the reader save its progress past this
-		// append before the Handler has it: a crash in between loses the
-		// shortcut, never the event, which the next pass finds.
-		return sub.send(ctx, request{id: last.AggregateID, version: last.Sequence, events: events, known: -1})
+		// The reader saves its progress past this append only once the
+		// core acknowledged it: a handover or a crash before then reads
+		// it again (and the margin a little more), never skips it.
+		ack := make(chan struct{})
+		r := request{id: last.AggregateID, version: last.Sequence, events: events, known: -1, acks: []chan struct{}{ack}}
+		return ack, sub.send(ctx, r)
 	})
 	return r.Serve(ctx)
+}
+
+// GenerationLeeway is how long after a CDC generation's start ScyllaDB may
+// still write changes into the generation before it: its
+// generation_leeway, 5 s by default. A reader may have closed the old
+// generation meanwhile.
+const GenerationLeeway = 5 * time.Second
+
+// cdcMargin is how far the CDC progress saved on ScyllaDB stays behind the
+// changes handled: the generation leeway, an LWT's longest life (one
+// attempt and the settling read, 2 × Config.Timeout) and the clock-skew
+// budget. A restart or the next holder reads that much log again, which
+// the per-aggregate progress makes cheap; what lands behind the live
+// reader's short window is the recent pass's.
+func (sub *subscription) cdcMargin() time.Duration {
+	return GenerationLeeway + 2*sub.s.cfg.Timeout + sub.opt.ClockSkew
 }
 
 // send queues r for the delivery core, waiting while it is busy.

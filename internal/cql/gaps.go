@@ -116,3 +116,15 @@ func (sub *subscription) retryLater(ctx context.Context, id uuid.UUID, version i
 		_ = sub.send(ctx, request{id: id, version: version, known: -1, retry: true})
 	})
 }
+
+// oldestParking returns since when the longest-parked aggregate has
+// waited, zero when none is parked. Only the delivery core calls it.
+func (sub *subscription) oldestParking() time.Time {
+	var oldest time.Time
+	for _, p := range sub.parked {
+		if oldest.IsZero() || p.since.Before(oldest) {
+			oldest = p.since
+		}
+	}
+	return oldest
+}

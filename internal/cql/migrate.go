@@ -45,10 +45,16 @@ func Migrate(ctx context.Context, cfg Config) error {
 // migrate prepares the keyspace and returns a session bound to it, and
 // whether the server is ScyllaDB.
 func migrate(ctx context.Context, cfg Config, log *zap.Logger) (gocqlx.Session, bool, error) {
+	// Schema changes wait for the cluster to agree on the schema, which
+	// takes seconds on a busy cluster: their sessions have a timeout of
+	// their own, longer than a request's, and the session returned, with
+	// the requests' timeout, is opened once the schema is in place.
+	ddl := cfg
+	ddl.Timeout = max(cfg.Timeout, schemaTimeout)
 	// The keyspace may not exist yet, and a session bound to a keyspace
 	// cannot be opened before it does: a first session without one detects
 	// the server and creates the keyspace.
-	admin, err := connect(cfg, "", log)
+	admin, err := connect(ddl, "", log)
 	if err != nil {
 		if cfg.LocalDC != "" {
 			err = fmt.Errorf("%w (LocalDC is %q: the contact points must include nodes of that datacenter)", err, cfg.LocalDC)
@@ -67,16 +73,22 @@ func migrate(ctx context.Context, cfg Config, log *zap.Logger) (gocqlx.Session, 
 		return gocqlx.Session{}, false, err
 	}
 
-	sess, err := connect(cfg, cfg.Keyspace, log)
+	schema, err := connect(ddl, cfg.Keyspace, log)
 	if err != nil {
-		return sess, false, err
+		return schema, false, err
 	}
-	if err := applySchema(ctx, sess, cfg, srv.scylla, log); err != nil {
-		sess.Close()
-		return sess, false, err
+	err = applySchema(ctx, schema, cfg, srv.scylla, log)
+	schema.Close()
+	if err != nil {
+		return gocqlx.Session{}, false, err
 	}
-	return sess, srv.scylla, nil
+	sess, err := connect(cfg, cfg.Keyspace, log)
+	return sess, srv.scylla, err
 }
+
+// schemaTimeout bounds each schema change (and the other requests of the
+// sessions that make them).
+const schemaTimeout = 30 * time.Second
 
 // warnMultiDC warns when the driver sees nodes of several datacenters
 // (from system.local and system.peers, which it read on connecting) and

@@ -20,8 +20,11 @@ const (
 	// consumer, the higher version wins, in whatever order they land. Two
 	// subscriptions of one consumer that overlap for a moment (a failover)
 	// cannot move progress back, and no LWT is needed.
-	progressSaveCQL  = `UPDATE feed_progress USING TIMESTAMP ? SET version = ? WHERE aggregate_id = ? AND consumer = ?`
-	progressRangeCQL = `SELECT aggregate_id, consumer, version FROM feed_progress
+	progressSaveCQL = `UPDATE feed_progress USING TIMESTAMP ? SET version = ? WHERE aggregate_id = ? AND consumer = ?`
+	// progressSaveEpochCQL is a fenced save: it records the saver's epoch
+	// beside the version (migration 0208).
+	progressSaveEpochCQL = `UPDATE feed_progress USING TIMESTAMP ? SET version = ?, epoch = ? WHERE aggregate_id = ? AND consumer = ?`
+	progressRangeCQL     = `SELECT aggregate_id, consumer, version FROM feed_progress
 		WHERE token(aggregate_id) > ? AND token(aggregate_id) <= ?`
 	lagReadCQL = `SELECT events, age_ms, at FROM feed_lag WHERE consumer = ?`
 	lagSaveCQL = `INSERT INTO feed_lag (consumer, events, age_ms, at) VALUES (?, ?, ?, ?)`
@@ -48,6 +51,13 @@ func (sub *subscription) readProgress(ctx context.Context, id uuid.UUID) (int64,
 func (sub *subscription) saveProgress(ctx context.Context, upTo map[uuid.UUID]int64) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*sub.s.cfg.Timeout)
 	defer cancel()
+	// One fence check for the batch: a holder whose lease was taken saves
+	// nothing more. The saves are USING TIMESTAMP of the version, so what
+	// one that lapsed after its check still writes never moves progress
+	// back.
+	if err := checkFence(ctx, sub.s.sess.Session, sub.s.cfg.Consistency, "save progress of "+sub.consumer); err != nil {
+		return err
+	}
 	var (
 		wg   sync.WaitGroup
 		sem  = make(chan struct{}, sub.opt.Concurrency)
@@ -59,8 +69,11 @@ func (sub *subscription) saveProgress(ctx context.Context, upTo map[uuid.UUID]in
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			err := sub.s.sess.Session.Query(progressSaveCQL, v, v, id, sub.consumer).
-				WithContext(ctx).Idempotent(true).Exec()
+			q := sub.s.sess.Session.Query(progressSaveCQL, v, v, id, sub.consumer)
+			if f, ok := store.FenceOf(ctx); ok {
+				q = sub.s.sess.Session.Query(progressSaveEpochCQL, v, v, f.Epoch, id, sub.consumer)
+			}
+			err := q.WithContext(ctx).Idempotent(true).Exec()
 			if err != nil {
 				mu.Lock()
 				fail = fmt.Errorf("save progress of %s at %d: %w", id, v, err)

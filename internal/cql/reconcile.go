@@ -8,9 +8,24 @@ import (
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
-
-	"github.com/orderd/orderd/internal/store"
 )
+
+// The reconciliation pass has two parts, which together make the feed
+// complete without reading the whole events table every interval:
+//
+//   - the recent pass (touched.go), every ReconcileEvery: the aggregates
+//     the index of touched aggregates names since the last pass, so its
+//     cost follows the writes, not the table's size;
+//   - the full sweep (here), a background safety net for what the index
+//     cannot name (rows older than its TTL, events written by hand or
+//     before the index existed): every aggregate's version, token range by
+//     token range, from a cursor saved after each range (so a restart or a
+//     handover resumes it), at a rate that all running sweeps share, with
+//     each failed range read retried until it succeeds.
+//
+// Neither depends on the fast path: whatever an append's fate there, the
+// aggregate's version in the events table is above the consumer's progress
+// until the event is handled, and the next recent pass or sweep sees that.
 
 // versionsCQL reads every aggregate's current version (the static column)
 // in a token range: one row per partition, whatever its number of events.
@@ -19,6 +34,17 @@ const versionsCQL = `SELECT DISTINCT aggregate_id, version FROM events
 
 // rangePage is the page size of the token-range reads.
 const rangePage = 1000
+
+// cursorSaveEvery is how often a sweep saves its cursor at most (and at
+// the end of the ring): a small keyspace's ranges take milliseconds each.
+const cursorSaveEvery = time.Second
+
+// Retries of a failed range read: rangeRetryFirst doubling up to
+// rangeRetryMax, for as long as it fails.
+const (
+	rangeRetryFirst = 500 * time.Millisecond
+	rangeRetryMax   = time.Minute
+)
 
 // tokenRange is the token range (lo, hi] of the Murmur3 ring.
 type tokenRange struct{ lo, hi int64 }
@@ -40,81 +66,135 @@ func tokenRanges(n int) []tokenRange {
 	return out
 }
 
-// reconcile runs a reconciliation pass at once and then one every
-// ReconcileEvery, until ctx ends.
-//
-// The pass is what makes the feed complete: it does not depend on the
-// fast path, on a time window or on a clock. Whatever an append's fate on
-// the fast path (a CDC change behind the confidence window, a hint lost in
-// a crash or dropped, an LWT completed later by Paxos), the aggregate's
-// version in the events table is above the consumer's progress until the
-// event is handled, and the next pass sees that.
-func (sub *subscription) reconcile(ctx context.Context) error {
+// rangesAfter returns the ranges of tokenRanges(n) that lie after cursor,
+// the last token of the last range finished; a cursor inside a range (the
+// splits changed since it was saved) starts that range at the cursor.
+func rangesAfter(n int, cursor int64) []tokenRange {
+	var out []tokenRange
+	for _, r := range tokenRanges(n) {
+		switch {
+		case r.hi <= cursor:
+		case r.lo < cursor:
+			out = append(out, tokenRange{cursor, r.hi})
+		default:
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// sweep runs full sweeps of the ring until ctx ends: each starts
+// SweepEvery after the previous one started (at once when none ever ran
+// or one was left unfinished), and resumes from the saved cursor.
+func (sub *subscription) sweep(ctx context.Context) error {
+	if sub.s.noSweep {
+		return nil
+	}
+	share := newRateShare(sub)
+	go share.run(ctx)
 	for {
-		start := time.Now()
-		if err := sub.pass(ctx); err != nil {
-			if ctx.Err() != nil {
+		st, err := retried(sub, ctx, "load the sweep's cursor", func() (sweepState, error) { return sub.loadSweep(ctx) })
+		if err != nil {
+			return nil // ctx ended
+		}
+		if st.cursor == maxToken || st.started.IsZero() {
+			// Finished, or never begun: the next one starts on time.
+			if wait := time.Until(st.started.Add(sub.opt.SweepEvery)); !st.started.IsZero() && wait > 0 {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(wait):
+				}
+			}
+			st = sweepState{cursor: minToken, started: time.Now(), finished: st.finished}
+			if _, err := retried(sub, ctx, "save the sweep's start", func() (struct{}, error) {
+				return struct{}{}, sub.saveSweep(ctx, st)
+			}); err != nil {
 				return nil
 			}
-			return fmt.Errorf("reconciliation pass: %w", err)
 		}
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(time.Until(start.Add(sub.opt.ReconcileEvery))):
+		if err := sub.sweepFrom(ctx, share, st); err != nil {
+			return nil // ctx ended
 		}
 	}
 }
 
-// pass compares, range by range, each aggregate's version with the
-// consumer's progress and sends the delivery core every aggregate the
-// consumer is behind on. It waits until the core has handled them, then
-// records the lag it found.
-func (sub *subscription) pass(ctx context.Context) error {
+// sweepFrom reads the ranges after st's cursor, saving the cursor after a
+// range (at most every cursorSaveEvery) once the delivery core has handled
+// what it and the ranges before it found. It returns only
+// when the ring is done or ctx ended (then ctx's error).
+func (sub *subscription) sweepFrom(ctx context.Context, share *rateShare, st sweepState) error {
 	var (
-		p      = &pass{}
-		start  = time.Now()
-		read   int64
-		sent   int64
-		splits = sub.opt.RangeSplits
+		read, sent int64
+		saved      = time.Now()
 	)
-	for _, r := range tokenRanges(splits) {
-		n, k, err := sub.passRange(ctx, p, r.lo, r.hi, start, read)
+	for _, r := range rangesAfter(sub.opt.RangeSplits, st.cursor) {
+		p := &pass{}
+		n, err := retried(sub, ctx, fmt.Sprintf("sweep the token range (%d, %d]", r.lo, r.hi), func() ([2]int64, error) {
+			n, k, err := sub.passRange(ctx, p, r.lo, r.hi, share)
+			return [2]int64{n, k}, err
+		})
 		if err != nil {
 			return err
 		}
-		read, sent = read+n, sent+k
+		if n[1] > 0 { // else nothing of this range is in the core's hands
+			if err := sub.waitCore(ctx, p); err != nil {
+				return err
+			}
+		}
+		read, sent = read+n[0], sent+n[1]
+		sub.s.sweepRows.Add(n[0])
+		st.cursor = r.hi
+		if r.hi == maxToken {
+			st.finished = time.Now()
+		} else if time.Since(saved) < cursorSaveEvery {
+			continue // a restart reads again what this range read: at most a second's worth
+		}
+		if _, err := retried(sub, ctx, "save the sweep's cursor", func() (struct{}, error) {
+			return struct{}{}, sub.saveSweep(ctx, st)
+		}); err != nil {
+			return err
+		}
+		saved = time.Now()
 	}
-
-	done := make(chan struct{})
-	if err := sub.send(ctx, request{done: done}); err != nil {
-		return err
-	}
-	select {
-	case <-done:
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-
-	l := store.Lag{Known: true, Events: p.events, At: time.Now().UTC()}
-	if p.events > 0 {
-		l.Age = max(0, l.At.Sub(p.oldest))
-	}
-	sub.lag.Store(&l)
-	if err := sub.saveLag(ctx, l); err != nil {
-		// Only other instances' Lag reads it: not worth stopping the feed.
-		sub.log.Warn("reconciliation: lag not saved", zap.Error(err))
-	}
-	sub.log.Debug("reconciliation pass",
-		zap.Int64("aggregates", read), zap.Int64("behind", sent),
-		zap.Int64("events", p.events), zap.Duration("took", time.Since(start)))
+	sub.log.Debug("reconciliation: full sweep done", zap.Int64("aggregates", read), zap.Int64("behind", sent),
+		zap.Duration("took", time.Since(st.started)))
 	return nil
 }
 
-// passRange does one token range (lo, hi] of a pass and returns how many
-// aggregates it read and how many it sent to the core. read is how many
-// the pass read before, which paces it at ReconcileRate from start.
-func (sub *subscription) passRange(ctx context.Context, p *pass, lo, hi int64, start time.Time, read int64) (n, sent int64, err error) {
+// retried runs f until it succeeds or ctx ends (then it returns ctx's
+// error), waiting rangeRetryFirst, doubling up to rangeRetryMax, between
+// tries: a cluster that fails a read delays the sweep, it never ends the
+// subscription.
+func retried[T any](sub *subscription, ctx context.Context, what string, f func() (T, error)) (T, error) {
+	for try := 0; ; try++ {
+		v, err := f()
+		if err == nil || ctx.Err() != nil {
+			if ctx.Err() != nil {
+				return v, ctx.Err()
+			}
+			return v, nil
+		}
+		sub.s.passFailures.Add(1)
+		delay := min(rangeRetryFirst<<min(try, 10), rangeRetryMax)
+		sub.log.Warn("reconciliation: "+what+" failed; retrying", zap.Int("try", try+1), zap.Duration("in", delay), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return v, ctx.Err()
+		case <-time.After(delay):
+		}
+	}
+}
+
+// passRange does one token range (lo, hi] of a sweep and returns how many
+// aggregates it read and how many it sent to the core, paced at the
+// sweep's share of ReconcileRate.
+func (sub *subscription) passRange(ctx context.Context, p *pass, lo, hi int64, share *rateShare) (n, sent int64, err error) {
+	if f := sub.s.sweepFault; f != nil {
+		if err := f(lo, hi); err != nil {
+			return 0, 0, err
+		}
+	}
 	// Progress first: what was handled after this read makes the core
 	// skip the aggregate, never miss it.
 	progress, err := sub.rangeProgress(ctx, lo, hi)
@@ -126,6 +206,8 @@ func (sub *subscription) passRange(ctx context.Context, p *pass, lo, hi int64, s
 	var (
 		id      uuid.UUID
 		version *int64 // null in a partition with no static value, written by hand
+		start   = time.Now()
+		rate    = share.rate()
 	)
 	for iter.Scan(&id, &version) {
 		n++
@@ -137,8 +219,8 @@ func (sub *subscription) passRange(ctx context.Context, p *pass, lo, hi int64, s
 			}
 			sent++
 		}
-		if (read+n)%100 == 0 {
-			if err := sub.pace(ctx, start, read+n); err != nil {
+		if n%100 == 0 {
+			if err := pace(ctx, start, n, rate); err != nil {
 				_ = iter.Close()
 				return n, sent, err
 			}
@@ -150,10 +232,10 @@ func (sub *subscription) passRange(ctx context.Context, p *pass, lo, hi int64, s
 	return n, sent, nil
 }
 
-// pace waits until reading n aggregates since start keeps within
-// ReconcileRate.
-func (sub *subscription) pace(ctx context.Context, start time.Time, n int64) error {
-	due := start.Add(time.Duration(float64(n) / float64(sub.opt.ReconcileRate) * float64(time.Second)))
+// pace waits until reading n aggregates since start keeps within rate per
+// second.
+func pace(ctx context.Context, start time.Time, n int64, rate float64) error {
+	due := start.Add(time.Duration(float64(n) / rate * float64(time.Second)))
 	wait := time.Until(due)
 	if wait <= 0 {
 		return nil

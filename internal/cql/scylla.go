@@ -19,9 +19,11 @@
 // no global commit order, so events carry no Position, and each consumer's
 // progress is kept per aggregate (feed_progress). The feed has a fast path,
 // the CDC log on ScyllaDB and hints written after each append on
-// Cassandra, and a slow path that makes it complete: a reconciliation pass
-// that compares every aggregate's version with the consumer's progress;
-// see feed.go, deliver.go and reconcile.go.
+// Cassandra, and a slow path that makes it complete: a recent pass over an
+// index of touched aggregates that every append writes first, and a full
+// sweep of the token ring behind it, which compare aggregates' versions
+// with the consumer's progress; see feed.go, deliver.go, touched.go and
+// reconcile.go.
 package cql
 
 import (
@@ -45,10 +47,13 @@ import (
 const (
 	DefaultKeyspace    = "orderd"
 	DefaultReplication = "{'class': 'SimpleStrategy', 'replication_factor': 1}"
-	// DefaultTimeout is above ScyllaDB's server-side write and CAS
-	// contention timeouts (2 s and 1 s by default), so that the server's
-	// answer, which says what happened, arrives before the client gives up.
-	DefaultTimeout = 5 * time.Second
+	// DefaultTimeout is above ScyllaDB's and Cassandra's server-side
+	// write and CAS contention timeouts (2 s and 1 s by default), so that
+	// the server's answer to a write, which says what happened, usually
+	// arrives before the client gives up; and well under a client's
+	// patience: a read the cluster cannot serve ends within it, an append
+	// (with its settling read) within twice it.
+	DefaultTimeout = 3 * time.Second
 	// DefaultCDCTTL is how long the CDC log keeps a change. A worker down
 	// for longer loses nothing (the reconciliation pass delivers from the
 	// events table whatever the log no longer has), it only catches up
@@ -95,9 +100,10 @@ type Config struct {
 	// one is left as it is. Default TabletsAuto; see TabletsMode.
 	Tablets TabletsMode
 	// Timeout bounds each attempt of a request and the connection set-up.
-	// A request makes two attempts at most, an append one and a settling
-	// read (see Store.Append): either ends within 2 × Timeout. Default
-	// DefaultTimeout.
+	// A request is retried once at most, and never after a timeout (see
+	// oneRetry), so it ends within Timeout unless a host refused it at
+	// once; an append makes one attempt and a settling read, within
+	// 2 × Timeout. Default DefaultTimeout.
 	Timeout time.Duration
 	// CDCTTL is how long ScyllaDB keeps the CDC log, in whole seconds. It is
 	// set when the events table is created; changing it later takes an
@@ -119,6 +125,10 @@ type Options struct {
 	// only the reconciliation pass can deliver its events. (On ScyllaDB
 	// the CDC log sees every append whatever this says.)
 	NoHints bool
+	// NoSweep, for tests, makes subscriptions run no full sweep of the
+	// token ring, so that only the recent pass over the index of touched
+	// aggregates (and the fast path) can deliver.
+	NoSweep bool
 }
 
 // Store is a store.Store on a ScyllaDB (or Cassandra) keyspace. It is safe
@@ -136,16 +146,26 @@ type Store struct {
 	closed atomic.Bool
 	health *store.Health // the outcome of the recent appends
 
-	feed  FeedOptions
-	hints *hinter       // nil on ScyllaDB and with Options.NoHints
-	subs  sync.Map      // consumer name → *subscription running in this process
-	done  chan struct{} // closed by Close, to stop subscriptions
+	feed    FeedOptions
+	noSweep bool          // Options.NoSweep
+	hints   *hinter       // nil on ScyllaDB and with Options.NoHints
+	subs    sync.Map      // consumer name → *subscription running in this process
+	done    chan struct{} // closed by Close, to stop subscriptions
 
 	settles atomic.Int64 // appends settled by a read, for tests
 
 	// feedLoad, if not nil, replaces load in the feed's delivery core:
 	// tests hide rows with it, as a replica that missed them would.
 	feedLoad func(ctx context.Context, id uuid.UUID, after int64) ([]store.Event, error)
+	// sweepFault, if not nil, runs before each token range a sweep reads;
+	// an error fails that read, as the cluster would. For tests.
+	sweepFault func(lo, hi int64) error
+
+	// The reconciliation's counters (see Reconciliation).
+	passFailures atomic.Int64 // failed reads of a pass or sweep, each retried
+	recentRows   atomic.Int64 // index rows the recent passes read
+	sweepRows    atomic.Int64 // aggregates the sweeps read
+	skew         skewGauge    // the clock skew observed against the nodes
 }
 
 // keyspaceName is what an unquoted CQL identifier for a keyspace may be.
@@ -214,6 +234,7 @@ func OpenStore(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 	if !scylla && !opts.NoHints {
 		s.hints = newHinter(s)
 	}
+	s.noSweep = opts.NoSweep
 	return s, nil
 }
 
@@ -226,11 +247,16 @@ func cluster(cfg Config, keyspace string, log *zap.Logger) *gocql.ClusterConfig 
 	c.SerialConsistency = cfg.SerialConsistency
 	c.Timeout = cfg.Timeout
 	c.ConnectTimeout = cfg.Timeout
-	// One retry at most (on the next host; an LWT's on the same), so that
-	// a request that the cluster cannot serve ends within 2 × Timeout and
-	// answers 503, where the driver's default of three would hold it for
+	// One retry at most, and none after a timeout (see oneRetry), so that
+	// a request that the cluster cannot serve ends within Timeout and
+	// answers 503, where the driver's default of three retries held it for
 	// 4 × Timeout. Appends never retry (see append).
-	c.RetryPolicy = &gocql.SimpleRetryPolicy{NumRetries: 1}
+	c.RetryPolicy = oneRetry{}
+	// A node that was down is dialled again every 2 s rather than the
+	// driver's minute, so that an instance cut off from its only
+	// reachable node serves (and /readyz says ready) soon after the node
+	// is back.
+	c.ReconnectInterval = 2 * time.Second
 	if cfg.LocalDC != "" {
 		// Token aware over DC aware: a replica of the partition in the
 		// local DC, else another local node; never a remote one, which
@@ -299,7 +325,7 @@ func (s *Store) closedOr(err error) error {
 	if s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed) {
 		return store.ErrClosed
 	}
-	return s.fault("cql", false, err)
+	return s.fault("cql", err)
 }
 
 var _ store.Store = (*Store)(nil)

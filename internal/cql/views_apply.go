@@ -52,6 +52,12 @@ func (v *Views) Apply(ctx context.Context, events []store.Event) error {
 	if len(groups) == 0 {
 		return nil
 	}
+	// One fence check for the batch (see checkFence): a projector whose
+	// lease was taken writes no row more; the rows are version-guarded, so
+	// what one that lapsed after its check still writes is never older.
+	if err := checkFence(ctx, v.session.Session, v.consistency, "project a batch"); err != nil {
+		return fmt.Errorf("scylla: views: %w", err)
+	}
 	var (
 		mu   sync.Mutex
 		done []uuid.UUID // the aggregates brought up to their events

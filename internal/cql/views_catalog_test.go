@@ -22,6 +22,7 @@ func TestCatalog(t *testing.T) {
 			Catalog:       e.catalog(t),
 			Again:         func(t *testing.T) readmodel.Catalog { return e.catalog(t) },
 			TimePrecision: time.Millisecond,
+			Leases:        e.store,
 		}
 	})
 }
@@ -33,12 +34,12 @@ func TestCatalog(t *testing.T) {
 func TestGeneration(t *testing.T) {
 	e := newEnv(t)
 	const gen = 2
-	g, err := e.catalog(t).Open(t.Context(), gen)
+	g, err := e.catalog(t).Create(t.Context(), gen)
 	if err != nil {
-		t.Fatalf("Open(%d): %v", gen, err)
+		t.Fatalf("Create(%d): %v", gen, err)
 	}
 	if got := g.(*Views).Generation(); got != gen {
-		t.Fatalf("Open(%d) returned generation %d", gen, got)
+		t.Fatalf("Create(%d) returned generation %d", gen, got)
 	}
 	t.Run("SameSchema", func(t *testing.T) {
 		want, got := tablesOf(0), tablesOf(gen)

@@ -30,21 +30,39 @@ type Catalog interface {
 	// promotes another.
 	Current(ctx context.Context) (int64, error)
 
-	// Open returns generation gen's views, creating empty tables for it
-	// when it has none.
+	// Open returns generation gen's views when the catalog lists it (see
+	// Generations; the current generation is always listed), and an error
+	// wrapping ErrNotFound when it does not: it never creates one, so
+	// that a generation dropped under a reader is not re-created empty.
 	Open(ctx context.Context, gen int64) (Generation, error)
+
+	// Create makes empty tables for generation gen, unless it has them,
+	// and returns its views: what a rebuild builds. Under a fence
+	// (store.WithFence) it returns an error wrapping store.ErrFenced,
+	// creating nothing, when the lease was taken since.
+	Create(ctx context.Context, gen int64) (Generation, error)
 
 	// Generations lists the generations that have tables, the current one
 	// included, in ascending order.
 	Generations(ctx context.Context) ([]int64, error)
 
-	// Promote makes gen the current generation in one atomic, durable
-	// step: once it returns, Current answers gen on every instance.
-	Promote(ctx context.Context, gen int64) error
+	// Promote makes gen the current generation in place of from, in one
+	// atomic, durable step: once it returns, Current answers gen on every
+	// instance. It returns an error wrapping ErrNotCurrent, changing
+	// nothing, when from is not the current generation (another promote
+	// came first), so of two promotes from one generation exactly one
+	// wins. Under a fence (store.WithFence) it returns an error wrapping
+	// store.ErrFenced, changing nothing, once a later epoch of the lease
+	// promoted or dropped (or, on a backend without a catalog row to
+	// stamp, took the lease).
+	Promote(ctx context.Context, from, gen int64) error
 
 	// Drop removes generation gen's tables and closes what Open opened of
 	// it. It returns an error, dropping nothing, for the current
 	// generation. Dropping a generation that has no tables is a no-op.
+	// Under a fence it is refused as Promote is; a fenced Drop also
+	// refuses every later Promote of an earlier epoch, so that a lapsed
+	// holder cannot promote a generation its successor drops.
 	Drop(ctx context.Context, gen int64) error
 
 	// Begin records r as the rebuild to run unless another one has not

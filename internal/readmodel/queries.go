@@ -16,6 +16,10 @@ import (
 // means to a client.
 var ErrNotFound = errors.New("readmodel: not found")
 
+// ErrNotCurrent is returned by Catalog.Promote when the generation it was
+// to replace is not the current one any more.
+var ErrNotCurrent = errors.New("readmodel: the generation to replace is not current")
+
 // ErrBehind is returned, wrapped, when a view has not reached the version a
 // client asked for within the wait. The API answers 503 with Retry-After
 // rather than serve a row older than the client's own write.

@@ -221,7 +221,7 @@ func (b *Rebuilder) build(ctx context.Context, r *Rebuild, log *zap.Logger) (err
 	if err := b.save(ctx, r); err != nil {
 		return err
 	}
-	g, err := b.catalog.Open(ctx, r.Generation)
+	g, err := b.catalog.Create(ctx, r.Generation)
 	if err != nil {
 		return fmt.Errorf("create generation %d: %w", r.Generation, err)
 	}
@@ -282,7 +282,7 @@ func (b *Rebuilder) build(ctx context.Context, r *Rebuild, log *zap.Logger) (err
 	if err := b.save(ctx, r); err != nil {
 		return err
 	}
-	if err := b.live.Switch(func() error { return b.catalog.Promote(ctx, r.Generation) }); err != nil {
+	if err := b.live.Switch(func() error { return b.catalog.Promote(ctx, r.From, r.Generation) }); err != nil {
 		return fmt.Errorf("switch to generation %d: %w", r.Generation, err)
 	}
 	switched = true

@@ -2,6 +2,7 @@ package relay_test
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"testing"
 	"time"
@@ -95,4 +96,76 @@ func TestRelayBreaker(t *testing.T) {
 	if letters, _ := ledger.List(context.Background(), 0, 10); len(letters) != 0 {
 		t.Errorf("transient faults dead-lettered %d events", len(letters))
 	}
+}
+
+// TestRelayStepDown: while every produce fails, Serve gives up with
+// ErrCannotPublish once no publish has succeeded for Config.StepDown, and
+// not before; nothing is dead-lettered and the events stay unpublished
+// (the feed hands them to the next holder). A relay with nothing to
+// publish never steps down, whatever Kafka does.
+func TestRelayStepDown(t *testing.T) {
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(3, "widgets"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	dir := t.TempDir()
+	events, err := sqlite.OpenStore(filepath.Join(dir, "events.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer events.Close()
+	ledger, err := sqlite.OpenLedger(filepath.Join(dir, "relay.db"), zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ledger.Close()
+	k, err := relay.NewKafka(relay.KafkaConfig{Brokers: cluster.ListenAddrs(), WriteTimeout: time.Second}, zaptest.NewLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	const stepDown = 500 * time.Millisecond
+	rl := relay.New(events, k, ledger, relay.Config{
+		Topics:       relay.Topics{ByType: map[string]string{"Widget": "widgets"}},
+		RetryInitial: 5 * time.Millisecond, RetryMax: 50 * time.Millisecond,
+		BreakerFailures: 5, BreakerOpen: 100 * time.Millisecond, BreakerSuccesses: 1,
+		StepDown: stepDown,
+	}, zaptest.NewLogger(t), relay.NewMetrics(nil))
+	r := &rig{t: t, events: events, seq: map[uuid.UUID]int64{}}
+
+	// Idle, with Kafka refusing: nothing to publish, no step-down.
+	heal := kafkatest.FailProduce(cluster, int16(kafka.NotLeaderForPartition))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	began := time.Now()
+	go func() { done <- rl.Serve(ctx, events) }()
+	select {
+	case err := <-done:
+		t.Fatalf("an idle relay stopped after %v: %v", time.Since(began), err)
+	case <-time.After(3 * stepDown):
+	}
+
+	r.appendEvent(uuid.New(), 10)
+	appended := time.Now()
+	var err2 error
+	select {
+	case err2 = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the relay did not step down within 30 s of failing publishes")
+	}
+	if !errors.Is(err2, relay.ErrCannotPublish) {
+		t.Fatalf("Serve returned %v, want ErrCannotPublish", err2)
+	}
+	if took := time.Since(appended); took < stepDown {
+		t.Errorf("the relay stepped down %v after its first publish, before its %v", took, stepDown)
+	}
+	if l, err := events.Lag(context.Background(), relay.Consumer); err != nil || l.Events != 1 {
+		t.Errorf("lag after the step-down %+v (%v), want the event unpublished", l, err)
+	}
+	if letters, _ := ledger.List(context.Background(), 0, 10); len(letters) != 0 {
+		t.Errorf("a step-down dead-lettered %d events", len(letters))
+	}
+	heal()
 }

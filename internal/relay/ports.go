@@ -129,6 +129,18 @@ type Ledger interface {
 	// Blocked returns the aggregates that have dead letters, each with the
 	// lowest sequence among them: the relay parks the aggregate's events
 	// from that sequence on.
+	//
+	// Under a fence (store.WithFence: the relay's lease and the epoch of
+	// its take), Blocked first claims the ledger for that epoch, never
+	// backwards, and then reads what every earlier holder committed: from
+	// then on the writes of an earlier epoch are refused, so none lands
+	// after the read. It returns an error wrapping store.ErrFenced when a
+	// later epoch has claimed the ledger already.
+	//
+	// Record, Update, Remove and Finish under a fence are refused with
+	// store.ErrFenced, storing nothing, once a later epoch claimed the
+	// ledger (or took the lease). Writes without a fence (an operator's
+	// Request) are not fenced.
 	Blocked(ctx context.Context) (map[uuid.UUID]int64, error)
 
 	// List returns up to limit (1 or more) dead letters with a position

@@ -3,6 +3,7 @@ package relay
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/cenkalti/backoff/v4"
 	"github.com/sony/gobreaker/v2"
@@ -35,6 +36,9 @@ func newBreaker(cfg Config, log *zap.Logger, metrics *Metrics) *gobreaker.Circui
 // so the relay stops with it (its worker fails and shows the error in
 // /readyz) until an operator records the new count.
 func (r *Relay) publish(ctx context.Context, msgs []Message) error {
+	if r.pending.CompareAndSwap(0, time.Now().UnixNano()) {
+		defer r.pending.Store(0)
+	}
 	b := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(r.cfg.RetryInitial),
 		backoff.WithMaxInterval(r.cfg.RetryMax),

@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -49,6 +50,12 @@ type Config struct {
 	BreakerFailures  uint32        // consecutive failures that open the breaker [5]
 	BreakerOpen      time.Duration // how long it stays open before probing [5s]
 	BreakerSuccesses uint32        // probes that must succeed to close it [3]
+
+	// StepDown, when positive, is how long a publish may go without
+	// success (failing, behind an open breaker, or hanging) before Serve
+	// gives up with an error wrapping ErrCannotPublish, so that its worker
+	// can hand the lease to an instance that reaches Kafka [0: never].
+	StepDown time.Duration
 
 	// RequestPoll is how often the active relay looks in the ledger for
 	// requests made on other instances [1s]; requests made on its own
@@ -114,7 +121,14 @@ type Relay struct {
 	// wake tells the request loop that a request was made on this
 	// instance.
 	wake chan struct{}
+	// pending is when the publish in progress began (Unix nanoseconds),
+	// 0 when none is: how long Kafka has not taken what the relay has.
+	pending atomic.Int64
 }
+
+// ErrCannotPublish is wrapped by Serve's error when a publish went without
+// success for longer than Config.StepDown.
+var ErrCannotPublish = errors.New("relay: cannot publish")
 
 // New returns a relay. metrics may be nil. A nil pub makes a relay that is
 // off: Serve and Handle fail, and replays and discards fail with
@@ -148,6 +162,12 @@ func (r *Relay) Serve(ctx context.Context, feed store.Feed) error {
 	if err := r.take(ctx); err != nil {
 		return r.stopped(ctx, err)
 	}
+	// A new holder reads the blocked set afresh: the one in memory is from
+	// an earlier term of this instance, and its successor in between may
+	// have parked or published since. Under a fence (store.WithFence),
+	// Blocked first claims the ledger for this epoch, so that no write of
+	// an earlier holder lands after the read.
+	r.blocked = nil
 	err := r.loadBlocked(ctx)
 	r.release()
 	if err != nil {
@@ -155,6 +175,9 @@ func (r *Relay) Serve(ctx context.Context, feed store.Feed) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return r.serveRequests(gctx) })
+	if r.cfg.StepDown > 0 {
+		g.Go(func() error { return r.watchStall(gctx) })
+	}
 	g.Go(func() error {
 		if err := feed.Subscribe(gctx, Consumer, r.Handle); err != nil {
 			return fmt.Errorf("relay: %w", err)
@@ -164,8 +187,37 @@ func (r *Relay) Serve(ctx context.Context, feed store.Feed) error {
 	return r.stopped(ctx, g.Wait())
 }
 
+// Stalled returns how long the publish in progress has gone without
+// success, 0 when none is in progress.
+func (r *Relay) Stalled() time.Duration {
+	since := r.pending.Load()
+	if since == 0 {
+		return 0
+	}
+	return time.Since(time.Unix(0, since))
+}
+
+// watchStall returns an error wrapping ErrCannotPublish once a publish has
+// gone without success for Config.StepDown, or nil when ctx ends.
+func (r *Relay) watchStall(ctx context.Context) error {
+	tick := time.NewTicker(min(r.cfg.StepDown/10, time.Second))
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			if d := r.Stalled(); d >= r.cfg.StepDown {
+				r.log.Warn("relay: Kafka has taken nothing for too long; stepping down",
+					zap.Duration("stalled", d), zap.Duration("step_down", r.cfg.StepDown), zap.String("breaker", r.Breaker()))
+				return fmt.Errorf("%w: no publish succeeded for %v (breaker %s)", ErrCannotPublish, d.Round(time.Second), r.Breaker())
+			}
+		}
+	}
+}
+
 // loadBlocked reads which aggregates have dead letters, unless it did
-// already. The caller has the turn.
+// already in this Serve. The caller has the turn.
 func (r *Relay) loadBlocked(ctx context.Context) error {
 	if r.blocked != nil {
 		return nil

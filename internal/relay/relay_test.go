@@ -410,3 +410,39 @@ func TestServeConcurrentWriters(t *testing.T) {
 		t.Errorf("%d records after a restart, %d before: the restart published again", len(again), len(msgs))
 	}
 }
+
+// TestServeReloadsBlocked: a relay that serves again (its instance took the
+// lease back) reads the blocked set afresh, so it parks the events of an
+// aggregate that another instance dead-lettered in between rather than
+// publishing them from what it knew before.
+func TestServeReloadsBlocked(t *testing.T) {
+	r := newRig(t)
+	other := uuid.New()
+	r.appendEvent(other, 10) // the topic is not empty, so consumeAll has something to wait for
+	stop := r.serve(r.relay)
+	r.caughtUp()
+	stop()
+
+	// Meanwhile, another instance's relay failed x's first event.
+	x := uuid.New()
+	first := r.appendEvent(x, 10)
+	letter := relay.DeadLetter{Position: first.Position, EventID: first.ID, AggregateID: x, AggregateType: "Widget",
+		Sequence: 1, EventType: first.Type, Topic: r.topic, State: relay.Failed, Error: "failed elsewhere", Attempts: 1,
+		FirstFailedAt: time.Now().UTC(), LastFailedAt: time.Now().UTC()}
+	if err := r.ledger.Record(context.Background(), []relay.DeadLetter{letter}); err != nil {
+		t.Fatal(err)
+	}
+	second := r.appendEvent(x, 10)
+
+	r.serve(r.relay) // the same relay, serving again
+	r.caughtUp()
+	got, err := r.ledger.Get(context.Background(), second.Position)
+	if err != nil || got.State != relay.Parked {
+		t.Fatalf("x's second event: %+v, %v; want it parked behind the first", got, err)
+	}
+	for _, m := range r.consumeAll() {
+		if string(m.Key) == x.String() {
+			t.Errorf("x's event %s was published while x has a failed dead letter", header(m, "ce_id"))
+		}
+	}
+}

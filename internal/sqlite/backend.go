@@ -82,7 +82,9 @@ func Open(ctx context.Context, cfg Config) (_ *Backend, err error) {
 	}
 	// The data directory's lock (events.db) makes this process the views'
 	// only writer, which the row cache needs.
-	var opts []ViewsOption
+	// Every write of a worker is fenced by the leases of this process
+	// (see leases.hold).
+	opts := []ViewsOption{FencedBy(b.Store)}
 	if cfg.ViewCacheRows > 0 {
 		opts = append(opts, WithRowCache(cfg.ViewCacheRows))
 	}
@@ -92,6 +94,7 @@ func Open(ctx context.Context, cfg Config) (_ *Backend, err error) {
 	if b.Ledger, err = OpenLedger(filepath.Join(cfg.Dir, "relay.db"), log.Named("ledger")); err != nil {
 		return nil, err
 	}
+	b.Ledger.FencedBy(b.Store)
 	if b.Keys, err = OpenKeys(filepath.Join(cfg.Dir, "keys.db"), KeysOptions{
 		Logger: log.Named("keys"), PurgeEvery: cfg.KeysPurgeEvery,
 		Health: b.Store.Health(), // one disk, one episode

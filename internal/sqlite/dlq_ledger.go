@@ -39,10 +39,18 @@ const busyTimeout = 5 * time.Second
 // (SQLite admits one writer at a time anyway); reads use a pool that, in
 // WAL mode, never waits for the writer.
 type Ledger struct {
-	w   *sql.DB
-	r   *sql.DB
-	log *zap.Logger
+	w      *sql.DB
+	r      *sql.DB
+	log    *zap.Logger
+	fences *leases // nil: fences in a context are ignored
 }
+
+// FencedBy makes the ledger's writes (Record, Update, Remove, Finish)
+// refuse, with store.ErrFenced, a context whose fence (store.WithFence) is
+// not the current epoch of s's lease. The check and the commit happen
+// under s's leases' lock, so that no take comes in between. Call it before
+// the ledger is used.
+func (l *Ledger) FencedBy(s *Store) { l.fences = &s.leases }
 
 // OpenLedger opens (creating if needed) the ledger at path and brings its schema
 // up to date. log may be nil. The caller must Close the ledger. It returns
@@ -102,6 +110,11 @@ func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) (err er
 			return fmt.Errorf("sqlite: ledger: record: %w", asUnavailable(err))
 		}
 	}
+	release, err := l.fences.hold(ctx, "record dead letters")
+	if err != nil {
+		return fmt.Errorf("sqlite: ledger: %w", err)
+	}
+	defer release()
 	tx, err := l.w.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite: ledger: record: %w", asUnavailable(err))

@@ -11,6 +11,7 @@ import (
 
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/relay/ledgertest"
+	"github.com/orderd/orderd/internal/store"
 )
 
 var (
@@ -35,6 +36,16 @@ func newLedger(t testing.TB) *Ledger {
 
 func TestLedgerConformance(t *testing.T) {
 	ledgertest.Run(t, func(t *testing.T) relay.Ledger { return newLedger(t) })
+	ledgertest.RunFenced(t, func(t *testing.T) (relay.Ledger, store.Leases) {
+		s, err := OpenStore(filepath.Join(t.TempDir(), "events.db"), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		l := newLedger(t)
+		l.FencedBy(s)
+		return l, s
+	})
 }
 
 func list(t testing.TB, l *Ledger) []relay.DeadLetter {

@@ -19,6 +19,13 @@ const selectLettersSQL = `SELECT position, event_id, aggregate_id, aggregate_typ
 // each with the lowest sequence among its letters. The relay parks the
 // aggregate's events from that sequence on.
 func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
+	// Under a fence, a holder whose lease was taken reads nothing: it must
+	// stop, as its writes would be refused.
+	release, err := l.fences.hold(ctx, "read the blocked set")
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: ledger: %w", err)
+	}
+	release()
 	rows, err := l.r.QueryContext(ctx, `SELECT aggregate_id, min(sequence) FROM dead_letters GROUP BY aggregate_id`)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: ledger: blocked: %w", asUnavailable(err))
@@ -89,6 +96,11 @@ func (l *Ledger) Update(ctx context.Context, d relay.DeadLetter) error {
 	if err := d.Check(); err != nil {
 		return fmt.Errorf("sqlite: ledger: update: %w", asUnavailable(err))
 	}
+	release, err := l.fences.hold(ctx, "update a dead letter")
+	if err != nil {
+		return fmt.Errorf("sqlite: ledger: %w", err)
+	}
+	defer release()
 	res, err := l.w.ExecContext(ctx, `UPDATE dead_letters SET state = ?, error = ?, attempts = ?, last_failed_at = ?
 		WHERE position = ?`, d.State, d.Error, d.Attempts, formatTime(d.LastFailedAt), d.Position)
 	if err != nil {
@@ -117,6 +129,11 @@ func (l *Ledger) Remove(ctx context.Context, positions ...int64) error {
 	// One statement is one transaction: the positions go together or not at
 	// all. (The relay removes a replayed letter as soon as Kafka took it, one
 	// at a time, so a crash in a replay republishes at most one.)
+	release, err := l.fences.hold(ctx, "remove dead letters")
+	if err != nil {
+		return fmt.Errorf("sqlite: ledger: %w", err)
+	}
+	defer release()
 	q := `DELETE FROM dead_letters WHERE position IN (?` + strings.Repeat(`, ?`, len(positions)-1) + `)`
 	if _, err := l.w.ExecContext(ctx, q, args...); err != nil {
 		return fmt.Errorf("sqlite: ledger: remove %v: %w", positions, asUnavailable(err))

@@ -103,6 +103,11 @@ func (l *Ledger) Finish(ctx context.Context, q relay.Request) error {
 	default:
 		return fmt.Errorf("sqlite: ledger: finish request on %d: state %q is not an outcome", q.Position, q.State)
 	}
+	release, err := l.fences.hold(ctx, "finish a request")
+	if err != nil {
+		return fmt.Errorf("sqlite: ledger: %w", err)
+	}
+	defer release()
 	if _, err := l.w.ExecContext(ctx, `UPDATE relay_requests SET state = ?, published = ?, error = ?, finished_at = ?
 		WHERE position = ? AND id = ? AND state = ?`,
 		q.State, q.Published, q.Error, formatTime(q.FinishedAt), q.Position, q.ID.String(), relay.RequestPending); err != nil {

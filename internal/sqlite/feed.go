@@ -59,6 +59,13 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 		if pos == saved {
 			return nil
 		}
+		// Fenced: a holder whose lease was taken saves nothing; the check
+		// and the commit are under the leases' lock.
+		release, err := s.leases.hold(ctx, "save progress of "+consumer)
+		if err != nil {
+			return err
+		}
+		defer release()
 		if err := s.saveProgress(consumer, pos); err != nil {
 			return fmt.Errorf("sqlite: save progress of %s at %d: %w", consumer, pos, err)
 		}

@@ -14,10 +14,18 @@ import (
 // process (see lockFile), so every holder lives in this process and a map
 // is a complete record; it still honours the ttl, so that a holder that
 // stops renewing loses the lease exactly as on a shared store.
+//
+// It is also the fence of the writes made on behalf of a lease (see
+// store.Fence): hold checks a fence's epoch under mu and keeps mu until
+// the write is committed, so no take can come between the check and the
+// commit. The epochs live as long as the process, which is as long as any
+// holder of them: the next process starts every lease at epoch 1 again,
+// with no holder left from before.
 type leases struct {
-	mu   sync.Mutex
-	held map[string]lease
-	now  func() time.Time
+	mu     sync.Mutex
+	held   map[string]lease
+	epochs map[string]int64 // the epoch of each lease's last take
+	now    func() time.Time
 }
 
 type lease struct {
@@ -27,22 +35,44 @@ type lease struct {
 
 // Acquire takes the lease for holder, or renews it, unless another holder
 // has it and its ttl has not run out.
-func (s *Store) Acquire(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+func (s *Store) Acquire(ctx context.Context, name, holder string, ttl time.Duration) (int64, error) {
 	if err := s.checkLease(ctx, name, holder); err != nil {
-		return false, err
+		return 0, err
 	}
 	if ttl <= 0 {
-		return false, fmt.Errorf("sqlite: lease %s: ttl %v, want > 0", name, ttl)
+		return 0, fmt.Errorf("sqlite: lease %s: ttl %v, want > 0", name, ttl)
 	}
 	l := &s.leases
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	now := l.now()
-	if cur, ok := l.held[name]; ok && cur.holder != holder && now.Before(cur.until) {
-		return false, nil
+	cur, ok := l.held[name]
+	if ok && cur.holder != holder && now.Before(cur.until) {
+		return 0, nil
+	}
+	if !ok || cur.holder != holder || !now.Before(cur.until) {
+		l.epochs[name]++ // a take, not a renewal
 	}
 	l.held[name] = lease{holder: holder, until: now.Add(ttl)}
-	return true, nil
+	return l.epochs[name], nil
+}
+
+// hold checks the fence ctx carries, if any, and returns with the leases
+// locked when it is the lease's current epoch: the caller commits its
+// write, then calls release. It returns store.ErrFenced when another take
+// came since; a nil f (a store opened without leases, as in some tests)
+// fences nothing.
+func (l *leases) hold(ctx context.Context, what string) (release func(), err error) {
+	f, ok := store.FenceOf(ctx)
+	if !ok || l == nil {
+		return func() {}, nil
+	}
+	l.mu.Lock()
+	if cur := l.epochs[f.Lease]; cur != f.Epoch {
+		l.mu.Unlock()
+		return nil, store.Fenced(what, f, cur)
+	}
+	return l.mu.Unlock, nil
 }
 
 // Release gives the lease up if holder has it.

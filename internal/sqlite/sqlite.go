@@ -148,7 +148,7 @@ func OpenStore(path string, opts Options) (*Store, error) {
 		feedBatch:     opts.FeedBatch,
 		progressEvery: opts.ProgressEvery,
 		subs:          map[string]*atomic.Int64{},
-		leases:        leases{held: map[string]lease{}, now: time.Now},
+		leases:        leases{held: map[string]lease{}, epochs: map[string]int64{}, now: time.Now},
 		health:        store.NewHealth("sqlite", opts.Logger),
 		reqs:          make(chan *appendReq, opts.MaxBatch),
 		saves:         make(chan *saveReq, 16),

@@ -130,6 +130,11 @@ func (v *Views) Apply(ctx context.Context, events []store.Event) (err error) {
 	// a context that can end costs database/sql and the driver a goroutine
 	// per statement to watch it (a tenth of each statement's time here).
 	ctx = context.WithoutCancel(ctx)
+	release, err := v.fences.hold(ctx, "project a batch")
+	if err != nil {
+		return fmt.Errorf("sqlite: views: %w", err)
+	}
+	defer release() // after the commit below
 	tx, err := v.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite: views: begin: %w", err)

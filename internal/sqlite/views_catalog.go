@@ -29,6 +29,7 @@ type Catalog struct {
 	write, read *sql.DB
 	log         *zap.Logger
 	opts        []ViewsOption // of every generation's Views
+	fences      *leases       // from FencedBy among opts; nil: fences are ignored
 
 	mu    sync.Mutex
 	views map[int64]*Views // the generations opened, until Drop or Close
@@ -41,7 +42,11 @@ func OpenCatalog(ctx context.Context, dir string, log *zap.Logger, opts ...Views
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: views: catalog: %w", err)
 	}
-	return &Catalog{dir: dir, write: write, read: read, log: log, opts: opts, views: map[int64]*Views{}}, nil
+	var probe Views // what opts set: FencedBy fences Create, Promote and Drop too
+	for _, o := range opts {
+		o(&probe)
+	}
+	return &Catalog{dir: dir, write: write, read: read, log: log, opts: opts, fences: probe.fences, views: map[int64]*Views{}}, nil
 }
 
 // Close closes the catalog and every generation it opened.
@@ -73,9 +78,26 @@ func (c *Catalog) Current(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
-// Open returns generation n's views, opening (and creating) its file the
-// first time.
+// Open returns generation n's views, opening its file the first time. It
+// returns an error wrapping readmodel.ErrNotFound for a generation that is
+// not current and has no file: one that was dropped, or never created.
+// (The current generation's file is created at its first Open.)
 func (c *Catalog) Open(ctx context.Context, n int64) (readmodel.Generation, error) {
+	return c.open(ctx, n, false)
+}
+
+// Create returns generation n's views, creating its file when it has none.
+// Under a fence whose epoch is not the lease's it creates nothing.
+func (c *Catalog) Create(ctx context.Context, n int64) (readmodel.Generation, error) {
+	release, err := c.fences.hold(ctx, fmt.Sprintf("create generation %d", n))
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: views: %w", err)
+	}
+	defer release()
+	return c.open(ctx, n, true)
+}
+
+func (c *Catalog) open(ctx context.Context, n int64, create bool) (readmodel.Generation, error) {
 	if n < 0 {
 		return nil, fmt.Errorf("sqlite: views: generation %d: negative", n)
 	}
@@ -83,6 +105,15 @@ func (c *Catalog) Open(ctx context.Context, n int64) (readmodel.Generation, erro
 	defer c.mu.Unlock()
 	if v, ok := c.views[n]; ok {
 		return v, nil
+	}
+	if !create {
+		cur, err := c.Current(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(c.path(n)); n != cur && errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("sqlite: views: open generation %d: %w: the catalog does not list it", n, readmodel.ErrNotFound)
+		}
 	}
 	v, err := OpenViews(c.path(n), c.log, c.opts...)
 	if err != nil {
@@ -122,10 +153,21 @@ func (c *Catalog) Generations(ctx context.Context) ([]int64, error) {
 	return gens, nil
 }
 
-// Promote makes n current, in one durable transaction.
-func (c *Catalog) Promote(ctx context.Context, n int64) error {
-	if _, err := c.write.ExecContext(ctx, `UPDATE generation SET current = ? WHERE id = 1`, n); err != nil {
+// Promote makes n current in place of from, in one durable transaction
+// that changes nothing unless from is current. Under a fence, the check of
+// its epoch and the commit are under the leases' lock.
+func (c *Catalog) Promote(ctx context.Context, from, n int64) error {
+	release, err := c.fences.hold(ctx, fmt.Sprintf("promote generation %d", n))
+	if err != nil {
+		return fmt.Errorf("sqlite: views: %w", err)
+	}
+	defer release()
+	res, err := c.write.ExecContext(ctx, `UPDATE generation SET current = ? WHERE id = 1 AND current = ?`, n, from)
+	if err != nil {
 		return fmt.Errorf("sqlite: views: promote generation %d: %w", n, err)
+	}
+	if done, err := res.RowsAffected(); err != nil || done == 0 {
+		return fmt.Errorf("sqlite: views: promote generation %d in place of %d: %w", n, from, errors.Join(readmodel.ErrNotCurrent, err))
 	}
 	return nil
 }
@@ -133,6 +175,11 @@ func (c *Catalog) Promote(ctx context.Context, n int64) error {
 // Drop closes generation n, if open, and deletes its files (with its WAL
 // and shared memory); it refuses the current generation.
 func (c *Catalog) Drop(ctx context.Context, n int64) error {
+	release, err := c.fences.hold(ctx, fmt.Sprintf("drop generation %d", n))
+	if err != nil {
+		return fmt.Errorf("sqlite: views: %w", err)
+	}
+	defer release()
 	cur, err := c.Current(ctx)
 	if err != nil {
 		return err

@@ -33,6 +33,9 @@ type Views struct {
 	orders    *rowCache[readmodel.Order]
 	customers *rowCache[readmodel.Customer]
 
+	// With FencedBy, the leases whose fences Apply checks; else nil.
+	fences *leases
+
 	// Changes wakes the readers of the rows an Apply committed.
 	readmodel.Changes
 }
@@ -53,6 +56,14 @@ func WithRowCache(rows int) ViewsOption {
 			v.customers = newRowCache(rows, func(c readmodel.Customer) int64 { return c.Version })
 		}
 	}
+}
+
+// FencedBy makes Apply refuse, with store.ErrFenced, a batch whose context
+// carries a fence (store.WithFence) that is not the current epoch of s's
+// lease: the check and the commit happen under s's leases' lock, so that
+// no take comes in between. Without it a fence in the context is ignored.
+func FencedBy(s *Store) ViewsOption {
+	return func(v *Views) { v.fences = &s.leases }
 }
 
 // OpenViews opens, creating it if needed, the views database at path and brings

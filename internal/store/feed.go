@@ -79,8 +79,11 @@ type Lag struct {
 type Leases interface {
 	// Acquire takes the lease for holder when nobody holds it (or the
 	// holding expired), renews it when holder already holds it, and
-	// reports whether holder holds it now, for ttl from the call.
-	Acquire(ctx context.Context, name, holder string, ttl time.Duration) (bool, error)
+	// returns the lease's epoch when holder holds it now, for ttl from the
+	// call, 0 when it does not. A take bumps the epoch by one (the first
+	// take gets 1); a renewal keeps it. The epoch never goes back, so a
+	// Fence of it lets the store refuse the writes of every earlier holder.
+	Acquire(ctx context.Context, name, holder string, ttl time.Duration) (epoch int64, err error)
 
 	// Release gives the lease up when holder holds it, so a standby can
 	// take over at once rather than after the ttl. Releasing a lease one

@@ -24,6 +24,33 @@ import (
 // no longer holds the worker's lease (context.Cause tells it).
 var ErrLeaseLost = errors.New("lease lost")
 
+// ErrStepDown is wrapped by the error of a worker that gives its lease up
+// on purpose because it cannot do its work here (the relay that cannot
+// reach Kafka), so that another instance takes over. Make it with
+// StepDown; Elected releases the lease, stands by for the time StepDown
+// names without trying to take it back, and counts no failure.
+var ErrStepDown = errors.New("stepping down")
+
+// stepDown is the error StepDown makes.
+type stepDown struct {
+	aside time.Duration
+	cause error
+}
+
+// StepDown returns an error for a worker to return when it should give its
+// lease up and stand aside for aside (another instance takes the lease
+// meanwhile; this one takes it again afterwards if nobody holds it), for
+// cause. It wraps ErrStepDown and cause.
+func StepDown(aside time.Duration, cause error) error {
+	return &stepDown{aside: aside, cause: cause}
+}
+
+func (s *stepDown) Error() string {
+	return fmt.Sprintf("%v: standing aside for %v: %v", ErrStepDown, s.aside, s.cause)
+}
+
+func (s *stepDown) Unwrap() []error { return []error{ErrStepDown, s.cause} }
+
 // Roles of an instance for one worker, as /readyz shows them.
 const (
 	RoleActive  = "active"  // this instance holds the lease and runs the worker
@@ -52,8 +79,13 @@ type Elected struct {
 
 	mu     sync.Mutex
 	role   string
-	leader string // the holder last seen, this instance or another
-	err    error  // why the worker last failed, until it runs again
+	leader string    // the holder last seen, this instance or another
+	seen   time.Time // when leader was last seen (sent of the try that saw it)
+	until  time.Time // while active: the deadline of the lease held, on this process's clock
+	err    error     // why the worker last failed, until it runs again
+	aside  error     // why the worker stands aside after a step-down, until it runs again
+	epoch  int64     // the epoch of this instance's last take of the lease
+	fenced int64     // how many times a write of the worker was refused (store.ErrFenced)
 }
 
 // NewElected returns the elected worker name, run by work while holder
@@ -62,6 +94,12 @@ type Elected struct {
 // ErrLeaseLost) or when Serve's context ends; work returns nil then, or
 // the error that made it fail. ttl must be at least a few milliseconds:
 // renewals come every ttl/3.
+//
+// work's context carries the lease's fence (store.WithFence: the lease's
+// name and the epoch of this take), so that every write the worker makes
+// through it is conditional on that epoch; a write refused with
+// store.ErrFenced means another instance took the lease, and work
+// returning it counts as a lost lease, not as a failure.
 func NewElected(leases store.Leases, name, holder string, ttl time.Duration, work func(ctx context.Context) error, log *zap.Logger) *Elected {
 	return &Elected{leases: leases, name: name, holder: holder, ttl: ttl, work: work, log: log}
 }
@@ -71,13 +109,23 @@ type State struct {
 	Role   string // RoleActive or RoleStandby
 	Leader string // the holder last seen, this instance or another; "" when unknown
 	Err    error  // why the worker last failed, until it runs again; nil when it did not
+	Aside  error  // why the worker stepped down (wraps ErrStepDown), until it runs again; nil when it did not
+	// Epoch is the lease's epoch of this instance's last take (store.Fence):
+	// while Role is RoleActive, the epoch of every write the worker makes;
+	// 0 before the first take.
+	Epoch int64
+	// Fenced counts the worker's runs that a refused write
+	// (store.ErrFenced) ended: another instance had taken the lease.
+	Fenced int64
 }
 
 // Serve takes turns between standing by and working until ctx ends (then
 // it returns nil) or the worker fails (then it gives the lease up, so that
 // a standby can take over at once, and returns the error, prefixed with
-// the worker's name, for the supervisor). A panic of the worker is
-// recorded in State and passed on.
+// the worker's name, for the supervisor). A worker that steps down
+// (StepDown) is no failure: Serve gives the lease up, stands aside for the
+// time asked (State.Aside says why) and then competes for the lease again.
+// A panic of the worker is recorded in State and passed on.
 func (e *Elected) Serve(ctx context.Context) (err error) {
 	e.setRole(RoleStandby, "")
 	defer func() {
@@ -93,14 +141,26 @@ func (e *Elected) Serve(ctx context.Context) (err error) {
 	every := e.ttl / 3
 	for {
 		sent := time.Now()
-		ok, err := e.try(ctx)
+		epoch, err := e.try(ctx)
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
 			e.log.Warn("lease: cannot reach the store", zap.String("lease", e.name), zap.Error(err))
-		case ok:
-			if err := e.hold(ctx, sent); err != nil {
+		case epoch > 0:
+			err := e.hold(ctx, sent, epoch)
+			var sd *stepDown
+			if errors.As(err, &sd) {
+				e.log.Warn("lease given up: this instance stands aside so that another takes over",
+					zap.String("lease", e.name), zap.Duration("aside", sd.aside), zap.Error(sd.cause))
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(sd.aside):
+				}
+				continue
+			}
+			if err != nil {
 				return err
 			}
 			continue
@@ -113,35 +173,44 @@ func (e *Elected) Serve(ctx context.Context) (err error) {
 	}
 }
 
-// try takes or renews the lease within a third of its ttl.
-func (e *Elected) try(ctx context.Context) (bool, error) {
+// try takes or renews the lease within a third of its ttl, and returns
+// its epoch when this instance holds it, 0 when it does not.
+func (e *Elected) try(ctx context.Context) (int64, error) {
+	sent := time.Now()
 	actx, cancel := context.WithTimeout(ctx, e.ttl/3)
 	defer cancel()
-	ok, err := e.leases.Acquire(actx, e.name, e.holder, e.ttl)
+	epoch, err := e.leases.Acquire(actx, e.name, e.holder, e.ttl)
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	leader := e.holder
-	if !ok {
+	if epoch == 0 {
 		if leader, err = e.leases.Holder(actx, e.name); err != nil {
 			leader = ""
 		}
 	}
 	e.mu.Lock()
-	e.leader = leader
+	e.leader, e.seen = leader, sent
 	e.mu.Unlock()
-	return ok, nil
+	return epoch, nil
 }
 
-// hold runs the worker while the lease taken at sent lasts.
-func (e *Elected) hold(ctx context.Context, sent time.Time) error {
+// hold runs the worker while the lease taken at sent, at epoch, lasts.
+func (e *Elected) hold(ctx context.Context, sent time.Time, epoch int64) error {
 	lctx := newLeaseContext(ctx, sent.Add(e.ttl))
 	defer lctx.stop()
+	e.holdUntil(sent.Add(e.ttl))
 	e.setRole(RoleActive, e.holder)
 	e.fail(nil)
-	e.log.Info("lease taken: this instance runs the worker", zap.String("lease", e.name), zap.String("holder", e.holder))
+	e.standAside(nil)
+	e.mu.Lock()
+	e.epoch = epoch
+	e.mu.Unlock()
+	e.log.Info("lease taken: this instance runs the worker", zap.String("lease", e.name), zap.String("holder", e.holder),
+		zap.Int64("epoch", epoch))
+	wctx := store.WithFence(lctx, store.Fence{Lease: e.name, Epoch: epoch})
 	done := make(chan error, 1)
-	go func() { done <- e.work(lctx) }()
+	go func() { done <- e.work(wctx) }()
 
 	renew := time.NewTicker(e.ttl / 3)
 	defer renew.Stop()
@@ -152,6 +221,19 @@ func (e *Elected) hold(ctx context.Context, sent time.Time) error {
 			if rerr := e.leases.Release(context.WithoutCancel(ctx), e.name, e.holder); rerr != nil {
 				e.log.Warn("lease: release", zap.String("lease", e.name), zap.Error(rerr))
 			}
+			if errors.Is(err, ErrStepDown) && ctx.Err() == nil {
+				e.standAside(err)
+				return err
+			}
+			if errors.Is(err, store.ErrFenced) {
+				// Another instance took the lease and bumped its epoch: a
+				// lost lease, which the store noticed before the renewal.
+				e.mu.Lock()
+				e.fenced++
+				e.mu.Unlock()
+				lctx.lose(fmt.Errorf("%w: %w", ErrLeaseLost, err))
+				err = nil
+			}
 			if err != nil && !errors.Is(err, ErrLeaseLost) && ctx.Err() == nil {
 				return fmt.Errorf("%s: %w", e.name, err)
 			}
@@ -161,10 +243,14 @@ func (e *Elected) hold(ctx context.Context, sent time.Time) error {
 			return nil
 		case <-renew.C:
 			sent := time.Now()
-			ok, err := e.try(ctx)
+			got, err := e.try(ctx)
 			switch {
-			case err == nil && ok:
-				lctx.extend(sent.Add(e.ttl))
+			case err == nil && got == epoch:
+				if lctx.extend(sent.Add(e.ttl)) {
+					e.holdUntil(sent.Add(e.ttl))
+				}
+			case err == nil && got != 0: // lapsed and taken again: the worker's fence is stale
+				lctx.lose(fmt.Errorf("%w: taken again at epoch %d after epoch %d lapsed", ErrLeaseLost, got, epoch))
 			case err == nil:
 				lctx.lose(fmt.Errorf("%w: %s holds it now", ErrLeaseLost, e.leaderSeen()))
 			default: // keep working until the deadline; the next renewal may get through
@@ -181,6 +267,20 @@ func (e *Elected) setRole(role, leader string) {
 	if leader != "" {
 		e.leader = leader
 	}
+}
+
+// holdUntil records the deadline of the lease this instance holds.
+func (e *Elected) holdUntil(deadline time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.until = deadline
+}
+
+// standAside records why the worker stepped down; nil clears it.
+func (e *Elected) standAside(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.aside = err
 }
 
 func (e *Elected) leaderSeen() string {
@@ -206,11 +306,30 @@ func (e *Elected) fail(err error) {
 func (e *Elected) Name() string { return e.name }
 
 // State returns this instance's role, the holder it last saw, and why the
-// worker last failed.
+// worker last failed or stepped down.
+//
+// The role follows the lease's own deadline, not only the worker's
+// return: a holder whose renewals did not get through is a standby from
+// the moment its deadline passes (its worker's context ends then too,
+// though the worker may take a while to return), so it never shows itself
+// active beside its successor, which cannot take the lease before that
+// deadline. A holder seen more than a ttl ago is not shown: the lease may
+// have changed hands since.
 func (e *Elected) State() State {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return State{Role: e.role, Leader: e.leader, Err: e.err}
+	st := State{Role: e.role, Leader: e.leader, Err: e.err, Aside: e.aside, Epoch: e.epoch, Fenced: e.fenced}
+	now := time.Now()
+	if st.Role == RoleActive && !now.Before(e.until) {
+		st.Role = RoleStandby
+		if st.Leader == e.holder {
+			st.Leader = ""
+		}
+	}
+	if st.Role == RoleStandby && now.Sub(e.seen) > e.ttl {
+		st.Leader = ""
+	}
+	return st
 }
 
 // leaseContext is a worker's context while its lease lasts. Err checks the
@@ -254,15 +373,17 @@ func (c *leaseContext) Err() error {
 	return c.err
 }
 
-// extend moves the deadline on after a renewal, unless the context ended.
-func (c *leaseContext) extend(deadline time.Time) {
+// extend moves the deadline on after a renewal, unless the context ended;
+// it reports whether it did.
+func (c *leaseContext) extend(deadline time.Time) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil || !time.Now().Before(c.deadline) {
-		return // too late: the lease lapsed in between, the worker must stop
+		return false // too late: the lease lapsed in between, the worker must stop
 	}
 	c.deadline = deadline
 	c.timer.Reset(time.Until(deadline))
+	return true
 }
 
 func (c *leaseContext) expire() {

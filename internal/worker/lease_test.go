@@ -2,13 +2,16 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"go.uber.org/zap/zaptest"
 
+	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
 )
@@ -91,9 +94,9 @@ func (p *pausable) wait(ctx context.Context) error {
 	}
 }
 
-func (p *pausable) Acquire(ctx context.Context, name, holder string, ttl time.Duration) (bool, error) {
+func (p *pausable) Acquire(ctx context.Context, name, holder string, ttl time.Duration) (int64, error) {
 	if err := p.wait(ctx); err != nil {
-		return false, err
+		return 0, err
 	}
 	return p.Leases.Acquire(ctx, name, holder, ttl)
 }
@@ -196,5 +199,138 @@ func TestElectedStaleHolder(t *testing.T) {
 	}
 	if lastA := acts.last("a"); !lastA.Before(firstB) {
 		t.Errorf("the old holder acted at %v after it came back", lastA)
+	}
+}
+
+// TestElectedFenced: a holder whose lease another instance took (the
+// epoch bumped) gets store.ErrFenced from its next write, which stores
+// nothing; its worker stops and the instance stands by, counted as fenced
+// and not as failed.
+func TestElectedFenced(t *testing.T) {
+	b, err := sqlite.Open(t.Context(), sqlite.Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	write := make(chan struct{})
+	wrote := make(chan error, 1)
+	letter := relay.DeadLetter{Position: 7, EventID: uuid.New(), AggregateID: uuid.New(), AggregateType: "Order",
+		Sequence: 1, EventType: "OrderCreated", Topic: "orders", State: relay.Parked}
+	a, stopA := newElected(t, b.Store, "a", time.Minute, func(ctx context.Context) error {
+		select {
+		case <-write:
+		case <-ctx.Done():
+			return nil
+		}
+		err := b.Ledger.Record(ctx, []relay.DeadLetter{letter})
+		wrote <- err
+		return err
+	})
+	defer stopA()
+	waitUntil(t, "a is active", func() bool { return a.State().Role == RoleActive })
+	if e := a.State().Epoch; e != 1 {
+		t.Fatalf("a's epoch = %d, want 1", e)
+	}
+	// a's lease lapses (as in a pause longer than its ttl) and b takes it.
+	if err := b.Store.Release(t.Context(), "relay", "a"); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := b.Store.Acquire(t.Context(), "relay", "b", time.Minute); err != nil || e != 2 {
+		t.Fatalf("b's take = epoch %d, %v; want 2", e, err)
+	}
+	close(write)
+	if err := <-wrote; !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("the lapsed holder's write: %v, want store.ErrFenced", err)
+	}
+	waitUntil(t, "a stands by behind b", func() bool { st := a.State(); return st.Role == RoleStandby && st.Leader == "b" })
+	if st := a.State(); st.Err != nil || st.Fenced != 1 {
+		t.Errorf("a's state = err %v, fenced %d; want no failure and one fenced run", st.Err, st.Fenced)
+	}
+	if _, err := b.Ledger.Get(t.Context(), letter.Position); !errors.Is(err, relay.ErrNotFound) {
+		t.Errorf("the fenced letter is stored: Get = %v, want relay.ErrNotFound", err)
+	}
+}
+
+// TestElectedRoleFollowsDeadline: a holder cut off from the store whose
+// worker does not return (stuck in a call that ignores its context) shows
+// itself standby as soon as its own deadline passes, not when the worker
+// returns: /readyz never shows two active instances.
+func TestElectedRoleFollowsDeadline(t *testing.T) {
+	l := leasesOf(t)
+	const ttl = 600 * time.Millisecond
+	cut := &pausable{Leases: l}
+	stuck := make(chan struct{})
+	a, stopA := newElected(t, cut, "a", ttl, func(ctx context.Context) error {
+		<-stuck // ignores ctx, as a worker blocked in a hung call would
+		return nil
+	})
+	defer func() { close(stuck); stopA() }()
+	waitUntil(t, "a is active", func() bool { return a.State().Role == RoleActive })
+
+	paused := time.Now()
+	cut.pause() // a's renewals hang from now on; its last one was sent before this
+	// a's deadline is at most paused + ttl; from then on it is a standby,
+	// whatever its worker does. State reads the clock, so no scheduling
+	// slack is needed beyond the sleep's.
+	time.Sleep(time.Until(paused.Add(ttl + 10*time.Millisecond)))
+	if st := a.State(); st.Role != RoleStandby || st.Leader == "a" {
+		t.Fatalf("a lapsed holder shows role %s, leader %q, after its deadline", st.Role, st.Leader)
+	}
+	b, stopB := newElected(t, l, "b", ttl, func(ctx context.Context) error { <-ctx.Done(); return nil })
+	defer stopB()
+	waitUntil(t, "b takes over", func() bool { return b.State().Role == RoleActive })
+	if r := a.State().Role; r != RoleStandby {
+		t.Fatalf("a is %s while its successor is active", r)
+	}
+	cut.resume()
+}
+
+// TestElectedStepDown: a worker that steps down releases its lease at once,
+// a standby takes it, the worker that stepped down stands aside (not
+// failed) for the time it asked, and takes the lease again afterwards when
+// it is free.
+func TestElectedStepDown(t *testing.T) {
+	l := leasesOf(t)
+	const ttl = 600 * time.Millisecond
+	const aside = 3 * ttl
+	var mu sync.Mutex
+	runs := 0
+	var steppedDown time.Time // before the worker returns, so before Elected stands aside
+	a, stopA := newElected(t, l, "a", ttl, func(ctx context.Context) error {
+		mu.Lock()
+		defer mu.Unlock()
+		runs++
+		if runs == 1 {
+			steppedDown = time.Now()
+			return StepDown(aside, errors.New("cannot publish"))
+		}
+		<-ctx.Done()
+		return nil
+	})
+	defer stopA()
+	waitUntil(t, "a steps down", func() bool { return a.State().Aside != nil })
+	mu.Lock()
+	down := steppedDown
+	mu.Unlock()
+	st := a.State()
+	if st.Role != RoleStandby || st.Err != nil || !errors.Is(st.Aside, ErrStepDown) {
+		t.Fatalf("after a step-down a shows role %s, err %v, aside %v; want standby, no failure, ErrStepDown", st.Role, st.Err, st.Aside)
+	}
+
+	// The lease was released: a standby takes it at its first try.
+	b, stopB := newElected(t, l, "b", ttl, func(ctx context.Context) error { <-ctx.Done(); return nil })
+	waitUntil(t, "b takes over", func() bool { return b.State().Role == RoleActive })
+	if time.Since(down) < aside {
+		if r := a.State().Role; r != RoleStandby {
+			t.Fatalf("a is %s while it stands aside", r)
+		}
+	}
+	stopB() // releases the lease; a takes it once its time aside is over
+	waitUntil(t, "a takes the lease again", func() bool { return a.State().Role == RoleActive })
+	if took := time.Since(down); took < aside {
+		t.Errorf("a took the lease back %v after stepping down, before its %v aside", took, aside)
+	}
+	if st := a.State(); st.Aside != nil || st.Err != nil {
+		t.Errorf("a runs again but shows aside %v, err %v", st.Aside, st.Err)
 	}
 }

@@ -225,3 +225,20 @@ cmd_stop() {
   rm -f "$PIDFILE"
   say "stopped in $((SECONDS - t0))s"
 }
+
+# cluster_members LIST: the members' addresses of a comma- (or space-)
+# separated LIST, into the array MEMBERS.
+MEMBERS=()
+cluster_members() {
+  local h
+  MEMBERS=()
+  for h in ${1//,/ }; do MEMBERS+=("$h"); done
+  ((${#MEMBERS[@]} > 0)) || die "no cluster members in '$1'"
+}
+
+# cluster_addresses PORT: the members' host:PORT, comma-separated.
+cluster_addresses() {
+  local h out=""
+  for h in "${MEMBERS[@]}"; do out+="${out:+,}$h:$1"; done
+  echo "$out"
+}

@@ -94,10 +94,12 @@ const catchUpWindow = 30 * 24 * time.Hour
 // stopFlushTimeout bounds the last progress write when the reader stops.
 const stopFlushTimeout = 10 * time.Second
 
-// Handler acts on the events of one append, in sequence order. An error
-// stops the reader, which is restarted by its supervisor from the last
-// saved progress.
-type Handler func(ctx context.Context, events []store.Event) error
+// Handler takes the events of one append, in sequence order. It may act
+// on them later: the channel it returns (nil when it is done already)
+// closes once they are handled, and only then may the reader's saved
+// progress move past the change. An error stops the reader, which is
+// restarted by its supervisor from the last saved progress.
+type Handler func(ctx context.Context, events []store.Event) (<-chan struct{}, error)
 
 // Config configures a Reader. Zero durations take the defaults in
 // brackets, chosen for latency; the library's own (a 30 s window, 10-30 s
@@ -131,6 +133,14 @@ type Config struct {
 	// SaveEvery is how often a stream's progress is written at most
 	// [DefaultSaveEvery, 10s]. A restart re-reads up to SaveEvery of log.
 	SaveEvery time.Duration
+	// Margin is how far behind the handled changes the saved progress
+	// stays [0]: a restart or the next holder reads that much log again,
+	// and so sees the changes that landed behind the window meanwhile (a
+	// write into a generation the reader had closed, within ScyllaDB's
+	// generation leeway; an LWT that committed late; a writer's clock
+	// behind). The feed sets the generation leeway plus twice its timeout
+	// plus the clock-skew budget.
+	Margin time.Duration
 
 	Upcaster store.Upcaster // applied to every event; nil for none
 	Log      *zap.Logger
@@ -194,7 +204,7 @@ func (r *Reader) Serve(ctx context.Context) error {
 	// fixed week, a longer CDC TTL and a long outage would restart from the
 	// oldest change and hand everything again.
 	table.SetTTL(int32(min(r.cfg.MaxAge+24*time.Hour, 365*24*time.Hour) / time.Second))
-	progress := newSaver(table)
+	progress := newSaver(table, r.cfg.Margin)
 	defer func() {
 		// ctx may be over: the last write gets a time of its own.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stopFlushTimeout)
@@ -236,17 +246,36 @@ func (r *Reader) Serve(ctx context.Context) error {
 type factory struct{ r *Reader }
 
 func (f factory) CreateChangeConsumer(_ context.Context, in scyllacdc.CreateChangeConsumerInput) (scyllacdc.ChangeConsumer, error) {
-	return &consumer{r: f.r, progress: in.ProgressReporter}, nil
+	pr := in.ProgressReporter
+	return &consumer{r: f.r, mark: func(ctx context.Context, at gocql.UUID) error {
+		return pr.MarkProgress(ctx, scyllacdc.Progress{LastProcessedRecordTime: at})
+	}}, nil
 }
 
+// consumer reads one stream. The library calls it from one goroutine at a
+// time.
 type consumer struct {
-	r        *Reader
-	progress *scyllacdc.ProgressReporter
+	r *Reader
+	// mark records the stream's progress at a point, in memory (the
+	// library's ProgressReporter, onto the saver).
+	mark func(ctx context.Context, at gocql.UUID) error
+	// pending are the stream's points not yet marked, in time order: a
+	// change whose handling is not acknowledged yet, or a point after it.
+	pending []pending
 }
 
-// Consume hands a change's events to the handler, then marks the stream's
-// progress past it, in memory (see saver): a crash before the next save
-// hands them again.
+// pending is a point of a stream's log: a change's time, with the channel
+// that closes once the feed handled it (nil: nothing to wait for), or the
+// end of an empty window.
+type pending struct {
+	at  gocql.UUID
+	ack <-chan struct{}
+}
+
+// Consume hands a change's events to the handler, and marks the stream's
+// progress past it, in memory (see saver), once the handler's channel
+// closed, that is once the feed has handled them: a handover or a crash
+// in between reads the change again, never skips it.
 func (c *consumer) Consume(ctx context.Context, change scyllacdc.Change) error {
 	rows := make([]row, len(change.Delta))
 	for i, d := range change.Delta {
@@ -263,23 +292,78 @@ func (c *consumer) Consume(ctx context.Context, change scyllacdc.Change) error {
 			}
 		}
 	}
+	var ack <-chan struct{}
 	if len(events) > 0 {
-		if err := c.r.handle(ctx, events); err != nil {
+		if ack, err = c.r.handle(ctx, events); err != nil {
 			return err
 		}
 	}
-	return c.progress.MarkProgress(ctx, scyllacdc.Progress{LastProcessedRecordTime: change.Time})
+	c.pending = append(c.pending, pending{at: change.Time, ack: ack})
+	return c.release(ctx)
 }
 
 // Empty marks progress for a stream that had nothing in a window, so that
-// a restart does not read an idle stream's whole past again. It costs no
-// write: the saver writes the latest mark every SaveEvery.
+// a restart does not read an idle stream's whole past again, once the
+// changes before it are handled. It costs no write: the saver writes the
+// latest mark every SaveEvery.
 func (c *consumer) Empty(ctx context.Context, ack gocql.UUID) error {
-	return c.progress.MarkProgress(ctx, scyllacdc.Progress{LastProcessedRecordTime: ack})
+	c.pending = append(c.pending, pending{at: ack})
+	return c.release(ctx)
 }
 
-// End is called when the stream's generation ends.
-func (c *consumer) End() error { return nil }
+// release marks the stream's progress at the last pending point whose
+// change, and every one before it, was handled. A point whose change is
+// still in the feed's hands stays pending until a later call finds it
+// handled: the mark lags, which a restart pays for by reading again.
+func (c *consumer) release(ctx context.Context) error {
+	n := 0
+	for _, p := range c.pending {
+		if !closed(p.ack) {
+			break
+		}
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	at := c.pending[n-1].at
+	c.pending = append(c.pending[:0], c.pending[n:]...)
+	return c.mark(ctx, at)
+}
+
+// closed reports whether ack is nil or closed, without waiting.
+func closed(ack <-chan struct{}) bool {
+	if ack == nil {
+		return true
+	}
+	select {
+	case <-ack:
+		return true
+	default:
+		return false
+	}
+}
+
+// End is called when the stream's generation ends: it waits, for up to
+// stopFlushTimeout, until the changes still in the feed's hands are
+// handled, and marks them, so that the generation is not left with a mark
+// behind. What is still pending after that is read again on a restart
+// only if its generation is still the saved one; otherwise the feed's
+// recent pass delivers it.
+func (c *consumer) End() error {
+	deadline := time.After(stopFlushTimeout)
+	for _, p := range c.pending {
+		if p.ack == nil {
+			continue
+		}
+		select {
+		case <-p.ack:
+		case <-deadline:
+			return nil
+		}
+	}
+	return c.release(context.Background())
+}
 
 // zapPrintf passes the library's messages on: its errors and its
 // "can't keep up" warnings as warnings (it retries them itself, so they are

@@ -29,6 +29,7 @@ const saveConcurrency = 32
 // to a flush period, which a restart reads again.
 type saver struct {
 	scyllacdc.ProgressManagerWithStartTime
+	margin time.Duration // how far behind its mark a stream's progress is written
 
 	mu      sync.Mutex
 	pending map[streamKey]mark
@@ -49,8 +50,8 @@ type mark struct {
 	at     gocql.UUID
 }
 
-func newSaver(table scyllacdc.ProgressManagerWithStartTime) *saver {
-	return &saver{ProgressManagerWithStartTime: table, pending: map[streamKey]mark{}}
+func newSaver(table scyllacdc.ProgressManagerWithStartTime, margin time.Duration) *saver {
+	return &saver{ProgressManagerWithStartTime: table, margin: margin, pending: map[streamKey]mark{}}
 }
 
 // SaveProgress records p for the stream in memory. It never fails, and
@@ -111,7 +112,7 @@ func (s *saver) flush(ctx context.Context) error {
 		slots <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			err := s.ProgressManagerWithStartTime.SaveProgress(ctx, m.gen, m.table, m.stream, scyllacdc.Progress{LastProcessedRecordTime: m.at})
+			err := s.ProgressManagerWithStartTime.SaveProgress(ctx, m.gen, m.table, m.stream, scyllacdc.Progress{LastProcessedRecordTime: s.behind(m.at)})
 			if err != nil {
 				mu.Lock()
 				failed = append(failed, m)
@@ -132,6 +133,16 @@ func (s *saver) flush(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	return fmt.Errorf("cdc: save the progress of %d of %d streams, the first: %w", len(failed), len(batch), first)
+}
+
+// behind returns the point margin before at, which is what is written for
+// a mark at at: a restart reads the margin again. (The library starts a
+// generation's streams no earlier than the generation, whatever is saved.)
+func (s *saver) behind(at gocql.UUID) gocql.UUID {
+	if s.margin <= 0 {
+		return at
+	}
+	return gocql.MinTimeUUID(at.Time().Add(-s.margin))
 }
 
 // run flushes every period until ctx ends. A failed flush is logged and

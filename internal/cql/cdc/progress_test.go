@@ -68,7 +68,7 @@ func save(t *testing.T, s *saver, gen time.Time, stream string, sec int) {
 // did not move since is not written again.
 func TestSaverWritesOncePerStreamPerFlush(t *testing.T) {
 	tbl := &table{}
-	s := newSaver(tbl)
+	s := newSaver(tbl, 0)
 	for sec := 1; sec <= 1000; sec++ {
 		for _, stream := range []string{"a", "b", "c"} {
 			save(t, s, gen0, stream, sec)
@@ -98,7 +98,7 @@ func TestSaverWritesOncePerStreamPerFlush(t *testing.T) {
 // the next flush, or replaced by a later one of its stream.
 func TestSaverRetriesFailedWrites(t *testing.T) {
 	tbl := &table{fail: map[string]bool{"a": true, "b": true}}
-	s := newSaver(tbl)
+	s := newSaver(tbl, 0)
 	save(t, s, gen0, "a", 1)
 	save(t, s, gen0, "b", 1)
 	save(t, s, gen0, "c", 1)
@@ -123,7 +123,7 @@ func TestSaverRetriesFailedWrites(t *testing.T) {
 // the generation itself is saved at once.
 func TestSaverForgetsEndedGenerations(t *testing.T) {
 	tbl := &table{}
-	s := newSaver(tbl)
+	s := newSaver(tbl, 0)
 	gen1 := gen0.Add(time.Hour)
 	save(t, s, gen0, "old", 1)
 	save(t, s, gen1, "new", 3601)
@@ -145,7 +145,7 @@ func TestSaverForgetsEndedGenerations(t *testing.T) {
 // without a caller asking.
 func TestSaverRunFlushesPeriodically(t *testing.T) {
 	tbl := &table{}
-	s := newSaver(tbl)
+	s := newSaver(tbl, 0)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderd/orderd/internal/readmodel"
+	"github.com/orderd/orderd/internal/store"
 )
 
 // CatalogBackend is one backend's catalog as a test gets it.
@@ -23,6 +24,9 @@ type CatalogBackend struct {
 	Again func(t *testing.T) readmodel.Catalog
 	// TimePrecision is how finely the backend keeps times (see Backend).
 	TimePrecision time.Duration
+	// Leases are the store's leases, whose fences (store.WithFence) the
+	// catalog and the generations it opens honour.
+	Leases store.Leases
 }
 
 // RunCatalog runs the conformance suite of readmodel.Catalog against
@@ -36,6 +40,9 @@ func RunCatalog(t *testing.T, open func(t *testing.T) CatalogBackend) {
 		{"GenerationsAreSeparate", testGenerationsSeparate},
 		{"PromoteIsDurableAndShared", testPromote},
 		{"Drop", testDrop},
+		{"OpenUnlisted", testOpenUnlisted},
+		{"PromoteRace", testPromoteRace},
+		{"LapsedProjector", testLapsedProjector},
 		{"BeginOneAtATime", testBeginOneAtATime},
 		{"BeginRace", testBeginRace},
 		{"SaveAndCancel", testSaveAndCancel},
@@ -52,6 +59,15 @@ func ctxOf(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), guard)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+func mustCreateGen(t *testing.T, c readmodel.Catalog, gen int64) readmodel.Generation {
+	t.Helper()
+	g, err := c.Create(ctxOf(t), gen)
+	if err != nil {
+		t.Fatalf("Create(%d): %v", gen, err)
+	}
+	return g
 }
 
 func mustOpenGen(t *testing.T, c readmodel.Catalog, gen int64) readmodel.Generation {
@@ -88,7 +104,7 @@ func testGenerationsSeparate(t *testing.T, b CatalogBackend) {
 	if err := g0.Apply(ctxOf(t), l.events()); err != nil {
 		t.Fatalf("Apply to generation 0: %v", err)
 	}
-	g1 := mustOpenGen(t, c, 1)
+	g1 := mustCreateGen(t, c, 1)
 	mustGenerations(t, c, 0, 1)
 	notFound(t, g1, l.orderA)
 	notFound(t, g1, l.custID)
@@ -114,10 +130,10 @@ func testGenerationsSeparate(t *testing.T, b CatalogBackend) {
 func testPromote(t *testing.T, b CatalogBackend) {
 	c := b.Catalog
 	l := newLifecycle(t)
-	if err := mustOpenGen(t, c, 1).Apply(ctxOf(t), l.events()); err != nil {
+	if err := mustCreateGen(t, c, 1).Apply(ctxOf(t), l.events()); err != nil {
 		t.Fatalf("Apply to generation 1: %v", err)
 	}
-	if err := c.Promote(ctxOf(t), 1); err != nil {
+	if err := c.Promote(ctxOf(t), 0, 1); err != nil {
 		t.Fatalf("Promote(1): %v", err)
 	}
 	mustCurrent(t, c, 1)
@@ -130,7 +146,7 @@ func testPromote(t *testing.T, b CatalogBackend) {
 // takes its rows with it.
 func testDrop(t *testing.T, b CatalogBackend) {
 	c := b.Catalog
-	g1 := mustOpenGen(t, c, 1)
+	g1 := mustCreateGen(t, c, 1)
 	l := newLifecycle(t)
 	if err := g1.Apply(ctxOf(t), l.events()); err != nil {
 		t.Fatalf("Apply to generation 1: %v", err)
@@ -149,11 +165,11 @@ func testDrop(t *testing.T, b CatalogBackend) {
 	if err := c.Drop(ctxOf(t), 7); err != nil {
 		t.Fatalf("Drop(7) of a generation never opened: %v, want a no-op", err)
 	}
-	// Opened again, it is empty.
-	notFound(t, mustOpenGen(t, c, 1), l.orderA)
+	// Created again, it is empty.
+	notFound(t, mustCreateGen(t, c, 1), l.orderA)
 
 	// Promote 1, then 0 can go.
-	if err := c.Promote(ctxOf(t), 1); err != nil {
+	if err := c.Promote(ctxOf(t), 0, 1); err != nil {
 		t.Fatalf("Promote(1): %v", err)
 	}
 	if err := c.Drop(ctxOf(t), 0); err != nil {
@@ -296,4 +312,122 @@ func testSaveAndCancel(t *testing.T, b CatalogBackend) {
 	if got, err := c.Cancel(ctx, r.ID); err != nil || got.State != readmodel.RebuildCancelled {
 		t.Fatalf("Cancel of an ended rebuild = %+v, %v; want it unchanged", got, err)
 	}
+}
+
+// testOpenUnlisted: Open never creates a generation: one that was never
+// created, or was dropped, is not found, and stays unlisted.
+func testOpenUnlisted(t *testing.T, b CatalogBackend) {
+	c := b.Catalog
+	if _, err := c.Open(ctxOf(t), 5); !errors.Is(err, readmodel.ErrNotFound) {
+		t.Errorf("Open(5) of a generation never created = %v, want ErrNotFound", err)
+	}
+	mustCreateGen(t, c, 1)
+	if err := c.Drop(ctxOf(t), 1); err != nil {
+		t.Fatalf("Drop(1): %v", err)
+	}
+	for _, cat := range []readmodel.Catalog{c, b.Again(t)} {
+		if _, err := cat.Open(ctxOf(t), 1); !errors.Is(err, readmodel.ErrNotFound) {
+			t.Errorf("Open(1) of a dropped generation = %v, want ErrNotFound", err)
+		}
+	}
+	mustGenerations(t, c, 0)
+	mustOpenGen(t, c, 0) // the current one is listed
+}
+
+// testPromoteRace: two promotes in place of the same generation, from two
+// catalogs at once: exactly one wins, the other is told ErrNotCurrent,
+// and Current is the winner's.
+func testPromoteRace(t *testing.T, b CatalogBackend) {
+	c, other := b.Catalog, b.Again(t)
+	mustCreateGen(t, c, 1)
+	mustCreateGen(t, c, 2)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	for i, cat := range []readmodel.Catalog{c, other} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = cat.Promote(ctxOf(t), 0, int64(i+1))
+		}()
+	}
+	wg.Wait()
+	winner := int64(0)
+	for i, err := range errs {
+		switch {
+		case err == nil && winner == 0:
+			winner = int64(i + 1)
+		case err == nil:
+			t.Fatalf("both promotes in place of generation 0 won")
+		case !errors.Is(err, readmodel.ErrNotCurrent):
+			t.Fatalf("Promote(0, %d) = %v, want nil or ErrNotCurrent", i+1, err)
+		}
+	}
+	if winner == 0 {
+		t.Fatalf("neither promote won: %v", errs)
+	}
+	mustCurrent(t, c, winner)
+	mustCurrent(t, other, winner)
+}
+
+// testLapsedProjector: once another instance took the projector's lease,
+// the holder before it changes nothing: its batch, Create, Promote and
+// Drop are refused with store.ErrFenced and leave nothing behind; the new
+// holder's cleanup (a Drop) wins over a promote of the generation it drops.
+func testLapsedProjector(t *testing.T, b CatalogBackend) {
+	c, ctx := b.Catalog, ctxOf(t)
+	const lease = "projector"
+	take := func(holder string, want int64) context.Context {
+		t.Helper()
+		e, err := b.Leases.Acquire(ctx, lease, holder, time.Minute)
+		if err != nil || e != want {
+			t.Fatalf("Acquire(%s, %s) = epoch %d, %v; want %d", lease, holder, e, err, want)
+		}
+		return store.WithFence(ctx, store.Fence{Lease: lease, Epoch: e})
+	}
+	a := take("a", 1)
+	g1, err := c.Create(a, 1)
+	if err != nil {
+		t.Fatalf("Create(1) by the holder: %v", err)
+	}
+	l := newLifecycle(t)
+	if err := g1.Apply(a, l.events()); err != nil {
+		t.Fatalf("Apply by the holder: %v", err)
+	}
+	// a's lease lapses; b takes it and drops what a was building.
+	if err := b.Leases.Release(ctx, lease, "a"); err != nil {
+		t.Fatal(err)
+	}
+	bctx := take("b", 2)
+	if err := c.Drop(bctx, 1); err != nil {
+		t.Fatalf("Drop(1) by the new holder: %v", err)
+	}
+	if _, err := c.Create(bctx, 2); err != nil {
+		t.Fatalf("Create(2) by the new holder: %v", err)
+	}
+
+	g0 := mustOpenGen(t, c, 0)
+	late := newLifecycle(t)
+	for what, err := range map[string]error{
+		"Apply":   g0.Apply(a, late.events()),
+		"Create":  func() error { _, err := c.Create(a, 3); return err }(),
+		"Promote": c.Promote(a, 0, 1),
+		"Drop":    c.Drop(a, 2),
+	} {
+		if !errors.Is(err, store.ErrFenced) {
+			t.Errorf("%s by the lapsed holder = %v, want store.ErrFenced", what, err)
+		}
+	}
+	notFound(t, g0, late.orderA)
+	notFound(t, g0, late.custID)
+	mustCurrent(t, c, 0)
+	mustGenerations(t, c, 0, 2)
+	if _, err := c.Open(ctx, 1); !errors.Is(err, readmodel.ErrNotFound) {
+		t.Errorf("Open(1) after the new holder dropped it = %v, want ErrNotFound", err)
+	}
+
+	// The holder's own writes go through.
+	if err := g0.Apply(bctx, late.events()); err != nil {
+		t.Fatalf("Apply by the new holder: %v", err)
+	}
+	late.check(t, Backend{TimePrecision: b.TimePrecision}, g0)
 }

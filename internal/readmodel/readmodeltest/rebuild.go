@@ -366,7 +366,7 @@ func testRebuildInterrupted(t *testing.T, b RebuildBackend) {
 	if err := mustOpenGen(t, b.Catalog, 0).Apply(ctx, l.events()); err != nil {
 		t.Fatalf("Apply to generation 0: %v", err)
 	}
-	if err := mustOpenGen(t, b.Catalog, 1).Apply(ctx, l.events()[:3]); err != nil {
+	if err := mustCreateGen(t, b.Catalog, 1).Apply(ctx, l.events()[:3]); err != nil {
 		t.Fatalf("Apply to generation 1: %v", err)
 	}
 	now := time.Now().UTC()

@@ -1,6 +1,9 @@
 package kafkatest
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestAddr checks where the tests look for the broker: ORDERD_TEST_KAFKA
 // wins, else the port scripts/kafka.sh was given (KAFKA_PORT), else 9092.
@@ -29,5 +32,24 @@ func TestPort(t *testing.T) {
 	t.Setenv("KAFKA_PORT", "19192")
 	if got := Port(t); got != 19192 {
 		t.Errorf("KAFKA_PORT=19192: Port %d, want 19192", got)
+	}
+}
+
+// TestClusterAddrs checks where the tests look for the three-broker
+// cluster: KAFKA_CLUSTER_HOSTS on KAFKA_CLUSTER_PORT, else loopback aliases
+// on KAFKA_PORT+30000, as scripts/kafka.sh cluster-start puts them.
+func TestClusterAddrs(t *testing.T) {
+	for _, c := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{nil, "127.0.0.5:39092,127.0.0.6:39092,127.0.0.7:39092"},
+		{map[string]string{"KAFKA_PORT": "19192"}, "127.0.0.5:49192,127.0.0.6:49192,127.0.0.7:49192"},
+		{map[string]string{"KAFKA_CLUSTER_HOSTS": "10.0.0.5,10.0.0.6", "KAFKA_CLUSTER_PORT": "9092"}, "10.0.0.5:9092,10.0.0.6:9092"},
+	} {
+		got, err := clusterAddrs(func(k string) string { return c.env[k] })
+		if err != nil || strings.Join(got, ",") != c.want {
+			t.Errorf("env %v: %q, %v; want %q", c.env, got, err, c.want)
+		}
 	}
 }

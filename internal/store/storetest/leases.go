@@ -14,11 +14,13 @@ func testLeases(t *testing.T, b backend) {
 	l := as[store.Leases](t, b.open(t, nil))
 	ctx := testContext(t)
 	const ttl = time.Minute
-	acquire := func(holder string, want bool) {
+	// acquire checks the epoch: 0 for a refusal, one more for each take,
+	// the same for a renewal.
+	acquire := func(holder string, want int64) {
 		t.Helper()
 		got, err := l.Acquire(ctx, "relay", holder, ttl)
 		if err != nil || got != want {
-			t.Fatalf("Acquire(relay, %s) = %v, %v; want %v", holder, got, err, want)
+			t.Fatalf("Acquire(relay, %s) = epoch %d, %v; want %d", holder, got, err, want)
 		}
 	}
 	holder := func(want string) {
@@ -28,12 +30,12 @@ func testLeases(t *testing.T, b backend) {
 		}
 	}
 	holder("")
-	acquire("a", true)
-	acquire("b", false)
+	acquire("a", 1)
+	acquire("b", 0)
 	holder("a")
-	acquire("a", true) // a renewal
-	if ok, err := l.Acquire(ctx, "projector", "b", ttl); err != nil || !ok {
-		t.Fatalf("Acquire of another lease = %v, %v; want true: leases are independent", ok, err)
+	acquire("a", 1) // a renewal keeps the epoch
+	if e, err := l.Acquire(ctx, "projector", "b", ttl); err != nil || e != 1 {
+		t.Fatalf("Acquire of another lease = epoch %d, %v; want 1: leases and their epochs are independent", e, err)
 	}
 	if err := l.Release(ctx, "relay", "b"); err != nil {
 		t.Fatalf("Release by a non-holder: %v", err)
@@ -43,8 +45,13 @@ func testLeases(t *testing.T, b backend) {
 		t.Fatalf("Release: %v", err)
 	}
 	holder("")
-	acquire("b", true)
-	acquire("a", false)
+	acquire("b", 2) // a take after a release bumps the epoch
+	acquire("a", 0)
+	acquire("b", 2)
+	if err := l.Release(ctx, "relay", "b"); err != nil {
+		t.Fatalf("Release: %v", err)
+	}
+	acquire("b", 3) // the same holder taking again is a take too
 }
 
 // testLeaseExpiry: a lease nobody renews passes to another holder, never
@@ -54,16 +61,19 @@ func testLeaseExpiry(t *testing.T, b backend) {
 	ctx := testContext(t)
 	const ttl = 2 * time.Second
 	start := time.Now()
-	if ok, err := l.Acquire(ctx, "relay", "stale", ttl); err != nil || !ok {
-		t.Fatalf("Acquire = %v, %v; want true", ok, err)
+	if e, err := l.Acquire(ctx, "relay", "stale", ttl); err != nil || e != 1 {
+		t.Fatalf("Acquire = epoch %d, %v; want 1", e, err)
 	}
 	for {
-		ok, err := l.Acquire(ctx, "relay", "successor", ttl)
+		e, err := l.Acquire(ctx, "relay", "successor", ttl)
 		if err != nil {
 			t.Fatalf("Acquire by the successor: %v", err)
 		}
-		if ok {
+		if e == 2 {
 			break
+		}
+		if e != 0 {
+			t.Fatalf("Acquire by the successor = epoch %d; want 2, a take after the first", e)
 		}
 		if time.Since(start) > guard {
 			t.Fatalf("the lease did not expire within %s of a %s ttl", guard, ttl)
@@ -73,8 +83,8 @@ func testLeaseExpiry(t *testing.T, b backend) {
 	if held := time.Since(start); held < ttl {
 		t.Fatalf("another holder took the lease %v after it was taken, before its %s ttl", held, ttl)
 	}
-	if ok, err := l.Acquire(ctx, "relay", "stale", ttl); err != nil || ok {
-		t.Errorf("a renewal by the expired holder = %v, %v; want false", ok, err)
+	if e, err := l.Acquire(ctx, "relay", "stale", ttl); err != nil || e != 0 {
+		t.Errorf("a renewal by the expired holder = epoch %d, %v; want 0", e, err)
 	}
 	if got, err := l.Holder(ctx, "relay"); err != nil || got != "successor" {
 		t.Errorf("Holder = %q, %v; want successor", got, err)

@@ -135,6 +135,7 @@ func Run(t *testing.T, open Opener, caps Capabilities) {
 		{"SubscribeUpcast", testSubscribeUpcast, ""},
 		{"SubscribeLag", testSubscribeLag, ""},
 		{"SubscribeBlind", testSubscribeBlind, "blind"},
+		{"SubscribeFenced", testSubscribeFenced, ""},
 		{"ReplayWhole", testReplayWhole, ""},
 		{"ReplayMark", testReplayMark, ""},
 		{"ReplayHandlerError", testReplayHandlerError, ""},
