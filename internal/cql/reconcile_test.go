@@ -358,7 +358,9 @@ func TestSweepStateFenced(t *testing.T) {
 	// A subscription under the lapsed epoch ends, fenced, at its first
 	// save (the recent pass's watermark or the sweep's start).
 	done := make(chan error, 1)
-	go func() { done <- s.Subscribe(lapsed, consumer, func(context.Context, []store.Event) error { return nil }) }()
+	go func() {
+		done <- s.Subscribe(lapsed, consumer, func(context.Context, []store.Event) error { return nil })
+	}()
 	select {
 	case err := <-done:
 		if !errors.Is(err, store.ErrFenced) {
