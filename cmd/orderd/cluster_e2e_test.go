@@ -45,9 +45,15 @@ type cluster struct {
 func (c *cluster) start(id string) *node {
 	c.t.Helper()
 	env := map[string]string{"ORDERD_INSTANCE_ID": id}
+	c.mu.Lock()
+	if c.env["ORDERD_KEK"] == "" && c.env["ORDERD_KEK_FILE"] == "" {
+		// The nodes share one key-encryption key, as a cluster must.
+		c.env["ORDERD_KEK"] = testKEK(c.t)
+	}
 	for k, v := range c.env {
 		env[k] = v
 	}
+	c.mu.Unlock()
 	dir := c.t.TempDir()
 	var p *process
 	if c.launch != nil {

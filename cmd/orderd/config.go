@@ -222,7 +222,7 @@ func settings(c *config, f *flags) []group {
 					}
 					return nil
 				}},
-			{name: "scylla-serial-consistency", arg: "level", def: "LOCAL_SERIAL", usage: "consistency of the lightweight transactions: LOCAL_SERIAL when every writer is in one datacenter, else SERIAL",
+			{name: "scylla-serial-consistency", arg: "level", def: "LOCAL_SERIAL", usage: "consistency of the lightweight transactions: LOCAL_SERIAL when every writer is in one datacenter, else SERIAL (the workers' leases and fences are SERIAL whatever this says)",
 				parse: func(v string) error {
 					s := &c.scylla.SerialConsistency
 					if err := s.UnmarshalText([]byte(strings.ToUpper(v))); err != nil || !s.IsSerial() {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"fmt"
 	"io"
 	"maps"
@@ -28,7 +30,20 @@ func scyllaEnv(t *testing.T) map[string]string {
 		"ORDERD_STORE":           "scylla",
 		"ORDERD_SCYLLA_HOSTS":    strings.Join(hosts, ","),
 		"ORDERD_SCYLLA_KEYSPACE": cqltest.Keyspace(t, hosts),
+		// Every instance on the keyspace needs the same key-encryption
+		// key; each would make its own in its data directory.
+		"ORDERD_KEK": testKEK(t),
 	}
+}
+
+// testKEK returns a new random key-encryption key, as ORDERD_KEK takes it.
+func testKEK(t testing.TB) string {
+	t.Helper()
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(raw)
 }
 
 // TestScyllaBackendOnCassandra runs orderd with ORDERD_STORE=scylla against

@@ -30,8 +30,10 @@ func TestRelayStepDownE2E(t *testing.T) {
 	own, stopOwn, _ := ownBrokerAt(t, 10002)
 	keyspace := cqltest.Keyspace(t, hosts)
 	prefix := "t" + strings.ReplaceAll(uuid.NewString()[:8], "-", "") + "-"
+	kek := testKEK(t) // the two instances share one key-encryption key
 	env := func(instance, broker string) map[string]string {
 		return map[string]string{
+			"ORDERD_KEK":   kek,
 			"ORDERD_STORE": "scylla", "ORDERD_SCYLLA_HOSTS": strings.Join(hosts, ","),
 			"ORDERD_SCYLLA_KEYSPACE": keyspace, "ORDERD_INSTANCE_ID": instance,
 			"ORDERD_LEASE_TTL": "1s", "ORDERD_RELAY_STEP_DOWN": "3s",

@@ -172,6 +172,7 @@ func TestExportImportToCluster(t *testing.T) {
 			// The data keys travel in the stream wrapped by the source's
 			// key-encryption key: the target runs with the same one.
 			tg.env["ORDERD_KEK_FILE"] = filepath.Join(srcDir, "kek")
+			delete(tg.env, "ORDERD_KEK") // scyllaEnv's, which would win
 			getenv := func(k string) string { return tg.env[k] }
 			if err := runImport(context.Background(), []string{"-from", file}, getenv, nil, errf); err != nil {
 				t.Fatal(err)

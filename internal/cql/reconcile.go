@@ -2,12 +2,15 @@ package cql
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"time"
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
+
+	"github.com/orderd/orderd/internal/store"
 )
 
 // The reconciliation pass has two parts, which together make the feed
@@ -95,7 +98,7 @@ func (sub *subscription) sweep(ctx context.Context) error {
 	for {
 		st, err := retried(sub, ctx, "load the sweep's cursor", func() (sweepState, error) { return sub.loadSweep(ctx) })
 		if err != nil {
-			return nil // ctx ended
+			return fenced(err) // or ctx ended
 		}
 		if st.cursor == maxToken || st.started.IsZero() {
 			// Finished, or never begun: the next one starts on time.
@@ -110,13 +113,22 @@ func (sub *subscription) sweep(ctx context.Context) error {
 			if _, err := retried(sub, ctx, "save the sweep's start", func() (struct{}, error) {
 				return struct{}{}, sub.saveSweep(ctx, st)
 			}); err != nil {
-				return nil
+				return fenced(err)
 			}
 		}
 		if err := sub.sweepFrom(ctx, share, st); err != nil {
-			return nil // ctx ended
+			return fenced(err)
 		}
 	}
+}
+
+// fenced returns err if it says the lease was taken (which ends the
+// subscription), nil otherwise (ctx ended).
+func fenced(err error) error {
+	if errors.Is(err, store.ErrFenced) {
+		return err
+	}
+	return nil
 }
 
 // sweepFrom reads the ranges after st's cursor, saving the cursor after a
@@ -165,14 +177,17 @@ func (sub *subscription) sweepFrom(ctx context.Context, share *rateShare, st swe
 // retried runs f until it succeeds or ctx ends (then it returns ctx's
 // error), waiting rangeRetryFirst, doubling up to rangeRetryMax, between
 // tries: a cluster that fails a read delays the sweep, it never ends the
-// subscription.
+// subscription. A fenced write (the lease was taken) is not retried: its
+// error, wrapping store.ErrFenced, is returned at once.
 func retried[T any](sub *subscription, ctx context.Context, what string, f func() (T, error)) (T, error) {
 	for try := 0; ; try++ {
 		v, err := f()
-		if err == nil || ctx.Err() != nil {
-			if ctx.Err() != nil {
-				return v, ctx.Err()
-			}
+		switch {
+		case err != nil && errors.Is(err, store.ErrFenced):
+			return v, err
+		case ctx.Err() != nil:
+			return v, ctx.Err()
+		case err == nil:
 			return v, nil
 		}
 		sub.s.passFailures.Add(1)

@@ -319,3 +319,61 @@ func TestMeasureSkew(t *testing.T) {
 		t.Errorf("ClockSkew() = %v, want the measured %v", s.ClockSkew(), d)
 	}
 }
+
+// TestSweepStateFenced: the sweep's cursor and the recent pass's watermark
+// are saved under the lease's fence: a holder whose lease was taken moves
+// neither, and its subscription ends with store.ErrFenced instead of
+// retrying; the current holder saves both.
+func TestSweepStateFenced(t *testing.T) {
+	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: 200 * time.Millisecond}), Options{NoHints: true})
+	ctx := ctxFor(t)
+	const consumer = "fenced-sweep"
+	if _, err := s.Acquire(ctx, consumer, "a", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, consumer, "a"); err != nil {
+		t.Fatal(err)
+	}
+	epoch, err := s.Acquire(ctx, consumer, "b", time.Minute)
+	if err != nil || epoch < 2 {
+		t.Fatalf("Acquire(b) = %d, %v; want a second epoch", epoch, err)
+	}
+	lapsed := store.WithFence(ctx, store.Fence{Lease: consumer, Epoch: epoch - 1})
+	current := store.WithFence(ctx, store.Fence{Lease: consumer, Epoch: epoch})
+	sub := s.newSubscription(context.Background(), consumer, nil)
+
+	if err := sub.saveSweep(lapsed, sweepState{cursor: 42, started: time.Now()}); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("saveSweep under the lapsed epoch = %v, want store.ErrFenced", err)
+	}
+	if err := sub.saveWatermark(lapsed, time.Now()); !errors.Is(err, store.ErrFenced) {
+		t.Fatalf("saveWatermark under the lapsed epoch = %v, want store.ErrFenced", err)
+	}
+	if st, err := sub.loadSweep(ctx); err != nil || !st.started.IsZero() {
+		t.Fatalf("sweep state after the lapsed saves = %+v, %v; want none", st, err)
+	}
+	if w, err := sub.loadWatermark(ctx); err != nil || !w.IsZero() {
+		t.Fatalf("watermark after the lapsed save = %v, %v; want none", w, err)
+	}
+
+	// A subscription under the lapsed epoch ends, fenced, at its first
+	// save (the recent pass's watermark or the sweep's start).
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Subscribe(lapsed, consumer, func(context.Context, []store.Event) error { return nil })
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, store.ErrFenced) {
+			t.Fatalf("Subscribe under the lapsed epoch = %v, want store.ErrFenced", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Subscribe under the lapsed epoch still runs after 30 s")
+	}
+
+	if err := sub.saveSweep(current, sweepState{cursor: 42, started: time.Now()}); err != nil {
+		t.Fatalf("saveSweep under the current epoch: %v", err)
+	}
+	if st, err := sub.loadSweep(ctx); err != nil || st.cursor != 42 {
+		t.Fatalf("sweep state = %+v, %v; want cursor 42", st, err)
+	}
+}

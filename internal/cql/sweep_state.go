@@ -13,8 +13,13 @@ import (
 
 // The statements on feed_sweep and feed_sweepers. Every write of the
 // reconciliation's own state goes through saveSweep, saveWatermark and the
-// rate share's heartbeat: the one place a lease's fencing condition will
-// go.
+// rate share's heartbeat. The first two are fenced, as progress is: one
+// check of the lease's epoch before the write (checkFence), so a holder
+// whose lease was taken moves neither the cursor nor the watermark. (What
+// one that lapsed between its check and its write still writes is a point
+// it did reach; the successor reads again from its own.) The heartbeat is
+// not: a lapsed holder's beat only shrinks the others' share of the rate
+// for 30 s.
 const (
 	sweepReadCQL      = `SELECT recent_through, cursor, sweep_started, sweep_finished FROM feed_sweep WHERE consumer = ?`
 	sweepSaveCQL      = `UPDATE feed_sweep SET cursor = ?, sweep_started = ?, sweep_finished = ? WHERE consumer = ?`
@@ -63,6 +68,9 @@ func (sub *subscription) loadSweep(ctx context.Context) (sweepState, error) {
 // saveSweep records where the consumer's sweep stands, so that a restart
 // or the next holder of the worker's lease resumes it there.
 func (sub *subscription) saveSweep(ctx context.Context, st sweepState) error {
+	if err := checkFence(ctx, sub.s.sess.Session, sub.s.cfg.Consistency, "save the sweep's cursor of "+sub.consumer); err != nil {
+		return err
+	}
 	var finished any
 	if !st.finished.IsZero() {
 		finished = st.finished
@@ -96,6 +104,9 @@ func (sub *subscription) loadWatermark(ctx context.Context) (time.Time, error) {
 // saveWatermark records that the recent pass has delivered every append
 // whose index row is at or before through, less the margin.
 func (sub *subscription) saveWatermark(ctx context.Context, through time.Time) error {
+	if err := checkFence(ctx, sub.s.sess.Session, sub.s.cfg.Consistency, "save the recent pass's watermark of "+sub.consumer); err != nil {
+		return err
+	}
 	err := sub.s.sess.Session.Query(watermarkSaveCQL, through, sub.consumer).WithContext(ctx).Idempotent(true).Exec()
 	if err != nil {
 		return fmt.Errorf("save the recent pass's watermark: %w", err)

@@ -131,11 +131,15 @@ func (sub *subscription) recentMargin() time.Duration {
 
 // recent runs the recent-bucket pass at once and then one every
 // ReconcileEvery, until ctx ends. A failed pass is retried at the next
-// interval; it never ends the subscription.
+// interval; it never ends the subscription, unless its save was fenced
+// (the lease was taken).
 func (sub *subscription) recent(ctx context.Context) error {
 	for {
 		start := time.Now()
 		if err := sub.recentPass(ctx); err != nil {
+			if errors.Is(err, store.ErrFenced) {
+				return err // the lease was taken: the subscription ends
+			}
 			if ctx.Err() != nil {
 				return nil
 			}

@@ -58,7 +58,8 @@ type Options struct {
 	// again (which is how an instance learns of another's erasure);
 	// 0 means one minute.
 	CacheTTL time.Duration
-	// CacheSize bounds the cached keys; 0 means 100000.
+	// CacheSize bounds the cached keys (about 1 KB each, the AES key
+	// schedule and GCM state included); 0 means 20,000.
 	CacheSize int
 }
 
@@ -70,7 +71,7 @@ func NewKeyring(keys Keys, current KEK, opts Options) *Keyring {
 		r.ttl = time.Minute
 	}
 	if r.max <= 0 {
-		r.max = 100000
+		r.max = 20_000
 	}
 	return r
 }
