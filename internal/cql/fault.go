@@ -41,7 +41,8 @@ func serverCode(err error) (int, bool) {
 // overloaded), a replica timeout or failure, a server error, no connection
 // to any host, no answer within Config.Timeout, or a deadline of ours that
 // passed (context.DeadlineExceeded; a client that went away cancels
-// instead), or ScyllaDB's rate limit. A refused condition (a conflict) is never one: it is no error
+// instead), a connection that broke under the request, or ScyllaDB's rate
+// limit. A refused condition (a conflict) is never one: it is no error
 // at all.
 func unavailable(err error) bool {
 	var limited *gocql.RequestErrRateLimitReached // ScyllaDB's per-partition limit, a code of its own
@@ -57,6 +58,19 @@ func unavailable(err error) bool {
 			return true
 		}
 		return false
+	}
+	if errors.Is(err, context.Canceled) {
+		return false // the client went away: not the cluster's failure
+	}
+	// A connection that failed under the request (a heartbeat that went
+	// unanswered, a reset, an I/O error) reaches the caller as the driver's
+	// QueryError around an error of no type of its own ("gocql: heartbeat
+	// failed"): the cluster's failure too. A value the driver could not
+	// encode is a QueryError as well, and ours.
+	var qe *gocql.QueryError
+	if errors.As(err, &qe) {
+		var me gocql.MarshalError
+		return !errors.As(err, &me)
 	}
 	for _, target := range []error{gocql.ErrNoConnections, gocql.ErrHostDown, gocql.ErrNoPool,
 		gocql.ErrNoConnectionsInPool, gocql.ErrTimeoutNoResponse, gocql.ErrConnectionClosed,

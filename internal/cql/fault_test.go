@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"syscall"
 	"testing"
+	"unsafe"
 
 	"github.com/gocql/gocql"
 
@@ -29,6 +31,25 @@ func frameError[T any](code int, msg string) error {
 	e := reflect.New(reflect.TypeFor[T]())
 	e.Elem().FieldByName("ErrorFrame").Set(frame)
 	return e.Interface().(error)
+}
+
+// queryError returns the driver's QueryError around cause, as its
+// connection makes it when the connection fails under a request (the
+// fields are the driver's own; reflection sets them).
+func queryError(cause error, executed bool) error {
+	qe := &gocql.QueryError{}
+	v := reflect.ValueOf(qe).Elem()
+	for name, val := range map[string]any{"err": cause, "potentiallyExecuted": executed} {
+		f := v.FieldByName(name)
+		reflect.NewAt(f.Type(), unsafe.Pointer(f.UnsafeAddr())).Elem().Set(reflect.ValueOf(val))
+	}
+	return qe
+}
+
+// marshalError returns the driver's own error for a value it cannot encode.
+func marshalError() error {
+	_, err := gocql.Marshal(gocql.NewNativeType(4, gocql.TypeInt), "not a number")
+	return err
 }
 
 // TestUnavailable: the classification of the driver's errors, as the
@@ -57,6 +78,9 @@ func TestUnavailable(t *testing.T) {
 		{"host down", gocql.ErrHostDown, true, false},
 		{"connection closed", gocql.ErrConnectionClosed, true, true},
 		{"our deadline", context.DeadlineExceeded, true, true},
+		{"heartbeat failed", queryError(errors.New("gocql: heartbeat failed"), true), true, true},
+		{"connection reset", queryError(fmt.Errorf("read tcp 10.231.0.100:4242->10.231.0.2:29042: %w", syscall.ECONNRESET), true), true, true},
+		{"value not encodable", queryError(marshalError(), false), false, true},
 		{"syntax", frameError[struct{}](gocql.ErrCodeSyntax, "line 1:0 no viable alternative"), false, false},
 		{"invalid", frameError[struct{}](gocql.ErrCodeInvalid, "unconfigured table"), false, false},
 		{"unauthorized", frameError[struct{}](gocql.ErrCodeUnauthorized, "no permission"), false, false},
