@@ -37,6 +37,9 @@ import (
 // else's: the test freezes only a node it started, and fails (skips
 // locally) instead. Under -short it skips; without java it skips, or fails
 // under CI=true.
+//
+// orderd runs as a child process (startChild: the driver races with
+// itself when a prepare fails under concurrent requests).
 func TestFrozenCassandraE2E(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts a Cassandra node of its own")
@@ -46,7 +49,7 @@ func TestFrozenCassandraE2E(t *testing.T) {
 	ks := "orderd_freeze_" + randomHex(t, 8)
 	t.Cleanup(func() { dropKeyspace(t, host, ks) })
 
-	s := start(t, "", map[string]string{
+	s := startChild(t, map[string]string{
 		// The default -scylla-timeout (3 s): the settling read of an append
 		// sent as the node froze is in flight when it resumes, and races the
 		// stalled transaction, as in issue 16.

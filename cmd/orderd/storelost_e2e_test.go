@@ -33,6 +33,9 @@ import (
 // The node is the test's own (scripts/cassandra.sh on LOST_CASSANDRA_PORT,
 // default CASSANDRA_PORT+10001), never the shared one. Under -short it
 // skips; without java it skips, or fails under CI=true.
+//
+// orderd runs as a child process (startChild: the driver races with
+// itself when a prepare fails under concurrent requests).
 func TestCassandraLostE2E(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: starts a Cassandra node of its own")
@@ -42,7 +45,7 @@ func TestCassandraLostE2E(t *testing.T) {
 	ks := "orderd_lost_" + randomHex(t, 8)
 	t.Cleanup(func() { dropKeyspace(t, host, ks) })
 	const cqlTimeout = 3 * time.Second // the default -scylla-timeout
-	s := start(t, "", map[string]string{
+	s := startChild(t, map[string]string{
 		"ORDERD_STORE": "scylla", "ORDERD_SCYLLA_HOSTS": host, "ORDERD_SCYLLA_KEYSPACE": ks,
 	})
 	cust := s.registerCustomer(t, "lost@example.com")

@@ -107,6 +107,7 @@ func Open(ctx context.Context, cfg Config) (_ *Backend, err error) {
 	if b.DataKeys, err = OpenDataKeys(ctx, filepath.Join(cfg.Dir, "datakeys.db")); err != nil {
 		return nil, err
 	}
+	b.DataKeys.health = b.Store.Health() // one disk, one episode
 	return b, nil
 }
 

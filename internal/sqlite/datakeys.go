@@ -30,6 +30,10 @@ import (
 type DataKeys struct {
 	w, r   *sql.DB
 	closed atomic.Bool
+	// health, if set (Open sets the event store's: one disk, one
+	// episode), is told of storage faults, so that a full disk that fails
+	// a registration's key makes the store unready as an append would.
+	health *store.Health
 
 	creates chan keyCreate // to createLoop
 	stop    chan struct{}  // closed by Close
@@ -79,7 +83,7 @@ func (d *DataKeys) Close() error {
 // the stored key. Creations are committed in groups (createLoop): a
 // registration's key costs a share of one fsync, not one of its own.
 func (d *DataKeys) Create(ctx context.Context, k store.WrappedKey) (_ store.WrappedKey, err error) {
-	defer wrapKeyErr(&err, "create data key of %s", k.Subject)
+	defer d.wrapErr(&err, true, "create data key of %s", k.Subject)
 	c := keyCreate{key: k, done: make(chan keyCreated, 1)}
 	select {
 	case d.creates <- c:
@@ -159,7 +163,7 @@ func (d *DataKeys) Get(ctx context.Context, subject uuid.UUID) (_ store.WrappedK
 	if d.closed.Load() {
 		return store.WrappedKey{}, store.ErrClosed
 	}
-	defer wrapKeyErr(&err, "get data key of %s", subject)
+	defer d.wrapErr(&err, false, "get data key of %s", subject)
 	return getKey(ctx, d.r, subject)
 }
 
@@ -199,7 +203,7 @@ func (d *DataKeys) Erase(ctx context.Context, subject uuid.UUID, at time.Time) (
 	if d.closed.Load() {
 		return store.ErrClosed
 	}
-	defer wrapKeyErr(&err, "erase data key of %s", subject)
+	defer d.wrapErr(&err, true, "erase data key of %s", subject)
 	if _, err := d.w.ExecContext(ctx, `INSERT INTO data_keys (subject, created_at, erased_at) VALUES (?, ?, ?)
 		ON CONFLICT (subject) DO UPDATE SET kek = NULL, wrapped = NULL, erased_at = coalesce(erased_at, excluded.erased_at)`,
 		subject.String(), formatTime(at), formatTime(at)); err != nil {
@@ -221,7 +225,7 @@ func (d *DataKeys) Rewrap(ctx context.Context, fromKEK string, k store.WrappedKe
 	if d.closed.Load() {
 		return false, store.ErrClosed
 	}
-	defer wrapKeyErr(&err, "rewrap data key of %s", k.Subject)
+	defer d.wrapErr(&err, true, "rewrap data key of %s", k.Subject)
 	res, err := d.w.ExecContext(ctx, `UPDATE data_keys SET kek = ?, wrapped = ?
 		WHERE subject = ? AND kek = ? AND erased_at IS NULL`, k.KEK, k.Wrapped, k.Subject.String(), fromKEK)
 	if err != nil {
@@ -285,13 +289,21 @@ func (d *DataKeys) scanPage(ctx context.Context, after string) ([]store.WrappedK
 	return page, rows.Err()
 }
 
-// wrapKeyErr prefixes a non-nil *err with "sqlite: " and what failed; the
+// wrapErr prefixes a non-nil *err with "sqlite: " and what failed; the
 // store's own errors (ErrKeyNotFound, ErrKeyErased, ErrClosed) stay
-// recognisable by errors.Is.
-func wrapKeyErr(err *error, format string, args ...any) {
-	if *err != nil {
-		*err = fmt.Errorf("sqlite: %s: %w", fmt.Sprintf(format, args...), *err)
+// recognisable by errors.Is, and a storage fault (a full disk) wraps
+// store.ErrUnavailable (503) and is counted in health; write says whether
+// the request was a write.
+func (d *DataKeys) wrapErr(err *error, write bool, format string, args ...any) {
+	if *err == nil {
+		return
 	}
+	what := fmt.Sprintf(format, args...)
+	e := asUnavailable(*err)
+	if d.health != nil && errors.Is(e, store.ErrUnavailable) {
+		d.health.Fault("data_keys", write, e)
+	}
+	*err = fmt.Errorf("sqlite: %s: %w", what, e)
 }
 
 var _ store.DataKeys = (*DataKeys)(nil)
