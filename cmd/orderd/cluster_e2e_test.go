@@ -340,24 +340,7 @@ func TestClusterOnCassandra(t *testing.T) {
 		v, ok := survivor.svc.metrics(t)[`orderd_feed_lag_events{consumer="relay"}`]
 		return ok && v == 0
 	})
-	published := map[uuid.UUID]int64{} // highest sequence first seen in order
-	records := 0
-	for topic, name := range map[string]string{orders: "order-events", customers: "customer-events"} {
-		msgs := consumeAll(t, brokers, topic)
-		checkMessages(t, name, msgs) // name: the topic's default, whose channel asyncapi.yaml describes
-		for _, m := range msgs {
-			records++
-			id := uuid.MustParse(string(m.Key))
-			seq, _ := strconv.ParseInt(kafkaHeader(m.Headers, "ce_sequence"), 10, 64)
-			switch {
-			case seq <= published[id]: // a duplicate: allowed
-			case seq == published[id]+1:
-				published[id] = seq
-			default:
-				t.Fatalf("key %s: sequence %d first seen after %d", id, seq, published[id])
-			}
-		}
-	}
+	published, records := publishedInOrder(t, brokers, map[string]string{orders: "order-events", customers: "customer-events"})
 	for _, a := range final {
 		if published[a.id] < a.version {
 			t.Fatalf("%s %s: acknowledged version %d, published through %d", a.kind, a.id, a.version, published[a.id])
@@ -381,4 +364,33 @@ func TestClusterOnCassandra(t *testing.T) {
 		t.Logf("%d aggregates, %d records on Kafka; min_version reads on another node: p50 %s, p99 %s",
 			len(final), records, reads[len(reads)/2].Round(time.Millisecond), reads[len(reads)*99/100].Round(time.Millisecond))
 	}
+}
+
+// publishedInOrder reads every record of topics (each topic with its
+// default name, whose channel asyncapi.yaml describes), checks them
+// against asyncapi.yaml, and fails t unless each key's first occurrences
+// come in sequence order (a duplicate is allowed: at least once). It
+// returns the highest sequence published per key, and the number of
+// records read.
+func publishedInOrder(t *testing.T, brokers []string, topics map[string]string) (map[uuid.UUID]int64, int) {
+	t.Helper()
+	published := map[uuid.UUID]int64{}
+	records := 0
+	for topic, name := range topics {
+		msgs := consumeAll(t, brokers, topic)
+		checkMessages(t, name, msgs)
+		for _, m := range msgs {
+			records++
+			id := uuid.MustParse(string(m.Key))
+			seq, _ := strconv.ParseInt(kafkaHeader(m.Headers, "ce_sequence"), 10, 64)
+			switch {
+			case seq <= published[id]: // a duplicate: allowed
+			case seq == published[id]+1:
+				published[id] = seq
+			default:
+				t.Fatalf("key %s: sequence %d first seen after %d", id, seq, published[id])
+			}
+		}
+	}
+	return published, records
 }

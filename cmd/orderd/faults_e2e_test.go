@@ -364,24 +364,8 @@ func (l *faultLoad) check(t *testing.T, on, relay *node, brokers []string, prefi
 		v, ok := relay.svc.metrics(t)[`orderd_feed_lag_events{consumer="relay"}`]
 		return ok && v == 0
 	})
-	published := map[uuid.UUID]int64{} // highest sequence first seen in order
-	records := 0
-	for _, name := range []string{"order-events", "customer-events"} {
-		msgs := consumeAll(t, brokers, prefix+name)
-		checkMessages(t, name, msgs)
-		for _, m := range msgs {
-			records++
-			id := uuid.MustParse(string(m.Key))
-			seq, _ := strconv.ParseInt(kafkaHeader(m.Headers, "ce_sequence"), 10, 64)
-			switch {
-			case seq <= published[id]: // a duplicate: allowed
-			case seq == published[id]+1:
-				published[id] = seq
-			default:
-				t.Fatalf("key %s: sequence %d first seen after %d", id, seq, published[id])
-			}
-		}
-	}
+	published, records := publishedInOrder(t, brokers, map[string]string{
+		prefix + "order-events": "order-events", prefix + "customer-events": "customer-events"})
 	for _, a := range final {
 		if published[a.id] < a.version {
 			t.Fatalf("%s %s: acknowledged version %d (by %s), published through %d", a.kind, a.id, a.version, a.by, published[a.id])
