@@ -62,18 +62,34 @@ func (s *Store) Begin(ctx context.Context, rec store.IdempotencyRecord) (store.I
 	if ttl == 0 {
 		return rec, false, fmt.Errorf("scylla: begin key %q: expires %v, not after %v", rec.Key, rec.Expires, rec.Created)
 	}
+	// A record at the edge of its expiry can vanish between the two
+	// conditional writes below (the insert sees it, the replace finds it
+	// gone); the key is then free, so begin again. Three rounds are plenty:
+	// a row expires once.
+	for range 3 {
+		got, began, done, err := s.beginOnce(ctx, rec, ttl)
+		if err != nil || done {
+			return got, began, err
+		}
+	}
+	return rec, false, fmt.Errorf("scylla: begin key %q: lost three races for an expired record", rec.Key)
+}
+
+// beginOnce is one round of Begin: done is false when the expired record
+// it meant to replace was gone before it could.
+func (s *Store) beginOnce(ctx context.Context, rec store.IdempotencyRecord, ttl int) (_ store.IdempotencyRecord, began, done bool, _ error) {
 	cur := map[string]any{}
 	applied, err := s.lwt(ctx, keyBeginCQL, rec.Key, gocqlUUID(rec.ID), rec.Fingerprint, gocqlUUID(rec.Owner),
 		rec.Created, rec.Updated, rec.Expires, rec.Process.Instance, gocqlUUID(rec.Process.Boot), ttl).MapScanCAS(cur)
 	if err != nil {
-		return rec, false, fmt.Errorf("scylla: begin key %q: %w", rec.Key, s.closedOr(err))
+		return rec, false, true, fmt.Errorf("scylla: begin key %q: %w", rec.Key, s.closedOr(err))
 	}
 	if applied {
-		return rec, true, nil
+		return rec, true, true, nil
 	}
 	got := keyFromMap(cur)
 	if got.Expires.After(rec.Created) {
-		return got, false, nil
+		return got, false, true, nil
 	}
 	// What is left of a record past its expiry: replace it, unless another
 	// Begin did first.
@@ -85,25 +101,20 @@ func (s *Store) Begin(ctx context.Context, rec store.IdempotencyRecord) (store.I
 	applied, err = s.lwt(ctx, keyReplaceCQL, ttl, gocqlUUID(rec.ID), rec.Fingerprint, gocqlUUID(rec.Owner),
 		rec.Created, rec.Updated, rec.Expires, rec.Process.Instance, gocqlUUID(rec.Process.Boot), rec.Key, stale).MapScanCAS(cur)
 	if err != nil {
-		return rec, false, fmt.Errorf("scylla: begin key %q: replace an expired record: %w", rec.Key, s.closedOr(err))
+		return rec, false, true, fmt.Errorf("scylla: begin key %q: replace an expired record: %w", rec.Key, s.closedOr(err))
 	}
 	if applied {
-		return rec, true, nil
+		return rec, true, true, nil
 	}
-	return s.beginAgain(ctx, rec)
-}
-
-// beginAgain reads the record that another Begin put in place of an
-// expired one.
-func (s *Store) beginAgain(ctx context.Context, rec store.IdempotencyRecord) (store.IdempotencyRecord, bool, error) {
-	got, found, err := s.Get(ctx, rec.Key)
+	// Another Begin replaced it, or it expired whole in between.
+	other, found, err := s.Get(ctx, rec.Key)
 	switch {
 	case err != nil:
-		return rec, false, err
+		return rec, false, true, err
 	case !found:
-		return rec, false, fmt.Errorf("scylla: begin key %q: lost a race for an expired record; retry", rec.Key)
+		return rec, false, false, nil
 	}
-	return got, false, nil
+	return other, false, true, nil
 }
 
 // Get returns the unexpired record of key, read at the serial consistency.
