@@ -25,6 +25,10 @@ var ErrFenced = errors.New("store: fenced: the lease was taken by another holder
 type Fence struct {
 	Lease string // the lease's name, which is the worker's (its consumer name on the feed)
 	Epoch int64  // 1 for the first take, one more for each take after
+	// Shard is the part of the aggregate-id space the lease covers: a
+	// feed subscribed with this fence hands only that shard's events. The
+	// zero value, like Whole, is everything.
+	Shard Shard
 }
 
 // String shows the fence as lease@epoch.
