@@ -189,6 +189,32 @@ func TestBenchOpenLoop(t *testing.T) {
 	}
 }
 
+// TestBenchSpreads: with two addresses, the workers are shared between
+// the two instances round-robin: each registers the customers of its
+// workers and receives their orders, and together they hold what the
+// report counts.
+func TestBenchSpreads(t *testing.T) {
+	a, b := start(t, "", nil), start(t, "", nil)
+	rep := runBenchJSON(t, "-addr", a.base+","+b.base+"/", "-count", "60", "-mix", "create", "-connections", "6")
+	if rep.Total.Count != 60 || len(rep.Ops["create"].Errors) != 0 {
+		t.Fatalf("%d operations, errors %v; want 60 without errors", rep.Total.Count, rep.Ops["create"].Errors)
+	}
+	var total int64
+	for _, s := range []*service{a, b} {
+		if n := scalar(t, s.eventsDB(), `SELECT count(*) FROM events WHERE event_type = 'CustomerRegistered'`); n != 3 {
+			t.Errorf("%s: %d customers registered, want 3 (one per worker of its share)", s.base, n)
+		}
+		n := scalar(t, s.eventsDB(), `SELECT count(*) FROM events WHERE event_type = 'OrderCreated'`)
+		if n == 0 {
+			t.Errorf("%s received no order", s.base)
+		}
+		total += n
+	}
+	if total != 60 {
+		t.Errorf("the instances hold %d orders, the report says 60", total)
+	}
+}
+
 // transportError is the report's error key of a request that got no (whole)
 // answer.
 const transportError = "transport"
