@@ -42,7 +42,7 @@ type benchOpJSON struct {
 }
 
 // runBenchJSON runs orderd bench -json with args; the run must succeed.
-func runBenchJSON(t *testing.T, args ...string) benchJSON {
+func runBenchJSON(t testing.TB, args ...string) benchJSON {
 	t.Helper()
 	out, err := benchOutput(args...)
 	if err != nil {
@@ -63,7 +63,7 @@ func benchOutput(args ...string) ([]byte, error) {
 
 // decodeBench decodes a -json report: one object, with no field the test
 // does not know.
-func decodeBench(t *testing.T, out []byte) benchJSON {
+func decodeBench(t testing.TB, out []byte) benchJSON {
 	t.Helper()
 	var rep benchJSON
 	dec := json.NewDecoder(bytes.NewReader(out))
