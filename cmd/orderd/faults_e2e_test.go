@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -525,35 +524,4 @@ func partitionLeader(t *testing.T, brokers []string, topic string, p int) string
 	}
 	t.Fatalf("no leader for %s/%d in %+v", topic, p, md.Topics)
 	return ""
-}
-
-// activeAmong waits until exactly one of nodes runs the worker name and
-// all of nodes name it as the active one, and returns it. Unlike cluster.active it ignores the other nodes, such as
-// one cut off from the store, whose /readyz may be late or stale.
-func activeAmong(t *testing.T, name string, nodes []*node, within time.Duration) *node {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		var actives []*node
-		names := map[string]bool{}
-		for _, n := range nodes {
-			comp := n.ready(t).Components[name]
-			if comp.Role == "active" {
-				actives = append(actives, n)
-			}
-			names[comp.Active] = true
-		}
-		if len(actives) == 1 && len(names) == 1 && names[actives[0].id] {
-			return actives[0]
-		}
-		if time.Now().After(deadline) {
-			ids := []string{}
-			for _, n := range actives {
-				ids = append(ids, n.id)
-			}
-			slices.Sort(ids)
-			t.Fatalf("no single active %s among %d nodes within %s (%v say active; they name %v)", name, len(nodes), within, ids, names)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
