@@ -353,6 +353,10 @@ func (e *Elected) fail(err error) {
 // Name returns the worker's name, which is also its lease's.
 func (e *Elected) Name() string { return e.name }
 
+// String names the worker in its supervisor's events (without it, they
+// would print the whole struct, racing with the fields it changes).
+func (e *Elected) String() string { return e.name }
+
 // State returns this instance's role, the holder it last saw, and why the
 // worker last failed or stepped down.
 //
