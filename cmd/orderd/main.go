@@ -251,7 +251,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	// generation too), else as a worker of their own under the lease named
 	// "projector" (no shard's lease is), which keeps the epochs the current
 	// generation's row was stamped with.
-	rebuilder := readmodel.NewRebuilder(b.catalog, b.events, b.views, readmodel.RebuildOptions{Grace: cfg.rebuildGrace}, log.Named("rebuild"))
+	// Split, the projector's other instances write the generation a
+	// rebuild builds once their Live.Track (every trackEvery) sees it
+	// catching up: the catch-up waits for them.
+	opts := readmodel.RebuildOptions{Grace: cfg.rebuildGrace}
+	if shards > 1 {
+		opts.FollowWait = 3 * trackEvery
+	}
+	rebuilder := readmodel.NewRebuilder(b.catalog, b.events, b.views, opts, log.Named("rebuild"))
 	rebuild := func(ctx context.Context) error { return rebuilder.Serve(ctx, cfg.instance+"/"+uuid.NewString()) }
 	project := func(ctx context.Context) error {
 		return b.feed.Subscribe(ctx, "projector", telemetry.Linked("project", b.views.Apply))
@@ -402,7 +409,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	defer stopWork()
 	workDone := workers.ServeBackground(workCtx)
 	if b.SharedViews() {
-		go b.views.Track(workCtx, b.catalog, time.Second)
+		go b.views.Track(workCtx, b.catalog, trackEvery)
 	}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- srv.Serve(ln) }()
@@ -436,6 +443,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	log.Info("stopped")
 	return err
 }
+
+// trackEvery is how often an instance on shared read models looks at the
+// catalog for a switch or a rebuild another instance made
+// (readmodel.Live.Track).
+const trackEvery = time.Second
 
 // consoleURL is the address of the console served on addr, for a browser
 // on this host: an unspecified host (":8080", "0.0.0.0", "::") is
