@@ -28,6 +28,7 @@ var (
 	deadLettersDesc = prometheus.NewDesc("orderd_dead_letters", "Events in the dead-letter ledger, by state.", []string{"state"}, nil)
 	epochDesc       = prometheus.NewDesc("orderd_worker_epoch", "The fencing epoch of this instance's last take of the worker's lease (0 before the first): while it is active, every write of the worker is conditional on it. Of a worker split into shards, the highest among its shards' leases.", []string{"worker"}, nil)
 	shardsDesc      = prometheus.NewDesc("orderd_worker_shards", "The worker's shards this instance holds and runs now (a worker that is not split has one).", []string{"worker"}, nil)
+	shardCountDesc  = prometheus.NewDesc("orderd_worker_shard_count", "How many shards the worker is split into (1 when it is not): the instances' orderd_worker_shards add up to it when every shard runs.", []string{"worker"}, nil)
 	fencedDesc      = prometheus.NewDesc("orderd_worker_fenced_total", "The worker's runs on this instance that a write refused for a later epoch of its lease ended (another instance had taken it).", []string{"worker"}, nil)
 )
 
@@ -94,6 +95,7 @@ func (c workerCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- epochDesc
 	ch <- fencedDesc
 	ch <- shardsDesc
+	ch <- shardCountDesc
 }
 
 func (c workerCollector) Collect(ch chan<- prometheus.Metric) {
@@ -111,6 +113,7 @@ func (c workerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(epochDesc, prometheus.GaugeValue, float64(st.Epoch), w.Name())
 		ch <- prometheus.MustNewConstMetric(fencedDesc, prometheus.CounterValue, float64(st.Fenced), w.Name())
 		ch <- prometheus.MustNewConstMetric(shardsDesc, prometheus.GaugeValue, float64(st.Held()), w.Name())
+		ch <- prometheus.MustNewConstMetric(shardCountDesc, prometheus.GaugeValue, float64(w.Shards()), w.Name())
 	}
 }
 
