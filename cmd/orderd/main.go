@@ -284,7 +284,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	consumers := []string{"projector"}
 	var relayWorker *worker.Balanced
 	if rp.work != nil {
-		relayWorker = balance(relay.Consumer, rp.work)
+		// Split, an instance whose relay stepped down takes its shards
+		// back once Kafka answers it, not before.
+		relayWorker = balance(relay.Consumer, rp.work).RejoinWhen(rp.reach)
 		workers.Add(relayWorker)
 		consumers = append(consumers, relay.Consumer)
 	}

@@ -24,6 +24,9 @@ type relayParts struct {
 	// shards are the relays of the shards this process served, one each
 	// (see newRelay); empty while the relay runs whole.
 	shards *shardRelays
+	// reach checks that Kafka answers (its topics' metadata): an instance
+	// whose relay stepped down rejoins the relay's shards only then.
+	reach func(ctx context.Context) error
 }
 
 // Breaker returns the worst circuit breaker state among the relays of
@@ -139,7 +142,8 @@ func newRelay(cfg config, b *backend, reg prometheus.Registerer, log *zap.Logger
 		}
 		return err
 	}
-	return relayParts{relay: rl, kafka: k, work: work, shards: shards}, nil
+	reach := func(ctx context.Context) error { return k.EnsureTopics(ctx, topics) }
+	return relayParts{relay: rl, kafka: k, work: work, shards: shards, reach: reach}, nil
 }
 
 var partitionsChangedDesc = prometheus.NewDesc("orderd_relay_topic_partitions_changed",

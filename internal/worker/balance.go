@@ -41,7 +41,8 @@ import (
 //     by whoever sees it so, and kept until the members change;
 //   - an instance whose worker stepped down (StepDown) on a shard leaves
 //     the members while it stands aside, so that its shards go to the
-//     others, and joins again afterwards.
+//     others, and joins again afterwards (with RejoinWhen, once its check
+//     passes).
 //
 // With one shard (SQLite, or a keyspace made with one) there is no
 // balancing: it is exactly one Elected under the worker's own name,
@@ -63,6 +64,18 @@ type Balanced struct {
 	unheld  []int           // for how many ticks in a row each shard was seen unheld
 	orphans map[int]string  // shards wanted as orphans → the members then
 	err     error           // why the last tick failed, nil when it did not
+	out     bool            // out of the members since a shard stepped down, until rejoin passes
+	rejoin  func(ctx context.Context) error
+}
+
+// RejoinWhen makes an instance whose worker stepped down on a shard stay
+// out of the members after its standing aside, until check passes (the
+// relay: until Kafka answers), so that it does not take its shards back
+// only to step down again. Without it the instance joins again as soon as
+// it no longer stands aside. It returns b.
+func (b *Balanced) RejoinWhen(check func(ctx context.Context) error) *Balanced {
+	b.rejoin = check
+	return b
 }
 
 // NewBalanced returns the worker name split into n shards, run by work for
@@ -155,8 +168,23 @@ func (b *Balanced) tick(ctx context.Context) {
 		names[i] = e.name
 		aside = aside || e.standingAside()
 	}
+	b.mu.Lock()
+	out, rejoin := b.out, b.rejoin
+	b.mu.Unlock()
+	switch {
+	case aside:
+		out = true
+	case out && rejoin != nil:
+		if err := rejoin(tctx); err != nil {
+			b.log.Warn("balance: staying out of the members after a step-down", zap.Error(err))
+		} else {
+			out = false
+		}
+	default:
+		out = false
+	}
 	var err error
-	if aside {
+	if out {
 		err = b.members.Leave(tctx, b.name, b.holder)
 	} else {
 		err = b.members.Heartbeat(tctx, b.name, b.holder, b.ttl)
@@ -173,7 +201,7 @@ func (b *Balanced) tick(ctx context.Context) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.err = err
+	b.err, b.out = err, out
 	if err != nil {
 		// Keep wanting what was wanted: the Elected's own deadlines stop
 		// the workers whose leases cannot be renewed.
@@ -197,7 +225,7 @@ func (b *Balanced) tick(ctx context.Context) {
 		}
 		under, orphan := b.orphans[i]
 		switch {
-		case aside:
+		case out:
 		case owner[i] == b.holder:
 			want[i] = true
 		case orphan && under == key:

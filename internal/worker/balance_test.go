@@ -2,10 +2,12 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -421,4 +423,79 @@ func TestBalanceWhole(t *testing.T) {
 	})
 	bcancel()
 	<-bdone
+}
+
+// TestBalanceStepDown: an instance whose worker steps down on its shards
+// leaves the members, so the other takes every shard; after standing
+// aside it stays out while its RejoinWhen check fails (Kafka still out of
+// its reach), and takes its share back once the check passes.
+func TestBalanceStepDown(t *testing.T) {
+	s, err := sqlite.OpenStore(filepath.Join(t.TempDir(), "events.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	const (
+		n     = 4
+		ttl   = 300 * time.Millisecond
+		aside = 400 * time.Millisecond
+	)
+	var cut, unreachable atomic.Bool
+	work := func(name string) func(ctx context.Context) error {
+		return func(ctx context.Context) error {
+			for {
+				if name == "a" && cut.Load() {
+					return StepDown(aside, errors.New("kafka out of reach"))
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}
+	}
+	log := zaptest.NewLogger(t, zaptest.Level(zap.ErrorLevel))
+	a := NewBalanced(s, s, "relay", "a", n, ttl, time.Second, work("a"), log).RejoinWhen(func(context.Context) error {
+		if unreachable.Load() {
+			return errors.New("kafka: no broker answers")
+		}
+		return nil
+	})
+	b := NewBalanced(s, s, "relay", "b", n, ttl, time.Second, work("b"), log)
+	for _, w := range []*Balanced{a, b} {
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- w.Serve(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	held := func() map[string]int {
+		out := map[string]int{}
+		for i := range n {
+			h, err := s.Holder(t.Context(), store.Shard{Index: i, Count: n}.Lease("relay"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[h]++
+		}
+		return out
+	}
+	waitUntil(t, "a and b hold 2 shards each", func() bool { h := held(); return h["a"] == 2 && h["b"] == 2 })
+
+	cut.Store(true)
+	unreachable.Store(true)
+	waitUntil(t, "b holds every shard once a stepped down", func() bool { return held()["b"] == n })
+	if st := a.State(); st.Aside == nil || !errors.Is(st.Aside, ErrStepDown) {
+		t.Errorf("a's State after its step-down: Aside %v, want a step-down", st.Aside)
+	}
+	cut.Store(false) // a's worker would run now, but Kafka does not answer a's check
+	time.Sleep(aside + 3*ttl)
+	if h := held(); h["b"] != n {
+		t.Errorf("a took shards back while its check failed: %v", h)
+	}
+	if m, err := s.Members(t.Context(), "relay"); err != nil || !slices.Equal(m, []string{"b"}) {
+		t.Errorf("members while a's check fails = %q, %v; want [b]", m, err)
+	}
+	unreachable.Store(false)
+	waitUntil(t, "a takes its share back once its check passes", func() bool { h := held(); return h["a"] == 2 && h["b"] == 2 })
 }
