@@ -40,10 +40,12 @@ import (
 const clusterLeaseTTL = 3 * time.Second
 
 // failoverBound is the documented bound on a takeover after the holder
-// dies or is cut off (docs/cluster.md: TTL + TTL/3 + 1 s), with slack for
-// a 2-core machine that runs six JVMs and three orderd processes besides
-// the test: /readyz is polled, and a loaded node answers late.
-var failoverBound = clusterLeaseTTL + clusterLeaseTTL/3 + time.Second + 4*time.Second
+// dies or is cut off (docs/cluster.md: TTL + TTL/3 + 2 s for the shards of
+// a split worker, whose new holders wait for the dead one's heartbeat to
+// expire as well, a second more than a whole worker's lease), with slack
+// for a 2-core machine that runs six JVMs and three orderd processes
+// besides the test: /readyz is polled, and a loaded node answers late.
+var failoverBound = clusterLeaseTTL + clusterLeaseTTL/3 + 2*time.Second + 4*time.Second
 
 // faultEnv is the environment of orderd on both clusters, in a keyspace
 // and under a topic prefix of the test's own (orderd creates the topics,
