@@ -118,7 +118,7 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 
 	for {
 		wake := s.wakeChan() // before the query, so no commit goes unnoticed
-		evs, err := s.query(ctx, s.feedQ, pos, s.feedBatch)
+		evs, err := s.feed(ctx, pos, s.feedBatch)
 		switch {
 		case ctx.Err() != nil:
 			return nil
