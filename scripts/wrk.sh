@@ -12,13 +12,24 @@
 # and on orderd alone, creates with an Idempotency-Key each (keyed, the
 # same load as create), and the lifecycle mix with its read-your-writes reads
 # (orderd bench -mix lifecycle). The first round also takes a CPU profile
-# of orderd during its create run (.cache/wrk/create.pprof; go tool pprof
+# of orderd during its create run, unless BEFORE is set and PROFILE=1 is
+# not (.cache/wrk/create.pprof; go tool pprof
 # -top .cache/wrk/orderd .cache/wrk/create.pprof). A table of the figures and
 # the ratios ends the output; every wrk output is in .cache/wrk/.
 #
 #   scripts/wrk.sh            # RUNS=2 DURATION=10s CONNS=64
 #   BEFORE=main scripts/wrk.sh   # also an earlier build (a git revision or a
 #                                # binary) in every round, compared side by side
+#   ORDERD=bin BEFORE=bin2 scripts/wrk.sh   # two given binaries
+#
+# Every wrk row also gives the server's own CPU per request (user +
+# system time from /proc/PID/stat over the run, divided by the requests):
+# unlike throughput, it holds when other work shares the machine. Each
+# round measures the disk's synced write in orderd's data directory (200
+# appends of 4 KiB, each followed by fdatasync) just before the
+# one-connection creates, and the summary puts the two side by side, with
+# the keyed/unkeyed ratio of the round and the load average at its start
+# (issue 20's targets).
 #
 # wrk runs on the same two cores as the server, as the README's figures do;
 # it is a Debian package (scripts/deps.sh installs it).
@@ -55,12 +66,22 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 say "building orderd and the baseline"
-go build -o "$OUT/orderd" ./cmd/orderd
+# ORDERD: a binary to load instead of this tree's build (to compare two
+# earlier builds with BEFORE).
+if [ -n "${ORDERD:-}" ]; then
+	cp "$ORDERD" "$OUT/orderd"
+else
+	go build -o "$OUT/orderd" ./cmd/orderd
+fi
 go build -o "$work/baseline" ./scripts/wrk/baseline
 # BEFORE: another build of orderd (a binary, or a git revision built here)
 # that every round also loads, right after this one, for a side-by-side
 # comparison of a change.
 BEFORE=${BEFORE:-}
+# PROFILE=1 takes the CPU profile of the first round; by default only
+# without BEFORE, since the profiler's own cost (a few % of the CPU) would
+# count against this build in the comparison.
+PROFILE=${PROFILE:-$([ -n "$BEFORE" ] && echo 0 || echo 1)}
 if [ -n "$BEFORE" ] && [ -x "$BEFORE" ]; then
 	cp "$BEFORE" "$OUT/before"
 elif [ -n "$BEFORE" ]; then
@@ -147,7 +168,7 @@ orderd_round() {
 		-d "{\"email\":\"wrk-$run-$RANDOM@example.com\",\"first_name\":\"W\",\"last_name\":\"Rk\"}" |
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 	profile=
-	if [ "$run" = 1 ] && [ "$name" = orderd ]; then
+	if [ "$run" = 1 ] && [ "$name" = orderd ] && [ "$PROFILE" = 1 ]; then
 		secs=$(( ${DURATION%s} > 4 ? ${DURATION%s} - 2 : 2 ))
 		curl -fsS -o "$OUT/create.pprof" "http://127.0.0.1:$dport/debug/pprof/profile?seconds=$secs" &
 		profile=$!
