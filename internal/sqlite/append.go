@@ -90,10 +90,12 @@ func encode(id uuid.UUID, expected int64, events []store.Event) ([][]any, error)
 			}
 			meta = string(b)
 		}
+		var ids [4]string
+		uuidTexts(ids[:], e.ID, id, e.CausationID, e.CorrelationID)
 		rows[i] = []any{
-			e.ID.String(), id.String(), e.AggregateType, e.Sequence,
+			ids[0], ids[1], e.AggregateType, e.Sequence,
 			e.Type, e.SchemaVersion, string(e.Data),
-			e.CausationID.String(), e.CorrelationID.String(),
+			ids[2], ids[3],
 			e.Timestamp.UnixNano(), meta,
 		}
 	}

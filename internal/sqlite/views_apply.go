@@ -310,7 +310,9 @@ func (b *batch) ids() []uuid.UUID {
 	return ids
 }
 
-// flush writes the rows the batch changed, several rows a statement.
+// flush writes the rows the batch changed, several rows a statement. An
+// order's id, customer and times go to both of its rows: they are turned
+// into text, and boxed for database/sql, once.
 func (b *batch) flush() error {
 	var orders []*dirty[readmodel.Order]
 	for _, d := range b.orders {
@@ -318,28 +320,31 @@ func (b *batch) flush() error {
 			orders = append(orders, d)
 		}
 	}
-	err := upsertRows(b, b.s.upsertOrder, orders, orderArgs, func(args []any, o readmodel.Order) ([]any, error) {
+	shared := make([][4]any, len(orders)) // id, customer, created, updated
+	for i, d := range orders {
+		var ids [2]string
+		uuidTexts(ids[:], d.row.ID, d.row.CustomerID)
+		shared[i] = [4]any{ids[0], ids[1], formatTime(d.row.CreatedAt), formatTime(d.row.UpdatedAt)}
+	}
+	err := upsertRows(b, b.s.upsertOrder, len(orders), orderArgs, func(args []any, i int) ([]any, error) {
+		o, sh := &orders[i].row, &shared[i]
 		items, err := json.Marshal(o.Items)
 		if err != nil {
 			return nil, fmt.Errorf("encode items of order %s: %w", o.ID, err)
 		}
-		return append(args, o.ID, o.CustomerID, o.Status, string(items), o.TrackingNumber, o.Carrier,
-			o.CancelledReason, o.Version, formatTime(o.CreatedAt), formatTime(o.UpdatedAt)), nil
-	})
+		return append(args, sh[0], sh[1], o.Status, string(items), o.TrackingNumber, o.Carrier,
+			o.CancelledReason, o.Version, sh[2], sh[3]), nil
+	}, func(i int, written bool) { orders[i].written = written })
 	if err != nil {
 		return fmt.Errorf("write orders: %w", err)
 	}
-	// The summaries follow their orders; whether they were written does
-	// not matter to the cache, which keeps no summaries.
-	summaries := make([]*dirty[readmodel.Order], len(orders))
-	for i, d := range orders {
-		summaries[i] = &dirty[readmodel.Order]{row: d.row}
-	}
-	err = upsertRows(b, b.s.upsertSummary, summaries, summaryArgs, func(args []any, o readmodel.Order) ([]any, error) {
-		s := o.Summary()
-		return append(args, o.CustomerID, s.ID, s.Status, s.ItemCount, s.Quantity,
-			s.Version, formatTime(s.CreatedAt), formatTime(s.UpdatedAt)), nil
-	})
+	// Whether a summary was written does not matter to the cache, which
+	// keeps no summaries.
+	err = upsertRows(b, b.s.upsertSummary, len(orders), summaryArgs, func(args []any, i int) ([]any, error) {
+		s, sh := orders[i].row.Summary(), &shared[i]
+		// A summary has its order's id and times.
+		return append(args, sh[1], sh[0], s.Status, s.ItemCount, s.Quantity, s.Version, sh[2], sh[3]), nil
+	}, func(int, bool) {})
 	if err != nil {
 		return fmt.Errorf("write the orders' summaries: %w", err)
 	}
@@ -349,33 +354,33 @@ func (b *batch) flush() error {
 			customers = append(customers, d)
 		}
 	}
-	err = upsertRows(b, b.s.upsertCustomer, customers, customerArgs, func(args []any, c readmodel.Customer) ([]any, error) {
+	err = upsertRows(b, b.s.upsertCustomer, len(customers), customerArgs, func(args []any, i int) ([]any, error) {
+		c := &customers[i].row
 		return append(args, c.ID, c.Email, c.FirstName, c.LastName, c.Phone,
 			c.Version, formatTime(c.RegisteredAt), formatTime(c.UpdatedAt)), nil
-	})
+	}, func(i int, written bool) { customers[i].written = written })
 	if err != nil {
 		return fmt.Errorf("write customers: %w", err)
 	}
 	return nil
 }
 
-// upsertRows writes rows with the sizes of stmts (of 1, 2, 4, … rows),
-// the largest first, appending each row's cols arguments with args, and
-// marks the rows written. A statement that changed fewer rows than it
-// wrote (the version guard kept some: a batch handed again) marks all of
-// its rows not written, which only keeps them out of the row cache.
-func upsertRows[T any](b *batch, stmts [multiRows]*sql.Stmt, rows []*dirty[T], cols int,
-	args func([]any, T) ([]any, error)) error {
-	buf := make([]any, 0, min(len(rows), 1<<(multiRows-1))*cols)
-	for len(rows) > 0 {
-		size := min(bits.Len(uint(len(rows))), multiRows) - 1
-		n := 1 << size
-		chunk := rows[:n]
-		rows = rows[n:]
+// upsertRows writes rows 0 to n-1 with the sizes of stmts (of 1, 2, 4, …
+// rows), the largest first, appending each row's cols arguments with args,
+// and tells written whether each row was written. A statement that
+// changed fewer rows than it wrote (the version guard kept some: a batch
+// handed again) tells it of none of its rows, which only keeps them out
+// of the row cache.
+func upsertRows(b *batch, stmts [multiRows]*sql.Stmt, n, cols int,
+	args func(dst []any, row int) ([]any, error), written func(row int, ok bool)) error {
+	buf := make([]any, 0, min(n, 1<<(multiRows-1))*cols)
+	for first := 0; first < n; {
+		size := min(bits.Len(uint(n-first)), multiRows) - 1
+		rows := 1 << size
 		buf = buf[:0]
-		for _, d := range chunk {
+		for i := first; i < first+rows; i++ {
 			var err error
-			if buf, err = args(buf, d.row); err != nil {
+			if buf, err = args(buf, i); err != nil {
 				return err
 			}
 		}
@@ -387,9 +392,10 @@ func upsertRows[T any](b *batch, stmts [multiRows]*sql.Stmt, rows []*dirty[T], c
 		if err != nil {
 			return err
 		}
-		for _, d := range chunk {
-			d.written = changed == int64(n)
+		for i := first; i < first+rows; i++ {
+			written(i, changed == int64(rows))
 		}
+		first += rows
 	}
 	return nil
 }
