@@ -123,7 +123,7 @@ func (s *Store) Get(ctx context.Context, key string) (store.IdempotencyRecord, b
 		return store.IdempotencyRecord{}, false, store.ErrClosed
 	}
 	row := map[string]any{}
-	err := s.sess.Session.Query(keyGetCQL, key).WithContext(ctx).
+	err := s.sess.Session.Query(keyGetCQL, key).WithContext(withSerialRead(ctx)).
 		Consistency(s.cfg.SerialConsistency).Idempotent(true).MapScan(row)
 	switch {
 	case errors.Is(err, gocql.ErrNotFound):
