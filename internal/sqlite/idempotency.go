@@ -51,14 +51,13 @@ type KeysOptions struct {
 // the keys never touch the event writer.
 //
 // Durability: the file runs with synchronous=NORMAL, which in WAL mode
-// syncs nothing at commit, except for Attach, which returns only after an
-// fsync of the WAL file that began after its commit. That is enough: a
-// lost Begin, Complete or Abandon only leaves the key absent or pending,
+// syncs nothing at commit, except for a Begin that claims its key, which
+// returns only after an fsync of the WAL file that began after its commit.
+// That is enough: a lost Complete or Abandon only leaves the key pending,
 // which a retry settles from the events, while the record that says which
-// aggregate to look in is durable before the command appends. The fsync
-// covers the whole WAL, so the Begin before the Attach is durable too.
-// Concurrent Attaches share one fsync (group commit), which FULL, syncing
-// at every commit under the one write lock, could not do.
+// aggregate to look in is durable before the command appends. Concurrent
+// Begins share one fsync (group commit), which FULL, syncing at every
+// commit under the one write lock, could not do.
 //
 // Writes are group-committed too: one goroutine runs every write waiting
 // at once in one transaction (see writeLoop), so a busy store pays one
@@ -187,33 +186,36 @@ const keyCondition = ` WHERE key = ? AND owner = ? AND expires_at > ?`
 // now.
 var keyStatements = map[string]string{
 	"begin": `INSERT INTO idempotency_keys
-		(key, record_id, fingerprint, owner, state, created_at, updated_at, expires_at, instance, boot)
-		VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)
+		(key, record_id, fingerprint, owner, state, aggregate_id, created_at, updated_at, expires_at, instance, boot)
+		VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (key) DO UPDATE SET record_id = excluded.record_id, fingerprint = excluded.fingerprint,
-			owner = excluded.owner, state = 'pending', aggregate_id = NULL, status = NULL, header = NULL,
+			owner = excluded.owner, state = 'pending', aggregate_id = excluded.aggregate_id, status = NULL, header = NULL,
 			body = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at,
 			expires_at = excluded.expires_at, instance = excluded.instance, boot = excluded.boot
 		WHERE idempotency_keys.expires_at <= excluded.created_at`,
 	"current":   `SELECT ` + keyColumns + ` FROM idempotency_keys WHERE key = ?`,
 	"get":       `SELECT ` + keyColumns + ` FROM idempotency_keys WHERE key = ? AND expires_at > ?`,
-	"attach":    `UPDATE idempotency_keys SET aggregate_id = ?, updated_at = ?` + keyCondition,
 	"complete":  `UPDATE idempotency_keys SET state = 'done', status = ?, header = ?, body = ?, updated_at = ?` + keyCondition,
 	"abandon":   `UPDATE idempotency_keys SET state = 'abandoned', updated_at = ?` + keyCondition,
 	"take over": `UPDATE idempotency_keys SET owner = ?, instance = ?, boot = ?, state = 'pending', updated_at = ?` + keyCondition + ` AND state IN ('pending', 'abandoned')`,
 }
 
 // Begin claims rec.Key unless an unexpired record holds it; an expired one
-// is replaced in the same statement. It returns store.ErrClosed after
-// Close.
+// is replaced in the same statement. A claim returns after an fsync of the
+// WAL that began after its commit. It returns store.ErrClosed after Close.
 func (k *Keys) Begin(ctx context.Context, rec store.IdempotencyRecord) (_ store.IdempotencyRecord, began bool, err error) {
 	if k.closed() {
 		return rec, false, store.ErrClosed
 	}
-	rec.State, rec.AggregateID, rec.Response = store.Pending, uuid.Nil, store.IdempotentResponse{}
+	rec.State, rec.Response = store.Pending, store.IdempotentResponse{}
+	var agg any // NULL for uuid.Nil
+	if rec.AggregateID != uuid.Nil {
+		agg = rec.AggregateID.String()
+	}
 	cur := rec
 	err = k.write(func(tx *sql.Tx) error {
 		res, err := tx.Stmt(k.stmts["begin"]).Exec(
-			rec.Key, rec.ID.String(), rec.Fingerprint, rec.Owner.String(),
+			rec.Key, rec.ID.String(), rec.Fingerprint, rec.Owner.String(), agg,
 			formatTime(rec.Created), formatTime(rec.Updated), formatTime(rec.Expires), rec.Process.Instance, rec.Process.Boot.String())
 		if err != nil {
 			return err
@@ -238,6 +240,11 @@ func (k *Keys) Begin(ctx context.Context, rec store.IdempotencyRecord) (_ store.
 	if err != nil {
 		return rec, false, fmt.Errorf("sqlite: begin key %q: %w", rec.Key, k.fault(true, err))
 	}
+	if began {
+		if err := k.wal.sync(); err != nil {
+			return rec, false, fmt.Errorf("sqlite: begin key %q: sync: %w", rec.Key, k.fault(true, err))
+		}
+	}
 	return cur, began, nil
 }
 
@@ -251,18 +258,6 @@ func (k *Keys) Get(ctx context.Context, key string) (store.IdempotencyRecord, bo
 		return rec, false, fmt.Errorf("sqlite: get key %q: %w", key, k.fault(false, err))
 	}
 	return rec, found, nil
-}
-
-// Attach records the aggregate, durably: it returns after an fsync of the
-// WAL that began after its commit.
-func (k *Keys) Attach(ctx context.Context, c store.IdempotencyClaim, aggregateID uuid.UUID, now time.Time) error {
-	if err := k.update(ctx, "attach", c, aggregateID.String(), formatTime(now)); err != nil {
-		return err
-	}
-	if err := k.wal.sync(); err != nil {
-		return fmt.Errorf("sqlite: attach key %q: sync: %w", c.Key, k.fault(true, err))
-	}
-	return nil
 }
 
 // Complete stores the answer and marks the record done.

@@ -88,8 +88,9 @@ func TestIdempotencyReopenAbandonsPending(t *testing.T) {
 	k := openKeys(t, path, KeysOptions{})
 	ctx := t.Context()
 	now := time.Now().UTC()
+	agg := uuid.New()
 	begin := func(key string) store.IdempotencyRecord {
-		rec := store.IdempotencyRecord{Key: key, ID: uuid.New(), Fingerprint: []byte{1}, Owner: uuid.New(),
+		rec := store.IdempotencyRecord{Key: key, ID: uuid.New(), Fingerprint: []byte{1}, Owner: uuid.New(), AggregateID: agg,
 			Process: store.Process{Instance: "a", Boot: uuid.New()}, Created: now, Updated: now, Expires: now.Add(time.Hour)}
 		if _, began, err := k.Begin(ctx, rec); err != nil || !began {
 			t.Fatalf("Begin(%s): %v, %v", key, began, err)
@@ -97,10 +98,6 @@ func TestIdempotencyReopenAbandonsPending(t *testing.T) {
 		return rec
 	}
 	pending, done := begin("pending"), begin("done")
-	agg := uuid.New()
-	if err := k.Attach(ctx, pending.Claim(), agg, now); err != nil {
-		t.Fatal(err)
-	}
 	if err := k.Complete(ctx, done.Claim(), store.IdempotentResponse{Status: 201, Body: []byte("{}")}, now); err != nil {
 		t.Fatal(err)
 	}
