@@ -90,8 +90,10 @@ type IdempotencyOptions struct {
 // unless the command's events show that it committed. So does a retry
 // that finds the record of an attempt that died: once the record has not
 // changed for Takeover, or at once when the attempt was of an earlier boot
-// of this instance (see diedBefore; the SQLite key store abandons every
-// record left pending when it opens).
+// of this instance (see diedBefore; the SQLite key store reports every
+// record left pending by an earlier process as abandoned). A command that
+// appended events keeps no answer of its own: its events are the answer,
+// and a retry rebuilds it from them (see run).
 type Idempotency struct {
 	keys    store.Idempotency
 	history store.Loader

@@ -74,11 +74,13 @@ type Keys struct {
 	done   chan struct{} // the purge loop's
 	wrote  chan struct{} // writeLoop's
 	close  sync.Once
+	boots  sync.Map // the boots (uuid.UUID) whose attempts own records through this Keys: see settled
 }
 
 // OpenKeys opens (creating if needed) the key store at path, brings its
-// schema up to date, abandons the records left pending by the previous
-// process (see abandonPending) and starts the purge of expired records.
+// schema up to date and starts the purge of expired records. The records
+// left pending by the previous process read as abandoned (see
+// Keys.settled).
 // The caller must Close it. Like the event store, it belongs to one
 // process; the event store's lock on the data dir keeps a second one out,
 // and only a process holding it may open the keys.
@@ -95,9 +97,6 @@ func OpenKeys(path string, opts KeysOptions) (*Keys, error) {
 	w, r, err := openDB(context.Background(), path, "sqlite/keys", dbOptions{Synchronous: "NORMAL"})
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: keys: %w", err)
-	}
-	if err := abandonPending(w, opts.Now(), opts.Logger); err != nil {
-		return nil, errors.Join(err, r.Close(), w.Close())
 	}
 	// The WAL exists once openDB has migrated: it stays, with its inode,
 	// while a connection is open.
@@ -127,21 +126,23 @@ func OpenKeys(path string, opts KeysOptions) (*Keys, error) {
 	return k, nil
 }
 
-// abandonPending marks Abandoned every record left Pending: the keys
-// belong to one process at a time (the event store's lock on the data dir
-// keeps a second one out), so an attempt that was running when the store
-// was last open died with its process. The next request with the key
-// settles it at once, from the events, rather than answering 409
-// idempotency_key_in_flight until the record looks dead.
-func abandonPending(w *sql.DB, now time.Time, log *zap.Logger) error {
-	res, err := w.Exec(`UPDATE idempotency_keys SET state = 'abandoned', updated_at = ? WHERE state = 'pending'`, formatTime(now))
-	if err != nil {
-		return fmt.Errorf("sqlite: keys: abandon the records of the previous process: %w", err)
+// settled returns rec as this process sees it: a record pending for an
+// attempt of a boot that wrote nothing through this Keys was left by a
+// process that has died, since the keys belong to one process at a time
+// (the event store's lock on the data dir keeps a second one out), so it
+// reads as abandoned. The next request with the key then settles it at
+// once, from the events, rather than answering 409
+// idempotency_key_in_flight until the record looks dead. Nothing is
+// written: a command whose events are its answer leaves its record
+// pending for good (see api.Idempotency), and rewriting them all at each
+// open would cost a write per keyed command of the last day.
+func (k *Keys) settled(rec store.IdempotencyRecord) store.IdempotencyRecord {
+	if rec.State == store.Pending {
+		if _, live := k.boots.Load(rec.Process.Boot); !live {
+			rec.State = store.Abandoned
+		}
 	}
-	if n, _ := res.RowsAffected(); n > 0 {
-		log.Info("idempotency keys whose attempt died with the previous process abandoned; their retries settle them", zap.Int64("keys", n))
-	}
-	return nil
+	return rec
 }
 
 // Close stops the purge and closes the database. Calls after Close return
@@ -224,6 +225,7 @@ func (k *Keys) Begin(ctx context.Context, rec store.IdempotencyRecord) (_ store.
 			return err
 		} else if n == 1 {
 			began = true
+			k.boots.Store(rec.Process.Boot, true)
 			return nil
 		}
 		// The record that kept it out, as this transaction sees it.
@@ -234,7 +236,7 @@ func (k *Keys) Begin(ctx context.Context, rec store.IdempotencyRecord) (_ store.
 		if !found {
 			return errors.New("neither inserted nor found")
 		}
-		cur = held
+		cur = k.settled(held)
 		return nil
 	})
 	if err != nil {
@@ -257,7 +259,7 @@ func (k *Keys) Get(ctx context.Context, key string) (store.IdempotencyRecord, bo
 	if err != nil {
 		return rec, false, fmt.Errorf("sqlite: get key %q: %w", key, k.fault(false, err))
 	}
-	return rec, found, nil
+	return k.settled(rec), found, nil
 }
 
 // Complete stores the answer and marks the record done.
@@ -276,6 +278,7 @@ func (k *Keys) Abandon(ctx context.Context, c store.IdempotencyClaim, now time.T
 
 // Takeover hands a pending or abandoned record to the attempt to.
 func (k *Keys) Takeover(ctx context.Context, c store.IdempotencyClaim, to uuid.UUID, by store.Process, now time.Time) (bool, error) {
+	k.boots.Store(by.Boot, true) // before the write: a reader must never see it pending for a boot not yet known
 	err := k.update(ctx, "take over", c, to.String(), by.Instance, by.Boot.String(), formatTime(now))
 	if errors.Is(err, store.ErrNotOwner) {
 		return false, nil

@@ -80,7 +80,8 @@ func TestKeysPurge(t *testing.T) {
 
 // TestIdempotencyReopenAbandonsPending: a record left pending when the
 // key store was last open (its process died: only one process opens it)
-// is abandoned at the next open, keeping its owner, id and aggregate, so
+// reads as abandoned after the next open, keeping its owner, id and
+// aggregate, so
 // that the next request with the key settles it at once; done and
 // abandoned records are left as they were.
 func TestIdempotencyReopenAbandonsPending(t *testing.T) {
