@@ -142,6 +142,21 @@ func TestIdempotencyReplay(t *testing.T) {
 	if err != nil || len(evs) != 1 {
 		t.Fatalf("%d events after a retry (%v), want 1", len(evs), err)
 	}
+	// Its events are its answer: the record names the customer and keeps
+	// no answer of its own.
+	if rec, _, _ := k.keys.Get(t.Context(), "k-1"); rec.State != store.Pending || rec.AggregateID != commandID(t, first) || rec.Response.Status != 0 {
+		t.Fatalf("the record of a command that appended: %s on %s, answer %d; want pending on %s, none stored",
+			rec.State, rec.AggregateID, rec.Response.Status, commandID(t, first))
+	}
+	// A command that changes nothing appends nothing: its answer is stored.
+	phone := k.post(t, "/v1/customers/"+commandID(t, first).String()+"/phone", "k-3", `{"phone":"+15550123"}`)
+	if phone.status != http.StatusOK {
+		t.Fatalf("the same phone again: %d %s", phone.status, phone.body)
+	}
+	sameAnswer(t, phone, k.post(t, "/v1/customers/"+commandID(t, first).String()+"/phone", "k-3", `{"phone":"+15550123"}`))
+	if rec, _, _ := k.keys.Get(t.Context(), "k-3"); rec.State != store.Done || rec.Response.Status != http.StatusOK {
+		t.Fatalf("the record of a no-op: %s, answer %d; want done with 200", rec.State, rec.Response.Status)
+	}
 
 	order := fmt.Sprintf(`{"customer_id":%q,"items":[{"product_id":%q,"quantity":0}]}`, uuid.New(), uuid.New())
 	refused := k.post(t, "/v1/orders", "k-2", order)
@@ -149,6 +164,9 @@ func TestIdempotencyReplay(t *testing.T) {
 		t.Fatalf("order with quantity 0: %d %s, want a 4xx", refused.status, refused.body)
 	}
 	sameAnswer(t, refused, k.post(t, "/v1/orders", "k-2", order))
+	if rec, _, _ := k.keys.Get(t.Context(), "k-2"); rec.State != store.Done || rec.Response.Status != refused.status {
+		t.Fatalf("the record of a refusal: %s, answer %d; want done with %d", rec.State, rec.Response.Status, refused.status)
+	}
 
 	plain := k.post(t, "/v1/customers", "", customerBody("plain@example.com"))
 	if plain.status != http.StatusCreated || plain.header.Get("Idempotent-Replayed") != "" {
