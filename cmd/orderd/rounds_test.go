@@ -31,7 +31,7 @@ import (
 var roundsWant = map[string][2]rounds{
 	//                     unkeyed                keyed
 	"register customer": {{lwt: 3}, {lwt: 4}},
-	"change e-mail":     {{lwt: 3}, {lwt: 4}},
+	"change e-mail":     {{lwt: 2}, {lwt: 3}},
 	"change phone":      {{lwt: 1}, {lwt: 2}},
 	"create order":      {{lwt: 1}, {lwt: 2}},
 	"update items":      {{lwt: 1}, {lwt: 2}},
