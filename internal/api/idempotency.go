@@ -414,7 +414,6 @@ func commandAnswer(r *http.Request, id uuid.UUID, first, last int64) store.Idemp
 
 // attempt is the run of a keyed request, as the command handlers see it.
 type attempt struct {
-	m   *Idempotency
 	rec store.IdempotencyRecord
 
 	mu          sync.Mutex
@@ -505,7 +504,7 @@ func (m *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 	}()
 
 	// An attempt must end well before anyone may take its record over.
-	a := &attempt{m: m, rec: rec}
+	a := &attempt{rec: rec}
 	ctx, cancel := context.WithTimeout(aggregate.WithAppendNote(context.WithValue(r.Context(), attemptKey{}, a), a.appended), m.opts.Takeover/2)
 	defer cancel()
 	bw := &bufferedWriter{header: w.Header()}
