@@ -114,6 +114,13 @@ func newRelay(cfg config, b *backend, reg prometheus.Registerer, log *zap.Logger
 	shards := &shardRelays{by: map[int]*relay.Relay{}, make: func(s store.Shard) *relay.Relay {
 		return relay.New(b.events, k, b.ledger, cfg.relay, log.With(zap.Int("shard", s.Index)), metrics)
 	}}
+	// The admin API queues requests through rl; the relays of the shards
+	// served here carry them out, so they are the ones to wake.
+	rl.OnRequest(func() {
+		for _, r := range shards.all() {
+			r.Wake()
+		}
+	})
 	topics := cfg.relay.Topics.All(cfg.relay.Types...)
 	reg.MustRegister(partitionsCollector{k})
 	log.Info("relay on", zap.Strings("brokers", cfg.brokers), zap.Strings("topics", topics))
