@@ -183,7 +183,8 @@ func (sub *subscription) pollHints(ctx context.Context) error {
 }
 
 // readHints sends the delivery core the hints written after from that are
-// not in seen, and adds them to seen.
+// not in seen and name an aggregate of the subscription's shard, and adds
+// them to seen.
 func (sub *subscription) readHints(ctx context.Context, from, now time.Time, seen map[gocql.UUID]struct{}) error {
 	for b := bucketOf(from); b <= bucketOf(now.Add(sub.opt.HintOverlap)); b++ {
 		iter := sub.s.sess.Session.Query(hintReadCQL, b, from).WithContext(ctx).Idempotent(true).Iter()
@@ -197,6 +198,9 @@ func (sub *subscription) readHints(ctx context.Context, from, now time.Time, see
 				continue
 			}
 			seen[at] = struct{}{}
+			if !sub.owns(id) {
+				continue // another shard's
+			}
 			if err := sub.send(ctx, request{id: id, version: version, known: -1}); err != nil {
 				_ = iter.Close()
 				return err
