@@ -40,8 +40,9 @@ const (
 // aggregate a consumer is behind on, whatever the fast path missed. They
 // trade latency and load.
 type FeedOptions struct {
-	// HintPoll is how often a subscription on Cassandra reads new hints:
-	// roughly the latency from an append to its Handler call there.
+	// HintPoll is how often a process with subscriptions on Cassandra
+	// reads new hints (once for all of them, see hintHub): roughly the
+	// latency from an append to its Handler call there.
 	HintPoll time.Duration
 	// HintOverlap is how far before the previous poll each poll reads
 	// again, so that a hint that became visible late (a slow write, the
@@ -50,9 +51,11 @@ type FeedOptions struct {
 	// HintTTL is how long a hint is kept: at least HintOverlap, longer only
 	// helps someone reading the table by hand.
 	HintTTL time.Duration
-	// HintQueue bounds the hints waiting to be written. When it is full a
-	// hint is dropped (and counted, see HintsDropped) rather than slowing
-	// the append: the reconciliation pass finds that append instead.
+	// HintQueue bounds the hints waiting to be written, and those read
+	// waiting for each subscription. When it is full a hint is dropped
+	// (and counted, see HintsDropped) rather than slowing the append or
+	// the other subscriptions: the reconciliation pass finds that append
+	// instead.
 	HintQueue int
 
 	// ReconcileEvery is the time from the start of one recent pass (the
@@ -387,14 +390,16 @@ func (s *Store) ShardLag(ctx context.Context, consumer string, shard store.Shard
 }
 
 // HintsDropped returns how many hints were not written since Open, because
-// the queue was full or the write failed. Each one delays an event until
-// the next reconciliation pass; a count that grows says HintQueue is too
-// small or the cluster too slow.
+// the queue was full or the write failed, or were read but not handed to
+// a subscription whose HintQueue of hints read was full. Each one delays
+// an event until the next reconciliation pass; a count that grows says
+// HintQueue is too small or the cluster or a worker too slow.
 func (s *Store) HintsDropped() int64 {
-	if s.hints == nil {
-		return 0
+	n := s.hintsIn.lost.Load()
+	if s.hints != nil {
+		n += s.hints.dropped.Load()
 	}
-	return s.hints.dropped.Load()
+	return n
 }
 
 var _ store.Feed = (*Store)(nil)

@@ -155,6 +155,7 @@ type Store struct {
 	feed    FeedOptions
 	noSweep bool          // Options.NoSweep
 	hints   *hinter       // nil on ScyllaDB and with Options.NoHints
+	hintsIn hintHub       // reads the hints for this process's subscriptions, on Cassandra
 	subs    sync.Map      // subscription key (consumer, or consumer/shard) → *subscription running in this process
 	done    chan struct{} // closed by Close, to stop subscriptions
 
@@ -245,6 +246,7 @@ func OpenStore(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 	if !scylla && !opts.NoHints {
 		s.hints = newHinter(s)
 	}
+	s.hintsIn.s = s
 	s.noSweep = opts.NoSweep
 	return s, nil
 }
