@@ -99,7 +99,7 @@ func (l *Ledger) fencedBatch(ctx context.Context, f store.Fence, p, what string,
 
 // recordFenced stores the letters that are not recorded yet, in fenced
 // batches on the fence's shard's partition; a letter of another shard's
-// aggregate is refused. Reading first which are is safe under the fence:
+// aggregate is refused (a whole relay's partition takes any). Reading first which are is safe under the fence:
 // only the holder of the epoch writes letters.
 func (l *Ledger) recordFenced(ctx context.Context, f store.Fence, letters []relay.DeadLetter) error {
 	p, err := l.fencePartition(f)
@@ -111,7 +111,7 @@ func (l *Ledger) recordFenced(ctx context.Context, f store.Fence, letters []rela
 		args  [][]any
 	)
 	for _, d := range letters {
-		if lp := l.letterPartition(d.AggregateID); lp != p {
+		if lp := l.letterPartition(d.AggregateID); lp != p && p != consumer {
 			return fmt.Errorf("scylla: ledger: record letter %d: its aggregate %s is in %s, not in the fence's %s",
 				d.Position, d.AggregateID, lp, p)
 		}

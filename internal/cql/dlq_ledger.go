@@ -121,8 +121,9 @@ func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) error {
 }
 
 // Blocked returns the aggregates that have dead letters, each with the
-// lowest sequence among them: under a fence, those of the fence's shard
-// (its partition, which it claims), else of every shard.
+// lowest sequence among them: under a fence of a shard, those of the
+// shard (its partition, which it claims, after moving in its letters that
+// a whole relay left, see adopt), else of every shard.
 func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
 	var (
 		all []relay.DeadLetter
@@ -135,12 +136,19 @@ func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
 		if perr == nil {
 			perr = l.claim(ctx, f, p)
 		}
+		if perr == nil {
+			perr = l.adopt(ctx, f, p)
+		}
 		if perr != nil {
 			return nil, fmt.Errorf("scylla: ledger: blocked: %w", perr)
 		}
-		all, err = l.scanQuery(l.query(ctx, allCQL, p).Consistency(leaseSerial))
+		if p == consumer {
+			all, err = l.everyLetter(ctx, leaseSerial) // the whole relay's: every shard's too
+		} else {
+			all, err = l.scanQuery(l.query(ctx, allCQL, p).Consistency(leaseSerial))
+		}
 	} else {
-		all, err = l.everyLetter(ctx)
+		all, err = l.everyLetter(ctx, l.cons)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("scylla: ledger: blocked: %w", err)
@@ -173,11 +181,11 @@ func (l *Ledger) List(ctx context.Context, after int64, limit int) ([]relay.Dead
 	return ls[:min(len(ls), limit)], nil
 }
 
-// everyLetter reads every partition of dead letters.
-func (l *Ledger) everyLetter(ctx context.Context) ([]relay.DeadLetter, error) {
+// everyLetter reads every partition of dead letters at cons.
+func (l *Ledger) everyLetter(ctx context.Context, cons gocql.Consistency) ([]relay.DeadLetter, error) {
 	var all []relay.DeadLetter
 	err := inChunks(l.partitions(), func(parts []string) error {
-		more, err := l.scan(ctx, allInCQL, parts)
+		more, err := l.scanQuery(l.query(ctx, allInCQL, parts).Consistency(cons))
 		all = append(all, more...)
 		return err
 	})
@@ -203,9 +211,14 @@ func (l *Ledger) Get(ctx context.Context, position int64) (relay.DeadLetter, err
 }
 
 // OfAggregate returns the aggregate's dead letters in sequence order. It
-// reads the whole partition of the aggregate's shard: dead letters are few.
+// reads the whole partition of the aggregate's shard (and the whole
+// relay's, see adopt): dead letters are few.
 func (l *Ledger) OfAggregate(ctx context.Context, aggregateID uuid.UUID) ([]relay.DeadLetter, error) {
-	all, err := l.scan(ctx, allCQL, l.letterPartition(aggregateID))
+	parts := []string{l.letterPartition(aggregateID)}
+	if parts[0] != consumer {
+		parts = append(parts, consumer)
+	}
+	all, err := l.scan(ctx, allInCQL, parts)
 	if err != nil {
 		return nil, fmt.Errorf("scylla: ledger: dead letters of %s: %w", aggregateID, err)
 	}
@@ -267,7 +280,7 @@ func (l *Ledger) Remove(ctx context.Context, positions ...int64) error {
 // Count returns the number of dead letters by state, relay.Failed and
 // relay.Parked always present.
 func (l *Ledger) Count(ctx context.Context) (map[string]int, error) {
-	all, err := l.everyLetter(ctx)
+	all, err := l.everyLetter(ctx, l.cons)
 	if err != nil {
 		return nil, fmt.Errorf("scylla: ledger: count: %w", err)
 	}

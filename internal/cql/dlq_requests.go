@@ -83,7 +83,7 @@ func (l *Ledger) Requests(ctx context.Context) ([]relay.Request, error) {
 		return nil, fmt.Errorf("scylla: ledger: requests: %w", err)
 	}
 	mine := func(relay.Request) (bool, error) { return true, nil }
-	if f, ok := store.FenceOf(ctx); ok && l.shards > 1 {
+	if f, ok := store.FenceOf(ctx); ok && f.Shard.Count > 1 {
 		p, err := l.fencePartition(f)
 		if err != nil {
 			return nil, fmt.Errorf("scylla: ledger: requests: %w", err)

@@ -122,22 +122,23 @@ func (sub *subscription) saveLag(ctx context.Context, l store.Lag) error {
 }
 
 // savedLags reads what the last pass of any instance measured under each
-// of keys, in one query; a key whose pass never finished is missing.
+// of keys, in a query per inLimit keys; a key whose pass never finished is
+// missing.
 func (s *Store) savedLags(ctx context.Context, keys []string) (map[string]store.Lag, error) {
-	iter := s.sess.Session.Query(lagsReadCQL, keys).WithContext(ctx).Idempotent(true).Iter()
 	out := make(map[string]store.Lag, len(keys))
-	var (
-		key   string
-		l     store.Lag
-		ageMS int64
-	)
-	for iter.Scan(&key, &l.Events, &ageMS, &l.At) {
-		out[key] = store.Lag{Known: true, Events: l.Events, Age: time.Duration(ageMS) * time.Millisecond, At: l.At.UTC()}
-	}
-	if err := iter.Close(); err != nil {
-		return nil, err
-	}
-	return out, nil
+	err := inChunks(keys, func(keys []string) error {
+		iter := s.sess.Session.Query(lagsReadCQL, keys).WithContext(ctx).Idempotent(true).Iter()
+		var (
+			key   string
+			l     store.Lag
+			ageMS int64
+		)
+		for iter.Scan(&key, &l.Events, &ageMS, &l.At) {
+			out[key] = store.Lag{Known: true, Events: l.Events, Age: time.Duration(ageMS) * time.Millisecond, At: l.At.UTC()}
+		}
+		return iter.Close()
+	})
+	return out, err
 }
 
 // savedLag reads what the last pass of any instance measured under key

@@ -408,4 +408,28 @@ func TestDeadLettersPerShard(t *testing.T) {
 	if qs, err := l.Requests(b1); err != nil || len(qs) != 2 {
 		t.Errorf("Requests of B = %v, %v; want its own and the one on the vanished letter", qs, err)
 	}
+
+	// A whole relay (a fence without a shard) sees every shard's letters
+	// and keeps its own apart; A's next relay moves A's letters from there.
+	whole := store.WithFence(c, store.Fence{Lease: relay.Consumer, Epoch: 1})
+	if blocked, err := l.Blocked(whole); err != nil || len(blocked) != 1 || blocked[aggB] != 1 {
+		t.Fatalf("Blocked(whole) = %v, %v; want B's letter", blocked, err)
+	}
+	aggA2 := idIn(shA.Index, count)
+	if err := l.Record(whole, []relay.DeadLetter{letter(30, aggA2)}); err != nil {
+		t.Fatalf("Record by the whole relay: %v", err)
+	}
+	a3 := fence(shA, 3)
+	if blocked, err := l.Blocked(a3); err != nil || len(blocked) != 1 || blocked[aggA2] != 1 {
+		t.Fatalf("Blocked(A at 3) = %v, %v; want the letter the whole relay left of A's aggregate", blocked, err)
+	}
+	if ls, err := l.OfAggregate(c, aggA2); err != nil || len(ls) != 1 {
+		t.Errorf("OfAggregate = %v, %v; want the one letter, moved, not copied", ls, err)
+	}
+	if err := l.Remove(a3, 30); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Get(c, 30); !errors.Is(err, relay.ErrNotFound) {
+		t.Errorf("Get(30) after A's relay removed it = %v, want relay.ErrNotFound", err)
+	}
 }
