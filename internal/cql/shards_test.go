@@ -97,8 +97,8 @@ func (c *collector) handed() map[uuid.UUID]int64 {
 
 // TestShardOfAgreesWithTheServer: shardOf is the top bits of the token
 // Cassandra computes (token(aggregate_id)), for every shard count, and each
-// shard's token range holds exactly its aggregates; the keyspace's count is
-// the one of its first migration, whatever a later start asks.
+// shard's token range holds its aggregates; the keyspace's count is the one
+// of its first migration, whatever a later start asks.
 func TestShardOfAgreesWithTheServer(t *testing.T) {
 	cfg := withShards(testConfig(t), 8)
 	s := openWith(t, cfg, Options{NoHints: true})
@@ -137,21 +137,6 @@ func TestShardOfAgreesWithTheServer(t *testing.T) {
 	if n != len(ids) {
 		t.Fatalf("read %d aggregates, wrote %d", n, len(ids))
 	}
-	// The ranges of a count tile the ring.
-	for _, count := range []int{1, 2, 64, 256} {
-		prev := int64(minToken)
-		for i := range count {
-			r := tokenRangeOf(i, count)
-			if r.lo != prev || r.hi <= r.lo {
-				t.Fatalf("shard %d of %d is (%d, %d], after %d", i, count, r.lo, r.hi, prev)
-			}
-			prev = r.hi
-		}
-		if prev != maxToken {
-			t.Fatalf("the %d shards end at %d, not at the ring's end", count, prev)
-		}
-	}
-
 	again := openWith(t, withShards(cfg, 32), Options{NoHints: true})
 	if got := again.Shards(); got != 8 {
 		t.Errorf("a later start asking 32: Shards() = %d, want the stored 8", got)
@@ -463,5 +448,43 @@ func TestDeadLettersPerShard(t *testing.T) {
 	}
 	if _, err := l.Get(c, 30); !errors.Is(err, relay.ErrNotFound) {
 		t.Errorf("Get(30) after A's relay removed it = %v, want relay.ErrNotFound", err)
+	}
+}
+
+// TestShardRanges: for every valid count the shards' token ranges tile the
+// ring in order, and the first and last token of each fall in that shard;
+// the index shards of a worker shard cover exactly its range.
+func TestShardRanges(t *testing.T) {
+	for count := 1; count <= MaxShards; count *= 2 {
+		if !validShards(count) {
+			t.Fatalf("validShards(%d) = false", count)
+		}
+		prev := int64(minToken)
+		for i := range count {
+			r := tokenRangeOf(i, count)
+			if r.lo != prev || r.hi <= r.lo {
+				t.Fatalf("shard %d of %d is (%d, %d], after %d", i, count, r.lo, r.hi, prev)
+			}
+			if first, last := shardOfToken(r.lo+1, count), shardOfToken(r.hi, count); first != i || last != i {
+				t.Fatalf("shard %d of %d: its tokens %d and %d are in shards %d and %d", i, count, r.lo+1, r.hi, first, last)
+			}
+			sub := &subscription{shard: store.Shard{Index: i, Count: count}}
+			if count == 1 {
+				sub.shard = store.Whole
+			}
+			idx := sub.indexShards()
+			if lo, hi := touchShardOf(r.lo+1), touchShardOf(r.hi); idx[0] != lo || idx[len(idx)-1] != hi {
+				t.Fatalf("shard %d of %d reads index shards %v, its range spans %d..%d", i, count, idx, lo, hi)
+			}
+			prev = r.hi
+		}
+		if prev != maxToken {
+			t.Fatalf("the %d shards end at %d", count, prev)
+		}
+	}
+	for _, n := range []int{0, 3, 48, 512} {
+		if validShards(n) {
+			t.Errorf("validShards(%d) = true", n)
+		}
 	}
 }
