@@ -235,6 +235,13 @@ func settings(c *config, f *flags) []group {
 					c.scylla.Tablets = cql.TabletsMode(v)
 					return oneOf(new(string), string(cql.TabletsAuto), string(cql.TabletsOn), string(cql.TabletsOff))(v)
 				}},
+			{name: "shards", arg: "n", def: strconv.Itoa(cql.DefaultShards), usage: "shards the aggregate ids of a keyspace orderd creates are split into, each with its own relay and projector worker: a power of two from 1 to 256, fixed when the keyspace is created (a later different value is ignored, with a warning)",
+				parse: func(v string) error {
+					if err := whole(&c.scylla.Shards, 1)(v); err != nil || c.scylla.Shards > cql.MaxShards || c.scylla.Shards&(c.scylla.Shards-1) != 0 {
+						return fmt.Errorf("is not a power of two from 1 to %d", cql.MaxShards)
+					}
+					return nil
+				}},
 			{name: "scylla-timeout", arg: "duration", def: fmtDuration(cql.DefaultTimeout), usage: "bound of each CQL request",
 				parse: duration(&c.scylla.Timeout)},
 			{name: "cdc-ttl", arg: "duration", def: fmtDuration(cql.DefaultCDCTTL), usage: "how long ScyllaDB keeps the CDC log",

@@ -60,7 +60,7 @@ func TestConfigDefaults(t *testing.T) {
 		{"keyspace", c.scylla.Keyspace, cql.DefaultKeyspace}, {"replication", c.scylla.Replication, cql.DefaultReplication},
 		{"consistency", c.scylla.Consistency, gocql.LocalQuorum}, {"serial", c.scylla.SerialConsistency, gocql.LocalSerial},
 		{"tablets", c.scylla.Tablets, cql.TabletsAuto}, {"scylla timeout", c.scylla.Timeout, cql.DefaultTimeout},
-		{"cdc ttl", c.scylla.CDCTTL, cql.DefaultCDCTTL},
+		{"cdc ttl", c.scylla.CDCTTL, cql.DefaultCDCTTL}, {"shards", c.scylla.Shards, cql.DefaultShards},
 	} {
 		if v.got != v.want {
 			t.Errorf("%s: %v, want %v", v.name, v.got, v.want)
@@ -157,6 +157,8 @@ func TestConfigErrors(t *testing.T) {
 		{env: map[string]string{"ORDERD_KAFKA_ACCEPT_PARTITIONS": "orders=3"}, want: `ORDERD_KAFKA_ACCEPT_PARTITIONS: orders is none of the relay's topics (order-events, customer-events)`},
 		{env: map[string]string{"ORDERD_KAFKA_ACCEPT_PARTITIONS": "x-orders=3", "ORDERD_KAFKA_TOPIC_PREFIX": "x-"},
 			want: `ORDERD_KAFKA_ACCEPT_PARTITIONS: x-orders is none of the relay's topics (x-order-events, x-customer-events)`},
+		{env: map[string]string{"ORDERD_SHARDS": "48"}, want: `ORDERD_SHARDS: "48" is not a power of two from 1 to 256`},
+		{args: []string{"-shards", "512"}, want: `-shards: "512" is not a power of two from 1 to 256`},
 		{env: map[string]string{"ORDERD_SNAPSHOT_EVERY": "-1"}, want: `ORDERD_SNAPSHOT_EVERY: "-1" is not a whole number of 0 or more`},
 		{env: map[string]string{"ORDERD_STORE": "postgres"}, want: `ORDERD_STORE: "postgres" is not sqlite or scylla`},
 		{args: []string{"-instance-id="}, want: `-instance-id: "" is empty`},

@@ -46,7 +46,7 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	return &Backend{
 		Store:    st,
 		Catalog:  NewCatalog(st.sess, st.Keyspace(), log.Named("views"), WithConsistency(cons), WithSerialConsistency(serial)),
-		Ledger:   NewLedger(st.sess, cons, serial, log.Named("ledger")),
+		Ledger:   NewLedger(st.sess, cons, serial, log.Named("ledger")).sharded(st.Shards()),
 		DataKeys: st.DataKeys(),
 	}, nil
 }

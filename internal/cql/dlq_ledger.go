@@ -12,6 +12,7 @@
 package cql
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -26,7 +27,9 @@ import (
 	"github.com/orderd/orderd/internal/store"
 )
 
-// consumer is the partition key of both tables: the relay's consumer name.
+// consumer is the relay's consumer name: the partition key of
+// relay_requests, and of relay_dead_letters on a keyspace of one shard
+// (on others, the shards' names after it, see dlq_shards.go).
 const consumer = relay.Consumer
 
 const letterColumns = `position, event_id, aggregate_id, aggregate_type, sequence, event_type,
@@ -38,9 +41,13 @@ const (
 	updateCQL = `UPDATE relay_dead_letters SET state = ?, error = ?, attempts = ?, last_failed_at = ?
 		WHERE consumer = ? AND position = ? IF EXISTS`
 	removeCQL = `DELETE FROM relay_dead_letters WHERE consumer = ? AND position = ? IF EXISTS`
-	listCQL   = `SELECT ` + letterColumns + ` FROM relay_dead_letters WHERE consumer = ? AND position > ? LIMIT ?`
+	// listCQL reads up to the limit from each partition named, which the
+	// caller merges by position.
+	listCQL   = `SELECT ` + letterColumns + ` FROM relay_dead_letters WHERE consumer IN ? AND position > ? PER PARTITION LIMIT ?`
 	getCQL    = `SELECT ` + letterColumns + ` FROM relay_dead_letters WHERE consumer = ? AND position = ?`
+	getAnyCQL = `SELECT ` + letterColumns + ` FROM relay_dead_letters WHERE consumer IN ? AND position = ?`
 	allCQL    = `SELECT ` + letterColumns + ` FROM relay_dead_letters WHERE consumer = ?`
+	allInCQL  = `SELECT ` + letterColumns + ` FROM relay_dead_letters WHERE consumer IN ?`
 )
 
 // Ledger is a relay.Ledger on CQL tables. It is safe for concurrent use,
@@ -51,6 +58,7 @@ type Ledger struct {
 	cons   gocql.Consistency
 	serial gocql.Consistency
 	log    *zap.Logger
+	shards int // the keyspace's shard count: one partition of letters each
 }
 
 // NewLedger returns the ledger in the keyspace sess is bound to, whose
@@ -63,7 +71,14 @@ func NewLedger(sess gocqlx.Session, consistency, serial gocql.Consistency, log *
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Ledger{sess: sess, cons: consistency, serial: serial, log: log}
+	return &Ledger{sess: sess, cons: consistency, serial: serial, log: log, shards: 1}
+}
+
+// sharded sets the keyspace's shard count, which Open reads from the
+// store (NewLedger's ledger has one shard).
+func (l *Ledger) sharded(n int) *Ledger {
+	l.shards = max(1, n)
+	return l
 }
 
 // query returns a read (or plain) statement.
@@ -96,7 +111,7 @@ func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) error {
 		return l.recordFenced(ctx, f, letters)
 	}
 	for _, d := range letters {
-		if _, err := l.lwt(ctx, nil, recordCQL, consumer, d.Position, gocqlUUID(d.EventID), gocqlUUID(d.AggregateID),
+		if _, err := l.lwt(ctx, nil, recordCQL, l.letterPartition(d.AggregateID), d.Position, gocqlUUID(d.EventID), gocqlUUID(d.AggregateID),
 			d.AggregateType, d.Sequence, d.EventType, d.Topic, d.State, d.Error, d.Attempts,
 			d.FirstFailedAt, d.LastFailedAt); err != nil {
 			return fmt.Errorf("scylla: ledger: record letter %d: %w", d.Position, err)
@@ -106,18 +121,35 @@ func (l *Ledger) Record(ctx context.Context, letters []relay.DeadLetter) error {
 }
 
 // Blocked returns the aggregates that have dead letters, each with the
-// lowest sequence among them.
+// lowest sequence among them: under a fence of a shard, those of the
+// shard (its partition, which it claims, after moving in its letters that
+// a whole relay left, see adopt), else of every shard.
 func (l *Ledger) Blocked(ctx context.Context) (map[uuid.UUID]int64, error) {
-	q := l.query(ctx, allCQL, consumer)
+	var (
+		all []relay.DeadLetter
+		err error
+	)
 	if f, ok := store.FenceOf(ctx); ok {
-		// A new holder: claim the ledger, then read at serial consistency
-		// what every earlier epoch committed.
-		if err := l.claim(ctx, f); err != nil {
-			return nil, fmt.Errorf("scylla: ledger: blocked: %w", err)
+		// A new holder: claim the shard's ledger, then read at serial
+		// consistency what every earlier epoch committed.
+		p, perr := l.fencePartition(f)
+		if perr == nil {
+			perr = l.claim(ctx, f, p)
 		}
-		q.Consistency(leaseSerial)
+		if perr == nil {
+			perr = l.adopt(ctx, f, p)
+		}
+		if perr != nil {
+			return nil, fmt.Errorf("scylla: ledger: blocked: %w", perr)
+		}
+		if p == consumer {
+			all, err = l.everyLetter(ctx, leaseSerial) // the whole relay's: every shard's too
+		} else {
+			all, err = l.scanQuery(l.query(ctx, allCQL, p).Consistency(leaseSerial))
+		}
+	} else {
+		all, err = l.everyLetter(ctx, l.cons)
 	}
-	all, err := l.scanQuery(q)
 	if err != nil {
 		return nil, fmt.Errorf("scylla: ledger: blocked: %w", err)
 	}
@@ -136,17 +168,39 @@ func (l *Ledger) List(ctx context.Context, after int64, limit int) ([]relay.Dead
 	if limit < 1 {
 		return nil, fmt.Errorf("scylla: ledger: list: limit %d, want 1 or more", limit)
 	}
-	ls, err := l.scan(ctx, listCQL, consumer, after, limit)
+	var ls []relay.DeadLetter
+	err := inChunks(l.partitions(), func(parts []string) error {
+		more, err := l.scan(ctx, listCQL, parts, after, limit)
+		ls = append(ls, more...)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("scylla: ledger: list after %d: %w", after, err)
 	}
-	return ls, nil
+	slices.SortFunc(ls, func(a, b relay.DeadLetter) int { return cmp.Compare(a.Position, b.Position) })
+	return ls[:min(len(ls), limit)], nil
+}
+
+// everyLetter reads every partition of dead letters at cons.
+func (l *Ledger) everyLetter(ctx context.Context, cons gocql.Consistency) ([]relay.DeadLetter, error) {
+	var all []relay.DeadLetter
+	err := inChunks(l.partitions(), func(parts []string) error {
+		more, err := l.scanQuery(l.query(ctx, allInCQL, parts).Consistency(cons))
+		all = append(all, more...)
+		return err
+	})
+	return all, err
 }
 
 // Get returns the dead letter at position, or an error wrapping
 // relay.ErrNotFound.
 func (l *Ledger) Get(ctx context.Context, position int64) (relay.DeadLetter, error) {
-	ls, err := l.scan(ctx, getCQL, consumer, position)
+	var ls []relay.DeadLetter
+	err := inChunks(l.partitions(), func(parts []string) error {
+		more, err := l.scan(ctx, getAnyCQL, parts, position)
+		ls = append(ls, more...)
+		return err
+	})
 	if err != nil {
 		return relay.DeadLetter{}, fmt.Errorf("scylla: ledger: get %d: %w", position, err)
 	}
@@ -157,9 +211,14 @@ func (l *Ledger) Get(ctx context.Context, position int64) (relay.DeadLetter, err
 }
 
 // OfAggregate returns the aggregate's dead letters in sequence order. It
-// reads the whole partition: dead letters are few.
+// reads the whole partition of the aggregate's shard (and the whole
+// relay's, see adopt): dead letters are few.
 func (l *Ledger) OfAggregate(ctx context.Context, aggregateID uuid.UUID) ([]relay.DeadLetter, error) {
-	all, err := l.scan(ctx, allCQL, consumer)
+	parts := []string{l.letterPartition(aggregateID)}
+	if parts[0] != consumer {
+		parts = append(parts, consumer)
+	}
+	all, err := l.scan(ctx, allInCQL, parts)
 	if err != nil {
 		return nil, fmt.Errorf("scylla: ledger: dead letters of %s: %w", aggregateID, err)
 	}
@@ -183,7 +242,14 @@ func (l *Ledger) Update(ctx context.Context, d relay.DeadLetter) error {
 	if f, ok := store.FenceOf(ctx); ok {
 		return l.updateFenced(ctx, f, d)
 	}
-	applied, err := l.lwt(ctx, nil, updateCQL, d.State, d.Error, d.Attempts, d.LastFailedAt, consumer, d.Position)
+	p, err := l.locate(ctx, d.Position)
+	if err != nil {
+		return fmt.Errorf("scylla: ledger: update %d: %w", d.Position, err)
+	}
+	if p == "" {
+		return fmt.Errorf("scylla: ledger: update %d: %w", d.Position, relay.ErrNotFound)
+	}
+	applied, err := l.lwt(ctx, nil, updateCQL, d.State, d.Error, d.Attempts, d.LastFailedAt, p, d.Position)
 	if err != nil {
 		return fmt.Errorf("scylla: ledger: update %d: %w", d.Position, err)
 	}
@@ -199,9 +265,13 @@ func (l *Ledger) Remove(ctx context.Context, positions ...int64) error {
 	if f, ok := store.FenceOf(ctx); ok {
 		return l.removeFenced(ctx, f, positions)
 	}
-	for _, p := range positions {
-		if _, err := l.lwt(ctx, nil, removeCQL, consumer, p); err != nil {
-			return fmt.Errorf("scylla: ledger: remove %d: %w", p, err)
+	for _, pos := range positions {
+		p, err := l.locate(ctx, pos)
+		if err == nil && p != "" {
+			_, err = l.lwt(ctx, nil, removeCQL, p, pos)
+		}
+		if err != nil {
+			return fmt.Errorf("scylla: ledger: remove %d: %w", pos, err)
 		}
 	}
 	return nil
@@ -210,7 +280,7 @@ func (l *Ledger) Remove(ctx context.Context, positions ...int64) error {
 // Count returns the number of dead letters by state, relay.Failed and
 // relay.Parked always present.
 func (l *Ledger) Count(ctx context.Context) (map[string]int, error) {
-	all, err := l.scan(ctx, allCQL, consumer)
+	all, err := l.everyLetter(ctx, l.cons)
 	if err != nil {
 		return nil, fmt.Errorf("scylla: ledger: count: %w", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/orderd/orderd/internal/relay"
+	"github.com/orderd/orderd/internal/store"
 )
 
 const requestColumns = `position, id, op, requested_at, state, published, error, finished_at`
@@ -72,15 +73,35 @@ func (l *Ledger) Request(ctx context.Context, q relay.Request) (relay.Request, e
 
 // Requests returns the pending requests in position order. It reads the
 // whole partition: requests are few, and expire a week after their last
-// write.
+// write. Under a fence of a shard (the relay of that shard) it returns only
+// those it is to carry out: the requests on the letters of its shard, and
+// those on letters no shard holds any more (which it finishes as missing;
+// relays that race to finish one agree, Finish being conditional).
 func (l *Ledger) Requests(ctx context.Context) ([]relay.Request, error) {
 	all, err := l.scanRequests(ctx, requestsCQL, consumer)
 	if err != nil {
 		return nil, fmt.Errorf("scylla: ledger: requests: %w", err)
 	}
+	mine := func(relay.Request) (bool, error) { return true, nil }
+	if f, ok := store.FenceOf(ctx); ok && f.Shard.Count > 1 {
+		p, err := l.fencePartition(f)
+		if err != nil {
+			return nil, fmt.Errorf("scylla: ledger: requests: %w", err)
+		}
+		mine = func(q relay.Request) (bool, error) {
+			at, err := l.locate(ctx, q.Position)
+			return at == p || at == "", err
+		}
+	}
 	var pending []relay.Request
 	for _, q := range all {
-		if q.State == relay.RequestPending {
+		if q.State != relay.RequestPending {
+			continue
+		}
+		switch ok, err := mine(q); {
+		case err != nil:
+			return nil, fmt.Errorf("scylla: ledger: requests: %w", err)
+		case ok:
 			pending = append(pending, q)
 		}
 	}

@@ -40,8 +40,9 @@ const (
 // aggregate a consumer is behind on, whatever the fast path missed. They
 // trade latency and load.
 type FeedOptions struct {
-	// HintPoll is how often a subscription on Cassandra reads new hints:
-	// roughly the latency from an append to its Handler call there.
+	// HintPoll is how often a process with subscriptions on Cassandra
+	// reads new hints (once for all of them, see hintHub): roughly the
+	// latency from an append to its Handler call there.
 	HintPoll time.Duration
 	// HintOverlap is how far before the previous poll each poll reads
 	// again, so that a hint that became visible late (a slow write, the
@@ -50,9 +51,11 @@ type FeedOptions struct {
 	// HintTTL is how long a hint is kept: at least HintOverlap, longer only
 	// helps someone reading the table by hand.
 	HintTTL time.Duration
-	// HintQueue bounds the hints waiting to be written. When it is full a
-	// hint is dropped (and counted, see HintsDropped) rather than slowing
-	// the append: the reconciliation pass finds that append instead.
+	// HintQueue bounds the hints waiting to be written, and those read
+	// waiting for each subscription. When it is full a hint is dropped
+	// (and counted, see HintsDropped) rather than slowing the append or
+	// the other subscriptions: the reconciliation pass finds that append
+	// instead.
 	HintQueue int
 
 	// ReconcileEvery is the time from the start of one recent pass (the
@@ -135,10 +138,17 @@ type subscription struct {
 	ctx      context.Context // Subscribe's, as the caller gave it
 	s        *Store
 	consumer string
-	h        store.Handler
-	opt      FeedOptions
-	log      *zap.Logger
-	work     chan request
+	// shard is the part of the aggregate-id space the subscription
+	// hands (Whole: everything), from the fence of Subscribe's context.
+	shard store.Shard
+	// key names the subscription's own state (its sweep cursor and
+	// watermark, its lag, its CDC progress, s.subs): the consumer for
+	// Whole, consumer/IIII for a shard, as the shard's lease is named.
+	key  string
+	h    store.Handler
+	opt  FeedOptions
+	log  *zap.Logger
+	work chan request
 
 	// handled caches what the consumer has handled, per aggregate; only
 	// the delivery goroutine uses it.
@@ -156,6 +166,15 @@ type subscription struct {
 // progress, kept per aggregate in feed_progress, until ctx ends (then it
 // returns nil) or h or the cluster fails (then an error, wrapping h's). It
 // returns store.ErrClosed after Close.
+//
+// When ctx carries a fence (store.WithFence) of a shard of the keyspace
+// (see Shards), only the events of that shard's aggregates reach h, and
+// every part of the feed below (the fast path, the recent pass, the sweep,
+// the saved cursor, watermark and lag) is that shard's own, so that the
+// subscriptions of the shards of one consumer, on any instances, share the
+// work and together hand every event. Without a fence, or with one of
+// store.Whole, it hands every event. A fence of a shard of another count
+// than the keyspace's is refused.
 //
 // Events reach h by two paths, through one delivery core that checks
 // progress, so that each aggregate's events arrive in order and without
@@ -175,9 +194,14 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 	if consumer == "" {
 		return errors.New("scylla: subscribe: empty consumer name")
 	}
-	sub := s.newSubscription(ctx, consumer, h)
-	s.subs.Store(consumer, sub)
-	defer s.subs.CompareAndDelete(consumer, sub)
+	f, _ := store.FenceOf(ctx)
+	shard, err := s.checkShard(f.Shard)
+	if err != nil {
+		return fmt.Errorf("scylla: feed %s: %w", consumer, err)
+	}
+	sub := s.newSubscription(ctx, consumer, shard, h)
+	s.subs.Store(sub.key, sub)
+	defer s.subs.CompareAndDelete(sub.key, sub)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sub.deliver(gctx) })
@@ -193,7 +217,7 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 			return nil
 		}
 	})
-	err := g.Wait()
+	err = g.Wait()
 	switch {
 	case err != nil && (ctx.Err() == nil || errors.Is(err, store.ErrFenced)): // a refused save says so even at a stop
 		return fmt.Errorf("scylla: feed %s: %w", consumer, s.closedOr(err))
@@ -203,14 +227,18 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 	return nil
 }
 
-func (s *Store) newSubscription(ctx context.Context, consumer string, h store.Handler) *subscription {
+func (s *Store) newSubscription(ctx context.Context, consumer string, shard store.Shard, h store.Handler) *subscription {
 	load := s.load
 	if s.feedLoad != nil {
 		load = s.feedLoad
 	}
+	log := s.log.With(zap.String("consumer", consumer))
+	if shard.Count > 1 {
+		log = log.With(zap.Int("shard", shard.Index))
+	}
 	return &subscription{
-		ctx: ctx, s: s, consumer: consumer, h: h, opt: s.feed,
-		log:     s.log.With(zap.String("consumer", consumer)),
+		ctx: ctx, s: s, consumer: consumer, shard: shard, key: shard.Lease(consumer), h: h, opt: s.feed,
+		log:     log,
 		work:    make(chan request, s.feed.BatchSize),
 		handled: make(map[uuid.UUID]int64),
 		parked:  make(map[uuid.UUID]*parking),
@@ -218,8 +246,16 @@ func (s *Store) newSubscription(ctx context.Context, consumer string, h store.Ha
 	}
 }
 
+// owns reports whether aggregate id is in the subscription's shard.
+func (sub *subscription) owns(id uuid.UUID) bool {
+	return sub.shard.Count <= 1 || shardOf(id, sub.shard.Count) == sub.shard.Index
+}
+
 // fastPath feeds the delivery core with what the cluster says was just
-// appended: the CDC log on ScyllaDB, the hints on Cassandra.
+// appended: the CDC log on ScyllaDB, the hints on Cassandra, each filtered
+// to the subscription's shard. (The CDC reader reads every stream and
+// drops the other shards' changes: scylla-cdc-go reads the streams of
+// every vnode or tablet, with no way to leave some out.)
 func (sub *subscription) fastPath(ctx context.Context) error {
 	if !sub.s.scylla {
 		return sub.pollHints(ctx)
@@ -227,7 +263,7 @@ func (sub *subscription) fastPath(ctx context.Context) error {
 	r := cdc.New(cdc.Config{
 		Session:   sub.s.sess.Session,
 		Keyspace:  sub.s.cfg.Keyspace,
-		App:       sub.consumer,
+		App:       sub.key,
 		Window:    sub.opt.CDCWindow,
 		PollDelay: sub.opt.CDCPollDelay,
 		IdleDelay: sub.opt.CDCIdleDelay,
@@ -235,8 +271,8 @@ func (sub *subscription) fastPath(ctx context.Context) error {
 		Upcaster:  sub.s.up,
 		Log:       sub.log.Named("cdc"),
 	}, func(ctx context.Context, events []store.Event) (<-chan struct{}, error) {
-		if len(events) == 0 {
-			return nil, nil
+		if len(events) == 0 || !sub.owns(events[0].AggregateID) {
+			return nil, nil // nothing to wait for: the change is another shard's
 		}
 		last := events[len(events)-1]
 		// The reader saves its progress past this append only once the
@@ -276,24 +312,77 @@ func (sub *subscription) send(ctx context.Context, r request) error {
 }
 
 // Lag reports how far the consumer was behind at the last reconciliation
-// pass: Events counts the events the pass found unhandled (ones the fast
-// path had not delivered by then, or everything after a stop), Age is how
-// old the oldest of them was, by its timestamp, and At is when the pass
-// ended. While a subscription of this process runs the consumer and has
-// finished a pass, that pass's figures come from memory; otherwise those
-// the last pass of any instance saved in feed_lag. Known is false when no
-// pass has ever finished for the consumer. It returns store.ErrClosed after
-// Close and an error when the read fails.
+// passes, over the whole keyspace: on a keyspace of one shard, what
+// ShardLag says of store.Whole; on one of several, the sum over its shards
+// (Events added up, the oldest Age, the earliest At), Known only when every
+// shard's is, or else what a subscription of the whole consumer (with no
+// shard) measured, if one did. It returns store.ErrClosed after Close and
+// an error when the read fails.
 func (s *Store) Lag(ctx context.Context, consumer string) (store.Lag, error) {
+	if s.shards <= 1 {
+		return s.ShardLag(ctx, consumer, store.Whole)
+	}
 	if s.closed.Load() {
 		return store.Lag{}, store.ErrClosed
 	}
-	if v, ok := s.subs.Load(consumer); ok {
+	keys := make([]string, s.shards)
+	for i := range keys {
+		keys[i] = store.Shard{Index: i, Count: s.shards}.Lease(consumer)
+	}
+	saved, err := s.savedLags(ctx, keys)
+	if err != nil {
+		return store.Lag{}, fmt.Errorf("scylla: lag of %s: %w", consumer, s.closedOr(err))
+	}
+	sum := store.Lag{Known: true}
+	for _, k := range keys {
+		l := saved[k]
+		if v, ok := s.subs.Load(k); ok {
+			if m := v.(*subscription).lag.Load(); m != nil {
+				l = *m
+			}
+		}
+		if !l.Known {
+			sum = store.Lag{}
+			break
+		}
+		sum.Events += l.Events
+		sum.Age = max(sum.Age, l.Age)
+		if sum.At.IsZero() || l.At.Before(sum.At) {
+			sum.At = l.At
+		}
+	}
+	if sum.Known {
+		return sum, nil
+	}
+	return s.ShardLag(ctx, consumer, store.Whole)
+}
+
+// ShardLag reports how far the consumer was behind on one shard (store.Whole:
+// the subscription of the whole consumer) at its last reconciliation
+// pass: Events counts the events the pass found unhandled (ones the fast
+// path had not delivered by then, or everything after a stop), Age is how
+// old the oldest of them was, by its timestamp, and At is when the pass
+// ended. While a subscription of this process runs the consumer on that
+// shard and has finished a pass, that pass's figures come from memory;
+// otherwise those the last pass of any instance saved in feed_lag. Known
+// is false when no pass has ever finished for the consumer on the shard.
+// It returns store.ErrClosed after Close, and an error when the read fails
+// or the shard is not one of the keyspace's.
+func (s *Store) ShardLag(ctx context.Context, consumer string, shard store.Shard) (store.Lag, error) {
+	if s.closed.Load() {
+		return store.Lag{}, store.ErrClosed
+	}
+	shard, err := s.checkShard(shard)
+	if err != nil {
+		return store.Lag{}, err
+	}
+	key := shard.Lease(consumer)
+	if v, ok := s.subs.Load(key); ok {
 		if l := v.(*subscription).lag.Load(); l != nil {
 			return *l, nil
 		}
 	}
-	l, err := s.savedLag(ctx, consumer)
+	l, err := s.savedLag(ctx, key)
 	if err != nil {
 		return store.Lag{}, fmt.Errorf("scylla: lag of %s: %w", consumer, s.closedOr(err))
 	}
@@ -301,14 +390,16 @@ func (s *Store) Lag(ctx context.Context, consumer string) (store.Lag, error) {
 }
 
 // HintsDropped returns how many hints were not written since Open, because
-// the queue was full or the write failed. Each one delays an event until
-// the next reconciliation pass; a count that grows says HintQueue is too
-// small or the cluster too slow.
+// the queue was full or the write failed, or were read but not handed to
+// a subscription whose HintQueue of hints read was full. Each one delays
+// an event until the next reconciliation pass; a count that grows says
+// HintQueue is too small or the cluster or a worker too slow.
 func (s *Store) HintsDropped() int64 {
-	if s.hints == nil {
-		return 0
+	n := s.hintsIn.lost.Load()
+	if s.hints != nil {
+		n += s.hints.dropped.Load()
 	}
-	return s.hints.dropped.Load()
+	return n
 }
 
 var _ store.Feed = (*Store)(nil)

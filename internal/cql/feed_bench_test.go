@@ -64,7 +64,7 @@ func BenchmarkReconcile(b *testing.B) {
 	onePass := func(b *testing.B, consumer string) time.Duration {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		sub := s.newSubscription(context.Background(), consumer, noop)
+		sub := s.newSubscription(context.Background(), consumer, store.Whole, noop)
 		done := make(chan error, 1)
 		go func() { done <- sub.deliver(ctx) }()
 		start := time.Now()

@@ -157,7 +157,7 @@ func TestBatchSize(t *testing.T) {
 // the higher.
 func TestProgressNeverMovesBack(t *testing.T) {
 	s := mustOpen(t, testConfig(t), nil)
-	sub := s.newSubscription(context.Background(), "failover", nil)
+	sub := s.newSubscription(context.Background(), "failover", store.Whole, nil)
 	id := uuid.Must(uuid.NewV7())
 	for _, v := range []int64{5, 3, 4} {
 		if err := sub.saveProgress(ctxFor(t), map[uuid.UUID]int64{id: v}); err != nil {
@@ -167,7 +167,7 @@ func TestProgressNeverMovesBack(t *testing.T) {
 	if got, err := sub.readProgress(ctxFor(t), id); err != nil || got != 5 {
 		t.Errorf("progress = %d, %v; want 5", got, err)
 	}
-	if got, err := s.newSubscription(context.Background(), "other", nil).readProgress(ctxFor(t), id); err != nil || got != 0 {
+	if got, err := s.newSubscription(context.Background(), "other", store.Whole, nil).readProgress(ctxFor(t), id); err != nil || got != 0 {
 		t.Errorf("another consumer's progress = %d, %v; want 0", got, err)
 	}
 }

@@ -117,7 +117,7 @@ func TestDeliverParksAHole(t *testing.T) {
 	}
 	// The progress is saved once the Handler returned: wait for it.
 	for deadline := time.Now().Add(30 * time.Second); ; {
-		got, err := s.newSubscription(context.Background(), "gaps", nil).readProgress(ctxFor(t), holed)
+		got, err := s.newSubscription(context.Background(), "gaps", store.Whole, nil).readProgress(ctxFor(t), holed)
 		if err == nil && got == 5 {
 			break
 		}
@@ -244,7 +244,7 @@ func TestDeliverParksAMiddleHole(t *testing.T) {
 	if top != 3 {
 		t.Errorf("handed the holed aggregate up to %d, want 3: events after the hole were handed", top)
 	}
-	if got, err := s.newSubscription(context.Background(), "middle", nil).readProgress(ctxFor(t), holed); err != nil || got != 3 {
+	if got, err := s.newSubscription(context.Background(), "middle", store.Whole, nil).readProgress(ctxFor(t), holed); err != nil || got != 3 {
 		t.Errorf("saved progress of the holed aggregate = %d, %v; want 3", got, err)
 	}
 	h.mu.Lock()

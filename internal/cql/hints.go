@@ -146,26 +146,118 @@ func (w *hinter) write(hs []hint) {
 	}
 }
 
-// pollHints reads the hints written since the subscription started, every
-// HintPoll, and sends each new one to the delivery core. Each poll reads
-// again from HintOverlap before the previous one; the hints seen already
-// are remembered until they fall out of that overlap.
-func (sub *subscription) pollHints(ctx context.Context) error {
+// hintHub reads feed_hints for every subscription of this process at
+// once, every HintPoll, and hands each hint to the subscriptions whose
+// shard holds its aggregate: one read per poll however many shards (and
+// consumers) the process holds, where a reader per subscription would
+// make 128 with 64 shards of the relay and the projector. It runs while a
+// subscription does.
+type hintHub struct {
+	s     *Store
+	mu    sync.Mutex
+	boxes map[*subscription]*hintBox
+	stop  context.CancelFunc // the running poller's; nil when none runs
+	lost  atomic.Int64       // hints a full box dropped
+}
+
+// hintBox holds the hints waiting for one subscription, at most HintQueue:
+// beyond it a hint is dropped (the recent pass finds its append).
+type hintBox struct {
+	mu    sync.Mutex
+	reqs  []request
+	ready chan struct{} // has a token while reqs is not empty
+}
+
+func (b *hintBox) put(r request, limit int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.reqs) >= limit {
+		return false
+	}
+	b.reqs = append(b.reqs, r)
+	select {
+	case b.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (b *hintBox) take() []request {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := b.reqs
+	b.reqs = nil
+	return out
+}
+
+// join registers sub, starting the poller if none runs, and returns the
+// box its hints arrive in.
+func (h *hintHub) join(sub *subscription) *hintBox {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	box := &hintBox{ready: make(chan struct{}, 1)}
+	if h.boxes == nil {
+		h.boxes = make(map[*subscription]*hintBox)
+	}
+	h.boxes[sub] = box
+	if h.stop == nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		h.stop = cancel
+		go func() {
+			select {
+			case <-h.s.done:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		go h.poll(ctx)
+	}
+	return box
+}
+
+// leave unregisters sub, stopping the poller after the last one.
+func (h *hintHub) leave(sub *subscription) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.boxes, sub)
+	if len(h.boxes) == 0 && h.stop != nil {
+		h.stop()
+		h.stop = nil
+	}
+}
+
+// dispatch hands r to every subscription whose shard holds its aggregate.
+func (h *hintHub) dispatch(r request) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for sub, box := range h.boxes {
+		if sub.owns(r.id) && !box.put(r, h.s.feed.HintQueue) {
+			h.lost.Add(1)
+		}
+	}
+}
+
+// poll reads the hints written since it started, every HintPoll, and
+// dispatches each new one, until ctx ends. Each poll reads again from
+// HintOverlap before the previous one; the hints seen already are
+// remembered until they fall out of that overlap.
+func (h *hintHub) poll(ctx context.Context) {
+	opt := h.s.feed
 	var (
 		seen = make(map[gocql.UUID]struct{})
-		prev = time.Now().Add(-sub.opt.HintOverlap) // the start pass covers what came before
-		tick = time.NewTicker(sub.opt.HintPoll)
+		prev = time.Now().Add(-opt.HintOverlap) // each subscription's own first read covers what came before
+		tick = time.NewTicker(opt.HintPoll)
 	)
 	defer tick.Stop()
 	for {
 		now := time.Now()
-		from := prev.Add(-sub.opt.HintOverlap)
-		if err := sub.readHints(ctx, from, now, seen); err != nil {
+		from := prev.Add(-opt.HintOverlap)
+		if err := h.s.readHints(ctx, from, now, seen, h.dispatch); err != nil {
 			if ctx.Err() != nil {
-				return nil
+				return
 			}
 			// Hints are a shortcut: the pass covers for them meanwhile.
-			sub.log.Warn("hints not read", zap.Error(err))
+			h.s.log.Warn("hints not read", zap.Error(err))
 		} else {
 			prev = now
 		}
@@ -176,17 +268,48 @@ func (sub *subscription) pollHints(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-tick.C:
 		}
 	}
 }
 
-// readHints sends the delivery core the hints written after from that are
-// not in seen, and adds them to seen.
-func (sub *subscription) readHints(ctx context.Context, from, now time.Time, seen map[gocql.UUID]struct{}) error {
-	for b := bucketOf(from); b <= bucketOf(now.Add(sub.opt.HintOverlap)); b++ {
-		iter := sub.s.sess.Session.Query(hintReadCQL, b, from).WithContext(ctx).Idempotent(true).Iter()
+// pollHints feeds the delivery core with the hints of the subscription's
+// shard, which the process's hint hub reads, until ctx ends. It reads the
+// last two HintOverlaps once itself first, for the appends just before it
+// joined the hub, which the hub may have read already.
+func (sub *subscription) pollHints(ctx context.Context) error {
+	hub := &sub.s.hintsIn
+	box := hub.join(sub)
+	defer hub.leave(sub)
+	send := func(r request) {
+		if sub.owns(r.id) {
+			_ = sub.send(ctx, r) // fails only when ctx ends
+		}
+	}
+	now := time.Now()
+	if err := sub.s.readHints(ctx, now.Add(-2*sub.opt.HintOverlap), now, map[gocql.UUID]struct{}{}, send); err != nil && ctx.Err() == nil {
+		sub.log.Warn("hints not read", zap.Error(err))
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-box.ready:
+		}
+		for _, r := range box.take() {
+			if err := sub.send(ctx, r); err != nil {
+				return nil // ctx ended
+			}
+		}
+	}
+}
+
+// readHints hands to each the hints written after from that are not in
+// seen, and adds them to seen.
+func (s *Store) readHints(ctx context.Context, from, now time.Time, seen map[gocql.UUID]struct{}, each func(request)) error {
+	for b := bucketOf(from); b <= bucketOf(now.Add(s.feed.HintOverlap)); b++ {
+		iter := s.sess.Session.Query(hintReadCQL, b, from).WithContext(ctx).Idempotent(true).Iter()
 		var (
 			at      gocql.UUID
 			id      uuid.UUID
@@ -197,13 +320,16 @@ func (sub *subscription) readHints(ctx context.Context, from, now time.Time, see
 				continue
 			}
 			seen[at] = struct{}{}
-			if err := sub.send(ctx, request{id: id, version: version, known: -1}); err != nil {
-				_ = iter.Close()
-				return err
+			each(request{id: id, version: version, known: -1})
+			if ctx.Err() != nil {
+				break
 			}
 		}
 		if err := iter.Close(); err != nil {
 			return err
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
 		}
 	}
 	return nil

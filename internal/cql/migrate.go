@@ -34,7 +34,7 @@ func Migrate(ctx context.Context, cfg Config) error {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	sess, _, err := migrate(ctx, cfg, log)
+	sess, _, _, err := migrate(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -42,9 +42,9 @@ func Migrate(ctx context.Context, cfg Config) error {
 	return nil
 }
 
-// migrate prepares the keyspace and returns a session bound to it, and
-// whether the server is ScyllaDB.
-func migrate(ctx context.Context, cfg Config, log *zap.Logger) (gocqlx.Session, bool, error) {
+// migrate prepares the keyspace and returns a session bound to it,
+// whether the server is ScyllaDB and the keyspace's shard count.
+func migrate(ctx context.Context, cfg Config, log *zap.Logger) (gocqlx.Session, bool, int, error) {
 	// Schema changes wait for the cluster to agree on the schema, which
 	// takes seconds on a busy cluster: their sessions have a timeout of
 	// their own, longer than a request's, and the session returned, with
@@ -59,7 +59,7 @@ func migrate(ctx context.Context, cfg Config, log *zap.Logger) (gocqlx.Session, 
 		if cfg.LocalDC != "" {
 			err = fmt.Errorf("%w (LocalDC is %q: the contact points must include nodes of that datacenter)", err, cfg.LocalDC)
 		}
-		return gocqlx.Session{}, false, err
+		return gocqlx.Session{}, false, 0, err
 	}
 	if cfg.LocalDC == "" {
 		warnMultiDC(admin, cfg, log)
@@ -70,20 +70,28 @@ func migrate(ctx context.Context, cfg Config, log *zap.Logger) (gocqlx.Session, 
 	}
 	admin.Close()
 	if err != nil {
-		return gocqlx.Session{}, false, err
+		return gocqlx.Session{}, false, 0, err
 	}
 
 	schema, err := connect(ddl, cfg.Keyspace, log)
 	if err != nil {
-		return schema, false, err
+		return schema, false, 0, err
 	}
 	err = applySchema(ctx, schema, cfg, srv.scylla, log)
 	schema.Close()
 	if err != nil {
-		return gocqlx.Session{}, false, err
+		return gocqlx.Session{}, false, 0, err
 	}
 	sess, err := connect(cfg, cfg.Keyspace, log)
-	return sess, srv.scylla, err
+	if err != nil {
+		return sess, false, 0, err
+	}
+	shards, err := readShards(ctx, sess, cfg, log)
+	if err != nil {
+		sess.Close()
+		return gocqlx.Session{}, false, 0, err
+	}
+	return sess, srv.scylla, shards, nil
 }
 
 // schemaTimeout bounds each schema change (and the other requests of the
@@ -232,7 +240,7 @@ func applySchema(ctx context.Context, sess gocqlx.Session, cfg Config, scylla bo
 		return fmt.Errorf("scylla: migrations: %w", err)
 	}
 	installCallback()
-	env := &schemaEnv{scylla: scylla, cdcTTL: cfg.CDCTTL, log: log}
+	env := &schemaEnv{scylla: scylla, cdcTTL: cfg.CDCTTL, shards: cfg.Shards, log: log}
 	if err := gmigrate.FromFS(context.WithValue(ctx, schemaEnvKey{}, env), sess, dir); err != nil {
 		return fmt.Errorf("scylla: migrate keyspace %s: %w", cfg.Keyspace, err)
 	}
@@ -246,6 +254,7 @@ func applySchema(ctx context.Context, sess gocqlx.Session, cfg Config, scylla bo
 type schemaEnv struct {
 	scylla bool
 	cdcTTL time.Duration
+	shards int // Config.Shards, for fix_shards
 	log    *zap.Logger
 }
 
@@ -282,6 +291,7 @@ func installCallback() {
 func (env *schemaEnv) callbacks() gmigrate.CallbackRegister {
 	r := gmigrate.CallbackRegister{}
 	r.Add(gmigrate.CallComment, "enable_cdc", env.enableCDC)
+	r.Add(gmigrate.CallComment, "fix_shards", env.fixShards)
 	return r
 }
 

@@ -26,8 +26,9 @@ const (
 	progressSaveEpochCQL = `UPDATE feed_progress USING TIMESTAMP ? SET version = ?, epoch = ? WHERE aggregate_id = ? AND consumer = ?`
 	progressRangeCQL     = `SELECT aggregate_id, consumer, version FROM feed_progress
 		WHERE token(aggregate_id) > ? AND token(aggregate_id) <= ?`
-	lagReadCQL = `SELECT events, age_ms, at FROM feed_lag WHERE consumer = ?`
-	lagSaveCQL = `INSERT INTO feed_lag (consumer, events, age_ms, at) VALUES (?, ?, ?, ?)`
+	lagReadCQL  = `SELECT events, age_ms, at FROM feed_lag WHERE consumer = ?`
+	lagsReadCQL = `SELECT consumer, events, age_ms, at FROM feed_lag WHERE consumer IN ?`
+	lagSaveCQL  = `INSERT INTO feed_lag (consumer, events, age_ms, at) VALUES (?, ?, ?, ?)`
 )
 
 // readProgress returns the version up to which the consumer has handled
@@ -109,9 +110,10 @@ func (sub *subscription) rangeProgress(ctx context.Context, lo, hi int64) (map[u
 	return out, nil
 }
 
-// saveLag records what a pass measured, for Lag on every instance.
+// saveLag records what a pass measured, for Lag on every instance, under
+// the subscription's key (the consumer, or its shard's name).
 func (sub *subscription) saveLag(ctx context.Context, l store.Lag) error {
-	err := sub.s.sess.Session.Query(lagSaveCQL, sub.consumer, l.Events, l.Age.Milliseconds(), l.At).
+	err := sub.s.sess.Session.Query(lagSaveCQL, sub.key, l.Events, l.Age.Milliseconds(), l.At).
 		WithContext(ctx).Idempotent(true).Exec()
 	if err != nil {
 		return fmt.Errorf("save lag: %w", err)
@@ -119,8 +121,29 @@ func (sub *subscription) saveLag(ctx context.Context, l store.Lag) error {
 	return nil
 }
 
-// savedLag reads what the last pass of any instance measured for
-// consumer; a zero Lag (Known false) when no pass ever finished.
+// savedLags reads what the last pass of any instance measured under each
+// of keys, in a query per inLimit keys; a key whose pass never finished is
+// missing.
+func (s *Store) savedLags(ctx context.Context, keys []string) (map[string]store.Lag, error) {
+	out := make(map[string]store.Lag, len(keys))
+	err := inChunks(keys, func(keys []string) error {
+		iter := s.sess.Session.Query(lagsReadCQL, keys).WithContext(ctx).Idempotent(true).Iter()
+		var (
+			key   string
+			l     store.Lag
+			ageMS int64
+		)
+		for iter.Scan(&key, &l.Events, &ageMS, &l.At) {
+			out[key] = store.Lag{Known: true, Events: l.Events, Age: time.Duration(ageMS) * time.Millisecond, At: l.At.UTC()}
+		}
+		return iter.Close()
+	})
+	return out, err
+}
+
+// savedLag reads what the last pass of any instance measured under key
+// (a consumer, or its shard's name); a zero Lag (Known false) when no pass
+// ever finished.
 func (s *Store) savedLag(ctx context.Context, consumer string) (store.Lag, error) {
 	var (
 		l     store.Lag

@@ -55,13 +55,19 @@ type tokenRange struct{ lo, hi int64 }
 // tokenRanges cuts the Murmur3 ring, from MinInt64 (exclusive: no key has
 // that token) to MaxInt64, into n equal ranges, in ring order.
 func tokenRanges(n int) []tokenRange {
-	step := uint64(math.MaxUint64 / uint64(n))
+	return tokenRange{math.MinInt64, math.MaxInt64}.split(n)
+}
+
+// split cuts r into n ranges of equal width (the last takes the rest), in
+// ring order.
+func (r tokenRange) split(n int) []tokenRange {
+	step := (uint64(r.hi) - uint64(r.lo)) / uint64(n)
 	out := make([]tokenRange, n)
-	lo := int64(math.MinInt64)
+	lo := r.lo
 	for i := range out {
 		hi := int64(uint64(lo) + step)
 		if i == n-1 {
-			hi = math.MaxInt64
+			hi = r.hi
 		}
 		out[i] = tokenRange{lo, hi}
 		lo = hi
@@ -69,12 +75,19 @@ func tokenRanges(n int) []tokenRange {
 	return out
 }
 
-// rangesAfter returns the ranges of tokenRanges(n) that lie after cursor,
+// shardRange is the token range of the subscription's shard: the whole
+// ring for store.Whole.
+func (sub *subscription) shardRange() tokenRange {
+	return tokenRangeOf(sub.shard.Index, sub.shard.Count)
+}
+
+// rangesAfter returns the ranges of the subscription's shard, cut in
+// RangeSplits per ring (so at least one per shard), that lie after cursor,
 // the last token of the last range finished; a cursor inside a range (the
 // splits changed since it was saved) starts that range at the cursor.
-func rangesAfter(n int, cursor int64) []tokenRange {
+func (sub *subscription) rangesAfter(cursor int64) []tokenRange {
 	var out []tokenRange
-	for _, r := range tokenRanges(n) {
+	for _, r := range sub.shardRange().split(max(1, sub.opt.RangeSplits/max(1, sub.shard.Count))) {
 		switch {
 		case r.hi <= cursor:
 		case r.lo < cursor:
@@ -86,7 +99,8 @@ func rangesAfter(n int, cursor int64) []tokenRange {
 	return out
 }
 
-// sweep runs full sweeps of the ring until ctx ends: each starts
+// sweep runs full sweeps of the subscription's shard (of its token range;
+// the whole ring for store.Whole) until ctx ends: each starts
 // SweepEvery after the previous one started (at once when none ever ran
 // or one was left unfinished), and resumes from the saved cursor.
 func (sub *subscription) sweep(ctx context.Context) error {
@@ -100,7 +114,7 @@ func (sub *subscription) sweep(ctx context.Context) error {
 		if err != nil {
 			return fenced(err) // or ctx ended
 		}
-		if st.cursor == maxToken || st.started.IsZero() {
+		if st.cursor == sub.shardRange().hi || st.started.IsZero() {
 			// Finished, or never begun: the next one starts on time.
 			if wait := time.Until(st.started.Add(sub.opt.SweepEvery)); !st.started.IsZero() && wait > 0 {
 				select {
@@ -109,7 +123,7 @@ func (sub *subscription) sweep(ctx context.Context) error {
 				case <-time.After(wait):
 				}
 			}
-			st = sweepState{cursor: minToken, started: time.Now(), finished: st.finished}
+			st = sweepState{cursor: sub.shardRange().lo, started: time.Now(), finished: st.finished}
 			if _, err := retried(sub, ctx, "save the sweep's start", func() (struct{}, error) {
 				return struct{}{}, sub.saveSweep(ctx, st)
 			}); err != nil {
@@ -140,7 +154,8 @@ func (sub *subscription) sweepFrom(ctx context.Context, share *rateShare, st swe
 		read, sent int64
 		saved      = time.Now()
 	)
-	for _, r := range rangesAfter(sub.opt.RangeSplits, st.cursor) {
+	end := sub.shardRange().hi
+	for _, r := range sub.rangesAfter(st.cursor) {
 		p := &pass{}
 		n, err := retried(sub, ctx, fmt.Sprintf("sweep the token range (%d, %d]", r.lo, r.hi), func() ([2]int64, error) {
 			n, k, err := sub.passRange(ctx, p, r.lo, r.hi, share)
@@ -157,7 +172,7 @@ func (sub *subscription) sweepFrom(ctx context.Context, share *rateShare, st swe
 		read, sent = read+n[0], sent+n[1]
 		sub.s.sweepRows.Add(n[0])
 		st.cursor = r.hi
-		if r.hi == maxToken {
+		if r.hi == end {
 			st.finished = time.Now()
 		} else if time.Since(saved) < cursorSaveEvery {
 			continue // a restart reads again what this range read: at most a second's worth

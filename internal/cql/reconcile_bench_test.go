@@ -114,7 +114,7 @@ func BenchmarkReconcileScale(b *testing.B) {
 				var took time.Duration
 				var rows int64
 				for range b.N {
-					sub := s.newSubscription(context.Background(), consumer, noop)
+					sub := s.newSubscription(context.Background(), consumer, store.Whole, noop)
 					ctx, cancel := context.WithCancel(context.Background())
 					done := make(chan error, 1)
 					go func() { done <- sub.deliver(ctx) }()
@@ -144,7 +144,7 @@ func BenchmarkReconcileScale(b *testing.B) {
 			b.Run("sweep", func(b *testing.B) {
 				var took time.Duration
 				for range b.N {
-					sub := s.newSubscription(context.Background(), consumer, noop)
+					sub := s.newSubscription(context.Background(), consumer, store.Whole, noop)
 					ctx, cancel := context.WithCancel(context.Background())
 					done := make(chan error, 1)
 					go func() { done <- sub.deliver(ctx) }()

@@ -63,8 +63,8 @@ func TestToken(t *testing.T) {
 		tok  int64
 		want int
 	}{{math.MinInt64 + 1, 0}, {-1, touchShards/2 - 1}, {0, touchShards / 2}, {math.MaxInt64, touchShards - 1}} {
-		if got := shardOf(c.tok); got != c.want {
-			t.Errorf("shardOf(%d) = %d, want %d", c.tok, got, c.want)
+		if got := touchShardOf(c.tok); got != c.want {
+			t.Errorf("touchShardOf(%d) = %d, want %d", c.tok, got, c.want)
 		}
 	}
 }
@@ -113,7 +113,7 @@ func TestRecentPassSkipsAnExtraRow(t *testing.T) {
 	}
 	c := newCollector()
 	run(t, s, "extra", c.handle)
-	sub := s.newSubscription(context.Background(), "extra", nil)
+	sub := s.newSubscription(context.Background(), "extra", store.Whole, nil)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		w, err := sub.loadWatermark(ctxFor(t))
@@ -193,7 +193,7 @@ func TestSweepResumesFromItsCursor(t *testing.T) {
 	if got := first.los(); len(got) != 4 || got[0] != ranges[0].lo {
 		t.Fatalf("the first sweep started ranges %v, want the first four", got)
 	}
-	st, err := s.newSubscription(context.Background(), "resume", nil).loadSweep(ctxFor(t))
+	st, err := s.newSubscription(context.Background(), "resume", store.Whole, nil).loadSweep(ctxFor(t))
 	next := -1
 	for i, r := range ranges[1:3] {
 		if st.cursor == r.hi {
@@ -270,7 +270,7 @@ func TestCoreAcksAfterHandling(t *testing.T) {
 		t.Fatal(err)
 	}
 	gate := make(chan struct{})
-	sub := s.newSubscription(context.Background(), "acks", func(ctx context.Context, _ []store.Event) error {
+	sub := s.newSubscription(context.Background(), "acks", store.Whole, func(ctx context.Context, _ []store.Event) error {
 		select {
 		case <-gate:
 		case <-ctx.Done():
@@ -340,7 +340,7 @@ func TestSweepStateFenced(t *testing.T) {
 	}
 	lapsed := store.WithFence(ctx, store.Fence{Lease: consumer, Epoch: epoch - 1})
 	current := store.WithFence(ctx, store.Fence{Lease: consumer, Epoch: epoch})
-	sub := s.newSubscription(context.Background(), consumer, nil)
+	sub := s.newSubscription(context.Background(), consumer, store.Whole, nil)
 
 	if err := sub.saveSweep(lapsed, sweepState{cursor: 42, started: time.Now()}); !errors.Is(err, store.ErrFenced) {
 		t.Fatalf("saveSweep under the lapsed epoch = %v, want store.ErrFenced", err)

@@ -109,6 +109,11 @@ type Config struct {
 	// set when the events table is created; changing it later takes an
 	// ALTER TABLE by hand. Default DefaultCDCTTL.
 	CDCTTL time.Duration
+	// Shards is the number of shards the aggregate-id space of a keyspace
+	// that has none yet is split into: a power of two from 1 to MaxShards.
+	// It is fixed on the keyspace's first migration; a later different
+	// setting is ignored, with a warning. Default DefaultShards.
+	Shards int
 
 	// Upcaster is applied to every event read; nil upcasts nothing.
 	Upcaster store.Upcaster
@@ -148,13 +153,15 @@ type Store struct {
 	up     store.Upcaster
 	log    *zap.Logger
 	scylla bool // the server is ScyllaDB, not Cassandra
+	shards int  // the keyspace's shard count (shards.go)
 	closed atomic.Bool
 	health *store.Health // the outcome of the recent appends
 
 	feed    FeedOptions
 	noSweep bool          // Options.NoSweep
 	hints   *hinter       // nil on ScyllaDB and with Options.NoHints
-	subs    sync.Map      // consumer name → *subscription running in this process
+	hintsIn hintHub       // reads the hints for this process's subscriptions, on Cassandra
+	subs    sync.Map      // subscription key (consumer, or consumer/shard) → *subscription running in this process
 	done    chan struct{} // closed by Close, to stop subscriptions
 
 	settles atomic.Int64 // appends settled by a read, for tests
@@ -202,6 +209,9 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Tablets == "" {
 		c.Tablets = TabletsAuto
 	}
+	if c.Shards == 0 {
+		c.Shards = DefaultShards
+	}
 	switch {
 	case len(c.Hosts) == 0:
 		return c, errors.New("scylla: no hosts")
@@ -213,6 +223,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("scylla: CDC TTL %v: want at least 1s", c.CDCTTL)
 	case c.Tablets != TabletsAuto && c.Tablets != TabletsOn && c.Tablets != TabletsOff:
 		return c, fmt.Errorf("scylla: tablets %q: want auto, on or off", c.Tablets)
+	case !validShards(c.Shards):
+		return c, fmt.Errorf("scylla: shards %d: want a power of two from 1 to %d", c.Shards, MaxShards)
 	}
 	return c, nil
 }
@@ -231,15 +243,16 @@ func OpenStore(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 		log = zap.NewNop()
 	}
 	cfg.observer = opts.Observer
-	sess, scylla, err := migrate(ctx, cfg, log)
+	sess, scylla, shards, err := migrate(ctx, cfg, log)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{sess: sess, cfg: cfg, up: cfg.Upcaster, log: log, scylla: scylla,
+	s := &Store{sess: sess, cfg: cfg, up: cfg.Upcaster, log: log, scylla: scylla, shards: shards,
 		health: store.NewHealth("scylla", log), feed: cfg.Feed.withDefaults(), done: make(chan struct{})}
 	if !scylla && !opts.NoHints {
 		s.hints = newHinter(s)
 	}
+	s.hintsIn.s = s
 	s.noSweep = opts.NoSweep
 	return s, nil
 }

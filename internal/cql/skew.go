@@ -19,7 +19,18 @@ const skewNowCQL = `SELECT now() FROM system.local`
 
 // skewGauge holds the last clock skew observed, in nanoseconds: the node's
 // clock minus this instance's, from the middle of the request's round trip.
-type skewGauge struct{ ns atomic.Int64 }
+type skewGauge struct {
+	ns     atomic.Int64
+	warned atomic.Int64 // when the last warning was logged, unix nanoseconds
+}
+
+// warnDue reports whether a skew warning is due: at most one per skewEvery
+// for the whole store, whatever the number of subscriptions (one per
+// shard) that measure.
+func (g *skewGauge) warnDue(now time.Time) bool {
+	last := g.warned.Load()
+	return now.UnixNano()-last >= int64(skewEvery) && g.warned.CompareAndSwap(last, now.UnixNano())
+}
 
 // measureSkew asks a node for its clock and records how far it is from
 // this instance's; it returns the skew, with an error when the read fails.
@@ -50,7 +61,7 @@ func (sub *subscription) watchSkew(ctx context.Context) error {
 	t := time.NewTicker(skewEvery)
 	defer t.Stop()
 	for {
-		if d, err := sub.s.measureSkew(ctx); err == nil && math.Abs(float64(d)) > float64(sub.opt.ClockSkew) {
+		if d, err := sub.s.measureSkew(ctx); err == nil && math.Abs(float64(d)) > float64(sub.opt.ClockSkew) && sub.s.skew.warnDue(time.Now()) {
 			sub.log.Warn("the clock of this instance and a node's differ by more than the budget (ORDERD_CLOCK_SKEW); fast-path misses are caught later by the reconciliation",
 				zap.Duration("skew", d), zap.Duration("budget", sub.opt.ClockSkew))
 		}

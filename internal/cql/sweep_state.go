@@ -31,9 +31,10 @@ const (
 	sweeperBeatExpiry = 30 * time.Second
 )
 
-// sweepState is where a consumer's full sweep stands: cursor is the last
-// token of the last range finished (minToken before the first, maxToken
-// once the ring is done), started when the sweep under way began (zero if
+// sweepState is where a consumer's full sweep of its shard's token range
+// stands (one per subscription key): cursor is the last token of the last
+// range finished (the shard's first lo before the first, its hi once the
+// shard is done), started when the sweep under way began (zero if
 // none ever did), finished when the last one reached the end.
 type sweepState struct {
 	cursor            int64
@@ -47,15 +48,16 @@ func (sub *subscription) loadSweep(ctx context.Context) (sweepState, error) {
 		through, started, finished *time.Time
 		cursor                     *int64
 	)
-	err := sub.s.sess.Session.Query(sweepReadCQL, sub.consumer).WithContext(ctx).Idempotent(true).
+	err := sub.s.sess.Session.Query(sweepReadCQL, sub.key).WithContext(ctx).Idempotent(true).
 		Scan(&through, &cursor, &started, &finished)
+	first := sub.shardRange().lo
 	switch {
 	case errors.Is(err, gocql.ErrNotFound):
-		return sweepState{cursor: minToken}, nil
+		return sweepState{cursor: first}, nil
 	case err != nil:
 		return sweepState{}, fmt.Errorf("read the sweep state: %w", err)
 	}
-	st := sweepState{cursor: minToken}
+	st := sweepState{cursor: first}
 	if cursor != nil && started != nil {
 		st.cursor, st.started = *cursor, *started
 	}
@@ -68,14 +70,14 @@ func (sub *subscription) loadSweep(ctx context.Context) (sweepState, error) {
 // saveSweep records where the consumer's sweep stands, so that a restart
 // or the next holder of the worker's lease resumes it there.
 func (sub *subscription) saveSweep(ctx context.Context, st sweepState) error {
-	if err := checkFence(ctx, sub.s.sess.Session, sub.s.cfg.Consistency, "save the sweep's cursor of "+sub.consumer); err != nil {
+	if err := checkFence(ctx, sub.s.sess.Session, sub.s.cfg.Consistency, "save the sweep's cursor of "+sub.key); err != nil {
 		return err
 	}
 	var finished any
 	if !st.finished.IsZero() {
 		finished = st.finished
 	}
-	err := sub.s.sess.Session.Query(sweepSaveCQL, st.cursor, st.started, finished, sub.consumer).
+	err := sub.s.sess.Session.Query(sweepSaveCQL, st.cursor, st.started, finished, sub.key).
 		WithContext(ctx).Idempotent(true).Exec()
 	if err != nil {
 		return fmt.Errorf("save the sweep's cursor: %w", err)
@@ -90,7 +92,7 @@ func (sub *subscription) loadWatermark(ctx context.Context) (time.Time, error) {
 		through, started, finished *time.Time
 		cursor                     *int64
 	)
-	err := sub.s.sess.Session.Query(sweepReadCQL, sub.consumer).WithContext(ctx).Idempotent(true).
+	err := sub.s.sess.Session.Query(sweepReadCQL, sub.key).WithContext(ctx).Idempotent(true).
 		Scan(&through, &cursor, &started, &finished)
 	switch {
 	case errors.Is(err, gocql.ErrNotFound), err == nil && through == nil:
@@ -104,10 +106,10 @@ func (sub *subscription) loadWatermark(ctx context.Context) (time.Time, error) {
 // saveWatermark records that the recent pass has delivered every append
 // whose index row is at or before through, less the margin.
 func (sub *subscription) saveWatermark(ctx context.Context, through time.Time) error {
-	if err := checkFence(ctx, sub.s.sess.Session, sub.s.cfg.Consistency, "save the recent pass's watermark of "+sub.consumer); err != nil {
+	if err := checkFence(ctx, sub.s.sess.Session, sub.s.cfg.Consistency, "save the recent pass's watermark of "+sub.key); err != nil {
 		return err
 	}
-	err := sub.s.sess.Session.Query(watermarkSaveCQL, through, sub.consumer).WithContext(ctx).Idempotent(true).Exec()
+	err := sub.s.sess.Session.Query(watermarkSaveCQL, through, sub.key).WithContext(ctx).Idempotent(true).Exec()
 	if err != nil {
 		return fmt.Errorf("save the recent pass's watermark: %w", err)
 	}
@@ -126,7 +128,7 @@ type rateShare struct {
 }
 
 func newRateShare(sub *subscription) *rateShare {
-	r := &rateShare{sub: sub, name: sub.consumer + "/" + gocql.TimeUUID().String()}
+	r := &rateShare{sub: sub, name: sub.key + "/" + gocql.TimeUUID().String()}
 	r.n.Store(1)
 	return r
 }

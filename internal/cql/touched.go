@@ -99,9 +99,10 @@ const (
 	maxToken = 1<<63 - 1
 )
 
-// shardOf returns the index shard of a token: its position on the ring
-// (MinInt64 first) in 64 equal slices.
-func shardOf(t int64) int { return int((uint64(t) ^ 1<<63) >> (64 - touchShardBits)) }
+// touchShardOf returns the index shard of a token: its position on the
+// ring (MinInt64 first) in 64 equal slices, which is its worker shard
+// when the keyspace has 64 shards (shards.go).
+func touchShardOf(t int64) int { return shardOfToken(t, touchShards) }
 
 func touchBucketOf(t time.Time) int64 { return t.Unix() / int64(touchBucket/time.Second) }
 
@@ -109,7 +110,7 @@ func touchBucketOf(t time.Time) int64 { return t.Unix() / int64(touchBucket/time
 // append: so a committed append always has its row, and one that fails
 // after it leaves an extra row, which costs the pass one read.
 func (s *Store) touch(ctx context.Context, id uuid.UUID) error {
-	err := s.sess.Session.Query(touchWriteCQL, touchBucketOf(time.Now()), shardOf(token(id)), id, int(touchTTL/time.Second)).
+	err := s.sess.Session.Query(touchWriteCQL, touchBucketOf(time.Now()), touchShardOf(token(id)), id, int(touchTTL/time.Second)).
 		WithContext(ctx).Idempotent(true).Exec()
 	if err != nil {
 		return fmt.Errorf("scylla: append %s: index of touched aggregates: %w", id, err)
@@ -232,17 +233,26 @@ func (sub *subscription) recordLag(ctx context.Context, p *pass) {
 	}
 }
 
-// allShards lists every index shard, for touchReadCQL.
-var allShards = func() []int {
-	out := make([]int, touchShards)
+// indexShards lists the index shards that cover the subscription's shard,
+// for touchReadCQL: every one for store.Whole, 64/count of them for a
+// keyspace of count ≤ 64 shards, and the one that holds it for more (whose
+// rows of the other shards the pass leaves out, see owns).
+func (sub *subscription) indexShards() []int {
+	count := max(1, sub.shard.Count)
+	if count > touchShards {
+		return []int{sub.shard.Index / (count / touchShards)}
+	}
+	per := touchShards / count
+	out := make([]int, per)
 	for i := range out {
-		out[i] = i
+		out[i] = sub.shard.Index*per + i
 	}
 	return out
-}()
+}
 
-// readTouched reads the index partitions of buckets first..last, every
-// shard, a few buckets at a time; for each aggregate it
+// readTouched reads the index partitions of buckets first..last, the index
+// shards of the subscription's shard, a few buckets at a time; for each
+// aggregate of its shard it
 // reads the current version and sends the core a request. It returns how
 // many index rows it read and how many requests it sent.
 func (sub *subscription) readTouched(ctx context.Context, p *pass, first, last int64) (rows, sent int64, err error) {
@@ -263,13 +273,17 @@ func (sub *subscription) readTouched(ctx context.Context, p *pass, first, last i
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	readers := max(1, sub.opt.Concurrency/16)
+	shards := sub.indexShards()
 	for range readers {
 		wg.Go(func() {
 			for b := range parts {
-				iter := sub.s.sess.Session.Query(touchReadCQL, b, allShards).WithContext(ctx).
+				iter := sub.s.sess.Session.Query(touchReadCQL, b, shards).WithContext(ctx).
 					Idempotent(true).PageSize(rangePage).Iter()
 				var id uuid.UUID
 				for iter.Scan(&id) {
+					if !sub.owns(id) {
+						continue // another shard's, in the index shard that covers several
+					}
 					select {
 					case ids <- id:
 					case <-ctx.Done():

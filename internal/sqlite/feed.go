@@ -239,3 +239,9 @@ func (s *Store) saveProgress(consumer string, position int64) error {
 	}
 	return s.reply(r.done)
 }
+
+// Shards returns 1: the embedded store's feed has one global order, which
+// one worker per consumer follows, so it is not split (store.Sharded).
+func (s *Store) Shards() int { return 1 }
+
+var _ store.Sharded = (*Store)(nil)

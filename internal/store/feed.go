@@ -38,9 +38,13 @@ type Feed interface {
 	// nil for; before returning nil on a ctx that ended, Subscribe saves it
 	// through the last such batch.
 	//
-	// Two subscriptions with the same consumer name at once are not
-	// supported (Leases elect one); both would see every event, which
-	// idempotent handlers survive, only wastefully.
+	// Two subscriptions with the same consumer name on the same shard at
+	// once are not supported (Leases elect one); both would see every
+	// event, which idempotent handlers survive, only wastefully. On an
+	// engine split into shards (Sharded), a subscription whose context
+	// carries a fence of a shard (WithFence, Fence.Shard) hands only that
+	// shard's events, under the shard's own state; the subscriptions of
+	// every shard together hand every event.
 	Subscribe(ctx context.Context, consumer string, h Handler) error
 
 	// Lag says how far the consumer is behind the committed events. It
