@@ -67,6 +67,11 @@ func faultEnv(t *testing.T) (env map[string]string, hosts, brokers []string) {
 		"ORDERD_SCYLLA_CONSISTENCY", "QUORUM",
 		"ORDERD_SCYLLA_SERIAL_CONSISTENCY", "SERIAL",
 		"ORDERD_LEASE_TTL", clusterLeaseTTL.String(),
+		// Eight shards, not the default 64: the failovers move several
+		// shards each, while the lease renewals of 3 instances × 2 workers
+		// × 64 shards every TTL/3 would be hundreds of Paxos rounds a
+		// second on three Cassandra nodes sharing two cores.
+		"ORDERD_SHARDS", "8",
 		"ORDERD_RECONCILE_INTERVAL", "2s",
 		"ORDERD_READ_WAIT", "20s",
 		// One key-encryption key for the three instances: each reads the
