@@ -104,6 +104,9 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 			// A backup copies no read models (see sqlite.Backend.Backup):
 			// the restored projector starts from the first event.
 			Forget: []string{"projector"},
+			// The projector saves its progress only after syncing the
+			// views, which then commit without an fsync each.
+			ViewsConsumer: "projector",
 		})
 		if err != nil {
 			return nil, err
