@@ -130,3 +130,30 @@ func waitFor(t *testing.T, ok func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestOpenViewsConsumer: Open with Config.ViewsConsumer defers the views'
+// syncs only together with the sync before that consumer's saves; without
+// it the views sync every commit and no save waits for them.
+func TestOpenViewsConsumer(t *testing.T) {
+	for _, consumer := range []string{"", "projector"} {
+		b, err := Open(t.Context(), Config{Dir: t.TempDir(), ViewsConsumer: consumer})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g, err := b.Catalog.Open(t.Context(), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mode int
+		if err := g.(*Views).write.QueryRow(`PRAGMA synchronous`).Scan(&mode); err != nil {
+			t.Fatal(err)
+		}
+		hooked := b.Store.syncBeforeSave("projector") != nil
+		if deferred := mode == 1; deferred != (consumer != "") || hooked != deferred {
+			t.Errorf("ViewsConsumer %q: synchronous %d, sync before the projector's saves %v", consumer, mode, hooked)
+		}
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
