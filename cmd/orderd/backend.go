@@ -87,6 +87,11 @@ type eventStore interface {
 	store.WriteHealth
 }
 
+// projectorConsumer is the feed consumer that writes the read models: its
+// progress is saved only after the views are synced (sqlite's
+// Config.ViewsConsumer), and a backup drops it.
+const projectorConsumer = "projector"
+
 // viewCacheRows is how many orders, and as many customers, the SQLite read
 // models keep in memory: about 6 MB of orders.
 const viewCacheRows = 20_000
@@ -103,7 +108,10 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 			KeysPurgeEvery: min(cfg.idempotencyTTL, sqlite.DefaultPurgeEvery), ViewCacheRows: viewCacheRows,
 			// A backup copies no read models (see sqlite.Backend.Backup):
 			// the restored projector starts from the first event.
-			Forget: []string{"projector"},
+			Forget: []string{projectorConsumer},
+			// The projector saves its progress only after syncing the
+			// views, which then commit without an fsync each.
+			ViewsConsumer: projectorConsumer,
 		})
 		if err != nil {
 			return nil, err

@@ -261,7 +261,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	rebuilder := readmodel.NewRebuilder(b.catalog, b.events, b.views, opts, log.Named("rebuild"))
 	rebuild := func(ctx context.Context) error { return rebuilder.Serve(ctx, cfg.instance+"/"+uuid.NewString()) }
 	project := func(ctx context.Context) error {
-		return b.feed.Subscribe(ctx, "projector", telemetry.Linked("project", b.views.Apply))
+		return b.feed.Subscribe(ctx, projectorConsumer, telemetry.Linked("project", b.views.Apply))
 	}
 	var rebuildWorker *worker.Elected
 	if shards > 1 {
@@ -274,14 +274,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 			g, ctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return rebuild(ctx) })
 			g.Go(func() error {
-				return b.feed.Subscribe(ctx, "projector", telemetry.Linked("project", b.views.Apply))
+				return b.feed.Subscribe(ctx, projectorConsumer, telemetry.Linked("project", b.views.Apply))
 			})
 			return g.Wait()
 		}
 	}
 	projector := balance("projector", project)
 	workers.Add(projector)
-	consumers := []string{"projector"}
+	consumers := []string{projectorConsumer}
 	var relayWorker *worker.Balanced
 	if rp.work != nil {
 		// Split, an instance whose relay stepped down takes its shards

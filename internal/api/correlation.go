@@ -14,11 +14,31 @@ import (
 
 type ctxKey int
 
-const (
-	correlationKey ctxKey = iota
-	loggerKey
-	commandKey
-)
+// requestKey is the context key of a request's *requestInfo.
+const requestKey ctxKey = 0
+
+// requestInfo is what correlate and command record about a request, in one
+// context value: one allocation, and one copy of the request, instead of
+// one of each per value. Its logger is made only when something logs
+// through it, which most requests never do.
+type requestInfo struct {
+	id      uuid.UUID
+	text    string // id, as text
+	base    *zap.Logger
+	trace   trace.SpanContext // of the request's span, when valid
+	command string            // the command's name, set by its route (see command)
+}
+
+// fields are the request's logging fields: its correlation id and, when
+// the request has a span, the trace id.
+func (i *requestInfo) fields() []zap.Field {
+	fields := make([]zap.Field, 1, 2)
+	fields[0] = zap.String("correlation_id", i.text)
+	if i.trace.IsValid() {
+		fields = append(fields, zap.Stringer("trace_id", i.trace.TraceID()))
+	}
+	return fields
+}
 
 // correlate gives every request a correlation id, from X-Correlation-ID when
 // the client sent a UUID there (trace ids of 32 hex digits parse as one) or
@@ -43,22 +63,16 @@ func (s *Server) correlate(next http.Handler) http.Handler {
 		if id == uuid.Nil {
 			id = uuid.Must(uuid.NewV7())
 		}
-		text := id.String()
-		// Lazily: the fields are encoded only if the request logs, which
-		// below info level most do not. The trace id is that of the span
-		// traced started (see tracing.go).
-		fields := []zap.Field{zap.String("correlation_id", text)}
+		info := &requestInfo{id: id, text: id.String(), base: s.log}
+		// The trace id is that of the span traced started (see tracing.go).
 		if span := trace.SpanFromContext(r.Context()); span.SpanContext().IsValid() {
-			fields = append(fields, zap.Stringer("trace_id", span.SpanContext().TraceID()))
+			info.trace = span.SpanContext()
 			if span.IsRecording() {
-				span.SetAttributes(attribute.String("orderd.correlation_id", text))
+				span.SetAttributes(attribute.String("orderd.correlation_id", info.text))
 			}
 		}
-		log := s.log.WithLazy(fields...)
-		ctx := context.WithValue(r.Context(), correlationKey, id)
-		ctx = context.WithValue(ctx, loggerKey, log)
-		r = r.WithContext(ctx)
-		w.Header().Set("X-Correlation-ID", text)
+		r = r.WithContext(context.WithValue(r.Context(), requestKey, info))
+		w.Header()["X-Correlation-Id"] = []string{info.text}
 
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		if bad != nil {
@@ -67,21 +81,33 @@ func (s *Server) correlate(next http.Handler) http.Handler {
 			next.ServeHTTP(rec, r)
 		}
 		outcome, level := delivery(rec.failed)
-		if ce := log.Check(level, "request"); ce != nil {
-			ce.Write(zap.String("method", r.Method), zap.String("path", requestPath(r)),
-				zap.Int("status", rec.status), zap.String("outcome", outcome), zap.Duration("duration", time.Since(start)))
+		// Below info level most requests do not log: the fields are made
+		// only for an entry that is written.
+		if ce := s.log.Check(level, "request"); ce != nil {
+			ce.Write(append(info.fields(), zap.String("method", r.Method), zap.String("path", requestPath(r)),
+				zap.Int("status", rec.status), zap.String("outcome", outcome), zap.Duration("duration", time.Since(start)))...)
 		}
 	})
 }
 
-func correlationID(ctx context.Context) uuid.UUID {
-	id, _ := ctx.Value(correlationKey).(uuid.UUID)
-	return id
+// requestOf is the request's info as correlate recorded it, or nil.
+func requestOf(ctx context.Context) *requestInfo {
+	i, _ := ctx.Value(requestKey).(*requestInfo)
+	return i
 }
 
+func correlationID(ctx context.Context) uuid.UUID {
+	if i := requestOf(ctx); i != nil {
+		return i.id
+	}
+	return uuid.Nil
+}
+
+// logger is the request's logger: correlate's, with the request's
+// correlation and trace ids.
 func logger(ctx context.Context) *zap.Logger {
-	if l, ok := ctx.Value(loggerKey).(*zap.Logger); ok {
-		return l
+	if i := requestOf(ctx); i != nil {
+		return i.base.WithLazy(i.fields()...)
 	}
 	return zap.NewNop()
 }

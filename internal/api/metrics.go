@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,23 +43,42 @@ func (s *Server) command(name string, fn func(w http.ResponseWriter, r *http.Req
 		handled = s.idem.Middleware(handled)
 	}
 	h := func(w http.ResponseWriter, r *http.Request) {
-		handled.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), commandKey, name)))
+		if i := requestOf(r.Context()); i != nil {
+			i.command = name // no copy of the request for it
+		} else {
+			r = r.WithContext(context.WithValue(r.Context(), commandKey, name))
+		}
+		handled.ServeHTTP(w, r)
 	}
 	if s.metrics == nil {
 		return h
 	}
 	latency := s.metrics.latency.WithLabelValues(name)
+	// The command's counter of each status, looked up once: a look-up
+	// hashes the label values at every call.
+	var counts sync.Map // int status → prometheus.Counter
 	return func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
 		h(rec, r)
 		latency.Observe(time.Since(start).Seconds())
-		s.metrics.commands.WithLabelValues(name, strconv.Itoa(rec.status)).Inc()
+		c, ok := counts.Load(rec.status)
+		if !ok {
+			c, _ = counts.LoadOrStore(rec.status, s.metrics.commands.WithLabelValues(name, strconv.Itoa(rec.status)))
+		}
+		c.(prometheus.Counter).Inc()
 	}
 }
 
+// commandKey is the context key of a command's name on a request that
+// correlate did not see (a handler mounted on its own, in tests).
+const commandKey ctxKey = 1
+
 // commandName is the name of the command r runs, as its route set it.
 func commandName(ctx context.Context) string {
+	if i := requestOf(ctx); i != nil {
+		return i.command
+	}
 	name, _ := ctx.Value(commandKey).(string)
 	return name
 }

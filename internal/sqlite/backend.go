@@ -34,6 +34,12 @@ type Config struct {
 	// ViewCacheRows is how many orders, and as many customers, the read
 	// models keep in memory; 0: no row cache.
 	ViewCacheRows int
+	// ViewsConsumer names the feed consumer that writes the read models
+	// (the projector): the views then commit without an fsync each
+	// (DeferSync), and that consumer's progress is saved only after a
+	// Sync of every generation open. Empty: every batch of the views is
+	// synced as it commits.
+	ViewsConsumer string
 }
 
 // Backend is every port of orderd on the files of one data directory, for
@@ -88,8 +94,14 @@ func Open(ctx context.Context, cfg Config) (_ *Backend, err error) {
 	if cfg.ViewCacheRows > 0 {
 		opts = append(opts, WithRowCache(cfg.ViewCacheRows))
 	}
+	if cfg.ViewsConsumer != "" {
+		opts = append(opts, DeferSync())
+	}
 	if b.Catalog, err = OpenCatalog(ctx, cfg.Dir, log.Named("views"), opts...); err != nil {
 		return nil, err
+	}
+	if cfg.ViewsConsumer != "" {
+		b.Store.SyncBeforeSave(cfg.ViewsConsumer, b.Catalog.Sync)
 	}
 	if b.Ledger, err = OpenLedger(filepath.Join(cfg.Dir, "relay.db"), log.Named("ledger")); err != nil {
 		return nil, err

@@ -59,6 +59,7 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 	defer s.untrack(consumer)
 
 	saved, savedAt := pos, time.Now()
+	var syncErr error // a failed sync of the consumer's effects: nothing more is saved
 	save := func() error {
 		if pos == saved {
 			return nil
@@ -70,6 +71,18 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 			return err
 		}
 		defer release()
+		if sync := s.syncBeforeSave(consumer); sync != nil {
+			// Not retried, not even by the save when the subscription
+			// ends: after a failed fsync a second one may succeed
+			// without the pages the first lost. The subscription ends,
+			// and the next one starts from the progress saved before.
+			if syncErr == nil {
+				syncErr = sync()
+			}
+			if syncErr != nil {
+				return fmt.Errorf("sqlite: save progress of %s at %d: %w", consumer, pos, syncErr)
+			}
+		}
 		if err := s.saveProgress(consumer, pos); err != nil {
 			return fmt.Errorf("sqlite: save progress of %s at %d: %w", consumer, pos, err)
 		}
@@ -245,3 +258,22 @@ func (s *Store) saveProgress(consumer string, position int64) error {
 func (s *Store) Shards() int { return 1 }
 
 var _ store.Sharded = (*Store)(nil)
+
+// SyncBeforeSave has Subscribe call sync before it saves consumer's
+// progress: the consumer's effects (the read models, for the projector)
+// must be durable before the feed stops handing them again after a crash.
+// Call it before the consumer subscribes.
+func (s *Store) SyncBeforeSave(consumer string, sync func() error) {
+	s.syncsMu.Lock()
+	defer s.syncsMu.Unlock()
+	if s.syncs == nil {
+		s.syncs = map[string]func() error{}
+	}
+	s.syncs[consumer] = sync
+}
+
+func (s *Store) syncBeforeSave(consumer string) func() error {
+	s.syncsMu.Lock()
+	defer s.syncsMu.Unlock()
+	return s.syncs[consumer]
+}

@@ -125,6 +125,9 @@ type Store struct {
 	// Prepared once, not parsed again for every append.
 	insert, maxSeq, savepoint, release, rollbackTo, saveProgressQ *sql.Stmt // on w
 	loadQ, loadPageQ, feedQ, headQ, progressQ, versionQ           *sql.Stmt // on r
+
+	syncsMu sync.Mutex
+	syncs   map[string]func() error // by consumer: see SyncBeforeSave
 }
 
 // OpenStore opens (creating if needed) the event store at path, brings its schema

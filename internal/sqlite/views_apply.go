@@ -155,8 +155,9 @@ func closeAll(stmts ...*sql.Stmt) error {
 // readmodel.ErrGap (the feed never leaves gaps, so it reports a bug), and an
 // event that does not decode or cannot start its row returns an error too.
 //
-// When Apply returns nil the batch is durable and every row is at least at
-// its events' versions. The readers watching a row the batch held an event
+// When Apply returns nil the batch is committed (durable, unless the views
+// were opened with DeferSync: then once Sync returns) and every row is at
+// least at its events' versions. The readers watching a row the batch held an event
 // of are woken, even when the event was applied already: another orderd
 // process may have written the row, and a wait here must still end.
 func (v *Views) Apply(ctx context.Context, events []store.Event) (err error) {

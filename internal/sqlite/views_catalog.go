@@ -157,6 +157,12 @@ func (c *Catalog) Generations(ctx context.Context) ([]int64, error) {
 // that changes nothing unless from is current. Under a fence, the check of
 // its epoch and the commit are under the leases' lock.
 func (c *Catalog) Promote(ctx context.Context, from, n int64) error {
+	// What generation n holds must be durable before it becomes current:
+	// the feed's progress, which the projector saved after syncing the
+	// generations it wrote, then speaks for it (see DeferSync).
+	if err := c.Sync(); err != nil {
+		return fmt.Errorf("sqlite: views: promote generation %d: %w", n, err)
+	}
 	release, err := c.fences.hold(ctx, fmt.Sprintf("promote generation %d", n))
 	if err != nil {
 		return fmt.Errorf("sqlite: views: %w", err)
@@ -168,6 +174,24 @@ func (c *Catalog) Promote(ctx context.Context, from, n int64) error {
 	}
 	if done, err := res.RowsAffected(); err != nil || done == 0 {
 		return fmt.Errorf("sqlite: views: promote generation %d in place of %d: %w", n, from, errors.Join(readmodel.ErrNotCurrent, err))
+	}
+	return nil
+}
+
+// Sync makes every batch applied so far to the generations opened durable
+// (see Views.Sync): the feed calls it before it saves the progress of
+// Config.ViewsConsumer.
+func (c *Catalog) Sync() error {
+	c.mu.Lock()
+	views := make([]*Views, 0, len(c.views))
+	for _, v := range c.views {
+		views = append(views, v)
+	}
+	c.mu.Unlock()
+	for _, v := range views {
+		if err := v.Sync(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

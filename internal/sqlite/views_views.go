@@ -9,6 +9,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 
 	"go.uber.org/zap"
@@ -35,6 +36,11 @@ type Views struct {
 
 	// With FencedBy, the leases whose fences Apply checks; else nil.
 	fences *leases
+
+	// With DeferSync, the file commits without an fsync and Sync makes
+	// its commits durable; wal is the file Sync syncs.
+	deferSync bool
+	wal       string
 
 	// Changes wakes the readers of the rows an Apply committed.
 	readmodel.Changes
@@ -66,10 +72,23 @@ func FencedBy(s *Store) ViewsOption {
 	return func(v *Views) { v.fences = &s.leases }
 }
 
+// DeferSync has Apply commit without waiting for the disk
+// (synchronous=NORMAL: the commit is in the WAL file, in order, but not
+// fsynced) and Sync make every commit so far durable. Only for views
+// whose feed progress is saved after a Sync of them (Config.ViewsConsumer):
+// see OpenViews.
+func DeferSync() ViewsOption {
+	return func(v *Views) { v.deferSync = true }
+}
+
 // OpenViews opens, creating it if needed, the views database at path and brings
 // its schema up to date. It returns an error if the file cannot be opened
 // or migrated.
 func OpenViews(path string, log *zap.Logger, opts ...ViewsOption) (*Views, error) {
+	v := &Views{log: log, wal: path + "-wal"}
+	for _, opt := range opts {
+		opt(v)
+	}
 	// synchronous(FULL): Apply returning nil is what lets the feed record
 	// the batch as handled, in the event store's file. A commit that a power
 	// loss took back (as NORMAL allows in WAL mode) would leave the rows
@@ -77,16 +96,24 @@ func OpenViews(path string, log *zap.Logger, opts ...ViewsOption) (*Views, error
 	// would be a gap, and a min_version read would wait for ever. (When the
 	// projector's checkpoint lived in this file, in the same transaction as
 	// the rows, both went back together and NORMAL was enough.)
+	//
+	// With DeferSync, NORMAL: the feed saves the progress only after Sync,
+	// which makes every commit before it durable, so the saved progress is
+	// never ahead of the views on the disk either; a power loss may take
+	// back batches after it, which the projector, resuming from it, writes
+	// again. One fsync per progress save (at most every ProgressEvery)
+	// instead of one per batch.
+	sync := "FULL"
+	if v.deferSync {
+		sync = "NORMAL"
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	write, read, err := openDB(ctx, path, "sqlite/views", dbOptions{Synchronous: "FULL"})
+	write, read, err := openDB(ctx, path, "sqlite/views", dbOptions{Synchronous: sync})
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: views: %w", err)
 	}
-	v := &Views{write: write, read: read, log: log}
-	for _, opt := range opts {
-		opt(v)
-	}
+	v.write, v.read = write, read
 	if err := v.stmts.prepare(ctx, write); err != nil {
 		_ = v.Close()
 		return nil, fmt.Errorf("sqlite: views: %s: %w", path, err)
@@ -110,3 +137,31 @@ var (
 	_ store.Handler   = (*Views)(nil).Apply
 	_ readmodel.Views = (*Views)(nil)
 )
+
+// Sync makes every batch Apply committed so far durable: with DeferSync,
+// an fsync of the WAL file, which holds every commit since the last
+// checkpoint (a checkpoint syncs the WAL before it copies it into the
+// database, and the database before the WAL starts over, also under
+// NORMAL); without, nothing, as each commit was synced already. No WAL
+// file: everything is in the database, synced by the checkpoint that
+// removed it.
+func (v *Views) Sync() error {
+	if !v.deferSync {
+		return nil
+	}
+	f, err := os.Open(v.wal)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: views: sync: %w", err)
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("sqlite: views: sync: %w", err)
+	}
+	return nil
+}
