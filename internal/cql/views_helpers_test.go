@@ -2,6 +2,8 @@ package cql
 
 import (
 	"context"
+	"regexp"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -60,13 +62,17 @@ func (e *env) catalog(t testing.TB) *Catalog {
 	return NewCatalog(e.session(t), e.ks, zap.NewNop())
 }
 
-// session returns a new session on the env's keyspace, closed when t ends.
-func (e *env) session(t testing.TB) gocqlx.Session {
+// session returns a new session on the env's keyspace, closed when t ends,
+// configured further by opts.
+func (e *env) session(t testing.TB, opts ...func(*gocql.ClusterConfig)) gocqlx.Session {
 	t.Helper()
 	c := gocql.NewCluster(e.hosts...)
 	c.Keyspace = e.ks
 	// A loaded 2-vCPU node can take seconds over a contended Paxos round.
 	c.Timeout, c.ConnectTimeout = 15*time.Second, 15*time.Second
+	for _, opt := range opts {
+		opt(c)
+	}
 	s, err := gocqlx.WrapSession(c.CreateSession())
 	if err != nil {
 		t.Fatalf("connect to %v: %v", e.hosts, err)
@@ -98,4 +104,47 @@ func foldOrder(t testing.TB, events []store.Event) readmodel.Order {
 	}
 	o.CreatedAt, o.UpdatedAt = o.CreatedAt.Truncate(time.Millisecond), o.UpdatedAt.Truncate(time.Millisecond)
 	return o
+}
+
+// lwtCounter counts the lightweight transactions a session sends: the
+// statements with an IF clause, alone or in a batch. Serial reads are not
+// among them; no path these tests take reads serially.
+type lwtCounter struct{ n atomic.Int64 }
+
+// conditionalCQL matches a statement with a condition.
+var conditionalCQL = regexp.MustCompile(`(?i)\bIF\b`)
+
+func (c *lwtCounter) ObserveQuery(_ context.Context, q gocql.ObservedQuery) {
+	if conditionalCQL.MatchString(q.Statement) {
+		c.n.Add(1)
+	}
+}
+
+func (c *lwtCounter) ObserveBatch(_ context.Context, b gocql.ObservedBatch) {
+	for _, stmt := range b.Statements {
+		if conditionalCQL.MatchString(stmt) {
+			c.n.Add(1)
+			return // one Paxos round for the batch
+		}
+	}
+}
+
+// countedViews returns views on a session of their own whose
+// lightweight transactions c counts.
+func (e *env) countedViews(t testing.TB, c *lwtCounter) *Views {
+	t.Helper()
+	s := e.session(t, func(cfg *gocql.ClusterConfig) { cfg.QueryObserver, cfg.BatchObserver = c, c })
+	return NewViews(s, zap.NewNop())
+}
+
+// fenced returns ctx with the fence of a lease taken for the test, as the
+// projector's feed hands its batches over.
+func (e *env) fenced(t testing.TB, ctx context.Context) context.Context {
+	t.Helper()
+	lease := "views-" + uuid.NewString()
+	epoch, err := e.store.Acquire(ctx, lease, "test", time.Hour)
+	if err != nil {
+		t.Fatalf("acquire lease %s: %v", lease, err)
+	}
+	return store.WithFence(ctx, store.Fence{Lease: lease, Epoch: epoch})
 }

@@ -217,3 +217,147 @@ func TestRedeliveryRepairsCustomerList(t *testing.T) {
 		t.Errorf("list after the redelivery =\n%+v, %v\nwant\n%+v", list, err, []readmodel.OrderSummary{want.Summary()})
 	}
 }
+
+// TestRowsStampedWithVersion checks the write timestamps themselves, in
+// generation 0 and in one a rebuild creates: every cell of an order's row,
+// of its row in the customer's list and of a customer's row carries the
+// version it holds, so that the next version always wins and an older one
+// never does.
+func TestRowsStampedWithVersion(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	catalog := e.catalog(t)
+	for _, gen := range []int64{0, 1} {
+		t.Run(fmt.Sprintf("generation %d", gen), func(t *testing.T) {
+			g, err := catalog.Create(ctx, gen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := g.(*Views)
+			events := readmodeltest.Pipeline(t, 11)
+			if err := v.Apply(ctx, events); err != nil {
+				t.Fatal(err)
+			}
+			tb := tablesOf(gen)
+			sess := v.session.Session
+			for _, ev := range events {
+				var stamps []int64
+				var version int64
+				switch ev.AggregateType {
+				case "Order":
+					o, err := v.Order(ctx, ev.AggregateID)
+					if err != nil {
+						t.Fatal(err)
+					}
+					version = o.Version
+					var a, b, c, d, s1, s2 int64
+					if err := sess.Query(`SELECT WRITETIME(status), WRITETIME(items), WRITETIME(version), WRITETIME(updated_at)
+						FROM `+tb.orders+` WHERE id = ?`, o.ID).Scan(&a, &b, &c, &d); err != nil {
+						t.Fatal(err)
+					}
+					if err := sess.Query(`SELECT WRITETIME(status), WRITETIME(version) FROM `+tb.summaries+`
+						WHERE customer_id = ? AND order_id = ?`, o.CustomerID, o.ID).Scan(&s1, &s2); err != nil {
+						t.Fatal(err)
+					}
+					stamps = []int64{a, b, c, d, s1, s2}
+				case "Customer":
+					cu, err := v.Customer(ctx, ev.AggregateID)
+					if err != nil {
+						t.Fatal(err)
+					}
+					version = cu.Version
+					var a, b int64
+					if err := sess.Query(`SELECT WRITETIME(email), WRITETIME(version) FROM `+tb.customers+` WHERE id = ?`,
+						cu.ID).Scan(&a, &b); err != nil {
+						t.Fatal(err)
+					}
+					stamps = []int64{a, b}
+				}
+				for _, s := range stamps {
+					if s != versionStamp(version) {
+						t.Errorf("%s %s at version %d: write timestamps %v, want all %d", ev.AggregateType, ev.AggregateID,
+							version, stamps, versionStamp(version))
+						break
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestConditionalRowsStayConditional upgrades a row an earlier release
+// wrote with a lightweight transaction (its cells carry the clock's
+// timestamp): the next events must still land on it, through the
+// conditional path, since a plain write stamped with the version would be
+// lost under the clock's timestamps and leave the row behind for good; and
+// a redelivery of its old events must not move it back.
+func TestConditionalRowsStayConditional(t *testing.T) {
+	e := newEnv(t)
+	v := e.views(t, nil)
+	ctx := context.Background()
+	events := readmodeltest.Pipeline(t, 11)
+	id := events[1].AggregateID
+	order := eventsOf(events, id)
+	old := foldOrder(t, order[:2])
+	if ok, err := (orderTable{v}).writeIf(ctx, old, 0); err != nil || !ok {
+		t.Fatalf("write version 2 as an earlier release did: applied %v, %v", ok, err)
+	}
+	if err := (orderTable{v}).written(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Apply(ctx, order); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.Apply(ctx, order[:2]); err != nil {
+		t.Fatal(err)
+	}
+	want := foldOrder(t, order)
+	got, stamp, err := v.order(ctx, id, v.consistency)
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("Order =\n%+v, %v\nwant\n%+v", got, err, want)
+	}
+	if !conditional(stamp) {
+		t.Errorf("version cell written at %d, want the clock's (a lightweight transaction's)", stamp)
+	}
+	list, err := v.CustomerOrders(ctx, want.CustomerID, uuid.Nil, 10)
+	if err != nil || !reflect.DeepEqual(list, []readmodel.OrderSummary{want.Summary()}) {
+		t.Errorf("CustomerOrders =\n%+v, %v\nwant\n%+v", list, err, []readmodel.OrderSummary{want.Summary()})
+	}
+}
+
+// TestOneLWTPerBatch counts the lightweight transactions of a fenced batch
+// of 256 events over many orders: the fence check only, where every row
+// write was one before (the conditional path, which the count also shows).
+func TestOneLWTPerBatch(t *testing.T) {
+	e := newEnv(t)
+	for _, tt := range []struct {
+		name        string
+		conditional bool
+	}{{"stamped", false}, {"conditional", true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			var c lwtCounter
+			v := e.countedViews(t, &c)
+			v.conditionalRows = tt.conditional
+			ctx := e.fenced(t, context.Background())
+			events := readmodeltest.Pipeline(t, 256)
+			aggregates := map[uuid.UUID]bool{}
+			for _, ev := range events {
+				aggregates[ev.AggregateID] = true
+			}
+			c.n.Store(0)
+			if err := v.Apply(ctx, events); err != nil {
+				t.Fatal(err)
+			}
+			want := int64(1)
+			if tt.conditional {
+				want += int64(len(aggregates))
+			}
+			if n := c.n.Load(); n != want {
+				t.Errorf("lightweight transactions for a batch of %d events of %d aggregates: %d, want %d",
+					len(events), len(aggregates), n, want)
+			}
+			t.Logf("%s: %d lightweight transactions for a batch of %d events of %d aggregates", tt.name, c.n.Load(),
+				len(events), len(aggregates))
+		})
+	}
+}
