@@ -70,3 +70,44 @@ func BenchmarkCommandToProjection(b *testing.B) {
 	b.ReportMetric(q(0.50), "p50-ms")
 	b.ReportMetric(q(0.99), "p99-ms")
 }
+
+// BenchmarkApplyDrain drains a backlog of 20,000 events (order lifecycles
+// staggered, readmodeltest.Pipeline) through Apply in the feed's batches of
+// 256, fenced as the projector's are, side by side in one run: rows=lwt
+// writes every row with a lightweight transaction, as before issue 17
+// (conditionalRows); rows=stamped writes them plain, stamped with their
+// versions. It reports the events drained per second and the lightweight
+// transactions per batch. Run it with -benchtime 1x (one drain per run) and
+// -count for repeats: the modes then alternate. Figures and the machine's
+// state are in docs/performance.md.
+func BenchmarkApplyDrain(b *testing.B) {
+	const backlog, size = 20_000, 256
+	e := newEnv(b)
+	for _, mode := range []struct {
+		name        string
+		conditional bool
+	}{{"lwt", true}, {"stamped", false}} {
+		b.Run("rows="+mode.name, func(b *testing.B) {
+			var c lwtCounter
+			v := e.countedViews(b, &c)
+			v.conditionalRows = mode.conditional
+			ctx := e.fenced(b, context.Background())
+			var drained, batches int
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				events := readmodeltest.Pipeline(b, backlog)
+				b.StartTimer()
+				for i := 0; i < len(events); i += size {
+					if err := v.Apply(ctx, events[i:min(i+size, len(events))]); err != nil {
+						b.Fatal(err)
+					}
+					batches++
+				}
+				drained += len(events)
+			}
+			b.ReportMetric(float64(drained)/b.Elapsed().Seconds(), "events/s")
+			b.ReportMetric(float64(c.n.Load())/float64(batches), "lwt/batch")
+		})
+	}
+}
