@@ -65,8 +65,9 @@ type table[R any] interface {
 	// apply projects e onto r with readmodel's pure function.
 	apply(r *R, e store.Event) (bool, error)
 	version(r R) int64
-	// write stores r as a plain write at versionStamp(version(r)): the
-	// row ends at r's version or a greater one.
+	// write stores r, and what derives from it (see written), as plain
+	// writes at versionStamp(version(r)): the rows end at r's version or
+	// a greater one.
 	write(ctx context.Context, r R) error
 	// writeIf stores r if the row is still at version base (absent for
 	// 0), reporting whether it was: a lightweight transaction, for the
@@ -91,13 +92,31 @@ func (t orderTable) read(ctx context.Context, id uuid.UUID, c gocql.Consistency)
 func (orderTable) apply(o *readmodel.Order, e store.Event) (bool, error) { return o.Apply(e) }
 func (orderTable) version(o readmodel.Order) int64                       { return o.Version }
 
+// write writes the order's row and its row in its customer's list in one
+// unlogged batch: two partitions, written in parallel by the coordinator
+// in one round trip from here, each stamped with the version. The batch is
+// not atomic (an unlogged one has no batchlog); it need not be, since a
+// write that lands alone is completed by the feed's redelivery (see
+// written), and either row alone is a state the events reached.
 func (t orderTable) write(ctx context.Context, o readmodel.Order) error {
 	items, err := json.Marshal(o.Items)
 	if err != nil {
 		return fmt.Errorf("encode items of order %s: %w", o.ID, err)
 	}
-	return t.v.plain(ctx, t.v.q.writeOrder, o.ID, o.CustomerID, o.Status, string(items), o.TrackingNumber,
-		o.Carrier, o.CancelledReason, o.Version, o.CreatedAt, o.UpdatedAt, versionStamp(o.Version))
+	s := o.Summary()
+	b := t.v.session.Session.NewBatch(gocql.UnloggedBatch).WithContext(ctx)
+	b.SetConsistency(t.v.consistency)
+	// Idempotent: the stamps make a repeat harmless, so the driver may
+	// retry the batch.
+	b.Entries = append(b.Entries,
+		gocql.BatchEntry{Stmt: t.v.q.writeOrder, Idempotent: true, Args: []any{o.ID, o.CustomerID, o.Status, string(items),
+			o.TrackingNumber, o.Carrier, o.CancelledReason, o.Version, o.CreatedAt, o.UpdatedAt, versionStamp(o.Version)}},
+		gocql.BatchEntry{Stmt: t.v.q.writeSummary, Idempotent: true, Args: []any{o.CustomerID, s.ID, s.Status, s.ItemCount,
+			s.Quantity, s.Version, s.CreatedAt, s.UpdatedAt, versionStamp(s.Version)}})
+	if err := t.v.session.Session.ExecuteBatch(b); err != nil {
+		return fmt.Errorf("write order %s with its row in the list of customer %s: %w", o.ID, o.CustomerID, err)
+	}
+	return nil
 }
 
 func (t orderTable) writeIf(ctx context.Context, o readmodel.Order, base int64) (bool, error) {
@@ -113,15 +132,14 @@ func (t orderTable) writeIf(ctx context.Context, o readmodel.Order, base int64) 
 		o.Carrier, o.CancelledReason, o.Version, o.CreatedAt, o.UpdatedAt, o.ID, base)
 }
 
-// written upserts the order's row in its customer's list, at
-// versionStamp of the order's version like the order's own row (always,
-// also beside a conditional order row: the list never had a condition).
-// So a projector that stalls between the order's write of version n and
-// this one cannot, when it wakes, undo the row of version n+1 that another
-// projector wrote meanwhile. A crash between the two writes leaves the
-// list behind only until the feed delivers the batch again, as it does
-// with every batch Apply did not return nil for (Apply rewrites the list
-// when the last event it is given is the row's version).
+// written upserts the order's row in its customer's list alone, at
+// versionStamp of the order's version like the order's own row: after a
+// conditional write of the order (whose list row never had a condition),
+// and when a redelivery finds the order at the version of its last event,
+// which may be the feed's repeat after a crash that left the list behind
+// (write's batch is not atomic, nor is a conditional write and this one).
+// A projector that stalls before this write cannot, when it wakes, undo
+// the list row of version n+1 that another projector wrote meanwhile.
 //
 // The partition is the customer's, but each of its rows holds the data of
 // one order, stamped with that order's version: the versions of different
@@ -151,6 +169,7 @@ func (t customerTable) read(ctx context.Context, id uuid.UUID, c gocql.Consisten
 func (customerTable) apply(c *readmodel.Customer, e store.Event) (bool, error) { return c.Apply(e) }
 func (customerTable) version(c readmodel.Customer) int64                       { return c.Version }
 
+// write writes the customer's row; nothing derives from it.
 func (t customerTable) write(ctx context.Context, c readmodel.Customer) error {
 	return t.v.plain(ctx, t.v.q.writeCustomer, c.ID, c.Email, c.FirstName, c.LastName, c.Phone,
 		c.Version, c.RegisteredAt, c.UpdatedAt, versionStamp(c.Version))

@@ -81,12 +81,13 @@ func statementsOf(t tables) statements {
 
 // createStatements returns the DDL that creates generation gen's tables
 // when they are missing: the columns and options of
-// migrations/scylla/0101_views.cql, with the comment 0204 gives
-// generation 0 (see there for the design notes, which hold for every
-// generation).
+// migrations/scylla/0101_views.cql, with the comment 0250 gives
+// generation 0 (see 0101, 0204 and 0250 for the design notes, which hold
+// for every generation).
 func createStatements(gen int64) []string {
 	t := tablesOf(gen)
 	comment := fmt.Sprintf("Generation %d of the read models, derived from the events by the projector. "+
+		"Each row is written whole at USING TIMESTAMP <its version>: never write it with a timestamp of the clock (see 0250). "+
 		"Not refilled when truncated: rebuild them with orderd rebuild (a blue/green rebuild, see README).", gen)
 	return []string{
 		`CREATE TABLE IF NOT EXISTS ` + t.orders + ` (
