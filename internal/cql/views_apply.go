@@ -40,8 +40,8 @@ const maxAttempts = 16
 // (conditional).
 //
 // So a batch costs one Paxos round, the fence check, and per aggregate
-// one read and one write (two for an order: its row in its customer's
-// list), however many instances write.
+// one read and one write (for an order, one unlogged batch of its row and
+// its row in its customer's list), however many instances write.
 //
 // Aggregates are independent, so Apply works on several at once, and
 // Cassandra has no transaction across them: on error some rows may be
