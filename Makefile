@@ -127,8 +127,9 @@ bench:
 
 # orderd against a bare chi+JSON handler under wrk, side by side (two
 # rounds of create, GET, one-connection create, and orderd's keyed creates
-# and lifecycle mix), with a CPU profile of orderd's create run; about 4
-# minutes.
+# and lifecycle mix), with each server's CPU per request, the disk's synced
+# write beside the one-connection create, and a CPU profile of orderd's
+# create run; about 4 minutes.
 .PHONY: wrk
 wrk:
 	scripts/deps.sh

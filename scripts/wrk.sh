@@ -12,13 +12,24 @@
 # and on orderd alone, creates with an Idempotency-Key each (keyed, the
 # same load as create), and the lifecycle mix with its read-your-writes reads
 # (orderd bench -mix lifecycle). The first round also takes a CPU profile
-# of orderd during its create run (.cache/wrk/create.pprof; go tool pprof
+# of orderd during its create run, unless BEFORE is set and PROFILE=1 is
+# not (.cache/wrk/create.pprof; go tool pprof
 # -top .cache/wrk/orderd .cache/wrk/create.pprof). A table of the figures and
 # the ratios ends the output; every wrk output is in .cache/wrk/.
 #
 #   scripts/wrk.sh            # RUNS=2 DURATION=10s CONNS=64
 #   BEFORE=main scripts/wrk.sh   # also an earlier build (a git revision or a
 #                                # binary) in every round, compared side by side
+#   ORDERD=bin BEFORE=bin2 scripts/wrk.sh   # two given binaries
+#
+# Every wrk row also gives the server's own CPU per request (user +
+# system time from /proc/PID/stat over the run, divided by the requests):
+# unlike throughput, it holds when other work shares the machine. Each
+# round measures the disk's synced write in orderd's data directory (200
+# appends of 4 KiB, each followed by fdatasync) just before the
+# one-connection creates, and the summary puts the two side by side, with
+# the keyed/unkeyed ratio of the round and the load average at its start
+# (issue 20's targets).
 #
 # wrk runs on the same two cores as the server, as the README's figures do;
 # it is a Debian package (scripts/deps.sh installs it).
@@ -55,12 +66,22 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 say "building orderd and the baseline"
-go build -o "$OUT/orderd" ./cmd/orderd
+# ORDERD: a binary to load instead of this tree's build (to compare two
+# earlier builds with BEFORE).
+if [ -n "${ORDERD:-}" ]; then
+	cp "$ORDERD" "$OUT/orderd"
+else
+	go build -o "$OUT/orderd" ./cmd/orderd
+fi
 go build -o "$work/baseline" ./scripts/wrk/baseline
 # BEFORE: another build of orderd (a binary, or a git revision built here)
 # that every round also loads, right after this one, for a side-by-side
 # comparison of a change.
 BEFORE=${BEFORE:-}
+# PROFILE=1 takes the CPU profile of the first round; by default only
+# without BEFORE, since the profiler's own cost (a few % of the CPU) would
+# count against this build in the comparison.
+PROFILE=${PROFILE:-$([ -n "$BEFORE" ] && echo 0 || echo 1)}
 if [ -n "$BEFORE" ] && [ -x "$BEFORE" ]; then
 	cp "$BEFORE" "$OUT/before"
 elif [ -n "$BEFORE" ]; then
@@ -77,10 +98,22 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 wrk_run() {
 	local name=$1 url=$2 lua=$3 conns=$4 duration=$5 threads=2
 	[ "$conns" -lt 2 ] && threads=1
+	local before after
+	before=$(cpu_ticks "$pid")
 	wrk -t"$threads" -c"$conns" -d"$duration" --latency -s "$lua" "$url" >"$OUT/$name.txt"
+	after=$(cpu_ticks "$pid")
+	# The server's own CPU over the run (user + system, from /proc), per
+	# request: unlike throughput, robust to other work on the machine.
+	awk -v b="$before" -v a="$after" -v hz="$(getconf CLK_TCK)" '/ requests in / {
+		printf "cpu_us_per_request: %.1f\n", (a - b) / hz * 1e6 / $1 }' "$OUT/$name.txt" >>"$OUT/$name.txt"
 	grep -q "Non-2xx" "$OUT/$name.txt" && { cat "$OUT/$name.txt" >&2; die "$name: answers other than 2xx"; }
-	say "$name: $(rps "$OUT/$name.txt") requests/s, p50 $(pct "$OUT/$name.txt" 50%) ms, p99 $(pct "$OUT/$name.txt" 99%) ms"
+	say "$name: $(rps "$OUT/$name.txt") requests/s, p50 $(pct "$OUT/$name.txt" 50%) ms, p99 $(pct "$OUT/$name.txt" 99%) ms, $(cpu "$OUT/$name.txt") µs of CPU per request"
 }
+# cpu_ticks PID: the process's user + system CPU time so far, in clock ticks
+# (fields 14 and 15 of /proc/PID/stat; the command name, field 2, has no
+# space for orderd or the baseline).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu() { awk '/^cpu_us_per_request:/ {print $2}' "$1"; }
 rps() { awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$1"; }
 # pct FILE P: wrk's latency percentile P ("50%") in milliseconds.
 pct() {
@@ -89,6 +122,32 @@ pct() {
 		if (u == "us") v /= 1000; else if (u == "s") v *= 1000
 		printf "%.2f", v; exit }' "$1"
 }
+
+# sync_probe FILE DIR: the disk's synced-write latency, measured now, where
+# orderd's files are: 200 appends of a 4 KiB page to a file in DIR, each
+# followed by fdatasync (what a commit of the WAL at synchronous=FULL
+# costs at least), the p50 and p90 in milliseconds into FILE.
+sync_probe() {
+	python3 - "$2" >"$1" <<'PY'
+import os, sys, time
+path = os.path.join(sys.argv[1], "sync-probe")
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+page, took = b"\0" * 4096, []
+try:
+    for _ in range(200):
+        t = time.perf_counter()
+        os.write(fd, page)
+        os.fdatasync(fd)
+        took.append(time.perf_counter() - t)
+finally:
+    os.close(fd)
+    os.unlink(path)
+took.sort()
+print("sync_p50_ms: %.3f" % (took[len(took) // 2] * 1e3))
+print("sync_p90_ms: %.3f" % (took[len(took) * 9 // 10] * 1e3))
+PY
+}
+sync_p50() { awk '/^sync_p50_ms:/ {print $2}' "$1"; }
 
 body='{"customer_id":"%s","items":[{"product_id":"0192f3a4-5b6c-7d8e-9f01-23456789abcd","quantity":2},{"product_id":"0192f3a4-5b6c-7d8e-9f01-23456789abce","quantity":1}]}'
 
@@ -109,7 +168,7 @@ orderd_round() {
 		-d "{\"email\":\"wrk-$run-$RANDOM@example.com\",\"first_name\":\"W\",\"last_name\":\"Rk\"}" |
 		python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
 	profile=
-	if [ "$run" = 1 ] && [ "$name" = orderd ]; then
+	if [ "$run" = 1 ] && [ "$name" = orderd ] && [ "$PROFILE" = 1 ]; then
 		secs=$(( ${DURATION%s} > 4 ? ${DURATION%s} - 2 : 2 ))
 		curl -fsS -o "$OUT/create.pprof" "http://127.0.0.1:$dport/debug/pprof/profile?seconds=$secs" &
 		profile=$!
@@ -129,6 +188,8 @@ for _ in range(2):
     after = "&after=" + page["next_after"]
 PY
 	WRK_PATHS=$work/orderd.paths wrk_run "$name-get-$run" "$base" scripts/wrk/get.lua "$CONNS" "$DURATION"
+	sync_probe "$OUT/$name-sync-$run.txt" "$work/data"
+	say "$name: a synced 4 KiB write in the data directory, p50 $(sync_p50 "$OUT/$name-sync-$run.txt") ms"
 	WRK_BODY=$(printf "$body" "$customer") wrk_run "$name-create1-$run" "$base/v1/orders" scripts/wrk/create.lua 1 5s
 	WRK_BODY=$(printf "$body" "$customer") wrk_run "$name-keyed-$run" "$base/v1/orders" scripts/wrk/keyed.lua "$CONNS" "$DURATION"
 	"$OUT/orderd" bench -addr "$base" -mix lifecycle -connections "$CONNS" -duration "$DURATION" >"$OUT/$name-lifecycle-$run.txt" 2>/dev/null
@@ -138,6 +199,9 @@ PY
 }
 
 for run in $(seq "$RUNS"); do
+	# The machine's load when the round starts: CPU per request holds under
+	# other work, throughput does not.
+	cut -d' ' -f1-3 /proc/loadavg >"$OUT/load-$run.txt"
 	# --- the baseline ------------------------------------------------------
 	port=$(free_port)
 	"$work/baseline" -addr "127.0.0.1:$port" >"$work/server.log" 2>&1 &
@@ -157,25 +221,26 @@ done
 
 # --- the table -------------------------------------------------------------
 echo
-printf '%-10s %4s %10s %10s %6s %9s %9s %9s %9s\n' load run baseline orderd ratio "base p50" "orderd p50" "base p99" "orderd p99"
+# The µs columns are each server's own CPU per request over the run.
+printf '%-10s %4s %10s %10s %6s %9s %9s %9s %9s %8s %8s\n' load run baseline orderd ratio "base p50" "orderd p50" "base p99" "orderd p99" "base µs" "orderd µs"
 for load in create get create1; do
 	for run in $(seq "$RUNS"); do
 		b=$OUT/baseline-$load-$run.txt o=$OUT/orderd-$load-$run.txt
-		printf '%-10s %4s %10s %10s %6s %9s %9s %9s %9s\n' "$load" "$run" "$(rps "$b")" "$(rps "$o")" \
+		printf '%-10s %4s %10s %10s %6s %9s %9s %9s %9s %8s %8s\n' "$load" "$run" "$(rps "$b")" "$(rps "$o")" \
 			"$(awk -v b="$(rps "$b")" -v o="$(rps "$o")" 'BEGIN {printf "%.2f", o / b}')" \
-			"$(pct "$b" 50%)" "$(pct "$o" 50%)" "$(pct "$b" 99%)" "$(pct "$o" 99%)"
+			"$(pct "$b" 50%)" "$(pct "$o" 50%)" "$(pct "$b" 99%)" "$(pct "$o" 99%)" "$(cpu "$b")" "$(cpu "$o")"
 	done
 done
 # With BEFORE, this build against it: the ratio is this one's to before's.
 if [ -n "$BEFORE" ]; then
 	echo
-	printf '%-10s %4s %10s %10s %6s %9s %9s %9s %9s\n' load run before orderd ratio "bef p50" "orderd p50" "bef p99" "orderd p99"
+	printf '%-10s %4s %10s %10s %6s %9s %9s %9s %9s %8s %8s\n' load run before orderd ratio "bef p50" "orderd p50" "bef p99" "orderd p99" "bef µs" "orderd µs"
 	for load in create get create1 keyed; do
 		for run in $(seq "$RUNS"); do
 			b=$OUT/before-$load-$run.txt o=$OUT/orderd-$load-$run.txt
-			printf '%-10s %4s %10s %10s %6s %9s %9s %9s %9s\n' "$load" "$run" "$(rps "$b")" "$(rps "$o")" \
+			printf '%-10s %4s %10s %10s %6s %9s %9s %9s %9s %8s %8s\n' "$load" "$run" "$(rps "$b")" "$(rps "$o")" \
 				"$(awk -v b="$(rps "$b")" -v o="$(rps "$o")" 'BEGIN {printf "%.2f", o / b}')" \
-				"$(pct "$b" 50%)" "$(pct "$o" 50%)" "$(pct "$b" 99%)" "$(pct "$o" 99%)"
+				"$(pct "$b" 50%)" "$(pct "$o" 50%)" "$(pct "$b" 99%)" "$(pct "$o" 99%)" "$(cpu "$b")" "$(cpu "$o")"
 		done
 	done
 	for run in $(seq "$RUNS"); do
@@ -185,10 +250,22 @@ if [ -n "$BEFORE" ]; then
 	done
 	echo
 fi
-# Keyed creates have no baseline: their ratio is to orderd's unkeyed ones.
+# Keyed creates have no baseline: their ratio is to orderd's unkeyed ones
+# of the same round (issue 20's target: at least 0.8).
 for run in $(seq "$RUNS"); do
 	k=$OUT/orderd-keyed-$run.txt o=$OUT/orderd-create-$run.txt
-	printf '%-10s %4s %10s %10s %6s %9s %9s %9s %9s\n' keyed "$run" - "$(rps "$k")" \
+	printf '%-10s %4s %10s %10s %6s %9s %9s %9s %9s %8s %8s\n' keyed "$run" - "$(rps "$k")" \
 		"$(awk -v o="$(rps "$o")" -v k="$(rps "$k")" 'BEGIN {printf "%.2f", k / o}')" \
-		- "$(pct "$k" 50%)" - "$(pct "$k" 99%)"
+		- "$(pct "$k" 50%)" - "$(pct "$k" 99%)" - "$(cpu "$k")"
+done
+# One connection's create against the disk's synced write of the same round
+# (issue 20's target: p50 at most the synced write + 0.15 ms), and the CPU
+# per create at 64 connections (target: at most 50 µs).
+echo
+for run in $(seq "$RUNS"); do
+	o=$OUT/orderd-create1-$run.txt y=$OUT/orderd-sync-$run.txt
+	echo "round $run: create/1 p50 $(pct "$o" 50%) ms, synced 4 KiB write p50 $(sync_p50 "$y") ms," \
+		"difference $(awk -v o="$(pct "$o" 50%)" -v y="$(sync_p50 "$y")" 'BEGIN {printf "%.2f", o - y}') ms;" \
+		"CPU per create $(cpu "$OUT/orderd-create-$run.txt") µs, per keyed create $(cpu "$OUT/orderd-keyed-$run.txt") µs;" \
+		"load average at the start $(cat "$OUT/load-$run.txt")"
 done

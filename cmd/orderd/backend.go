@@ -82,6 +82,7 @@ type eventStore interface {
 	store.Store
 	store.Feed
 	store.Leases
+	store.Membership
 	store.Log
 	store.WriteHealth
 }

@@ -95,12 +95,47 @@ func (c *cluster) kill(n *node) {
 
 type readyzBody struct {
 	Status     string
-	Components map[string]struct {
-		Status, Detail, Role, Active string
-		Lag                          *int64
-		Epoch, Fenced                int64 // the lease epoch of this instance's last take; its runs a fence ended
+	Components map[string]readyzComponent
+}
+
+// readyzComponent is a component of /readyz as the tests read it.
+type readyzComponent struct {
+	Status, Detail, Role, Active string
+	Lag                          *int64
+	Epoch, Fenced                int64 // the lease epoch of this instance's last take; its runs a fence ended
+	// Of a worker split into shards (worker.Balanced): how many this
+	// instance holds, and every shard with its holder as its balancer saw
+	// it (Here: this instance holds it now, at Epoch).
+	Held   *int
+	Shards []struct {
+		Shard  int
+		Holder string
+		Epoch  int64
+		Here   bool
 	}
 }
+
+// held returns the shards this instance holds now, each with the epoch of
+// its take: of a worker that is not split, shard 0 while it is active.
+func (c readyzComponent) held() map[int]int64 {
+	out := map[int]int64{}
+	if c.Shards == nil {
+		if c.Role == worker.RoleActive {
+			out[0] = c.Epoch
+		}
+		return out
+	}
+	for _, sh := range c.Shards {
+		if sh.Here {
+			out[sh.Shard] = sh.Epoch
+		}
+	}
+	return out
+}
+
+// shards returns how many shards the worker is split into: 1 when it is
+// not.
+func (c readyzComponent) shards() int { return max(1, len(c.Shards)) }
 
 func (n *node) ready(t testing.TB) readyzBody {
 	var r readyzBody
@@ -108,30 +143,95 @@ func (n *node) ready(t testing.TB) readyzBody {
 	return r
 }
 
-// active waits until exactly one living node runs the worker name and every
-// living node names it as the active one, and returns it.
+// active waits until the living nodes run the worker name between them
+// (see activeAmong), and returns the one that runs the most of it.
 func (c *cluster) active(name string, within time.Duration) *node {
 	c.t.Helper()
+	return activeAmong(c.t, name, c.alive(), within)
+}
+
+// activeAmong waits until nodes run the worker name between them, and
+// returns the one that runs the most of it. Of a worker that is not
+// split: exactly one of nodes runs it and all of nodes name it as the
+// active one. Of a worker split into shards: every shard is held by
+// exactly one of nodes, as each node's own leases say (what the
+// balancers' views say may lag behind); the one holding the most shards
+// (the lowest id among equals) is returned. It ignores the other nodes,
+// such as one cut off from the store, whose /readyz may be late or stale.
+func activeAmong(t testing.TB, name string, nodes []*node, within time.Duration) *node {
+	t.Helper()
 	deadline := time.Now().Add(within)
 	for {
-		var actives []*node
+		var (
+			actives []*node
+			most    *node
+			mostN   int
+			count   int
+		)
 		names := map[string]bool{}
-		nodes := c.alive()
+		holders := map[int][]string{}
 		for _, n := range nodes {
-			comp := n.ready(c.t).Components[name]
+			comp := n.ready(t).Components[name]
 			if comp.Role == worker.RoleActive {
 				actives = append(actives, n)
 			}
 			names[comp.Active] = true
+			held := comp.held()
+			for sh := range held {
+				holders[sh] = append(holders[sh], n.id)
+			}
+			if len(held) > mostN || len(held) == mostN && most != nil && n.id < most.id {
+				most, mostN = n, len(held)
+			}
+			count = max(count, comp.shards())
 		}
-		if len(actives) == 1 && len(names) == 1 && names[actives[0].id] {
+		if count == 1 && len(actives) == 1 && len(names) == 1 && names[actives[0].id] {
 			return actives[0]
 		}
+		once := 0
+		for _, hs := range holders {
+			if len(hs) > 1 {
+				t.Fatalf("%s: a shard is held by %v at once", name, hs)
+			}
+			once++
+		}
+		if count > 1 && once == count {
+			return most
+		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("no single active %s among %d nodes within %s (%d say active; they name %v)", name, len(nodes), within, len(actives), names)
+			ids := []string{}
+			for _, n := range actives {
+				ids = append(ids, n.id)
+			}
+			slices.Sort(ids)
+			t.Fatalf("%s not run by %d nodes between them within %s (%v say active; they name %v; %d of %d shards held)",
+				name, len(nodes), within, ids, names, once, count)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// movedFrom asserts that every shard of the worker name that lapsed (a
+// stopped or cut-off node's held shards, with their epochs) is held now by
+// one of nodes at a later epoch: every take bumps it. It returns the
+// shards' new epochs.
+func movedFrom(t testing.TB, name string, lapsed map[int]int64, nodes []*node) map[int]int64 {
+	t.Helper()
+	now := map[int]int64{}
+	for _, n := range nodes {
+		for sh, e := range n.ready(t).Components[name].held() {
+			now[sh] = e
+		}
+	}
+	for sh, e := range lapsed {
+		switch got, ok := now[sh]; {
+		case !ok:
+			t.Errorf("%s: shard %d, held at epoch %d by the node that is gone, is held by none of the others", name, sh, e)
+		case got <= e:
+			t.Errorf("%s: shard %d moved at epoch %d, the node that is gone held it at %d: a take must bump the epoch", name, sh, got, e)
+		}
+	}
+	return now
 }
 
 // acked is what a client was told: the aggregate's version after its
@@ -297,17 +397,23 @@ func TestClusterOnCassandra(t *testing.T) {
 
 	time.Sleep(3 * time.Second)
 	relayNode = c.active("relay", 30*time.Second)
+	lapsedRelay := relayNode.ready(t).Components["relay"].held()
 	killedAt := time.Now()
 	c.kill(relayNode)
 	newRelay := c.active("relay", 30*time.Second)
 	relayFailover := time.Since(killedAt)
+	// The killed node's relay (its shards, when split) runs on the others
+	// now, each at a later epoch.
+	movedFrom(t, "relay", lapsedRelay, c.alive())
 
 	time.Sleep(2 * time.Second)
 	projNode := c.active("projector", 30*time.Second)
+	lapsedProj := projNode.ready(t).Components["projector"].held()
 	killedAt = time.Now()
 	c.kill(projNode)
 	survivor := c.active("projector", 30*time.Second)
 	projFailover := time.Since(killedAt)
+	movedFrom(t, "projector", lapsedProj, c.alive())
 	if r := c.active("relay", 30*time.Second); r != survivor {
 		t.Fatalf("the relay runs on %s, the projector on %s: the last node should run both", r.id, survivor.id)
 	}

@@ -42,7 +42,7 @@ type benchOpJSON struct {
 }
 
 // runBenchJSON runs orderd bench -json with args; the run must succeed.
-func runBenchJSON(t *testing.T, args ...string) benchJSON {
+func runBenchJSON(t testing.TB, args ...string) benchJSON {
 	t.Helper()
 	out, err := benchOutput(args...)
 	if err != nil {
@@ -63,7 +63,7 @@ func benchOutput(args ...string) ([]byte, error) {
 
 // decodeBench decodes a -json report: one object, with no field the test
 // does not know.
-func decodeBench(t *testing.T, out []byte) benchJSON {
+func decodeBench(t testing.TB, out []byte) benchJSON {
 	t.Helper()
 	var rep benchJSON
 	dec := json.NewDecoder(bytes.NewReader(out))
@@ -186,6 +186,32 @@ func TestBenchOpenLoop(t *testing.T) {
 	checkOp(t, "create", rep.Ops["create"])
 	if n := scalar(t, s.eventsDB(), `SELECT count(*) FROM events WHERE event_type = 'OrderCreated'`); n != rep.Total.Count {
 		t.Errorf("%d orders stored, the report says %d", n, rep.Total.Count)
+	}
+}
+
+// TestBenchSpreads: with two addresses, the workers are shared between
+// the two instances round-robin: each registers the customers of its
+// workers and receives their orders, and together they hold what the
+// report counts.
+func TestBenchSpreads(t *testing.T) {
+	a, b := start(t, "", nil), start(t, "", nil)
+	rep := runBenchJSON(t, "-addr", a.base+","+b.base+"/", "-count", "60", "-mix", "create", "-connections", "6")
+	if rep.Total.Count != 60 || len(rep.Ops["create"].Errors) != 0 {
+		t.Fatalf("%d operations, errors %v; want 60 without errors", rep.Total.Count, rep.Ops["create"].Errors)
+	}
+	var total int64
+	for _, s := range []*service{a, b} {
+		if n := scalar(t, s.eventsDB(), `SELECT count(*) FROM events WHERE event_type = 'CustomerRegistered'`); n != 3 {
+			t.Errorf("%s: %d customers registered, want 3 (one per worker of its share)", s.base, n)
+		}
+		n := scalar(t, s.eventsDB(), `SELECT count(*) FROM events WHERE event_type = 'OrderCreated'`)
+		if n == 0 {
+			t.Errorf("%s received no order", s.base)
+		}
+		total += n
+	}
+	if total != 60 {
+		t.Errorf("the instances hold %d orders, the report says 60", total)
 	}
 }
 

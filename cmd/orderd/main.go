@@ -39,6 +39,7 @@ import (
 	"github.com/orderd/orderd/internal/console"
 	"github.com/orderd/orderd/internal/readmodel"
 	"github.com/orderd/orderd/internal/relay"
+	"github.com/orderd/orderd/internal/store"
 	"github.com/orderd/orderd/internal/telemetry"
 	"github.com/orderd/orderd/internal/worker"
 )
@@ -228,42 +229,76 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		defer rp.kafka.Close()
 	}
 
-	// Each worker runs on the one instance that holds its lease; the
-	// others stand by (on SQLite there is only one instance).
-	// The supervisors wait for their workers' drain (up to the shutdown
-	// timeout) before giving up on them.
+	// Each worker is split into the engine's shards (one on SQLite), and
+	// each shard runs on the one instance that holds its lease; the
+	// instances share the shards out (worker.Balanced). Each worker has a
+	// supervisor of its own (a relay failing while Kafka is down must not
+	// spend the failure budget that restarts the projector), which waits
+	// for its shards' drain (up to the shutdown timeout) before giving up
+	// on them.
 	stopWait := cfg.shutdownTimeout + 5*time.Second
 	workers := worker.NewSupervisor("orderd", stopWait, log)
-	elect := func(name string, work func(context.Context) error) *worker.Elected {
-		return worker.NewElected(b.events, name, cfg.instance, cfg.leaseTTL, work, log.Named(name))
+	shards := 1
+	if s, ok := b.events.(store.Sharded); ok {
+		shards = s.Shards()
 	}
-	// The active projector also carries out the rebuilds of the read
-	// models: during one, its batches reach the new generation too.
-	rebuilder := readmodel.NewRebuilder(b.catalog, b.events, b.views, readmodel.RebuildOptions{Grace: cfg.rebuildGrace}, log.Named("rebuild"))
-	projector := elect("projector", func(ctx context.Context) error {
-		g, ctx := errgroup.WithContext(ctx)
-		g.Go(func() error { return rebuilder.Serve(ctx, cfg.instance+"/"+uuid.NewString()) })
-		g.Go(func() error { return b.feed.Subscribe(ctx, "projector", telemetry.Linked("project", b.views.Apply)) })
-		return g.Wait()
-	})
+	balance := func(name string, work func(context.Context) error) *worker.Balanced {
+		return worker.NewBalanced(b.events, b.events, name, cfg.instance, shards, cfg.leaseTTL, stopWait, work, log.Named(name))
+	}
+	// The rebuilds of the read models run on one instance of the cluster,
+	// under the whole projector's lease: inside the projector itself when
+	// it is not split (during a rebuild its batches reach the new
+	// generation too), else as a worker of their own under the lease named
+	// "projector" (no shard's lease is), which keeps the epochs the current
+	// generation's row was stamped with.
+	// Split, the projector's other instances write the generation a
+	// rebuild builds once their Live.Track (every trackEvery) sees it
+	// catching up: the catch-up waits for them.
+	opts := readmodel.RebuildOptions{Grace: cfg.rebuildGrace}
+	if shards > 1 {
+		opts.FollowWait = 3 * trackEvery
+	}
+	rebuilder := readmodel.NewRebuilder(b.catalog, b.events, b.views, opts, log.Named("rebuild"))
+	rebuild := func(ctx context.Context) error { return rebuilder.Serve(ctx, cfg.instance+"/"+uuid.NewString()) }
+	project := func(ctx context.Context) error {
+		return b.feed.Subscribe(ctx, "projector", telemetry.Linked("project", b.views.Apply))
+	}
+	var rebuildWorker *worker.Elected
+	if shards > 1 {
+		rebuildWorker = worker.NewElected(b.events, "projector", cfg.instance, cfg.leaseTTL, rebuild, log.Named("rebuild"))
+		rebuildSup := worker.NewSupervisor("rebuild", stopWait, log)
+		rebuildSup.Add(rebuildWorker)
+		workers.Add(rebuildSup)
+	} else {
+		project = func(ctx context.Context) error {
+			g, ctx := errgroup.WithContext(ctx)
+			g.Go(func() error { return rebuild(ctx) })
+			g.Go(func() error {
+				return b.feed.Subscribe(ctx, "projector", telemetry.Linked("project", b.views.Apply))
+			})
+			return g.Wait()
+		}
+	}
+	projector := balance("projector", project)
 	workers.Add(projector)
 	consumers := []string{"projector"}
-	var relayWorker *worker.Elected
+	var relayWorker *worker.Balanced
 	if rp.work != nil {
-		relayWorker = elect(relay.Consumer, rp.work)
-		// A supervisor of its own: a relay failing while Kafka is down must
-		// not spend the failure budget that restarts the projector.
-		relaySup := worker.NewSupervisor("relay", stopWait, log)
-		relaySup.Add(relayWorker)
-		workers.Add(relaySup)
+		// Split, an instance whose relay stepped down takes its shards
+		// back once Kafka answers it, not before.
+		relayWorker = balance(relay.Consumer, rp.work).RejoinWhen(rp.reach)
+		workers.Add(relayWorker)
 		consumers = append(consumers, relay.Consumer)
 	}
-	elected := workerCollector{projector}
+	balanced := workerCollector{projector}
 	if relayWorker != nil {
-		elected = append(elected, relayWorker)
+		balanced = append(balanced, relayWorker)
 	}
 	reg.MustRegister(&deadLetterCollector{ledger: b.ledger}, &lagCollector{feed: b.feed, consumers: consumers},
-		storageFaultCollector{health: b.events}, elected)
+		storageFaultCollector{health: b.events}, balanced)
+	if sl, ok := b.events.(shardLagger); ok && shards > 1 {
+		reg.MustRegister(&shardLagCollector{lag: sl, workers: balanced})
+	}
 	if b.hintsDropped != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "orderd_feed_hints_dropped_total",
@@ -320,7 +355,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	}
 	// History, time travel and idempotent replays read the events with
 	// their personal fields decrypted.
-	server := api.New(commands, queries, aggregate.Sealed(b.events, keyring), readiness(b, projector, relayWorker, rp.relay, tokens), orderd.OpenAPI, log.Named("http"))
+	server := api.New(commands, queries, aggregate.Sealed(b.events, keyring), readiness(b, projector, rebuildWorker, relayWorker, rp, tokens), orderd.OpenAPI, log.Named("http"))
 	if tokens != nil {
 		server.WithTokens(tokens)
 	}
@@ -376,7 +411,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	defer stopWork()
 	workDone := workers.ServeBackground(workCtx)
 	if b.SharedViews() {
-		go b.views.Track(workCtx, b.catalog, time.Second)
+		go b.views.Track(workCtx, b.catalog, trackEvery)
 	}
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- srv.Serve(ln) }()
@@ -410,6 +445,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 	log.Info("stopped")
 	return err
 }
+
+// trackEvery is how often an instance on shared read models looks at the
+// catalog for a switch or a rebuild another instance made
+// (readmodel.Live.Track).
+const trackEvery = time.Second
 
 // consoleURL is the address of the console served on addr, for a browser
 // on this host: an unspecified host (":8080", "0.0.0.0", "::") is

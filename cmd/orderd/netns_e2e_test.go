@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math/bits"
 	"net"
 	"net/http"
 	"net/netip"
@@ -186,7 +187,9 @@ func TestCassandraPartitionE2E(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	holder := c.active("relay", 30*time.Second)
 	held := []string{"relay"}
-	if c.active("projector", 30*time.Second) == holder {
+	// Split into shards, the relay's busiest node holds projector shards
+	// too; whole, the projector may run elsewhere.
+	if c.active("projector", 30*time.Second); len(holder.ready(t).Components["projector"].held()) > 0 {
 		held = append(held, "projector")
 	}
 	var others []*node
@@ -212,7 +215,7 @@ func TestCassandraPartitionE2E(t *testing.T) {
 	for _, w := range held {
 		successor := activeAmong(t, w, others, 60*time.Second)
 		failovers[w] = time.Since(cutAt)
-		takeovers[w] = newTakeover(t, w, lapsed[w].Epoch, successor)
+		takeovers[w] = newTakeover(t, w, lapsed[w], others, successor)
 		t.Logf("%s: %s cut off from Cassandra, %s active after %s", w, holder.id, successor.id, failovers[w].Round(time.Millisecond))
 	}
 	time.Sleep(20*time.Second - time.Since(cutAt))
@@ -236,25 +239,39 @@ func TestCassandraPartitionE2E(t *testing.T) {
 	}
 }
 
-// takeover is a worker's lease passing from a lapsed holder to its
-// successor: their epochs, and when the successor was seen active.
+// takeover is a worker's leases passing from a lapsed holder to its
+// successors: the epochs of each shard the lapsed holder held (shard 0 of
+// a worker that is not split), then of its successor's take, and when the
+// successors were seen active.
 type takeover struct {
 	worker         string
-	lapsed, epoch  int64
+	lapsed, epoch  map[int]int64
+	shards         int // how many shards the worker is split into, 1 when it is not
 	successor      string
 	seenActiveFrom time.Time
 }
 
-// newTakeover records the successor's epoch for worker, which must be
-// above the lapsed holder's: every take bumps it.
-func newTakeover(t *testing.T, worker string, lapsed int64, successor *node) takeover {
+// newTakeover records the successors' epochs for the shards of worker the
+// lapsed holder held (its /readyz component before the cut); each must be
+// above the lapsed holder's: every take bumps it. successor is the node
+// that runs the most of the worker now, for the log.
+func newTakeover(t *testing.T, worker string, lapsed readyzComponent, successors []*node, successor *node) takeover {
 	t.Helper()
-	tk := takeover{worker: worker, lapsed: lapsed, epoch: successor.ready(t).Components[worker].Epoch,
-		successor: successor.id, seenActiveFrom: time.Now()}
-	if lapsed <= 0 || tk.epoch <= lapsed {
-		t.Errorf("%s: the successor %s holds epoch %d, the lapsed holder held %d: a take must bump the epoch", worker, successor.id, tk.epoch, lapsed)
+	tk := takeover{worker: worker, lapsed: lapsed.held(), shards: lapsed.shards(), successor: successor.id, seenActiveFrom: time.Now()}
+	if len(tk.lapsed) == 0 {
+		t.Errorf("%s: the cut holder held no shard of it before the cut", worker)
 	}
+	tk.epoch = movedFrom(t, worker, tk.lapsed, successors)
 	return tk
+}
+
+// shardOf is the shard, of n (a power of two), of the aggregate whose
+// partition token is token: the top bits of the token (SHARDS.md).
+func shardOf(token int64, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	return int((uint64(token) ^ (1 << 63)) >> (64 - bits.Len(uint(n-1))))
 }
 
 // check asserts that the lapsed holder moved no progress after its
@@ -275,8 +292,9 @@ func (tk takeover) check(t *testing.T, l *faultLoad, hosts []string, ks string, 
 		t.Fatal(err)
 	}
 	defer sess.Close()
-	iter := sess.Query(`SELECT aggregate_id, consumer, version, epoch FROM feed_progress`).Iter()
+	iter := sess.Query(`SELECT token(aggregate_id), aggregate_id, consumer, version, epoch FROM feed_progress`).Iter()
 	var (
+		token            int64
 		id               gocql.UUID
 		consumer         string
 		version          int64
@@ -284,9 +302,13 @@ func (tk takeover) check(t *testing.T, l *faultLoad, hosts []string, ks string, 
 		fenced, checked  int
 		lapsedLate, rows int
 	)
-	for iter.Scan(&id, &consumer, &version, &epoch) {
+	for iter.Scan(&token, &id, &consumer, &version, &epoch) {
 		if consumer != tk.worker {
 			continue
+		}
+		lapsed, moved := tk.lapsed[shardOf(token, tk.shards)]
+		if !moved {
+			continue // a shard the cut holder did not hold: its epochs are its own
 		}
 		rows++
 		if epoch == nil {
@@ -298,18 +320,18 @@ func (tk takeover) check(t *testing.T, l *faultLoad, hosts []string, ks string, 
 			continue
 		}
 		checked++
-		if *epoch <= tk.lapsed {
+		if *epoch <= lapsed {
 			lapsedLate++
 			if lapsedLate <= 5 {
-				t.Errorf("%s: progress on %s at version %d, appended after %s took over at epoch %d, was saved at epoch %d by the lapsed holder %s",
-					tk.worker, id, version, tk.successor, tk.epoch, *epoch, holder.id)
+				t.Errorf("%s: progress on %s at version %d, appended after the takeover from epoch %d, was saved at epoch %d by the lapsed holder %s",
+					tk.worker, id, version, lapsed, *epoch, holder.id)
 			}
 		}
 	}
 	if err := iter.Close(); err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%s: %d progress rows, %d with an epoch, %d moved past an event appended after the takeover: %d of them by the lapsed holder (epoch %d; successor's %d); the lapsed holder's fenced count %d",
+	t.Logf("%s: %d progress rows, %d with an epoch, %d moved past an event appended after the takeover: %d of them by the lapsed holder (epochs by shard %v; successors' %v); the lapsed holder's fenced count %d",
 		tk.worker, rows, fenced, checked, lapsedLate, tk.lapsed, tk.epoch, holder.ready(t).Components[tk.worker].Fenced)
 	if checked == 0 {
 		t.Errorf("%s: no progress row moved past an event appended after the takeover: the epoch check tested nothing", tk.worker)
@@ -349,7 +371,7 @@ func TestKafkaPartitionE2E(t *testing.T) {
 			others = append(others, n)
 		}
 	}
-	lapsed := holder.ready(t).Components["relay"].Epoch
+	lapsed := holder.ready(t).Components["relay"]
 	cutAt := time.Now()
 	spaces[holder.id].cut(t, brokers)
 	healed := false
@@ -360,7 +382,7 @@ func TestKafkaPartitionE2E(t *testing.T) {
 	}()
 	successor := activeAmong(t, "relay", others, relayStepDownBound)
 	failover := time.Since(cutAt)
-	tk := newTakeover(t, "relay", lapsed, successor)
+	tk := newTakeover(t, "relay", lapsed, others, successor)
 	t.Logf("relay: %s cut off from Kafka, %s active after %s", holder.id, successor.id, failover.Round(time.Millisecond))
 	time.Sleep(30*time.Second - time.Since(cutAt))
 	spaces[holder.id].heal(t, brokers)

@@ -24,6 +24,14 @@ import (
 // then: b.Ping checks the store's health first, which probes with a tiny
 // write while it is down, so /readyz notices recovery without traffic.
 //
+// A worker split into shards (worker.Balanced) shows the shards this
+// instance holds (held, with the epoch of each in shards) and the holder
+// of every shard as its balancer last saw it, read at its ticks: /readyz
+// reads no lease. Its role is active while it holds at least one shard,
+// active names the instance that holds the most. With shards, the
+// rebuilds run under the whole projector's lease: "rebuilder" shows that
+// worker's role and holder.
+//
 // A worker's trouble never makes the instance unready: another instance
 // would take the lease and meet the same poison event, and the fleet would
 // empty one instance at a time. A failed projector or relay, a relay that
@@ -32,7 +40,7 @@ import (
 // accepted (the relay's events wait in the outbox), and the metrics
 // (orderd_worker_up) and alerts say what to look at. A standby is "up": it
 // is ready to take over.
-func readiness(b *backend, projector, relayWorker *worker.Elected, rl *relay.Relay, tokens *oidc.Verifier) api.Readiness {
+func readiness(b *backend, projector *worker.Balanced, rebuildWorker *worker.Elected, relayWorker *worker.Balanced, rp relayParts, tokens *oidc.Verifier) api.Readiness {
 	return func(ctx context.Context) map[string]api.Component {
 		out := map[string]api.Component{"auth": authComponent(tokens)}
 		if err := b.Ping(ctx); err != nil {
@@ -40,16 +48,20 @@ func readiness(b *backend, projector, relayWorker *worker.Elected, rl *relay.Rel
 		} else {
 			out["store"] = api.Component{Status: "up"}
 		}
-		out["projector"] = workerComponent(ctx, b.feed, projector)
+		out["projector"] = workerComponent(ctx, b.feed, projector.Name(), projector.State())
+		if rebuildWorker != nil {
+			c := electedComponent(rebuildWorker.State())
+			out["rebuilder"] = c
+		}
 		if relayWorker == nil {
 			out["relay"] = api.Component{Status: "off", Detail: "no Kafka brokers configured; events are kept in the outbox"}
 		} else {
-			c := workerComponent(ctx, b.feed, relayWorker)
-			breaker := "kafka circuit breaker " + rl.Breaker()
+			c := workerComponent(ctx, b.feed, relayWorker.Name(), relayWorker.State())
+			breaker := "kafka circuit breaker " + rp.Breaker()
 			switch {
 			case c.Status == "degraded":
 				c.Detail = breaker + "; " + c.Detail
-			case c.Role == worker.RoleActive && rl.Breaker() != "closed":
+			case c.Role == worker.RoleActive && rp.Breaker() != "closed":
 				c.Status, c.Detail = "degraded", breaker
 			case c.Role == worker.RoleActive:
 				c.Detail = breaker
@@ -85,19 +97,33 @@ func authComponent(tokens *oidc.Verifier) api.Component {
 }
 
 // workerComponent is a worker's part of /readyz: "up", or "degraded" when
-// it failed (until it runs again) or stepped down, never "down".
-func workerComponent(ctx context.Context, feed store.Feed, w *worker.Elected) api.Component {
-	st := w.State()
+// it failed (until it runs again) or stepped down, never "down"; with its
+// shards when it is split.
+func workerComponent(ctx context.Context, feed store.Feed, name string, st worker.BalanceState) api.Component {
+	c := electedComponent(st.State)
+	if st.Shards != nil {
+		held := st.Held()
+		c.Held, c.Members = &held, st.Members
+		c.Shards = make([]api.ShardHolder, len(st.Shards))
+		for i, sh := range st.Shards {
+			c.Shards[i] = api.ShardHolder{Shard: sh.Shard, Holder: sh.Holder, Epoch: sh.Epoch, Here: sh.Here}
+		}
+	}
+	if lag, err := feed.Lag(ctx, name); err == nil && lag.Known {
+		events, seconds := lag.Events, lag.Age.Seconds()
+		c.Lag, c.LagSeconds = &events, &seconds
+	}
+	return c
+}
+
+// electedComponent is an elected worker's role, holder, epoch and health.
+func electedComponent(st worker.State) api.Component {
 	c := api.Component{Status: "up", Role: st.Role, Active: st.Leader, Epoch: st.Epoch, Fenced: st.Fenced}
 	switch {
 	case st.Err != nil:
 		c.Status, c.Detail = "degraded", "failed: "+st.Err.Error()
 	case st.Aside != nil:
 		c.Status, c.Detail = "degraded", st.Aside.Error()
-	}
-	if lag, err := feed.Lag(ctx, w.Name()); err == nil && lag.Known {
-		events, seconds := lag.Events, lag.Age.Seconds()
-		c.Lag, c.LagSeconds = &events, &seconds
 	}
 	return c
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/relay"
+	"github.com/orderd/orderd/internal/store"
 	"github.com/orderd/orderd/internal/worker"
 )
 
@@ -19,6 +21,73 @@ type relayParts struct {
 	relay *relay.Relay
 	kafka *relay.Kafka // nil: the relay is off
 	work  func(ctx context.Context) error
+	// shards are the relays of the shards this process served, one each
+	// (see newRelay); empty while the relay runs whole.
+	shards *shardRelays
+	// reach checks that Kafka answers (its topics' metadata): an instance
+	// whose relay stepped down rejoins the relay's shards only then.
+	reach func(ctx context.Context) error
+}
+
+// Breaker returns the worst circuit breaker state among the relays of
+// this process: open, then half-open, then closed.
+func (p relayParts) Breaker() string {
+	worst := p.relay.Breaker()
+	for _, r := range p.shards.all() {
+		if st := r.Breaker(); rank(st) > rank(worst) {
+			worst = st
+		}
+	}
+	return worst
+}
+
+func rank(breaker string) int {
+	switch breaker {
+	case "open":
+		return 2
+	case "half-open":
+		return 1
+	}
+	return 0
+}
+
+// shardRelays are the relays of the shards, made on a shard's first take
+// here and kept (with their breakers) while the process lives.
+type shardRelays struct {
+	mu   sync.Mutex
+	make func(shard store.Shard) *relay.Relay
+	by   map[int]*relay.Relay
+}
+
+// of returns the relay of the shard ctx's fence names: whole the one
+// relay, else the shard's own, since a Relay's state (its blocked set,
+// read under the fence) is one shard's.
+func (s *shardRelays) of(ctx context.Context, whole *relay.Relay) *relay.Relay {
+	f, ok := store.FenceOf(ctx)
+	if !ok || f.Shard.Count <= 1 {
+		return whole
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.by[f.Shard.Index]
+	if !ok {
+		r = s.make(f.Shard)
+		s.by[f.Shard.Index] = r
+	}
+	return r
+}
+
+func (s *shardRelays) all() []*relay.Relay {
+	if s == nil {
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*relay.Relay, 0, len(s.by))
+	for _, r := range s.by {
+		out = append(out, r)
+	}
+	return out
 }
 
 // newRelay builds the relay. With no brokers configured it still returns a
@@ -42,6 +111,16 @@ func newRelay(cfg config, b *backend, reg prometheus.Registerer, log *zap.Logger
 		return relayParts{}, fmt.Errorf("kafka: %w", err)
 	}
 	rl := relay.New(b.events, k, b.ledger, cfg.relay, log, metrics)
+	shards := &shardRelays{by: map[int]*relay.Relay{}, make: func(s store.Shard) *relay.Relay {
+		return relay.New(b.events, k, b.ledger, cfg.relay, log.With(zap.Int("shard", s.Index)), metrics)
+	}}
+	// The admin API queues requests through rl; the relays of the shards
+	// served here carry them out, so they are the ones to wake.
+	rl.OnRequest(func() {
+		for _, r := range shards.all() {
+			r.Wake()
+		}
+	})
 	topics := cfg.relay.Topics.All(cfg.relay.Types...)
 	reg.MustRegister(partitionsCollector{k})
 	log.Info("relay on", zap.Strings("brokers", cfg.brokers), zap.Strings("topics", topics))
@@ -62,7 +141,7 @@ func newRelay(cfg config, b *backend, reg prometheus.Registerer, log *zap.Logger
 			}
 			return err
 		}
-		err := rl.Serve(ctx, b.feed)
+		err := shards.of(ctx, rl).Serve(ctx, b.feed)
 		if errors.Is(err, relay.ErrCannotPublish) {
 			// Hand the lease to an instance that may reach Kafka, and stand
 			// aside as long as Kafka was given here.
@@ -70,7 +149,8 @@ func newRelay(cfg config, b *backend, reg prometheus.Registerer, log *zap.Logger
 		}
 		return err
 	}
-	return relayParts{relay: rl, kafka: k, work: work}, nil
+	reach := func(ctx context.Context) error { return k.EnsureTopics(ctx, topics) }
+	return relayParts{relay: rl, kafka: k, work: work, shards: shards, reach: reach}, nil
 }
 
 var partitionsChangedDesc = prometheus.NewDesc("orderd_relay_topic_partitions_changed",

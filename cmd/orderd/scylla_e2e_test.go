@@ -242,11 +242,12 @@ func scyllaSession(t *testing.T, host, keyspace string) *gocql.Session {
 
 // TestScyllaIdempotencyRestart: on CQL, where instances share the keys, an
 // instance killed (SIGKILL) with a keyed command in flight and restarted
-// under the same name settles the key's record at once: the record is put
-// back to what the kill left (pending, just changed, owned by a boot of
-// this instance before the restart) and the retry answers what the command
+// under the same name settles the key's record at once: the record is
+// what the kill left (pending, just changed, owned by a boot of this
+// instance before the restart) and the retry answers what the command
 // answered, from its events, without running it again. A record pending
-// for another instance is a live attempt as far as this one knows: 409.
+// for another instance whose events are not there is a live attempt as
+// far as this one knows: 409.
 func TestScyllaIdempotencyRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary")
@@ -269,10 +270,17 @@ func TestScyllaIdempotencyRestart(t *testing.T) {
 	}
 	_ = p.cmd.Wait()
 	sess := scyllaSession(t, cqltest.Hosts(t)[0], env["ORDERD_SCYLLA_KEYSPACE"])
-	// The port has no way back from done: these writes go to the table.
+	// A command whose events are its answer leaves its record pending;
+	// these writes make it just changed, by a boot of each instance. The
+	// other instance's is moved to an aggregate without its events: an
+	// attempt that has not committed yet, as far as this one can tell.
 	for key, instance := range map[string]string{"cql-kill-9": "orderd-a", "cql-other-instance": "orderd-b"} {
+		agg := gocql.UUID(req["id"].(uuid.UUID))
+		if key == "cql-other-instance" {
+			agg = gocql.TimeUUID()
+		}
 		if err := sess.Query(`UPDATE idempotency_keys SET state = 'pending', status = null, header = null, body = null,
-			updated_at = ?, instance = ?, boot = ? WHERE key = ?`, time.Now(), instance, gocql.TimeUUID(), key).Exec(); err != nil {
+			updated_at = ?, instance = ?, boot = ?, aggregate_id = ? WHERE key = ?`, time.Now(), instance, gocql.TimeUUID(), agg, key).Exec(); err != nil {
 			t.Fatal(err)
 		}
 	}

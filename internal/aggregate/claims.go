@@ -17,8 +17,13 @@ import (
 //
 //  1. claim the address: append EmailClaimed at the claim stream's version,
 //     refused ("email_taken") while another customer holds it;
-//  2. append the customer's event that takes the address;
-//  3. after an address change, release the old address (EmailReleased).
+//  2. append the customer's event that takes the address.
+//
+// The address a change leaves is not released by a write of its own: its
+// claim is stale once its customer moved past it (EmailClaim.heldBy), and
+// the next customer to claim it takes it over, so a release would cost
+// every change of address a Paxos round on CQL that correctness does not
+// need. (Claims written by earlier builds may end in EmailReleased.)
 //
 // Racing claims of one address meet at one stream version: the store lets
 // one append, and the others read the winner's claim and are refused,
@@ -27,14 +32,8 @@ import (
 // stale (see EmailClaim.heldBy), or at once by the same customer.
 
 // customer runs a customer command through handle, claiming the address a
-// decision gives the customer before appending it, and releasing the one
-// it left after.
+// decision gives the customer before appending it.
 func (h *Handler) customer(ctx context.Context, id uuid.UUID, meta Meta, create bool, decide func(c *Customer, now time.Time) ([]Event, error)) (int64, error) {
-	var left string // the address the appended decision moved away from
-	run := func(c *Customer, now time.Time) ([]Event, error) {
-		left = "" // each attempt decides afresh
-		return decide(c, now)
-	}
 	claim := func(ctx context.Context, c *Customer, v int64, evs []Event, now time.Time) (context.Context, context.CancelFunc, error) {
 		email := takenEmail(evs)
 		if email == "" || emailKey(email) == emailKey(c.Email) {
@@ -52,18 +51,9 @@ func (h *Handler) customer(ctx context.Context, id uuid.UUID, meta Meta, create 
 			cancel()
 			return nil, nil, err
 		}
-		left = c.Email
 		return actx, cancel, nil
 	}
-	v, err := handle[Customer](ctx, h, CustomerType, id, meta, create, run, claim)
-	if err == nil && left != "" {
-		// The change is committed whatever happens now, so the release
-		// runs even if the client went away. A release that fails leaves
-		// a claim already stale (the customer moved past it): nothing to
-		// report.
-		_ = h.release(context.WithoutCancel(ctx), left, id, v, meta)
-	}
-	return v, err
+	return handle[Customer](ctx, h, CustomerType, id, meta, create, decide, claim)
 }
 
 // takenEmail returns the address that evs give their customer, or "".
@@ -148,22 +138,6 @@ func (h *Handler) legacyClaim(ctx context.Context, email string, customer uuid.U
 		return emailTaken()
 	}
 	return nil
-}
-
-// release gives up customer's claim of email, made before version.
-func (h *Handler) release(ctx context.Context, email string, customer uuid.UUID, version int64, meta Meta) error {
-	id := h.claimID(emailKey(email))
-	for range h.retries + 1 {
-		c, v, err := load[EmailClaim](ctx, h.store, EmailClaimType, id)
-		if err != nil {
-			return err
-		}
-		now := h.now()
-		if err := h.appendClaim(ctx, id, v, c.Release(customer, version, now), meta, now); !errors.Is(err, store.ErrConflict) {
-			return err
-		}
-	}
-	return fmt.Errorf("aggregate: release %s: %w", id, store.ErrConflict)
 }
 
 // appendClaim appends a claim's events at v; none is no append.

@@ -108,18 +108,6 @@ func (c *EmailClaim) heldBy(holder *Customer, ttl time.Duration, now time.Time) 
 	return holder.Version <= c.Since && now.Before(c.At.Add(ttl)) // pending
 }
 
-// Release records EmailReleased when customer holds the claim from before
-// version, the customer's version once its address changed to another.
-// Anything else (a claim taken over, released, or made again by customer
-// since) is not customer's to release, and causes no event: a release is a
-// courtesy, since a moved-on holder's claim is stale anyway.
-func (c *EmailClaim) Release(customer uuid.UUID, version int64, now time.Time) []Event {
-	if c.Holder != customer || c.Since >= version {
-		return nil
-	}
-	return []Event{EmailReleased{Email: c.Email, CustomerID: customer, ReleasedAt: now.UTC()}}
-}
-
 // apply changes the claim by one event.
 func (c *EmailClaim) apply(e Event) {
 	switch e := e.(type) {

@@ -96,30 +96,6 @@ func TestEmailClaimDecisions(t *testing.T) {
 	}
 }
 
-func TestEmailClaimRelease(t *testing.T) {
-	released := events(EmailReleased{Email: "ann@example.com", CustomerID: customerID, ReleasedAt: now})
-	tests := []struct {
-		name  string
-		given func() *EmailClaim
-		v     int64 // the customer's version after its change
-		then  []Event
-	}{
-		{"own claim from before the change", emailClaim(claimedBy(customerID, 0, t0)), 2, released},
-		{"own claim from the version before", emailClaim(claimedBy(customerID, 1, t0)), 2, released},
-		{"own claim made since", emailClaim(claimedBy(customerID, 2, t0)), 2, noEvents},
-		{"taken over", emailClaim(claimedBy(customerID, 0, t0), claimedByOther), 2, noEvents},
-		{"released", emailClaim(claimedBy(customerID, 0, t0), releasedByOne), 2, noEvents},
-		{"never claimed", emailClaim(), 2, noEvents},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := tc.given().Release(customerID, tc.v, now); !reflect.DeepEqual(got, tc.then) {
-				t.Errorf("events = %#v\nwant %#v", got, tc.then)
-			}
-		})
-	}
-}
-
 func TestEmailClaimApply(t *testing.T) {
 	want := EmailClaim{ID: claimID("ann@example.com"), Email: "ann@example.com", Holder: otherID, At: claimedByOther.ClaimedAt, Version: 3}
 	history := []Event{claimedBy(customerID, 0, t0), releasedByOne, claimedByOther}

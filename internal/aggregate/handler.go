@@ -347,6 +347,9 @@ func handle[T any, A interface {
 			return 0, backoff.Permanent(err)
 		}
 		h.appended(aggType, len(envs))
+		if note, ok := ctx.Value(appendNoteKey{}).(func(uuid.UUID, int64, int64)); ok {
+			note(id, v+1, v+int64(len(envs)))
+		}
 		h.snaps.after(a, aggType, id, v, envs, tail)
 		return v + int64(len(envs)), nil
 	}
@@ -363,6 +366,16 @@ func handle[T any, A interface {
 			Detail: fmt.Sprintf("%s %s kept changing under %d attempts; retry the command", aggType, id, h.retries+1)}
 	}
 	return v, err
+}
+
+type appendNoteKey struct{}
+
+// WithAppendNote returns ctx, under which every command the handler runs
+// tells note, once its append succeeded, the aggregate and the sequences
+// of the events it appended. The idempotency middleware learns with it
+// whether a keyed command's events are its answer.
+func WithAppendNote(ctx context.Context, note func(id uuid.UUID, first, last int64)) context.Context {
+	return context.WithValue(ctx, appendNoteKey{}, note)
 }
 
 func existsCode(aggType string) string {

@@ -31,6 +31,9 @@ type Keys interface {
 	// For returns the subject's key, creating it on first use;
 	// pii.ErrErased once erased.
 	For(ctx context.Context, subject uuid.UUID) (*pii.DataKey, error)
+	// ForNew is For for a subject that is most likely new: it creates
+	// the key without reading first (a registration saves a read).
+	ForNew(ctx context.Context, subject uuid.UUID) (*pii.DataKey, error)
 	// Existing returns the subject's key without creating one:
 	// pii.ErrErased once erased, store.ErrKeyNotFound when it has none.
 	Existing(ctx context.Context, subject uuid.UUID) (*pii.DataKey, error)
@@ -83,7 +86,9 @@ func (s *sealedStore) Append(ctx context.Context, id uuid.UUID, expected int64, 
 		if err != nil {
 			return err
 		}
-		if sealed[i], err = SealEvent(ctx, s.keys, subject, e); err != nil {
+		// A new stream's subject is most likely new too: a registration
+		// (its claim's stream, then the customer's) makes its key.
+		if sealed[i], err = sealEvent(ctx, s.keys, subject, e, expected == 0); err != nil {
 			return err
 		}
 	}
@@ -149,11 +154,20 @@ func (s *sealedStore) LoadPage(ctx context.Context, id uuid.UUID, after int64, l
 // and MetaSubject in a copy of its metadata. A subject already erased
 // gets its fields emptied instead.
 func SealEvent(ctx context.Context, keys Keys, subject uuid.UUID, e store.Event) (store.Event, error) {
+	return sealEvent(ctx, keys, subject, e, false)
+}
+
+// sealEvent is SealEvent, getting the key with Keys.ForNew when fresh.
+func sealEvent(ctx context.Context, keys Keys, subject uuid.UUID, e store.Event, fresh bool) (store.Event, error) {
 	fields := personalFields[e.Type]
 	if len(fields) == 0 {
 		return e, nil
 	}
-	key, err := keys.For(ctx, subject)
+	get := keys.For
+	if fresh {
+		get = keys.ForNew
+	}
+	key, err := get(ctx, subject)
 	erased := errors.Is(err, pii.ErrErased)
 	if err != nil && !erased {
 		return e, fmt.Errorf("aggregate: key of %s: %w", subject, err)

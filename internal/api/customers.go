@@ -33,7 +33,7 @@ func (s *Server) registerCustomer(w http.ResponseWriter, r *http.Request) error 
 	if err := decode(r, &req, false); err != nil {
 		return err
 	}
-	id, err := newID(req.ID)
+	id, err := newID(r, req.ID)
 	if err != nil {
 		return err
 	}

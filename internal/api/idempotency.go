@@ -4,14 +4,17 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
@@ -87,8 +90,10 @@ type IdempotencyOptions struct {
 // unless the command's events show that it committed. So does a retry
 // that finds the record of an attempt that died: once the record has not
 // changed for Takeover, or at once when the attempt was of an earlier boot
-// of this instance (see diedBefore; the SQLite key store abandons every
-// record left pending when it opens).
+// of this instance (see diedBefore; the SQLite key store reports every
+// record left pending by an earlier process as abandoned). A command that
+// appended events keeps no answer of its own: its events are the answer,
+// and a retry rebuilds it from them (see run).
 type Idempotency struct {
 	keys    store.Idempotency
 	history store.Loader
@@ -147,7 +152,7 @@ func (m *Idempotency) Middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r) // the handler answers the broken or too large body
 			return
 		}
-		m.serve(w, r, next, key, fingerprint(r.Method, r.URL.Path, body))
+		m.serve(w, r, next, key, fingerprint(r.Method, r.URL.Path, body), body)
 	})
 }
 
@@ -218,12 +223,14 @@ func fingerprint(method, path string, body []byte) []byte {
 }
 
 // serve answers a keyed request: it runs it when it is the key's first,
-// replays the stored answer of a finished one, waits for one still
-// running, and settles one whose attempt died or kept no answer.
-func (m *Idempotency) serve(w http.ResponseWriter, r *http.Request, next http.Handler, key string, fp []byte) {
+// replays the stored answer of a finished one (or the answer its events
+// make: see run), waits for one still running, and settles one whose
+// attempt died or kept no answer.
+func (m *Idempotency) serve(w http.ResponseWriter, r *http.Request, next http.Handler, key string, fp, body []byte) {
 	ctx := r.Context()
 	now := m.opts.Now().UTC()
 	rec := store.IdempotencyRecord{Key: key, ID: uuid.Must(uuid.NewV7()), Fingerprint: fp, Owner: uuid.New(), Process: m.process}
+	rec.AggregateID = aggregateOf(r, body, rec.ID)
 	deadline := now.Add(m.opts.Wait)
 	for {
 		now = m.opts.Now().UTC()
@@ -246,6 +253,19 @@ func (m *Idempotency) serve(w http.ResponseWriter, r *http.Request, next http.Ha
 		if cur.State == store.Done {
 			replay(w, cur.Response)
 			return
+		}
+		if cur.State == store.Pending && cur.AggregateID != uuid.Nil {
+			// An attempt whose command committed stores no answer: its
+			// events are the answer. One still running has none yet.
+			resp, found, err := m.committed(ctx, r, cur)
+			if err != nil {
+				writeError(w, r, fmt.Errorf("idempotency key %q: %w", key, err))
+				return
+			}
+			if found {
+				replay(w, resp)
+				return
+			}
 		}
 		if cur.State == store.Abandoned || now.Sub(cur.Updated) >= m.opts.Takeover || m.diedBefore(cur) {
 			taken, err := m.keys.Takeover(ctx, cur.Claim(), rec.Owner, m.process, now)
@@ -306,33 +326,76 @@ func (m *Idempotency) wait(ctx context.Context, key string, deadline time.Time) 
 
 // settle finishes a record taken over from an attempt that died or kept no
 // answer: when the events of its aggregate carry the record's id, the
-// command committed and its answer is rebuilt from them; otherwise the
-// command runs again.
+// command committed and its answer is rebuilt from them (and stored, so
+// that the next retry reads no events); otherwise the command runs again.
 func (m *Idempotency) settle(w http.ResponseWriter, r *http.Request, next http.Handler, rec store.IdempotencyRecord) {
-	if rec.AggregateID != uuid.Nil {
-		evs, err := m.history.Load(r.Context(), rec.AggregateID, 0)
-		if err != nil {
-			m.abandon(r, rec)
-			writeError(w, r, fmt.Errorf("idempotency key %q: load %s: %w", rec.Key, rec.AggregateID, err))
-			return
-		}
-		var first, last int64
-		for _, e := range evs {
-			if e.Metadata[metaIdempotencyRecord] == rec.ID.String() {
-				if first == 0 {
-					first = e.Sequence
-				}
-				last = e.Sequence
+	resp, found, err := m.committed(r.Context(), r, rec)
+	switch {
+	case err != nil:
+		m.abandon(r, rec)
+		writeError(w, r, fmt.Errorf("idempotency key %q: %w", rec.Key, err))
+	case found:
+		m.complete(r, rec, resp)
+		replay(w, resp)
+	default:
+		m.run(w, r, next, rec)
+	}
+}
+
+// committed looks for the events of rec's command among the events of the
+// aggregate it names, and when they are there (it committed) returns the
+// answer they make.
+func (m *Idempotency) committed(ctx context.Context, r *http.Request, rec store.IdempotencyRecord) (store.IdempotentResponse, bool, error) {
+	if rec.AggregateID == uuid.Nil {
+		return store.IdempotentResponse{}, false, nil
+	}
+	evs, err := m.history.Load(ctx, rec.AggregateID, 0)
+	if err != nil {
+		return store.IdempotentResponse{}, false, fmt.Errorf("load %s: %w", rec.AggregateID, err)
+	}
+	var first, last int64
+	for _, e := range evs {
+		if e.Metadata[metaIdempotencyRecord] == rec.ID.String() {
+			if first == 0 {
+				first = e.Sequence
 			}
-		}
-		if last > 0 {
-			resp := commandAnswer(r, rec.AggregateID, first, last)
-			m.complete(r, rec, resp)
-			replay(w, resp)
-			return
+			last = e.Sequence
 		}
 	}
-	m.run(w, r, next, rec)
+	if last == 0 {
+		return store.IdempotentResponse{}, false, nil
+	}
+	return commandAnswer(r, rec.AggregateID, first, last), true, nil
+}
+
+// aggregateOf is the aggregate the command of a keyed request will act
+// on, found as its handler finds it, before it runs: the {id} of its
+// route; for a create, the id its body gives, or else fresh, which the
+// handler then takes (see newID). uuid.Nil when the request names an id
+// that its handler refuses. attachIdempotencyKey checks that the handler
+// agrees.
+func aggregateOf(r *http.Request, body []byte, fresh uuid.UUID) uuid.UUID {
+	if chi.URLParam(r, "id") != "" {
+		id, err := pathID(r)
+		if err != nil {
+			return uuid.Nil
+		}
+		return id
+	}
+	var req struct {
+		ID *string `json:"id"`
+	}
+	if json.Unmarshal(body, &req) != nil {
+		return uuid.Nil
+	}
+	if req.ID == nil {
+		return fresh
+	}
+	id, err := parseUUID(*req.ID, "/id")
+	if err != nil {
+		return uuid.Nil
+	}
+	return id
 }
 
 // commandAnswer rebuilds the answer of a command whose events are first…
@@ -351,29 +414,76 @@ func commandAnswer(r *http.Request, id uuid.UUID, first, last int64) store.Idemp
 
 // attempt is the run of a keyed request, as the command handlers see it.
 type attempt struct {
-	m   *Idempotency
 	rec store.IdempotencyRecord
+
+	mu          sync.Mutex
+	first, last int64 // the events the command appended to rec.AggregateID; 0 when none
 }
 
 type attemptKey struct{}
 
-// attachIdempotencyKey ties a keyed command to the aggregate it acts on,
-// before the command appends anything: it records the aggregate in the
-// key's record, durably, and puts the key and the record's id into md, the
-// metadata every event of the command carries. A request without a key is
-// left alone. Command handlers call it from meta, for creates and commands
-// on existing aggregates alike, once the aggregate id is known.
+// appended is the attempt's aggregate.WithAppendNote.
+func (a *attempt) appended(id uuid.UUID, first, last int64) {
+	if id != a.rec.AggregateID {
+		return // another stream the command writes, such as an e-mail claim
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.first == 0 {
+		a.first = first
+	}
+	a.last = last
+}
+
+// answeredByEvents reports whether the events the attempt's command
+// appended make resp, byte for byte, as committed rebuilds it: then they
+// are the answer, and the record needs none stored.
+func (a *attempt) answeredByEvents(r *http.Request, resp store.IdempotentResponse) bool {
+	a.mu.Lock()
+	first, last := a.first, a.last
+	a.mu.Unlock()
+	if first == 0 {
+		return false
+	}
+	rebuilt := commandAnswer(r, a.rec.AggregateID, first, last)
+	return rebuilt.Status == resp.Status && maps.Equal(rebuilt.Header, resp.Header) && bytes.Equal(rebuilt.Body, resp.Body)
+}
+
+// attachIdempotencyKey ties a keyed command to its key before the command
+// appends anything: it puts the key and the record's id into md, the
+// metadata every event of the command carries. The record named the
+// aggregate when it began (aggregateOf); a command that acts on another
+// is refused, since a retry could not find its events. A request without
+// a key is left alone. Command handlers call it from meta, for creates
+// and commands on existing aggregates alike, once the aggregate id is
+// known.
 func attachIdempotencyKey(r *http.Request, aggregateID uuid.UUID, md map[string]string) error {
 	a, ok := r.Context().Value(attemptKey{}).(*attempt)
 	if !ok {
 		return nil
 	}
-	if err := a.m.keys.Attach(r.Context(), a.rec.Claim(), aggregateID, a.m.opts.Now().UTC()); err != nil {
-		return fmt.Errorf("idempotency key %q: attach %s: %w", a.rec.Key, aggregateID, err)
+	if aggregateID != a.rec.AggregateID {
+		return fmt.Errorf("idempotency key %q: the command acts on %s, the key's record names %s", a.rec.Key, aggregateID, a.rec.AggregateID)
 	}
 	md[metaIdempotencyKey] = a.rec.Key
 	md[metaIdempotencyRecord] = a.rec.ID.String()
 	return nil
+}
+
+// keyedID is the id of the aggregate a keyed create makes when its body
+// gives none: the one its record names (aggregateOf made it the record's
+// id), which a retry that takes the record over runs with again, so that a
+// create that committed conflicts rather than creating a second aggregate.
+// Without a key it is false.
+func keyedID(r *http.Request) (uuid.UUID, bool) {
+	a, ok := r.Context().Value(attemptKey{}).(*attempt)
+	if !ok {
+		return uuid.Nil, false
+	}
+	if a.rec.AggregateID != uuid.Nil {
+		return a.rec.AggregateID, true
+	}
+	return a.rec.ID, true
 }
 
 // run runs the request as the attempt that owns rec, keeps its answer
@@ -394,7 +504,8 @@ func (m *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 	}()
 
 	// An attempt must end well before anyone may take its record over.
-	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), attemptKey{}, &attempt{m: m, rec: rec}), m.opts.Takeover/2)
+	a := &attempt{rec: rec}
+	ctx, cancel := context.WithTimeout(aggregate.WithAppendNote(context.WithValue(r.Context(), attemptKey{}, a), a.appended), m.opts.Takeover/2)
 	defer cancel()
 	bw := &bufferedWriter{header: w.Header()}
 	finished := false
@@ -406,11 +517,16 @@ func (m *Idempotency) run(w http.ResponseWriter, r *http.Request, next http.Hand
 	next.ServeHTTP(bw, r.WithContext(ctx))
 	finished = true
 
+	// A command that committed events leaves its record pending: a retry
+	// finds the answer in the events (see serve), so the answer costs no
+	// write of its own. Any other answer kept is stored.
 	resp := bw.response()
-	if keep(resp.Status) {
-		m.complete(r, rec, resp)
-	} else {
+	switch {
+	case !keep(resp.Status):
 		m.abandon(r, rec)
+	case a.answeredByEvents(r, resp):
+	default:
+		m.complete(r, rec, resp)
 	}
 	w.WriteHeader(bw.status())
 	_, _ = w.Write(bw.body.Bytes())

@@ -47,11 +47,16 @@ func newKeyed(t *testing.T, next func(*Server) http.Handler, opts IdempotencyOpt
 	t.Cleanup(func() { _ = keys.Close(); _ = events.Close() })
 	srv := New(aggregate.NewHandler(events, time.Now), nil, events, nil, orderd.OpenAPI, zap.NewNop())
 	m := NewIdempotency(keys, events, opts)
-	h := srv.Handler()
+	// The API's own routes run the middleware inside their route, as
+	// WithIdempotency puts it (it reads the route's {id}); a test's
+	// handler is wrapped whole.
+	var h http.Handler
 	if next != nil {
-		h = next(srv)
+		h = m.Middleware(next(srv))
+	} else {
+		h = srv.WithIdempotency(m).Handler()
 	}
-	ts := httptest.NewServer(m.Middleware(h))
+	ts := httptest.NewServer(h)
 	t.Cleanup(ts.Close)
 	return &keyed{base: ts.URL, events: events, keys: keys, m: m}
 }
@@ -137,6 +142,21 @@ func TestIdempotencyReplay(t *testing.T) {
 	if err != nil || len(evs) != 1 {
 		t.Fatalf("%d events after a retry (%v), want 1", len(evs), err)
 	}
+	// Its events are its answer: the record names the customer and keeps
+	// no answer of its own.
+	if rec, _, _ := k.keys.Get(t.Context(), "k-1"); rec.State != store.Pending || rec.AggregateID != commandID(t, first) || rec.Response.Status != 0 {
+		t.Fatalf("the record of a command that appended: %s on %s, answer %d; want pending on %s, none stored",
+			rec.State, rec.AggregateID, rec.Response.Status, commandID(t, first))
+	}
+	// A command that changes nothing appends nothing: its answer is stored.
+	phone := k.post(t, "/v1/customers/"+commandID(t, first).String()+"/phone", "k-3", `{"phone":"+15550123"}`)
+	if phone.status != http.StatusOK {
+		t.Fatalf("the same phone again: %d %s", phone.status, phone.body)
+	}
+	sameAnswer(t, phone, k.post(t, "/v1/customers/"+commandID(t, first).String()+"/phone", "k-3", `{"phone":"+15550123"}`))
+	if rec, _, _ := k.keys.Get(t.Context(), "k-3"); rec.State != store.Done || rec.Response.Status != http.StatusOK {
+		t.Fatalf("the record of a no-op: %s, answer %d; want done with 200", rec.State, rec.Response.Status)
+	}
 
 	order := fmt.Sprintf(`{"customer_id":%q,"items":[{"product_id":%q,"quantity":0}]}`, uuid.New(), uuid.New())
 	refused := k.post(t, "/v1/orders", "k-2", order)
@@ -144,6 +164,9 @@ func TestIdempotencyReplay(t *testing.T) {
 		t.Fatalf("order with quantity 0: %d %s, want a 4xx", refused.status, refused.body)
 	}
 	sameAnswer(t, refused, k.post(t, "/v1/orders", "k-2", order))
+	if rec, _, _ := k.keys.Get(t.Context(), "k-2"); rec.State != store.Done || rec.Response.Status != refused.status {
+		t.Fatalf("the record of a refusal: %s, answer %d; want done with %d", rec.State, rec.Response.Status, refused.status)
+	}
 
 	plain := k.post(t, "/v1/customers", "", customerBody("plain@example.com"))
 	if plain.status != http.StatusCreated || plain.header.Get("Idempotent-Replayed") != "" {
@@ -298,10 +321,10 @@ func TestIdempotencyFailureNotKept(t *testing.T) {
 	}
 }
 
-// TestIdempotencySettle: a pending record whose attempt died is settled on
-// the next retry after the takeover bound: from the events when they carry
-// the record's id (the command committed: the answer is rebuilt as the
-// command gave it), by running the command when they do not.
+// TestIdempotencySettle: a pending record whose attempt died is settled by
+// the next retry: at once from the events when they carry the record's id
+// (the command committed: the answer is rebuilt as the command gave it),
+// by running the command, after the takeover bound, when they do not.
 func TestIdempotencySettle(t *testing.T) {
 	var runs atomic.Int32
 	counting := func(s *Server) http.Handler {
@@ -317,12 +340,9 @@ func TestIdempotencySettle(t *testing.T) {
 		t.Helper()
 		now := time.Now().UTC()
 		rec := store.IdempotencyRecord{Key: key, ID: uuid.Must(uuid.NewV7()), Fingerprint: fingerprint("POST", path, []byte(body)),
-			Owner: uuid.New(), Created: now, Updated: now, Expires: now.Add(time.Hour)}
+			Owner: uuid.New(), AggregateID: agg, Created: now, Updated: now, Expires: now.Add(time.Hour)}
 		if _, began, err := k.keys.Begin(ctx, rec); err != nil || !began {
 			t.Fatalf("Begin: %v %v", began, err)
-		}
-		if err := k.keys.Attach(ctx, rec.Claim(), agg, now); err != nil {
-			t.Fatal(err)
 		}
 		return rec
 	}
@@ -338,10 +358,8 @@ func TestIdempotencySettle(t *testing.T) {
 	if err := k.events.Append(ctx, agg, 0, evs); err != nil {
 		t.Fatal(err)
 	}
-	if a := k.post(t, "/v1/widgets", "died", `{}`); a.status != http.StatusConflict {
-		t.Fatalf("before the takeover bound: %d %s, want 409", a.status, a.body)
-	}
-	time.Sleep(takeover)
+	// The events are the answer: a retry replays it at once, before the
+	// takeover bound, as the command gave it.
 	settled := k.post(t, "/v1/widgets", "died", `{}`)
 	want := fmt.Sprintf("{\"id\":%q,\"version\":2}\n", agg)
 	if settled.status != http.StatusCreated || string(settled.body) != want || settled.header.Get("ETag") != `"2"` ||
@@ -350,8 +368,19 @@ func TestIdempotencySettle(t *testing.T) {
 	}
 	sameAnswer(t, settled, k.post(t, "/v1/widgets", "died", `{}`))
 
-	// An attempt that died before its events committed: the retry runs.
+	if settled.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("the answer of the events is not marked replayed: %v", settled.header)
+	}
+	time.Sleep(takeover)
+	sameAnswer(t, settled, k.post(t, "/v1/widgets", "died", `{}`))
+
+	// An attempt that died before its events committed: a live one for
+	// all a retry knows until the takeover bound (409), then the retry
+	// runs.
 	forge("died early", "/v1/widgets", `{}`, uuid.New())
+	if a := k.post(t, "/v1/widgets", "died early", `{}`); a.status != http.StatusConflict {
+		t.Fatalf("before the takeover bound: %d %s, want 409", a.status, a.body)
+	}
 	time.Sleep(takeover)
 	if a := k.post(t, "/v1/widgets", "died early", `{}`); a.status != http.StatusOK || a.header.Get("Idempotent-Replayed") != "" {
 		t.Fatalf("settled by running: %d %s", a.status, a.body)
@@ -381,12 +410,9 @@ func TestIdempotencyPreviousBoot(t *testing.T) {
 		t.Helper()
 		now := time.Now().UTC()
 		rec := store.IdempotencyRecord{Key: key, ID: uuid.Must(uuid.NewV7()), Fingerprint: fingerprint("POST", "/v1/widgets", []byte(`{}`)),
-			Owner: uuid.New(), Process: by, Created: now, Updated: now, Expires: now.Add(time.Hour)}
+			Owner: uuid.New(), Process: by, AggregateID: agg, Created: now, Updated: now, Expires: now.Add(time.Hour)}
 		if _, began, err := k.keys.Begin(ctx, rec); err != nil || !began {
 			t.Fatalf("Begin: %v %v", began, err)
-		}
-		if err := k.keys.Attach(ctx, rec.Claim(), agg, now); err != nil {
-			t.Fatal(err)
 		}
 		return rec
 	}
@@ -404,8 +430,10 @@ func TestIdempotencyPreviousBoot(t *testing.T) {
 		t.Fatalf("settled from the events: %d %s in %v; want 201 at once", settled.status, settled.body, time.Since(start))
 	}
 	sameAnswer(t, settled, k.post(t, "/v1/widgets", "committed", `{}`))
-	if got, _, _ := k.keys.Get(ctx, "committed"); got.State != store.Done || got.Process != k.m.process {
-		t.Fatalf("the settled record: %s of %v; want done by %v", got.State, got.Process, k.m.process)
+	// Answered from the events, which are the answer: the record is left
+	// as it was, and every retry finds the events again.
+	if got, _, _ := k.keys.Get(ctx, "committed"); got.State == store.Done || got.ID != rec.ID || got.AggregateID != agg {
+		t.Fatalf("the settled record: %s, id %s on %s; want it left pending, id %s on %s", got.State, got.ID, got.AggregateID, rec.ID, agg)
 	}
 
 	// Died before its events: the retry runs the command.

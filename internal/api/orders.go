@@ -54,9 +54,13 @@ func items(in []itemJSON) ([]aggregate.Item, error) {
 	return out, nil
 }
 
-// newID returns the client's id for a new aggregate, or a new one.
-func newID(id *string) (uuid.UUID, error) {
+// newID returns the client's id for a new aggregate, or else the id a keyed
+// request's record gives it (see keyedID), or else a new one.
+func newID(r *http.Request, id *string) (uuid.UUID, error) {
 	if id == nil {
+		if keyed, ok := keyedID(r); ok {
+			return keyed, nil
+		}
 		return uuid.Must(uuid.NewV7()), nil
 	}
 	return parseUUID(*id, "/id")
@@ -67,7 +71,7 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &req, false); err != nil {
 		return err
 	}
-	id, err := newID(req.ID)
+	id, err := newID(r, req.ID)
 	if err != nil {
 		return err
 	}

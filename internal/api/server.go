@@ -48,6 +48,21 @@ type Component struct {
 	// the worker's runs here a write refused for a later epoch ended.
 	Epoch  int64 `json:"epoch,omitempty"`
 	Fenced int64 `json:"fenced,omitempty"`
+
+	// Of a worker split into shards: how many this instance holds, the
+	// instances that share them out, and every shard with its holder, as
+	// this instance's balancer last saw them.
+	Held    *int          `json:"held,omitempty"`
+	Members []string      `json:"members,omitempty"`
+	Shards  []ShardHolder `json:"shards,omitempty"`
+}
+
+// ShardHolder is one shard of a worker split into shards in /readyz.
+type ShardHolder struct {
+	Shard  int    `json:"shard"`
+	Holder string `json:"holder,omitempty"`
+	Epoch  int64  `json:"epoch,omitempty"`
+	Here   bool   `json:"here,omitempty"`
 }
 
 // Readiness reports the state of each component by name.

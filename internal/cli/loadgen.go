@@ -23,6 +23,9 @@ const benchUsage = `usage: orderd bench [flags]
 Drives a running orderd over its HTTP API and reports throughput, latency
 percentiles per operation, errors by status and the read-your-writes lag.
 Each worker registers a customer of its own first, outside the measurement.
+-addr may name several instances of one deployment, comma-separated: the
+workers are spread over them round-robin (worker i sends everything to
+the i-th modulo their number), as a load balancer would.
 
   -mix create      every operation is a CreateOrder
   -mix lifecycle   each order is created, its items updated, confirmed,
@@ -61,7 +64,8 @@ const lifecycleOps = 10
 
 // benchConfig is what the flags of orderd bench say.
 type benchConfig struct {
-	base        string
+	base        string   // the -addr flag as given, for the report
+	bases       []string // the instances, at least one
 	mix         string
 	connections int
 	duration    time.Duration // 0: no time limit (-count alone)
@@ -107,7 +111,7 @@ func Bench(ctx context.Context, args []string, getenv func(string) string, stdou
 func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer) (*benchConfig, error) {
 	fs := newCommand("bench", benchUsage, stderr)
 	cfg := &benchConfig{}
-	addr := fs.String("addr", cmp.Or(getenv("ORDERD_URL"), "http://127.0.0.1:8080"), "orderd's base `URL` (ORDERD_URL)")
+	addr := fs.String("addr", cmp.Or(getenv("ORDERD_URL"), "http://127.0.0.1:8080"), "orderd's base `URL` (ORDERD_URL); several, comma-separated, share the workers")
 	fs.StringVar(&cfg.mix, "mix", "create", "what to send: `create` or lifecycle")
 	fs.IntVar(&cfg.connections, "connections", 64, "`N` workers, each with at most one request in flight, and the client's connections")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "how long to measure")
@@ -127,7 +131,14 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 	if cfg.count > 0 && !durationSet {
 		cfg.duration = 0
 	}
-	cfg.base = strings.TrimRight(*addr, "/")
+	cfg.base = *addr
+	for a := range strings.SplitSeq(*addr, ",") {
+		a = strings.TrimRight(strings.TrimSpace(a), "/")
+		if !strings.HasPrefix(a, "http://") && !strings.HasPrefix(a, "https://") {
+			return nil, fmt.Errorf("-addr %q: want http:// or https:// URLs, comma-separated", *addr)
+		}
+		cfg.bases = append(cfg.bases, a)
+	}
 	switch {
 	case cfg.mix != "create" && cfg.mix != "lifecycle":
 		return nil, fmt.Errorf("-mix %q: want create or lifecycle", cfg.mix)
@@ -139,8 +150,6 @@ func parseBenchFlags(args []string, getenv func(string) string, stderr io.Writer
 		return nil, fmt.Errorf("-duration %s: want more than 0", cfg.duration)
 	case cfg.mix == "lifecycle" && cfg.count > 0 && cfg.count < lifecycleOps:
 		return nil, fmt.Errorf("-count %d: an order of the lifecycle mix takes %d operations", cfg.count, lifecycleOps)
-	case !strings.HasPrefix(cfg.base, "http://") && !strings.HasPrefix(cfg.base, "https://"):
-		return nil, fmt.Errorf("-addr %q: want an http:// or https:// URL", cfg.base)
 	}
 	return cfg, nil
 }
@@ -173,12 +182,13 @@ func (b *bench) registerCustomers(ctx context.Context) error {
 	b.customers = make([]string, b.cfg.connections)
 	register := func(i int) error {
 		body := fmt.Sprintf(`{"email":"bench-%s-%d@example.com","first_name":"Bench","last_name":"Worker %d"}`, run, i, i)
-		res, status, err := b.send(ctx, http.MethodPost, "/v1/customers", []byte(body))
+		base := b.base(i)
+		res, status, err := b.send(ctx, base, http.MethodPost, "/v1/customers", []byte(body))
 		switch {
 		case err != nil:
-			return fmt.Errorf("cannot reach orderd at %s: %w", b.cfg.base, err)
+			return fmt.Errorf("cannot reach orderd at %s: %w", base, err)
 		case status != http.StatusCreated:
-			return fmt.Errorf("registering the workers' customers at %s: status %d", b.cfg.base, status)
+			return fmt.Errorf("registering the workers' customers at %s: status %d", base, status)
 		}
 		b.customers[i] = res.ID
 		return nil
@@ -200,15 +210,19 @@ type commandAnswer struct {
 	Version int64  `json:"version"`
 }
 
-// send makes one request and reads its whole answer; err is a transport
-// error (no answer, or a cut one). A 2xx answer is decoded.
-func (b *bench) send(ctx context.Context, method, path string, body []byte) (commandAnswer, int, error) {
+// base returns the instance worker i sends to.
+func (b *bench) base(i int) string { return b.cfg.bases[i%len(b.cfg.bases)] }
+
+// send makes one request to the instance at base and reads its whole
+// answer; err is a transport error (no answer, or a cut one). A 2xx answer
+// is decoded.
+func (b *bench) send(ctx context.Context, base, method, path string, body []byte) (commandAnswer, int, error) {
 	var res commandAnswer
 	var rd io.Reader = http.NoBody
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, b.cfg.base+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
 		return res, 0, err
 	}
@@ -250,7 +264,7 @@ func (b *bench) phase(ctx context.Context, duration time.Duration, count int64, 
 	}
 	var wg sync.WaitGroup
 	for i := range b.cfg.connections {
-		w := &benchWorker{b: b, rec: rec, s: s, customer: b.customers[i], ctx: context.WithoutCancel(ctx)}
+		w := &benchWorker{b: b, base: b.base(i), rec: rec, s: s, customer: b.customers[i], ctx: context.WithoutCancel(ctx)}
 		wg.Go(func() {
 			for left.take(perOrder) && w.order(b.cfg.mix == "lifecycle") {
 			}
@@ -265,6 +279,7 @@ func (b *bench) phase(ctx context.Context, duration time.Duration, count int64, 
 // benchWorker sends one operation at a time.
 type benchWorker struct {
 	b        *bench
+	base     string // the instance it sends to
 	rec      *recorder
 	s        *schedule
 	customer string
@@ -316,7 +331,7 @@ func (w *benchWorker) command(op benchOp, method, path, body string, want int) (
 	if body != "" {
 		raw = []byte(body)
 	}
-	res, status, err := w.b.send(w.ctx, method, path, raw)
+	res, status, err := w.b.send(w.ctx, w.base, method, path, raw)
 	answered = time.Now()
 	return res, answered, w.rec.record(op, at, answered, status, want, err), true
 }
@@ -329,7 +344,7 @@ func (w *benchWorker) read(path string, commandAnswered time.Time) bool {
 	if _, more := w.s.slot(); !more {
 		return false
 	}
-	_, status, err := w.b.send(w.ctx, http.MethodGet, path, nil)
+	_, status, err := w.b.send(w.ctx, w.base, http.MethodGet, path, nil)
 	w.rec.record(opGet, commandAnswered, time.Now(), status, http.StatusOK, err)
 	return true
 }

@@ -206,7 +206,7 @@ func (s *Store) settle(ctx context.Context, id uuid.UUID, expected int64, first 
 			return unknown(store.ErrClosed)
 		}
 		var got uuid.UUID
-		err = s.sess.Session.Query(readBackCQL, id, expected+1).WithContext(ctx).
+		err = s.sess.Session.Query(readBackCQL, id, expected+1).WithContext(withSerialRead(ctx)).
 			Consistency(s.cfg.SerialConsistency).Idempotent(true).Scan(&got)
 		switch {
 		case err == nil && got == first:

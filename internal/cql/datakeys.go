@@ -69,7 +69,7 @@ func (d *DataKeys) Get(ctx context.Context, subject uuid.UUID) (store.WrappedKey
 		return store.WrappedKey{}, store.ErrClosed
 	}
 	row := map[string]any{}
-	err := s.sess.Session.Query(dataKeyGetCQL, gocqlUUID(subject)).WithContext(ctx).
+	err := s.sess.Session.Query(dataKeyGetCQL, gocqlUUID(subject)).WithContext(withSerialRead(ctx)).
 		Consistency(s.cfg.SerialConsistency).Idempotent(true).MapScan(row)
 	switch {
 	case errors.Is(err, gocql.ErrNotFound):

@@ -21,15 +21,14 @@ import (
 const (
 	keyColumnsCQL = `key, record_id, fingerprint, owner, state, aggregate_id, status, header, body,
 		created_at, updated_at, expires_at, instance, boot`
-	keyBeginCQL = `INSERT INTO idempotency_keys (key, record_id, fingerprint, owner, state,
-		created_at, updated_at, expires_at, instance, boot) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?`
+	keyBeginCQL = `INSERT INTO idempotency_keys (key, record_id, fingerprint, owner, state, aggregate_id,
+		created_at, updated_at, expires_at, instance, boot) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?) IF NOT EXISTS USING TTL ?`
 	// keyReplaceCQL takes over a key whose record outlived its expiry by
 	// the rounding of TTLs (some cells of it may still be live).
 	keyReplaceCQL = `UPDATE idempotency_keys USING TTL ? SET record_id = ?, fingerprint = ?, owner = ?,
-		state = 'pending', aggregate_id = null, status = null, header = null, body = null,
+		state = 'pending', aggregate_id = ?, status = null, header = null, body = null,
 		created_at = ?, updated_at = ?, expires_at = ?, instance = ?, boot = ? WHERE key = ? IF record_id = ?`
 	keyGetCQL      = `SELECT ` + keyColumnsCQL + ` FROM idempotency_keys WHERE key = ?`
-	keyAttachCQL   = `UPDATE idempotency_keys USING TTL ? SET aggregate_id = ?, updated_at = ? WHERE key = ? IF owner = ?`
 	keyCompleteCQL = `UPDATE idempotency_keys USING TTL ? SET state = 'done', status = ?, header = ?, body = ?,
 		updated_at = ? WHERE key = ? IF owner = ?`
 	keyAbandonCQL  = `UPDATE idempotency_keys USING TTL ? SET state = 'abandoned', updated_at = ? WHERE key = ? IF owner = ?`
@@ -57,7 +56,7 @@ func (s *Store) Begin(ctx context.Context, rec store.IdempotencyRecord) (store.I
 	if s.closed.Load() {
 		return rec, false, store.ErrClosed
 	}
-	rec.State, rec.AggregateID, rec.Response = store.Pending, uuid.Nil, store.IdempotentResponse{}
+	rec.State, rec.Response = store.Pending, store.IdempotentResponse{}
 	ttl := ttlLeft(rec.Expires, rec.Created)
 	if ttl == 0 {
 		return rec, false, fmt.Errorf("scylla: begin key %q: expires %v, not after %v", rec.Key, rec.Expires, rec.Created)
@@ -80,7 +79,7 @@ func (s *Store) Begin(ctx context.Context, rec store.IdempotencyRecord) (store.I
 func (s *Store) beginOnce(ctx context.Context, rec store.IdempotencyRecord, ttl int) (_ store.IdempotencyRecord, began, done bool, _ error) {
 	cur := map[string]any{}
 	applied, err := s.lwt(ctx, keyBeginCQL, rec.Key, gocqlUUID(rec.ID), rec.Fingerprint, gocqlUUID(rec.Owner),
-		rec.Created, rec.Updated, rec.Expires, rec.Process.Instance, gocqlUUID(rec.Process.Boot), ttl).MapScanCAS(cur)
+		nullableUUID(rec.AggregateID), rec.Created, rec.Updated, rec.Expires, rec.Process.Instance, gocqlUUID(rec.Process.Boot), ttl).MapScanCAS(cur)
 	if err != nil {
 		return rec, false, true, fmt.Errorf("scylla: begin key %q: %w", rec.Key, s.closedOr(err))
 	}
@@ -99,7 +98,7 @@ func (s *Store) beginOnce(ctx context.Context, rec store.IdempotencyRecord, ttl 
 	}
 	cur = map[string]any{}
 	applied, err = s.lwt(ctx, keyReplaceCQL, ttl, gocqlUUID(rec.ID), rec.Fingerprint, gocqlUUID(rec.Owner),
-		rec.Created, rec.Updated, rec.Expires, rec.Process.Instance, gocqlUUID(rec.Process.Boot), rec.Key, stale).MapScanCAS(cur)
+		nullableUUID(rec.AggregateID), rec.Created, rec.Updated, rec.Expires, rec.Process.Instance, gocqlUUID(rec.Process.Boot), rec.Key, stale).MapScanCAS(cur)
 	if err != nil {
 		return rec, false, true, fmt.Errorf("scylla: begin key %q: replace an expired record: %w", rec.Key, s.closedOr(err))
 	}
@@ -123,7 +122,7 @@ func (s *Store) Get(ctx context.Context, key string) (store.IdempotencyRecord, b
 		return store.IdempotencyRecord{}, false, store.ErrClosed
 	}
 	row := map[string]any{}
-	err := s.sess.Session.Query(keyGetCQL, key).WithContext(ctx).
+	err := s.sess.Session.Query(keyGetCQL, key).WithContext(withSerialRead(ctx)).
 		Consistency(s.cfg.SerialConsistency).Idempotent(true).MapScan(row)
 	switch {
 	case errors.Is(err, gocql.ErrNotFound):
@@ -136,12 +135,6 @@ func (s *Store) Get(ctx context.Context, key string) (store.IdempotencyRecord, b
 		return store.IdempotencyRecord{}, false, nil
 	}
 	return rec, true, nil
-}
-
-// Attach records the aggregate; it is committed at Config.Consistency when
-// it returns nil.
-func (s *Store) Attach(ctx context.Context, c store.IdempotencyClaim, aggregateID uuid.UUID, now time.Time) error {
-	return s.keyUpdate(ctx, "attach", c, now, keyAttachCQL, gocqlUUID(aggregateID), now)
 }
 
 // Complete stores the answer and marks the record done.
@@ -208,6 +201,14 @@ func keyFromMap(m map[string]any) store.IdempotencyRecord {
 }
 
 func gocqlUUID(id uuid.UUID) gocql.UUID { return gocql.UUID(id) }
+
+// nullableUUID is id as a uuid column: null when it is uuid.Nil.
+func nullableUUID(id uuid.UUID) any {
+	if id == uuid.Nil {
+		return nil
+	}
+	return gocql.UUID(id)
+}
 
 // fromGocql converts a uuid column; uuid.Nil when it is null.
 func fromGocql(v any) uuid.UUID {

@@ -117,6 +117,8 @@ type Config struct {
 	Logger *zap.Logger
 	// Feed tunes Subscribe and the hints appends write for it.
 	Feed FeedOptions
+
+	observer Observer // Options.Observer, set by OpenStore
 }
 
 // Options are OpenStore's knobs for tests. The zero value is production's.
@@ -129,6 +131,9 @@ type Options struct {
 	// token ring, so that only the recent pass over the index of touched
 	// aggregates (and the fast path) can deliver.
 	NoSweep bool
+	// Observer, if not nil, sees every query and batch of the store's
+	// sessions: tests count Paxos rounds with it (see Rounds).
+	Observer Observer
 }
 
 // Store is a store.Store on a ScyllaDB (or Cassandra) keyspace. It is safe
@@ -225,6 +230,7 @@ func OpenStore(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	cfg.observer = opts.Observer
 	sess, scylla, err := migrate(ctx, cfg, log)
 	if err != nil {
 		return nil, err
@@ -271,6 +277,9 @@ func cluster(cfg Config, keyspace string, log *zap.Logger) *gocql.ClusterConfig 
 	// The driver logs what it cannot do about a node (dial failures,
 	// reconnections): warnings, not the info its plain Print would make.
 	c.Logger, _ = zap.NewStdLogAt(log.Named("gocql"), zap.WarnLevel) // fails only for an invalid level
+	if cfg.observer != nil {
+		c.QueryObserver, c.BatchObserver = cfg.observer, cfg.observer
+	}
 	return c
 }
 

@@ -20,7 +20,7 @@ import (
 
 // maxAttempts bounds the read-project-write rounds for one aggregate. A
 // round is lost only by a conditional write (a row an earlier release
-// wrote, see conditional) that another instance moved on or that timed
+// wrote, see conditionalRow) that another instance moved on or that timed
 // out; the next round reads serially, so a handful always suffices. The
 // bound only turns a bug (a condition that can never hold) into an error
 // instead of a spin.
@@ -37,7 +37,7 @@ const maxAttempts = 16
 // applying the same events at once (during a failover), or a stale batch
 // arriving late, never move a row back, on any replica. A row an earlier
 // release wrote with lightweight transactions keeps being written so
-// (conditional).
+// (conditionalRow).
 //
 // So a batch costs one Paxos round, the fence check, and per aggregate
 // one read and one write (for an order, one unlogged batch of its row and
@@ -168,7 +168,7 @@ func project[R any](ctx context.Context, v *Views, t table[R], id uuid.UUID, eve
 			}
 			return nil
 		}
-		if !v.conditionalRows && !conditional(stamp) {
+		if !v.conditionalRows && !conditionalRow(stamp) {
 			// The row the events were applied to may be stale (another
 			// instance wrote a later version since the read): then this
 			// write of an earlier version loses to it cell by cell, which

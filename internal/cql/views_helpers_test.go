@@ -2,8 +2,6 @@ package cql
 
 import (
 	"context"
-	"regexp"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,35 +104,24 @@ func foldOrder(t testing.TB, events []store.Event) readmodel.Order {
 	return o
 }
 
-// lwtCounter counts the lightweight transactions a session sends: the
-// statements with an IF clause, alone or in a batch. Serial reads are not
-// among them; no path these tests take reads serially.
-type lwtCounter struct{ n atomic.Int64 }
-
-// conditionalCQL matches a statement with a condition.
-var conditionalCQL = regexp.MustCompile(`(?i)\bIF\b`)
-
-func (c *lwtCounter) ObserveQuery(_ context.Context, q gocql.ObservedQuery) {
-	if conditionalCQL.MatchString(q.Statement) {
-		c.n.Add(1)
-	}
-}
-
-func (c *lwtCounter) ObserveBatch(_ context.Context, b gocql.ObservedBatch) {
-	for _, stmt := range b.Statements {
-		if conditionalCQL.MatchString(stmt) {
-			c.n.Add(1)
-			return // one Paxos round for the batch
-		}
-	}
-}
-
-// countedViews returns views on a session of their own whose
-// lightweight transactions c counts.
-func (e *env) countedViews(t testing.TB, c *lwtCounter) *Views {
+// countedViews returns views on a session of their own whose Paxos
+// rounds r counts (Rounds, the observer the tests of rounds per command
+// use).
+func (e *env) countedViews(t testing.TB, r *Rounds) *Views {
 	t.Helper()
-	s := e.session(t, func(cfg *gocql.ClusterConfig) { cfg.QueryObserver, cfg.BatchObserver = c, c })
+	s := e.session(t, func(cfg *gocql.ClusterConfig) { cfg.QueryObserver, cfg.BatchObserver = r, r })
 	return NewViews(s, zap.NewNop())
+}
+
+// lwts returns the lightweight transactions r counted since its last
+// Take, and starts it again from zero.
+func lwts(r *Rounds) int {
+	lwt, _ := r.Take()
+	n := 0
+	for _, c := range lwt {
+		n += c
+	}
+	return n
 }
 
 // fenced returns ctx with the fence of a lease taken for the test, as the

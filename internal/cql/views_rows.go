@@ -42,10 +42,10 @@ func versionStamp(v int64) int64 { return v }
 // lightweight transaction writes with: its Paxos ballot, in microseconds
 // since 1970, above 10^15 since 2001. A row whose version cell has a
 // later write timestamp was written by a release before issue 17, whose
-// every row write was a lightweight transaction; see conditional.
+// every row write was a lightweight transaction; see conditionalRow.
 const maxVersionStamp = 1 << 40
 
-// conditional reports whether a row whose version cell has write
+// conditionalRow reports whether a row whose version cell has write
 // timestamp stamp must still be written with lightweight transactions: a
 // row an earlier release wrote so carries the clock's timestamps, which a
 // plain write at versionStamp could never overwrite. Such a row keeps its
@@ -53,7 +53,7 @@ const maxVersionStamp = 1 << 40
 // (orderd rebuild) replaces its generation with one written by plain
 // writes only; a row without such cells (new, or written by this release)
 // never takes that path.
-func conditional(stamp int64) bool { return stamp > maxVersionStamp }
+func conditionalRow(stamp int64) bool { return stamp > maxVersionStamp }
 
 // table is how Apply reads, projects and writes the rows of one
 // aggregate type, so that one generic loop (project) serves orders and
@@ -71,7 +71,7 @@ type table[R any] interface {
 	write(ctx context.Context, r R) error
 	// writeIf stores r if the row is still at version base (absent for
 	// 0), reporting whether it was: a lightweight transaction, for the
-	// rows an earlier release wrote so (see conditional).
+	// rows an earlier release wrote so (see conditionalRow).
 	writeIf(ctx context.Context, r R, base int64) (bool, error)
 	// written writes what derives from r once r is stored.
 	written(ctx context.Context, r R) error

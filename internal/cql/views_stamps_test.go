@@ -323,7 +323,7 @@ func TestConditionalRowsStayConditional(t *testing.T) {
 	if err != nil || !reflect.DeepEqual(got, want) {
 		t.Errorf("Order =\n%+v, %v\nwant\n%+v", got, err, want)
 	}
-	if !conditional(stamp) {
+	if !conditionalRow(stamp) {
 		t.Errorf("version cell written at %d, want the clock's (a lightweight transaction's)", stamp)
 	}
 	list, err := v.CustomerOrders(ctx, want.CustomerID, uuid.Nil, 10)
@@ -342,8 +342,8 @@ func TestOneLWTPerBatch(t *testing.T) {
 		conditional bool
 	}{{"stamped", false}, {"conditional", true}} {
 		t.Run(tt.name, func(t *testing.T) {
-			var c lwtCounter
-			v := e.countedViews(t, &c)
+			c := NewRounds()
+			v := e.countedViews(t, c)
 			v.conditionalRows = tt.conditional
 			ctx := e.fenced(t, context.Background())
 			events := readmodeltest.Pipeline(t, 256)
@@ -351,7 +351,7 @@ func TestOneLWTPerBatch(t *testing.T) {
 			for _, ev := range events {
 				aggregates[ev.AggregateID] = true
 			}
-			c.n.Store(0)
+			lwts(c) // from zero
 			if err := v.Apply(ctx, events); err != nil {
 				t.Fatal(err)
 			}
@@ -359,11 +359,12 @@ func TestOneLWTPerBatch(t *testing.T) {
 			if tt.conditional {
 				want += int64(len(aggregates))
 			}
-			if n := c.n.Load(); n != want {
+			n := int64(lwts(c))
+			if n != want {
 				t.Errorf("lightweight transactions for a batch of %d events of %d aggregates: %d, want %d",
 					len(events), len(aggregates), n, want)
 			}
-			t.Logf("%s: %d lightweight transactions for a batch of %d events of %d aggregates", tt.name, c.n.Load(),
+			t.Logf("%s: %d lightweight transactions for a batch of %d events of %d aggregates", tt.name, n,
 				len(events), len(aggregates))
 		})
 	}

@@ -51,7 +51,7 @@ type statements struct {
 // they write (USING TIMESTAMP, see versionStamp); the reads of a row also
 // return the write timestamp of its version cell, which tells a row written
 // that way from one a release before issue 17 wrote with lightweight
-// transactions (see conditional). The conditional writes (the *If
+// transactions (see conditionalRow). The conditional writes (the *If
 // statements) remain for those rows only.
 func statementsOf(t tables) statements {
 	r := strings.NewReplacer("{orders}", t.orders, "{summaries}", t.summaries, "{customers}", t.customers)

@@ -15,7 +15,7 @@
 //     none ever moves it back: Cassandra keeps the greatest version's
 //     cells on every replica. The batch's one lightweight transaction is
 //     the fence check. (Rows a release before issue 17 wrote with
-//     lightweight transactions keep those; see conditional.)
+//     lightweight transactions keep those; see conditionalRow.)
 //
 // CQL timestamps hold milliseconds, so on this backend the read models keep
 // times to the millisecond.

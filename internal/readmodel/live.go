@@ -199,13 +199,44 @@ func (l *Live) Adopt(n int64, g Generation) {
 		return
 	}
 	l.cur.Store(&generation{n, g})
+	if l.next != nil && l.next.n <= n {
+		l.next = nil // the generation it followed is current now
+	}
 	l.mu.Unlock()
 	prev.g.Broadcast()
+}
+
+// followed returns the generation written before the current one, 0 when
+// none is.
+func (l *Live) followed() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.next == nil {
+		return 0
+	}
+	return l.next.n
+}
+
+// unfollowNext stops writing generation n before the current one, if it is
+// the one written.
+func (l *Live) unfollowNext(n int64) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.next != nil && l.next.n == n {
+		l.next = nil
+	}
 }
 
 // Track adopts, every interval until ctx ends, the generation the catalog
 // says is current, so that an instance follows a switch another instance
 // made. Errors are logged and tried again at the next interval.
+//
+// It also writes, while a rebuild another instance runs is catching up
+// (or switching), the generation that rebuild builds (Follow), and stops
+// once it has ended: a projector split into shards runs on several
+// instances, and each one's batches must reach the new generation, not
+// only those of the instance that runs the rebuild (which waits
+// RebuildOptions.FollowWait for them before its catch-up).
 func (l *Live) Track(ctx context.Context, c Catalog, every time.Duration) {
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -215,20 +246,52 @@ func (l *Live) Track(ctx context.Context, c Catalog, every time.Duration) {
 			return
 		case <-t.C:
 		}
-		n, err := c.Current(ctx)
-		if err != nil || n <= l.Current() {
-			if err != nil && ctx.Err() == nil {
-				l.log.Warn("read models: reading the current generation failed", zap.Error(err))
-			}
-			continue
+		l.adoptCurrent(ctx, c)
+		l.followRebuild(ctx, c)
+	}
+}
+
+func (l *Live) adoptCurrent(ctx context.Context, c Catalog) {
+	n, err := c.Current(ctx)
+	if err != nil || n <= l.Current() {
+		if err != nil && ctx.Err() == nil {
+			l.log.Warn("read models: reading the current generation failed", zap.Error(err))
 		}
-		g, err := c.Open(ctx, n)
+		return
+	}
+	g, err := c.Open(ctx, n)
+	if err != nil {
+		l.log.Warn("read models: opening the current generation failed", zap.Int64("generation", n), zap.Error(err))
+		return
+	}
+	l.log.Info("read models: another instance switched generations", zap.Int64("from", l.Current()), zap.Int64("to", n))
+	l.Adopt(n, g)
+}
+
+func (l *Live) followRebuild(ctx context.Context, c Catalog) {
+	r, err := c.Last(ctx)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return
+	case err != nil:
+		if ctx.Err() == nil {
+			l.log.Warn("read models: reading the last rebuild failed", zap.Error(err))
+		}
+		return
+	}
+	following := l.followed()
+	building := (r.State == RebuildCatchingUp || r.State == RebuildSwitching) && r.Generation > l.Current()
+	switch {
+	case building && following != r.Generation:
+		g, err := c.Open(ctx, r.Generation)
 		if err != nil {
-			l.log.Warn("read models: opening the current generation failed", zap.Int64("generation", n), zap.Error(err))
-			continue
+			l.log.Warn("read models: opening the generation a rebuild builds failed", zap.Int64("generation", r.Generation), zap.Error(err))
+			return
 		}
-		l.log.Info("read models: another instance switched generations", zap.Int64("from", l.Current()), zap.Int64("to", n))
-		l.Adopt(n, g)
+		l.log.Info("read models: writing the generation another instance's rebuild builds", zap.Int64("generation", r.Generation))
+		l.Follow(r.Generation, g)
+	case following != 0 && (r.State.Ended() || r.Generation != following):
+		l.unfollowNext(following)
 	}
 }
 

@@ -50,6 +50,12 @@ type RebuildOptions struct {
 	// it to finish and for every other instance's Live.Track to adopt the
 	// new one: 2 s.
 	Grace time.Duration
+	// FollowWait is how long the catch-up waits, once the rebuild says it
+	// is catching up, for every other instance's Live.Track to write the
+	// new generation too: longer than Track's interval where the projector
+	// runs on several instances (split into shards); 0 where it runs on
+	// this one.
+	FollowWait time.Duration
 }
 
 // NewRebuilder returns a Rebuilder over the catalog, replaying log into
@@ -264,6 +270,13 @@ func (b *Rebuilder) build(ctx context.Context, r *Rebuild, log *zap.Logger) (err
 	r.EventsTotal = r.EventsDone + max(0, more-mark)
 	if err := b.save(ctx, r); err != nil {
 		return err
+	}
+	if w := b.opt.FollowWait; w > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(w):
+		}
 	}
 	log.Info("rebuild: catching up", zap.Int64("after", mark))
 	if _, err := b.log.Replay(ctx, mark, func(ctx context.Context, events []store.Event) error {

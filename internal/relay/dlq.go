@@ -85,9 +85,10 @@ func (r *Relay) command(ctx context.Context, position int64, op string) (int, er
 		return 0, fmt.Errorf("%w: a %s of dead letter %d is queued already; it stays queued and the active relay "+
 			"carries it out when it can; ask again once it is done", ErrBrokerUnavailable, q.Op, position)
 	}
-	select { // the local relay, if it is the active one, need not wait for its next look
-	case r.wake <- struct{}{}:
-	default:
+	// The local relays, if they serve, need not wait for their next look.
+	r.Wake()
+	if r.requested != nil {
+		r.requested()
 	}
 	tick := time.NewTicker(r.cfg.RequestWait)
 	defer tick.Stop()

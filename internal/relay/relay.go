@@ -121,6 +121,9 @@ type Relay struct {
 	// wake tells the request loop that a request was made on this
 	// instance.
 	wake chan struct{}
+	// requested, when set, is called after a request is queued here, to
+	// wake the relays of other shards in this process (see OnRequest).
+	requested func()
 	// pending is when the publish in progress began (Unix nanoseconds),
 	// 0 when none is: how long Kafka has not taken what the relay has.
 	pending atomic.Int64
@@ -143,6 +146,21 @@ func New(history store.Loader, pub Publisher, ledger Ledger, cfg Config, log *za
 	r.breaker = newBreaker(cfg, log, metrics)
 	return r
 }
+
+// Wake has the relay look for operators' requests now rather than at its
+// next poll, if it is serving.
+func (r *Relay) Wake() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// OnRequest sets f to be called each time a request is queued through
+// this relay (Replay, Discard), so that the relays of the shards that
+// serve in this process, which carry requests out, wake at once. Call it
+// before the relay is used.
+func (r *Relay) OnRequest(f func()) { r.requested = f }
 
 // On reports whether the relay has a broker to publish to.
 func (r *Relay) On() bool { return r.pub != nil }

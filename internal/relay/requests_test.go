@@ -160,3 +160,32 @@ func TestRelayOff(t *testing.T) {
 		t.Errorf("Serve on a relay that is off = %v", err)
 	}
 }
+
+// TestRequestWakesOtherRelays: a request queued through one Relay (the
+// admin API's) wakes the relays OnRequest names (those of the shards that
+// serve in the process) at once, not at their next look in the ledger,
+// an hour away here.
+func TestRequestWakesOtherRelays(t *testing.T) {
+	r := newRig(t, kafka.ConfigEntry{ConfigName: "max.message.bytes", ConfigValue: "4096"})
+	ctx := context.Background()
+	serving := relay.New(r.events, r.kafka, r.ledger, relay.Config{
+		Topics:       relay.Topics{ByType: map[string]string{"Widget": r.topic}},
+		RetryInitial: 10 * time.Millisecond, RetryMax: 200 * time.Millisecond,
+		RequestPoll: time.Hour, RequestWait: 20 * time.Millisecond,
+	}, zap.NewNop(), r.metrics)
+	r.serve(serving)
+	big := uuid.New()
+	r.appendEvent(big, 6000)
+	r.caughtUp()
+	letters, err := r.ledger.OfAggregate(ctx, big)
+	if err != nil || len(letters) != 1 {
+		t.Fatalf("dead letters: %+v, %v; want the one too large", letters, err)
+	}
+	kafkatest.AlterTopic(t, r.brokers, r.topic, "max.message.bytes", "1048588")
+
+	front := r.newRelay(&refusingPublisher{t: t})
+	front.OnRequest(serving.Wake)
+	if n, err := front.Replay(ctx, letters[0].Position); err != nil || n != 1 {
+		t.Fatalf("replay through another relay = %d, %v; want 1 published by the serving relay, woken", n, err)
+	}
+}

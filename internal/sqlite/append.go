@@ -17,6 +17,9 @@ type appendReq struct {
 	expected int64
 	rows     [][]any    // insert arguments, one slice per event
 	done     chan error // buffered: the writer never blocks on a reply
+
+	events    []store.Event // as handed to Append, for the feed's tail
+	positions []int64       // the positions the inserts were given
 }
 
 // Append stores events atomically if the aggregate's version is expected.
@@ -40,7 +43,8 @@ func (s *Store) Append(ctx context.Context, aggregateID uuid.UUID, expected int6
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("sqlite: append %s: %w", aggregateID, err)
 	}
-	r := &appendReq{ctx: ctx, id: aggregateID, expected: expected, rows: rows, done: make(chan error, 1)}
+	r := &appendReq{ctx: ctx, id: aggregateID, expected: expected, rows: rows, done: make(chan error, 1),
+		events: events, positions: make([]int64, len(events))}
 	select {
 	case s.reqs <- r:
 		s.accepted.Add(1)
@@ -86,10 +90,12 @@ func encode(id uuid.UUID, expected int64, events []store.Event) ([][]any, error)
 			}
 			meta = string(b)
 		}
+		var ids [4]string
+		uuidTexts(ids[:], e.ID, id, e.CausationID, e.CorrelationID)
 		rows[i] = []any{
-			e.ID.String(), id.String(), e.AggregateType, e.Sequence,
+			ids[0], ids[1], e.AggregateType, e.Sequence,
 			e.Type, e.SchemaVersion, string(e.Data),
-			e.CausationID.String(), e.CorrelationID.String(),
+			ids[2], ids[3],
 			e.Timestamp.UnixNano(), meta,
 		}
 	}

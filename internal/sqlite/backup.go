@@ -77,8 +77,8 @@ func (s *Store) hold(ctx context.Context) (release func(), err error) {
 // batches while the read transactions of keys.db, relay.db and events.db
 // begin, so that no event commits in between: the three copies are then
 // what a crash at that instant would leave, which orderd recovers from by
-// design. A key's record is durable before its command appends
-// (Keys.Attach), so every event of the copy has its key, pending or
+// design. A key's record, which names its aggregate, is durable before
+// its command appends (Keys.Begin), so every event of the copy has its key, pending or
 // answered, and a key answered before the hold names an event committed
 // before it; the relay parks a dead letter in relay.db before its progress
 // (saved in events.db by the held writer) moves past it, so no letter is

@@ -27,9 +27,13 @@ const (
 // Positions are a global commit order (see ReadFeed), so tailing them is
 // complete and keeps every aggregate's events in order without any help.
 // Progress is saved by the writer goroutine, together with the appends it
-// commits anyway: when the consumer has caught up, at most every
-// Options.ProgressEvery while it works through a backlog, and when it
-// stops. A crash can therefore hand again at most that much.
+// commits anyway: at most every Options.ProgressEvery, whether the
+// consumer works through a backlog or has caught up (then once
+// ProgressEvery after the last save, if nothing new came meanwhile), and
+// when it stops. A crash can therefore hand again at most that much. A
+// consumer that caught up does not save at once: at one command at a time
+// that was a commit (and an fsync of events.db) of its own after every
+// command's, which the next command's commit waited behind.
 //
 // A save that fails for the disk (store.ErrUnavailable) does not end the
 // subscription: it is retried with capped backoff (saveRetryInitial to
@@ -116,21 +120,40 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 		}
 	}()
 
+	var timer *time.Timer // the save due while caught up
 	for {
 		wake := s.wakeChan() // before the query, so no commit goes unnoticed
-		evs, err := s.query(ctx, s.feedQ, pos, s.feedBatch)
+		evs, err := s.feed(ctx, pos, s.feedBatch)
 		switch {
 		case ctx.Err() != nil:
 			return nil
 		case err != nil:
 			return fmt.Errorf("sqlite: read feed of %s after %d: %w", consumer, pos, err)
 		case len(evs) == 0:
-			// Caught up: a good moment to save, since nothing waits.
-			if err := keep(); err != nil || ctx.Err() != nil {
-				return err
+			// Caught up: a good moment to save, since nothing waits, once
+			// ProgressEvery has passed since the last save (or the
+			// store's writes fail); until then a timer, if there is
+			// anything to save.
+			var due <-chan time.Time
+			if pos != saved {
+				if wait := s.progressEvery - time.Since(savedAt); wait > 0 && !s.health.Down() {
+					if timer == nil {
+						timer = time.NewTimer(wait)
+						defer timer.Stop()
+					} else {
+						timer.Reset(wait) // since Go 1.23, no stale tick to drain
+					}
+					due = timer.C
+				} else if err := keep(); err != nil || ctx.Err() != nil {
+					return err
+				}
 			}
 			select {
 			case <-wake:
+			case <-due:
+				if err := keep(); err != nil || ctx.Err() != nil {
+					return err
+				}
 			case <-ctx.Done():
 				return nil
 			case <-s.closing:

@@ -51,14 +51,13 @@ type KeysOptions struct {
 // the keys never touch the event writer.
 //
 // Durability: the file runs with synchronous=NORMAL, which in WAL mode
-// syncs nothing at commit, except for Attach, which returns only after an
-// fsync of the WAL file that began after its commit. That is enough: a
-// lost Begin, Complete or Abandon only leaves the key absent or pending,
+// syncs nothing at commit, except for a Begin that claims its key, which
+// returns only after an fsync of the WAL file that began after its commit.
+// That is enough: a lost Complete or Abandon only leaves the key pending,
 // which a retry settles from the events, while the record that says which
-// aggregate to look in is durable before the command appends. The fsync
-// covers the whole WAL, so the Begin before the Attach is durable too.
-// Concurrent Attaches share one fsync (group commit), which FULL, syncing
-// at every commit under the one write lock, could not do.
+// aggregate to look in is durable before the command appends. Concurrent
+// Begins share one fsync (group commit), which FULL, syncing at every
+// commit under the one write lock, could not do.
 //
 // Writes are group-committed too: one goroutine runs every write waiting
 // at once in one transaction (see writeLoop), so a busy store pays one
@@ -75,11 +74,13 @@ type Keys struct {
 	done   chan struct{} // the purge loop's
 	wrote  chan struct{} // writeLoop's
 	close  sync.Once
+	boots  sync.Map // the boots (uuid.UUID) whose attempts own records through this Keys: see settled
 }
 
 // OpenKeys opens (creating if needed) the key store at path, brings its
-// schema up to date, abandons the records left pending by the previous
-// process (see abandonPending) and starts the purge of expired records.
+// schema up to date and starts the purge of expired records. The records
+// left pending by the previous process read as abandoned (see
+// Keys.settled).
 // The caller must Close it. Like the event store, it belongs to one
 // process; the event store's lock on the data dir keeps a second one out,
 // and only a process holding it may open the keys.
@@ -96,9 +97,6 @@ func OpenKeys(path string, opts KeysOptions) (*Keys, error) {
 	w, r, err := openDB(context.Background(), path, "sqlite/keys", dbOptions{Synchronous: "NORMAL"})
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: keys: %w", err)
-	}
-	if err := abandonPending(w, opts.Now(), opts.Logger); err != nil {
-		return nil, errors.Join(err, r.Close(), w.Close())
 	}
 	// The WAL exists once openDB has migrated: it stays, with its inode,
 	// while a connection is open.
@@ -128,21 +126,23 @@ func OpenKeys(path string, opts KeysOptions) (*Keys, error) {
 	return k, nil
 }
 
-// abandonPending marks Abandoned every record left Pending: the keys
-// belong to one process at a time (the event store's lock on the data dir
-// keeps a second one out), so an attempt that was running when the store
-// was last open died with its process. The next request with the key
-// settles it at once, from the events, rather than answering 409
-// idempotency_key_in_flight until the record looks dead.
-func abandonPending(w *sql.DB, now time.Time, log *zap.Logger) error {
-	res, err := w.Exec(`UPDATE idempotency_keys SET state = 'abandoned', updated_at = ? WHERE state = 'pending'`, formatTime(now))
-	if err != nil {
-		return fmt.Errorf("sqlite: keys: abandon the records of the previous process: %w", err)
+// settled returns rec as this process sees it: a record pending for an
+// attempt of a boot that wrote nothing through this Keys was left by a
+// process that has died, since the keys belong to one process at a time
+// (the event store's lock on the data dir keeps a second one out), so it
+// reads as abandoned. The next request with the key then settles it at
+// once, from the events, rather than answering 409
+// idempotency_key_in_flight until the record looks dead. Nothing is
+// written: a command whose events are its answer leaves its record
+// pending for good (see api.Idempotency), and rewriting them all at each
+// open would cost a write per keyed command of the last day.
+func (k *Keys) settled(rec store.IdempotencyRecord) store.IdempotencyRecord {
+	if rec.State == store.Pending {
+		if _, live := k.boots.Load(rec.Process.Boot); !live {
+			rec.State = store.Abandoned
+		}
 	}
-	if n, _ := res.RowsAffected(); n > 0 {
-		log.Info("idempotency keys whose attempt died with the previous process abandoned; their retries settle them", zap.Int64("keys", n))
-	}
-	return nil
+	return rec
 }
 
 // Close stops the purge and closes the database. Calls after Close return
@@ -187,33 +187,36 @@ const keyCondition = ` WHERE key = ? AND owner = ? AND expires_at > ?`
 // now.
 var keyStatements = map[string]string{
 	"begin": `INSERT INTO idempotency_keys
-		(key, record_id, fingerprint, owner, state, created_at, updated_at, expires_at, instance, boot)
-		VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?)
+		(key, record_id, fingerprint, owner, state, aggregate_id, created_at, updated_at, expires_at, instance, boot)
+		VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)
 		ON CONFLICT (key) DO UPDATE SET record_id = excluded.record_id, fingerprint = excluded.fingerprint,
-			owner = excluded.owner, state = 'pending', aggregate_id = NULL, status = NULL, header = NULL,
+			owner = excluded.owner, state = 'pending', aggregate_id = excluded.aggregate_id, status = NULL, header = NULL,
 			body = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at,
 			expires_at = excluded.expires_at, instance = excluded.instance, boot = excluded.boot
 		WHERE idempotency_keys.expires_at <= excluded.created_at`,
 	"current":   `SELECT ` + keyColumns + ` FROM idempotency_keys WHERE key = ?`,
 	"get":       `SELECT ` + keyColumns + ` FROM idempotency_keys WHERE key = ? AND expires_at > ?`,
-	"attach":    `UPDATE idempotency_keys SET aggregate_id = ?, updated_at = ?` + keyCondition,
 	"complete":  `UPDATE idempotency_keys SET state = 'done', status = ?, header = ?, body = ?, updated_at = ?` + keyCondition,
 	"abandon":   `UPDATE idempotency_keys SET state = 'abandoned', updated_at = ?` + keyCondition,
 	"take over": `UPDATE idempotency_keys SET owner = ?, instance = ?, boot = ?, state = 'pending', updated_at = ?` + keyCondition + ` AND state IN ('pending', 'abandoned')`,
 }
 
 // Begin claims rec.Key unless an unexpired record holds it; an expired one
-// is replaced in the same statement. It returns store.ErrClosed after
-// Close.
+// is replaced in the same statement. A claim returns after an fsync of the
+// WAL that began after its commit. It returns store.ErrClosed after Close.
 func (k *Keys) Begin(ctx context.Context, rec store.IdempotencyRecord) (_ store.IdempotencyRecord, began bool, err error) {
 	if k.closed() {
 		return rec, false, store.ErrClosed
 	}
-	rec.State, rec.AggregateID, rec.Response = store.Pending, uuid.Nil, store.IdempotentResponse{}
+	rec.State, rec.Response = store.Pending, store.IdempotentResponse{}
+	var agg any // NULL for uuid.Nil
+	if rec.AggregateID != uuid.Nil {
+		agg = rec.AggregateID.String()
+	}
 	cur := rec
 	err = k.write(func(tx *sql.Tx) error {
 		res, err := tx.Stmt(k.stmts["begin"]).Exec(
-			rec.Key, rec.ID.String(), rec.Fingerprint, rec.Owner.String(),
+			rec.Key, rec.ID.String(), rec.Fingerprint, rec.Owner.String(), agg,
 			formatTime(rec.Created), formatTime(rec.Updated), formatTime(rec.Expires), rec.Process.Instance, rec.Process.Boot.String())
 		if err != nil {
 			return err
@@ -222,6 +225,7 @@ func (k *Keys) Begin(ctx context.Context, rec store.IdempotencyRecord) (_ store.
 			return err
 		} else if n == 1 {
 			began = true
+			k.boots.Store(rec.Process.Boot, true)
 			return nil
 		}
 		// The record that kept it out, as this transaction sees it.
@@ -232,11 +236,16 @@ func (k *Keys) Begin(ctx context.Context, rec store.IdempotencyRecord) (_ store.
 		if !found {
 			return errors.New("neither inserted nor found")
 		}
-		cur = held
+		cur = k.settled(held)
 		return nil
 	})
 	if err != nil {
 		return rec, false, fmt.Errorf("sqlite: begin key %q: %w", rec.Key, k.fault(true, err))
+	}
+	if began {
+		if err := k.wal.sync(); err != nil {
+			return rec, false, fmt.Errorf("sqlite: begin key %q: sync: %w", rec.Key, k.fault(true, err))
+		}
 	}
 	return cur, began, nil
 }
@@ -250,19 +259,7 @@ func (k *Keys) Get(ctx context.Context, key string) (store.IdempotencyRecord, bo
 	if err != nil {
 		return rec, false, fmt.Errorf("sqlite: get key %q: %w", key, k.fault(false, err))
 	}
-	return rec, found, nil
-}
-
-// Attach records the aggregate, durably: it returns after an fsync of the
-// WAL that began after its commit.
-func (k *Keys) Attach(ctx context.Context, c store.IdempotencyClaim, aggregateID uuid.UUID, now time.Time) error {
-	if err := k.update(ctx, "attach", c, aggregateID.String(), formatTime(now)); err != nil {
-		return err
-	}
-	if err := k.wal.sync(); err != nil {
-		return fmt.Errorf("sqlite: attach key %q: sync: %w", c.Key, k.fault(true, err))
-	}
-	return nil
+	return k.settled(rec), found, nil
 }
 
 // Complete stores the answer and marks the record done.
@@ -281,6 +278,7 @@ func (k *Keys) Abandon(ctx context.Context, c store.IdempotencyClaim, now time.T
 
 // Takeover hands a pending or abandoned record to the attempt to.
 func (k *Keys) Takeover(ctx context.Context, c store.IdempotencyClaim, to uuid.UUID, by store.Process, now time.Time) (bool, error) {
+	k.boots.Store(by.Boot, true) // before the write: a reader must never see it pending for a boot not yet known
 	err := k.update(ctx, "take over", c, to.String(), by.Instance, by.Boot.String(), formatTime(now))
 	if errors.Is(err, store.ErrNotOwner) {
 		return false, nil

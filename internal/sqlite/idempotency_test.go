@@ -80,7 +80,8 @@ func TestKeysPurge(t *testing.T) {
 
 // TestIdempotencyReopenAbandonsPending: a record left pending when the
 // key store was last open (its process died: only one process opens it)
-// is abandoned at the next open, keeping its owner, id and aggregate, so
+// reads as abandoned after the next open, keeping its owner, id and
+// aggregate, so
 // that the next request with the key settles it at once; done and
 // abandoned records are left as they were.
 func TestIdempotencyReopenAbandonsPending(t *testing.T) {
@@ -88,8 +89,9 @@ func TestIdempotencyReopenAbandonsPending(t *testing.T) {
 	k := openKeys(t, path, KeysOptions{})
 	ctx := t.Context()
 	now := time.Now().UTC()
+	agg := uuid.New()
 	begin := func(key string) store.IdempotencyRecord {
-		rec := store.IdempotencyRecord{Key: key, ID: uuid.New(), Fingerprint: []byte{1}, Owner: uuid.New(),
+		rec := store.IdempotencyRecord{Key: key, ID: uuid.New(), Fingerprint: []byte{1}, Owner: uuid.New(), AggregateID: agg,
 			Process: store.Process{Instance: "a", Boot: uuid.New()}, Created: now, Updated: now, Expires: now.Add(time.Hour)}
 		if _, began, err := k.Begin(ctx, rec); err != nil || !began {
 			t.Fatalf("Begin(%s): %v, %v", key, began, err)
@@ -97,10 +99,6 @@ func TestIdempotencyReopenAbandonsPending(t *testing.T) {
 		return rec
 	}
 	pending, done := begin("pending"), begin("done")
-	agg := uuid.New()
-	if err := k.Attach(ctx, pending.Claim(), agg, now); err != nil {
-		t.Fatal(err)
-	}
 	if err := k.Complete(ctx, done.Claim(), store.IdempotentResponse{Status: 201, Body: []byte("{}")}, now); err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,10 @@ type leases struct {
 	held   map[string]lease
 	epochs map[string]int64 // the epoch of each lease's last take
 	now    func() time.Time
+
+	// members are the live members of each group (store.Membership),
+	// each with the end of its heartbeat's ttl; made on first use.
+	members map[string]map[string]time.Time
 }
 
 type lease struct {

@@ -94,7 +94,7 @@ func (s *Store) ReadFeed(ctx context.Context, after int64, limit int) ([]store.E
 			return nil, store.ErrClosed
 		}
 		wake := s.wakeChan() // before the query, so no commit goes unnoticed
-		evs, err := s.query(ctx, s.feedQ, after, limit)
+		evs, err := s.feed(ctx, after, limit)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, ctx.Err()
@@ -112,6 +112,15 @@ func (s *Store) ReadFeed(ctx context.Context, after int64, limit int) ([]store.E
 			return nil, store.ErrClosed
 		}
 	}
+}
+
+// feed returns up to limit events with a position above after: from the
+// tail in memory when it holds them, else from the log.
+func (s *Store) feed(ctx context.Context, after int64, limit int) ([]store.Event, error) {
+	if evs, ok := s.tail.after(after, limit); ok {
+		return evs, nil
+	}
+	return s.query(ctx, s.feedQ, after, limit)
 }
 
 // Head returns the newest committed position, 0 for an empty store, or

@@ -114,6 +114,10 @@ type Store struct {
 	wakeMu sync.Mutex
 	wake   chan struct{} // closed and replaced after every commit
 
+	// The latest committed events, handed to the feed's consumers without
+	// reading them back (see tail).
+	tail tail
+
 	// Counters for tests, and metrics some day.
 	accepted atomic.Int64 // appends handed to the writer
 	commits  atomic.Int64 // committed batches
@@ -156,6 +160,7 @@ func OpenStore(path string, opts Options) (*Store, error) {
 		closing:       make(chan struct{}),
 		stopped:       make(chan struct{}),
 		wake:          make(chan struct{}),
+		tail:          tail{max: defaultTailEvents, up: opts.Upcaster},
 	}
 	lock, err := lockFile(path + ".lock")
 	if err != nil {

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"slices"
+	"strings"
 
 	"github.com/google/uuid"
 
@@ -22,9 +24,52 @@ const (
 )
 
 // statements are the writer's statements, prepared once on its single
-// connection and bound to each batch's transaction.
+// connection and bound to each batch's transaction. Each upsert comes in
+// multiRows sizes, of 1, 2, 4, … rows: a batch writes n rows with one
+// statement per bit of n instead of one per row (database/sql and the
+// driver cost about as much per statement as SQLite per row).
 type statements struct {
-	order, customer, upsertOrder, upsertSummary, upsertCustomer *sql.Stmt
+	order, customer                            *sql.Stmt
+	upsertOrder, upsertSummary, upsertCustomer [multiRows]*sql.Stmt
+}
+
+// multiRows is how many sizes of each upsert are prepared: up to
+// 1<<(multiRows-1) rows a statement.
+const multiRows = 7
+
+// The upserts, each with a version guard: a row that is further along
+// already is kept.
+const (
+	upsertOrderSQL = `INSERT INTO order_read_model (` + orderColumns + `) VALUES %s
+			ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, status = excluded.status,
+				items = excluded.items, tracking_number = excluded.tracking_number, carrier = excluded.carrier,
+				cancelled_reason = excluded.cancelled_reason, version = excluded.version,
+				created_at = excluded.created_at, updated_at = excluded.updated_at
+			WHERE excluded.version > order_read_model.version`
+	upsertSummarySQL = `INSERT INTO orders_by_customer (customer_id, ` + summaryColumns + `) VALUES %s
+			ON CONFLICT (customer_id, order_id) DO UPDATE SET status = excluded.status,
+				item_count = excluded.item_count, quantity = excluded.quantity, version = excluded.version,
+				created_at = excluded.created_at, updated_at = excluded.updated_at
+			WHERE excluded.version > orders_by_customer.version`
+	upsertCustomerSQL = `INSERT INTO customers (` + customerColumns + `) VALUES %s
+			ON CONFLICT (id) DO UPDATE SET email = excluded.email, first_name = excluded.first_name,
+				last_name = excluded.last_name, phone = excluded.phone, version = excluded.version,
+				registered_at = excluded.registered_at, updated_at = excluded.updated_at
+			WHERE excluded.version > customers.version`
+)
+
+// The number of columns each upsert writes a row.
+const (
+	orderArgs    = 10
+	summaryArgs  = 8
+	customerArgs = 8
+)
+
+// multiRow returns query, a format with one %s, with n rows of cols
+// placeholders each.
+func multiRow(query string, n, cols int) string {
+	row := "(?" + strings.Repeat(", ?", cols-1) + ")"
+	return fmt.Sprintf(query, row+strings.Repeat(", "+row, n-1))
 }
 
 // readStatements are the queries' statements, prepared once on the read
@@ -52,30 +97,22 @@ func (s *readStatements) prepare(ctx context.Context, db *sql.DB) error {
 func (s *readStatements) close() error { return closeAll(s.order, s.customer, s.summaries) }
 
 func (s *statements) prepare(ctx context.Context, db *sql.DB) error {
-	return prepareAll(ctx, db,
-		toPrepare{&s.order, selectOrder},
-		toPrepare{&s.customer, selectCustomer},
-		toPrepare{&s.upsertOrder, `INSERT INTO order_read_model (` + orderColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET customer_id = excluded.customer_id, status = excluded.status,
-				items = excluded.items, tracking_number = excluded.tracking_number, carrier = excluded.carrier,
-				cancelled_reason = excluded.cancelled_reason, version = excluded.version,
-				created_at = excluded.created_at, updated_at = excluded.updated_at
-			WHERE excluded.version > order_read_model.version`},
-		toPrepare{&s.upsertSummary, `INSERT INTO orders_by_customer (customer_id, ` + summaryColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (customer_id, order_id) DO UPDATE SET status = excluded.status,
-				item_count = excluded.item_count, quantity = excluded.quantity, version = excluded.version,
-				created_at = excluded.created_at, updated_at = excluded.updated_at
-			WHERE excluded.version > orders_by_customer.version`},
-		toPrepare{&s.upsertCustomer, `INSERT INTO customers (` + customerColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT (id) DO UPDATE SET email = excluded.email, first_name = excluded.first_name,
-				last_name = excluded.last_name, phone = excluded.phone, version = excluded.version,
-				registered_at = excluded.registered_at, updated_at = excluded.updated_at
-			WHERE excluded.version > customers.version`},
-	)
+	stmts := []toPrepare{{&s.order, selectOrder}, {&s.customer, selectCustomer}}
+	for i := range multiRows {
+		stmts = append(stmts,
+			toPrepare{&s.upsertOrder[i], multiRow(upsertOrderSQL, 1<<i, orderArgs)},
+			toPrepare{&s.upsertSummary[i], multiRow(upsertSummarySQL, 1<<i, summaryArgs)},
+			toPrepare{&s.upsertCustomer[i], multiRow(upsertCustomerSQL, 1<<i, customerArgs)})
+	}
+	return prepareAll(ctx, db, stmts...)
 }
 
 func (s *statements) close() error {
-	return closeAll(s.order, s.customer, s.upsertOrder, s.upsertSummary, s.upsertCustomer)
+	all := []*sql.Stmt{s.order, s.customer}
+	for i := range multiRows {
+		all = append(all, s.upsertOrder[i], s.upsertSummary[i], s.upsertCustomer[i])
+	}
+	return closeAll(all...)
 }
 
 // toPrepare is a statement to prepare and where to keep it.
@@ -168,13 +205,6 @@ func (v *Views) Apply(ctx context.Context, events []store.Event) (err error) {
 	cache(v.customers, b.customers)
 	v.Notify(b.ids()...)
 	return nil
-}
-
-// wrote reports whether an upsert changed its row: not when the version
-// guard kept a row that is further along.
-func wrote(res sql.Result) (bool, error) {
-	n, err := res.RowsAffected()
-	return n > 0, err
 }
 
 // cache records a committed batch's rows in c, if there is one: those it
@@ -280,47 +310,92 @@ func (b *batch) ids() []uuid.UUID {
 	return ids
 }
 
-// flush writes the rows the batch changed.
+// flush writes the rows the batch changed, several rows a statement. An
+// order's id, customer and times go to both of its rows: they are turned
+// into text, and boxed for database/sql, once.
 func (b *batch) flush() error {
-	upsertOrder := b.tx.StmtContext(b.ctx, b.s.upsertOrder)
-	upsertSummary := b.tx.StmtContext(b.ctx, b.s.upsertSummary)
-	for id, d := range b.orders {
-		if !d.changed {
-			continue
-		}
-		o := d.row
-		items, err := json.Marshal(o.Items)
-		if err != nil {
-			return fmt.Errorf("encode items of order %s: %w", id, err)
-		}
-		res, err := upsertOrder.ExecContext(b.ctx, o.ID, o.CustomerID, o.Status, string(items),
-			o.TrackingNumber, o.Carrier, o.CancelledReason, o.Version, formatTime(o.CreatedAt), formatTime(o.UpdatedAt))
-		if err != nil {
-			return fmt.Errorf("write order %s: %w", id, err)
-		}
-		if d.written, err = wrote(res); err != nil {
-			return fmt.Errorf("write order %s: %w", id, err)
-		}
-		s := o.Summary()
-		if _, err := upsertSummary.ExecContext(b.ctx, o.CustomerID, s.ID, s.Status, s.ItemCount, s.Quantity,
-			s.Version, formatTime(s.CreatedAt), formatTime(s.UpdatedAt)); err != nil {
-			return fmt.Errorf("write order %s of customer %s: %w", id, o.CustomerID, err)
+	var orders []*dirty[readmodel.Order]
+	for _, d := range b.orders {
+		if d.changed {
+			orders = append(orders, d)
 		}
 	}
-	upsertCustomer := b.tx.StmtContext(b.ctx, b.s.upsertCustomer)
-	for id, d := range b.customers {
-		if !d.changed {
-			continue
-		}
-		c := d.row
-		res, err := upsertCustomer.ExecContext(b.ctx, c.ID, c.Email, c.FirstName, c.LastName, c.Phone,
-			c.Version, formatTime(c.RegisteredAt), formatTime(c.UpdatedAt))
+	shared := make([][4]any, len(orders)) // id, customer, created, updated
+	for i, d := range orders {
+		var ids [2]string
+		uuidTexts(ids[:], d.row.ID, d.row.CustomerID)
+		shared[i] = [4]any{ids[0], ids[1], formatTime(d.row.CreatedAt), formatTime(d.row.UpdatedAt)}
+	}
+	err := upsertRows(b, b.s.upsertOrder, len(orders), orderArgs, func(args []any, i int) ([]any, error) {
+		o, sh := &orders[i].row, &shared[i]
+		items, err := json.Marshal(o.Items)
 		if err != nil {
-			return fmt.Errorf("write customer %s: %w", id, err)
+			return nil, fmt.Errorf("encode items of order %s: %w", o.ID, err)
 		}
-		if d.written, err = wrote(res); err != nil {
-			return fmt.Errorf("write customer %s: %w", id, err)
+		return append(args, sh[0], sh[1], o.Status, string(items), o.TrackingNumber, o.Carrier,
+			o.CancelledReason, o.Version, sh[2], sh[3]), nil
+	}, func(i int, written bool) { orders[i].written = written })
+	if err != nil {
+		return fmt.Errorf("write orders: %w", err)
+	}
+	// Whether a summary was written does not matter to the cache, which
+	// keeps no summaries.
+	err = upsertRows(b, b.s.upsertSummary, len(orders), summaryArgs, func(args []any, i int) ([]any, error) {
+		s, sh := orders[i].row.Summary(), &shared[i]
+		// A summary has its order's id and times.
+		return append(args, sh[1], sh[0], s.Status, s.ItemCount, s.Quantity, s.Version, sh[2], sh[3]), nil
+	}, func(int, bool) {})
+	if err != nil {
+		return fmt.Errorf("write the orders' summaries: %w", err)
+	}
+	var customers []*dirty[readmodel.Customer]
+	for _, d := range b.customers {
+		if d.changed {
+			customers = append(customers, d)
 		}
+	}
+	err = upsertRows(b, b.s.upsertCustomer, len(customers), customerArgs, func(args []any, i int) ([]any, error) {
+		c := &customers[i].row
+		return append(args, c.ID, c.Email, c.FirstName, c.LastName, c.Phone,
+			c.Version, formatTime(c.RegisteredAt), formatTime(c.UpdatedAt)), nil
+	}, func(i int, written bool) { customers[i].written = written })
+	if err != nil {
+		return fmt.Errorf("write customers: %w", err)
+	}
+	return nil
+}
+
+// upsertRows writes rows 0 to n-1 with the sizes of stmts (of 1, 2, 4, …
+// rows), the largest first, appending each row's cols arguments with args,
+// and tells written whether each row was written. A statement that
+// changed fewer rows than it wrote (the version guard kept some: a batch
+// handed again) tells it of none of its rows, which only keeps them out
+// of the row cache.
+func upsertRows(b *batch, stmts [multiRows]*sql.Stmt, n, cols int,
+	args func(dst []any, row int) ([]any, error), written func(row int, ok bool)) error {
+	buf := make([]any, 0, min(n, 1<<(multiRows-1))*cols)
+	for first := 0; first < n; {
+		size := min(bits.Len(uint(n-first)), multiRows) - 1
+		rows := 1 << size
+		buf = buf[:0]
+		for i := first; i < first+rows; i++ {
+			var err error
+			if buf, err = args(buf, i); err != nil {
+				return err
+			}
+		}
+		res, err := b.tx.StmtContext(b.ctx, stmts[size]).ExecContext(b.ctx, buf...)
+		if err != nil {
+			return err
+		}
+		changed, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		for i := first; i < first+rows; i++ {
+			written(i, changed == int64(rows))
+		}
+		first += rows
 	}
 	return nil
 }

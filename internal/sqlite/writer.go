@@ -146,6 +146,7 @@ func (s *Store) commitBatch(batch []*appendReq, saves []*saveReq) {
 	}
 	if written > 0 {
 		s.commits.Add(1)
+		s.tail.committed(batch, results) // before the readers wake
 		s.notify()
 	}
 	for i, r := range batch {
@@ -219,9 +220,17 @@ func insertAll(ctx context.Context, st txStmts, r *appendReq) error {
 			return fmt.Errorf("sqlite: append %s: version is %d, not %d: %w", r.id, version, r.expected, store.ErrConflict)
 		}
 	}
-	for _, row := range r.rows {
-		if _, err := st.insert.ExecContext(ctx, row...); err != nil {
+	for i, row := range r.rows {
+		res, err := st.insert.ExecContext(ctx, row...)
+		if err != nil {
 			return insertError(r, err)
+		}
+		// The rowid is the position (INTEGER PRIMARY KEY); the driver has
+		// it without asking SQLite again.
+		if i < len(r.positions) {
+			if r.positions[i], err = res.LastInsertId(); err != nil {
+				return fmt.Errorf("sqlite: append %s: position: %w", r.id, err)
+			}
 		}
 	}
 	return nil
@@ -254,6 +263,9 @@ func refused(err error) bool {
 // A storage fault is wrapped in store.ErrUnavailable and logged by the
 // store's health, once per episode; any other failure is logged here.
 func (s *Store) failAll(batch []*appendReq, saves []*saveReq, err error) {
+	// A failed COMMIT may still have reached the disk: the feed reads the
+	// log until the next commit anchors its tail again.
+	s.tail.invalidate()
 	op := "append"
 	if len(batch) == 0 {
 		op = "progress"

@@ -9,7 +9,7 @@ import (
 )
 
 // ErrNotOwner is returned by the Idempotency operations that act for an
-// attempt (Attach, Complete, Abandon, Takeover) when the record is gone
+// attempt (Complete, Abandon, Takeover) when the record is gone
 // (expired) or another attempt owns it now. Nothing is changed then.
 var ErrNotOwner = errors.New("store: idempotency key owned by another attempt")
 
@@ -20,30 +20,27 @@ var ErrNotOwner = errors.New("store: idempotency key owned by another attempt")
 //
 // A record is a claim and a cache, not the proof that a command ran: the
 // command's events carry the key's record id in their metadata, in the same
-// write as the events themselves. A record left pending by an attempt that
-// died is settled by looking for that id in the events of the aggregate the
-// record is attached to; that is why Attach must be durable before the
-// command appends anything.
+// write as the events themselves. A record left pending (by an attempt that
+// died, or by one that committed events and so stored no answer: the events
+// are its answer) is settled by looking for that id in the events of the
+// aggregate the record names; that is why Begin stores the aggregate, and
+// is durable, before the command appends anything.
 //
 // Every operation that changes a record is conditional on its owner (the
 // attempt running it), so two attempts never both run one key.
 type Idempotency interface {
 	// Begin claims rec.Key for the attempt rec.Owner, of the process
 	// rec.Process, when no unexpired record holds the key, storing rec
-	// (State Pending) until rec.Expires,
-	// and returns rec and true. Otherwise it returns the record that holds
-	// the key, and false. Concurrent Begins of one key: exactly one gets
-	// true.
+	// (State Pending, with rec.AggregateID, the aggregate the command
+	// acts on) until rec.Expires, and returns rec and true; the record is
+	// durable then, and only then may the command append. Otherwise it
+	// returns the record that holds the key, and false. Concurrent Begins
+	// of one key: exactly one gets true.
 	Begin(ctx context.Context, rec IdempotencyRecord) (IdempotencyRecord, bool, error)
 
 	// Get returns the record of key; false when there is none or it has
 	// expired.
 	Get(ctx context.Context, key string) (IdempotencyRecord, bool, error)
-
-	// Attach records the aggregate the attempt's command acts on. It is
-	// durable when it returns nil: only then may the command append. It
-	// returns ErrNotOwner, wrapped, when c.Owner does not own the record.
-	Attach(ctx context.Context, c IdempotencyClaim, aggregateID uuid.UUID, now time.Time) error
 
 	// Complete stores the attempt's answer and marks the record Done. It
 	// returns ErrNotOwner, wrapped, when c.Owner does not own the record.
@@ -90,7 +87,10 @@ type IdempotencyRecord struct {
 	Owner       uuid.UUID // the attempt that runs the request now
 	Process     Process   // the process Owner runs in
 	State       IdempotencyState
-	AggregateID uuid.UUID          // uuid.Nil until attached
+	// AggregateID is the aggregate the request's command acts on, known
+	// before it runs (a create's id is the client's, or ID); uuid.Nil when
+	// the request names none it could act on (it is refused then).
+	AggregateID uuid.UUID
 	Response    IdempotentResponse // set when Done
 	Created     time.Time          // kept to the millisecond at least
 	Updated     time.Time          // the last change by its owner

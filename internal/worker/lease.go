@@ -51,6 +51,10 @@ func (s *stepDown) Error() string {
 
 func (s *stepDown) Unwrap() []error { return []error{ErrStepDown, s.cause} }
 
+// errHandedOver is why a shard's worker stops when the balance gives the
+// shard to another instance (Balanced); wrapped in ErrLeaseLost.
+var errHandedOver = errors.New("handed over")
+
 // Roles of an instance for one worker, as /readyz shows them.
 const (
 	RoleActive  = "active"  // this instance holds the lease and runs the worker
@@ -77,15 +81,22 @@ type Elected struct {
 	work   func(ctx context.Context) error
 	log    *zap.Logger
 
-	mu     sync.Mutex
-	role   string
-	leader string    // the holder last seen, this instance or another
-	seen   time.Time // when leader was last seen (sent of the try that saw it)
-	until  time.Time // while active: the deadline of the lease held, on this process's clock
-	err    error     // why the worker last failed, until it runs again
-	aside  error     // why the worker stands aside after a step-down, until it runs again
-	epoch  int64     // the epoch of this instance's last take of the lease
-	fenced int64     // how many times a write of the worker was refused (store.ErrFenced)
+	mu         sync.Mutex
+	role       string
+	leader     string    // the holder last seen, this instance or another
+	seen       time.Time // when leader was last seen (sent of the try that saw it)
+	until      time.Time // while active: the deadline of the lease held, on this process's clock
+	err        error     // why the worker last failed, until it runs again
+	aside      error     // why the worker stands aside after a step-down, until it runs again
+	epoch      int64     // the epoch of this instance's last take of the lease
+	fenced     int64     // how many times a write of the worker was refused (store.ErrFenced)
+	asideUntil time.Time // when a step-down's standing aside ends
+
+	// Of one shard of a Balanced worker; the zero values are a whole
+	// worker's: the fence's Shard is Whole and the lease is always wanted.
+	shard store.Shard
+	want  func() bool   // whether this instance should hold the lease now; nil: always
+	nudge chan struct{} // a change of want, so that it acts before its next tick
 }
 
 // NewElected returns the elected worker name, run by work while holder
@@ -141,7 +152,13 @@ func (e *Elected) Serve(ctx context.Context) (err error) {
 	every := e.ttl / 3
 	for {
 		sent := time.Now()
-		epoch, err := e.try(ctx)
+		var (
+			epoch int64
+			err   error
+		)
+		if e.wanted() {
+			epoch, err = e.try(ctx)
+		}
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -153,6 +170,9 @@ func (e *Elected) Serve(ctx context.Context) (err error) {
 			if errors.As(err, &sd) {
 				e.log.Warn("lease given up: this instance stands aside so that another takes over",
 					zap.String("lease", e.name), zap.Duration("aside", sd.aside), zap.Error(sd.cause))
+				e.mu.Lock()
+				e.asideUntil = time.Now().Add(sd.aside)
+				e.mu.Unlock()
 				select {
 				case <-ctx.Done():
 					return nil
@@ -169,8 +189,21 @@ func (e *Elected) Serve(ctx context.Context) (err error) {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(every):
+		case <-e.nudge: // nil for a whole worker: never
 		}
 	}
+}
+
+// wanted reports whether this instance should hold the lease now: always
+// for a whole worker, as its balancer says for a shard.
+func (e *Elected) wanted() bool { return e.want == nil || e.want() }
+
+// standingAside reports whether the worker stepped down and still stands
+// aside.
+func (e *Elected) standingAside() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return time.Now().Before(e.asideUntil)
 }
 
 // try takes or renews the lease within a third of its ttl, and returns
@@ -208,14 +241,23 @@ func (e *Elected) hold(ctx context.Context, sent time.Time, epoch int64) error {
 	e.mu.Unlock()
 	e.log.Info("lease taken: this instance runs the worker", zap.String("lease", e.name), zap.String("holder", e.holder),
 		zap.Int64("epoch", epoch))
-	wctx := store.WithFence(lctx, store.Fence{Lease: e.name, Epoch: epoch})
+	wctx := store.WithFence(lctx, store.Fence{Lease: e.name, Epoch: epoch, Shard: e.shard})
 	done := make(chan error, 1)
 	go func() { done <- e.work(wctx) }()
 
 	renew := time.NewTicker(e.ttl / 3)
 	defer renew.Stop()
+	handing := false // the worker is stopping to hand the shard over
+	handOver := func() {
+		if !handing && !e.wanted() {
+			handing = true
+			lctx.lose(fmt.Errorf("%w: %w", ErrLeaseLost, errHandedOver))
+		}
+	}
 	for {
 		select {
+		case <-e.nudge: // nil for a whole worker: never
+			handOver()
 		case err := <-done:
 			e.setRole(RoleStandby, "")
 			if rerr := e.leases.Release(context.WithoutCancel(ctx), e.name, e.holder); rerr != nil {
@@ -237,11 +279,17 @@ func (e *Elected) hold(ctx context.Context, sent time.Time, epoch int64) error {
 			if err != nil && !errors.Is(err, ErrLeaseLost) && ctx.Err() == nil {
 				return fmt.Errorf("%s: %w", e.name, err)
 			}
-			if ctx.Err() == nil {
+			switch {
+			case handing:
+				e.log.Info("lease handed over: the balance gives it to another instance", zap.String("lease", e.name))
+			case ctx.Err() == nil:
 				e.log.Warn("lease lost: this instance stands by", zap.String("lease", e.name), zap.Error(context.Cause(lctx)))
 			}
 			return nil
 		case <-renew.C:
+			if handOver(); handing {
+				continue // the worker is stopping; the lease is released when it has
+			}
 			sent := time.Now()
 			got, err := e.try(ctx)
 			switch {
@@ -304,6 +352,10 @@ func (e *Elected) fail(err error) {
 
 // Name returns the worker's name, which is also its lease's.
 func (e *Elected) Name() string { return e.name }
+
+// String names the worker in its supervisor's events (without it, they
+// would print the whole struct, racing with the fields it changes).
+func (e *Elected) String() string { return e.name }
 
 // State returns this instance's role, the holder it last saw, and why the
 // worker last failed or stepped down.

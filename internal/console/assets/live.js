@@ -53,7 +53,7 @@ function pollHealth(el, signal) {
   return () => clearTimeout(timer);
 }
 
-const COMPONENTS = [['store', 'Store'], ['projector', 'Projector'], ['relay', 'Relay'], ['dead_letters', 'Dead letters']];
+const COMPONENTS = [['store', 'Store'], ['projector', 'Projector'], ['relay', 'Relay'], ['rebuilder', 'Rebuilds'], ['dead_letters', 'Dead letters']];
 
 function showHealth(el, ready) {
   const c = ready.components || {};
@@ -68,17 +68,42 @@ function showHealth(el, ready) {
       if (x.active) rows.push(['Active instance', x.active]);
       if (x.lag != null) rows.push(['Lag', `${x.lag} event${x.lag === 1 ? '' : 's'}`]);
       if (x.lag_seconds != null) rows.push(['Lag (seconds)', x.lag_seconds.toFixed(1) + ' s']);
+      if (x.shards) rows.push(['Shards here', `${x.held ?? 0} of ${x.shards.length}`]);
     }
     const breaker = key === 'relay' && /circuit breaker (\S+)/.exec(x.detail || '');
     if (breaker) rows.push(['Breaker', breaker[1].replace(/;$/, '')]);
     if (x.detail) rows.push(['Detail', x.detail]);
     return h('article', {class: 'card', 'aria-labelledby': 'hc-' + key},
       h('h3', {id: 'hc-' + key}, key === 'dead_letters' ? link('/console/dead-letters', label) : label),
-      h('dl', {}, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])));
+      h('dl', {}, rows.map(([k, v]) => [h('dt', {}, k), h('dd', {}, v)])),
+      x.shards ? shardTable(key, x.shards) : null);
   });
   replace(el,
     h('p', {class: 'overall'}, 'Service: ', h('span', {class: 'badge badge-' + (ready.status === 'ready' ? 'up' : 'down')}, ready.status)),
     h('div', {class: 'cards'}, cards));
+}
+
+// shardTable shows which instance holds which shards of a worker split
+// into shards, as this instance's balancer last saw them: one row per
+// holder (this instance's marked), the shards nobody holds last.
+function shardTable(key, shards) {
+  const by = new Map();
+  for (const s of shards) {
+    const who = s.holder || '';
+    if (!by.has(who)) by.set(who, []);
+    by.get(who).push(s);
+  }
+  const holders = [...by.keys()].sort((a, b) => (a === '') - (b === '') || a.localeCompare(b));
+  return h('table', {class: 'shards', 'data-testid': 'shards-' + key},
+    h('thead', {}, h('tr', {}, h('th', {}, 'Instance'), h('th', {}, 'Shards'), h('th', {}, 'Count'))),
+    h('tbody', {}, holders.map(who => {
+      const list = by.get(who);
+      const here = list.some(s => s.here);
+      return h('tr', {},
+        h('td', {}, who === '' ? '(none)' : who + (here ? ' (this instance)' : '')),
+        h('td', {}, list.map(s => s.shard).join(', ')),
+        h('td', {}, String(list.length)));
+    })));
 }
 
 // follow shows the newest events: up to EARLIER of those committed before

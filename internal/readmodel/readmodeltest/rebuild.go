@@ -55,6 +55,7 @@ func RunRebuild(t *testing.T, open func(t *testing.T) RebuildBackend) {
 		{"OneAtATime", testRebuildOneAtATime},
 		{"Cancel", testRebuildCancel},
 		{"Interrupted", testRebuildInterrupted},
+		{"SplitProjector", testRebuildSplitProjector},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -98,6 +99,132 @@ func startNode(t *testing.T, b RebuildBackend, log *zap.Logger) *node {
 			t.Errorf("rebuilder: %v", err)
 		}
 	})
+	n.stop = func() { cancel(); wg.Wait() }
+	t.Cleanup(n.stop)
+	return n
+}
+
+// testRebuildSplitProjector: a rebuild while the projector is split over
+// two instances (each projects half of the aggregates, as shards do), the
+// rebuild running on one of them, ends with the read models a projection
+// from scratch gives: the other instance writes the new generation during
+// the catch-up too (Live.Track follows the rebuild), so no batch it
+// applies in between is missing from it.
+func testRebuildSplitProjector(t *testing.T, b RebuildBackend) {
+	log := zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))
+	appendEach(t, b.Store, Pipeline(t, b.Events))
+	even := func(id uuid.UUID) bool { return id[15]%2 == 0 }
+	odd := func(id uuid.UUID) bool { return !even(id) }
+	a := startSplitNode(t, b, log, "projector-even", even, true)
+	other := startSplitNode(t, b, log, "projector-odd", odd, false)
+
+	load, stopLoad := context.WithCancel(t.Context())
+	defer stopLoad()
+	var wg sync.WaitGroup
+	for range 2 {
+		events := Pipeline(t, 20000)
+		wg.Go(func() { writer(load, t, b.Store, events, nil) })
+	}
+	time.Sleep(200 * time.Millisecond)
+	r, err := a.rb.Request(ctxOf(t))
+	if err != nil {
+		t.Fatalf("Request: %v", err)
+	}
+	done := waitEnded(t, b.Catalog, r.ID)
+	time.Sleep(200 * time.Millisecond)
+	stopLoad()
+	wg.Wait()
+	if done.State != readmodel.RebuildDone {
+		t.Fatalf("rebuild ended %s: %s", done.State, done.Error)
+	}
+	waitCaughtUp(t, b.Store, "projector-even")
+	waitCaughtUp(t, b.Store, "projector-odd")
+	deadline := time.Now().Add(guard)
+	for other.live.Current() != done.Generation {
+		if time.Now().After(deadline) {
+			t.Fatalf("the other instance reads generation %d, want %d", other.live.Current(), done.Generation)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	ctx := ctxOf(t)
+	var all []store.Event
+	if _, err := b.Store.Replay(ctx, 0, func(_ context.Context, evs []store.Event) error {
+		all = append(all, evs...)
+		return nil
+	}); err != nil {
+		t.Fatalf("Replay: %v", err)
+	}
+	orders, customers := fold(t, all)
+	back := Backend{TimePrecision: b.TimePrecision}
+	wrong := 0
+	for id, want := range orders {
+		got, err := a.live.Order(ctx, id)
+		if err != nil || !reflect.DeepEqual(got, back.order(want)) {
+			if wrong++; wrong <= 3 {
+				t.Errorf("order %s (projected by the %s instance) after the rebuild =\n%+v, %v\nwant\n%+v",
+					id, map[bool]string{true: "rebuilding", false: "other"}[even(id)], got, err, back.order(want))
+			}
+		}
+	}
+	for id, want := range customers {
+		got, err := a.live.Customer(ctx, id)
+		if err != nil || !reflect.DeepEqual(got, back.customer(want)) {
+			if wrong++; wrong <= 3 {
+				t.Errorf("customer %s after the rebuild =\n%+v, %v\nwant\n%+v", id, got, err, back.customer(want))
+			}
+		}
+	}
+	if wrong > 0 {
+		t.Fatalf("%d of %d rows differ from the projection from scratch", wrong, len(orders)+len(customers))
+	}
+	t.Logf("%d orders and %d customers equal to the projection from scratch, over two instances", len(orders), len(customers))
+}
+
+// startSplitNode starts an instance's read side that projects only the
+// aggregates keep selects, under consumer, follows the catalog
+// (Live.Track) as an instance on shared storage does, and runs the
+// rebuilder when rebuild is set.
+func startSplitNode(t *testing.T, b RebuildBackend, log *zap.Logger, consumer string, keep func(uuid.UUID) bool, rebuild bool) *node {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	cur, err := b.Catalog.Current(ctx)
+	if err != nil {
+		t.Fatalf("Current: %v", err)
+	}
+	g, err := b.Catalog.Open(ctx, cur)
+	if err != nil {
+		t.Fatalf("Open(%d): %v", cur, err)
+	}
+	const trackEvery = 50 * time.Millisecond
+	n := &node{live: readmodel.NewLive(cur, g, b.Store, log)}
+	n.rb = readmodel.NewRebuilder(b.Catalog, b.Store, n.live, readmodel.RebuildOptions{Poll: 20 * time.Millisecond,
+		Progress: 50 * time.Millisecond, Grace: 100 * time.Millisecond, FollowWait: 6 * trackEvery}, log)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		err := b.Store.Subscribe(ctx, consumer, func(ctx context.Context, events []store.Event) error {
+			var mine []store.Event
+			for _, e := range events {
+				if keep(e.AggregateID) {
+					mine = append(mine, e)
+				}
+			}
+			if len(mine) == 0 {
+				return nil
+			}
+			return n.live.Apply(ctx, mine)
+		})
+		if err != nil {
+			t.Errorf("%s: %v", consumer, err)
+		}
+	})
+	wg.Go(func() { n.live.Track(ctx, b.Catalog, trackEvery) })
+	if rebuild {
+		wg.Go(func() {
+			if err := n.rb.Serve(ctx, "node-"+uuid.NewString()); err != nil {
+				t.Errorf("rebuilder: %v", err)
+			}
+		})
+	}
 	n.stop = func() { cancel(); wg.Wait() }
 	t.Cleanup(n.stop)
 	return n

@@ -57,7 +57,7 @@ func newKey(key string, body string, ttl time.Duration) store.IdempotencyRecord 
 	now := time.Now().UTC()
 	fp := sha256.Sum256([]byte("POST\n/v1/widgets\n" + body))
 	return store.IdempotencyRecord{
-		Key: key, ID: uuid.Must(uuid.NewV7()), Fingerprint: fp[:], Owner: uuid.New(),
+		Key: key, ID: uuid.Must(uuid.NewV7()), Fingerprint: fp[:], Owner: uuid.New(), AggregateID: uuid.New(),
 		Process: newProcess("suite"), Created: now, Updated: now, Expires: now.Add(ttl),
 	}
 }
@@ -112,9 +112,9 @@ func keyDiff(g, w store.IdempotencyRecord) string {
 	return ""
 }
 
-// testKeyRoundTrip: a record begun, attached and completed reads back as
-// it was written, response bytes and headers included; a second Begin of
-// the key returns it rather than beginning.
+// testKeyRoundTrip: a record begun (naming its aggregate, or none) and
+// completed reads back as it was written, response bytes and headers
+// included; a second Begin of the key returns it rather than beginning.
 func testKeyRoundTrip(t *testing.T, k store.Idempotency) {
 	ctx := testContext(t)
 	rec := newKey("round-trip "+uuid.NewString(), `{"n":1}`, time.Hour)
@@ -124,11 +124,7 @@ func testKeyRoundTrip(t *testing.T, k store.Idempotency) {
 	if diff := keyDiff(mustGet(t, k, rec.Key), want); diff != "" {
 		t.Fatalf("after Begin: %s", diff)
 	}
-	agg := uuid.New()
-	if err := k.Attach(ctx, rec.Claim(), agg, time.Now()); err != nil {
-		t.Fatalf("Attach: %v", err)
-	}
-	want.AggregateID = agg
+	agg := rec.AggregateID
 	resp := store.IdempotentResponse{
 		Status: 201,
 		Header: map[string]string{"Content-Type": "application/json", "ETag": `"1"`, "Location": "/v1/widgets/" + agg.String()},
@@ -144,6 +140,12 @@ func testKeyRoundTrip(t *testing.T, k store.Idempotency) {
 	again := newKey(rec.Key, `{"n":2}`, time.Hour)
 	if diff := keyDiff(mustBegin(t, k, again, false), want); diff != "" {
 		t.Fatalf("Begin of a used key returned another record: %s", diff)
+	}
+	none := newKey("no aggregate "+uuid.NewString(), `{}`, time.Hour)
+	none.AggregateID = uuid.Nil
+	mustBegin(t, k, none, true)
+	if got := mustGet(t, k, none.Key); got.AggregateID != uuid.Nil {
+		t.Fatalf("a record begun without an aggregate names %s", got.AggregateID)
 	}
 	if _, found, err := k.Get(ctx, "never used "+uuid.NewString()); err != nil || found {
 		t.Fatalf("Get of an unknown key = found %v, %v; want not found", found, err)
@@ -201,7 +203,6 @@ func testKeyOwnerOnly(t *testing.T, k store.Idempotency) {
 	stranger := rec.Claim()
 	stranger.Owner = uuid.New()
 	for name, err := range map[string]error{
-		"Attach":   k.Attach(ctx, stranger, uuid.New(), time.Now()),
 		"Complete": k.Complete(ctx, stranger, store.IdempotentResponse{Status: 200}, time.Now()),
 		"Abandon":  k.Abandon(ctx, stranger, time.Now()),
 	} {
@@ -211,8 +212,8 @@ func testKeyOwnerOnly(t *testing.T, k store.Idempotency) {
 	}
 	unknown := stranger
 	unknown.Key = "unknown " + uuid.NewString()
-	if err := k.Attach(ctx, unknown, uuid.New(), time.Now()); !errors.Is(err, store.ErrNotOwner) {
-		t.Errorf("Attach of an unknown key: %v, want ErrNotOwner", err)
+	if err := k.Complete(ctx, unknown, store.IdempotentResponse{Status: 200}, time.Now()); !errors.Is(err, store.ErrNotOwner) {
+		t.Errorf("Complete of an unknown key: %v, want ErrNotOwner", err)
 	}
 	want := rec
 	want.State = store.Pending
@@ -228,10 +229,7 @@ func testKeyTakeover(t *testing.T, k store.Idempotency) {
 	ctx := testContext(t)
 	rec := newKey("takeover "+uuid.NewString(), `{}`, time.Hour)
 	mustBegin(t, k, rec, true)
-	agg := uuid.New()
-	if err := k.Attach(ctx, rec.Claim(), agg, time.Now()); err != nil {
-		t.Fatalf("Attach: %v", err)
-	}
+	agg := rec.AggregateID
 	wrong := rec.Claim()
 	wrong.Owner = uuid.New()
 	if ok, err := k.Takeover(ctx, wrong, uuid.New(), newProcess("stranger"), time.Now()); err != nil || ok {
@@ -325,8 +323,10 @@ func testKeyExpiry(t *testing.T, k store.Idempotency) {
 	if next.Created.Before(first.Expires) {
 		t.Fatalf("Begin began anew at %v, before the first record expired at %v", next.Created, first.Expires)
 	}
-	if got := mustGet(t, k, first.Key); got.ID != next.ID || got.Owner != next.Owner || got.Process != next.Process {
-		t.Fatalf("after expiry the key holds record %s of %s; want the new %s of %s", got.ID, got.Owner, next.ID, next.Owner)
+	if got := mustGet(t, k, first.Key); got.ID != next.ID || got.Owner != next.Owner || got.Process != next.Process ||
+		got.AggregateID != next.AggregateID {
+		t.Fatalf("after expiry the key holds record %s of %s on %s; want the new %s of %s on %s",
+			got.ID, got.Owner, got.AggregateID, next.ID, next.Owner, next.AggregateID)
 	}
 	ctx := testContext(t)
 	if err := k.Complete(ctx, first.Claim(), store.IdempotentResponse{Status: 200}, time.Now()); !errors.Is(err, store.ErrNotOwner) {
