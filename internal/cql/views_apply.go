@@ -18,11 +18,12 @@ import (
 	"github.com/orderd/orderd/internal/store"
 )
 
-// maxAttempts bounds the read-project-write rounds for one aggregate. Each
-// lost round means another instance moved the row on, a write timed out or
-// a read was behind; the next round reads serially, so a handful always
-// suffices. The bound only turns a bug (a condition that can never hold)
-// into an error instead of a spin.
+// maxAttempts bounds the read-project-write rounds for one aggregate. A
+// round is lost only by a conditional write (a row an earlier release
+// wrote, see conditionalRow) that another instance moved on or that timed
+// out; the next round reads serially, so a handful always suffices. The
+// bound only turns a bug (a condition that can never hold) into an error
+// instead of a spin.
 const maxAttempts = 16
 
 // Apply brings the rows of the events' aggregates up to those events. It is
@@ -30,9 +31,17 @@ const maxAttempts = 16
 // without views are skipped. For each aggregate it reads the row, applies
 // the events with readmodel's pure functions (which ignore those at or
 // below the row's version, so a redelivered batch is harmless), and writes
-// the row on condition that nobody moved it meanwhile, trying again on top
-// of the newer row if somebody did: two instances applying the same events
-// at once (during a failover) never move a row back.
+// the whole row as a plain write whose timestamp is its version
+// (versionStamp): whatever instance writes whatever version in whatever
+// order, each cell keeps the greatest version's value, so two instances
+// applying the same events at once (during a failover), or a stale batch
+// arriving late, never move a row back, on any replica. A row an earlier
+// release wrote with lightweight transactions keeps being written so
+// (conditionalRow).
+//
+// So a batch costs one Paxos round, the fence check, and per aggregate
+// one read and one write (for an order, one unlogged batch of its row and
+// its row in its customer's list), however many instances write.
 //
 // Aggregates are independent, so Apply works on several at once, and
 // Cassandra has no transaction across them: on error some rows may be
@@ -52,9 +61,10 @@ func (v *Views) Apply(ctx context.Context, events []store.Event) error {
 	if len(groups) == 0 {
 		return nil
 	}
-	// One fence check for the batch (see checkFence): a projector whose
-	// lease was taken writes no row more; the rows are version-guarded, so
-	// what one that lapsed after its check still writes is never older.
+	// One fence check for the batch (see checkFence), the batch's one
+	// lightweight transaction: a projector whose lease was taken writes no
+	// row more; the rows are version-stamped, so what one that lapsed
+	// after its check still writes is never older than what is there.
 	if err := checkFence(ctx, v.session.Session, v.consistency, "project a batch"); err != nil {
 		return fmt.Errorf("scylla: views: %w", err)
 	}
@@ -125,15 +135,12 @@ func group(events []store.Event) []*aggregateEvents {
 }
 
 // project runs the read-apply-write rounds for one aggregate's events,
-// sorted by sequence, until the row holds them.
+// sorted by sequence, until the row holds them: one round, but for a row
+// whose conditional write lost or timed out.
 func project[R any](ctx context.Context, v *Views, t table[R], id uuid.UUID, events []store.Event) error {
-	// The first read may be stale by a write in flight; the condition
-	// catches that. After a lost round the re-read is linearizable (a
-	// serial read completes any Paxos round in progress), so the next
-	// round starts from the row that won.
 	c := v.consistency
 	for attempt := 1; ; attempt++ {
-		r, err := t.read(ctx, id, c)
+		r, stamp, err := t.read(ctx, id, c)
 		if err != nil {
 			return fmt.Errorf("read: %w", err)
 		}
@@ -161,7 +168,23 @@ func project[R any](ctx context.Context, v *Views, t table[R], id uuid.UUID, eve
 			}
 			return nil
 		}
-		ok, err := t.write(ctx, r, base)
+		if !v.conditionalRows && !conditionalRow(stamp) {
+			// The row the events were applied to may be stale (another
+			// instance wrote a later version since the read): then this
+			// write of an earlier version loses to it cell by cell, which
+			// is what it should do. It cannot lose to an earlier one.
+			if err := t.write(ctx, r); err != nil {
+				return fmt.Errorf("write version %d over %d: %w", t.version(r), base, err)
+			}
+			return nil
+		}
+		// A row an earlier release wrote with lightweight transactions:
+		// the same guard as then. The first read may be stale by a write
+		// in flight; the condition catches that. After a lost round the
+		// re-read is linearizable (a serial read completes any Paxos
+		// round in progress), so the next round starts from the row that
+		// won.
+		ok, err := t.writeIf(ctx, r, base)
 		switch {
 		case err == nil && ok:
 			return t.written(ctx, r)

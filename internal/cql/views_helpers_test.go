@@ -60,13 +60,17 @@ func (e *env) catalog(t testing.TB) *Catalog {
 	return NewCatalog(e.session(t), e.ks, zap.NewNop())
 }
 
-// session returns a new session on the env's keyspace, closed when t ends.
-func (e *env) session(t testing.TB) gocqlx.Session {
+// session returns a new session on the env's keyspace, closed when t ends,
+// configured further by opts.
+func (e *env) session(t testing.TB, opts ...func(*gocql.ClusterConfig)) gocqlx.Session {
 	t.Helper()
 	c := gocql.NewCluster(e.hosts...)
 	c.Keyspace = e.ks
 	// A loaded 2-vCPU node can take seconds over a contended Paxos round.
 	c.Timeout, c.ConnectTimeout = 15*time.Second, 15*time.Second
+	for _, opt := range opts {
+		opt(c)
+	}
 	s, err := gocqlx.WrapSession(c.CreateSession())
 	if err != nil {
 		t.Fatalf("connect to %v: %v", e.hosts, err)
@@ -98,4 +102,36 @@ func foldOrder(t testing.TB, events []store.Event) readmodel.Order {
 	}
 	o.CreatedAt, o.UpdatedAt = o.CreatedAt.Truncate(time.Millisecond), o.UpdatedAt.Truncate(time.Millisecond)
 	return o
+}
+
+// countedViews returns views on a session of their own whose Paxos
+// rounds r counts (Rounds, the observer the tests of rounds per command
+// use).
+func (e *env) countedViews(t testing.TB, r *Rounds) *Views {
+	t.Helper()
+	s := e.session(t, func(cfg *gocql.ClusterConfig) { cfg.QueryObserver, cfg.BatchObserver = r, r })
+	return NewViews(s, zap.NewNop())
+}
+
+// lwts returns the lightweight transactions r counted since its last
+// Take, and starts it again from zero.
+func lwts(r *Rounds) int {
+	lwt, _ := r.Take()
+	n := 0
+	for _, c := range lwt {
+		n += c
+	}
+	return n
+}
+
+// fenced returns ctx with the fence of a lease taken for the test, as the
+// projector's feed hands its batches over.
+func (e *env) fenced(t testing.TB, ctx context.Context) context.Context {
+	t.Helper()
+	lease := "views-" + uuid.NewString()
+	epoch, err := e.store.Acquire(ctx, lease, "test", time.Hour)
+	if err != nil {
+		t.Fatalf("acquire lease %s: %v", lease, err)
+	}
+	return store.WithFence(ctx, store.Fence{Lease: lease, Epoch: epoch})
 }

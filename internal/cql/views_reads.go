@@ -13,7 +13,7 @@ import (
 // when it has none. It reads at the configured consistency. The cluster's
 // failures wrap store.ErrUnavailable, in every read of this file.
 func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error) {
-	o, err := v.order(ctx, id, v.consistency)
+	o, _, err := v.order(ctx, id, v.consistency)
 	if err != nil {
 		return readmodel.Order{}, fmt.Errorf("scylla: views: order %s: %w", id, asUnavailable(err))
 	}
@@ -24,7 +24,7 @@ func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error
 // readmodel.ErrNotFound when it has none. It reads at the configured
 // consistency.
 func (v *Views) Customer(ctx context.Context, id uuid.UUID) (readmodel.Customer, error) {
-	c, err := v.customer(ctx, id, v.consistency)
+	c, _, err := v.customer(ctx, id, v.consistency)
 	if err != nil {
 		return readmodel.Customer{}, fmt.Errorf("scylla: views: customer %s: %w", id, asUnavailable(err))
 	}

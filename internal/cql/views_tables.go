@@ -40,27 +40,38 @@ func (t tables) all() []string { return []string{t.orders, t.summaries, t.custom
 // statements are the CQL a Views runs, on the tables of its generation.
 // They are built once per Views, so a request costs no string building.
 type statements struct {
-	selectOrder, insertOrder, updateOrder          string
-	selectCustomer, insertCustomer, updateCustomer string
-	writeSummary, selectSummaries                  string
+	selectOrder, writeOrder, insertOrderIf, updateOrderIf             string
+	selectCustomer, writeCustomer, insertCustomerIf, updateCustomerIf string
+	writeSummary, selectSummaries                                     string
 }
 
 // statementsOf returns the statements on generation t's tables.
+//
+// The row writes are plain writes whose write timestamp is the version
+// they write (USING TIMESTAMP, see versionStamp); the reads of a row also
+// return the write timestamp of its version cell, which tells a row written
+// that way from one a release before issue 17 wrote with lightweight
+// transactions (see conditionalRow). The conditional writes (the *If
+// statements) remain for those rows only.
 func statementsOf(t tables) statements {
 	r := strings.NewReplacer("{orders}", t.orders, "{summaries}", t.summaries, "{customers}", t.customers)
 	return statements{
-		selectOrder: r.Replace(`SELECT ` + orderColumns + ` FROM {orders} WHERE id = ?`),
-		insertOrder: r.Replace(`INSERT INTO {orders} (` + orderColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`),
-		updateOrder: r.Replace(`UPDATE {orders} SET customer_id = ?, status = ?, items = ?, tracking_number = ?,
+		selectOrder: r.Replace(`SELECT ` + orderColumns + `, WRITETIME(version) FROM {orders} WHERE id = ?`),
+		writeOrder: r.Replace(`INSERT INTO {orders} (` + orderColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+		USING TIMESTAMP ?`),
+		insertOrderIf: r.Replace(`INSERT INTO {orders} (` + orderColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`),
+		updateOrderIf: r.Replace(`UPDATE {orders} SET customer_id = ?, status = ?, items = ?, tracking_number = ?,
 		carrier = ?, cancelled_reason = ?, version = ?, created_at = ?, updated_at = ? WHERE id = ? IF version = ?`),
 
-		selectCustomer: r.Replace(`SELECT ` + customerColumns + ` FROM {customers} WHERE id = ?`),
-		insertCustomer: r.Replace(`INSERT INTO {customers} (` + customerColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`),
-		updateCustomer: r.Replace(`UPDATE {customers} SET email = ?, first_name = ?, last_name = ?, phone = ?,
+		selectCustomer: r.Replace(`SELECT ` + customerColumns + `, WRITETIME(version) FROM {customers} WHERE id = ?`),
+		writeCustomer: r.Replace(`INSERT INTO {customers} (` + customerColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		USING TIMESTAMP ?`),
+		insertCustomerIf: r.Replace(`INSERT INTO {customers} (` + customerColumns + `) VALUES (?, ?, ?, ?, ?, ?, ?, ?) IF NOT EXISTS`),
+		updateCustomerIf: r.Replace(`UPDATE {customers} SET email = ?, first_name = ?, last_name = ?, phone = ?,
 		version = ?, registered_at = ?, updated_at = ? WHERE id = ? IF version = ?`),
 
-		// The write timestamp is the order's version, not the clock: see
-		// orderTable.written for why.
+		// The write timestamp is the order's version, not the clock, as
+		// for the order's own row.
 		writeSummary: r.Replace(`INSERT INTO {summaries} (customer_id, ` + summaryColumns + `)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?) USING TIMESTAMP ?`),
 		selectSummaries: r.Replace(`SELECT ` + summaryColumns + ` FROM {summaries}
@@ -70,12 +81,13 @@ func statementsOf(t tables) statements {
 
 // createStatements returns the DDL that creates generation gen's tables
 // when they are missing: the columns and options of
-// migrations/scylla/0101_views.cql, with the comment 0204 gives
-// generation 0 (see there for the design notes, which hold for every
-// generation).
+// migrations/scylla/0101_views.cql, with the comment 0250 gives
+// generation 0 (see 0101, 0204 and 0250 for the design notes, which hold
+// for every generation).
 func createStatements(gen int64) []string {
 	t := tablesOf(gen)
 	comment := fmt.Sprintf("Generation %d of the read models, derived from the events by the projector. "+
+		"Each row is written whole at USING TIMESTAMP <its version>: never write it with a timestamp of the clock (see 0250). "+
 		"Not refilled when truncated: rebuild them with orderd rebuild (a blue/green rebuild, see README).", gen)
 	return []string{
 		`CREATE TABLE IF NOT EXISTS ` + t.orders + ` (

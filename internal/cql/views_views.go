@@ -9,9 +9,13 @@
 //     Apply functions decide that);
 //   - an event beyond version+1 is an error wrapping readmodel.ErrGap: the
 //     feed never leaves one, so it reports a bug;
-//   - every row write is a lightweight transaction conditioned on the
-//     version it was computed from, so two instances can race on one row
-//     and neither ever moves it back.
+//   - every row write is a plain write of the whole row whose timestamp is
+//     the row's version (USING TIMESTAMP, see versionStamp), so two
+//     instances can race on one row, a stale batch can land late, and
+//     none ever moves it back: Cassandra keeps the greatest version's
+//     cells on every replica. The batch's one lightweight transaction is
+//     the fence check. (Rows a release before issue 17 wrote with
+//     lightweight transactions keep those; see conditionalRow.)
 //
 // CQL timestamps hold milliseconds, so on this backend the read models keep
 // times to the millisecond.
@@ -29,7 +33,7 @@ import (
 
 // concurrency is how many aggregates one Apply call works on at once. An
 // aggregate's own events are always applied in order, by one goroutine.
-// Each aggregate costs a read and a Paxos round, so throughput comes from
+// Each aggregate costs a read and a write or two, so throughput comes from
 // overlapping them; 32 keeps a batch of 256 events (the feed's usual size)
 // to a handful of rounds without flooding a small cluster.
 const concurrency = 32
@@ -45,7 +49,12 @@ type Views struct {
 	q           statements // on the tables of gen
 	log         *zap.Logger
 	consistency gocql.Consistency // reads and the commit of writes
-	serial      gocql.Consistency // the Paxos phase of conditional writes, and re-reads after one failed
+	serial      gocql.Consistency // the Paxos phase of conditional writes, and re-reads after one failed or a gap
+
+	// conditionalRows makes every row write a lightweight transaction, as
+	// before issue 17, and not only those of rows written so: the tests'
+	// side-by-side measure of the two (BenchmarkApply).
+	conditionalRows bool
 
 	// Changes wakes the readers of the rows an Apply call brought up to
 	// their events, when it returns.
@@ -64,8 +73,9 @@ func WithConsistency(c gocql.Consistency) ViewsOption {
 }
 
 // WithSerialConsistency sets the consistency of the Paxos round of the
-// conditional writes, and of the linearizable re-read after one of them
-// lost a race: LocalSerial (the default) or Serial.
+// conditional writes (of rows a release before issue 17 wrote), and of the
+// linearizable re-read after one of them lost a race or after a read found
+// a gap: LocalSerial (the default) or Serial.
 func WithSerialConsistency(c gocql.Consistency) ViewsOption {
 	return func(v *Views) { v.serial = c }
 }

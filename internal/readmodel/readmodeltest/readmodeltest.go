@@ -21,9 +21,11 @@
 //     and the Changed channel taken before the call is closed if the batch
 //     held an event of a projected type (applied now or before, by this
 //     Views or another). A batch of unprojected events only closes nothing.
-//   - Two Views on one storage (two orderd instances) may apply the same
-//     events at once, in different batches: no row ever goes back, and both
-//     end with the rows the events fold to.
+//   - Two or more Views on one storage (orderd instances) may apply the
+//     same events at once, in different batches, out of step with each
+//     other, each redelivering batches the others have long passed: no row
+//     (nor an order in a customer's list) ever goes back, and all end with
+//     the rows the events fold to.
 //   - Times come back in UTC, equal to the events' to Backend.TimePrecision.
 //
 // Events are made by running commands through the real aggregate package
@@ -88,6 +90,7 @@ func Run(t *testing.T, open func(t *testing.T) Backend) {
 		{"ChangedAfterApply", testChangedAfterApply},
 		{"SecondInstance", testSecondInstance},
 		{"ConcurrentInstances", testConcurrentInstances},
+		{"InstancesOutOfStep", testInstancesOutOfStep},
 		{"QueriesWaitForVersion", testQueriesWaitForVersion},
 		{"QueriesBehind", testQueriesBehind},
 		{"QueriesAnswerAtOnce", testQueriesAnswerAtOnce},
