@@ -161,6 +161,7 @@ func (c *cluster) active(name string, within time.Duration) *node {
 func activeAmong(t testing.TB, name string, nodes []*node, within time.Duration) *node {
 	t.Helper()
 	deadline := time.Now().Add(within)
+	doubled := map[int]time.Time{} // shard → when two nodes first both showed it
 	for {
 		var (
 			actives []*node
@@ -188,12 +189,26 @@ func activeAmong(t testing.TB, name string, nodes []*node, within time.Duration)
 		if count == 1 && len(actives) == 1 && len(names) == 1 && names[actives[0].id] {
 			return actives[0]
 		}
+		// The nodes are read one after another, so a shard handed over
+		// between two reads shows with both: only an overlap that lasts
+		// is two holders at once (a handover takes milliseconds; a lease
+		// can only be taken after its holder's deadline).
 		once := 0
-		for _, hs := range holders {
+		for sh, hs := range holders {
 			if len(hs) > 1 {
-				t.Fatalf("%s: a shard is held by %v at once", name, hs)
+				if since, ok := doubled[sh]; !ok {
+					doubled[sh] = time.Now()
+				} else if time.Since(since) > 2*time.Second {
+					t.Fatalf("%s: shard %d held by %v at once, seen so for %s", name, sh, hs, time.Since(since).Round(time.Millisecond))
+				}
+				continue
 			}
 			once++
+		}
+		for sh := range doubled {
+			if len(holders[sh]) < 2 {
+				delete(doubled, sh)
+			}
 		}
 		if count > 1 && once == count {
 			return most
