@@ -98,6 +98,7 @@ func (s *Store) commitBatch(batch []*appendReq, saves []*saveReq) {
 		savepoint:  tx.StmtContext(ctx, s.savepoint),
 		release:    tx.StmtContext(ctx, s.release),
 		rollbackTo: tx.StmtContext(ctx, s.rollbackTo),
+		journal:    tx.StmtContext(ctx, s.journalInsert),
 	}
 	written := 0
 	for i, r := range batch {
@@ -150,6 +151,9 @@ func (s *Store) commitBatch(batch []*appendReq, saves []*saveReq) {
 		s.notify()
 	}
 	for i, r := range batch {
+		if r.claim != nil && results[i] == nil {
+			s.journal.forget(r.claimKey, r.claimRec) // the journal holds it now
+		}
 		r.done <- results[i]
 	}
 }
@@ -166,7 +170,7 @@ func firstFault(results []error) error {
 
 // txStmts are the writer's prepared statements, bound to one transaction.
 type txStmts struct {
-	insert, maxSeq, savepoint, release, rollbackTo *sql.Stmt
+	insert, maxSeq, savepoint, release, rollbackTo, journal *sql.Stmt
 }
 
 // writeOne runs one request. It returns the request's own outcome (nil, a
@@ -181,8 +185,12 @@ type txStmts struct {
 // an I/O error) may have rolled back the whole transaction, which without
 // a savepoint cannot be told apart, so it spoils the batch, whose requests
 // all fail with it.
+//
+// A keyed command's request (r.claim) also writes its key's record into
+// the journal, in its savepoint, so that the record commits with the
+// events or not at all.
 func writeOne(ctx context.Context, st txStmts, r *appendReq) (result, fatal error) {
-	if len(r.rows) == 1 {
+	if len(r.rows) == 1 && r.claim == nil {
 		err := insertAll(ctx, st, r)
 		if err != nil && !refused(err) {
 			return nil, err
@@ -193,6 +201,11 @@ func writeOne(ctx context.Context, st txStmts, r *appendReq) (result, fatal erro
 		return nil, fmt.Errorf("sqlite: savepoint: %w", err)
 	}
 	result = insertAll(ctx, st, r)
+	if result == nil && r.claim != nil {
+		if _, err := st.journal.ExecContext(ctx, r.claim...); err != nil {
+			result = fmt.Errorf("sqlite: append %s: journal the idempotency key: %w", r.id, err)
+		}
+	}
 	if result != nil {
 		if _, err := st.rollbackTo.ExecContext(ctx); err != nil {
 			return nil, fmt.Errorf("sqlite: append %s: rollback to savepoint after %w: %w", r.id, result, err)
