@@ -187,10 +187,10 @@ type txStmts struct {
 // all fail with it.
 //
 // A keyed command's request (r.claim) also writes its key's record into
-// the journal, in its savepoint, so that the record commits with the
-// events or not at all.
+// the journal after its events (see insertAll), so that the record
+// commits with the events or not at all.
 func writeOne(ctx context.Context, st txStmts, r *appendReq) (result, fatal error) {
-	if len(r.rows) == 1 && r.claim == nil {
+	if len(r.rows) == 1 {
 		err := insertAll(ctx, st, r)
 		if err != nil && !refused(err) {
 			return nil, err
@@ -201,11 +201,6 @@ func writeOne(ctx context.Context, st txStmts, r *appendReq) (result, fatal erro
 		return nil, fmt.Errorf("sqlite: savepoint: %w", err)
 	}
 	result = insertAll(ctx, st, r)
-	if result == nil && r.claim != nil {
-		if _, err := st.journal.ExecContext(ctx, r.claim...); err != nil {
-			result = fmt.Errorf("sqlite: append %s: journal the idempotency key: %w", r.id, err)
-		}
-	}
 	if result != nil {
 		if _, err := st.rollbackTo.ExecContext(ctx); err != nil {
 			return nil, fmt.Errorf("sqlite: append %s: rollback to savepoint after %w: %w", r.id, result, err)
@@ -223,6 +218,11 @@ func writeOne(ctx context.Context, st txStmts, r *appendReq) (result, fatal erro
 // the unique (aggregate_id, sequence), which insertError reports as the
 // same conflict. Any other expected version is read first, since inserting
 // past the aggregate's version would leave a gap no constraint sees.
+//
+// Then it writes the record of a keyed command's key (r.claim) into the
+// journal. Its failure is never a refusal (the error does not wrap
+// SQLite's): without a savepoint the events inserted before it could not
+// be undone alone, so it spoils the batch.
 func insertAll(ctx context.Context, st txStmts, r *appendReq) error {
 	if r.expected > 0 {
 		var version int64
@@ -244,6 +244,11 @@ func insertAll(ctx context.Context, st txStmts, r *appendReq) error {
 			if r.positions[i], err = res.LastInsertId(); err != nil {
 				return fmt.Errorf("sqlite: append %s: position: %w", r.id, err)
 			}
+		}
+	}
+	if r.claim != nil {
+		if _, err := st.journal.ExecContext(ctx, r.claim...); err != nil {
+			return fmt.Errorf("sqlite: append %s: journal the idempotency key: %v", r.id, err)
 		}
 	}
 	return nil
