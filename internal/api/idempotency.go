@@ -42,8 +42,8 @@ const (
 // write as the event: the client's key, and the id of the key's record,
 // which is what settles a record whose attempt died.
 const (
-	metaIdempotencyKey    = "idempotency_key"
-	metaIdempotencyRecord = "idempotency_record"
+	metaIdempotencyKey    = store.MetaIdempotencyKey
+	metaIdempotencyRecord = store.MetaIdempotencyRecord
 )
 
 // The kinds of error of idempotency keys.

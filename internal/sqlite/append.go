@@ -20,6 +20,11 @@ type appendReq struct {
 
 	events    []store.Event // as handed to Append, for the feed's tail
 	positions []int64       // the positions the inserts were given
+
+	// The record of the idempotency key of the command, written into the
+	// journal with the events (see keyJournal); nil when none.
+	claim              []any
+	claimKey, claimRec string
 }
 
 // Append stores events atomically if the aggregate's version is expected.
@@ -45,6 +50,7 @@ func (s *Store) Append(ctx context.Context, aggregateID uuid.UUID, expected int6
 	}
 	r := &appendReq{ctx: ctx, id: aggregateID, expected: expected, rows: rows, done: make(chan error, 1),
 		events: events, positions: make([]int64, len(events))}
+	r.claim, r.claimKey, r.claimRec = s.journal.of(events)
 	select {
 	case s.reqs <- r:
 		s.accepted.Add(1)

@@ -110,6 +110,7 @@ func Open(ctx context.Context, cfg Config) (_ *Backend, err error) {
 	if b.Keys, err = OpenKeys(filepath.Join(cfg.Dir, "keys.db"), KeysOptions{
 		Logger: log.Named("keys"), PurgeEvery: cfg.KeysPurgeEvery,
 		Health: b.Store.Health(), // one disk, one episode
+		Events: b.Store,          // the key's record written with the events
 	}); err != nil {
 		return nil, err
 	}

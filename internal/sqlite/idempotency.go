@@ -39,7 +39,18 @@ type KeysOptions struct {
 	// store's writes and probe say when the disk is back. nil: a Health of
 	// its own.
 	Health *store.Health
+	// Events is the event store of the same data directory. With it, the
+	// record of a key whose command appends is written by the event
+	// writer into events.db's journal, in the transaction of the events,
+	// and Begin makes no fsync of its own (see Keys); OpenKeys first
+	// copies the journal left by the previous process into keys.db. nil:
+	// every Begin that claims its key fsyncs keys.db.
+	Events *Store
 }
+
+// journalEvery is how often Keys fsyncs keys.db and then deletes the rows
+// of events.db's journal that keys.db now holds durably.
+const journalEvery = 5 * time.Second
 
 // Keys is a store.Idempotency on a SQLite file of its own (keys.db beside
 // events.db). It is safe for concurrent use.
@@ -51,13 +62,21 @@ type KeysOptions struct {
 // the keys never touch the event writer.
 //
 // Durability: the file runs with synchronous=NORMAL, which in WAL mode
-// syncs nothing at commit, except for a Begin that claims its key, which
-// returns only after an fsync of the WAL file that began after its commit.
-// That is enough: a lost Complete or Abandon only leaves the key pending,
-// which a retry settles from the events, while the record that says which
-// aggregate to look in is durable before the command appends. Concurrent
-// Begins share one fsync (group commit), which FULL, syncing at every
-// commit under the one write lock, could not do.
+// syncs nothing at commit. A lost Complete or Abandon only leaves the key
+// pending, which a retry settles from the events. What must never be lost
+// is the record of a command whose events are durable (a retry that found
+// no record would run the command again), which is why the record names
+// the aggregate to look in. With KeysOptions.Events (as orderd opens it)
+// the event writer writes that record into events.db's journal in the
+// same transaction as the events (see keyJournal): both are durable under
+// the events' one fsync, or neither is, and a crash of the machine that
+// loses keys.db's latest writes loses no record whose command appended,
+// since the next OpenKeys copies the journal into keys.db. A write to the
+// WAL reaches the kernel at commit, so a crash of the process alone loses
+// nothing. Every journalEvery keys.db is fsynced and the journal's rows
+// written before are deleted, so the journal stays small. Without Events,
+// a Begin that claims its key returns only after an fsync of the WAL file
+// that began after its commit (concurrent Begins share one fsync).
 //
 // Writes are group-committed too: one goroutine runs every write waiting
 // at once in one transaction (see writeLoop), so a busy store pays one
@@ -69,6 +88,7 @@ type Keys struct {
 	now    func() time.Time
 	stmts  map[string]*sql.Stmt // keyStatements, prepared once: on w, "get" on r
 	wal    walSyncer
+	events *Store        // with its journal, or nil: see KeysOptions.Events
 	writes chan keyWrite // to writeLoop
 	stop   chan struct{}
 	done   chan struct{} // the purge loop's
@@ -107,7 +127,7 @@ func OpenKeys(path string, opts KeysOptions) (*Keys, error) {
 	if opts.Health == nil {
 		opts.Health = store.NewHealth("sqlite: keys", opts.Logger)
 	}
-	k := &Keys{w: w, r: r, log: opts.Logger, health: opts.Health, now: opts.Now, stmts: map[string]*sql.Stmt{},
+	k := &Keys{w: w, r: r, log: opts.Logger, health: opts.Health, now: opts.Now, stmts: map[string]*sql.Stmt{}, events: opts.Events,
 		writes: make(chan keyWrite), stop: make(chan struct{}), done: make(chan struct{}), wrote: make(chan struct{})}
 	for name, query := range keyStatements {
 		db := w
@@ -121,6 +141,15 @@ func OpenKeys(path string, opts KeysOptions) (*Keys, error) {
 		k.stmts[name] = stmt
 	}
 	k.wal.init(wal)
+	if k.events != nil {
+		if err := k.recoverJournal(context.Background()); err != nil {
+			var errs []error
+			for _, stmt := range k.stmts {
+				errs = append(errs, stmt.Close())
+			}
+			return nil, errors.Join(append(errs, err, wal.Close(), r.Close(), w.Close())...)
+		}
+	}
 	go k.writeLoop()
 	go k.purgeLoop(opts.PurgeEvery)
 	return k, nil
@@ -194,6 +223,14 @@ var keyStatements = map[string]string{
 			body = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at,
 			expires_at = excluded.expires_at, instance = excluded.instance, boot = excluded.boot
 		WHERE idempotency_keys.expires_at <= excluded.created_at`,
+	"recover": `INSERT INTO idempotency_keys
+		(key, record_id, fingerprint, owner, state, aggregate_id, created_at, updated_at, expires_at, instance, boot)
+		VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (key) DO UPDATE SET record_id = excluded.record_id, fingerprint = excluded.fingerprint,
+			owner = excluded.owner, state = 'pending', aggregate_id = excluded.aggregate_id, status = NULL, header = NULL,
+			body = NULL, created_at = excluded.created_at, updated_at = excluded.updated_at,
+			expires_at = excluded.expires_at, instance = excluded.instance, boot = excluded.boot
+		WHERE idempotency_keys.record_id != excluded.record_id AND idempotency_keys.created_at < excluded.created_at`,
 	"current":   `SELECT ` + keyColumns + ` FROM idempotency_keys WHERE key = ?`,
 	"get":       `SELECT ` + keyColumns + ` FROM idempotency_keys WHERE key = ? AND expires_at > ?`,
 	"complete":  `UPDATE idempotency_keys SET state = 'done', status = ?, header = ?, body = ?, updated_at = ?` + keyCondition,
@@ -242,7 +279,9 @@ func (k *Keys) Begin(ctx context.Context, rec store.IdempotencyRecord) (_ store.
 	if err != nil {
 		return rec, false, fmt.Errorf("sqlite: begin key %q: %w", rec.Key, k.fault(true, err))
 	}
-	if began {
+	if began && k.events != nil {
+		k.events.journal.claim(rec) // durable with the command's events
+	} else if began {
 		if err := k.wal.sync(); err != nil {
 			return rec, false, fmt.Errorf("sqlite: begin key %q: sync: %w", rec.Key, k.fault(true, err))
 		}
@@ -268,12 +307,20 @@ func (k *Keys) Complete(ctx context.Context, c store.IdempotencyClaim, resp stor
 	if err != nil {
 		return fmt.Errorf("sqlite: complete key %q: %w", c.Key, err)
 	}
-	return k.update(ctx, "complete", c, resp.Status, string(header), resp.Body, formatTime(now))
+	err = k.update(ctx, "complete", c, resp.Status, string(header), resp.Body, formatTime(now))
+	if err == nil && k.events != nil {
+		k.events.journal.forget(c.Key, "")
+	}
+	return err
 }
 
 // Abandon marks the record abandoned.
 func (k *Keys) Abandon(ctx context.Context, c store.IdempotencyClaim, now time.Time) error {
-	return k.update(ctx, "abandon", c, formatTime(now))
+	err := k.update(ctx, "abandon", c, formatTime(now))
+	if err == nil && k.events != nil {
+		k.events.journal.forget(c.Key, "")
+	}
+	return err
 }
 
 // Takeover hands a pending or abandoned record to the attempt to.
@@ -282,6 +329,18 @@ func (k *Keys) Takeover(ctx context.Context, c store.IdempotencyClaim, to uuid.U
 	err := k.update(ctx, "take over", c, to.String(), by.Instance, by.Boot.String(), formatTime(now))
 	if errors.Is(err, store.ErrNotOwner) {
 		return false, nil
+	}
+	if err == nil && k.events != nil {
+		// The record may not be durable in keys.db (it may be the
+		// journal's copy): the events of the attempt that now runs it
+		// write it again.
+		rec, found, gerr := k.Get(ctx, c.Key)
+		if gerr != nil {
+			return false, gerr
+		}
+		if found && rec.Owner == to {
+			k.events.journal.claim(rec)
+		}
 	}
 	return err == nil, err
 }
@@ -356,10 +415,21 @@ func (k *Keys) purgeLoop(every time.Duration) {
 	defer close(k.done)
 	tick := time.NewTicker(every)
 	defer tick.Stop()
+	var journal <-chan time.Time // nil without Events
+	if k.events != nil {
+		t := time.NewTicker(journalEvery)
+		defer t.Stop()
+		journal = t.C
+	}
 	for {
 		select {
 		case <-k.stop:
 			return
+		case <-journal:
+			k.events.journal.sweep(time.Now().Add(-claimTTL))
+			if err := k.trimJournal(context.Background()); err != nil && !errors.Is(err, store.ErrClosed) {
+				k.log.Warn("trimming the journal of idempotency keys failed", zap.Error(err))
+			}
 		case <-tick.C:
 			n, err := k.Purge(context.Background(), k.now())
 			switch {
@@ -457,3 +527,53 @@ func scanKey(row *sql.Row) (store.IdempotencyRecord, bool, error) {
 }
 
 var _ store.Idempotency = (*Keys)(nil)
+
+// recoverJournal copies into keys.db the records of events.db's journal
+// that it may have lost (see KeysOptions.Events), fsyncs keys.db and
+// deletes them from the journal. A row replaces the record of its key
+// unless that is the same record (which may have moved on: done, taken
+// over) or one created after it.
+func (k *Keys) recoverJournal(ctx context.Context) error {
+	rows, err := k.events.readJournal(ctx)
+	if err != nil || len(rows) == 0 {
+		return err
+	}
+	tx, err := k.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("sqlite: keys: recover the journal: %w", err)
+	}
+	stmt := tx.StmtContext(ctx, k.stmts["recover"])
+	for _, row := range rows {
+		// key, record_id, fingerprint, owner, aggregate_id, created_at, expires_at, instance, boot
+		a := row.args
+		if _, err := stmt.ExecContext(ctx, a[0], a[1], a[2], a[3], a[4], a[5], a[5], a[6], a[7], a[8]); err != nil {
+			return errors.Join(fmt.Errorf("sqlite: keys: recover the journal: %w", err), tx.Rollback())
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("sqlite: keys: recover the journal: %w", err)
+	}
+	if err := k.wal.sync(); err != nil {
+		return fmt.Errorf("sqlite: keys: recover the journal: sync: %w", err)
+	}
+	k.log.Info("recovered idempotency keys from the journal", zap.Int("records", len(rows)))
+	return k.events.dropJournal(ctx, rows[len(rows)-1].seq)
+}
+
+// trimJournal deletes the rows of events.db's journal whose records
+// keys.db holds durably: every row written before an fsync of keys.db
+// began, since a row's record was committed into keys.db (by Begin, or
+// found there by Takeover) before its command appended.
+func (k *Keys) trimJournal(ctx context.Context) error {
+	if k.closed() {
+		return store.ErrClosed
+	}
+	head, err := k.events.journalHead(ctx)
+	if err != nil || head == 0 {
+		return err
+	}
+	if err := k.wal.sync(); err != nil {
+		return fmt.Errorf("sqlite: keys: sync: %w", k.fault(true, err))
+	}
+	return k.events.dropJournal(ctx, head)
+}

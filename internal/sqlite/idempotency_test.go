@@ -2,6 +2,8 @@ package sqlite
 
 import (
 	"errors"
+	"fmt"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -29,6 +31,16 @@ func openKeys(t *testing.T, path string, opts KeysOptions) *Keys {
 func TestIdempotencyConformance(t *testing.T) {
 	storetest.RunIdempotency(t, func(t *testing.T) store.Idempotency {
 		return openKeys(t, filepath.Join(t.TempDir(), "keys.db"), KeysOptions{})
+	})
+}
+
+// TestIdempotencyConformanceJournaled runs the suite on Keys as orderd
+// opens them: with the event store, whose writer journals the records.
+func TestIdempotencyConformanceJournaled(t *testing.T) {
+	storetest.RunIdempotency(t, func(t *testing.T) store.Idempotency {
+		dir := t.TempDir()
+		events := mustOpen(t, filepath.Join(dir, "events.db"), nil)
+		return openKeys(t, filepath.Join(dir, "keys.db"), KeysOptions{Events: events})
 	})
 }
 
@@ -117,5 +129,132 @@ func TestIdempotencyReopenAbandonsPending(t *testing.T) {
 	}
 	if ok, err := k.Takeover(ctx, got.Claim(), uuid.New(), store.Process{Instance: "b", Boot: uuid.New()}, time.Now()); err != nil || !ok {
 		t.Fatalf("Takeover of the abandoned record: %v, %v", ok, err)
+	}
+}
+
+// TestJournalRecoversLostKeys: the record of a keyed command that appended
+// is durable with its events even when keys.db lost it (as a crash of the
+// machine may lose its WAL's unsynced writes: simulated by a keys.db
+// replaced by an empty one). The next open takes it back from events.db's
+// journal, abandoned (its attempt died), with its id, fingerprint, owner
+// and aggregate, so that a retry finds the events; the record of a command
+// whose append failed (a conflict) is not journaled, nor one that
+// appended nothing; and the journal is emptied once keys.db holds the
+// records.
+func TestJournalRecoversLostKeys(t *testing.T) {
+	dir := t.TempDir()
+	eventsPath, keysPath := filepath.Join(dir, "events.db"), filepath.Join(dir, "keys.db")
+	events := mustOpen(t, eventsPath, nil)
+	k := openKeys(t, keysPath, KeysOptions{Events: events})
+	ctx := t.Context()
+	now := time.Now().UTC()
+	process := store.Process{Instance: "a", Boot: uuid.New()}
+	begin := func(key string, agg uuid.UUID) store.IdempotencyRecord {
+		rec := store.IdempotencyRecord{Key: key, ID: uuid.New(), Fingerprint: []byte(key), Owner: uuid.New(), AggregateID: agg,
+			Process: process, Created: now, Updated: now, Expires: now.Add(time.Hour)}
+		if _, began, err := k.Begin(ctx, rec); err != nil || !began {
+			t.Fatalf("Begin(%s): %v, %v", key, began, err)
+		}
+		return rec
+	}
+	keyed := func(rec store.IdempotencyRecord, seq int64) []store.Event {
+		e := event(rec.AggregateID, seq)
+		e.Metadata = map[string]string{store.MetaIdempotencyKey: rec.Key, store.MetaIdempotencyRecord: rec.ID.String()}
+		return []store.Event{e}
+	}
+	appended := begin("appended", uuid.New())
+	if err := events.Append(ctx, appended.AggregateID, 0, keyed(appended, 1)); err != nil {
+		t.Fatal(err)
+	}
+	// Two events in one append, to an aggregate that has one already.
+	two := begin("two", uuid.New())
+	if err := events.Append(ctx, two.AggregateID, 0, []store.Event{event(two.AggregateID, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := events.Append(ctx, two.AggregateID, 1, append(keyed(two, 2), keyed(two, 3)...)); err != nil {
+		t.Fatal(err)
+	}
+	conflicted := begin("conflicted", appended.AggregateID)
+	if err := events.Append(ctx, conflicted.AggregateID, 0, keyed(conflicted, 1)); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("Append over an existing aggregate: %v; want a conflict", err)
+	}
+	begin("refused", uuid.New()) // appends nothing
+	journaled := func() int64 {
+		t.Helper()
+		var n int64
+		if err := events.r.QueryRowContext(ctx, `SELECT count(*) FROM idempotency_journal`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := journaled(); n != 2 {
+		t.Fatalf("%d rows in the journal; want 2, the appends that committed", n)
+	}
+
+	// The machine crashed: keys.db lost everything not synced.
+	if err := errors.Join(k.Close(), events.Close()); err != nil {
+		t.Fatal(err)
+	}
+	for _, suffix := range []string{"", "-wal", "-shm"} {
+		if err := os.Remove(keysPath + suffix); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+	}
+	events = mustOpen(t, eventsPath, nil)
+	k = openKeys(t, keysPath, KeysOptions{Events: events})
+	for _, want := range []store.IdempotencyRecord{appended, two} {
+		got, found, err := k.Get(ctx, want.Key)
+		if err != nil || !found || got.State != store.Abandoned || got.ID != want.ID || got.Owner != want.Owner ||
+			string(got.Fingerprint) != want.Key || got.AggregateID != want.AggregateID || got.Process != process ||
+			!got.Expires.Equal(want.Expires.Truncate(time.Millisecond)) && !got.Expires.Equal(want.Expires) {
+			t.Fatalf("%s after the crash: %+v, %v, %v; want %+v, abandoned", want.Key, got, found, err, want)
+		}
+	}
+	for _, key := range []string{"conflicted", "refused"} {
+		if _, found, err := k.Get(ctx, key); err != nil || found {
+			t.Fatalf("%s after the crash: found %v, %v; want no record (nothing of it committed)", key, found, err)
+		}
+	}
+	if n := journaled(); n != 0 {
+		t.Fatalf("%d rows in the journal after the open; want none", n)
+	}
+	// Reopened, nothing is taken back twice over a record that moved on.
+	got, _, _ := k.Get(ctx, "appended")
+	if ok, err := k.Takeover(ctx, got.Claim(), uuid.New(), process, time.Now()); err != nil || !ok {
+		t.Fatalf("Takeover: %v, %v", ok, err)
+	}
+}
+
+// TestJournalTrim: the journal keeps a row only until keys.db holds its
+// record durably.
+func TestJournalTrim(t *testing.T) {
+	dir := t.TempDir()
+	events := mustOpen(t, filepath.Join(dir, "events.db"), nil)
+	k := openKeys(t, filepath.Join(dir, "keys.db"), KeysOptions{Events: events})
+	ctx := t.Context()
+	now := time.Now().UTC()
+	for i := range 3 {
+		rec := store.IdempotencyRecord{Key: fmt.Sprint("k", i), ID: uuid.New(), Fingerprint: []byte{1}, Owner: uuid.New(),
+			AggregateID: uuid.New(), Created: now, Updated: now, Expires: now.Add(time.Hour)}
+		if _, began, err := k.Begin(ctx, rec); err != nil || !began {
+			t.Fatalf("Begin: %v, %v", began, err)
+		}
+		e := event(rec.AggregateID, 1)
+		e.Metadata = map[string]string{store.MetaIdempotencyKey: rec.Key, store.MetaIdempotencyRecord: rec.ID.String()}
+		if err := events.Append(ctx, rec.AggregateID, 0, []store.Event{e}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if head, err := events.journalHead(ctx); err != nil || head != 3 {
+		t.Fatalf("journal head %d, %v; want 3", head, err)
+	}
+	if err := k.trimJournal(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if head, err := events.journalHead(ctx); err != nil || head != 0 {
+		t.Fatalf("journal head after the trim %d, %v; want it empty", head, err)
+	}
+	if len(events.journal.claims) != 0 {
+		t.Fatalf("%d claims kept after their appends committed", len(events.journal.claims))
 	}
 }

@@ -124,6 +124,8 @@ type Store struct {
 
 	// Prepared once, not parsed again for every append.
 	insert, maxSeq, savepoint, release, rollbackTo, saveProgressQ *sql.Stmt // on w
+	journalInsert                                                 *sql.Stmt // on w
+	journal                                                       keyJournal
 	loadQ, loadPageQ, feedQ, headQ, progressQ, versionQ           *sql.Stmt // on r
 
 	syncsMu sync.Mutex
@@ -196,6 +198,7 @@ func (s *Store) openDBs(path string, busy time.Duration) (err error) {
 		}
 	}
 	prepare(s.w, &s.insert, insertSQL)
+	prepare(s.w, &s.journalInsert, journalInsertSQL)
 	prepare(s.w, &s.maxSeq, `SELECT coalesce(max(sequence), 0) FROM events WHERE aggregate_id = ?`)
 	prepare(s.w, &s.savepoint, `SAVEPOINT req`)
 	prepare(s.w, &s.release, `RELEASE req`)
@@ -227,7 +230,7 @@ func (s *Store) Close() error {
 
 func (s *Store) closeDBs() error {
 	var firstErr error
-	for _, st := range []*sql.Stmt{s.insert, s.maxSeq, s.savepoint, s.release, s.rollbackTo, s.saveProgressQ,
+	for _, st := range []*sql.Stmt{s.insert, s.journalInsert, s.maxSeq, s.savepoint, s.release, s.rollbackTo, s.saveProgressQ,
 		s.loadQ, s.loadPageQ, s.feedQ, s.headQ, s.progressQ, s.versionQ} {
 		if st != nil {
 			_ = st.Close() // closing the DB below reports what matters

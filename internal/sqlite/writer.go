@@ -98,6 +98,7 @@ func (s *Store) commitBatch(batch []*appendReq, saves []*saveReq) {
 		savepoint:  tx.StmtContext(ctx, s.savepoint),
 		release:    tx.StmtContext(ctx, s.release),
 		rollbackTo: tx.StmtContext(ctx, s.rollbackTo),
+		journal:    tx.StmtContext(ctx, s.journalInsert),
 	}
 	written := 0
 	for i, r := range batch {
@@ -150,6 +151,9 @@ func (s *Store) commitBatch(batch []*appendReq, saves []*saveReq) {
 		s.notify()
 	}
 	for i, r := range batch {
+		if r.claim != nil && results[i] == nil {
+			s.journal.forget(r.claimKey, r.claimRec) // the journal holds it now
+		}
 		r.done <- results[i]
 	}
 }
@@ -166,7 +170,7 @@ func firstFault(results []error) error {
 
 // txStmts are the writer's prepared statements, bound to one transaction.
 type txStmts struct {
-	insert, maxSeq, savepoint, release, rollbackTo *sql.Stmt
+	insert, maxSeq, savepoint, release, rollbackTo, journal *sql.Stmt
 }
 
 // writeOne runs one request. It returns the request's own outcome (nil, a
@@ -181,6 +185,10 @@ type txStmts struct {
 // an I/O error) may have rolled back the whole transaction, which without
 // a savepoint cannot be told apart, so it spoils the batch, whose requests
 // all fail with it.
+//
+// A keyed command's request (r.claim) also writes its key's record into
+// the journal after its events (see insertAll), so that the record
+// commits with the events or not at all.
 func writeOne(ctx context.Context, st txStmts, r *appendReq) (result, fatal error) {
 	if len(r.rows) == 1 {
 		err := insertAll(ctx, st, r)
@@ -210,6 +218,11 @@ func writeOne(ctx context.Context, st txStmts, r *appendReq) (result, fatal erro
 // the unique (aggregate_id, sequence), which insertError reports as the
 // same conflict. Any other expected version is read first, since inserting
 // past the aggregate's version would leave a gap no constraint sees.
+//
+// Then it writes the record of a keyed command's key (r.claim) into the
+// journal. Its failure is never a refusal (the error does not wrap
+// SQLite's): without a savepoint the events inserted before it could not
+// be undone alone, so it spoils the batch.
 func insertAll(ctx context.Context, st txStmts, r *appendReq) error {
 	if r.expected > 0 {
 		var version int64
@@ -231,6 +244,11 @@ func insertAll(ctx context.Context, st txStmts, r *appendReq) error {
 			if r.positions[i], err = res.LastInsertId(); err != nil {
 				return fmt.Errorf("sqlite: append %s: position: %w", r.id, err)
 			}
+		}
+	}
+	if r.claim != nil {
+		if _, err := st.journal.ExecContext(ctx, r.claim...); err != nil {
+			return fmt.Errorf("sqlite: append %s: journal the idempotency key: %v", r.id, err)
 		}
 	}
 	return nil

@@ -13,6 +13,15 @@ import (
 // (expired) or another attempt owns it now. Nothing is changed then.
 var ErrNotOwner = errors.New("store: idempotency key owned by another attempt")
 
+// The metadata entries every event of a keyed command carries, in the same
+// write as the event: the client's key, and the id of the key's record
+// (IdempotencyRecord.ID), which is what settles a record whose attempt
+// died. A backend may read them to keep the record with the events.
+const (
+	MetaIdempotencyKey    = "idempotency_key"
+	MetaIdempotencyRecord = "idempotency_record"
+)
+
 // Idempotency keeps the records of idempotency keys (the IETF httpapi
 // Idempotency-Key header): which request a key was first used with, and the
 // answer that request got, so that a retry is answered the same without
