@@ -39,7 +39,7 @@ func TestRelayStepDownE2E(t *testing.T) {
 			"ORDERD_LEASE_TTL": "1s", "ORDERD_RELAY_STEP_DOWN": "3s",
 			// A 1 s TTL renews every lease three times a second: 8 shards,
 			// not 64, keep that within what one shared node serves.
-			"ORDERD_SHARDS": "8",
+			"ORDERD_SHARDS":        "8",
 			"ORDERD_KAFKA_BROKERS": broker, "ORDERD_KAFKA_TOPIC_PREFIX": prefix,
 			"ORDERD_RETRY_MAX": "500ms", "ORDERD_BREAKER_OPEN": "1s",
 			// The new holder's hint polls start at its takeover: what
