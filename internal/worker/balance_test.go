@@ -61,12 +61,12 @@ func TestAssign(t *testing.T) {
 	}
 }
 
-// freezable is a store's leases and membership behind a switch that makes
-// every call hang, as a stopped or cut-off instance's calls do.
+// freezable is a store's leases and membership behind pausable's switch,
+// which makes every call hang, as a stopped or cut-off instance's calls
+// do.
 type freezable struct {
-	balanceStore
-	mu     sync.Mutex
-	frozen chan struct{}
+	*pausable // the leases; Acquire waits there
+	members   store.Membership
 }
 
 type balanceStore interface {
@@ -74,67 +74,43 @@ type balanceStore interface {
 	store.Membership
 }
 
-func (f *freezable) freeze() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.frozen = make(chan struct{})
-}
-
-func (f *freezable) wait(ctx context.Context) error {
-	f.mu.Lock()
-	ch := f.frozen
-	f.mu.Unlock()
-	if ch == nil {
-		return nil
-	}
-	select {
-	case <-ch:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
-func (f *freezable) Acquire(ctx context.Context, name, holder string, ttl time.Duration) (int64, error) {
-	if err := f.wait(ctx); err != nil {
-		return 0, err
-	}
-	return f.balanceStore.Acquire(ctx, name, holder, ttl)
+func newFreezable(st balanceStore) *freezable {
+	return &freezable{pausable: &pausable{Leases: st}, members: st}
 }
 
 func (f *freezable) Release(ctx context.Context, name, holder string) error {
 	if err := f.wait(ctx); err != nil {
 		return err
 	}
-	return f.balanceStore.Release(ctx, name, holder)
+	return f.Leases.Release(ctx, name, holder)
 }
 
 func (f *freezable) Heartbeat(ctx context.Context, group, instance string, ttl time.Duration) error {
 	if err := f.wait(ctx); err != nil {
 		return err
 	}
-	return f.balanceStore.Heartbeat(ctx, group, instance, ttl)
+	return f.members.Heartbeat(ctx, group, instance, ttl)
 }
 
 func (f *freezable) Leave(ctx context.Context, group, instance string) error {
 	if err := f.wait(ctx); err != nil {
 		return err
 	}
-	return f.balanceStore.Leave(ctx, group, instance)
+	return f.members.Leave(ctx, group, instance)
 }
 
 func (f *freezable) Members(ctx context.Context, group string) ([]string, error) {
 	if err := f.wait(ctx); err != nil {
 		return nil, err
 	}
-	return f.balanceStore.Members(ctx, group)
+	return f.members.Members(ctx, group)
 }
 
 func (f *freezable) Holders(ctx context.Context, names []string) ([]store.Holding, error) {
 	if err := f.wait(ctx); err != nil {
 		return nil, err
 	}
-	return f.balanceStore.Holders(ctx, names)
+	return f.members.Holders(ctx, names)
 }
 
 // instance is one balancer of a test, on its own view of the store.
@@ -160,7 +136,7 @@ type cluster struct {
 const balanceWorker = "projector"
 
 func (c *cluster) start(name string) *instance {
-	st := &freezable{balanceStore: c.st}
+	st := newFreezable(c.st)
 	work := func(ctx context.Context) error {
 		f, ok := store.FenceOf(ctx)
 		if !ok || f.Shard.Count != c.n || f.Lease != f.Shard.Lease(balanceWorker) || f.Epoch < 1 {
@@ -191,8 +167,8 @@ func (in *instance) stop() {
 	}
 	in.cancel()
 	in.cancel = nil
-	if in.st.frozen != nil {
-		close(in.st.frozen) // let its last calls return, as a process that is gone does nothing more
+	if in.st.paused != nil {
+		in.st.resume() // let its last calls return, as a process that is gone does nothing more
 	}
 	<-in.done
 }
@@ -340,7 +316,7 @@ func testBalance(t *testing.T, st balanceStore, n int, ttl, slack time.Duration)
 			cIn = in
 		}
 	}
-	cIn.st.freeze()
+	cIn.st.pause()
 	frozenAt := time.Now()
 	c.mu.Lock()
 	cIn.cancel()
@@ -357,7 +333,7 @@ func testBalance(t *testing.T, st balanceStore, n int, ttl, slack time.Duration)
 			t.Errorf("shard %d moved from c to %s, but its epoch stayed %d", i, after3[i], e3[i])
 		}
 	}
-	close(cIn.st.frozen)
+	cIn.st.resume()
 	<-cIn.done
 }
 
