@@ -76,13 +76,7 @@ func TestStaleWriteLoses(t *testing.T) {
 			if n := logs.FilterMessage(lostRace).Len(); n != tt.lost {
 				t.Errorf("lost conditional writes: %d, want %d", n, tt.lost)
 			}
-			if got, err := v.Order(ctx, id); err != nil || !reflect.DeepEqual(got, want) {
-				t.Errorf("Order =\n%+v, %v\nwant\n%+v", got, err, want)
-			}
-			list, err := v.CustomerOrders(ctx, want.CustomerID, uuid.Nil, 10)
-			if err != nil || !reflect.DeepEqual(list, []readmodel.OrderSummary{want.Summary()}) {
-				t.Errorf("CustomerOrders =\n%+v, %v\nwant\n%+v", list, err, []readmodel.OrderSummary{want.Summary()})
-			}
+			checkOrder(t, v, want)
 		})
 	}
 }
@@ -173,13 +167,7 @@ func TestUncertainWriteSettles(t *testing.T) {
 				t.Errorf("settled uncertain writes: %d, want 1", n)
 			}
 			want := foldOrder(t, order[:3])
-			if got, err := v.Order(ctx, id); err != nil || !reflect.DeepEqual(got, want) {
-				t.Errorf("Order =\n%+v, %v\nwant\n%+v", got, err, want)
-			}
-			list, err := v.CustomerOrders(ctx, want.CustomerID, uuid.Nil, 10)
-			if err != nil || !reflect.DeepEqual(list, []readmodel.OrderSummary{want.Summary()}) {
-				t.Errorf("CustomerOrders =\n%+v, %v\nwant\n%+v", list, err, []readmodel.OrderSummary{want.Summary()})
-			}
+			checkOrder(t, v, want)
 		})
 	}
 }
@@ -326,7 +314,23 @@ func TestConditionalRowsStayConditional(t *testing.T) {
 	if !conditionalRow(stamp) {
 		t.Errorf("version cell written at %d, want the clock's (a lightweight transaction's)", stamp)
 	}
-	list, err := v.CustomerOrders(ctx, want.CustomerID, uuid.Nil, 10)
+	checkList(t, v, want)
+}
+
+// checkOrder asserts that want is the order's row and its customer's list
+// (the customer has no other order).
+func checkOrder(t *testing.T, v *Views, want readmodel.Order) {
+	t.Helper()
+	if got, err := v.Order(context.Background(), want.ID); err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("Order =\n%+v, %v\nwant\n%+v", got, err, want)
+	}
+	checkList(t, v, want)
+}
+
+// checkList asserts that want's summary is its customer's whole list.
+func checkList(t *testing.T, v *Views, want readmodel.Order) {
+	t.Helper()
+	list, err := v.CustomerOrders(context.Background(), want.CustomerID, uuid.Nil, 10)
 	if err != nil || !reflect.DeepEqual(list, []readmodel.OrderSummary{want.Summary()}) {
 		t.Errorf("CustomerOrders =\n%+v, %v\nwant\n%+v", list, err, []readmodel.OrderSummary{want.Summary()})
 	}
