@@ -161,6 +161,19 @@ func (m *memLog) Version(_ context.Context, id uuid.UUID) (string, int64, error)
 
 func (m *memLog) Close() error { return nil }
 
+// foldStore folds every event st holds, as Replay hands them.
+func foldStore(ctx context.Context, t testing.TB, st store.Log) (map[uuid.UUID]readmodel.Order, map[uuid.UUID]readmodel.Customer) {
+	t.Helper()
+	var all []store.Event
+	if _, err := st.Replay(ctx, 0, func(_ context.Context, evs []store.Event) error {
+		all = append(all, evs...)
+		return nil
+	}); err != nil {
+		t.Fatalf("Replay: %v", err)
+	}
+	return fold(t, all)
+}
+
 // fold projects events with readmodel's pure functions: the rows a backend
 // must hold once it has applied them, before its time precision.
 func fold(t testing.TB, events []store.Event) (map[uuid.UUID]readmodel.Order, map[uuid.UUID]readmodel.Customer) {

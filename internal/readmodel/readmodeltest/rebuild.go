@@ -147,14 +147,7 @@ func testRebuildSplitProjector(t *testing.T, b RebuildBackend) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	ctx := ctxOf(t)
-	var all []store.Event
-	if _, err := b.Store.Replay(ctx, 0, func(_ context.Context, evs []store.Event) error {
-		all = append(all, evs...)
-		return nil
-	}); err != nil {
-		t.Fatalf("Replay: %v", err)
-	}
-	orders, customers := fold(t, all)
+	orders, customers := foldStore(ctx, t, b.Store)
 	back := Backend{TimePrecision: b.TimePrecision}
 	wrong := 0
 	for id, want := range orders {
@@ -391,14 +384,7 @@ func testRebuildUnderLoad(t *testing.T, b RebuildBackend) {
 	// Once the projector has caught up, the rows are the projection from
 	// scratch of every event in the store.
 	waitCaughtUp(t, b.Store, "projector")
-	var all []store.Event
-	if _, err := b.Store.Replay(ctx, 0, func(_ context.Context, evs []store.Event) error {
-		all = append(all, evs...)
-		return nil
-	}); err != nil {
-		t.Fatalf("Replay: %v", err)
-	}
-	orders, customers := fold(t, all)
+	orders, customers := foldStore(ctx, t, b.Store)
 	back := Backend{TimePrecision: b.TimePrecision}
 	for id, want := range orders {
 		got, err := n.live.Order(ctx, id)
