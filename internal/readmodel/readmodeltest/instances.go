@@ -133,18 +133,7 @@ func testConcurrentInstances(t *testing.T, b Backend) {
 		defer close(watched)
 		watch(ctx, t, b.Views, orders)
 	}()
-	var wg sync.WaitGroup
-	for i, batches := range feeds {
-		wg.Go(func() {
-			for _, batch := range batches {
-				if err := views[i].Apply(context.Background(), batch); err != nil {
-					t.Errorf("instance %d: Apply: %v", i, err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	applyAtOnce(t, views, feeds)
 	stop()
 	<-watched
 
@@ -176,4 +165,22 @@ func watch(ctx context.Context, t *testing.T, v Views, orders []uuid.UUID) {
 			seen[id] = max(seen[id], o.Version)
 		}
 	}
+}
+
+// applyAtOnce has every instance views[i] apply its batches feeds[i] in
+// order, all instances at the same time, and returns when all are done.
+func applyAtOnce(t *testing.T, views []Views, feeds [][][]store.Event) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for i, batches := range feeds {
+		wg.Go(func() {
+			for _, batch := range batches {
+				if err := views[i].Apply(context.Background(), batch); err != nil {
+					t.Errorf("instance %d: Apply: %v", i+1, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }

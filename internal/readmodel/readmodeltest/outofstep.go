@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -107,18 +106,7 @@ func testInstancesOutOfStep(t *testing.T, b Backend) {
 		defer close(watched)
 		watchAll(ctx, t, b.Views, orders, customers)
 	}()
-	var wg sync.WaitGroup
-	for i, batches := range feeds {
-		wg.Go(func() {
-			for _, batch := range batches {
-				if err := views[i].Apply(context.Background(), batch); err != nil {
-					t.Errorf("instance %d: Apply: %v", i+1, err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
+	applyAtOnce(t, views, feeds)
 	stop()
 	<-watched
 
