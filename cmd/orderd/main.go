@@ -270,12 +270,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		rebuildSup.Add(rebuildWorker)
 		workers.Add(rebuildSup)
 	} else {
+		subscribe := project
 		project = func(ctx context.Context) error {
 			g, ctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return rebuild(ctx) })
-			g.Go(func() error {
-				return b.feed.Subscribe(ctx, projectorConsumer, telemetry.Linked("project", b.views.Apply))
-			})
+			g.Go(func() error { return subscribe(ctx) })
 			return g.Wait()
 		}
 	}
