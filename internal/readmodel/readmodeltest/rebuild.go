@@ -74,9 +74,10 @@ type node struct {
 	stop func()
 }
 
-func startNode(t *testing.T, b RebuildBackend, log *zap.Logger) *node {
+// openLive returns the read side of an instance on the catalog's current
+// generation.
+func openLive(ctx context.Context, t *testing.T, b RebuildBackend, log *zap.Logger) *readmodel.Live {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	cur, err := b.Catalog.Current(ctx)
 	if err != nil {
 		t.Fatalf("Current: %v", err)
@@ -85,7 +86,14 @@ func startNode(t *testing.T, b RebuildBackend, log *zap.Logger) *node {
 	if err != nil {
 		t.Fatalf("Open(%d): %v", cur, err)
 	}
-	n := &node{live: readmodel.NewLive(cur, g, b.Store, log)}
+	return readmodel.NewLive(cur, g, b.Store, log)
+}
+
+func startNode(t *testing.T, b RebuildBackend, log *zap.Logger) *node {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	live := openLive(ctx, t, b, log)
+	n := &node{live: live}
 	n.rb = readmodel.NewRebuilder(b.Catalog, b.Store, n.live,
 		readmodel.RebuildOptions{Poll: 20 * time.Millisecond, Progress: 50 * time.Millisecond, Grace: 100 * time.Millisecond}, log)
 	var wg sync.WaitGroup
@@ -180,16 +188,9 @@ func testRebuildSplitProjector(t *testing.T, b RebuildBackend) {
 func startSplitNode(t *testing.T, b RebuildBackend, log *zap.Logger, consumer string, keep func(uuid.UUID) bool, rebuild bool) *node {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cur, err := b.Catalog.Current(ctx)
-	if err != nil {
-		t.Fatalf("Current: %v", err)
-	}
-	g, err := b.Catalog.Open(ctx, cur)
-	if err != nil {
-		t.Fatalf("Open(%d): %v", cur, err)
-	}
+	live := openLive(ctx, t, b, log)
 	const trackEvery = 50 * time.Millisecond
-	n := &node{live: readmodel.NewLive(cur, g, b.Store, log)}
+	n := &node{live: live}
 	n.rb = readmodel.NewRebuilder(b.Catalog, b.Store, n.live, readmodel.RebuildOptions{Poll: 20 * time.Millisecond,
 		Progress: 50 * time.Millisecond, Grace: 100 * time.Millisecond, FollowWait: 6 * trackEvery}, log)
 	var wg sync.WaitGroup
