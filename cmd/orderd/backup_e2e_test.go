@@ -86,7 +86,14 @@ func TestBackupRestoreUnderLoad(t *testing.T) {
 		wg.Add(1)
 		go write()
 	}
+	// The copy is to catch the relay part-way: the backup is requested once
+	// the relay has saved some progress (its first publish waits for Kafka to
+	// make the topics, which under load takes longer than the writes run).
 	time.Sleep(500 * time.Millisecond)
+	events := filepath.Join(s1.dataDir, "events.db")
+	waitUntil(t, "the relay saved some progress", func() bool {
+		return scalar(t, events, `SELECT coalesce(max(position), 0) FROM feed_progress WHERE consumer = '`+relay.Consumer+`'`) > 0
+	})
 	target := filepath.Join(t.TempDir(), "backup")
 	requested := time.Now()
 	out, ok := orderdCommand(t, "backup", "-addr", s1.base, "-token", backupToken, "-to", target)
