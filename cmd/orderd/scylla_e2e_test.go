@@ -24,7 +24,7 @@ import (
 
 // scyllaEnv is the environment of an orderd on the test's CQL node, in a
 // keyspace of its own.
-func scyllaEnv(t *testing.T) map[string]string {
+func scyllaEnv(t testing.TB) map[string]string {
 	hosts := cqltest.Hosts(t)
 	return map[string]string{
 		"ORDERD_STORE":           "scylla",

@@ -104,7 +104,7 @@ func toMillis(s string) string {
 
 // logEvents reads every aggregate's events of the store in dir (SQLite) or
 // env's keyspace, without upcasting, keyed by aggregate.
-func logEvents(t *testing.T, env map[string]string) map[uuid.UUID][]store.Event {
+func logEvents(t testing.TB, env map[string]string) map[uuid.UUID][]store.Event {
 	t.Helper()
 	cfg, err := parseConfig(nil, func(k string) string { return env[k] }, os.Stderr)
 	if err != nil {
