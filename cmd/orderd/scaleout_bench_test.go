@@ -55,14 +55,7 @@ func BenchmarkScaleOut(b *testing.B) {
 		}
 		quota = q
 	}
-	backlog := 20000
-	if v := os.Getenv("ORDERD_BENCH_BACKLOG"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			b.Fatalf("ORDERD_BENCH_BACKLOG=%q: want a positive number", v)
-		}
-		backlog = n
-	}
+	backlog := benchCount(b, "ORDERD_BENCH_BACKLOG", 20000, 1)
 	brokers := kafkatest.Brokers(b)
 	hosts := cqltest.Hosts(b)
 	for b.Loop() {
@@ -286,4 +279,19 @@ func limitCPU(b *testing.B, name string, pid int, quota float64) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
+}
+
+// benchCount is the whole number the environment variable name sets for a
+// benchmark, def when it is unset; b fails on a value below least.
+func benchCount(b *testing.B, name string, def, least int) int {
+	b.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < least {
+		b.Fatalf("%s=%q: want a whole number, at least %d", name, v, least)
+	}
+	return n
 }

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -36,14 +35,7 @@ import (
 //	ORDERD_BENCH_MOVE_EVENTS=1000000 go test -run '^$' -bench MoveToCassandra \
 //	  -benchtime 1x -timeout 3h ./cmd/orderd
 func BenchmarkMoveToCassandra(b *testing.B) {
-	events := 20000
-	if v := os.Getenv("ORDERD_BENCH_MOVE_EVENTS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1000 {
-			b.Fatalf("ORDERD_BENCH_MOVE_EVENTS=%q: want a number of events, at least 1000", v)
-		}
-		events = n
-	}
+	events := benchCount(b, "ORDERD_BENCH_MOVE_EVENTS", 20000, 1000)
 	for b.Loop() {
 		moveOnce(b, events)
 	}
@@ -159,17 +151,8 @@ func populateAtScale(b *testing.B, s *service, events int) []transferRead {
 			return err
 		}
 		base := "/v1/orders/" + r.ID.String()
-		steps := []struct {
-			method, path string
-			body         any
-		}{
-			{"PUT", "/items", map[string]any{"items": []itemBody{{uuid.NewString(), 1 + i%4}}}},
-			{"POST", "/confirm", nil},
-			{"POST", "/ship", map[string]any{"tracking_number": fmt.Sprintf("T-%d", i), "carrier": "DHL"}},
-			{"POST", "/deliver", map[string]any{"signature": fmt.Sprintf("Jane Roe %d", i)}},
-		}
 		n := i % 5
-		for _, st := range steps[:n] {
+		for _, st := range orderSteps(i)[:n] {
 			if r, err = s.send(st.method, base+st.path, st.body, http.StatusOK); err != nil {
 				return err
 			}

@@ -44,15 +44,7 @@ func populateForTransfer(t *testing.T, s *service, customers, orders int) []tran
 		cust := custs[i%customers].ID
 		o := s.createOrder(t, cust)
 		id := o.ID.String()
-		steps := []struct {
-			method, path string
-			body         any
-		}{
-			{"PUT", "/items", map[string]any{"items": []itemBody{{uuid.NewString(), 1 + i%4}}}},
-			{"POST", "/confirm", nil},
-			{"POST", "/ship", map[string]any{"tracking_number": fmt.Sprintf("T-%d", i), "carrier": "DHL"}},
-			{"POST", "/deliver", map[string]any{"signature": "Jane Roe"}},
-		}
+		steps := orderSteps(i)
 		n := i % len(steps) // orders stop at every stage
 		v := o.Version
 		for _, st := range steps[:n+1] {
@@ -71,6 +63,24 @@ func populateForTransfer(t *testing.T, s *service, customers, orders int) []tran
 		reads = append(reads, transferRead{"/v1/customers/" + c.ID.String() + "/orders", 0}, transferRead{"/v1/customers/" + c.ID.String() + "/events", 0})
 	}
 	return reads
+}
+
+// orderStep is a command on an existing order: its method, the path
+// after the order's, its body.
+type orderStep struct {
+	method, path string
+	body         any
+}
+
+// orderSteps are the commands that take order i from created to
+// delivered, in order.
+func orderSteps(i int) []orderStep {
+	return []orderStep{
+		{"PUT", "/items", map[string]any{"items": []itemBody{{uuid.NewString(), 1 + i%4}}}},
+		{"POST", "/confirm", nil},
+		{"POST", "/ship", map[string]any{"tracking_number": fmt.Sprintf("T-%d", i), "carrier": "DHL"}},
+		{"POST", "/deliver", map[string]any{"signature": fmt.Sprintf("Jane Roe %d", i)}},
+	}
 }
 
 // answers GETs every read on s, waiting for its version.
