@@ -12,6 +12,7 @@ import (
 
 	"github.com/orderd/orderd/internal/aggregate"
 	"github.com/orderd/orderd/internal/readmodel"
+	"github.com/orderd/orderd/internal/readmodel/readmodeltest"
 	"github.com/orderd/orderd/internal/store"
 	"github.com/orderd/orderd/internal/store/cqltest"
 )
@@ -80,6 +81,15 @@ func (e *env) session(t testing.TB, opts ...func(*gocql.ClusterConfig)) gocqlx.S
 }
 
 // eventsOf returns the events of aggregate id among events.
+// deliveredOrder is the first order of a short pipeline and its four
+// events: created, confirmed, shipped, delivered.
+func deliveredOrder(t testing.TB) (uuid.UUID, []store.Event) {
+	t.Helper()
+	events := readmodeltest.Pipeline(t, 11)
+	id := events[1].AggregateID
+	return id, eventsOf(events, id)
+}
+
 func eventsOf(events []store.Event, id uuid.UUID) []store.Event {
 	var out []store.Event
 	for _, e := range events {

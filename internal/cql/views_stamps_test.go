@@ -61,9 +61,7 @@ func TestStaleWriteLoses(t *testing.T) {
 			v := e.views(t, zap.New(core))
 			v.conditionalRows = tt.conditional
 			ctx := context.Background()
-			events := readmodeltest.Pipeline(t, 11)
-			id := events[1].AggregateID
-			order := eventsOf(events, id) // created, confirmed, shipped, delivered
+			id, order := deliveredOrder(t)
 			if err := v.Apply(ctx, order); err != nil {
 				t.Fatal(err)
 			}
@@ -89,9 +87,7 @@ func TestGapRechecksSerially(t *testing.T) {
 	e := newEnv(t)
 	v := e.views(t, nil)
 	ctx := context.Background()
-	events := readmodeltest.Pipeline(t, 11)
-	id := events[1].AggregateID
-	order := eventsOf(events, id)
+	id, order := deliveredOrder(t)
 	if err := v.Apply(ctx, order[:3]); err != nil {
 		t.Fatal(err)
 	}
@@ -149,9 +145,7 @@ func TestUncertainWriteSettles(t *testing.T) {
 			v := e.views(t, zap.New(core))
 			v.conditionalRows = true
 			ctx := context.Background()
-			events := readmodeltest.Pipeline(t, 11)
-			id := events[1].AggregateID
-			order := eventsOf(events, id)
+			id, order := deliveredOrder(t)
 			if err := v.Apply(ctx, order[:1]); err != nil {
 				t.Fatal(err)
 			}
@@ -179,9 +173,7 @@ func TestRedeliveryRepairsCustomerList(t *testing.T) {
 	e := newEnv(t)
 	v := e.views(t, nil)
 	ctx := context.Background()
-	events := readmodeltest.Pipeline(t, 11)
-	id := events[1].AggregateID
-	order := eventsOf(events, id)
+	id, order := deliveredOrder(t)
 	if err := v.Apply(ctx, order[:2]); err != nil {
 		t.Fatal(err)
 	}
@@ -290,9 +282,7 @@ func TestConditionalRowsStayConditional(t *testing.T) {
 	e := newEnv(t)
 	v := e.views(t, nil)
 	ctx := context.Background()
-	events := readmodeltest.Pipeline(t, 11)
-	id := events[1].AggregateID
-	order := eventsOf(events, id)
+	id, order := deliveredOrder(t)
 	old := foldOrder(t, order[:2])
 	if ok, err := (orderTable{v}).writeIf(ctx, old, 0); err != nil || !ok {
 		t.Fatalf("write version 2 as an earlier release did: applied %v, %v", ok, err)
