@@ -21,7 +21,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/orderd/orderd/internal/api/apitest"
 	"github.com/orderd/orderd/internal/relay/kafkatest"
 )
 
@@ -311,7 +310,7 @@ func TestHardeningSIGTERMUnderLoad(t *testing.T) {
 	for run := range 5 {
 		dir := t.TempDir()
 		p := startProcess(t, dir, kafkaEnv(t, brokers))
-		s := &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
+		s := p.client(t, dir)
 		cust := s.registerCustomer(t, fmt.Sprintf("sigterm%d@example.com", run))
 		body := fmt.Sprintf(`{"customer_id":%q,"items":[{"product_id":%q,"quantity":1}]}`, cust.ID, uuid.NewString())
 		var acked atomic.Int64

@@ -16,7 +16,6 @@ import (
 
 	"github.com/google/uuid"
 
-	"github.com/orderd/orderd/internal/api/apitest"
 	"github.com/orderd/orderd/internal/sqlite"
 	"github.com/orderd/orderd/internal/store"
 )
@@ -159,7 +158,7 @@ func TestIdempotencyKill9(t *testing.T) {
 	}
 	dir := t.TempDir()
 	p := startProcess(t, dir, nil)
-	s := &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
+	s := p.client(t, dir)
 	cust := s.registerCustomer(t, "kill9-keys@example.com")
 	req := orderRequest(uuid.New(), cust.ID)
 	first := s.keyedCall(t, "POST", "/v1/orders", "kill-9", req)
@@ -187,7 +186,7 @@ func TestIdempotencyKill9(t *testing.T) {
 	}
 
 	p2 := startProcess(t, dir, nil)
-	s2 := &service{t: t, base: p2.base, dataDir: dir, router: apitest.Contract(t, p2.base), http: &http.Client{Timeout: 10 * time.Second}}
+	s2 := p2.client(t, dir)
 	sameAnswer(t, first, s2.keyedCall(t, "POST", "/v1/orders", "kill-9", req))
 	if runs := keyedRuns(t, s2, "kill-9"); runs != 1 {
 		t.Fatalf("%d executions under the key, want 1", runs)
@@ -207,7 +206,7 @@ func TestIdempotencyKill9InFlight(t *testing.T) {
 	}
 	dir := t.TempDir()
 	p := startProcess(t, dir, nil)
-	s := &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
+	s := p.client(t, dir)
 	cust := s.registerCustomer(t, "kill9-in-flight@example.com")
 	req := orderRequest(uuid.New(), cust.ID)
 
@@ -251,7 +250,7 @@ func TestIdempotencyKill9InFlight(t *testing.T) {
 	_ = lock.Close()
 
 	p2 := startProcess(t, dir, nil)
-	s2 := &service{t: t, base: p2.base, dataDir: dir, router: apitest.Contract(t, p2.base), http: &http.Client{Timeout: 10 * time.Second}}
+	s2 := p2.client(t, dir)
 	start := time.Now()
 	first := s2.keyedCall(t, "POST", "/v1/orders", "in-flight", req)
 	took := time.Since(start)

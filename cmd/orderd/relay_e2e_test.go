@@ -20,7 +20,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/orderd/orderd/internal/api/apitest"
 	"github.com/orderd/orderd/internal/cli"
 	"github.com/orderd/orderd/internal/relay/kafkatest"
 )
@@ -327,7 +326,7 @@ func TestRelayKill9(t *testing.T) {
 	env := kafkaEnv(t, brokers)
 	dir := t.TempDir()
 	p := startProcess(t, dir, env)
-	s := &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
+	s := p.client(t, dir)
 	cust := s.registerCustomer(t, "kill9@example.com")
 	// Eight clients create orders while the relay publishes them; the kill
 	// lands in the middle of both.
@@ -363,7 +362,7 @@ func TestRelayKill9(t *testing.T) {
 	wg.Wait()
 
 	p2 := startProcess(t, dir, env)
-	s2 := &service{t: t, base: p2.base, dataDir: dir, router: apitest.Contract(t, p2.base), http: &http.Client{Timeout: 10 * time.Second}}
+	s2 := p2.client(t, dir)
 	s2.waitRelayed(t, 60*time.Second)
 	stored := int(scalar(t, s2.eventsDB(), `SELECT count(*) FROM events WHERE aggregate_type = 'Order'`))
 	msgs := consumeAll(t, brokers, env["ORDERD_KAFKA_TOPIC_PREFIX"]+"order-events")

@@ -115,6 +115,12 @@ type process struct {
 	errs *syncBuffer // the lines orderd logged at level error, for failure messages
 }
 
+// client is a client of p, whose data directory is dir, as start returns
+// for an orderd in this process.
+func (p *process) client(t testing.TB, dir string) *service {
+	return &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
+}
+
 func startProcess(t testing.TB, dir string, env map[string]string) *process {
 	t.Helper()
 	bin, err := binary()
@@ -137,7 +143,7 @@ func startChild(t testing.TB, env map[string]string) *service {
 	t.Helper()
 	dir := t.TempDir()
 	p := startProcess(t, dir, env)
-	return &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
+	return p.client(t, dir)
 }
 
 // startBinary runs the orderd binary bin as a child process on the data
@@ -205,7 +211,7 @@ func TestKill9(t *testing.T) {
 	}
 	dir := t.TempDir()
 	p := startProcess(t, dir, nil)
-	s := &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
+	s := p.client(t, dir)
 	cust := s.registerCustomer(t, "kill9@example.com")
 
 	var mu sync.Mutex
@@ -262,7 +268,7 @@ func TestKill9(t *testing.T) {
 		t.Fatalf("integrity_check after kill -9: %s", got)
 	}
 	p2 := startProcess(t, dir, nil)
-	s2 := &service{t: t, base: p2.base, dataDir: dir, router: apitest.Contract(t, p2.base), http: &http.Client{Timeout: 10 * time.Second}}
+	s2 := p2.client(t, dir)
 	for _, a := range acked {
 		if o := s2.order(t, a.ID, a.Version); o.Status != "created" || o.CustomerID != cust.ID {
 			t.Fatalf("acknowledged order %s after restart: %+v", a.ID, o)

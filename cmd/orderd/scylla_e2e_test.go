@@ -16,7 +16,6 @@ import (
 	"github.com/gocql/gocql"
 	"github.com/google/uuid"
 
-	"github.com/orderd/orderd/internal/api/apitest"
 	"github.com/orderd/orderd/internal/relay/kafkatest"
 	"github.com/orderd/orderd/internal/store/cqltest"
 	"github.com/orderd/orderd/internal/worker"
@@ -256,7 +255,7 @@ func TestScyllaIdempotencyRestart(t *testing.T) {
 	env["ORDERD_INSTANCE_ID"] = "orderd-a"
 	dir := t.TempDir()
 	p := startProcess(t, dir, env)
-	s := &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
+	s := p.client(t, dir)
 	cust := s.registerCustomer(t, "cql-kill9-keys@example.com")
 	req := orderRequest(uuid.New(), cust.ID)
 	first := s.keyedCall(t, "POST", "/v1/orders", "cql-kill-9", req)
@@ -286,7 +285,7 @@ func TestScyllaIdempotencyRestart(t *testing.T) {
 	}
 
 	p2 := startProcess(t, dir, env)
-	s2 := &service{t: t, base: p2.base, dataDir: dir, router: apitest.Contract(t, p2.base), http: &http.Client{Timeout: 10 * time.Second}}
+	s2 := p2.client(t, dir)
 	start := time.Now()
 	sameAnswer(t, first, s2.keyedCall(t, "POST", "/v1/orders", "cql-kill-9", req))
 	if took := time.Since(start); took > time.Second {
