@@ -37,8 +37,9 @@ import (
 //   - a leaving instance (Serve's context ends) leaves the members and
 //     releases its leases at once;
 //   - a shard moves only when the members change; and a shard nobody has
-//     held for three ticks in a row (its assignee cannot take it) is taken
-//     by whoever sees it so, and kept until the members change;
+//     held for three ticks in a row at the same epoch (its assignee cannot
+//     take it) is taken by whoever sees it so, and kept until the members
+//     change;
 //   - an instance whose worker stepped down (StepDown) on a shard leaves
 //     the members while it stands aside, so that its shards go to the
 //     others, and joins again afterwards (with RejoinWhen, once its check
@@ -213,15 +214,22 @@ func (b *Balanced) tick(ctx context.Context) {
 	if !slices.Equal(live, b.live) {
 		b.log.Info("balance: the members changed", zap.Strings("members", live), zap.Strings("before", b.live))
 	}
+	prev := b.view
 	b.live, b.view, b.seen = live, view, time.Now()
 	owner := assign(len(b.shards), live)
 	key := strings.Join(live, ",")
 	want := make([]bool, len(b.shards))
 	for i, h := range view {
-		if h.Holder == "" {
-			b.unheld[i]++
-		} else {
+		switch {
+		case h.Holder != "":
 			b.unheld[i] = 0
+		case i < len(prev) && prev[i].Epoch != h.Epoch:
+			// Taken and given up again since the last tick (every take
+			// bumps the epoch): a shard in transit between holders, as
+			// when the members change, is not one nobody can take.
+			b.unheld[i] = 1
+		default:
+			b.unheld[i]++
 		}
 		under, orphan := b.orphans[i]
 		switch {
