@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/go-json-experiment/json"
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 
@@ -217,9 +217,12 @@ func sfString(v string) (string, bool) {
 // fingerprint identifies a request: its method, path and body.
 func fingerprint(method, path string, body []byte) []byte {
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n", method, path)
-	h.Write(body)
-	return h.Sum(nil)
+	_, _ = io.WriteString(h, method) // "method\npath\nbody": Fprintf cost a third of this
+	_, _ = h.Write([]byte{'\n'})
+	_, _ = io.WriteString(h, path)
+	_, _ = h.Write([]byte{'\n'})
+	_, _ = h.Write(body)
+	return h.Sum(make([]byte, 0, sha256.Size))
 }
 
 // serve answers a keyed request: it runs it when it is the key's first,
@@ -373,7 +376,8 @@ func (m *Idempotency) committed(ctx context.Context, r *http.Request, rec store.
 // route; for a create, the id its body gives, or else fresh, which the
 // handler then takes (see newID). uuid.Nil when the request names an id
 // that its handler refuses. attachIdempotencyKey checks that the handler
-// agrees.
+// agrees. The body is read as decode reads it (names matched exactly),
+// other members skipped.
 func aggregateOf(r *http.Request, body []byte, fresh uuid.UUID) uuid.UUID {
 	if chi.URLParam(r, "id") != "" {
 		id, err := pathID(r)

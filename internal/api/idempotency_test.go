@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -454,5 +455,16 @@ func TestIdempotencyPreviousBoot(t *testing.T) {
 	}
 	if runs.Load() != 1 {
 		t.Fatalf("%d runs, want 1", runs.Load())
+	}
+}
+
+// TestFingerprintStable: a request's fingerprint is the SHA-256 of its
+// method, path and body, one line each: records stored by an earlier
+// build must still match their retries.
+func TestFingerprintStable(t *testing.T) {
+	body := []byte(`{"customer_id":"x","items":[]}`)
+	want := sha256.Sum256([]byte("POST\n/v1/orders\n" + string(body)))
+	if got := fingerprint("POST", "/v1/orders", body); !bytes.Equal(got, want[:]) {
+		t.Fatalf("fingerprint %x, want %x", got, want)
 	}
 }
