@@ -321,11 +321,16 @@ member() {
 # The cluster's id, made once and kept beside its brokers' directories, so
 # that every broker formats its storage with the same one.
 cluster_id() {
-  local f="$KAFKA_HOME/cluster-$CLUSTER_PORT.id"
+  local f="$KAFKA_HOME/cluster-$CLUSTER_PORT.id" tmp
   if [[ ! -s "$f" ]]; then
     need_java
     ensure_lib
-    kafka_tool kafka.tools.StorageTool random-uuid >"$f.tmp" && mv "$f.tmp" "$f"
+    # The members of `cluster-stop` ask at once: each makes its own, and
+    # the first to land is kept (mv -n), so all of them read one id.
+    mkdir -p "$KAFKA_HOME"
+    tmp=$(mktemp "$f.XXXXXX")
+    kafka_tool kafka.tools.StorageTool random-uuid >"$tmp" && mv -n "$tmp" "$f"
+    rm -f "$tmp"
   fi
   cat "$f"
 }
