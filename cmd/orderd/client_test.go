@@ -29,6 +29,7 @@ type service struct {
 	router  routers.Router
 	http    *http.Client
 	stop    func() error
+	logs    *syncBuffer // what an orderd of this process logged (nil for a child)
 }
 
 // startWithin bounds a start: on CQL it migrates the keyspace, which on a
@@ -67,7 +68,7 @@ func start(t testing.TB, dataDir string, env map[string]string) *service {
 		cancel()
 		t.Fatalf("orderd did not start within %s\n%s", startWithin, logs)
 	}
-	s := &service{t: t, base: "http://" + addr.String(), dataDir: dataDir,
+	s := &service{t: t, base: "http://" + addr.String(), dataDir: dataDir, logs: logs,
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 128}}}
 	s.router = apitest.Contract(t, s.base)
 	var once sync.Once
@@ -247,4 +248,19 @@ func bearerPresent(_ context.Context, in *openapi3filter.AuthenticationInput) er
 		return in.NewError(errors.New("no bearer token"))
 	}
 	return nil
+}
+
+// logged returns the lines s's orderd logged that name correlation id, for
+// a failure message ("" when s is a child process, whose log is its own).
+func (s *service) logged(id string) string {
+	if s.logs == nil || id == "" {
+		return ""
+	}
+	var out []string
+	for line := range strings.SplitSeq(s.logs.String(), "\n") {
+		if strings.Contains(line, id) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -207,8 +207,8 @@ func probeAway(t *testing.T, s *service, order, customer uuid.UUID, cqlTimeout t
 		took := time.Since(sent)
 		slowest = max(slowest, took)
 		if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" || !strings.Contains(string(r.Body), "storage_unavailable") {
-			t.Errorf("%s %s with the store away: %d (Retry-After %q) %s; want 503 storage_unavailable with Retry-After",
-				q.method, q.path, r.Status, r.Header.Get("Retry-After"), r.Body)
+			t.Errorf("%s %s with the store away: %d (Retry-After %q) %s; want 503 storage_unavailable with Retry-After\n%s",
+				q.method, q.path, r.Status, r.Header.Get("Retry-After"), r.Body, s.logged(r.Header.Get("X-Correlation-ID")))
 		}
 		// A read makes one CQL request, not retried after a timeout. A
 		// create whose append goes unanswered makes three in turn: the
