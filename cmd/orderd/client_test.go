@@ -29,7 +29,7 @@ type service struct {
 	router  routers.Router
 	http    *http.Client
 	stop    func() error
-	logs    *syncBuffer // what an orderd of this process logged (nil for a child)
+	logs    *syncBuffer // what orderd logged (a child process: its errors only)
 }
 
 // startWithin bounds a start: on CQL it migrates the keyspace, which on a
@@ -251,7 +251,7 @@ func bearerPresent(_ context.Context, in *openapi3filter.AuthenticationInput) er
 }
 
 // logged returns the lines s's orderd logged that name correlation id, for
-// a failure message ("" when s is a child process, whose log is its own).
+// a failure message.
 func (s *service) logged(id string) string {
 	if s.logs == nil || id == "" {
 		return ""

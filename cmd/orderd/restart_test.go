@@ -118,7 +118,8 @@ type process struct {
 // client is a client of p, whose data directory is dir, as start returns
 // for an orderd in this process.
 func (p *process) client(t testing.TB, dir string) *service {
-	return &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second}}
+	return &service{t: t, base: p.base, dataDir: dir, router: apitest.Contract(t, p.base), http: &http.Client{Timeout: 10 * time.Second},
+		logs: p.errs}
 }
 
 func startProcess(t testing.TB, dir string, env map[string]string) *process {
