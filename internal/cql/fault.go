@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"syscall"
 	"time"
 
 	"github.com/gocql/gocql"
@@ -71,6 +73,15 @@ func unavailable(err error) bool {
 	if errors.As(err, &qe) {
 		var me gocql.MarshalError
 		return !errors.As(err, &me)
+	}
+	// The same failure without a QueryError around it: the socket's own
+	// error (a reset, a refused dial, a connection the driver closed under
+	// the request), as the requests in flight on a connection the driver
+	// gives up may get it.
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNREFUSED) {
+		return true
 	}
 	for _, target := range []error{gocql.ErrNoConnections, gocql.ErrHostDown, gocql.ErrNoPool,
 		gocql.ErrNoConnectionsInPool, gocql.ErrTimeoutNoResponse, gocql.ErrConnectionClosed,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"reflect"
 	"syscall"
 	"testing"
@@ -80,6 +81,9 @@ func TestUnavailable(t *testing.T) {
 		{"our deadline", context.DeadlineExceeded, true, true},
 		{"heartbeat failed", queryError(errors.New("gocql: heartbeat failed"), true), true, true},
 		{"connection reset", queryError(fmt.Errorf("read tcp 10.231.0.100:4242->10.231.0.2:29042: %w", syscall.ECONNRESET), true), true, true},
+		{"connection reset, bare", &net.OpError{Op: "read", Net: "tcp", Err: syscall.ECONNRESET}, true, true},
+		{"connection closed under the request, bare", fmt.Errorf("read tcp 127.0.0.1:4242->127.0.0.1:9042: %w", net.ErrClosed), true, true},
+		{"dial refused, bare", fmt.Errorf("dial tcp 127.0.0.1:9042: %w", syscall.ECONNREFUSED), true, true},
 		{"value not encodable", queryError(marshalError(), false), false, true},
 		{"syntax", frameError[struct{}](gocql.ErrCodeSyntax, "line 1:0 no viable alternative"), false, false},
 		{"invalid", frameError[struct{}](gocql.ErrCodeInvalid, "unconfigured table"), false, false},
