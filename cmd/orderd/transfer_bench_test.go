@@ -96,7 +96,7 @@ func moveOnce(b *testing.B, events int) {
 		projected.Round(time.Second), float64(stored)/projected.Seconds(), time.Since(t0).Round(time.Second))
 	for _, r := range reads {
 		if got[r.path] != want[r.path] {
-			b.Fatalf("GET %s answers otherwise on the target:\n%s", r.path, dst.get(b, r.path))
+			b.Fatalf("GET %s answers otherwise on the target:\n%s", r.path, dst.get(r.path))
 		}
 	}
 	b.Logf("%d GETs answer on the target as on the source", len(reads))
@@ -295,7 +295,7 @@ func (s *service) raw(method, path string, body []byte) ([]byte, int, error) {
 }
 
 // get is a GET's body, for a failure message.
-func (s *service) get(b *testing.B, path string) string {
+func (s *service) get(path string) string {
 	body, status, err := s.raw("GET", path, nil)
 	if err != nil {
 		return err.Error()
