@@ -251,16 +251,26 @@ func bearerPresent(_ context.Context, in *openapi3filter.AuthenticationInput) er
 }
 
 // logged returns the lines s's orderd logged that name correlation id, for
-// a failure message.
+// a failure message. It waits up to 5 s for the first: a child's line
+// reaches its buffer through a pipe and a reader goroutine, which can be
+// behind the answer that the line was logged before.
 func (s *service) logged(id string) string {
 	if s.logs == nil || id == "" {
 		return ""
 	}
 	var out []string
-	for line := range strings.SplitSeq(s.logs.String(), "\n") {
-		if strings.Contains(line, id) {
-			out = append(out, line)
+	for deadline := time.Now().Add(5 * time.Second); len(out) == 0 && time.Now().Before(deadline); {
+		for line := range strings.SplitSeq(s.logs.String(), "\n") {
+			if strings.Contains(line, id) {
+				out = append(out, line)
+			}
 		}
+		if len(out) == 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	if len(out) == 0 {
+		return "(orderd logged no error line with correlation id " + id + ")"
 	}
 	return strings.Join(out, "\n")
 }

@@ -37,9 +37,9 @@ import (
 //   - a leaving instance (Serve's context ends) leaves the members and
 //     releases its leases at once;
 //   - a shard moves only when the members change; and a shard nobody has
-//     held for three ticks in a row at the same epoch (its assignee cannot
-//     take it) is taken by whoever sees it so, and kept until the members
-//     change;
+//     held for three ticks in a row at the same epoch and under the same
+//     members (its assignee cannot take it) is taken by whoever sees it
+//     so, and kept until the members change;
 //   - an instance whose worker stepped down (StepDown) on a shard leaves
 //     the members while it stands aside, so that its shards go to the
 //     others, and joins again afterwards (with RejoinWhen, once its check
@@ -213,6 +213,13 @@ func (b *Balanced) tick(ctx context.Context) {
 	}
 	if !slices.Equal(live, b.live) {
 		b.log.Info("balance: the members changed", zap.Strings("members", live), zap.Strings("before", b.live))
+		// The unheld ticks counted what the old assignees could not
+		// take. The new ones get their three ticks: a dead member's
+		// shard, unheld since its lease lapsed, goes to the instance the
+		// new members assign it to, not as an orphan to whichever
+		// instance saw the change first (it kept it until the members
+		// changed again, the shares uneven meanwhile).
+		clear(b.unheld)
 	}
 	prev := b.view
 	b.live, b.view, b.seen = live, view, time.Now()

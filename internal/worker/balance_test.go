@@ -147,7 +147,7 @@ func (c *cluster) start(name string) *instance {
 		<-ctx.Done()
 		return nil
 	}
-	log := zaptest.NewLogger(c.t, zaptest.Level(zap.WarnLevel)).Named(name)
+	log := zaptest.NewLogger(c.t, zaptest.Level(zap.InfoLevel)).Named(name)
 	in := &instance{name: name, st: st, done: make(chan error, 1),
 		b: NewBalanced(st, st, balanceWorker, name, c.n, c.ttl, 5*time.Second, work, log)}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -408,6 +408,58 @@ func TestOrphanOnlyWhenNobodyTakes(t *testing.T) {
 	}
 	if !b.wanted(theirs) {
 		t.Fatal("after three ticks seeing y's shard unheld at one epoch, x does not take it")
+	}
+}
+
+// TestOrphanCountRestartsWhenMembersChange: a shard unheld for three
+// ticks while its assignee was a member that has since gone is not an
+// orphan under the members that follow: the new assignee gets its own
+// three ticks. (Counting on across the change made the first instance to
+// see a frozen member leave take that member's shards as orphans at once,
+// before their new assignee could, and keep them until the members changed
+// again: TestBalanceCassandra saw [a b] hold 5 and 3, and 6 and 2.)
+func TestOrphanCountRestartsWhenMembersChange(t *testing.T) {
+	s, err := sqlite.OpenStore(filepath.Join(t.TempDir(), "events.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	const n = 8
+	before, after := []string{"x", "y", "z"}, []string{"x", "y"}
+	ownerBefore, ownerAfter := assign(n, before), assign(n, after)
+	// A shard of z's that goes to y once z is gone.
+	shard := -1
+	for i := range n {
+		if ownerBefore[i] == "z" && ownerAfter[i] == "y" {
+			shard = i
+		}
+	}
+	if shard < 0 {
+		t.Fatalf("no shard of z's goes to y: %q, then %q", ownerBefore, ownerAfter)
+	}
+	view := make([]store.Holding, n)
+	for i, o := range ownerBefore {
+		view[i] = store.Holding{Holder: o, Epoch: 1}
+	}
+	view[shard] = store.Holding{Epoch: 1} // z's lease lapsed: unheld, at its epoch
+	ms := &scriptedMembers{members: before, views: [][]store.Holding{view}}
+	b := NewBalanced(s, ms, "projector", "x", n, time.Second, time.Second,
+		func(ctx context.Context) error { <-ctx.Done(); return nil }, zaptest.NewLogger(t))
+	for range 2 {
+		b.tick(t.Context())
+	}
+	ms.members = after // z leaves the members at the third unheld tick
+	b.tick(t.Context())
+	if b.wanted(shard) {
+		t.Fatalf("x takes shard %d, y's under %q, at the tick the members changed: an orphan of z's assignment", shard, after)
+	}
+	b.tick(t.Context())
+	if b.wanted(shard) {
+		t.Fatal("x takes y's shard at the second tick unheld under the new members")
+	}
+	b.tick(t.Context())
+	if !b.wanted(shard) {
+		t.Fatal("after three ticks seeing y's shard unheld under the new members, x does not take it")
 	}
 }
 
