@@ -69,7 +69,7 @@ func (s *Store) Append(ctx context.Context, aggregateID uuid.UUID, expected int6
 		}
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrClosed), ctx.Err() != nil:
 	default:
-		if !errors.Is(err, store.ErrUnavailable) && unavailable(err) {
+		if !errors.Is(err, store.ErrUnavailable) && unavailable(ctx, err) {
 			err = fmt.Errorf("%w: %w", store.ErrUnavailable, err)
 		}
 		if errors.Is(err, store.ErrUnavailable) {

@@ -49,7 +49,7 @@ func (d *DataKeys) Create(ctx context.Context, k store.WrappedKey) (store.Wrappe
 	applied, err := s.lwt(ctx, dataKeyCreateCQL, gocqlUUID(k.Subject), k.KEK, k.Wrapped, created).
 		Idempotent(true).MapScanCAS(cur)
 	if err != nil {
-		return store.WrappedKey{}, fmt.Errorf("scylla: create data key of %s: %w", k.Subject, s.closedOr(err))
+		return store.WrappedKey{}, fmt.Errorf("scylla: create data key of %s: %w", k.Subject, s.closedOr(ctx, err))
 	}
 	if applied {
 		k.Created = created
@@ -75,7 +75,7 @@ func (d *DataKeys) Get(ctx context.Context, subject uuid.UUID) (store.WrappedKey
 	case errors.Is(err, gocql.ErrNotFound):
 		return store.WrappedKey{}, fmt.Errorf("scylla: data key of %s: %w", subject, store.ErrKeyNotFound)
 	case err != nil:
-		return store.WrappedKey{}, fmt.Errorf("scylla: data key of %s: %w", subject, s.closedOr(err))
+		return store.WrappedKey{}, fmt.Errorf("scylla: data key of %s: %w", subject, s.closedOr(ctx, err))
 	}
 	k, err := dataKeyFromRow(subject, row)
 	if err != nil {
@@ -115,7 +115,7 @@ func (d *DataKeys) Erase(ctx context.Context, subject uuid.UUID, at time.Time) e
 			applied, err = s.lwt(ctx, dataKeyTombCQL, gocqlUUID(subject), at, at).Idempotent(true).MapScanCAS(map[string]any{})
 		}
 		if err != nil {
-			return fmt.Errorf("scylla: erase data key of %s: %w", subject, s.closedOr(err))
+			return fmt.Errorf("scylla: erase data key of %s: %w", subject, s.closedOr(ctx, err))
 		}
 		if applied {
 			return nil
@@ -136,7 +136,7 @@ func (d *DataKeys) Rewrap(ctx context.Context, fromKEK string, k store.WrappedKe
 	applied, err := s.lwt(ctx, dataKeyRewrapCQL, k.KEK, k.Wrapped, gocqlUUID(k.Subject), fromKEK).
 		Idempotent(true).MapScanCAS(map[string]any{})
 	if err != nil {
-		return false, fmt.Errorf("scylla: rewrap data key of %s: %w", k.Subject, s.closedOr(err))
+		return false, fmt.Errorf("scylla: rewrap data key of %s: %w", k.Subject, s.closedOr(ctx, err))
 	}
 	return applied, nil
 }
@@ -165,7 +165,7 @@ func (d *DataKeys) Scan(ctx context.Context, fn func(store.WrappedKey) error) er
 		}
 	}
 	if err := iter.Close(); err != nil {
-		return fmt.Errorf("scylla: scan data keys: %w", s.closedOr(err))
+		return fmt.Errorf("scylla: scan data keys: %w", s.closedOr(ctx, err))
 	}
 	return nil
 }

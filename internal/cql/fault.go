@@ -42,11 +42,11 @@ func serverCode(err error) (int, bool) {
 // stopping node (Cassandra answers "Server is shutting down" as
 // overloaded), a replica timeout or failure, a server error, no connection
 // to any host, no answer within Config.Timeout, or a deadline of ours that
-// passed (context.DeadlineExceeded; a client that went away cancels
-// instead), a connection that broke under the request, or ScyllaDB's rate
-// limit. A refused condition (a conflict) is never one: it is no error
-// at all.
-func unavailable(err error) bool {
+// passed (context.DeadlineExceeded), a connection that broke under the
+// request, or ScyllaDB's rate limit. A refused condition (a conflict) is
+// never one: it is no error at all. ctx is the request's: a cancellation
+// is the client's only when ctx ended.
+func unavailable(ctx context.Context, err error) bool {
 	var limited *gocql.RequestErrRateLimitReached // ScyllaDB's per-partition limit, a code of its own
 	if errors.As(err, &limited) {
 		return true
@@ -62,7 +62,14 @@ func unavailable(err error) bool {
 		return false
 	}
 	if errors.Is(err, context.Canceled) {
-		return false // the client went away: not the cluster's failure
+		// ctx ended: the client went away, not the cluster's failure.
+		// Otherwise the driver cancelled: a connection it closes (its
+		// host marked down, its pool shrunk) cancels its own context,
+		// under which the preparation of a statement runs that every
+		// request needing it waits for, and they all get that
+		// cancellation (TestCassandraLostE2E saw a time-travel read
+		// answer 500 so on a stalled node).
+		return ctx.Err() == nil
 	}
 	// A connection that failed under the request (a heartbeat that went
 	// unanswered, a reset, an I/O error) reaches the caller as the driver's
@@ -97,8 +104,8 @@ func unavailable(err error) bool {
 // asUnavailable returns err wrapping store.ErrUnavailable when it is the
 // cluster's failure (unavailable), and err unchanged otherwise: for the
 // reads of the read models, which count no fault in the store's health.
-func asUnavailable(err error) error {
-	if err == nil || errors.Is(err, store.ErrUnavailable) || !unavailable(err) {
+func asUnavailable(ctx context.Context, err error) error {
+	if err == nil || errors.Is(err, store.ErrUnavailable) || !unavailable(ctx, err) {
 		return err
 	}
 	return fmt.Errorf("%w: %w", store.ErrUnavailable, err)
@@ -111,8 +118,8 @@ func asUnavailable(err error) error {
 // same consistency, so a read the cluster cannot serve says as much about
 // this instance's reach as a failed write. Other errors come back
 // unchanged.
-func (s *Store) fault(op string, err error) error {
-	if err == nil || errors.Is(err, store.ErrUnavailable) || !unavailable(err) {
+func (s *Store) fault(ctx context.Context, op string, err error) error {
+	if err == nil || errors.Is(err, store.ErrUnavailable) || !unavailable(ctx, err) {
 		return err
 	}
 	err = fmt.Errorf("%w: %w", store.ErrUnavailable, err)

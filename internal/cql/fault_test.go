@@ -88,14 +88,38 @@ func TestUnavailable(t *testing.T) {
 		{"syntax", frameError[struct{}](gocql.ErrCodeSyntax, "line 1:0 no viable alternative"), false, false},
 		{"invalid", frameError[struct{}](gocql.ErrCodeInvalid, "unconfigured table"), false, false},
 		{"unauthorized", frameError[struct{}](gocql.ErrCodeUnauthorized, "no permission"), false, false},
-		{"client went away", context.Canceled, false, true},
 	} {
 		wrapped := fmt.Errorf("scylla: read x: %w", c.err)
-		if got := unavailable(wrapped); got != c.unavailable {
+		if got := unavailable(t.Context(), wrapped); got != c.unavailable {
 			t.Errorf("%s (%T): unavailable = %v, want %v", c.name, c.err, got, c.unavailable)
 		}
 		if got := uncertain(wrapped); got != c.unknown {
 			t.Errorf("%s (%T): uncertain = %v, want %v", c.name, c.err, got, c.unknown)
+		}
+	}
+
+	// A cancellation is the client's when its context ended, and then not
+	// the cluster's failure; while the client still waits, it is the
+	// driver's: a connection it closed cancels the preparation that the
+	// requests needing a statement all wait for.
+	gone, leave := context.WithCancel(t.Context())
+	leave()
+	for _, c := range []struct {
+		name        string
+		ctx         context.Context
+		err         error
+		unavailable bool
+	}{
+		{"client went away", gone, context.Canceled, false},
+		{"client went away, in the driver", gone, queryError(context.Canceled, true), false},
+		{"a closed connection's preparation", t.Context(), queryError(context.Canceled, true), true},
+	} {
+		wrapped := fmt.Errorf("scylla: read x: %w", c.err)
+		if got := unavailable(c.ctx, wrapped); got != c.unavailable {
+			t.Errorf("%s: unavailable = %v, want %v", c.name, got, c.unavailable)
+		}
+		if !uncertain(wrapped) {
+			t.Errorf("%s: not uncertain: an append so cancelled may have run", c.name)
 		}
 	}
 }
@@ -108,7 +132,7 @@ func TestUnavailableLive(t *testing.T) {
 	s := mustOpen(t, testConfig(t), nil)
 	err := s.sess.Session.Query(`SELECT event_id FROM events WHERE aggregate_id = ?`, gocql.UUID{}).
 		WithContext(ctxFor(t)).Consistency(gocql.Three).Exec()
-	if err := s.fault("cql", err); !errors.Is(err, store.ErrUnavailable) {
+	if err := s.fault(ctxFor(t), "cql", err); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("a read at THREE on one node: %v (%T), want ErrUnavailable", err, errors.Unwrap(err))
 	}
 	// A read's fault, not only a write's, makes the store's health down
@@ -120,7 +144,7 @@ func TestUnavailableLive(t *testing.T) {
 		t.Errorf("CheckWrite on a healthy node after the fault: %v (down %v), want the probe to end the episode", err, s.health.Down())
 	}
 	err = s.sess.Session.Query(`SELEKT 1`).WithContext(ctxFor(t)).Exec()
-	if err == nil || s.fault("cql", err) != err {
+	if err == nil || s.fault(ctxFor(t), "cql", err) != err {
 		t.Errorf("a syntax error: %v, want itself, unwrapped", err)
 	}
 	if s.health.Down() {

@@ -220,7 +220,7 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 	err = g.Wait()
 	switch {
 	case err != nil && (ctx.Err() == nil || errors.Is(err, store.ErrFenced)): // a refused save says so even at a stop
-		return fmt.Errorf("scylla: feed %s: %w", consumer, s.closedOr(err))
+		return fmt.Errorf("scylla: feed %s: %w", consumer, s.closedOr(ctx, err))
 	case s.closed.Load():
 		return store.ErrClosed
 	}
@@ -331,7 +331,7 @@ func (s *Store) Lag(ctx context.Context, consumer string) (store.Lag, error) {
 	}
 	saved, err := s.savedLags(ctx, keys)
 	if err != nil {
-		return store.Lag{}, fmt.Errorf("scylla: lag of %s: %w", consumer, s.closedOr(err))
+		return store.Lag{}, fmt.Errorf("scylla: lag of %s: %w", consumer, s.closedOr(ctx, err))
 	}
 	sum := store.Lag{Known: true}
 	for _, k := range keys {
@@ -384,7 +384,7 @@ func (s *Store) ShardLag(ctx context.Context, consumer string, shard store.Shard
 	}
 	l, err := s.savedLag(ctx, key)
 	if err != nil {
-		return store.Lag{}, fmt.Errorf("scylla: lag of %s: %w", consumer, s.closedOr(err))
+		return store.Lag{}, fmt.Errorf("scylla: lag of %s: %w", consumer, s.closedOr(ctx, err))
 	}
 	return l, nil
 }

@@ -81,7 +81,7 @@ func (s *Store) beginOnce(ctx context.Context, rec store.IdempotencyRecord, ttl 
 	applied, err := s.lwt(ctx, keyBeginCQL, rec.Key, gocqlUUID(rec.ID), rec.Fingerprint, gocqlUUID(rec.Owner),
 		nullableUUID(rec.AggregateID), rec.Created, rec.Updated, rec.Expires, rec.Process.Instance, gocqlUUID(rec.Process.Boot), ttl).MapScanCAS(cur)
 	if err != nil {
-		return rec, false, true, fmt.Errorf("scylla: begin key %q: %w", rec.Key, s.closedOr(err))
+		return rec, false, true, fmt.Errorf("scylla: begin key %q: %w", rec.Key, s.closedOr(ctx, err))
 	}
 	if applied {
 		return rec, true, true, nil
@@ -100,7 +100,7 @@ func (s *Store) beginOnce(ctx context.Context, rec store.IdempotencyRecord, ttl 
 	applied, err = s.lwt(ctx, keyReplaceCQL, ttl, gocqlUUID(rec.ID), rec.Fingerprint, gocqlUUID(rec.Owner),
 		nullableUUID(rec.AggregateID), rec.Created, rec.Updated, rec.Expires, rec.Process.Instance, gocqlUUID(rec.Process.Boot), rec.Key, stale).MapScanCAS(cur)
 	if err != nil {
-		return rec, false, true, fmt.Errorf("scylla: begin key %q: replace an expired record: %w", rec.Key, s.closedOr(err))
+		return rec, false, true, fmt.Errorf("scylla: begin key %q: replace an expired record: %w", rec.Key, s.closedOr(ctx, err))
 	}
 	if applied {
 		return rec, true, true, nil
@@ -128,7 +128,7 @@ func (s *Store) Get(ctx context.Context, key string) (store.IdempotencyRecord, b
 	case errors.Is(err, gocql.ErrNotFound):
 		return store.IdempotencyRecord{}, false, nil
 	case err != nil:
-		return store.IdempotencyRecord{}, false, fmt.Errorf("scylla: get key %q: %w", key, s.closedOr(err))
+		return store.IdempotencyRecord{}, false, fmt.Errorf("scylla: get key %q: %w", key, s.closedOr(ctx, err))
 	}
 	rec := keyFromMap(row)
 	if !rec.Expires.After(time.Now()) {
@@ -169,7 +169,7 @@ func (s *Store) keyUpdate(ctx context.Context, op string, c store.IdempotencyCla
 	args = append(append([]any{ttl}, args...), c.Key, gocqlUUID(c.Owner))
 	applied, err := s.lwt(ctx, stmt, args...).MapScanCAS(map[string]any{})
 	if err != nil {
-		return fmt.Errorf("scylla: %s key %q: %w", op, c.Key, s.closedOr(err))
+		return fmt.Errorf("scylla: %s key %q: %w", op, c.Key, s.closedOr(ctx, err))
 	}
 	if !applied {
 		return fmt.Errorf("scylla: %s key %q: %w", op, c.Key, store.ErrNotOwner)

@@ -60,7 +60,7 @@ func (s *Store) Acquire(ctx context.Context, name, holder string, ttl time.Durat
 	err := s.sess.Session.Query(leaseReadCQL, name).WithContext(ctx).
 		Consistency(leaseSerial).Idempotent(true).Scan(&cur, &epoch)
 	if err != nil && !errors.Is(err, gocql.ErrNotFound) {
-		return 0, fmt.Errorf("scylla: acquire lease %s: %w", name, s.closedOr(err))
+		return 0, fmt.Errorf("scylla: acquire lease %s: %w", name, s.closedOr(ctx, err))
 	}
 	var e int64
 	if epoch != nil {
@@ -70,7 +70,7 @@ func (s *Store) Acquire(ctx context.Context, name, holder string, ttl time.Durat
 	case holder: // renew, unless it expired or was taken meanwhile
 		applied, err := s.lwt(ctx, leaseRenewCQL, secs, holder, name, holder, nullable(e)).MapScanCAS(map[string]any{})
 		if err != nil {
-			return 0, fmt.Errorf("scylla: renew lease %s: %w", name, s.closedOr(err))
+			return 0, fmt.Errorf("scylla: renew lease %s: %w", name, s.closedOr(ctx, err))
 		}
 		if applied {
 			return e, nil
@@ -82,7 +82,7 @@ func (s *Store) Acquire(ctx context.Context, name, holder string, ttl time.Durat
 		b.Query(leaseTakeEpochCQL, e+1, name)
 		applied, _, err := casBatch(s.sess.Session, b)
 		if err != nil {
-			return 0, fmt.Errorf("scylla: take lease %s: %w", name, s.closedOr(err))
+			return 0, fmt.Errorf("scylla: take lease %s: %w", name, s.closedOr(ctx, err))
 		}
 		if applied {
 			return e + 1, nil
@@ -102,7 +102,7 @@ func (s *Store) Release(ctx context.Context, name, holder string) error {
 	}
 	// The holder cell only: the epoch stays, so the next take bumps it.
 	if _, err := s.lwt(ctx, leaseReleaseCQL, name, holder).MapScanCAS(make(map[string]any)); err != nil {
-		return fmt.Errorf("scylla: release lease %s: %w", name, s.closedOr(err))
+		return fmt.Errorf("scylla: release lease %s: %w", name, s.closedOr(ctx, err))
 	}
 	return nil
 }
@@ -120,7 +120,7 @@ func (s *Store) Holder(ctx context.Context, name string) (string, error) {
 	case errors.Is(err, gocql.ErrNotFound):
 		return "", nil
 	case err != nil:
-		return "", fmt.Errorf("scylla: lease %s: %w", name, s.closedOr(err))
+		return "", fmt.Errorf("scylla: lease %s: %w", name, s.closedOr(ctx, err))
 	}
 	return h, nil
 }

@@ -27,7 +27,7 @@ func (s *Store) MarkHandled(ctx context.Context, consumer string, versions map[u
 		g.Go(func() error {
 			err := s.sess.Session.Query(progressSaveCQL, v, v, id, consumer).WithContext(gctx).Idempotent(true).Exec()
 			if err != nil {
-				return fmt.Errorf("scylla: mark %s handled on %s at %d: %w", consumer, id, v, s.closedOr(err))
+				return fmt.Errorf("scylla: mark %s handled on %s at %d: %w", consumer, id, v, s.closedOr(ctx, err))
 			}
 			return nil
 		})

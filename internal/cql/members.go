@@ -32,7 +32,7 @@ func (s *Store) Heartbeat(ctx context.Context, group, instance string, ttl time.
 	err := s.sess.Session.Query(memberBeatCQL, group, instance, time.Now(), secs).WithContext(ctx).
 		Consistency(s.cfg.Consistency).Idempotent(true).Exec()
 	if err != nil {
-		return fmt.Errorf("scylla: heartbeat of %s in %s: %w", instance, group, s.closedOr(err))
+		return fmt.Errorf("scylla: heartbeat of %s in %s: %w", instance, group, s.closedOr(ctx, err))
 	}
 	return nil
 }
@@ -45,7 +45,7 @@ func (s *Store) Leave(ctx context.Context, group, instance string) error {
 	err := s.sess.Session.Query(memberLeaveCQL, group, instance).WithContext(ctx).
 		Consistency(s.cfg.Consistency).Idempotent(true).Exec()
 	if err != nil {
-		return fmt.Errorf("scylla: %s leaves %s: %w", instance, group, s.closedOr(err))
+		return fmt.Errorf("scylla: %s leaves %s: %w", instance, group, s.closedOr(ctx, err))
 	}
 	return nil
 }
@@ -66,7 +66,7 @@ func (s *Store) Members(ctx context.Context, group string) ([]string, error) {
 		out = append(out, instance)
 	}
 	if err := iter.Close(); err != nil {
-		return nil, fmt.Errorf("scylla: members of %s: %w", group, s.closedOr(err))
+		return nil, fmt.Errorf("scylla: members of %s: %w", group, s.closedOr(ctx, err))
 	}
 	return out, nil
 }
@@ -93,7 +93,7 @@ func (s *Store) Holders(ctx context.Context, names []string) ([]store.Holding, e
 		holder, epoch = "", nil
 	}
 	if err := iter.Close(); err != nil {
-		return nil, fmt.Errorf("scylla: holders of %d leases: %w", len(names), s.closedOr(err))
+		return nil, fmt.Errorf("scylla: holders of %d leases: %w", len(names), s.closedOr(ctx, err))
 	}
 	for i, n := range names {
 		out[i] = got[n]

@@ -32,7 +32,7 @@ func (s *Store) Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([
 	}
 	evs, err := s.load(ctx, aggregateID, after)
 	if err != nil {
-		return nil, fmt.Errorf("scylla: load %s: %w", aggregateID, s.closedOr(err))
+		return nil, fmt.Errorf("scylla: load %s: %w", aggregateID, s.closedOr(ctx, err))
 	}
 	return evs, nil
 }
@@ -60,7 +60,7 @@ func (s *Store) LoadPage(ctx context.Context, aggregateID uuid.UUID, after int64
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("scylla: load page of %s after %d: %w", aggregateID, after, s.closedOr(err))
+		return nil, fmt.Errorf("scylla: load page of %s after %d: %w", aggregateID, after, s.closedOr(ctx, err))
 	}
 	return evs, nil
 }
@@ -87,7 +87,7 @@ func (s *Store) Version(ctx context.Context, aggregateID uuid.UUID) (string, int
 	case errors.Is(err, gocql.ErrNotFound):
 		return "", 0, nil
 	case err != nil:
-		return "", 0, fmt.Errorf("scylla: version of %s: %w", aggregateID, s.closedOr(err))
+		return "", 0, fmt.Errorf("scylla: version of %s: %w", aggregateID, s.closedOr(ctx, err))
 	case seq == 0:
 		return "", 0, nil // a static-only row: no event
 	}

@@ -123,7 +123,7 @@ func (s *Store) replayRanges(ctx context.Context, ranges <-chan tokenRange, batc
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("scylla: replay tokens (%d, %d]: %w", r.lo, r.hi, s.closedOr(err))
+			return fmt.Errorf("scylla: replay tokens (%d, %d]: %w", r.lo, r.hi, s.closedOr(ctx, err))
 		}
 	}
 	if len(batch) == 0 {
@@ -160,7 +160,7 @@ func (s *Store) Count(ctx context.Context) (int64, error) {
 				}
 			}
 			if err := iter.Close(); err != nil {
-				return fmt.Errorf("scylla: count events in tokens (%d, %d]: %w", r.lo, r.hi, s.closedOr(err))
+				return fmt.Errorf("scylla: count events in tokens (%d, %d]: %w", r.lo, r.hi, s.closedOr(ctx, err))
 			}
 			return nil
 		})

@@ -343,11 +343,11 @@ func (s *Store) Close() error {
 // closedOr reports store.ErrClosed for a request that failed because Close
 // ran meanwhile, err wrapping store.ErrUnavailable for the cluster's
 // failure (counted as cql), and err otherwise.
-func (s *Store) closedOr(err error) error {
+func (s *Store) closedOr(ctx context.Context, err error) error {
 	if s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed) {
 		return store.ErrClosed
 	}
-	return s.fault("cql", err)
+	return s.fault(ctx, "cql", err)
 }
 
 var _ store.Store = (*Store)(nil)

@@ -33,7 +33,7 @@ func (s *Store) Save(ctx context.Context, snap store.Snapshot) error {
 	err := s.sess.Session.Query(snapshotSaveCQL, gocqlUUID(snap.AggregateID), snap.Version, snap.AggregateType,
 		snap.StateVersion, snap.State, snap.TakenAt.UTC()).WithContext(ctx).Idempotent(true).Exec()
 	if err != nil {
-		return fmt.Errorf("scylla: save snapshot %s@%d: %w", snap.AggregateID, snap.Version, s.closedOr(err))
+		return fmt.Errorf("scylla: save snapshot %s@%d: %w", snap.AggregateID, snap.Version, s.closedOr(ctx, err))
 	}
 	return nil
 }
@@ -52,7 +52,7 @@ func (s *Store) Latest(ctx context.Context, aggregateID uuid.UUID, atOrBelow int
 	case errors.Is(err, gocql.ErrNotFound):
 		return store.Snapshot{}, false, nil
 	case err != nil:
-		return store.Snapshot{}, false, fmt.Errorf("scylla: latest snapshot of %s: %w", aggregateID, s.closedOr(err))
+		return store.Snapshot{}, false, fmt.Errorf("scylla: latest snapshot of %s: %w", aggregateID, s.closedOr(ctx, err))
 	}
 	snap.TakenAt = taken.UTC()
 	return snap, true, nil

@@ -15,7 +15,7 @@ import (
 func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error) {
 	o, _, err := v.order(ctx, id, v.consistency)
 	if err != nil {
-		return readmodel.Order{}, fmt.Errorf("scylla: views: order %s: %w", id, asUnavailable(err))
+		return readmodel.Order{}, fmt.Errorf("scylla: views: order %s: %w", id, asUnavailable(ctx, err))
 	}
 	return o, nil
 }
@@ -26,7 +26,7 @@ func (v *Views) Order(ctx context.Context, id uuid.UUID) (readmodel.Order, error
 func (v *Views) Customer(ctx context.Context, id uuid.UUID) (readmodel.Customer, error) {
 	c, _, err := v.customer(ctx, id, v.consistency)
 	if err != nil {
-		return readmodel.Customer{}, fmt.Errorf("scylla: views: customer %s: %w", id, asUnavailable(err))
+		return readmodel.Customer{}, fmt.Errorf("scylla: views: customer %s: %w", id, asUnavailable(ctx, err))
 	}
 	return c, nil
 }
@@ -54,7 +54,7 @@ func (v *Views) CustomerOrders(ctx context.Context, customerID, after uuid.UUID,
 		s = readmodel.OrderSummary{}
 	}
 	if err := iter.Close(); err != nil {
-		return nil, fmt.Errorf("scylla: views: orders of customer %s: %w", customerID, asUnavailable(err))
+		return nil, fmt.Errorf("scylla: views: orders of customer %s: %w", customerID, asUnavailable(ctx, err))
 	}
 	return out, nil
 }
