@@ -38,8 +38,8 @@ import (
 //     releases its leases at once;
 //   - a shard moves only when the members change; and a shard nobody has
 //     held for three ticks in a row at the same epoch and under the same
-//     members (its assignee cannot take it) is taken by whoever sees it
-//     so, and kept until the members change;
+//     assignee (who cannot take it) is taken by whoever sees it so, and
+//     kept until the members change;
 //   - an instance whose worker stepped down (StepDown) on a shard leaves
 //     the members while it stands aside, so that its shards go to the
 //     others, and joins again afterwards (with RejoinWhen, once its check
@@ -62,7 +62,8 @@ type Balanced struct {
 	live    []string        // the members at the last tick
 	view    []store.Holding // each shard's holder at the last tick
 	seen    time.Time       // when view was read
-	unheld  []int           // for how many ticks in a row each shard was seen unheld
+	unheld  []int           // for how many ticks in a row each shard was seen unheld, under its assignee
+	owner   []string        // each shard's assignee at the last tick
 	orphans map[int]string  // shards wanted as orphans → the members then
 	err     error           // why the last tick failed, nil when it did not
 	out     bool            // out of the members since a shard stepped down, until rejoin passes
@@ -213,21 +214,26 @@ func (b *Balanced) tick(ctx context.Context) {
 	}
 	if !slices.Equal(live, b.live) {
 		b.log.Info("balance: the members changed", zap.Strings("members", live), zap.Strings("before", b.live))
-		// The unheld ticks counted what the old assignees could not
-		// take. The new ones get their three ticks: a dead member's
-		// shard, unheld since its lease lapsed, goes to the instance the
-		// new members assign it to, not as an orphan to whichever
-		// instance saw the change first (it kept it until the members
-		// changed again, the shares uneven meanwhile).
-		clear(b.unheld)
 	}
-	prev := b.view
-	b.live, b.view, b.seen = live, view, time.Now()
+	prev, prevOwner := b.view, b.owner
 	owner := assign(len(b.shards), live)
+	b.live, b.view, b.seen, b.owner = live, view, time.Now(), owner
 	key := strings.Join(live, ",")
 	want := make([]bool, len(b.shards))
 	for i, h := range view {
 		switch {
+		case i < len(prevOwner) && prevOwner[i] != owner[i]:
+			// A new assignee (the members changed) gets its own three
+			// ticks: the unheld ticks counted what the old one could not
+			// take. Without this, a dead member's shard, unheld since its
+			// lease lapsed, went as an orphan to whichever instance saw
+			// the change first, not to its new assignee, and stayed there
+			// until the members changed again, the shares uneven
+			// meanwhile.
+			b.unheld[i] = 0
+			if h.Holder == "" {
+				b.unheld[i] = 1
+			}
 		case h.Holder != "":
 			b.unheld[i] = 0
 		case i < len(prev) && prev[i].Epoch != h.Epoch:
