@@ -63,7 +63,6 @@ type Balanced struct {
 	view    []store.Holding // each shard's holder at the last tick
 	seen    time.Time       // when view was read
 	unheld  []int           // for how many ticks in a row each shard was seen unheld, under its assignee
-	owner   []string        // each shard's assignee at the last tick
 	orphans map[int]string  // shards wanted as orphans → the members then
 	err     error           // why the last tick failed, nil when it did not
 	out     bool            // out of the members since a shard stepped down, until rejoin passes
@@ -212,17 +211,19 @@ func (b *Balanced) tick(ctx context.Context) {
 		}
 		return
 	}
+	owner := assign(len(b.shards), live)
+	var prevOwner []string // the assignees before, when the members changed
 	if !slices.Equal(live, b.live) {
 		b.log.Info("balance: the members changed", zap.Strings("members", live), zap.Strings("before", b.live))
+		prevOwner = assign(len(b.shards), b.live)
 	}
-	prev, prevOwner := b.view, b.owner
-	owner := assign(len(b.shards), live)
-	b.live, b.view, b.seen, b.owner = live, view, time.Now(), owner
+	prev := b.view
+	b.live, b.view, b.seen = live, view, time.Now()
 	key := strings.Join(live, ",")
 	want := make([]bool, len(b.shards))
 	for i, h := range view {
 		switch {
-		case i < len(prevOwner) && prevOwner[i] != owner[i]:
+		case prevOwner != nil && prevOwner[i] != owner[i]:
 			// A new assignee (the members changed) gets its own three
 			// ticks: the unheld ticks counted what the old one could not
 			// take. Without this, a dead member's shard, unheld since its
