@@ -483,7 +483,7 @@ func TestClusterOnCassandra(t *testing.T) {
 		v, ok := survivor.svc.metrics(t)[`orderd_feed_lag_events{consumer="relay"}`]
 		return ok && v == 0
 	})
-	_, records := awaitPublished(t, brokers, map[string]string{orders: "order-events", customers: "customer-events"}, final)
+	records := awaitPublished(t, brokers, map[string]string{orders: "order-events", customers: "customer-events"}, final)
 	for _, n := range c.nodes {
 		entries, err := os.ReadDir(n.dir)
 		if err != nil {
@@ -504,21 +504,15 @@ func TestClusterOnCassandra(t *testing.T) {
 	}
 }
 
-// publishedInOrder reads every record of topics (each topic with its
-// default name, whose channel asyncapi.yaml describes), checks them
-// against asyncapi.yaml, and fails t unless each key's first occurrences
-// come in sequence order (a duplicate is allowed: at least once). It
-// returns the highest sequence published per key, and the number of
-// records read.
 // awaitPublished reads the topics until every acknowledged command of
-// final is on Kafka, for up to a minute, and returns the last reading;
-// publishedInOrder fails at once on a key whose first occurrences come out
-// of sequence order. The relay's lag reading 0 is not enough on its own:
+// final is on Kafka, for up to a minute, and returns how many records it
+// read the last time; publishedInOrder fails at once on a key whose
+// first occurrences come out of sequence order. The relay's lag reading 0 is not enough on its own:
 // it is what the last reconciliation passes counted, and a command
 // acknowledged after one of them may still be on its way (CI13 read the
 // topics once and found a customer acknowledged at the end of the load
 // "published through 0").
-func awaitPublished(t *testing.T, brokers []string, topics map[string]string, final map[uuid.UUID]acked) (map[uuid.UUID]int64, int) {
+func awaitPublished(t *testing.T, brokers []string, topics map[string]string, final map[uuid.UUID]acked) int {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -530,7 +524,7 @@ func awaitPublished(t *testing.T, brokers []string, topics map[string]string, fi
 			}
 		}
 		if len(missing) == 0 {
-			return published, records
+			return records
 		}
 		if time.Now().After(deadline) {
 			for _, a := range missing[:min(len(missing), 10)] {
@@ -542,6 +536,12 @@ func awaitPublished(t *testing.T, brokers []string, topics map[string]string, fi
 	}
 }
 
+// publishedInOrder reads every record of topics (each topic with its
+// default name, whose channel asyncapi.yaml describes), checks them
+// against asyncapi.yaml, and fails t unless each key's first occurrences
+// come in sequence order (a duplicate is allowed: at least once). It
+// returns the highest sequence published per key, and the number of
+// records read.
 func publishedInOrder(t *testing.T, brokers []string, topics map[string]string) (map[uuid.UUID]int64, int) {
 	t.Helper()
 	published := map[uuid.UUID]int64{}

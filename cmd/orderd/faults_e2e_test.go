@@ -370,7 +370,7 @@ func (l *faultLoad) check(t *testing.T, on, relay *node, brokers []string, prefi
 		v, ok := relay.svc.metrics(t)[`orderd_feed_lag_events{consumer="relay"}`]
 		return ok && v == 0
 	})
-	_, records := awaitPublished(t, brokers, map[string]string{
+	records := awaitPublished(t, brokers, map[string]string{
 		prefix + "order-events": "order-events", prefix + "customer-events": "customer-events"}, final)
 	t.Logf("%d commands acknowledged on %d aggregates, all in the read models; %d records on Kafka", len(l.acks), len(final), records)
 }
