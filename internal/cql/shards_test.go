@@ -421,9 +421,25 @@ func TestDeadLettersPerShard(t *testing.T) {
 	if _, err := l.Get(c, 20); err != nil {
 		t.Errorf("Get(20) = %v", err)
 	}
-	// The request on the letter A removed is any relay's to finish as missing.
-	if qs, err := l.Requests(b1); err != nil || len(qs) != 2 {
-		t.Errorf("Requests of B = %v, %v; want its own and the one on the vanished letter", qs, err)
+	// The request on the letter A removed is still A's alone, to finish as
+	// missing in its turn: another shard's relay that looked while a
+	// replay had removed the letter and not yet recorded the outcome would
+	// tell the operator the letter never existed (CI15).
+	if qs, err := l.Requests(b1); err != nil || len(qs) != 1 || qs[0].Position != 20 {
+		t.Errorf("Requests of B = %v, %v; want only its own, not the one on A's removed letter", qs, err)
+	}
+	if qs, err := l.Requests(a2); err != nil || len(qs) != 1 || qs[0].Position != 10 {
+		t.Errorf("Requests of A = %v, %v; want the one on its removed letter", qs, err)
+	}
+	// A request written before requests named a partition (null): when no
+	// partition holds its letter, any relay finishes it as missing.
+	if err := b.Store.Session().Session.Query(`INSERT INTO relay_requests (consumer, `+requestColumns+`)
+		VALUES (?, 40, ?, ?, ?, ?, 0, '', null)`, relay.Consumer, gocqlUUID(uuid.New()), relay.OpReplay, now,
+		relay.RequestPending).WithContext(c).Exec(); err != nil {
+		t.Fatal(err)
+	}
+	if qs, err := l.Requests(b1); err != nil || len(qs) != 2 || qs[1].Position != 40 {
+		t.Errorf("Requests of B = %v, %v; want its own and the older request on a vanished letter", qs, err)
 	}
 
 	// A whole relay (a fence without a shard) sees every shard's letters
