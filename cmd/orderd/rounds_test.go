@@ -60,7 +60,7 @@ func TestPaxosRounds(t *testing.T) {
 	ks := cqltest.Keyspace(t, hosts)
 	counter := cql.NewRounds()
 	st, err := cql.OpenStore(t.Context(), cql.Config{Hosts: hosts, Keyspace: ks, Upcaster: aggregate.Upcasters()},
-		cql.Options{NoHints: true, NoSweep: true, Observer: counter})
+		cql.Options{NoHints: true, NoHandOff: true, NoSweep: true, Observer: counter})
 	if err != nil {
 		t.Fatal(err)
 	}

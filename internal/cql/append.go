@@ -67,6 +67,7 @@ func (s *Store) Append(ctx context.Context, aggregateID uuid.UUID, expected int6
 		if s.hints != nil {
 			s.hints.add(aggregateID, expected+int64(len(events)))
 		}
+		s.handOff(aggregateID, expected, events)
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrClosed), ctx.Err() != nil:
 	default:
 		if !errors.Is(err, store.ErrUnavailable) && unavailable(ctx, err) {

@@ -22,7 +22,8 @@ type request struct {
 	// what the consumer has handled, which saves a read.
 	events []store.Event
 	// known is the consumer's progress on id as the caller read it from
-	// feed_progress, -1 when it did not. It can be behind, never ahead.
+	// feed_progress (or 0 for an aggregate the hand-off saw created), -1
+	// when it did not. It can be behind, never ahead.
 	known int64
 	// pass, if not nil, is the reconciliation pass that found id behind;
 	// it is told what was delivered, for the lag.
@@ -125,6 +126,9 @@ func (sub *subscription) drain(first request) ([]request, []request) {
 // merge combines two requests for one aggregate: the higher version, the
 // fast path's events when they join up, the higher known progress.
 func merge(a, b request) request {
+	if b.version == a.version && len(a.events) == 0 {
+		a.events = b.events // the same append, as the fast path or the hand-off saw it
+	}
 	if b.version > a.version {
 		a.version = b.version
 		switch {

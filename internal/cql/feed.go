@@ -149,6 +149,9 @@ type subscription struct {
 	opt  FeedOptions
 	log  *zap.Logger
 	work chan request
+	// local queues this process's appends to the subscription's shard
+	// (handoff.go), which forwardLocal passes to work.
+	local chan request
 
 	// handled caches what the consumer has handled, per aggregate; only
 	// the delivery goroutine uses it.
@@ -202,6 +205,8 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 	sub := s.newSubscription(ctx, consumer, shard, h)
 	s.subs.Store(sub.key, sub)
 	defer s.subs.CompareAndDelete(sub.key, sub)
+	s.addLocal(sub)
+	defer s.dropLocal(sub)
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return sub.deliver(gctx) })
@@ -209,6 +214,7 @@ func (s *Store) Subscribe(ctx context.Context, consumer string, h store.Handler)
 	g.Go(func() error { return sub.sweep(gctx) })
 	g.Go(func() error { return sub.watchSkew(gctx) })
 	g.Go(func() error { return sub.fastPath(gctx) })
+	g.Go(func() error { return sub.forwardLocal(gctx) })
 	g.Go(func() error {
 		select {
 		case <-s.done:
@@ -240,6 +246,7 @@ func (s *Store) newSubscription(ctx context.Context, consumer string, shard stor
 		ctx: ctx, s: s, consumer: consumer, shard: shard, key: shard.Lease(consumer), h: h, opt: s.feed,
 		log:     log,
 		work:    make(chan request, s.feed.BatchSize),
+		local:   make(chan request, handOffQueue),
 		handled: make(map[uuid.UUID]int64),
 		parked:  make(map[uuid.UUID]*parking),
 		load:    load,

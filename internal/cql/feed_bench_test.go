@@ -57,7 +57,7 @@ const benchSplits = 8
 func BenchmarkReconcile(b *testing.B) {
 	const aggregates = 5000
 	cfg := testConfig(b)
-	s := openWith(b, withFeed(cfg, FeedOptions{ReconcileRate: 1 << 30, ReconcileEvery: time.Hour, RangeSplits: benchSplits}), Options{NoHints: true})
+	s := openWith(b, withFeed(cfg, FeedOptions{ReconcileRate: 1 << 30, ReconcileEvery: time.Hour, RangeSplits: benchSplits}), Options{NoHints: true, NoHandOff: true})
 	fill(b, s, aggregates)
 	noop := func(context.Context, []store.Event) error { return nil }
 

@@ -127,7 +127,7 @@ func TestHintsAlone(t *testing.T) {
 // TestBatchSize: no Handler call gets more than BatchSize events, and an
 // aggregate longer than that comes in consecutive batches.
 func TestBatchSize(t *testing.T) {
-	s := openWith(t, withFeed(testConfig(t), FeedOptions{BatchSize: 7, ReconcileEvery: time.Hour, RangeSplits: 2}), Options{NoHints: true})
+	s := openWith(t, withFeed(testConfig(t), FeedOptions{BatchSize: 7, ReconcileEvery: time.Hour, RangeSplits: 2}), Options{NoHints: true, NoHandOff: true})
 	want := map[uuid.UUID]int64{}
 	for i := range 5 {
 		id := uuid.Must(uuid.NewV7())

@@ -74,7 +74,7 @@ func (c *orderChecker) handle(_ context.Context, evs []store.Event) error {
 // full meanwhile. Nothing but the retry asks again: no hints, no sweep,
 // and one recent pass at the start.
 func TestDeliverParksAHole(t *testing.T) {
-	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: time.Hour, RangeSplits: 2}), Options{NoHints: true, NoSweep: true})
+	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: time.Hour, RangeSplits: 2}), Options{NoHints: true, NoHandOff: true, NoSweep: true})
 	holed, other := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
 	h := &hider{s: s, id: holed, hidden: 3, times: 3}
 	s.feedLoad = h.load
@@ -176,7 +176,7 @@ func TestContiguous(t *testing.T) {
 // meanwhile is handed in full.
 func TestDeliverParksAMiddleHole(t *testing.T) {
 	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: 200 * time.Millisecond, RangeSplits: 2}),
-		Options{NoHints: true, NoSweep: true})
+		Options{NoHints: true, NoHandOff: true, NoSweep: true})
 	holed, other := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
 	// Row 4 is hidden from every load; until it is appended that hides
 	// nothing.

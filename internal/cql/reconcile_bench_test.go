@@ -101,7 +101,7 @@ func BenchmarkReconcileScale(b *testing.B) {
 		b.Run(fmt.Sprintf("aggregates=%d", n), func(b *testing.B) {
 			const consumer = "scale"
 			s := openWith(b, withFeed(testConfig(b), FeedOptions{ReconcileRate: 1 << 30, ReconcileEvery: time.Hour}),
-				Options{NoHints: true, NoSweep: true})
+				Options{NoHints: true, NoHandOff: true, NoSweep: true})
 			start := time.Now()
 			ids := fillDirect(b, s, consumer, n)
 			b.Logf("filled %d aggregates in %v", n, time.Since(start).Round(time.Millisecond))

@@ -74,7 +74,7 @@ func TestToken(t *testing.T) {
 // the index of touched aggregates, within an interval of it.
 func TestRecentPassDeliversLostHint(t *testing.T) {
 	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: 300 * time.Millisecond, RangeSplits: 4}),
-		Options{NoHints: true, NoSweep: true})
+		Options{NoHints: true, NoHandOff: true, NoSweep: true})
 	if s.IsScylla() {
 		t.Skip("on ScyllaDB the CDC log sees every append")
 	}
@@ -106,7 +106,7 @@ func TestRecentPassDeliversLostHint(t *testing.T) {
 // (a crash or a refusal between the two writes) costs a read and nothing
 // else: the aggregate is not parked, and the pass's watermark moves on.
 func TestRecentPassSkipsAnExtraRow(t *testing.T) {
-	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: 200 * time.Millisecond}), Options{NoHints: true, NoSweep: true})
+	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: 200 * time.Millisecond}), Options{NoHints: true, NoHandOff: true, NoSweep: true})
 	ghost := uuid.Must(uuid.NewV7())
 	if err := s.touch(ctxFor(t), ghost); err != nil {
 		t.Fatal(err)
@@ -167,7 +167,7 @@ func (h *sweepHook) los() []int64 {
 // delivered.
 func TestSweepResumesFromItsCursor(t *testing.T) {
 	const splits = 8
-	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: time.Hour, RangeSplits: splits}), Options{NoHints: true})
+	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: time.Hour, RangeSplits: splits}), Options{NoHints: true, NoHandOff: true})
 	want := map[uuid.UUID]int64{}
 	for range 40 {
 		want[writeDirect(t, s, 2)] = 2
@@ -219,7 +219,7 @@ func TestSweepResumesFromItsCursor(t *testing.T) {
 // included.
 func TestSweepRetriesAFailingRange(t *testing.T) {
 	const splits = 4
-	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: time.Hour, RangeSplits: splits}), Options{NoHints: true})
+	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: time.Hour, RangeSplits: splits}), Options{NoHints: true, NoHandOff: true})
 	want := map[uuid.UUID]int64{}
 	for range 20 {
 		want[writeDirect(t, s, 1)] = 1
@@ -264,7 +264,7 @@ func TestSweepRetriesAFailingRange(t *testing.T) {
 // progress is saved, so that the reader's progress never moves past a
 // change the consumer has not handled.
 func TestCoreAcksAfterHandling(t *testing.T) {
-	s := openWith(t, testConfig(t), Options{NoHints: true, NoSweep: true})
+	s := openWith(t, testConfig(t), Options{NoHints: true, NoHandOff: true, NoSweep: true})
 	id := uuid.Must(uuid.NewV7())
 	if err := s.Append(ctxFor(t), id, 0, []store.Event{event(id, 1), event(id, 2)}); err != nil {
 		t.Fatal(err)
@@ -325,7 +325,7 @@ func TestMeasureSkew(t *testing.T) {
 // neither, and its subscription ends with store.ErrFenced instead of
 // retrying; the current holder saves both.
 func TestSweepStateFenced(t *testing.T) {
-	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: 200 * time.Millisecond}), Options{NoHints: true})
+	s := openWith(t, withFeed(testConfig(t), FeedOptions{ReconcileEvery: 200 * time.Millisecond}), Options{NoHints: true, NoHandOff: true})
 	ctx := ctxFor(t)
 	const consumer = "fenced-sweep"
 	if _, err := s.Acquire(ctx, consumer, "a", time.Minute); err != nil {

@@ -13,7 +13,7 @@ import (
 // Handler that only counts them, and Count over the same keyspace.
 func BenchmarkReplay(b *testing.B) {
 	const aggregates = 7000
-	s := openWith(b, withFeed(testConfig(b), FeedOptions{ReconcileEvery: time.Hour}), Options{NoHints: true})
+	s := openWith(b, withFeed(testConfig(b), FeedOptions{ReconcileEvery: time.Hour}), Options{NoHints: true, NoHandOff: true})
 	fill(b, s, aggregates)
 	b.Run("replay", func(b *testing.B) {
 		var n atomic.Int64

@@ -136,6 +136,10 @@ type Options struct {
 	// token ring, so that only the recent pass over the index of touched
 	// aggregates (and the fast path) can deliver.
 	NoSweep bool
+	// NoHandOff, for tests, makes Append hand nothing to the
+	// subscriptions of this process (see handOff), so that what they
+	// deliver of its appends comes through the reads under test.
+	NoHandOff bool
 	// Observer, if not nil, sees every query and batch of the store's
 	// sessions: tests count Paxos rounds with it (see Rounds).
 	Observer Observer
@@ -157,12 +161,18 @@ type Store struct {
 	closed atomic.Bool
 	health *store.Health // the outcome of the recent appends
 
-	feed    FeedOptions
-	noSweep bool          // Options.NoSweep
-	hints   *hinter       // nil on ScyllaDB and with Options.NoHints
-	hintsIn hintHub       // reads the hints for this process's subscriptions, on Cassandra
-	subs    sync.Map      // subscription key (consumer, or consumer/shard) → *subscription running in this process
-	done    chan struct{} // closed by Close, to stop subscriptions
+	feed      FeedOptions
+	noSweep   bool     // Options.NoSweep
+	noHandOff bool     // Options.NoHandOff
+	hints     *hinter  // nil on ScyllaDB and with Options.NoHints
+	hintsIn   hintHub  // reads the hints for this process's subscriptions, on Cassandra
+	subs      sync.Map // subscription key (consumer, or consumer/shard) → *subscription running in this process
+	// local is the subscriptions running in this process, for the hand-off
+	// of its appends (handoff.go); localMu orders its replacements.
+	local           atomic.Pointer[localSubs]
+	localMu         sync.Mutex
+	handOffsDropped atomic.Int64
+	done            chan struct{} // closed by Close, to stop subscriptions
 
 	settles atomic.Int64 // appends settled by a read, for tests
 
@@ -254,6 +264,7 @@ func OpenStore(ctx context.Context, cfg Config, opts Options) (*Store, error) {
 	}
 	s.hintsIn.s = s
 	s.noSweep = opts.NoSweep
+	s.noHandOff = opts.NoHandOff
 	return s, nil
 }
 

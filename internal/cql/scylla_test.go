@@ -81,7 +81,7 @@ func openWith(t testing.TB, cfg Config, opts Options) *Store {
 func blind(t *testing.T, s store.Store) store.Store {
 	cfg := s.(*Store).cfg
 	cfg.Upcaster = nil
-	return openWith(t, cfg, Options{NoHints: true})
+	return openWith(t, cfg, Options{NoHints: true, NoHandOff: true})
 }
 
 func TestConformance(t *testing.T) {

@@ -101,7 +101,7 @@ func (c *collector) handed() map[uuid.UUID]int64 {
 // of its first migration, whatever a later start asks.
 func TestShardOfAgreesWithTheServer(t *testing.T) {
 	cfg := withShards(testConfig(t), 8)
-	s := openWith(t, cfg, Options{NoHints: true})
+	s := openWith(t, cfg, Options{NoHints: true, NoHandOff: true})
 	if got := s.Shards(); got != 8 {
 		t.Fatalf("Shards() = %d, want the 8 of the first migration", got)
 	}
@@ -137,7 +137,7 @@ func TestShardOfAgreesWithTheServer(t *testing.T) {
 	if n != len(ids) {
 		t.Fatalf("read %d aggregates, wrote %d", n, len(ids))
 	}
-	again := openWith(t, withShards(cfg, 32), Options{NoHints: true})
+	again := openWith(t, withShards(cfg, 32), Options{NoHints: true, NoHandOff: true})
 	if got := again.Shards(); got != 8 {
 		t.Errorf("a later start asking 32: Shards() = %d, want the stored 8", got)
 	}
@@ -246,7 +246,7 @@ func TestShardedSubscriptions(t *testing.T) {
 // aggregate of a shard nobody subscribes is handed to nobody.
 func TestRecentPassOfItsShardOnly(t *testing.T) {
 	const count, consumer = 128, "recent-shard"
-	s := openWith(t, withShards(testConfig(t), count), Options{NoHints: true, NoSweep: true})
+	s := openWith(t, withShards(testConfig(t), count), Options{NoHints: true, NoHandOff: true, NoSweep: true})
 	if s.IsScylla() {
 		t.Skip("on ScyllaDB the CDC log sees every append")
 	}

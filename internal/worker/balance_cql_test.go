@@ -30,7 +30,7 @@ func TestBalanceCassandra(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
 			st, err := cql.OpenStore(ctx, cql.Config{Hosts: hosts, Keyspace: cqltest.Keyspace(t, hosts), Timeout: cqltest.Timeout,
-				Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))}, cql.Options{NoHints: true, NoSweep: true})
+				Logger: zaptest.NewLogger(t, zaptest.Level(zap.WarnLevel))}, cql.Options{NoHints: true, NoHandOff: true, NoSweep: true})
 			if err != nil {
 				t.Fatalf("open the store: %v", err)
 			}
