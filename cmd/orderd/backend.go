@@ -49,6 +49,10 @@ type backend struct {
 	// hintsDropped counts the Cassandra hints dropped since start (nil:
 	// the engine writes none).
 	hintsDropped func() int64
+	// handOffsDropped counts the appends not handed in memory to this
+	// instance's own workers since start (nil on SQLite, whose feed is
+	// in memory whole).
+	handOffsDropped func() int64
 	// reconciliation reports the CQL feed's reconciliation (nil on
 	// SQLite, which needs none).
 	reconciliation func() cql.Reconciliation
@@ -126,7 +130,7 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 			return nil, err
 		}
 		b = &backend{engine: e, events: e.Store, keys: e.Store, snaps: e.Store, catalog: e.Catalog, ledger: e.Ledger,
-			hintsDropped: e.Store.HintsDropped, reconciliation: e.Store.Reconciliation, backups: noBackups{}, datakeys: e.DataKeys}
+			hintsDropped: e.Store.HintsDropped, handOffsDropped: e.Store.HandOffsDropped, reconciliation: e.Store.Reconciliation, backups: noBackups{}, datakeys: e.DataKeys}
 	default:
 		return nil, fmt.Errorf("store %q: want sqlite or scylla", cfg.store)
 	}

@@ -483,6 +483,9 @@ func TestClusterOnCassandra(t *testing.T) {
 		v, ok := survivor.svc.metrics(t)[`orderd_feed_lag_events{consumer="relay"}`]
 		return ok && v == 0
 	})
+	if _, ok := survivor.svc.metrics(t)["orderd_feed_handoffs_dropped_total"]; !ok {
+		t.Error("no orderd_feed_handoffs_dropped_total on a CQL instance")
+	}
 	records := awaitPublished(t, brokers, map[string]string{orders: "order-events", customers: "customer-events"}, final)
 	for _, n := range c.nodes {
 		entries, err := os.ReadDir(n.dir)

@@ -304,6 +304,12 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 			Help: "Hints of new appends not written because their queue was full (Apache Cassandra); the reconciliation pass delivers those appends instead.",
 		}, func() float64 { return float64(b.hintsDropped()) }))
 	}
+	if b.handOffsDropped != nil {
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "orderd_feed_handoffs_dropped_total",
+			Help: "Appends of this instance not handed in memory to its own workers because a shard's queue was full (CQL); the hints, the CDC log and the reconciliation deliver those appends instead, with a read.",
+		}, func() float64 { return float64(b.handOffsDropped()) }))
+	}
 	if r := b.reconciliation; r != nil {
 		reg.MustRegister(
 			prometheus.NewCounterFunc(prometheus.CounterOpts{
