@@ -170,13 +170,14 @@ func (sub *subscription) deliverBatch(ctx context.Context, reqs []request) error
 		if len(batch) == 0 || ctx.Err() != nil || sub.ctx.Err() != nil {
 			return nil
 		}
-		if err := sub.h(ctx, batch); err != nil {
+		bctx := withBatchCheck(ctx) // one fence check for the handler's writes and the save
+		if err := sub.h(bctx, batch); err != nil {
 			if ctx.Err() != nil {
 				return nil // stopped, not failed: the batch comes again
 			}
 			return fmt.Errorf("handler: %w", err)
 		}
-		if err := sub.saveProgress(ctx, upTo); err != nil {
+		if err := sub.saveProgress(bctx, upTo); err != nil {
 			return err
 		}
 		for id, v := range upTo {

@@ -3,6 +3,7 @@ package cql
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/gocql/gocql"
 
@@ -31,12 +32,46 @@ const fenceCheckCQL = `UPDATE leases SET epoch = ? WHERE name = ? IF epoch = ?`
 // checkFence passes when ctx carries no fence, or one whose epoch is the
 // lease's current one; it returns an error wrapping store.ErrFenced when
 // another holder took the lease since, and another error when Cassandra
-// fails (then the writes must not go ahead either).
+// fails (then the writes must not go ahead either). Within one delivered
+// batch (withBatchCheck) only the first check runs a round; the later ones
+// pass on its success.
 func checkFence(ctx context.Context, sess *gocql.Session, cons gocql.Consistency, what string) error {
 	f, ok := store.FenceOf(ctx)
 	if !ok {
 		return nil
 	}
+	bc, _ := ctx.Value(batchCheckKey{}).(*batchCheck)
+	if bc != nil && bc.passed.Load() {
+		return nil
+	}
+	if err := runFenceCheck(ctx, sess, cons, f, what); err != nil {
+		return err
+	}
+	if bc != nil {
+		bc.passed.Store(true)
+	}
+	return nil
+}
+
+// A batchCheck is the fence check of one batch the feed delivers: the
+// handler's writes (the projector's rows) and then the progress save. Both
+// follow the batch's one check, as every fenced plain write follows a
+// check it is not atomic with; the save only states what the handler did,
+// and never moves progress back (USING TIMESTAMP of the version). So the
+// projector pays one Paxos round per batch instead of two, and a holder
+// whose check failed writes nothing of the batch.
+type batchCheck struct{ passed atomic.Bool }
+
+type batchCheckKey struct{}
+
+// withBatchCheck returns ctx whose fence checks share one round: the
+// context of one delivered batch.
+func withBatchCheck(ctx context.Context) context.Context {
+	return context.WithValue(ctx, batchCheckKey{}, &batchCheck{})
+}
+
+// runFenceCheck runs the fence check's lightweight transaction.
+func runFenceCheck(ctx context.Context, sess *gocql.Session, cons gocql.Consistency, f store.Fence, what string) error {
 	current := map[string]any{}
 	applied, err := sess.Query(fenceCheckCQL, f.Epoch, f.Lease, f.Epoch).WithContext(ctx).
 		Consistency(cons).SerialConsistency(leaseSerial).Idempotent(true).MapScanCAS(current)

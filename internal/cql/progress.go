@@ -52,10 +52,10 @@ func (sub *subscription) readProgress(ctx context.Context, id uuid.UUID) (int64,
 func (sub *subscription) saveProgress(ctx context.Context, upTo map[uuid.UUID]int64) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*sub.s.cfg.Timeout)
 	defer cancel()
-	// One fence check for the batch: a holder whose lease was taken saves
-	// nothing more. The saves are USING TIMESTAMP of the version, so what
-	// one that lapsed after its check still writes never moves progress
-	// back.
+	// One fence check for the batch, or none when the handler's writes
+	// ran it already (withBatchCheck): a holder whose check failed saves
+	// nothing. The saves are USING TIMESTAMP of the version, so what one
+	// that lapsed after its check still writes never moves progress back.
 	if err := checkFence(ctx, sub.s.sess.Session, sub.s.cfg.Consistency, "save progress of "+sub.consumer); err != nil {
 		return err
 	}
