@@ -46,6 +46,9 @@ import (
 //   - behind: right after the create burst ends plus 1 s, the orders
 //     created that the read model does not hold yet (each would answer
 //     503 projection_behind to a GET with its min_version).
+//
+// ORDERD_BENCH_SIZES (default "1,3") picks the sizes, "1" alone for a
+// before/after comparison of one instance.
 func BenchmarkScaleOut(b *testing.B) {
 	quota := 0.3
 	if v := os.Getenv("ORDERD_BENCH_CPU"); v != "" {
@@ -58,17 +61,32 @@ func BenchmarkScaleOut(b *testing.B) {
 	backlog := benchCount(b, "ORDERD_BENCH_BACKLOG", 20000, 1)
 	brokers := kafkatest.Brokers(b)
 	hosts := cqltest.Hosts(b)
+	sizes := []int{1, 3}
+	if v := os.Getenv("ORDERD_BENCH_SIZES"); v != "" {
+		sizes = nil
+		for f := range strings.SplitSeq(v, ",") {
+			k, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || k < 1 {
+				b.Fatalf("ORDERD_BENCH_SIZES=%q: want instance counts such as 1,3", v)
+			}
+			sizes = append(sizes, k)
+		}
+	}
 	for b.Loop() {
 		var rows []scaleRow
-		for _, k := range []int{1, 3} {
+		for _, k := range sizes {
 			rows = append(rows, scaleOnce(b, hosts, brokers, k, quota, backlog))
 		}
-		one, three := rows[0], rows[1]
 		b.Logf("cgroup: %.2f cores per instance (cpu.cfs_quota_us %d of cpu.cfs_period_us 100000); backlog %d orders", quota, int(quota*100000), backlog)
 		b.Logf("%-10s %14s %14s %12s %14s %10s", "instances", "projector ev/s", "relay ev/s", "creates/s", "lifecycle op/s", "behind+1s")
 		for _, r := range rows {
 			b.Logf("%-10d %14.0f %14.0f %12.0f %14.0f %10d", r.instances, r.projector, r.relay, r.creates, r.lifecycle, r.behind)
+			b.ReportMetric(float64(r.behind), fmt.Sprintf("behind-%d", r.instances))
 		}
+		if len(rows) != 2 || rows[0].instances != 1 || rows[1].instances != 3 {
+			continue
+		}
+		one, three := rows[0], rows[1]
 		b.ReportMetric(three.projector/one.projector, "projector-3/1")
 		b.ReportMetric(three.relay/one.relay, "relay-3/1")
 		b.ReportMetric(three.creates/one.creates, "creates-3/1")
@@ -76,7 +94,6 @@ func BenchmarkScaleOut(b *testing.B) {
 		b.ReportMetric(three.projector, "projector-3-ev/s")
 		b.ReportMetric(one.relay, "relay-1-ev/s")
 		b.ReportMetric(three.relay, "relay-3-ev/s")
-		b.ReportMetric(float64(three.behind), "behind-3")
 	}
 }
 
