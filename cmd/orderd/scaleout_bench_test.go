@@ -48,7 +48,10 @@ import (
 //     503 projection_behind to a GET with its min_version).
 //
 // ORDERD_BENCH_SIZES (default "1,3") picks the sizes, "1" alone for a
-// before/after comparison of one instance.
+// before/after comparison of one instance. ORDERD_BENCH_RATE, when set,
+// sends the create burst at that many creates per second (open loop)
+// instead of as fast as answered, so that builds whose command paths
+// differ in speed are compared on the same burst.
 func BenchmarkScaleOut(b *testing.B) {
 	quota := 0.3
 	if v := os.Getenv("ORDERD_BENCH_CPU"); v != "" {
@@ -213,7 +216,11 @@ func scaleOnce(b *testing.B, hosts, brokers []string, k int, quota float64, back
 	for _, n := range nodes {
 		addrs = append(addrs, n.svc.base)
 	}
-	created := runBenchJSON(b, "-addr", strings.Join(addrs, ","), "-mix", "create", "-duration", "10s", "-connections", "32")
+	burst := []string{"-addr", strings.Join(addrs, ","), "-mix", "create", "-duration", "10s", "-connections", "32"}
+	if r := os.Getenv("ORDERD_BENCH_RATE"); r != "" {
+		burst = append(burst, "-rate", r)
+	}
+	created := runBenchJSON(b, burst...)
 	time.Sleep(time.Second)
 	made := int64(backlog) + created.Ops["create"].Count - int64(len(created.Ops["create"].Errors))
 	row.behind = max(0, made-projected())
