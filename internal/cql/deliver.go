@@ -63,9 +63,12 @@ func (sub *subscription) deliver(ctx context.Context) error {
 			return nil
 		case first = <-sub.work:
 		}
-		if fenced && sub.opt.BatchPace > 0 {
+		if fenced && sub.opt.BatchPace > 0 && first.pass == nil && first.done == nil {
 			// Let more of a busy shard's requests gather for the batch's
-			// one fence check (FeedOptions.BatchPace).
+			// one fence check (FeedOptions.BatchPace). Not for a
+			// reconciliation pass: it sends a backlog, whose requests
+			// queue up on their own while the core is busy, and waiting
+			// would only slow the drain.
 			factor := time.Duration(paceFactor)
 			if sub.s.paceFactor != 0 {
 				factor = sub.s.paceFactor

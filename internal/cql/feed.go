@@ -99,7 +99,8 @@ type FeedOptions struct {
 	// and per worker under load). The pace is ten times what the
 	// subscription's last check took (paceFactor), up to BatchPace: short
 	// while Cassandra answers quickly, all of it once the rounds saturate
-	// the node. A shard idle for longer hands its next request at once.
+	// the node. A shard idle for longer hands its next request at once,
+	// and a reconciliation pass's requests (a backlog) are not paced.
 	// Negative turns it off.
 	BatchPace time.Duration
 	// Concurrency bounds the reads and writes a subscription has in flight
