@@ -54,30 +54,12 @@ type due struct {
 // them to the Handler and saves the progress. It alone calls the Handler
 // and touches sub.handled.
 func (sub *subscription) deliver(ctx context.Context) error {
-	_, fenced := store.FenceOf(ctx)
-	var last time.Time // when the last batch started
 	for {
 		var first request
 		select {
 		case <-ctx.Done():
 			return nil
 		case first = <-sub.work:
-		}
-		if fenced && sub.opt.BatchPace > 0 && first.pass == nil && first.done == nil {
-			// Let more of a busy shard's requests gather for the batch's
-			// one fence check (FeedOptions.BatchPace). Not for a
-			// reconciliation pass: it sends a backlog, whose requests
-			// queue up on their own while the core is busy, and waiting
-			// would only slow the drain.
-			factor := time.Duration(paceFactor)
-			if sub.s.paceFactor != 0 {
-				factor = sub.s.paceFactor
-			}
-			pace := min(sub.opt.BatchPace, factor*sub.checkCost)
-			if err := sleepCtx(ctx, pace-time.Since(last)); err != nil {
-				return nil
-			}
-			last = time.Now()
 		}
 		reqs, marks := sub.drain(first)
 		if err := sub.deliverBatch(ctx, reqs); err != nil {
@@ -188,7 +170,7 @@ func (sub *subscription) deliverBatch(ctx context.Context, reqs []request) error
 		if len(batch) == 0 || ctx.Err() != nil || sub.ctx.Err() != nil {
 			return nil
 		}
-		bctx, check := withBatchCheck(ctx) // one fence check for the handler's writes and the save
+		bctx := withBatchCheck(ctx) // one fence check for the handler's writes and the save
 		if err := sub.h(bctx, batch); err != nil {
 			if ctx.Err() != nil {
 				return nil // stopped, not failed: the batch comes again
@@ -197,9 +179,6 @@ func (sub *subscription) deliverBatch(ctx context.Context, reqs []request) error
 		}
 		if err := sub.saveProgress(bctx, upTo); err != nil {
 			return err
-		}
-		if took := time.Duration(check.took.Load()); took > 0 {
-			sub.checkCost = took
 		}
 		for id, v := range upTo {
 			sub.remember(id, v)
@@ -337,31 +316,5 @@ func (p *pass) behind(evs []store.Event) {
 	p.events += int64(len(evs))
 	if ts := evs[0].Timestamp; p.oldest.IsZero() || ts.Before(p.oldest) {
 		p.oldest = ts
-	}
-}
-
-// paceFactor sets a fenced subscription's pace to this many times what
-// its last fence check took, up to FeedOptions.BatchPace: a check that
-// takes 2 ms (an idle node) spaces a shard's batches 20 ms apart, which a
-// client's next command rarely notices, while a node saturated by Paxos
-// rounds (30 ms a check, say) spaces them by the whole BatchPace, so that
-// each round covers more events and the rounds, the saturation's cause,
-// become fewer. The checks then take at most about a tenth of a busy
-// shard's time.
-const paceFactor = 10
-
-// sleepCtx waits for d (not at all when d is not positive), or until ctx
-// ends, whose error it then returns.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
 	}
 }

@@ -27,7 +27,6 @@ const (
 	DefaultClockSkew      = time.Second
 	DefaultRangeSplits    = 256
 	DefaultBatchSize      = 256
-	DefaultBatchPace      = 250 * time.Millisecond
 	DefaultConcurrency    = 64
 	DefaultCacheSize      = 100000
 )
@@ -91,18 +90,6 @@ type FeedOptions struct {
 
 	// BatchSize caps the events handed in one Handler call.
 	BatchSize int
-	// BatchPace bounds the time from the start of one batch of a fenced
-	// subscription to the start of its next. Each batch pays one Paxos
-	// round, its fence check on the lease's row; while a shard is busy its
-	// requests gather meanwhile, so that one check covers more events (an
-	// instance holding 64 shards otherwise pays about one round per event
-	// and per worker under load). The pace is ten times what the
-	// subscription's last check took (paceFactor), up to BatchPace: short
-	// while Cassandra answers quickly, all of it once the rounds saturate
-	// the node. A shard idle for longer hands its next request at once,
-	// and a reconciliation pass's requests (a backlog) are not paced.
-	// Negative turns it off.
-	BatchPace time.Duration
 	// Concurrency bounds the reads and writes a subscription has in flight
 	// (loading events, reading and saving progress).
 	Concurrency int
@@ -139,9 +126,6 @@ func (o FeedOptions) withDefaults() FeedOptions {
 	set(&o.ClockSkew, DefaultClockSkew)
 	setInt(&o.RangeSplits, DefaultRangeSplits)
 	setInt(&o.BatchSize, DefaultBatchSize)
-	if o.BatchPace == 0 {
-		o.BatchPace = DefaultBatchPace
-	}
 	setInt(&o.Concurrency, DefaultConcurrency)
 	setInt(&o.CacheSize, DefaultCacheSize)
 	return o
@@ -169,9 +153,6 @@ type subscription struct {
 	// (handoff.go), which forwardLocal passes to work.
 	local chan request
 
-	// checkCost is what the last fence check of a batch took; the
-	// delivery core alone touches it (see FeedOptions.BatchPace).
-	checkCost time.Duration
 	// handled caches what the consumer has handled, per aggregate; only
 	// the delivery goroutine uses it.
 	handled map[uuid.UUID]int64

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"github.com/gocql/gocql"
 
@@ -45,12 +44,10 @@ func checkFence(ctx context.Context, sess *gocql.Session, cons gocql.Consistency
 	if bc != nil && bc.passed.Load() {
 		return nil
 	}
-	sent := time.Now()
 	if err := runFenceCheck(ctx, sess, cons, f, what); err != nil {
 		return err
 	}
 	if bc != nil {
-		bc.took.Store(int64(time.Since(sent)))
 		bc.passed.Store(true)
 	}
 	return nil
@@ -63,18 +60,14 @@ func checkFence(ctx context.Context, sess *gocql.Session, cons gocql.Consistency
 // and never moves progress back (USING TIMESTAMP of the version). So the
 // projector pays one Paxos round per batch instead of two, and a holder
 // whose check failed writes nothing of the batch.
-type batchCheck struct {
-	passed atomic.Bool
-	took   atomic.Int64 // how long the check took, in nanoseconds; 0 if none ran
-}
+type batchCheck struct{ passed atomic.Bool }
 
 type batchCheckKey struct{}
 
-// withBatchCheck returns ctx whose fence checks share one round, the
-// context of one delivered batch, and that round's record.
-func withBatchCheck(ctx context.Context) (context.Context, *batchCheck) {
-	bc := &batchCheck{}
-	return context.WithValue(ctx, batchCheckKey{}, bc), bc
+// withBatchCheck returns ctx whose fence checks share one round: the
+// context of one delivered batch.
+func withBatchCheck(ctx context.Context) context.Context {
+	return context.WithValue(ctx, batchCheckKey{}, &batchCheck{})
 }
 
 // runFenceCheck runs the fence check's lightweight transaction.

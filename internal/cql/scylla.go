@@ -176,9 +176,6 @@ type Store struct {
 
 	settles atomic.Int64 // appends settled by a read, for tests
 
-	// paceFactor, if not 0, replaces the const paceFactor in the feed's
-	// delivery core: a test's, to hold the pace at FeedOptions.BatchPace.
-	paceFactor time.Duration
 	// feedLoad, if not nil, replaces load in the feed's delivery core:
 	// tests hide rows with it, as a replica that missed them would.
 	feedLoad func(ctx context.Context, id uuid.UUID, after int64) ([]store.Event, error)
