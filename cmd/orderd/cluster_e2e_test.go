@@ -567,3 +567,52 @@ func publishedInOrder(t *testing.T, brokers []string, topics map[string]string) 
 	}
 	return published, records
 }
+
+// TestClusterWorkersApart runs an instance that serves only the API
+// (-workers none) beside one that runs the workers: the API-only instance
+// holds no shard, says so in /readyz, and what it accepts is projected and
+// published by the other.
+func TestClusterWorkersApart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two orderd processes")
+	}
+	brokers := kafkatest.Brokers(t)
+	hosts := cqltest.Hosts(t)
+	orders, customers := kafkatest.Topic(t, brokers, 3), kafkatest.Topic(t, brokers, 1)
+	c := &cluster{t: t, env: kafkaEnv(t, brokers,
+		"ORDERD_STORE", "scylla",
+		"ORDERD_SCYLLA_HOSTS", strings.Join(hosts, ","),
+		"ORDERD_SCYLLA_KEYSPACE", cqltest.Keyspace(t, hosts),
+		"ORDERD_KAFKA_TOPICS", "Order="+orders+",Customer="+customers,
+		"ORDERD_LEASE_TTL", "3s",
+		"ORDERD_READ_WAIT", "20s",
+	)}
+	work := c.start("node-work")
+	c.mu.Lock()
+	c.env["ORDERD_WORKERS"] = "none"
+	c.mu.Unlock()
+	api := c.start("node-api")
+
+	for _, name := range []string{"projector", "relay"} {
+		if n := activeAmong(t, name, []*node{work}, 30*time.Second); n != work {
+			t.Fatalf("%s: run by %s", name, n.id)
+		}
+		comp := api.ready(t).Components[name]
+		if comp.Status != "off" || comp.Held != nil || len(comp.Shards) != 0 || !strings.Contains(comp.Detail, "-workers") {
+			t.Errorf("%s on the API-only instance: %+v, want off, holding nothing", name, comp)
+		}
+		if held := len(work.ready(t).Components[name].held()); held != 64 {
+			t.Errorf("%s: the working instance holds %d shards, want all 64 (the default)", name, held)
+		}
+	}
+
+	cust := api.svc.registerCustomer(t, "apart@example.com")
+	created := api.svc.createOrder(t, cust.ID)
+	if o := api.svc.order(t, created.ID, created.Version); o.ID != created.ID || o.Version != created.Version {
+		t.Errorf("read back through the API-only instance: %+v, want order %s at version %d", o, created.ID, created.Version)
+	}
+	awaitPublished(t, brokers, map[string]string{orders: "order-events", customers: "customer-events"}, map[uuid.UUID]acked{
+		cust.ID:    {id: cust.ID, kind: "customers", version: cust.Version, by: api.id},
+		created.ID: {id: created.ID, kind: "orders", version: created.Version, by: api.id},
+	})
+}

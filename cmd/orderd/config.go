@@ -54,6 +54,9 @@ type config struct {
 	rateLimit       float64 // requests per second per client on /v1; 0: off
 	rateBurst       int     // a client's bucket; 0 until combine derives it
 	traceUI         string  // the console's link to a trace, with {trace_id}; empty: none
+	// noProjector and noRelay: -workers leaves that worker to the other
+	// instances.
+	noProjector, noRelay bool
 
 	brokers []string // empty: the relay is off
 	kafka   relay.KafkaConfig
@@ -276,6 +279,25 @@ func settings(c *config, f *flags) []group {
 					}
 					return nil
 				}},
+			{name: "workers", arg: "list", def: "projector,relay", usage: "the workers this instance runs, comma-separated: projector, relay, or none for an instance that only serves the API; the instances that run a worker share its shards out. The relay also needs -kafka-brokers; on the embedded store (sqlite) the projector always runs, the only instance being the one that can",
+				parse: func(v string) error {
+					c.noProjector, c.noRelay = true, true
+					if len(splitList(v)) == 0 {
+						return errors.New("is empty: name projector, relay, or none")
+					}
+					for _, w := range splitList(v) {
+						switch w {
+						case "projector":
+							c.noProjector = false
+						case "relay":
+							c.noRelay = false
+						case "none":
+						default:
+							return errors.New("is not a list of projector and relay, or none")
+						}
+					}
+					return nil
+				}},
 			{name: "trace-ui-url", arg: "url", usage: "a trace UI's address with {trace_id}, e.g. http://localhost:16686/trace/{trace_id} (Jaeger): the console links each event's trace id there; tracing itself is set by the OTEL_ variables",
 				parse: traceURL(&c.traceUI)},
 			{name: "rebuild-grace", arg: "duration", def: "5s", usage: "how long the read models a rebuild replaced are still written, for reads in flight and for other instances to switch (they look every second), before they are dropped",
@@ -391,6 +413,9 @@ func (c *config) combine(f flags, set map[string]*setting) error {
 	}
 	c.kafka = relay.KafkaConfig{Brokers: c.brokers, ClientID: "orderd", Partitions: f.partitions,
 		ReplicationFactor: f.replication, MinInsyncReplicas: f.minInsync}
+	if c.noProjector && c.store != "scylla" {
+		return fmt.Errorf("%s leaves the projector out, which the embedded store (-store sqlite) cannot: its one instance is the only one that can keep the read models", set["workers"].source())
+	}
 	if c.store == "scylla" {
 		if len(c.scylla.Hosts) == 0 {
 			return fmt.Errorf("%s=scylla needs -scylla-hosts or ORDERD_SCYLLA_HOSTS", set["store"].from)

@@ -48,7 +48,7 @@ func TestConfigDefaults(t *testing.T) {
 		{"log level", c.logLevel, zapcore.InfoLevel}, {"log format", c.logFormat, "json"},
 		{"read wait", c.readWait, 2 * time.Second}, {"shutdown timeout", c.shutdownTimeout, 15 * time.Second},
 		{"admin token", c.adminToken, ""}, {"lease ttl", c.leaseTTL, 10 * time.Second},
-		{"rebuild grace", c.rebuildGrace, 5 * time.Second}, {"idempotency ttl", c.idempotencyTTL, 24 * time.Hour},
+		{"rebuild grace", c.rebuildGrace, 5 * time.Second}, {"projector runs", c.noProjector, false}, {"relay runs", c.noRelay, false}, {"idempotency ttl", c.idempotencyTTL, 24 * time.Hour},
 		{"snapshot every", c.snapshotEvery, 100}, {"max conns", c.maxConns, defaultMaxConns()}, {"max waiters", c.maxWaiters, 1024},
 		{"brokers", len(c.brokers), 0}, {"kafka client", c.kafka.ClientID, "orderd"}, {"partitions", c.kafka.Partitions, 3},
 		{"topic replication", c.kafka.ReplicationFactor, 0}, {"min insync", c.kafka.MinInsyncReplicas, 0}, // auto
@@ -174,11 +174,34 @@ func TestConfigErrors(t *testing.T) {
 		{env: map[string]string{"ORDERD_TRACE_UI_URL": "localhost:16686/trace/{trace_id}"}, want: `ORDERD_TRACE_UI_URL: "localhost:16686/trace/{trace_id}" is not an absolute http or https URL`},
 		{args: []string{"-trace-ui-url", "javascript:alert({trace_id})"}, want: `-trace-ui-url: "javascript:alert({trace_id})" is not an absolute http or https URL`},
 		{env: map[string]string{"ORDERD_TRACE_UI_URL": "http://localhost:16686/search"}, want: `ORDERD_TRACE_UI_URL: "http://localhost:16686/search" has no {trace_id} for the trace id to go in`},
+		{env: map[string]string{"ORDERD_WORKERS": "projector,kafka"}, want: `ORDERD_WORKERS: "projector,kafka" is not a list of projector and relay, or none`},
+		{args: []string{"-workers="}, want: `-workers: "" is empty: name projector, relay, or none`},
+		{args: []string{"-workers", "relay"}, want: `-workers leaves the projector out, which the embedded store (-store sqlite) cannot: its one instance is the only one that can keep the read models`},
 		{env: map[string]string{"ORDERD_READ_WAIT": "30s"}, want: `ORDERD_READ_WAIT: 30s is more than 25s (with -store scylla it defaults to the CDC window + idle delay + 2s)`},
 	} {
 		_, err := parseConfig(c.args, envOf(c.env), io.Discard)
 		if err == nil || err.Error() != c.want {
 			t.Errorf("%v %v: %v\nwant %s", c.env, c.args, err, c.want)
+		}
+	}
+}
+
+// TestConfigWorkers: -workers picks the workers an instance of a cluster
+// runs; none leaves it serving only the API.
+func TestConfigWorkers(t *testing.T) {
+	for _, c := range []struct {
+		workers              string
+		noProjector, noRelay bool
+	}{
+		{"projector,relay", false, false}, {"relay", true, false}, {"projector", false, true},
+		{" relay , projector ", false, false}, {"none", true, true},
+	} {
+		cfg, err := parseConfig([]string{"-workers", c.workers}, envOf(map[string]string{"ORDERD_STORE": "scylla", "ORDERD_SCYLLA_HOSTS": "127.0.0.1"}), io.Discard)
+		if err != nil {
+			t.Fatalf("-workers %q: %v", c.workers, err)
+		}
+		if cfg.noProjector != c.noProjector || cfg.noRelay != c.noRelay {
+			t.Errorf("-workers %q: no projector %v, no relay %v; want %v, %v", c.workers, cfg.noProjector, cfg.noRelay, c.noProjector, c.noRelay)
 		}
 	}
 }

@@ -264,12 +264,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 		return b.feed.Subscribe(ctx, projectorConsumer, telemetry.Linked("project", b.views.Apply))
 	}
 	var rebuildWorker *worker.Elected
-	if shards > 1 {
+	switch {
+	case cfg.noProjector:
+		// Neither the projector nor the rebuilds: -workers leaves them to
+		// the instances that run the projector.
+	case shards > 1:
 		rebuildWorker = worker.NewElected(b.events, "projector", cfg.instance, cfg.leaseTTL, rebuild, log.Named("rebuild"))
 		rebuildSup := worker.NewSupervisor("rebuild", stopWait, log)
 		rebuildSup.Add(rebuildWorker)
 		workers.Add(rebuildSup)
-	} else {
+	default:
 		subscribe := project
 		project = func(ctx context.Context) error {
 			g, ctx := errgroup.WithContext(ctx)
@@ -278,20 +282,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 			return g.Wait()
 		}
 	}
-	projector := balance("projector", project)
-	workers.Add(projector)
+	var projector, relayWorker *worker.Balanced
+	var balanced workerCollector
+	if !cfg.noProjector {
+		projector = balance("projector", project)
+		workers.Add(projector)
+		balanced = append(balanced, projector)
+	}
+	// The lag is the consumer's, whichever instance runs it.
 	consumers := []string{projectorConsumer}
-	var relayWorker *worker.Balanced
-	if rp.work != nil {
+	if rp.work != nil && !cfg.noRelay {
 		// Split, an instance whose relay stepped down takes its shards
 		// back once Kafka answers it, not before.
 		relayWorker = balance(relay.Consumer, rp.work).RejoinWhen(rp.reach)
 		workers.Add(relayWorker)
-		consumers = append(consumers, relay.Consumer)
-	}
-	balanced := workerCollector{projector}
-	if relayWorker != nil {
 		balanced = append(balanced, relayWorker)
+	}
+	if rp.work != nil {
+		consumers = append(consumers, relay.Consumer)
 	}
 	reg.MustRegister(&deadLetterCollector{ledger: b.ledger}, &lagCollector{feed: b.feed, consumers: consumers},
 		storageFaultCollector{health: b.events}, balanced)

@@ -48,14 +48,21 @@ func readiness(b *backend, projector *worker.Balanced, rebuildWorker *worker.Ele
 		} else {
 			out["store"] = api.Component{Status: "up"}
 		}
-		out["projector"] = workerComponent(ctx, b.feed, projector.Name(), projector.State())
+		if projector == nil {
+			out["projector"] = api.Component{Status: "off", Detail: "not run on this instance (-workers): the instances that run it keep the read models"}
+		} else {
+			out["projector"] = workerComponent(ctx, b.feed, projector.Name(), projector.State())
+		}
 		if rebuildWorker != nil {
 			c := electedComponent(rebuildWorker.State())
 			out["rebuilder"] = c
 		}
-		if relayWorker == nil {
+		switch {
+		case rp.kafka == nil:
 			out["relay"] = api.Component{Status: "off", Detail: "no Kafka brokers configured; events are kept in the outbox"}
-		} else {
+		case relayWorker == nil:
+			out["relay"] = api.Component{Status: "off", Detail: "not run on this instance (-workers): the instances that run it publish the events"}
+		default:
 			c := workerComponent(ctx, b.feed, relayWorker.Name(), relayWorker.State())
 			breaker := "kafka circuit breaker " + rp.Breaker()
 			switch {
