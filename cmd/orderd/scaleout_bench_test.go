@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -168,49 +170,39 @@ func scaleOnce(b *testing.B, hosts, brokers []string, k int, quota float64, back
 		return n
 	}
 
-	c := &cluster{t: b, env: kafkaEnv(b, brokers,
+	// Each worker drains alone, so that its rate is what the instances'
+	// CPU shares give it: run together, the projector and the relay of an
+	// instance share its quota, and how the scheduler splits it decides
+	// which one finishes first (with one instance the relay took most of
+	// it, with three their shares evened out), not what each can do.
+	// First the projector: the instances run without Kafka (the relay off).
+	env := map[string]string{
+		"ORDERD_STORE":           "scylla",
+		"ORDERD_SCYLLA_HOSTS":    strings.Join(hosts, ","),
+		"ORDERD_SCYLLA_KEYSPACE": keyspace,
+		"ORDERD_LOG_LEVEL":       "warn",
+		"ORDERD_KEK":             testKEK(b), // both runs' instances share it, as a cluster's must
+	}
+	c := &cluster{t: b, env: env}
+	nodes := startLimited(b, c, fmt.Sprintf("scale-%d-p", k), k, quota)
+	row := scaleRow{instances: k}
+	row.projector = drain(b, nodes, "projector", backlog, projected)
+	for _, n := range nodes {
+		n.stop(b)
+	}
+
+	// Then the relay, on fresh instances whose projectors find nothing
+	// left to do.
+	c = &cluster{t: b, env: kafkaEnv(b, brokers,
 		"ORDERD_STORE", "scylla",
 		"ORDERD_SCYLLA_HOSTS", strings.Join(hosts, ","),
 		"ORDERD_SCYLLA_KEYSPACE", keyspace,
 		"ORDERD_KAFKA_TOPICS", "Order="+orders+",Customer="+customers,
 		"ORDERD_LOG_LEVEL", "warn",
+		"ORDERD_KEK", env["ORDERD_KEK"],
 	)}
-	var nodes []*node
-	var mu sync.Mutex
-	var starting errgroup.Group
-	for i := range k {
-		starting.Go(func() error {
-			n := c.start(fmt.Sprintf("scale-%d-%c", k, 'a'+i))
-			limitCPU(b, fmt.Sprintf("scale-%d-%c-%d", k, 'a'+i, n.proc.cmd.Process.Pid), n.proc.cmd.Process.Pid, quota)
-			mu.Lock()
-			nodes = append(nodes, n)
-			mu.Unlock()
-			return nil
-		})
-	}
-	_ = starting.Wait()
-	up := time.Now()
-	p0, r0 := projected(), int64(seen.count())
-	var pDone, rDone time.Time
-	for pDone.IsZero() || rDone.IsZero() {
-		time.Sleep(500 * time.Millisecond)
-		now := time.Now()
-		if pDone.IsZero() && projected() >= int64(backlog) {
-			pDone = now
-		}
-		if rDone.IsZero() && seen.count() >= backlog {
-			rDone = now
-		}
-		if now.Sub(up) > 20*time.Minute {
-			b.Fatalf("%d instance(s): after 20 minutes the projector holds %d and the relay published %d of %d orders", k, projected(), seen.count(), backlog)
-		}
-	}
-	row := scaleRow{instances: k,
-		projector: float64(int64(backlog)-p0) / pDone.Sub(up).Seconds(),
-		relay:     float64(int64(backlog)-r0) / rDone.Sub(up).Seconds(),
-	}
-	b.Logf("%d instance(s): drained in %s (projector) and %s (relay) after the last instance answered; %d and %d were done by then",
-		k, pDone.Sub(up).Round(time.Millisecond), rDone.Sub(up).Round(time.Millisecond), p0, r0)
+	nodes = startLimited(b, c, fmt.Sprintf("scale-%d-r", k), k, quota)
+	row.relay = drain(b, nodes, "relay", backlog, func() int64 { return int64(seen.count()) })
 
 	var addrs []string
 	for _, n := range nodes {
@@ -231,9 +223,102 @@ func scaleOnce(b *testing.B, hosts, brokers []string, k int, quota float64, back
 		b.Logf("%d instance(s): create errors %v", k, errs)
 	}
 	for _, n := range nodes {
-		c.kill(n)
+		n.stop(b)
 	}
 	return row
+}
+
+// limited is an orderd instance held to its CPU share.
+type limited struct {
+	*node
+	cgroup string
+	pid    int
+}
+
+// startLimited starts k instances of c together, named prefix-a, -b…,
+// each in a cgroup of its own that may use quota cores, and returns them
+// once all answer.
+func startLimited(b *testing.B, c *cluster, prefix string, k int, quota float64) []limited {
+	b.Helper()
+	out := make([]limited, k)
+	var starting sync.WaitGroup
+	for i := range k {
+		starting.Go(func() {
+			n := c.start(fmt.Sprintf("%s-%c", prefix, 'a'+i))
+			pid := n.proc.cmd.Process.Pid
+			out[i] = limited{node: n, pid: pid, cgroup: limitCPU(b, fmt.Sprintf("%s-%d", n.id, pid), pid, quota)}
+		})
+	}
+	starting.Wait()
+	for _, l := range out {
+		if l.node == nil {
+			b.FailNow() // an instance did not start: c.start said why
+		}
+	}
+	return out
+}
+
+// stop ends the instance with SIGTERM, so that it gives its leases up
+// and leaves the members, and waits for it to exit.
+func (l limited) stop(b *testing.B) {
+	b.Helper()
+	if err := l.proc.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- l.proc.cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(time.Minute):
+		b.Fatalf("%s did not exit within a minute of SIGTERM", l.id)
+	}
+}
+
+// drain waits until done() reaches backlog and returns the rate from the
+// moment the instances answered: backlog events over the time taken
+// (what was done by then counts as not done: it is 0 when the instances
+// start on a backlog nobody touched). Every 5 s it logs where the drain is
+// and how many of worker's shards each instance holds; at the end what
+// each instance used of its CPU share.
+func drain(b *testing.B, nodes []limited, worker string, backlog int, done func() int64) float64 {
+	b.Helper()
+	up := time.Now()
+	use0 := cgroupUse(b, nodes)
+	at0 := done()
+	logged := up
+	for done() < int64(backlog) {
+		time.Sleep(250 * time.Millisecond)
+		now := time.Now()
+		if now.Sub(up) > 20*time.Minute {
+			b.Fatalf("%d instance(s): after 20 minutes the %s has done %d of %d", len(nodes), worker, done(), backlog)
+		}
+		if now.Sub(logged) >= 5*time.Second {
+			logged = now
+			var held []string
+			for _, n := range nodes {
+				held = append(held, fmt.Sprintf("%s %d", n.id, heldCount(n.ready(b).Components[worker])))
+			}
+			b.Logf("%d instance(s): %s %s: %d done; shards held: %s", len(nodes), worker, now.Sub(up).Round(time.Second), done(), strings.Join(held, ", "))
+		}
+	}
+	took := time.Since(up)
+	b.Logf("%d instance(s): the %s drained %d events in %s after the last instance answered (%d were done by then)",
+		len(nodes), worker, backlog, took.Round(time.Millisecond), at0)
+	for i, u := range cgroupUse(b, nodes) {
+		u = u.since(use0[i])
+		b.Logf("%d instance(s): %s used %.3f cores over the %s's drain, throttled in %d of %d periods",
+			len(nodes), nodes[i].id, u.cpu.Seconds()/took.Seconds(), worker, u.throttled, u.periods)
+	}
+	return float64(int64(backlog)-at0) / took.Seconds()
+}
+
+// heldCount is how many shards an instance's worker holds, -1 when /readyz
+// does not say.
+func heldCount(c readyzComponent) int {
+	if c.Held == nil {
+		return -1
+	}
+	return *c.Held
 }
 
 // arrivals counts distinct keys, safe for concurrent use.
@@ -276,9 +361,9 @@ func scaleSession(b *testing.B, hosts []string, keyspace string) *gocql.Session 
 const cgroupCPU = "/sys/fs/cgroup/cpu"
 
 // limitCPU moves process pid into a new cgroup name that may use quota
-// cores, and removes the cgroup when the benchmark ends (after the process
-// is gone).
-func limitCPU(b *testing.B, name string, pid int, quota float64) {
+// cores, returns the cgroup's directory, and removes the cgroup when the
+// benchmark ends (after the process is gone).
+func limitCPU(b *testing.B, name string, pid int, quota float64) string {
 	b.Helper()
 	dir := filepath.Join(cgroupCPU, "orderd-bench", name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -303,6 +388,55 @@ func limitCPU(b *testing.B, name string, pid int, quota float64) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	})
+	return dir
+}
+
+// cpuUse is what an instance used: CPU time and its cgroup quota's
+// periods, in all and throttled.
+type cpuUse struct {
+	cpu                time.Duration
+	periods, throttled int64
+}
+
+func (u cpuUse) since(v cpuUse) cpuUse {
+	return cpuUse{u.cpu - v.cpu, u.periods - v.periods, u.throttled - v.throttled}
+}
+
+// cgroupUse reads what each of the instances used so far: its CPU time from /proc (utime + stime, in the
+// kernel's 100 Hz ticks), its periods from the cgroup's cpu.stat.
+func cgroupUse(b *testing.B, nodes []limited) []cpuUse {
+	b.Helper()
+	out := make([]cpuUse, len(nodes))
+	for i, n := range nodes {
+		stat, err := os.ReadFile(filepath.Join(n.cgroup, "cpu.stat"))
+		if err != nil {
+			b.Fatalf("cgroup: %v", err)
+		}
+		for _, line := range strings.Split(string(stat), "\n") {
+			f := strings.Fields(line)
+			if len(f) != 2 {
+				continue
+			}
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			switch f[0] {
+			case "nr_periods":
+				out[i].periods = n
+			case "nr_throttled":
+				out[i].throttled = n
+			}
+		}
+		proc, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.pid))
+		if err != nil {
+			b.Fatalf("cgroup: %v", err)
+		}
+		// The fields after the command's name, which is in parentheses:
+		// utime and stime are the 12th and 13th of them.
+		f := strings.Fields(string(proc[bytes.LastIndexByte(proc, ')')+1:]))
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		out[i].cpu = time.Duration(ut+st) * 10 * time.Millisecond
+	}
+	return out
 }
 
 // benchCount is the whole number the environment variable name sets for a

@@ -102,7 +102,14 @@ func NewBalanced(leases store.Leases, members store.Membership, name, holder str
 		e.want = func() bool { return b.wanted(i) }
 		e.nudge = make(chan struct{}, 1)
 		b.shards = append(b.shards, e)
-		b.sup.Add(e)
+		// Each shard spends a failure budget of its own: one blip of the
+		// store or of Kafka (or a pause of this process) fails many shards
+		// at once, and on a budget shared by all of them the third failure
+		// put every shard's restart into the supervisor's backoff (5 s and
+		// more), the shards that had not failed yet included.
+		sup := NewSupervisor(e.name, stopWait, log)
+		sup.Add(e)
+		b.sup.Add(sup)
 	}
 	b.sup.Add(balancer{b})
 	return b

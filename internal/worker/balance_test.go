@@ -588,3 +588,70 @@ func TestBalanceStepDown(t *testing.T) {
 	unreachable.Store(false)
 	waitUntil(t, "a takes its share back once its check passes", func() bool { h := held(); return h["a"] == 2 && h["b"] == 2 })
 }
+
+// TestBalanceShardFailuresApart: a blip that fails every shard's worker at
+// once (the store or Kafka timing out, this process paused) costs each
+// shard one immediate restart, not the supervisor's backoff: each shard
+// spends a failure budget of its own. On one budget for all, the third
+// failure sent every later restart into a backoff of 5 s or more.
+func TestBalanceShardFailuresApart(t *testing.T) {
+	s, err := sqlite.OpenStore(filepath.Join(t.TempDir(), "events.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	const n = 8
+	blip := make(chan struct{})
+	var mu sync.Mutex
+	starts := map[int]int{}
+	work := func(ctx context.Context) error {
+		f, _ := store.FenceOf(ctx)
+		mu.Lock()
+		starts[f.Shard.Index]++
+		first := starts[f.Shard.Index] == 1
+		mu.Unlock()
+		if first {
+			select {
+			case <-blip:
+				return errors.New("gocql: no response received from cassandra within timeout period")
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		<-ctx.Done()
+		return nil
+	}
+	b := NewBalanced(s, s, "relay", "a", n, 600*time.Millisecond, time.Second, work, zaptest.NewLogger(t))
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- b.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	waitUntil(t, "every shard runs", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(starts) == n
+	})
+	close(blip)
+	t0 := time.Now()
+	for {
+		mu.Lock()
+		again := 0
+		for _, c := range starts {
+			if c >= 2 {
+				again++
+			}
+		}
+		mu.Unlock()
+		if again == n {
+			break
+		}
+		if time.Since(t0) > 3*time.Second {
+			t.Fatalf("%d of %d shards run again 3 s after they all failed once; want every one at once (the supervisor's backoff is 5 s)", again, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("every shard ran again %s after the blip", time.Since(t0).Round(time.Millisecond))
+	if st := b.State(); st.Held() != n {
+		t.Errorf("held %d shards after the blip, want %d", st.Held(), n)
+	}
+}
