@@ -36,15 +36,22 @@ import (
 //
 //	go test -run '^$' -bench ScaleOut -benchtime 1x -timeout 60m ./cmd/orderd
 //
-// For each size, on a fresh keyspace and fresh topics:
-//   - drain: ORDERD_BENCH_BACKLOG orders (default 20,000) are appended by
-//     the benchmark itself before any instance runs; then the instances
-//     start together, and the rate is the events the projector (rows in
-//     the read model) and the relay (creations consumed from Kafka)
-//     handled per second from the moment the last instance answered until
-//     the backlog was done;
-//   - creates and lifecycle: orderd bench, 10 s each, 32 connections spread
-//     over the instances;
+// For each size:
+//   - drain, of each worker alone: k instances that run only the projector
+//     (-workers projector), then k that run only the relay, each set on a
+//     fresh keyspace (and topics), start and share the worker's shards
+//     out; then they are frozen (SIGSTOP), the benchmark appends
+//     ORDERD_BENCH_BACKLOG orders (default 20,000) itself, and thaws them
+//     (SIGCONT); the rate is the events the worker handled per second from
+//     the thaw until the backlog was done (rows in the read model; order
+//     creations consumed from Kafka). The instances run with a lease TTL
+//     of 30 s (scaleLeaseTTL), so that no lease lapses while they are
+//     frozen. So it is the rate of running instances, apart from what an
+//     instance costs to start, which the log shows (the CPU time each used
+//     until its share was settled);
+//   - creates and lifecycle: k instances running both workers, on a fresh
+//     keyspace, take orderd bench's create burst and then its lifecycle
+//     mix, 10 s each, 32 connections spread over the instances;
 //   - behind: right after the create burst ends plus 1 s, the orders
 //     created that the read model does not hold yet (each would answer
 //     503 projection_behind to a GET with its min_version).
@@ -109,43 +116,60 @@ type scaleRow struct {
 	behind                               int64
 }
 
+// scaleLeaseTTL is the instances' lease TTL: long enough that no lease
+// lapses while they are frozen for a backlog's append (drain).
+const scaleLeaseTTL = 30 * time.Second
+
 // scaleOnce measures k instances held to quota cores each.
 func scaleOnce(b *testing.B, hosts, brokers []string, k int, quota float64, backlog int) scaleRow {
 	b.Helper()
-	ctx := context.Background()
+	kek := testKEK(b)
+	row := scaleRow{instances: k}
+	env := func(keyspace string, kv ...string) map[string]string {
+		e := map[string]string{
+			"ORDERD_STORE":           "scylla",
+			"ORDERD_SCYLLA_HOSTS":    strings.Join(hosts, ","),
+			"ORDERD_SCYLLA_KEYSPACE": keyspace,
+			"ORDERD_LOG_LEVEL":       "warn",
+			"ORDERD_KEK":             kek,
+			"ORDERD_LEASE_TTL":       scaleLeaseTTL.String(),
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			e[kv[i]] = kv[i+1]
+		}
+		return e
+	}
+
+	// Each worker drains alone, in instances that run only it
+	// (-workers), so that its rate is what the instances' CPU shares give
+	// it: run together, an instance's projector and relay share its quota,
+	// and how the scheduler splits it decides which one finishes first
+	// (with one instance the relay took most of it), not what each can do.
+	// First the projector.
 	keyspace := cqltest.Keyspace(b, hosts)
+	backlogs := newBacklog(b, hosts, keyspace)
+	nodes := startLimited(b, &cluster{t: b, env: env(keyspace, "ORDERD_WORKERS", "projector")}, fmt.Sprintf("scale-%d-p", k), k, quota)
+	settle(b, nodes, "projector")
+	session := scaleSession(b, hosts, keyspace)
+	projected := func() int64 {
+		var n int64
+		if err := session.Query(`SELECT count(*) FROM order_read_model`).Consistency(gocql.One).Scan(&n); err != nil {
+			b.Fatalf("count the read model: %v", err)
+		}
+		return n
+	}
+	row.projector = drain(b, nodes, "projector", backlog, func() error { return backlogs.append(backlog) }, projected)
+	for _, n := range nodes {
+		n.stop(b)
+	}
+
+	// Then the relay, on a keyspace and topics of its own.
+	keyspace = cqltest.Keyspace(b, hosts)
+	backlogs = newBacklog(b, hosts, keyspace)
 	orders, customers := kafkatest.Topic(b, brokers, 6), kafkatest.Topic(b, brokers, 1)
-
-	// The backlog, appended before any instance runs.
-	st, err := cql.OpenStore(ctx, cql.Config{Hosts: hosts, Keyspace: keyspace, Timeout: cqltest.Timeout,
-		Logger: zaptest.NewLogger(b, zaptest.Level(zap.WarnLevel))}, cql.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	h := aggregate.NewHandler(st, time.Now)
-	cust := uuid.New()
-	if _, err := h.RegisterCustomer(ctx, cust, aggregate.Meta{}, "scale-"+uuid.NewString()[:8]+"@example.com", "Scale", "Out", ""); err != nil {
-		b.Fatal(err)
-	}
-	t0 := time.Now()
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(64)
-	for range backlog {
-		g.Go(func() error {
-			_, err := h.CreateOrder(gctx, uuid.Must(uuid.NewV7()), aggregate.Meta{}, cust, []aggregate.Item{{ProductID: uuid.New(), Quantity: 1}})
-			return err
-		})
-	}
-	if err := g.Wait(); err != nil {
-		b.Fatal(err)
-	}
-	_ = st.Close()
-	b.Logf("%d instance(s): backlog of %d orders appended in %s", k, backlog, time.Since(t0).Round(time.Millisecond))
-
-	// What the relay published: each order's creation, once counted.
 	seen := newArrivals()
-	cctx, stop := context.WithCancel(ctx)
-	defer stop()
+	cctx, stopReading := context.WithCancel(context.Background())
+	defer stopReading()
 	for p := range 6 {
 		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: orders, Partition: p, MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 50 * time.Millisecond})
 		defer r.Close()
@@ -161,49 +185,29 @@ func scaleOnce(b *testing.B, hosts, brokers []string, k int, quota float64, back
 			}
 		}()
 	}
-	session := scaleSession(b, hosts, keyspace)
-	projected := func() int64 {
-		var n int64
-		if err := session.Query(`SELECT count(*) FROM order_read_model`).Consistency(gocql.One).Scan(&n); err != nil {
-			b.Fatalf("count the read model: %v", err)
+	withKafka := func(keyspace string, kv ...string) map[string]string {
+		e := kafkaEnv(b, brokers, "ORDERD_KAFKA_TOPICS", "Order="+orders+",Customer="+customers)
+		for k, v := range env(keyspace, kv...) {
+			e[k] = v
 		}
-		return n
+		return e
 	}
-
-	// Each worker drains alone, so that its rate is what the instances'
-	// CPU shares give it: run together, the projector and the relay of an
-	// instance share its quota, and how the scheduler splits it decides
-	// which one finishes first (with one instance the relay took most of
-	// it, with three their shares evened out), not what each can do.
-	// First the projector: the instances run without Kafka (the relay off).
-	env := map[string]string{
-		"ORDERD_STORE":           "scylla",
-		"ORDERD_SCYLLA_HOSTS":    strings.Join(hosts, ","),
-		"ORDERD_SCYLLA_KEYSPACE": keyspace,
-		"ORDERD_LOG_LEVEL":       "warn",
-		"ORDERD_KEK":             testKEK(b), // both runs' instances share it, as a cluster's must
-	}
-	c := &cluster{t: b, env: env}
-	nodes := startLimited(b, c, fmt.Sprintf("scale-%d-p", k), k, quota)
-	row := scaleRow{instances: k}
-	row.projector = drain(b, nodes, "projector", backlog, projected)
+	nodes = startLimited(b, &cluster{t: b, env: withKafka(keyspace, "ORDERD_WORKERS", "relay")}, fmt.Sprintf("scale-%d-r", k), k, quota)
+	settle(b, nodes, "relay")
+	row.relay = drain(b, nodes, "relay", backlog, func() error { return backlogs.append(backlog) }, func() int64 { return int64(seen.count()) })
 	for _, n := range nodes {
 		n.stop(b)
 	}
 
-	// Then the relay, on fresh instances whose projectors find nothing
-	// left to do.
-	c = &cluster{t: b, env: kafkaEnv(b, brokers,
-		"ORDERD_STORE", "scylla",
-		"ORDERD_SCYLLA_HOSTS", strings.Join(hosts, ","),
-		"ORDERD_SCYLLA_KEYSPACE", keyspace,
-		"ORDERD_KAFKA_TOPICS", "Order="+orders+",Customer="+customers,
-		"ORDERD_LOG_LEVEL", "warn",
-		"ORDERD_KEK", env["ORDERD_KEK"],
-	)}
-	nodes = startLimited(b, c, fmt.Sprintf("scale-%d-r", k), k, quota)
-	row.relay = drain(b, nodes, "relay", backlog, func() int64 { return int64(seen.count()) })
-
+	// Then instances as they run by default (both workers, the default
+	// lease TTL) take a burst of creates, on a keyspace of their own, and
+	// the lifecycle mix.
+	keyspace = cqltest.Keyspace(b, hosts)
+	newBacklog(b, hosts, keyspace) // the tables, made before the instances start together
+	nodes = startLimited(b, &cluster{t: b, env: withKafka(keyspace, "ORDERD_LEASE_TTL", "10s")}, fmt.Sprintf("scale-%d", k), k, quota)
+	settle(b, nodes, "projector")
+	settle(b, nodes, "relay")
+	session = scaleSession(b, hosts, keyspace)
 	var addrs []string
 	for _, n := range nodes {
 		addrs = append(addrs, n.svc.base)
@@ -214,7 +218,7 @@ func scaleOnce(b *testing.B, hosts, brokers []string, k int, quota float64, back
 	}
 	created := runBenchJSON(b, burst...)
 	time.Sleep(time.Second)
-	made := int64(backlog) + created.Ops["create"].Count - int64(len(created.Ops["create"].Errors))
+	made := created.Ops["create"].Count - int64(len(created.Ops["create"].Errors))
 	row.behind = max(0, made-projected())
 	row.creates = created.Ops["create"].OpsPerSecond
 	life := runBenchJSON(b, "-addr", strings.Join(addrs, ","), "-mix", "lifecycle", "-duration", "10s", "-connections", "32")
@@ -226,6 +230,44 @@ func scaleOnce(b *testing.B, hosts, brokers []string, k int, quota float64, back
 		n.stop(b)
 	}
 	return row
+}
+
+// backlog appends orders straight to a keyspace, as the instances would,
+// for one customer.
+type backlog struct {
+	h    *aggregate.Handler
+	cust uuid.UUID
+}
+
+// newBacklog opens the keyspace (making its tables) and registers the
+// customer; the store stays open until the benchmark ends.
+func newBacklog(b *testing.B, hosts []string, keyspace string) *backlog {
+	b.Helper()
+	ctx := context.Background()
+	st, err := cql.OpenStore(ctx, cql.Config{Hosts: hosts, Keyspace: keyspace, Timeout: cqltest.Timeout,
+		Logger: zaptest.NewLogger(b, zaptest.Level(zap.WarnLevel))}, cql.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = st.Close() })
+	bl := &backlog{h: aggregate.NewHandler(st, time.Now), cust: uuid.New()}
+	if _, err := bl.h.RegisterCustomer(ctx, bl.cust, aggregate.Meta{}, "scale-"+uuid.NewString()[:8]+"@example.com", "Scale", "Out", ""); err != nil {
+		b.Fatal(err)
+	}
+	return bl
+}
+
+// append creates n orders, 64 at a time.
+func (bl *backlog) append(n int) error {
+	g, ctx := errgroup.WithContext(context.Background())
+	g.SetLimit(64)
+	for range n {
+		g.Go(func() error {
+			_, err := bl.h.CreateOrder(ctx, uuid.Must(uuid.NewV7()), aggregate.Meta{}, bl.cust, []aggregate.Item{{ProductID: uuid.New(), Quantity: 1}})
+			return err
+		})
+	}
+	return g.Wait()
 }
 
 // limited is an orderd instance held to its CPU share.
@@ -274,17 +316,40 @@ func (l limited) stop(b *testing.B) {
 	}
 }
 
-// drain waits until done() reaches backlog and returns the rate from the
-// moment the instances answered: backlog events over the time taken
-// (what was done by then counts as not done: it is 0 when the instances
-// start on a backlog nobody touched). Every 5 s it logs where the drain is
-// and how many of worker's shards each instance holds; at the end what
-// each instance used of its CPU share.
-func drain(b *testing.B, nodes []limited, worker string, backlog int, done func() int64) float64 {
+// drain measures how fast the running instances drain a backlog of
+// worker: it freezes them (SIGSTOP), appends the backlog (fill), thaws
+// them (SIGCONT), and waits until done() reaches backlog. The rate is
+// backlog events over the time from the thaw. (Appending while they run
+// instead made the append the limit: with three instances the drain
+// ended with it.) Every 5 s it logs where the drain is and how many of
+// worker's shards each instance holds; at the end what each instance
+// used of its CPU share, and how many shards were taken again (a new
+// epoch) since the freeze, which a drain should not need.
+func drain(b *testing.B, nodes []limited, worker string, backlog int, fill func() error, done func() int64) float64 {
 	b.Helper()
-	up := time.Now()
+	epochs := shardEpochs(b, nodes, worker)
+	for _, n := range nodes {
+		if err := syscall.Kill(n.pid, syscall.SIGSTOP); err != nil {
+			b.Fatal(err)
+		}
+	}
+	frozen := time.Now()
+	if err := fill(); err != nil {
+		b.Fatalf("append the backlog: %v", err)
+	}
+	if d := time.Since(frozen); d > scaleLeaseTTL/2 {
+		// The leases were renewed at most a third of a TTL before: past
+		// half a TTL more, a renewal may come too late.
+		b.Logf("%d instance(s): frozen %s for the backlog's append, over half the lease TTL (%s): leases may lapse", len(nodes), d.Round(time.Millisecond), scaleLeaseTTL)
+	}
+	b.Logf("%d instance(s): %d events appended for the %s in %s, the instances frozen", len(nodes), backlog, worker, time.Since(frozen).Round(time.Millisecond))
 	use0 := cgroupUse(b, nodes)
-	at0 := done()
+	up := time.Now()
+	for _, n := range nodes {
+		if err := syscall.Kill(n.pid, syscall.SIGCONT); err != nil {
+			b.Fatal(err)
+		}
+	}
 	logged := up
 	for done() < int64(backlog) {
 		time.Sleep(250 * time.Millisecond)
@@ -302,14 +367,67 @@ func drain(b *testing.B, nodes []limited, worker string, backlog int, done func(
 		}
 	}
 	took := time.Since(up)
-	b.Logf("%d instance(s): the %s drained %d events in %s after the last instance answered (%d were done by then)",
-		len(nodes), worker, backlog, took.Round(time.Millisecond), at0)
+	retaken := 0
+	for sh, e := range shardEpochs(b, nodes, worker) {
+		if e != epochs[sh] {
+			retaken++
+		}
+	}
+	b.Logf("%d instance(s): the %s drained %d events in %s from the thaw; %d shards taken again since the freeze",
+		len(nodes), worker, backlog, took.Round(time.Millisecond), retaken)
 	for i, u := range cgroupUse(b, nodes) {
 		u = u.since(use0[i])
 		b.Logf("%d instance(s): %s used %.3f cores over the %s's drain, throttled in %d of %d periods",
 			len(nodes), nodes[i].id, u.cpu.Seconds()/took.Seconds(), worker, u.throttled, u.periods)
 	}
-	return float64(int64(backlog)-at0) / took.Seconds()
+	return float64(backlog) / took.Seconds()
+}
+
+// settle waits until the instances hold worker's shards between them,
+// each its share (N/k or N/k + 1 of N shards), and logs how long that
+// took from now and the CPU time each instance has used since its start.
+func settle(b *testing.B, nodes []limited, worker string) {
+	b.Helper()
+	t0 := time.Now()
+	for {
+		total, least, most, shards := 0, -1, 0, 0
+		for _, n := range nodes {
+			comp := n.ready(b).Components[worker]
+			held := max(0, heldCount(comp))
+			total += held
+			most = max(most, held)
+			if least < 0 || held < least {
+				least = held
+			}
+			shards = max(shards, len(comp.Shards))
+		}
+		if shards > 0 && total == shards && least >= shards/len(nodes) && most <= (shards+len(nodes)-1)/len(nodes) {
+			break
+		}
+		if time.Since(t0) > 3*time.Minute {
+			b.Fatalf("%d instance(s): the %s's shards not shared out after 3 minutes: %d held, %d to %d each", len(nodes), worker, total, least, most)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	var used []string
+	for i, u := range cgroupUse(b, nodes) {
+		used = append(used, fmt.Sprintf("%s %.2f s", nodes[i].id, u.cpu.Seconds()))
+	}
+	b.Logf("%d instance(s): the %s's shards shared out %s after the instances answered; CPU used since each started: %s",
+		len(nodes), worker, time.Since(t0).Round(100*time.Millisecond), strings.Join(used, ", "))
+}
+
+// shardEpochs returns, for each shard of worker held by one of the
+// instances, the epoch of its take.
+func shardEpochs(b *testing.B, nodes []limited, worker string) map[int]int64 {
+	b.Helper()
+	out := map[int]int64{}
+	for _, n := range nodes {
+		for sh, e := range n.ready(b).Components[worker].held() {
+			out[sh] = e
+		}
+	}
+	return out
 }
 
 // heldCount is how many shards an instance's worker holds, -1 when /readyz
