@@ -282,10 +282,11 @@ func settings(c *config, f *flags) []group {
 			{name: "workers", arg: "list", def: "projector,relay", usage: "the workers this instance runs, comma-separated: projector, relay, or none for an instance that only serves the API; the instances that run a worker share its shards out. The relay also needs -kafka-brokers; on the embedded store (sqlite) the projector always runs, the only instance being the one that can",
 				parse: func(v string) error {
 					c.noProjector, c.noRelay = true, true
-					if len(splitList(v)) == 0 {
+					workers := splitList(v)
+					if len(workers) == 0 {
 						return errors.New("is empty: name projector, relay, or none")
 					}
-					for _, w := range splitList(v) {
+					for _, w := range workers {
 						switch w {
 						case "projector":
 							c.noProjector = false
