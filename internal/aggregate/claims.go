@@ -33,13 +33,25 @@ import (
 
 // customer runs a customer command through handle, claiming the address a
 // decision gives the customer before appending it.
+//
+// A registration under a minted id (Meta.Minted) has no events to look for
+// and mints its customer's data key (Keys.Mint, no Paxos round on CQL)
+// once its decision stands, before the claim, whose event the key seals.
+// An address found taken then leaves a key that seals nothing.
 func (h *Handler) customer(ctx context.Context, id uuid.UUID, meta Meta, create bool, decide func(c *Customer, now time.Time) ([]Event, error)) (int64, error) {
+	mint := create && meta.Minted && h.keys != nil
 	claim := func(ctx context.Context, c *Customer, v int64, evs []Event, now time.Time) (context.Context, context.CancelFunc, error) {
+		if mint {
+			mint = false // once: a second key of the subject would race the first
+			if _, err := h.keys.Mint(ctx, id); err != nil {
+				return nil, nil, fmt.Errorf("aggregate: key of %s: %w", id, err)
+			}
+		}
 		email := takenEmail(evs)
 		if email == "" || emailKey(email) == emailKey(c.Email) {
 			return ctx, func() {}, nil // no address, or one the customer holds already
 		}
-		if create {
+		if create && !meta.Minted {
 			if err := h.notRegistered(ctx, id); err != nil {
 				return nil, nil, err
 			}

@@ -29,6 +29,13 @@ type Meta struct {
 	// A stale one is refused with ErrStale and never retried.
 	Expected int64
 	Metadata map[string]string // copied into every envelope
+	// Minted: the command creates its aggregate under an id that the
+	// server minted for it and has not handed out (no client id, no
+	// Idempotency-Key whose retries reuse it), so that nothing else can
+	// write that stream or its subject's key meanwhile. A registration
+	// then mints the customer's data key without a Paxos round (see
+	// RegisterCustomer).
+	Minted bool
 }
 
 // root is what the handler needs of an aggregate: replaying its history.

@@ -34,6 +34,9 @@ type Keys interface {
 	// ForNew is For for a subject that is most likely new: it creates
 	// the key without reading first (a registration saves a read).
 	ForNew(ctx context.Context, subject uuid.UUID) (*pii.DataKey, error)
+	// Mint creates the key of a subject no one else can name yet (an id
+	// just minted): cheaper than ForNew where the store can make it so.
+	Mint(ctx context.Context, subject uuid.UUID) (*pii.DataKey, error)
 	// Existing returns the subject's key without creating one:
 	// pii.ErrErased once erased, store.ErrKeyNotFound when it has none.
 	Existing(ctx context.Context, subject uuid.UUID) (*pii.DataKey, error)

@@ -2,6 +2,7 @@ package aggregate_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"os"
@@ -276,5 +277,82 @@ func TestLegacyClaims(t *testing.T) {
 	}
 	if _, err := f.h.RegisterCustomer(ctx, uuid.New(), meta(), "old.timer@example.com", "New", "Comer", ""); err != nil {
 		t.Errorf("the legacy holder moved on, yet its old address is refused: %v", err)
+	}
+}
+
+// countingKeys counts the creations a keyring asks of its store.
+type countingKeys struct {
+	pii.Keys
+	creates, mints int
+}
+
+func (c *countingKeys) Create(ctx context.Context, k store.WrappedKey) (store.WrappedKey, error) {
+	c.creates++
+	return c.Keys.Create(ctx, k)
+}
+
+func (c *countingKeys) Mint(ctx context.Context, k store.WrappedKey) error {
+	c.mints++
+	return c.Keys.Mint(ctx, k)
+}
+
+// TestMintedRegistration: a registration under an id the server minted
+// (Meta.Minted) mints its customer's key instead of creating it (on CQL a
+// plain write instead of a Paxos round), once, and the key is in the
+// store: a keyring that never cached it reads the customer. Any other
+// registration creates the key as before.
+func TestMintedRegistration(t *testing.T) {
+	ctx := t.Context()
+	f := newPersonalFixture(t)
+	keys, err := sqlite.OpenDataKeys(ctx, filepath.Join(f.dir, "minted-keys.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { keys.Close() })
+	kek, err := pii.NewLocalKEK(bytes.Repeat([]byte{5}, pii.KEKSize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &countingKeys{Keys: keys}
+	ring := pii.NewKeyring(counted, kek, pii.Options{})
+	hasher, err := ring.ClaimSecret(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := aggregate.NewHandler(f.st, time.Now, aggregate.WithPersonalData(ring, hasher.ID))
+	counted.creates = 0
+
+	minted := meta()
+	minted.Minted = true
+	c := uuid.New()
+	if _, err := h.RegisterCustomer(ctx, c, minted, "minted@example.com", "Ann", "Lee", "+15550123"); err != nil {
+		t.Fatal(err)
+	}
+	if counted.mints != 1 || counted.creates != 0 {
+		t.Fatalf("minted registration: %d mints, %d creates; want 1, 0", counted.mints, counted.creates)
+	}
+	// Another keyring on the same store, with nothing cached.
+	cold := aggregate.NewHandler(f.st, time.Now, aggregate.WithPersonalData(pii.NewKeyring(keys, kek, pii.Options{}), hasher.ID))
+	cu, _, err := cold.CustomerAt(ctx, c, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cu.Email != "minted@example.com" || cu.FirstName != "Ann" {
+		t.Fatalf("minted customer read by a cold keyring: %+v", cu)
+	}
+
+	// Refused for a taken address: the key it minted seals nothing.
+	_, err = h.RegisterCustomer(ctx, uuid.New(), minted, "minted@example.com", "Bo", "Lee", "+15550124")
+	var e *aggregate.Error
+	if !errors.As(err, &e) || e.Code != "email_taken" {
+		t.Fatalf("minted registration of a taken address: %v, want email_taken", err)
+	}
+
+	counted.mints, counted.creates = 0, 0
+	if _, err := h.RegisterCustomer(ctx, uuid.New(), meta(), "client-id@example.com", "Cy", "Lee", "+15550125"); err != nil {
+		t.Fatal(err)
+	}
+	if counted.mints != 0 || counted.creates != 1 {
+		t.Fatalf("registration under a client's id: %d mints, %d creates; want 0, 1", counted.mints, counted.creates)
 	}
 }

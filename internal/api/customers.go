@@ -33,7 +33,7 @@ func (s *Server) registerCustomer(w http.ResponseWriter, r *http.Request) error 
 	if err := decode(r, &req, false); err != nil {
 		return err
 	}
-	id, err := newID(r, req.ID)
+	id, minted, err := newID(r, req.ID)
 	if err != nil {
 		return err
 	}
@@ -41,6 +41,7 @@ func (s *Server) registerCustomer(w http.ResponseWriter, r *http.Request) error 
 	if err != nil {
 		return err
 	}
+	meta.Minted = minted
 	v, err := s.commands.RegisterCustomer(r.Context(), id, meta, req.Email, req.FirstName, req.LastName, req.Phone)
 	if err != nil {
 		return err

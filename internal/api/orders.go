@@ -55,15 +55,17 @@ func items(in []itemJSON) ([]aggregate.Item, error) {
 }
 
 // newID returns the client's id for a new aggregate, or else the id a keyed
-// request's record gives it (see keyedID), or else a new one.
-func newID(r *http.Request, id *string) (uuid.UUID, error) {
+// request's record gives it (see keyedID), or else a new one, which only
+// this request knows (minted: see aggregate.Meta.Minted).
+func newID(r *http.Request, id *string) (_ uuid.UUID, minted bool, _ error) {
 	if id == nil {
 		if keyed, ok := keyedID(r); ok {
-			return keyed, nil
+			return keyed, false, nil
 		}
-		return uuid.Must(uuid.NewV7()), nil
+		return uuid.Must(uuid.NewV7()), true, nil
 	}
-	return parseUUID(*id, "/id")
+	parsed, err := parseUUID(*id, "/id")
+	return parsed, false, err
 }
 
 func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
@@ -71,7 +73,7 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 	if err := decode(r, &req, false); err != nil {
 		return err
 	}
-	id, err := newID(r, req.ID)
+	id, minted, err := newID(r, req.ID)
 	if err != nil {
 		return err
 	}
@@ -87,6 +89,7 @@ func (s *Server) createOrder(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	meta.Minted = minted
 	// Input, then existence: the items before the customer is looked up.
 	if _, err := aggregate.CheckItems(its); err != nil {
 		return err

@@ -12,18 +12,25 @@ import (
 	"github.com/orderd/orderd/internal/store"
 )
 
-// The statements on data keys. Every write is a lightweight transaction at
-// Config.SerialConsistency, and Get reads at it too, so that a key read
-// right after another instance's erasure is seen erased.
+// The statements on data keys. Create and Rewrap are lightweight
+// transactions at Config.SerialConsistency, and Get reads at it, so that a
+// key read right after another instance's erasure is seen erased. Mint and
+// Erase are plain writes whose timestamps order them against the rest:
+// Mint's lowest (1), so that every other write overrides it, and Erase's
+// eraseLead ahead of the clock (see Erase).
 const (
 	dataKeyCreateCQL = `INSERT INTO data_keys (subject, kek, wrapped, created_at) VALUES (?, ?, ?, ?) IF NOT EXISTS`
+	dataKeyMintCQL   = `INSERT INTO data_keys (subject, kek, wrapped, created_at) VALUES (?, ?, ?, ?) USING TIMESTAMP 1`
 	dataKeyGetCQL    = `SELECT kek, wrapped, created_at, erased_at FROM data_keys WHERE subject = ?`
-	dataKeyEraseCQL  = `UPDATE data_keys SET kek = null, wrapped = null, erased_at = ? WHERE subject = ? IF EXISTS`
-	// dataKeyTombCQL erases a subject that has no row yet.
-	dataKeyTombCQL   = `INSERT INTO data_keys (subject, created_at, erased_at) VALUES (?, ?, ?) IF NOT EXISTS`
+	dataKeyEraseCQL  = `INSERT INTO data_keys (subject, kek, wrapped, erased_at) VALUES (?, null, null, ?) USING TIMESTAMP ?`
 	dataKeyRewrapCQL = `UPDATE data_keys SET kek = ?, wrapped = ? WHERE subject = ? IF kek = ? AND erased_at = null`
 	dataKeyScanCQL   = `SELECT subject, kek, wrapped, created_at, erased_at FROM data_keys`
 )
+
+// eraseLead is how far ahead of the clock an erasure is stamped: further
+// than any clock in the cluster is off, and within the 3 days ScyllaDB
+// accepts (restrict_future_timestamp).
+const eraseLead = 24 * time.Hour
 
 // DataKeys is the store.DataKeys of a Store, on its session.
 //
@@ -98,32 +105,47 @@ func dataKeyFromRow(subject uuid.UUID, m map[string]any) (store.WrappedKey, erro
 	return k, nil
 }
 
+// Mint writes k plainly at timestamp 1: no Paxos round, and any key,
+// tombstone or rewrap that Create, Erase or Rewrap wrote wins over it,
+// whichever ran first. The driver may retry it: the retry writes the same
+// cells at the same timestamp.
+func (d *DataKeys) Mint(ctx context.Context, k store.WrappedKey) error {
+	s := d.s
+	if s.closed.Load() {
+		return store.ErrClosed
+	}
+	created := k.Created.UTC().Truncate(time.Millisecond)
+	err := s.sess.Session.Query(dataKeyMintCQL, gocqlUUID(k.Subject), k.KEK, k.Wrapped, created).
+		WithContext(ctx).Consistency(s.cfg.Consistency).Idempotent(true).Exec()
+	if err != nil {
+		return fmt.Errorf("scylla: mint data key of %s: %w", k.Subject, s.closedOr(ctx, err))
+	}
+	return nil
+}
+
 // Erase overwrites the subject's key with a tombstone, or writes one when
-// the subject has no row; the two conditional writes are tried in turn
-// until one applies (a Create between them makes the second fail, and the
-// first then applies).
+// the subject has no row, in one plain write (no Paxos round) stamped
+// eraseLead ahead of this clock. What could bring the key back is a write
+// stamped later that was decided before the erasure became visible: a
+// Rewrap or Create whose Paxos read ran first. Paxos stamps it with the
+// time it commits, seconds at most after the erasure, so it loses on every
+// cell the erasure writes; a write decided later sees erased_at and is
+// refused (Rewrap) or answered with the tombstone (Create). The erasure's
+// write reaches Config.Consistency's replicas, which a read at
+// Config.SerialConsistency (Get's) sees.
 func (d *DataKeys) Erase(ctx context.Context, subject uuid.UUID, at time.Time) error {
 	s := d.s
-	at = at.UTC().Truncate(time.Millisecond)
-	for attempt := 0; ; attempt++ {
-		if s.closed.Load() {
-			return store.ErrClosed
-		}
-		cur := map[string]any{}
-		applied, err := s.lwt(ctx, dataKeyEraseCQL, at, gocqlUUID(subject)).Idempotent(true).MapScanCAS(cur)
-		if err == nil && !applied {
-			applied, err = s.lwt(ctx, dataKeyTombCQL, gocqlUUID(subject), at, at).Idempotent(true).MapScanCAS(map[string]any{})
-		}
-		if err != nil {
-			return fmt.Errorf("scylla: erase data key of %s: %w", subject, s.closedOr(ctx, err))
-		}
-		if applied {
-			return nil
-		}
-		if attempt == 10 {
-			return fmt.Errorf("scylla: erase data key of %s: raced 10 creations: %w", subject, store.ErrUnavailable)
-		}
+	if s.closed.Load() {
+		return store.ErrClosed
 	}
+	at = at.UTC().Truncate(time.Millisecond)
+	stamp := time.Now().Add(eraseLead).UnixMicro()
+	err := s.sess.Session.Query(dataKeyEraseCQL, gocqlUUID(subject), at, stamp).
+		WithContext(ctx).Consistency(s.cfg.Consistency).Idempotent(true).Exec()
+	if err != nil {
+		return fmt.Errorf("scylla: erase data key of %s: %w", subject, s.closedOr(ctx, err))
+	}
+	return nil
 }
 
 // Rewrap replaces the wrapped key if it is still under fromKEK and not

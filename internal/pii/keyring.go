@@ -20,6 +20,7 @@ var ErrErased = errors.New("pii: subject erased")
 // Keys is the part of store.DataKeys the keyring needs.
 type Keys interface {
 	Create(ctx context.Context, k store.WrappedKey) (store.WrappedKey, error)
+	Mint(ctx context.Context, k store.WrappedKey) error
 	Get(ctx context.Context, subject uuid.UUID) (store.WrappedKey, error)
 	Erase(ctx context.Context, subject uuid.UUID, at time.Time) error
 	Rewrap(ctx context.Context, fromKEK string, k store.WrappedKey) (bool, error)
@@ -143,6 +144,26 @@ func (r *Keyring) ForNew(ctx context.Context, subject uuid.UUID) (*DataKey, erro
 	return r.unwrap(ctx, subject, wk, err)
 }
 
+// Mint creates the key of a subject that no one else can name yet (an id
+// just minted, not handed out) and caches it: Keys.Mint, which on CQL
+// costs no Paxos round. A For or ForNew of the subject that follows finds
+// it in the cache, or else in the store.
+func (r *Keyring) Mint(ctx context.Context, subject uuid.UUID) (*DataKey, error) {
+	raw, wk, err := r.newKey(ctx, subject)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.keys.Mint(ctx, wk); err != nil {
+		return nil, err
+	}
+	k, err := NewDataKey(subject, raw)
+	if err != nil {
+		return nil, err
+	}
+	r.put(subject, k)
+	return k, nil
+}
+
 // Existing returns the subject's key without creating one: ErrErased for
 // an erased subject, store.ErrKeyNotFound for one that never had a key.
 func (r *Keyring) Existing(ctx context.Context, subject uuid.UUID) (*DataKey, error) {
@@ -157,16 +178,25 @@ func (r *Keyring) Existing(ctx context.Context, subject uuid.UUID) (*DataKey, er
 }
 
 func (r *Keyring) create(ctx context.Context, subject uuid.UUID) (store.WrappedKey, error) {
+	_, wk, err := r.newKey(ctx, subject)
+	if err != nil {
+		return store.WrappedKey{}, err
+	}
+	return r.keys.Create(ctx, wk)
+}
+
+// newKey makes a subject's data key: raw, and wrapped by the current KEK.
+func (r *Keyring) newKey(ctx context.Context, subject uuid.UUID) ([]byte, store.WrappedKey, error) {
 	raw := make([]byte, KEKSize)
 	if _, err := rand.Read(raw); err != nil {
-		return store.WrappedKey{}, err
+		return nil, store.WrappedKey{}, err
 	}
 	current := r.currentKEK()
 	wrapped, err := current.Wrap(ctx, raw, wrapAAD(subject))
 	if err != nil {
-		return store.WrappedKey{}, fmt.Errorf("pii: wrap: %w", err)
+		return nil, store.WrappedKey{}, fmt.Errorf("pii: wrap: %w", err)
 	}
-	return r.keys.Create(ctx, store.WrappedKey{Subject: subject, KEK: current.ID(), Wrapped: wrapped, Created: time.Now().UTC()})
+	return raw, store.WrappedKey{Subject: subject, KEK: current.ID(), Wrapped: wrapped, Created: time.Now().UTC()}, nil
 }
 
 func (r *Keyring) unwrap(ctx context.Context, subject uuid.UUID, wk store.WrappedKey, err error) (*DataKey, error) {

@@ -47,6 +47,16 @@ type DataKeys interface {
 	// on one key. It returns ErrKeyErased, wrapped, when the subject's key
 	// was erased.
 	Create(ctx context.Context, k WrappedKey) (WrappedKey, error)
+	// Mint stores the key of a subject that no one else can name yet: an
+	// id the caller has just minted and not handed out, so that no other
+	// Create or Mint of it can race this one. It never overwrites a key or
+	// a tombstone that Create, Erase or Rewrap wrote, whenever they ran:
+	// an engine may make it cheaper than Create because there is no race
+	// to settle (on CQL it is a plain write, which they all override). It
+	// need not tell whether k is the stored key; a Mint of a subject with
+	// a key is the caller's mistake, refused where the engine can see it
+	// (SQLite).
+	Mint(ctx context.Context, k WrappedKey) error
 	// Get returns the subject's key: ErrKeyNotFound or ErrKeyErased,
 	// wrapped, when it has none.
 	Get(ctx context.Context, subject uuid.UUID) (WrappedKey, error)

@@ -29,6 +29,7 @@ func RunDataKeys(t *testing.T, open DataKeysOpener) {
 	}{
 		{"CreateGet", testKeyCreateGet},
 		{"FirstCreateWins", testKeyFirstCreateWins},
+		{"Mint", testKeyMint},
 		{"Erase", testKeyErase},
 		{"Rewrap", testKeyRewrap},
 		{"EraseBeatsRewrap", testKeyEraseBeatsRewrap},
@@ -116,6 +117,55 @@ func testKeyFirstCreateWins(t *testing.T, s store.DataKeys) {
 	// A later Create with other bytes gets the stored key too.
 	if again := mustCreate(t, s, newWrapped(subject, "kek-2", "late")); !bytes.Equal(again.Wrapped, stored.Wrapped) {
 		t.Errorf("late Create returned %q, want the stored %q", again.Wrapped, stored.Wrapped)
+	}
+}
+
+// testKeyMint: a minted key is stored like a created one, and never
+// overwrites what Create, Erase or Rewrap wrote, before or after it.
+func testKeyMint(t *testing.T, s store.DataKeys) {
+	ctx := context.Background()
+	k := newWrapped(uuid.New(), "kek-1", "minted")
+	if err := s.Mint(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get(ctx, k.Subject)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameKey(t, got, k)
+	// A Create after it answers with the minted key.
+	sameKey(t, mustCreate(t, s, newWrapped(k.Subject, "kek-1", "late")), k)
+	// A Rewrap and an Erase after it apply.
+	next := k
+	next.KEK, next.Wrapped = "kek-2", []byte("minted, rewrapped")
+	if ok, err := s.Rewrap(ctx, "kek-1", next); err != nil || !ok {
+		t.Fatalf("Rewrap of a minted key = %v, %v; want true, nil", ok, err)
+	}
+	if got, err := s.Get(ctx, k.Subject); err != nil {
+		t.Fatal(err)
+	} else {
+		sameKey(t, got, next)
+	}
+	if err := s.Erase(ctx, k.Subject, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(ctx, k.Subject); !errors.Is(err, store.ErrKeyErased) {
+		t.Fatalf("Get after Erase of a minted key = %v, want ErrKeyErased", err)
+	}
+
+	// A Mint of a subject that has a key or a tombstone is a mistake,
+	// which an engine may refuse or not see; either way the stored key or
+	// tombstone stays.
+	created := mustCreate(t, s, newWrapped(uuid.New(), "kek-1", "created"))
+	_ = s.Mint(ctx, newWrapped(created.Subject, "kek-1", "minted over"))
+	if got, err := s.Get(ctx, created.Subject); err != nil {
+		t.Fatal(err)
+	} else {
+		sameKey(t, got, created)
+	}
+	_ = s.Mint(ctx, newWrapped(k.Subject, "kek-1", "minted over a tombstone"))
+	if _, err := s.Get(ctx, k.Subject); !errors.Is(err, store.ErrKeyErased) {
+		t.Fatalf("Get after a Mint over a tombstone = %v, want ErrKeyErased", err)
 	}
 }
 
