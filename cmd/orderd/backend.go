@@ -125,6 +125,9 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 	case "scylla":
 		c := cfg.scylla
 		c.Upcaster, c.Logger, c.Feed = aggregate.Upcasters(), log, cfg.feed
+		// The projector's rows are stamped with their version, so an event
+		// handed again changes nothing: a creation costs it no progress read.
+		c.Feed.Redeliverable = []string{projectorConsumer}
 		e, err := cql.Open(ctx, c)
 		if err != nil {
 			return nil, err

@@ -47,6 +47,7 @@ type due struct {
 	handled int64
 	events  []store.Event
 	gap     bool // events stop short of req.version: the rest is not visible yet
+	guessed bool // handled is fill's guess, not read (FeedOptions.Redeliverable)
 }
 
 // deliver is the delivery core: it takes requests in batches, finds for
@@ -236,7 +237,7 @@ func (sub *subscription) prepare(ctx context.Context, reqs []request) ([]due, er
 	}
 	for i := range dues {
 		d := &dues[i]
-		if d.handled >= 0 {
+		if d.handled >= 0 && !d.guessed {
 			sub.remember(d.req.id, d.handled) // read from the table, or known
 		}
 		if p := d.req.pass; p != nil && len(d.events) > 0 {
@@ -248,8 +249,13 @@ func (sub *subscription) prepare(ctx context.Context, reqs []request) ([]due, er
 
 // fill reads what the consumer has handled of d's aggregate if that is not
 // known, and sets d.events to the events after it: the fast path's, when
-// they join up, or else those in the events table.
+// they join up, or else those in the events table. A redeliverable
+// consumer's progress on an aggregate at version 1 is taken as 0 unread
+// (FeedOptions.Redeliverable).
 func (sub *subscription) fill(ctx context.Context, d *due) error {
+	if d.handled < 0 && d.req.version == 1 && sub.redeliverable {
+		d.handled, d.guessed = 0, true
+	}
 	if d.handled < 0 {
 		v, err := sub.readProgress(ctx, d.req.id)
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -96,6 +97,14 @@ type FeedOptions struct {
 	// CacheSize bounds the aggregates whose progress a subscription keeps
 	// in memory; the others are read back from feed_progress when needed.
 	CacheSize int
+	// Redeliverable names the consumers whose handlers take an event
+	// handed again as a no-op (the projector's rows are stamped with their
+	// version). For an aggregate at version 1 whose progress is not
+	// cached, their subscriptions hand event 1 without reading
+	// feed_progress: progress is 0 or 1, and a wrong guess only hands it
+	// again. A burst of creations then costs no progress read. Any other
+	// consumer (the relay's records would be duplicated) reads it.
+	Redeliverable []string
 
 	// CDCWindow, CDCPollDelay and CDCIdleDelay are passed to the CDC
 	// reader on ScyllaDB (cdc.Config's Window, PollDelay and IdleDelay;
@@ -144,11 +153,13 @@ type subscription struct {
 	// key names the subscription's own state (its sweep cursor and
 	// watermark, its lag, its CDC progress, s.subs): the consumer for
 	// Whole, consumer/IIII for a shard, as the shard's lease is named.
-	key  string
-	h    store.Handler
-	opt  FeedOptions
-	log  *zap.Logger
-	work chan request
+	key string
+	h   store.Handler
+	opt FeedOptions
+	// redeliverable: the consumer is among FeedOptions.Redeliverable.
+	redeliverable bool
+	log           *zap.Logger
+	work          chan request
 	// local queues this process's appends to the subscription's shard
 	// (handoff.go), which forwardLocal passes to work.
 	local chan request
@@ -244,12 +255,13 @@ func (s *Store) newSubscription(ctx context.Context, consumer string, shard stor
 	}
 	return &subscription{
 		ctx: ctx, s: s, consumer: consumer, shard: shard, key: shard.Lease(consumer), h: h, opt: s.feed,
-		log:     log,
-		work:    make(chan request, s.feed.BatchSize),
-		local:   make(chan request, handOffQueue),
-		handled: make(map[uuid.UUID]int64),
-		parked:  make(map[uuid.UUID]*parking),
-		load:    load,
+		redeliverable: slices.Contains(s.feed.Redeliverable, consumer),
+		log:           log,
+		work:          make(chan request, s.feed.BatchSize),
+		local:         make(chan request, handOffQueue),
+		handled:       make(map[uuid.UUID]int64),
+		parked:        make(map[uuid.UUID]*parking),
+		load:          load,
 	}
 }
 

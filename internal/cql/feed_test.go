@@ -191,3 +191,61 @@ func TestSubscribeClosed(t *testing.T) {
 		t.Fatal("Subscribe did not return after Close")
 	}
 }
+
+// TestRedeliverableGuessesCreations: for an aggregate at version 1 whose
+// progress it has not cached, a subscription of a consumer named in
+// FeedOptions.Redeliverable hands event 1 without reading feed_progress,
+// so that one it had handled comes again; any other consumer reads the
+// progress and gets nothing. An aggregate past version 1 is read for both.
+func TestRedeliverableGuessesCreations(t *testing.T) {
+	s := openWith(t, withFeed(testConfig(t), FeedOptions{Redeliverable: []string{"guessing"}}),
+		Options{NoHints: true, NoHandOff: true, NoSweep: true})
+	created, two := uuid.Must(uuid.NewV7()), uuid.Must(uuid.NewV7())
+	if err := s.Append(ctxFor(t), created, 0, []store.Event{event(created, 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(ctxFor(t), two, 0, []store.Event{event(two, 1), event(two, 2)}); err != nil {
+		t.Fatal(err)
+	}
+	for consumer, redelivered := range map[string]bool{"guessing": true, "reading": false} {
+		t.Run(consumer, func(t *testing.T) {
+			// Both aggregates handled to the end, by an earlier run.
+			before := s.newSubscription(context.Background(), consumer, store.Whole, nil)
+			if err := before.saveProgress(ctxFor(t), map[uuid.UUID]int64{created: 1, two: 2}); err != nil {
+				t.Fatal(err)
+			}
+			c := newCollector()
+			sub := s.newSubscription(context.Background(), consumer, store.Whole, c.handle)
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- sub.deliver(ctx) }()
+			defer func() { cancel(); <-done }()
+			var acks []chan struct{}
+			for id, v := range map[uuid.UUID]int64{created: 1, two: 2} {
+				ack := make(chan struct{})
+				acks = append(acks, ack)
+				if err := sub.send(ctx, request{id: id, version: v, known: -1, acks: []chan struct{}{ack}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, ack := range acks {
+				select {
+				case <-ack:
+				case <-time.After(30 * time.Second):
+					t.Fatal("a request not handled within 30 s")
+				}
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			if got := c.got[created] == 1; got != redelivered {
+				t.Errorf("the creation handed again: %v, want %v", got, redelivered)
+			}
+			if v, ok := c.got[two]; ok {
+				t.Errorf("the aggregate at version 2 handed again up to %d, want not at all", v)
+			}
+			if got, err := sub.readProgress(ctxFor(t), created); err != nil || got != 1 {
+				t.Errorf("progress of the creation = %d, %v; want 1", got, err)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -57,7 +58,7 @@ func openWith(t testing.TB, cfg Config, opts Options) *Store {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if cfg.Feed == (FeedOptions{}) {
+	if reflect.DeepEqual(cfg.Feed, FeedOptions{}) {
 		cfg.Feed = testFeed
 	}
 	if cfg.Logger == nil {
