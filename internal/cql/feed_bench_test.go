@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -172,4 +174,74 @@ func BenchmarkHintLatency(b *testing.B) {
 	b.ReportMetric(float64(latencies[len(latencies)/2].Milliseconds()), "p50-ms")
 	b.ReportMetric(float64(latencies[len(latencies)*99/100].Milliseconds()), "p99-ms")
 	b.ReportMetric(float64(s.HintsDropped()), "dropped")
+}
+
+// BenchmarkDeliverCreations: the delivery core bringing 2,000 aggregates
+// of one event each (a burst of creations) to a consumer that has handled
+// none, from requests that name them at version 1 without their events
+// (as the hints and the recent pass do), to a Handler that does nothing.
+// "reads-progress" reads each one's progress first, as the relay does;
+// "redeliverable" is a consumer named in FeedOptions.Redeliverable, as
+// the projector is. cpu-µs/event is this process's CPU (the driver's work
+// included, Cassandra's not).
+func BenchmarkDeliverCreations(b *testing.B) {
+	const aggregates = 2000
+	s := openWith(b, withFeed(testConfig(b), FeedOptions{ReconcileEvery: time.Hour}), Options{NoHints: true, NoHandOff: true, NoSweep: true})
+	ids := make([]uuid.UUID, aggregates)
+	for i := range ids {
+		ids[i] = uuid.Must(uuid.NewV7())
+		if err := s.Append(ctxFor(b), ids[i], 0, []store.Event{event(ids[i], 1)}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	noop := func(context.Context, []store.Event) error { return nil }
+	onePass := func(b *testing.B, consumer string) (time.Duration, time.Duration) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		sub := s.newSubscription(context.Background(), consumer, store.Whole, noop)
+		sub.redeliverable = strings.HasPrefix(consumer, "redeliverable")
+		done := make(chan error, 1)
+		go func() { done <- sub.deliver(ctx) }()
+		cpu0, start := processCPU(b), time.Now()
+		acks := make([]chan struct{}, len(ids))
+		for i, id := range ids {
+			acks[i] = make(chan struct{})
+			if err := sub.send(ctx, request{id: id, version: 1, known: -1, acks: []chan struct{}{acks[i]}}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, ack := range acks {
+			<-ack
+		}
+		took, cpu := time.Since(start), processCPU(b)-cpu0
+		cancel()
+		if err := <-done; err != nil {
+			b.Fatalf("deliver: %v", err)
+		}
+		return took, cpu
+	}
+	for _, kind := range []string{"reads-progress", "redeliverable"} {
+		b.Run(kind, func(b *testing.B) {
+			var took, cpu time.Duration
+			for range b.N {
+				consumer := "fresh-" + uuid.NewString()
+				if kind == "redeliverable" {
+					consumer = kind + "-" + uuid.NewString()
+				}
+				t, c := onePass(b, consumer)
+				took, cpu = took+t, cpu+c
+			}
+			b.ReportMetric(float64(aggregates*b.N)/took.Seconds(), "events/s")
+			b.ReportMetric(float64(cpu.Microseconds())/float64(aggregates*b.N), "cpu-µs/event")
+		})
+	}
+}
+
+// processCPU is the CPU time this process has used, user and system.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
