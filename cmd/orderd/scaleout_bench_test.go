@@ -217,9 +217,16 @@ func scaleOnce(b *testing.B, hosts, brokers []string, k int, quota float64, back
 		burst = append(burst, "-rate", r)
 	}
 	created := runBenchJSON(b, burst...)
+	ended := time.Now()
 	time.Sleep(time.Second)
 	made := created.Ops["create"].Count - int64(len(created.Ops["create"].Errors))
 	row.behind = max(0, made-projected())
+	if row.behind > 0 { // and when the read model held them all (within a minute)
+		for made-projected() > 0 && time.Since(ended) < time.Minute {
+			time.Sleep(50 * time.Millisecond)
+		}
+		b.Logf("%d instance(s): %d orders behind 1 s after the burst; all projected %v after it", k, row.behind, time.Since(ended).Round(10*time.Millisecond))
+	}
 	row.creates = created.Ops["create"].OpsPerSecond
 	life := runBenchJSON(b, "-addr", strings.Join(addrs, ","), "-mix", "lifecycle", "-duration", "10s", "-connections", "32")
 	row.lifecycle = life.Total.OpsPerSecond
