@@ -34,7 +34,7 @@ type Meta struct {
 	// Idempotency-Key whose retries reuse it), so that nothing else can
 	// write that stream or its subject's key meanwhile. A registration
 	// then mints the customer's data key without a Paxos round (see
-	// RegisterCustomer).
+	// Handler.customer).
 	Minted bool
 }
 

@@ -116,7 +116,7 @@ func (d *DataKeys) Mint(ctx context.Context, k store.WrappedKey) error {
 	}
 	created := k.Created.UTC().Truncate(time.Millisecond)
 	err := s.sess.Session.Query(dataKeyMintCQL, gocqlUUID(k.Subject), k.KEK, k.Wrapped, created).
-		WithContext(ctx).Consistency(s.cfg.Consistency).Idempotent(true).Exec()
+		WithContext(ctx).Idempotent(true).Exec()
 	if err != nil {
 		return fmt.Errorf("scylla: mint data key of %s: %w", k.Subject, s.closedOr(ctx, err))
 	}
@@ -131,8 +131,8 @@ func (d *DataKeys) Mint(ctx context.Context, k store.WrappedKey) error {
 // time it commits, seconds at most after the erasure, so it loses on every
 // cell the erasure writes; a write decided later sees erased_at and is
 // refused (Rewrap) or answered with the tombstone (Create). The erasure's
-// write reaches Config.Consistency's replicas, which a read at
-// Config.SerialConsistency (Get's) sees.
+// write reaches Config.Consistency's replicas (the session's), which a
+// read at Config.SerialConsistency (Get's) sees.
 func (d *DataKeys) Erase(ctx context.Context, subject uuid.UUID, at time.Time) error {
 	s := d.s
 	if s.closed.Load() {
@@ -141,7 +141,7 @@ func (d *DataKeys) Erase(ctx context.Context, subject uuid.UUID, at time.Time) e
 	at = at.UTC().Truncate(time.Millisecond)
 	stamp := time.Now().Add(eraseLead).UnixMicro()
 	err := s.sess.Session.Query(dataKeyEraseCQL, gocqlUUID(subject), at, stamp).
-		WithContext(ctx).Consistency(s.cfg.Consistency).Idempotent(true).Exec()
+		WithContext(ctx).Idempotent(true).Exec()
 	if err != nil {
 		return fmt.Errorf("scylla: erase data key of %s: %w", subject, s.closedOr(ctx, err))
 	}
