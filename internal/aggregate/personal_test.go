@@ -25,6 +25,8 @@ type personalFixture struct {
 	dir   string
 	st    *sqlite.Store
 	snaps *sqlite.Snapshots
+	keys  *sqlite.DataKeys
+	kek   pii.KEK
 	ring  *pii.Keyring
 	h     *aggregate.Handler
 }
@@ -41,16 +43,14 @@ func newPersonalFixture(t *testing.T) *personalFixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.snaps.Close() })
-	keys, err := sqlite.OpenDataKeys(t.Context(), filepath.Join(f.dir, "datakeys.db"))
-	if err != nil {
+	if f.keys, err = sqlite.OpenDataKeys(t.Context(), filepath.Join(f.dir, "datakeys.db")); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { keys.Close() })
-	kek, err := pii.NewLocalKEK(bytes.Repeat([]byte{3}, pii.KEKSize))
-	if err != nil {
+	t.Cleanup(func() { f.keys.Close() })
+	if f.kek, err = pii.NewLocalKEK(bytes.Repeat([]byte{3}, pii.KEKSize)); err != nil {
 		t.Fatal(err)
 	}
-	f.ring = pii.NewKeyring(keys, kek, pii.Options{})
+	f.ring = pii.NewKeyring(f.keys, f.kek, pii.Options{})
 	hasher, err := f.ring.ClaimSecret(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -304,17 +304,8 @@ func (c *countingKeys) Mint(ctx context.Context, k store.WrappedKey) error {
 func TestMintedRegistration(t *testing.T) {
 	ctx := t.Context()
 	f := newPersonalFixture(t)
-	keys, err := sqlite.OpenDataKeys(ctx, filepath.Join(f.dir, "minted-keys.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { keys.Close() })
-	kek, err := pii.NewLocalKEK(bytes.Repeat([]byte{5}, pii.KEKSize))
-	if err != nil {
-		t.Fatal(err)
-	}
-	counted := &countingKeys{Keys: keys}
-	ring := pii.NewKeyring(counted, kek, pii.Options{})
+	counted := &countingKeys{Keys: f.keys}
+	ring := pii.NewKeyring(counted, f.kek, pii.Options{})
 	hasher, err := ring.ClaimSecret(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -332,7 +323,7 @@ func TestMintedRegistration(t *testing.T) {
 		t.Fatalf("minted registration: %d mints, %d creates; want 1, 0", counted.mints, counted.creates)
 	}
 	// Another keyring on the same store, with nothing cached.
-	cold := aggregate.NewHandler(f.st, time.Now, aggregate.WithPersonalData(pii.NewKeyring(keys, kek, pii.Options{}), hasher.ID))
+	cold := aggregate.NewHandler(f.st, time.Now, aggregate.WithPersonalData(pii.NewKeyring(f.keys, f.kek, pii.Options{}), hasher.ID))
 	cu, _, err := cold.CustomerAt(ctx, c, 100)
 	if err != nil {
 		t.Fatal(err)
