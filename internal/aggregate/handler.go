@@ -32,8 +32,9 @@ type Meta struct {
 	// Minted: the command creates its aggregate under an id that the
 	// server minted for it and has not handed out (no client id, no
 	// Idempotency-Key whose retries reuse it), so that nothing else can
-	// write that stream or its subject's key meanwhile. A registration
-	// then mints the customer's data key without a Paxos round (see
+	// write that stream or its subject's key meanwhile. The handler then
+	// stores its events with store.Store.Mint, and a registration mints
+	// the customer's data key, each without a Paxos round on CQL (see
 	// Handler.customer).
 	Minted bool
 }
@@ -336,7 +337,11 @@ func handle[T any, A interface {
 				attribute.String("orderd.aggregate_id", id.String()),
 				attribute.Int64("orderd.expected_version", v), attribute.Int("orderd.events", len(envs)))
 		}
-		err = h.store.Append(actx, id, v, envs)
+		if create && meta.Minted {
+			err = h.store.Mint(actx, id, envs) // nobody else can name id yet
+		} else {
+			err = h.store.Append(actx, id, v, envs)
+		}
 		telemetry.End(span, err)
 		err = settleAppend(ctx, h.store, id, v, envs, err)
 		if errors.Is(err, store.ErrConflict) && meta.Expected == AnyVersion && v > 0 {

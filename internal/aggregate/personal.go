@@ -76,6 +76,25 @@ type sealedStore struct {
 // event whose subject is erased keeps none of them (an order delivered
 // after its customer's erasure is stored without its signature).
 func (s *sealedStore) Append(ctx context.Context, id uuid.UUID, expected int64, events []store.Event) error {
+	sealed, err := s.seal(ctx, events, expected == 0)
+	if err != nil {
+		return err
+	}
+	return s.Store.Append(ctx, id, expected, sealed)
+}
+
+// Mint seals as Append does.
+func (s *sealedStore) Mint(ctx context.Context, id uuid.UUID, events []store.Event) error {
+	sealed, err := s.seal(ctx, events, true)
+	if err != nil {
+		return err
+	}
+	return s.Store.Mint(ctx, id, sealed)
+}
+
+// seal returns events with their personal fields sealed, events itself
+// when none has any. fresh: they start a stream.
+func (s *sealedStore) seal(ctx context.Context, events []store.Event, fresh bool) ([]store.Event, error) {
 	var sealed []store.Event
 	for i, e := range events {
 		fields := personalFields[e.Type]
@@ -87,18 +106,18 @@ func (s *sealedStore) Append(ctx context.Context, id uuid.UUID, expected int64, 
 		}
 		subject, err := s.subject(ctx, e)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		// A new stream's subject is most likely new too: a registration
 		// (its claim's stream, then the customer's) makes its key.
-		if sealed[i], err = sealEvent(ctx, s.keys, subject, e, expected == 0); err != nil {
-			return err
+		if sealed[i], err = sealEvent(ctx, s.keys, subject, e, fresh); err != nil {
+			return nil, err
 		}
 	}
 	if sealed == nil {
-		sealed = events
+		return events, nil
 	}
-	return s.Store.Append(ctx, id, expected, sealed)
+	return sealed, nil
 }
 
 // subject returns whose key seals e: the customer's own, the claimant's

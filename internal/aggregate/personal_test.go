@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -321,6 +322,14 @@ func TestMintedRegistration(t *testing.T) {
 	}
 	if counted.mints != 1 || counted.creates != 0 {
 		t.Fatalf("minted registration: %d mints, %d creates; want 1, 0", counted.mints, counted.creates)
+	}
+	// Stored through the store's Mint, and sealed there as an append is.
+	raw, err := f.st.Load(ctx, c, 0)
+	if err != nil || len(raw) != 1 {
+		t.Fatalf("the stored registration: %d events, %v", len(raw), err)
+	}
+	if d := string(raw[0].Data); strings.Contains(d, "minted@example.com") || strings.Contains(d, "Ann") || !strings.Contains(d, "pii1:") {
+		t.Fatalf("the stored registration is not sealed: %s", d)
 	}
 	// Another keyring on the same store, with nothing cached.
 	cold := aggregate.NewHandler(f.st, time.Now, aggregate.WithPersonalData(pii.NewKeyring(f.keys, f.kek, pii.Options{}), hasher.ID))

@@ -25,12 +25,17 @@ var (
 	insertCQL, _ = qb.Insert("events").Columns(columns...).ToCql()
 	// The version of a new aggregate is null: its partition does not exist,
 	// and a condition on a missing row sees nulls, so "= null" holds exactly
-	// while nobody has created the aggregate. (Checked on Cassandra 5.0 by
-	// TestLWTRace at version 0: 32 racing creations, one applied.)
+	// while nobody has created the aggregate, by Append or by Mint (which
+	// writes minted instead). (Checked on Cassandra 5.0 by TestLWTRace at
+	// version 0: 32 racing creations, one applied.)
 	createCQL, _ = qb.Update("events").Set("version").
-			Where(qb.Eq("aggregate_id")).If(qb.EqLit("version", "null")).ToCql()
+			Where(qb.Eq("aggregate_id")).If(qb.EqLit("version", "null"), qb.EqLit("minted", "null")).ToCql()
 	advanceCQL, _ = qb.Update("events").Set("version").
 			Where(qb.Eq("aggregate_id")).If(qb.Eq("version")).ToCql()
+	// advanceMintedCQL is the first append after Mint, which left the
+	// version cell null and minted at its version.
+	advanceMintedCQL, _ = qb.Update("events").Set("version").
+				Where(qb.Eq("aggregate_id")).If(qb.EqLit("version", "null"), qb.Eq("minted")).ToCql()
 	readBackCQL, _ = qb.Select("events").Columns("event_id").
 			Where(qb.Eq("aggregate_id"), qb.Eq("sequence")).ToCql()
 )
@@ -61,13 +66,20 @@ var (
 // fail until an append succeeds again.
 func (s *Store) Append(ctx context.Context, aggregateID uuid.UUID, expected int64, events []store.Event) error {
 	err := s.append(ctx, aggregateID, expected, events)
+	return s.appended(ctx, aggregateID, expected, events, err)
+}
+
+// appended follows an append or a mint that returned err: a success is
+// hinted and handed off, and the cluster's failures are classified (and
+// returned) as store.ErrUnavailable.
+func (s *Store) appended(ctx context.Context, id uuid.UUID, expected int64, events []store.Event, err error) error {
 	switch {
 	case err == nil:
 		s.health.OK()
 		if s.hints != nil {
-			s.hints.add(aggregateID, expected+int64(len(events)))
+			s.hints.add(id, expected+int64(len(events)))
 		}
-		s.handOff(aggregateID, expected, events)
+		s.handOff(id, expected, events)
 	case errors.Is(err, store.ErrConflict), errors.Is(err, store.ErrClosed), ctx.Err() != nil:
 	default:
 		if !errors.Is(err, store.ErrUnavailable) && unavailable(ctx, err) {
@@ -112,13 +124,56 @@ func (s *Store) append(ctx context.Context, aggregateID uuid.UUID, expected int6
 	// version moves from expected to expected+n together with all n rows,
 	// or nothing is written. The INSERTs carry no IF of their own: version
 	// is always the highest sequence stored, so rows above it do not exist.
-	b := s.sess.ContextBatch(context.WithoutCancel(ctx), gocql.LoggedBatch) // one partition: no batch log is written
+	//
+	// An aggregate that Mint created and nobody appended to since has no
+	// version cell but minted, its version: the first append after it
+	// checks both. Its writer knows that when it minted or loaded the
+	// aggregate (see minted); when it does not, the usual check finds no
+	// version, and the append is tried once more with the other one.
 	next := expected + int64(len(events))
-	if expected == 0 {
-		b.Query(createCQL, next, aggregateID)
-	} else {
-		b.Query(advanceCQL, next, aggregateID, expected)
+	at, mintedHere := s.minted.take(aggregateID)
+	var applied bool
+	var current map[string]any
+	switch {
+	case expected == 0:
+		applied, current, err = s.cas(ctx, aggregateID, expected, events, rows, createCQL, next, aggregateID)
+	case mintedHere && at == expected:
+		applied, current, err = s.cas(ctx, aggregateID, expected, events, rows, advanceMintedCQL, next, aggregateID, expected)
+	default:
+		applied, current, err = s.cas(ctx, aggregateID, expected, events, rows, advanceCQL, next, aggregateID, expected)
+		if err == nil && !applied && casVersion(current) == 0 && !(mintedHere && at != expected) {
+			applied, current, err = s.cas(ctx, aggregateID, expected, events, rows, advanceMintedCQL, next, aggregateID, expected)
+		}
 	}
+	switch {
+	case err != nil:
+		return err
+	case !applied:
+		found := "no aggregate"
+		if v := casVersion(current); v > 0 {
+			found = fmt.Sprintf("version %d", v)
+		}
+		return fmt.Errorf("scylla: append %s: %w: expected version %d, found %s",
+			aggregateID, store.ErrConflict, expected, found)
+	}
+	return nil
+}
+
+// casVersion returns the version cell that a conditional batch that was
+// not applied read, 0 for a null one (no version is 0).
+func casVersion(current map[string]any) int64 {
+	v, _ := current["version"].(int64)
+	return v
+}
+
+// cas sends the conditional batch of an append: the statement cond with
+// args, which holds the condition, then the INSERTs of rows. It returns
+// whether the batch was applied and, when not, the cells the condition
+// read. A batch that timed out is settled (see settle): a settled one was
+// applied, and settle's other outcomes are its error.
+func (s *Store) cas(ctx context.Context, id uuid.UUID, expected int64, events []store.Event, rows [][]any, cond string, args ...any) (bool, map[string]any, error) {
+	b := s.sess.ContextBatch(context.WithoutCancel(ctx), gocql.LoggedBatch) // one partition: no batch log is written
+	b.Query(cond, args...)
 	for _, r := range rows {
 		b.Query(insertCQL, r...)
 	}
@@ -141,20 +196,16 @@ func (s *Store) append(ctx context.Context, aggregateID uuid.UUID, expected int6
 	}
 	switch {
 	case err != nil && uncertain(err):
-		return s.settle(ctx, aggregateID, expected, events[0].ID, sent, err)
-	case err != nil && (s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed)):
-		return fmt.Errorf("scylla: append %s at version %d: %w", aggregateID, expected, store.ErrClosed)
-	case err != nil: // Append wraps the cluster's failures
-		return fmt.Errorf("scylla: append %s at version %d: %w", aggregateID, expected, err)
-	case !applied:
-		found := "no aggregate"
-		if v, ok := current["version"].(int64); ok {
-			found = fmt.Sprintf("version %d", v)
+		if err := s.settle(ctx, id, expected, events[0].ID, sent, err); err != nil {
+			return false, nil, err
 		}
-		return fmt.Errorf("scylla: append %s: %w: expected version %d, found %s",
-			aggregateID, store.ErrConflict, expected, found)
+		return true, nil, nil
+	case err != nil && (s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed)):
+		return false, nil, fmt.Errorf("scylla: append %s at version %d: %w", id, expected, store.ErrClosed)
+	case err != nil: // Append wraps the cluster's failures
+		return false, nil, fmt.Errorf("scylla: append %s at version %d: %w", id, expected, err)
 	}
-	return nil
+	return applied, current, nil
 }
 
 // settle finds out whether the transaction of an append whose answer was

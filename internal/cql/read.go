@@ -19,6 +19,21 @@ import (
 var loadCQL, _ = qb.Select("events").Columns(columns...).
 	Where(qb.Eq("aggregate_id"), qb.Gt("sequence")).ToCql()
 
+// withStatics are columns and then the partition's two static cells, which
+// tell Append whether Mint left the aggregate where it is (see minted):
+// Load and LoadPage, which commands read before they append, select them.
+var withStatics = append(append([]string(nil), columns...), "version", "minted")
+
+// loadStaticsCQL is loadCQL selecting withStatics.
+var loadStaticsCQL, _ = qb.Select("events").Columns(withStatics...).
+	Where(qb.Eq("aggregate_id"), qb.Gt("sequence")).ToCql()
+
+// statics are the static cells of a partition as a read found them.
+type statics struct {
+	version, minted *int64
+	read            bool // a row came back
+}
+
 // Load returns the aggregate's events with a sequence above after, in
 // sequence order, upcast. An unknown aggregate yields no events and no
 // error. It returns store.ErrClosed after Close. The events carry no
@@ -30,16 +45,18 @@ func (s *Store) Load(ctx context.Context, aggregateID uuid.UUID, after int64) ([
 	if s.closed.Load() {
 		return nil, store.ErrClosed
 	}
-	evs, err := s.load(ctx, aggregateID, after)
+	var st statics
+	evs, err := s.loadWith(ctx, loadStaticsCQL, aggregateID, after, &st)
 	if err != nil {
 		return nil, fmt.Errorf("scylla: load %s: %w", aggregateID, s.closedOr(ctx, err))
 	}
+	s.minted.learn(aggregateID, st)
 	return evs, nil
 }
 
 // loadPageCQL is loadCQL with a LIMIT: the coordinator reads that many
 // clustering rows of the partition and no more.
-var loadPageCQL, _ = qb.Select("events").Columns(columns...).
+var loadPageCQL, _ = qb.Select("events").Columns(withStatics...).
 	Where(qb.Eq("aggregate_id"), qb.Gt("sequence")).LimitNamed("limit").ToCql()
 
 // LoadPage returns at most limit of the aggregate's events with a sequence
@@ -55,13 +72,15 @@ func (s *Store) LoadPage(ctx context.Context, aggregateID uuid.UUID, after int64
 	}
 	iter := s.sess.Session.Query(loadPageCQL, aggregateID, after, limit).WithContext(ctx).Idempotent(true).Iter()
 	evs := make([]store.Event, 0, min(limit, 1000))
-	err := s.scanEvents(iter, func(e store.Event) error {
+	var st statics
+	err := s.scanEvents(iter, &st, func(e store.Event) error {
 		evs = append(evs, e)
 		return nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("scylla: load page of %s after %d: %w", aggregateID, after, s.closedOr(ctx, err))
 	}
+	s.minted.learn(aggregateID, st)
 	return evs, nil
 }
 
@@ -94,11 +113,18 @@ func (s *Store) Version(ctx context.Context, aggregateID uuid.UUID) (string, int
 	return aggType, seq, nil
 }
 
+// load reads the events of id after a sequence, for the feed.
 func (s *Store) load(ctx context.Context, id uuid.UUID, after int64) ([]store.Event, error) {
+	return s.loadWith(ctx, loadCQL, id, after, nil)
+}
+
+// loadWith reads the events of id after a sequence with query, loadCQL or
+// loadStaticsCQL (then st gets the static cells).
+func (s *Store) loadWith(ctx context.Context, query string, id uuid.UUID, after int64, st *statics) ([]store.Event, error) {
 	// The driver pages through a long stream on its own (5000 rows a page).
-	iter := s.sess.Session.Query(loadCQL, id, after).WithContext(ctx).Idempotent(true).Iter()
+	iter := s.sess.Session.Query(query, id, after).WithContext(ctx).Idempotent(true).Iter()
 	var evs []store.Event
-	err := s.scanEvents(iter, func(e store.Event) error {
+	err := s.scanEvents(iter, st, func(e store.Event) error {
 		evs = append(evs, e)
 		return nil
 	})
@@ -108,11 +134,12 @@ func (s *Store) load(ctx context.Context, id uuid.UUID, after int64) ([]store.Ev
 	return evs, nil
 }
 
-// scanEvents decodes the rows of iter, which selects columns, into events,
+// scanEvents decodes the rows of iter, which selects columns (withStatics
+// when st is not nil, which then gets the static cells), into events,
 // upcast, and passes each to yield in the order of the rows. It skips a
 // static-only row (version written by hand, no event). It closes iter and
 // returns yield's error, an upcaster's, or the driver's.
-func (s *Store) scanEvents(iter *gocql.Iter, yield func(store.Event) error) error {
+func (s *Store) scanEvents(iter *gocql.Iter, st *statics, yield func(store.Event) error) error {
 	var (
 		data string
 		ms   int64
@@ -121,9 +148,16 @@ func (s *Store) scanEvents(iter *gocql.Iter, yield func(store.Event) error) erro
 	for {
 		var e store.Event
 		meta = nil // Scan leaves a null map as it was
-		if !iter.Scan(&e.AggregateID, &e.Sequence, &e.ID, &e.AggregateType, &e.Type, &e.SchemaVersion,
-			&data, &e.CausationID, &e.CorrelationID, &ms, &meta) {
+		dest := []any{&e.AggregateID, &e.Sequence, &e.ID, &e.AggregateType, &e.Type, &e.SchemaVersion,
+			&data, &e.CausationID, &e.CorrelationID, &ms, &meta}
+		if st != nil {
+			dest = append(dest, &st.version, &st.minted)
+		}
+		if !iter.Scan(dest...) {
 			break
+		}
+		if st != nil {
+			st.read = true
 		}
 		if e.ID == uuid.Nil {
 			continue // a static-only row, written by hand: no event

@@ -30,9 +30,10 @@ import (
 // aggregate's version in the events table is above the consumer's progress
 // until the event is handled, and the next recent pass or sweep sees that.
 
-// versionsCQL reads every aggregate's current version (the static column)
-// in a token range: one row per partition, whatever its number of events.
-const versionsCQL = `SELECT DISTINCT aggregate_id, version FROM events
+// versionsCQL reads every aggregate's current version (the static cells,
+// see versionIn) in a token range: one row per partition, whatever its
+// number of events.
+const versionsCQL = `SELECT DISTINCT aggregate_id, version, minted FROM events
 	WHERE token(aggregate_id) > ? AND token(aggregate_id) <= ?`
 
 // rangePage is the page size of the token-range reads.
@@ -234,15 +235,15 @@ func (sub *subscription) passRange(ctx context.Context, p *pass, lo, hi int64, s
 	iter := sub.s.sess.Session.Query(versionsCQL, lo, hi).WithContext(ctx).
 		Idempotent(true).PageSize(rangePage).Iter()
 	var (
-		id      uuid.UUID
-		version *int64 // null in a partition with no static value, written by hand
-		start   = time.Now()
-		rate    = share.rate()
+		id              uuid.UUID
+		version, minted *int64 // both null in a partition written by hand
+		start           = time.Now()
+		rate            = share.rate()
 	)
-	for iter.Scan(&id, &version) {
+	for iter.Scan(&id, &version, &minted) {
 		n++
-		if version != nil && *version > progress[id] {
-			r := request{id: id, version: *version, known: progress[id], pass: p}
+		if v := versionIn(version, minted); v > progress[id] {
+			r := request{id: id, version: v, known: progress[id], pass: p}
 			if err := sub.send(ctx, r); err != nil {
 				_ = iter.Close()
 				return n, sent, err

@@ -112,7 +112,7 @@ func (s *Store) replayRanges(ctx context.Context, ranges <-chan tokenRange, batc
 	for r := range ranges {
 		iter := s.sess.Session.Query(replayCQL, r.lo, r.hi).WithContext(ctx).
 			Idempotent(true).PageSize(replayPage).Iter()
-		err := s.scanEvents(iter, func(e store.Event) error {
+		err := s.scanEvents(iter, nil, func(e store.Event) error {
 			batch = append(batch, e)
 			if len(batch) < replayBatch {
 				return nil

@@ -175,6 +175,7 @@ type Store struct {
 	done            chan struct{} // closed by Close, to stop subscriptions
 
 	settles atomic.Int64 // appends settled by a read, for tests
+	minted  mintedAt     // aggregates Mint left without a version cell (mint.go)
 
 	// feedLoad, if not nil, replaces load in the feed's delivery core:
 	// tests hide rows with it, as a replica that missed them would.

@@ -39,8 +39,8 @@ const (
 	// touchReadCQL reads a bucket's shards in one query: the coordinator
 	// reads the partitions, the client makes one round trip per page.
 	touchReadCQL = `SELECT aggregate_id FROM feed_touched WHERE bucket = ? AND shard IN ?`
-	// versionOfCQL reads the static version of one aggregate.
-	versionOfCQL = `SELECT version FROM events WHERE aggregate_id = ? LIMIT 1`
+	// versionOfCQL reads the static cells of one aggregate (see versionIn).
+	versionOfCQL = `SELECT version, minted FROM events WHERE aggregate_id = ? LIMIT 1`
 )
 
 // token returns the Murmur3 token of an aggregate id, as Cassandra's and
@@ -344,13 +344,13 @@ feed:
 
 // versionOf reads aggregate id's current version, 0 when it has none.
 func (sub *subscription) versionOf(ctx context.Context, id uuid.UUID) (int64, error) {
-	var v *int64
-	err := sub.s.sess.Session.Query(versionOfCQL, id).WithContext(ctx).Idempotent(true).Scan(&v)
+	var v, minted *int64
+	err := sub.s.sess.Session.Query(versionOfCQL, id).WithContext(ctx).Idempotent(true).Scan(&v, &minted)
 	switch {
-	case errors.Is(err, gocql.ErrNotFound), err == nil && v == nil:
+	case errors.Is(err, gocql.ErrNotFound):
 		return 0, nil
 	case err != nil:
 		return 0, fmt.Errorf("read the version of %s: %w", id, err)
 	}
-	return *v, nil
+	return versionIn(v, minted), nil
 }

@@ -107,3 +107,9 @@ func encode(id uuid.UUID, expected int64, events []store.Event) ([][]any, error)
 	}
 	return rows, nil
 }
+
+// Mint is Append at version 0: the check that the aggregate is new costs
+// nothing in the writer's transaction, so it stays.
+func (s *Store) Mint(ctx context.Context, aggregateID uuid.UUID, events []store.Event) error {
+	return s.Append(ctx, aggregateID, 0, events)
+}

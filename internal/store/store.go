@@ -69,6 +69,16 @@ type Store interface {
 	// returns only once the outcome is known: nil means the events are durable.
 	Append(ctx context.Context, aggregateID uuid.UUID, expected int64, events []Event) error
 
+	// Mint stores the first events of an aggregate whose id nobody else
+	// can name before Mint returns: one the caller drew itself (a UUIDv7)
+	// and has not handed out. It is Append at version 0, less the check
+	// that nobody created the aggregate first, which a backend may skip
+	// (CQL does: it is the Paxos round of the append) or keep (SQLite
+	// does: it costs nothing there). Later appends, at the version Mint
+	// left, are checked as every append is. Its errors are Append's;
+	// ErrConflict comes only from a backend that keeps the check.
+	Mint(ctx context.Context, aggregateID uuid.UUID, events []Event) error
+
 	Loader
 
 	// Version returns the aggregate type and the sequence of the

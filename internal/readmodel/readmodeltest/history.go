@@ -137,6 +137,11 @@ func (m *memLog) Append(_ context.Context, id uuid.UUID, expected int64, events 
 	return nil
 }
 
+// Mint is Append at version 0.
+func (m *memLog) Mint(ctx context.Context, id uuid.UUID, events []store.Event) error {
+	return m.Append(ctx, id, 0, events)
+}
+
 func (m *memLog) Load(_ context.Context, id uuid.UUID, after int64) ([]store.Event, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -121,6 +121,7 @@ func Run(t *testing.T, open Opener, caps Capabilities) {
 		{"InvalidAppend", testInvalidAppend, ""},
 		{"Conflict", testConflict, ""},
 		{"SameVersionRace", testSameVersionRace, ""},
+		{"Mint", testMint, ""},
 		{"ConcurrentWritersOneAggregate", testConcurrentWriters, ""},
 		{"Version", testVersion, ""},
 		{"VersionConcurrent", testVersionConcurrent, ""},

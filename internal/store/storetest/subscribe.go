@@ -369,6 +369,12 @@ func testSubscribeBlind(t *testing.T, b backend) {
 	if err := blind.Append(testContext(t), id, 0, fresh); err != nil {
 		t.Fatalf("blind Append: %v", err)
 	}
+	minted := uuid.Must(uuid.NewV7())
+	mintedEvs := widgets(minted, 0, 2) // minted, and never appended to
+	if err := blind.Mint(testContext(t), minted, mintedEvs); err != nil {
+		t.Fatalf("blind Mint: %v", err)
+	}
 	b.checkEvents(t, sub.waitFor(unseen), unseen)
 	b.checkEvents(t, sub.waitFor(fresh), fresh)
+	b.checkEvents(t, sub.waitFor(mintedEvs), mintedEvs)
 }
