@@ -152,6 +152,8 @@ func (s *Store) append(ctx context.Context, aggregateID uuid.UUID, expected int6
 		found := "no aggregate"
 		if v := casVersion(current); v > 0 {
 			found = fmt.Sprintf("version %d", v)
+		} else if m, _ := current["minted"].(int64); m > 0 {
+			found = fmt.Sprintf("version %d, minted", m)
 		}
 		return fmt.Errorf("scylla: append %s: %w: expected version %d, found %s",
 			aggregateID, store.ErrConflict, expected, found)

@@ -30,10 +30,11 @@ var mintCQL, _ = qb.Update("events").Set("minted").Where(qb.Eq("aggregate_id")).
 // after it checks minted instead (see append).
 //
 // The batch is the same on every try, timestamp included, so sending it
-// again is harmless: a try that timed out is sent again until one is
-// answered, for up to Config.Timeout. If none is, the outcome is unknown
-// (store.ErrOutcomeUnknown), as an append's is when its settling read
-// fails. Otherwise Mint is Append at version 0: the index of touched
+// again is harmless: after a try that timed out, it is sent again until
+// one succeeds, for up to Config.Timeout. If none does, the outcome is
+// unknown (store.ErrOutcomeUnknown), as an append's is when its settling
+// read fails. A first try refused before it ran (no replicas, an
+// overloaded node) fails at once, as an append does. Otherwise Mint is Append at version 0: the index of touched
 // aggregates first, the hint and the hand-off after.
 func (s *Store) Mint(ctx context.Context, aggregateID uuid.UUID, events []store.Event) error {
 	err := s.appended(ctx, aggregateID, 0, events, s.mint(ctx, aggregateID, events))
@@ -70,29 +71,35 @@ func (s *Store) mint(ctx context.Context, id uuid.UUID, events []store.Event) er
 	b.WithTimestamp(sent.UnixMicro())
 	b.RetryPolicy(noRetry{}) // the loop below retries, within its deadline
 
-	var sentOnce bool // a try may have been applied
+	var maybeApplied bool // by a try that was not answered
 	for try := 0; ; try++ {
-		err = s.sess.ExecuteBatch(b)
+		if s.mintFault != nil {
+			err = s.mintFault(try)
+		}
+		if err == nil {
+			err = s.sess.ExecuteBatch(b)
+		}
 		switch {
 		case err == nil:
 			return nil
 		case s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed):
-			if sentOnce || uncertain(err) {
+			if maybeApplied || uncertain(err) {
 				return fmt.Errorf("scylla: mint %s: %w: %w", id, store.ErrOutcomeUnknown, store.ErrClosed)
 			}
 			return fmt.Errorf("scylla: mint %s: %w", id, store.ErrClosed)
+		case !maybeApplied && !uncertain(err):
+			// Refused before anything was written (unavailable replicas,
+			// an overloaded node): answered at once, as an append is.
+			return fmt.Errorf("scylla: mint %s: %w", id, err) // Mint classifies
 		}
-		sentOnce = sentOnce || uncertain(err)
+		maybeApplied = true
 		pause := time.Duration(try+1) * 50 * time.Millisecond
 		if time.Since(sent)+pause > s.cfg.Timeout {
 			break
 		}
 		time.Sleep(pause)
 	}
-	if sentOnce {
-		return fmt.Errorf("scylla: mint %s: %w: %w", id, store.ErrOutcomeUnknown, err)
-	}
-	return fmt.Errorf("scylla: mint %s: %w", id, err) // Mint classifies
+	return fmt.Errorf("scylla: mint %s: %w: %w", id, store.ErrOutcomeUnknown, err)
 }
 
 // versionIn returns an aggregate's version from its static cells: version,

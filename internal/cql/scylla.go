@@ -180,6 +180,10 @@ type Store struct {
 	// feedLoad, if not nil, replaces load in the feed's delivery core:
 	// tests hide rows with it, as a replica that missed them would.
 	feedLoad func(ctx context.Context, id uuid.UUID, after int64) ([]store.Event, error)
+	// mintFault, if not nil, runs before each try of a mint's batch; an
+	// error fails that try without sending it, as the cluster would. For
+	// tests.
+	mintFault func(try int) error
 	// sweepFault, if not nil, runs before each token range a sweep reads;
 	// an error fails that read, as the cluster would. For tests.
 	sweepFault func(lo, hi int64) error

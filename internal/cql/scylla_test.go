@@ -363,3 +363,69 @@ func TestUncertain(t *testing.T) {
 		}
 	}
 }
+
+// TestMintTries: a mint whose try was not answered is sent again, the same
+// batch, until one succeeds (nil, the events stored once) or the store's
+// timeout has passed (ErrOutcomeUnknown, never a conflict); a first try
+// refused before it ran fails at once, as the cluster's failure, with
+// nothing stored.
+func TestMintTries(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.Timeout = 2 * time.Second // the time a mint never answered takes
+	s := mustOpen(t, cfg, nil)
+	unavailable := frameError[gocql.RequestErrUnavailable](gocql.ErrCodeUnavailable, "Cannot achieve consistency level QUORUM")
+	for _, c := range []struct {
+		name    string
+		fault   func(try int) error
+		stored  bool
+		want    error // nil, or what the error must wrap
+		notWant error
+	}{
+		{"timed out once", func(try int) error {
+			if try == 0 {
+				return gocql.ErrTimeoutNoResponse
+			}
+			return nil
+		}, true, nil, nil},
+		{"timed out, then refused, then applied", func(try int) error {
+			switch try {
+			case 0:
+				return gocql.ErrTimeoutNoResponse
+			case 1:
+				return unavailable
+			}
+			return nil
+		}, true, nil, nil},
+		{"never answered", func(int) error { return gocql.ErrTimeoutNoResponse }, false, store.ErrOutcomeUnknown, store.ErrConflict},
+		{"refused at once", func(int) error { return unavailable }, false, store.ErrUnavailable, store.ErrOutcomeUnknown},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s.mintFault = c.fault
+			defer func() { s.mintFault = nil }()
+			id := uuid.Must(uuid.NewV7())
+			evs := []store.Event{event(id, 1), event(id, 2)}
+			start := time.Now()
+			err := s.Mint(ctxFor(t), id, evs)
+			took := time.Since(start)
+			switch {
+			case c.want == nil && err != nil:
+				t.Fatalf("Mint: %v, want nil", err)
+			case c.want != nil && (!errors.Is(err, c.want) || errors.Is(err, c.notWant)):
+				t.Fatalf("Mint: %v, want %v and not %v", err, c.want, c.notWant)
+			}
+			if c.want == store.ErrUnavailable && took > s.cfg.Timeout/2 {
+				t.Errorf("a refused mint answered after %v, want at once", took)
+			}
+			if took > 2*s.cfg.Timeout {
+				t.Errorf("Mint took %v, want within the store's timeout (%v) and a try", took, s.cfg.Timeout)
+			}
+			got, err := s.Load(ctxFor(t), id, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stored := len(got) == 2 && got[0].ID == evs[0].ID && got[1].ID == evs[1].ID; stored != c.stored {
+				t.Errorf("events stored: %v, want %v (%d read back)", stored, c.stored, len(got))
+			}
+		})
+	}
+}
