@@ -61,39 +61,46 @@ func testConflict(t *testing.T, b backend) {
 func testSameVersionRace(t *testing.T, b backend) {
 	s := b.open(t, nil)
 	id := uuid.Must(uuid.NewV7())
-	const n = 16
-	ctx := testContext(t)
+	won := raceAt(t, s, id, 0, 16, 2)
+	b.checkEvents(t, mustLoad(t, s, id, 0), won)
+}
+
+// raceAt has n appends of size events each race at version at of id,
+// checks that exactly one wins and the others are conflicts, and returns
+// the winner's events.
+func raceAt(t *testing.T, s store.Store, id uuid.UUID, at int64, n, size int) []store.Event {
+	t.Helper()
 	var (
 		start = make(chan struct{})
 		wg    sync.WaitGroup
-		errs  [n]error
-		evs   [n][]store.Event
+		errs  = make([]error, n)
+		evs   = make([][]store.Event, n)
 	)
+	ctx := testContext(t)
 	for i := range n {
-		evs[i] = widgets(id, 0, 2)
+		evs[i] = widgets(id, at, size)
 		wg.Go(func() {
 			<-start
-			errs[i] = s.Append(ctx, id, 0, evs[i])
+			errs[i] = s.Append(ctx, id, at, evs[i])
 		})
 	}
 	close(start)
 	wg.Wait()
-
 	winner := -1
 	for i, err := range errs {
 		switch {
 		case err == nil && winner >= 0:
-			t.Fatalf("appends %d and %d both succeeded at version 0", winner, i)
+			t.Fatalf("appends %d and %d both succeeded at version %d", winner, i, at)
 		case err == nil:
 			winner = i
 		case !errors.Is(err, store.ErrConflict):
-			t.Errorf("append %d: %v, want nil or ErrConflict", i, err)
+			t.Errorf("append %d at version %d: %v, want nil or ErrConflict", i, at, err)
 		}
 	}
 	if winner < 0 {
-		t.Fatal("no append succeeded")
+		t.Fatalf("no append succeeded at version %d", at)
 	}
-	b.checkEvents(t, mustLoad(t, s, id, 0), evs[winner])
+	return evs[winner]
 }
 
 // testConcurrentWriters: writers that load, append at the loaded version and

@@ -2,7 +2,6 @@ package storetest
 
 import (
 	"errors"
-	"sync"
 	"testing"
 
 	"github.com/google/uuid"
@@ -60,48 +59,10 @@ func testMint(t *testing.T, b backend) {
 			b.checkEvents(t, mustLoad(t, s, id, 0), first)
 
 			id, first = mint(t, w)
-			stored := append(first, raceAt(t, w.st, id, 2)...)
+			stored := append(first, raceAt(t, w.st, id, 2, 8, 1)...)
 			conflicts(t, w, id, 0, 2, 4)
-			stored = append(stored, raceAt(t, w.st, id, 3)...)
+			stored = append(stored, raceAt(t, w.st, id, 3, 8, 1)...)
 			b.checkEvents(t, mustLoad(t, s, id, 0), stored)
 		})
 	}
-}
-
-// raceAt has appends race at version at of id, checks that exactly one
-// wins and the others are conflicts, and returns the winner's events.
-func raceAt(t *testing.T, s store.Store, id uuid.UUID, at int64) []store.Event {
-	t.Helper()
-	const n = 8
-	var (
-		start = make(chan struct{})
-		wg    sync.WaitGroup
-		errs  [n]error
-		evs   [n][]store.Event
-	)
-	ctx := testContext(t)
-	for i := range n {
-		evs[i] = widgets(id, at, 1)
-		wg.Go(func() {
-			<-start
-			errs[i] = s.Append(ctx, id, at, evs[i])
-		})
-	}
-	close(start)
-	wg.Wait()
-	winner := -1
-	for i, err := range errs {
-		switch {
-		case err == nil && winner >= 0:
-			t.Fatalf("appends %d and %d both succeeded at version %d", winner, i, at)
-		case err == nil:
-			winner = i
-		case !errors.Is(err, store.ErrConflict):
-			t.Errorf("append %d at version %d: %v, want nil or ErrConflict", i, at, err)
-		}
-	}
-	if winner < 0 {
-		t.Fatalf("no append succeeded at version %d", at)
-	}
-	return evs[winner]
 }
