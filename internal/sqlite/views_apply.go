@@ -173,6 +173,8 @@ func (v *Views) Apply(ctx context.Context, events []store.Event) (err error) {
 		return fmt.Errorf("sqlite: views: %w", err)
 	}
 	defer release() // after the commit below
+	v.applying.Lock()
+	defer v.applying.Unlock() // after the row cache's update below
 	tx, err := v.write.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("sqlite: views: begin: %w", err)

@@ -10,14 +10,16 @@ import (
 // read of a row held here costs no SQL: the rows Apply committed and the
 // rows reads found, at most max of them (the one cached first goes first).
 //
-// It holds only what the file holds, which takes two rules. Apply puts a
+// It holds only what the file holds, which takes three rules. Apply puts a
 // row once its transaction has committed, and only if its upsert changed
 // the file (a row the file already has further along is dropped instead);
-// and every Apply that changed rows moves the epoch on, after its commit.
-// A read that missed notes the epoch before it reads the file and fills
-// the cache only if the epoch has not moved since: a row read before a
-// commit is never put after it. This is right only while the Views is the
-// only writer of its file (see WithRowCache).
+// the Applies update the cache in the order they committed (Views.applying:
+// a row that an earlier commit put after a later one dropped would be
+// older than the file's); and every Apply that changed rows moves the
+// epoch on, after its commit. A read that missed notes the epoch before it
+// reads the file and fills the cache only if the epoch has not moved
+// since: a row read before a commit is never put after it. This is right
+// only while the Views is the only writer of its file (see WithRowCache).
 type rowCache[T any] struct {
 	mu      sync.Mutex
 	max     int

@@ -1,9 +1,18 @@
 package sqlite
 
 import (
+	"context"
+	"errors"
+	"path/filepath"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
+	"go.uber.org/zap"
+
+	"github.com/orderd/orderd/internal/readmodel"
+	"github.com/orderd/orderd/internal/readmodel/readmodeltest"
 )
 
 type versioned struct {
@@ -70,5 +79,61 @@ func TestRowCacheEvictsOldest(t *testing.T) {
 	}
 	if len(c.rows) != 2 {
 		t.Errorf("%d rows cached, want 2", len(c.rows))
+	}
+}
+
+// TestApplyUpdatesCacheInCommitOrder: of two Applies at once on one Views
+// (as the rebuild's catch-up replay and the projector write the generation
+// it builds), the one that commits second updates the row cache second:
+// else the first one's rows, older, could land after the second's newer
+// ones were evicted or dropped, and reads would go back. The test holds
+// the cache's lock, so that the first Apply, committed, waits to update
+// it; the second Apply must not commit meanwhile.
+func TestApplyUpdatesCacheInCommitOrder(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "views.db")
+	v, err := OpenViews(path, zap.NewNop(), WithRowCache(16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close()
+	file, err := OpenViews(path, zap.NewNop()) // no cache: what the file holds
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer file.Close()
+	ctx := context.Background()
+	// 0 registers the customer; 1 and 3 are order 1's #1 and #2.
+	events := readmodeltest.Pipeline(t, 4)
+	order := events[1].AggregateID
+	version := func() int64 {
+		o, err := file.Order(ctx, order)
+		if err != nil && !errors.Is(err, readmodel.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return o.Version
+	}
+
+	v.orders.mu.Lock()
+	unlock := sync.OnceFunc(v.orders.mu.Unlock)
+	defer unlock() // also when the test fails below
+	first, second := make(chan error, 1), make(chan error, 1)
+	go func() { first <- v.Apply(ctx, events[:2]) }()
+	for deadline := time.Now().Add(10 * time.Second); version() != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first Apply did not commit")
+		}
+	}
+	go func() { second <- v.Apply(ctx, events[3:4]) }()
+	time.Sleep(50 * time.Millisecond) // a second Apply let through commits within it
+	got := version()
+	unlock()
+	if err := errors.Join(<-first, <-second); err != nil {
+		t.Fatal(err)
+	}
+	if got != 1 {
+		t.Errorf("the second Apply committed (order at version %d) before the first one updated the row cache", got)
+	}
+	if o, err := v.Order(ctx, order); err != nil || o.Version != 2 {
+		t.Errorf("order through the row cache: version %d, %v; want 2", o.Version, err)
 	}
 }

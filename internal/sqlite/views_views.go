@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"go.uber.org/zap"
@@ -29,6 +30,17 @@ type Views struct {
 	log   *zap.Logger
 	stmts statements
 	reads readStatements
+
+	// applying is held by Apply from its transaction's begin to its update
+	// of the row cache, so that batches update the cache in the order they
+	// committed (see rowCache). Apply has callers at once: during a
+	// rebuild's catch-up the rebuilder's replay and the projector both
+	// write the generation it builds. The one write connection orders
+	// their transactions anyway; without this, a batch that committed
+	// first could put its rows after one that committed later wrote newer
+	// ones, which the cache no longer held (dropped, or evicted): rows
+	// behind the file, answered until evicted, and a read went back.
+	applying sync.Mutex
 
 	// With WithRowCache, the rows kept in memory; else nil.
 	orders    *rowCache[readmodel.Order]
