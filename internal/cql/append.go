@@ -118,12 +118,13 @@ func (s *Store) append(ctx context.Context, aggregateID uuid.UUID, expected int6
 	// (last write wins), one event silently disappears while both writers
 	// were told they succeeded. Instead the check and the writes are one
 	// lightweight transaction: a batch on this one partition whose only
-	// condition is on the static version column. Paxos serialises it
+	// conditions are on its static cells. Paxos serialises it
 	// against every other conditional write to the partition, and the
 	// batch is atomic and isolated within the partition, so either the
 	// version moves from expected to expected+n together with all n rows,
-	// or nothing is written. The INSERTs carry no IF of their own: version
-	// is always the highest sequence stored, so rows above it do not exist.
+	// or nothing is written. The INSERTs carry no IF of their own: the
+	// version (see versionIn) is always the highest sequence stored, so
+	// rows above it do not exist.
 	//
 	// An aggregate that Mint created and nobody appended to since has no
 	// version cell but minted, its version: the first append after it
