@@ -133,8 +133,8 @@ func (s *Store) replayRanges(ctx context.Context, ranges <-chan tokenRange, batc
 }
 
 // Count returns the number of events: the sum of every aggregate's
-// version, read with one SELECT DISTINCT of the static column per token
-// range, replayWorkers ranges at once. It reads a row per aggregate, not
+// version (see versionIn), read with one SELECT DISTINCT of the static
+// cells per token range, replayWorkers ranges at once. It reads a row per aggregate, not
 // per event, so it costs what a reconciliation pass's read of the versions
 // does. It returns store.ErrClosed after Close and an error wrapping
 // store.ErrUnavailable when the cluster fails.
@@ -151,13 +151,11 @@ func (s *Store) Count(ctx context.Context) (int64, error) {
 			iter := s.sess.Session.Query(versionsCQL, r.lo, r.hi).WithContext(gctx).
 				Idempotent(true).PageSize(rangePage).Iter()
 			var (
-				id      uuid.UUID
-				version *int64 // null in a partition with no static value, written by hand
+				id              uuid.UUID
+				version, minted *int64 // both null in a partition written by hand
 			)
-			for iter.Scan(&id, &version) {
-				if version != nil {
-					sums[i] += *version
-				}
+			for iter.Scan(&id, &version, &minted) {
+				sums[i] += versionIn(version, minted)
 			}
 			if err := iter.Close(); err != nil {
 				return fmt.Errorf("scylla: count events in tokens (%d, %d]: %w", r.lo, r.hi, s.closedOr(ctx, err))

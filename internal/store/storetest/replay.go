@@ -59,6 +59,19 @@ func testReplayWhole(t *testing.T, b backend) {
 		t.Fatalf("Replay of an empty store = %d, %v; want 0, nil", mark, err)
 	}
 	want := byAggregate(appendMany(t, s, 4, 10, 40))
+	for i := range 3 { // minted, one of them appended to since
+		id := uuid.Must(uuid.NewV7())
+		evs := widgets(id, 0, 2)
+		if err := s.Mint(ctx, id, evs); err != nil {
+			t.Fatalf("Mint: %v", err)
+		}
+		if i == 0 {
+			more := widgets(id, 2, 1)
+			mustAppend(t, s, id, 2, more)
+			evs = append(evs, more...)
+		}
+		want[id] = evs
+	}
 	total := 0
 	for _, evs := range want {
 		total += len(evs)
