@@ -34,8 +34,9 @@ var mintCQL, _ = qb.Update("events").Set("minted").Where(qb.Eq("aggregate_id")).
 // one succeeds, for up to Config.Timeout. If none does, the outcome is
 // unknown (store.ErrOutcomeUnknown), as an append's is when its settling
 // read fails. A first try refused before it ran (no replicas, an
-// overloaded node) fails at once, as an append does. Otherwise Mint is Append at version 0: the index of touched
-// aggregates first, the hint and the hand-off after.
+// overloaded node) fails at once, as an append does. Otherwise Mint is
+// Append at version 0: the index of touched aggregates first, the hint
+// and the hand-off after.
 func (s *Store) Mint(ctx context.Context, aggregateID uuid.UUID, events []store.Event) error {
 	err := s.appended(ctx, aggregateID, 0, events, s.mint(ctx, aggregateID, events))
 	if err == nil {
