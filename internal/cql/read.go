@@ -148,8 +148,8 @@ func (s *Store) scanEvents(iter *gocql.Iter, st *statics, yield func(store.Event
 	for {
 		var e store.Event
 		meta = nil // Scan leaves a null map as it was
-		dest := []any{&e.AggregateID, &e.Sequence, &e.ID, &e.AggregateType, &e.Type, &e.SchemaVersion,
-			&data, &e.CausationID, &e.CorrelationID, &ms, &meta}
+		dest := append(make([]any, 0, len(withStatics)), &e.AggregateID, &e.Sequence, &e.ID, &e.AggregateType,
+			&e.Type, &e.SchemaVersion, &data, &e.CausationID, &e.CorrelationID, &ms, &meta) // room for st's
 		if st != nil {
 			dest = append(dest, &st.version, &st.minted)
 		}
