@@ -93,23 +93,9 @@ func (s *Store) appended(ctx context.Context, id uuid.UUID, expected int64, even
 }
 
 func (s *Store) append(ctx context.Context, aggregateID uuid.UUID, expected int64, events []store.Event) error {
-	if s.closed.Load() {
-		return store.ErrClosed
-	}
-	rows, err := insertArgs(aggregateID, expected, events)
+	rows, err := s.prepare(ctx, "append", aggregateID, expected, events)
 	if err != nil {
-		return fmt.Errorf("scylla: append %s: %w", aggregateID, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("scylla: append %s: %w", aggregateID, err)
-	}
-	// The index row first: an append that commits always has one, one
-	// that fails after it leaves an extra row the recent pass reads once.
-	if err := s.touch(ctx, aggregateID); err != nil {
-		if s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed) {
-			return fmt.Errorf("scylla: append %s: %w", aggregateID, store.ErrClosed)
-		}
-		return err // nothing sent yet: a certain failure, which Append classifies
+		return err
 	}
 
 	// Reading the version and then writing the events, as the seed
@@ -160,6 +146,34 @@ func (s *Store) append(ctx context.Context, aggregateID uuid.UUID, expected int6
 			aggregateID, store.ErrConflict, expected, found)
 	}
 	return nil
+}
+
+// prepare checks an append or a mint (op) of events at version expected
+// and writes the aggregate's row in the index of touched aggregates. It
+// returns the events' INSERT arguments, or an error when nothing was sent
+// to the events table: invalid input, ctx ended, store.ErrClosed, or the
+// index's write failed (a certain failure, which Append classifies).
+//
+// The index row comes first: an append that commits always has one, one
+// that fails after it leaves an extra row the recent pass reads once.
+func (s *Store) prepare(ctx context.Context, op string, id uuid.UUID, expected int64, events []store.Event) ([][]any, error) {
+	if s.closed.Load() {
+		return nil, store.ErrClosed
+	}
+	rows, err := insertArgs(id, expected, events)
+	if err != nil {
+		return nil, fmt.Errorf("scylla: %s %s: %w", op, id, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("scylla: %s %s: %w", op, id, err)
+	}
+	if err := s.touch(ctx, id); err != nil {
+		if s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed) {
+			return nil, fmt.Errorf("scylla: %s %s: %w", op, id, store.ErrClosed)
+		}
+		return nil, err
+	}
+	return rows, nil
 }
 
 // casVersion returns the version cell that a conditional batch that was

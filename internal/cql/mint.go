@@ -46,20 +46,8 @@ func (s *Store) Mint(ctx context.Context, aggregateID uuid.UUID, events []store.
 }
 
 func (s *Store) mint(ctx context.Context, id uuid.UUID, events []store.Event) error {
-	if s.closed.Load() {
-		return store.ErrClosed
-	}
-	rows, err := insertArgs(id, 0, events)
+	rows, err := s.prepare(ctx, "mint", id, 0, events)
 	if err != nil {
-		return fmt.Errorf("scylla: mint %s: %w", id, err)
-	}
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("scylla: mint %s: %w", id, err)
-	}
-	if err := s.touch(ctx, id); err != nil {
-		if s.closed.Load() || errors.Is(err, gocql.ErrSessionClosed) {
-			return fmt.Errorf("scylla: mint %s: %w", id, store.ErrClosed)
-		}
 		return err
 	}
 
