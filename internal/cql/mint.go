@@ -9,6 +9,7 @@ import (
 
 	"github.com/gocql/gocql"
 	"github.com/google/uuid"
+	"github.com/scylladb/gocqlx/v3"
 	"github.com/scylladb/gocqlx/v3/qb"
 
 	"github.com/orderd/orderd/internal/store"
@@ -62,12 +63,7 @@ func (s *Store) mint(ctx context.Context, id uuid.UUID, events []store.Event) er
 
 	var maybeApplied bool // by a try that was not answered
 	for try := 0; ; try++ {
-		if s.mintFault != nil {
-			err = s.mintFault(try)
-		}
-		if err == nil {
-			err = s.sess.ExecuteBatch(b)
-		}
+		err = s.sendMint(b, try)
 		switch {
 		case err == nil:
 			return nil
@@ -89,6 +85,17 @@ func (s *Store) mint(ctx context.Context, id uuid.UUID, events []store.Event) er
 		time.Sleep(pause)
 	}
 	return fmt.Errorf("scylla: mint %s: %w: %w", id, store.ErrOutcomeUnknown, err)
+}
+
+// sendMint sends a mint's batch once: try is its number, from 0, for
+// mintFault, which may fail it first.
+func (s *Store) sendMint(b *gocqlx.Batch, try int) error {
+	if s.mintFault != nil {
+		if err := s.mintFault(try); err != nil {
+			return err
+		}
+	}
+	return s.sess.ExecuteBatch(b)
 }
 
 // versionIn returns an aggregate's version from its static cells: version,
