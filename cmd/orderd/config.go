@@ -257,6 +257,8 @@ func settings(c *config, f *flags) []group {
 				parse: duration(&c.feed.CDCIdleDelay)},
 			{name: "hint-poll", arg: "duration", def: fmtDuration(cql.DefaultHintPoll), usage: "on Apache Cassandra: how often the active workers read the hints new appends leave",
 				parse: duration(&c.feed.HintPoll)},
+			{name: "feed-deliveries", arg: "n", def: strconv.Itoa(cql.DefaultDeliveries), usage: "batches of one worker an instance delivers at once over all its shards; each costs a Paxos round, so fewer gather more events",
+				parse: whole(&c.feed.Deliveries, 1)},
 			{name: "reconcile-interval", arg: "duration", def: fmtDuration(cql.DefaultReconcileEvery), usage: "how often the active workers compare the versions of the aggregates touched since the last pass with what they handled",
 				parse: duration(&c.feed.ReconcileEvery)},
 			{name: "reconcile-rate", arg: "n", def: strconv.Itoa(cql.DefaultReconcileRate), usage: "aggregates per second the full sweeps of every instance read together at most",

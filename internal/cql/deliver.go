@@ -54,7 +54,11 @@ type due struct {
 // each aggregate the events after what the consumer has handled, hands
 // them to the Handler and saves the progress. It alone calls the Handler
 // and touches sub.handled.
+//
+// A batch starts when the consumer has a delivery turn free in this
+// process (FeedOptions.Deliveries), and takes what queued up meanwhile.
 func (sub *subscription) deliver(ctx context.Context) error {
+	turns := sub.s.deliveryTurns(sub.consumer)
 	for {
 		var first request
 		select {
@@ -62,8 +66,15 @@ func (sub *subscription) deliver(ctx context.Context) error {
 			return nil
 		case first = <-sub.work:
 		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case turns <- struct{}{}:
+		}
 		reqs, marks := sub.drain(first)
-		if err := sub.deliverBatch(ctx, reqs); err != nil {
+		err := sub.deliverBatch(ctx, reqs)
+		<-turns
+		if err != nil {
 			return err
 		}
 		if ctx.Err() != nil || sub.ctx.Err() != nil {
@@ -83,6 +94,17 @@ func (sub *subscription) deliver(ctx context.Context) error {
 			close(m.done)
 		}
 	}
+}
+
+// deliveryTurns returns the turns of consumer's deliveries in this
+// process: a channel of FeedOptions.Deliveries places, one taken by each
+// batch being delivered.
+func (s *Store) deliveryTurns(consumer string) chan struct{} {
+	if c, ok := s.turns.Load(consumer); ok {
+		return c.(chan struct{})
+	}
+	c, _ := s.turns.LoadOrStore(consumer, make(chan struct{}, s.feed.Deliveries))
+	return c.(chan struct{})
 }
 
 // drain takes first and whatever else is queued, up to BatchSize

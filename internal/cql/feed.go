@@ -29,6 +29,7 @@ const (
 	DefaultRangeSplits    = 256
 	DefaultBatchSize      = 256
 	DefaultConcurrency    = 64
+	DefaultDeliveries     = 4
 	DefaultCacheSize      = 100000
 )
 
@@ -94,6 +95,13 @@ type FeedOptions struct {
 	// Concurrency bounds the reads and writes a subscription has in flight
 	// (loading events, reading and saving progress).
 	Concurrency int
+	// Deliveries bounds the batches of one consumer that this process
+	// delivers at once, over all the shards it holds. A shard whose
+	// batch waits for a turn gathers what arrives meanwhile into it. Each
+	// batch costs a Paxos round (its fence check), so under load fewer,
+	// larger batches leave the cluster more for the commands; when idle,
+	// a batch finds a turn free and starts at once.
+	Deliveries int
 	// CacheSize bounds the aggregates whose progress a subscription keeps
 	// in memory; the others are read back from feed_progress when needed.
 	CacheSize int
@@ -136,6 +144,7 @@ func (o FeedOptions) withDefaults() FeedOptions {
 	setInt(&o.RangeSplits, DefaultRangeSplits)
 	setInt(&o.BatchSize, DefaultBatchSize)
 	setInt(&o.Concurrency, DefaultConcurrency)
+	setInt(&o.Deliveries, DefaultDeliveries)
 	setInt(&o.CacheSize, DefaultCacheSize)
 	return o
 }

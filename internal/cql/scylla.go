@@ -167,6 +167,7 @@ type Store struct {
 	hints     *hinter  // nil on ScyllaDB and with Options.NoHints
 	hintsIn   hintHub  // reads the hints for this process's subscriptions, on Cassandra
 	subs      sync.Map // subscription key (consumer, or consumer/shard) → *subscription running in this process
+	turns     sync.Map // consumer → chan struct{}: its batches being delivered in this process (deliveryTurns)
 	// local is the subscriptions running in this process, for the hand-off
 	// of its appends (handoff.go); localMu orders its replacements.
 	local           atomic.Pointer[localSubs]

@@ -3,12 +3,14 @@ package cql
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/orderd/orderd/internal/relay"
 	"github.com/orderd/orderd/internal/store"
@@ -502,5 +504,83 @@ func TestShardRanges(t *testing.T) {
 		if validShards(n) {
 			t.Errorf("validShards(%d) = true", n)
 		}
+	}
+}
+
+// TestDeliveryTurns: the shards of one consumer in one process deliver at
+// most FeedOptions.Deliveries batches at once, and every event still
+// arrives, in order; another consumer has turns of its own.
+func TestDeliveryTurns(t *testing.T) {
+	const count, turns = 8, 2
+	feed := testFeed
+	feed.Deliveries = turns
+	s := openWith(t, withFeed(withShards(testConfig(t), count), feed), Options{})
+
+	var (
+		mu              sync.Mutex
+		inFlight, most  = map[string]int{}, map[string]int{}
+		batches, events = map[string]int{}, map[string]int{}
+	)
+	handler := func(consumer string, c *orderedCollector) store.Handler {
+		return func(ctx context.Context, evs []store.Event) error {
+			mu.Lock()
+			inFlight[consumer]++
+			most[consumer] = max(most[consumer], inFlight[consumer])
+			batches[consumer]++
+			events[consumer] += len(evs)
+			mu.Unlock()
+			time.Sleep(20 * time.Millisecond) // a batch's writes take a while: the other shards queue up
+			mu.Lock()
+			inFlight[consumer]--
+			mu.Unlock()
+			return c.handle(ctx, evs)
+		}
+	}
+	want := make([]map[uuid.UUID]int64, count)
+	for i := range want {
+		want[i] = map[uuid.UUID]int64{}
+	}
+	cols := map[string][]*orderedCollector{}
+	for _, consumer := range []string{"turns-a", "turns-b"} {
+		for i := range count {
+			sh := store.Shard{Index: i, Count: count}
+			c := newOrdered(t)
+			cols[consumer] = append(cols[consumer], c)
+			subscribeFenced(t, s, consumer, fenceOf(t, s, consumer, sh, "a"), handler(consumer, c))
+		}
+	}
+	var g errgroup.Group
+	g.SetLimit(16)
+	var wmu sync.Mutex
+	for range 160 {
+		g.Go(func() error {
+			id := uuid.Must(uuid.NewV7())
+			if err := s.Append(ctxFor(t), id, 0, []store.Event{event(id, 1)}); err != nil {
+				return err
+			}
+			if err := s.Append(ctxFor(t), id, 1, []store.Event{event(id, 2)}); err != nil {
+				return err
+			}
+			wmu.Lock()
+			want[shardOf(id, count)][id] = 2
+			wmu.Unlock()
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	for _, consumer := range []string{"turns-a", "turns-b"} {
+		for i, c := range cols[consumer] {
+			c.waitFor(t, want[i], 60*time.Second)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, consumer := range []string{"turns-a", "turns-b"} {
+		if most[consumer] > turns {
+			t.Errorf("%s: %d batches handled at once over %d shards; want at most %d", consumer, most[consumer], count, turns)
+		}
+		t.Logf("%s: %d events in %d batches, at most %d at once", consumer, events[consumer], batches[consumer], most[consumer])
 	}
 }
