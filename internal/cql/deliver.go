@@ -100,9 +100,6 @@ func (sub *subscription) deliver(ctx context.Context) error {
 // process: a channel of FeedOptions.Deliveries places, one taken by each
 // batch being delivered.
 func (s *Store) deliveryTurns(consumer string) chan struct{} {
-	if c, ok := s.turns.Load(consumer); ok {
-		return c.(chan struct{})
-	}
 	c, _ := s.turns.LoadOrStore(consumer, make(chan struct{}, s.feed.Deliveries))
 	return c.(chan struct{})
 }

@@ -509,7 +509,7 @@ func TestShardRanges(t *testing.T) {
 
 // TestDeliveryTurns: the shards of one consumer in one process deliver at
 // most FeedOptions.Deliveries batches at once, and every event still
-// arrives, in order; another consumer has turns of its own.
+// arrives, in order; for each of two consumers subscribed side by side.
 func TestDeliveryTurns(t *testing.T) {
 	const count, turns = 8, 2
 	feed := testFeed
