@@ -23,6 +23,8 @@ type Backend struct {
 	Ledger *Ledger
 	// DataKeys is the store.DataKeys of personal data.
 	DataKeys *DataKeys
+	// Claims is the store.EmailClaims of e-mail addresses.
+	Claims *EmailClaims
 }
 
 // Open connects to the cluster of cfg (whose Logger is the root of the
@@ -48,6 +50,7 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 		Catalog:  NewCatalog(st.sess, st.Keyspace(), log.Named("views"), WithConsistency(cons), WithSerialConsistency(serial)),
 		Ledger:   NewLedger(st.sess, cons, serial, log.Named("ledger")).sharded(st.Shards()),
 		DataKeys: st.DataKeys(),
+		Claims:   st.EmailClaims(),
 	}, nil
 }
 

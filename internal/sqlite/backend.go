@@ -55,6 +55,8 @@ type Backend struct {
 	Snapshots *Snapshots
 	// DataKeys is the store.DataKeys on datakeys.db.
 	DataKeys *DataKeys
+	// Claims is the store.EmailClaims, on datakeys.db too.
+	Claims *EmailClaims
 	// Catalog is the read models' readmodel.Catalog.
 	Catalog *Catalog
 	// Ledger is the relay's relay.Ledger on relay.db.
@@ -121,6 +123,7 @@ func Open(ctx context.Context, cfg Config) (_ *Backend, err error) {
 		return nil, err
 	}
 	b.DataKeys.health = b.Store.Health() // one disk, one episode
+	b.Claims = b.DataKeys.Claims()
 	return b, nil
 }
 
