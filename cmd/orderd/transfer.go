@@ -27,27 +27,36 @@ type transferStore interface {
 	transfer.Marker
 }
 
-// openTransferStore opens the event store of cfg.store (its schema brought
-// up to date) without an upcaster, so that events read back exactly as
-// they are stored. close closes the whole engine.
-func openTransferStore(ctx context.Context, cfg config, log *zap.Logger) (st transferStore, keys store.DataKeys, close func() error, err error) {
+// transferPorts are the ports of the configured engine that export and
+// import read and write: the log, then the rows kept beside it.
+type transferPorts struct {
+	st     transferStore
+	keys   store.DataKeys
+	claims store.EmailClaims
+	close  func() error // closes the whole engine
+}
+
+// openTransferStore opens the engine of cfg.store (its schemas brought up
+// to date), its event store without an upcaster, so that events read back
+// exactly as they are stored.
+func openTransferStore(ctx context.Context, cfg config, log *zap.Logger) (transferPorts, error) {
 	switch cfg.store {
 	case "sqlite":
 		e, err := sqlite.Open(ctx, sqlite.Config{Dir: cfg.dataDir, Logger: log})
 		if err != nil {
-			return nil, nil, nil, err
+			return transferPorts{}, err
 		}
-		return e.Store, e.DataKeys, e.Close, nil
+		return transferPorts{e.Store, e.DataKeys, e.Claims, e.Close}, nil
 	case "scylla":
 		c := cfg.scylla
 		c.Upcaster, c.Logger, c.Feed = nil, log, cfg.feed
 		e, err := cql.Open(ctx, c)
 		if err != nil {
-			return nil, nil, nil, err
+			return transferPorts{}, err
 		}
-		return e.Store, e.DataKeys, e.Close, nil
+		return transferPorts{e.Store, e.DataKeys, e.Claims, e.Close}, nil
 	default:
-		return nil, nil, nil, fmt.Errorf("store %q: want sqlite or scylla", cfg.store)
+		return transferPorts{}, fmt.Errorf("store %q: want sqlite or scylla", cfg.store)
 	}
 }
 
@@ -124,11 +133,11 @@ func runExport(ctx context.Context, args []string, getenv func(string) string, s
 	}
 	log := newLogger(cfg, stderr)
 	defer func() { _ = log.Sync() }()
-	st, keys, closeStore, err := openTransferStore(ctx, cfg, log)
+	p, err := openTransferStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, closeStore()) }()
+	defer func() { err = errors.Join(err, p.close()) }()
 
 	w, closeOut := stdout, func() error { return nil }
 	if tf.file != "-" {
@@ -144,11 +153,13 @@ func runExport(ctx context.Context, args []string, getenv func(string) string, s
 		w, closeOut = zw, func() error { return errors.Join(zw.Close(), prev()) }
 	}
 	var n transfer.Counter
-	p := transfer.StartProgress(stderr, "exported", isTerminal(stderr), transferReportEvery, &n)
+	prog := transfer.StartProgress(stderr, "exported", isTerminal(stderr), transferReportEvery, &n)
 	// The data keys follow the events, wrapped by this deployment's KEK:
-	// the target needs the same KEK (-kek-file, ORDERD_KEK).
-	_, err = transfer.ExportWithKeys(ctx, st, keys, w, time.Now(), &n)
-	p.Stop()
+	// the target needs the same KEK (-kek-file, ORDERD_KEK). The e-mail
+	// claims follow the keys: without them a customer's address would be
+	// free to take on the target.
+	_, err = transfer.Export(ctx, p.st, transfer.Rows{Keys: p.keys, Claims: p.claims}, w, time.Now(), &n)
+	prog.Stop()
 	return errors.Join(err, closeOut())
 }
 
@@ -191,18 +202,18 @@ func runImport(ctx context.Context, args []string, getenv func(string) string, s
 	} else {
 		r = br
 	}
-	st, keys, closeStore, err := openTransferStore(ctx, cfg, log)
+	p, err := openTransferStore(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	defer func() { err = errors.Join(err, closeStore()) }()
-	opt := transfer.Options{Marker: st, Keys: keys}
+	defer func() { err = errors.Join(err, p.close()) }()
+	opt := transfer.Options{Marker: p.st, Keys: p.keys, Claims: p.claims}
 	if tf.published {
 		opt.Published = []string{relay.Consumer}
 	}
 	var n transfer.Counter
-	p := transfer.StartProgress(stderr, "imported", isTerminal(stderr), transferReportEvery, &n)
-	err = transfer.Import(ctx, st, r, opt, &n)
-	p.Stop()
+	prog := transfer.StartProgress(stderr, "imported", isTerminal(stderr), transferReportEvery, &n)
+	err = transfer.Import(ctx, p.st, r, opt, &n)
+	prog.Stop()
 	return err
 }

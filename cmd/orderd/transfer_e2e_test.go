@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -112,28 +113,54 @@ func toMillis(s string) string {
 	})
 }
 
-// logEvents reads every aggregate's events of the store in dir (SQLite) or
-// env's keyspace, without upcasting, keyed by aggregate.
-func logEvents(t testing.TB, env map[string]string) map[uuid.UUID][]store.Event {
+// onTransferPorts opens the engine of env (SQLite in its data directory,
+// or its keyspace) as export and import do, runs fn on its ports and
+// closes it.
+func onTransferPorts(t testing.TB, env map[string]string, fn func(p transferPorts)) {
 	t.Helper()
 	cfg, err := parseConfig(nil, func(k string) string { return env[k] }, os.Stderr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, _, closeStore, err := openTransferStore(context.Background(), cfg, newLogger(cfg, os.Stderr))
+	p, err := openTransferStore(context.Background(), cfg, newLogger(cfg, os.Stderr))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = closeStore() }()
-	return storetest.ByAggregate(t, st)
+	defer func() { _ = p.close() }()
+	fn(p)
+}
+
+// logEvents reads every aggregate's events of env's store, without
+// upcasting, keyed by aggregate.
+func logEvents(t testing.TB, env map[string]string) (events map[uuid.UUID][]store.Event) {
+	t.Helper()
+	onTransferPorts(t, env, func(p transferPorts) { events = storetest.ByAggregate(t, p.st) })
+	return events
+}
+
+// logClaims reads every e-mail claim row of env's store, one line a row
+// (key, attempt, customer, since, time), sorted.
+func logClaims(t testing.TB, env map[string]string) (rows []string) {
+	t.Helper()
+	onTransferPorts(t, env, func(p transferPorts) {
+		if err := p.claims.Scan(context.Background(), func(key uuid.UUID, r store.ClaimRow) error {
+			rows = append(rows, fmt.Sprintf("%s %s %s %d %s", key, r.Attempt, r.Customer, r.Since, r.At.UTC().Format(time.RFC3339Nano)))
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	slices.Sort(rows)
+	return rows
 }
 
 // TestExportImportToCluster moves a populated embedded deployment with
 // the two commands, to a fresh SQLite directory and to a fresh Cassandra
 // keyspace: every aggregate's events are the source's (ids, sequences,
-// timestamps, payload bytes, metadata), and a real orderd on each target
-// answers every GET as the source did, its read models projected from the
-// imported events.
+// timestamps, payload bytes, metadata), so are the e-mail claim rows, and
+// a real orderd on each target answers every GET as the source did, its
+// read models projected from the imported events, and refuses a moved
+// customer's address to another.
 func TestExportImportToCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("-short: builds read models on three deployments")
@@ -153,6 +180,10 @@ func TestExportImportToCluster(t *testing.T) {
 	}
 	if total < 300 {
 		t.Fatalf("the source holds %d events, want a few hundred", total)
+	}
+	srcClaims := logClaims(t, srcEnv)
+	if len(srcClaims) < 30 {
+		t.Fatalf("the source holds %d e-mail claim rows, want one a customer", len(srcClaims))
 	}
 
 	file := filepath.Join(t.TempDir(), "log.ndjson.gz")
@@ -188,6 +219,9 @@ func TestExportImportToCluster(t *testing.T) {
 				t.Fatal(err)
 			}
 			storetest.SameEvents(t, srcEvents, logEvents(t, tg.env), tg.millis)
+			if got := logClaims(t, tg.env); !slices.Equal(got, srcClaims) {
+				t.Fatalf("the target's e-mail claim rows:\n%s\nthe source's:\n%s", strings.Join(got, "\n"), strings.Join(srcClaims, "\n"))
+			}
 
 			dst := start(t, tg.env["ORDERD_DATA_DIR"], tg.env)
 			got := answers(t, dst, reads)
@@ -200,6 +234,7 @@ func TestExportImportToCluster(t *testing.T) {
 					t.Fatalf("GET %s on the %s target:\n%s\nthe source answered\n%s", r.path, tg.name, got[r.path], w)
 				}
 			}
+			checkTaken(t, dst.do(t, "POST", "/v1/customers", registerBody("Move0@example.com"), http.StatusConflict))
 		})
 	}
 	out, _ := os.ReadFile(errf.Name())

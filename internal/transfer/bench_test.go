@@ -69,7 +69,7 @@ func BenchmarkMove(b *testing.B) {
 
 		var out bytes.Buffer
 		t0 = time.Now()
-		if _, err := transfer.Export(ctx, src, io.Writer(&out), time.Now(), nil); err != nil {
+		if _, err := transfer.Export(ctx, src, transfer.Rows{}, io.Writer(&out), time.Now(), nil); err != nil {
 			b.Fatal(err)
 		}
 		b.ReportMetric(events/time.Since(t0).Seconds(), "sqlite-export-events/s")
@@ -89,7 +89,7 @@ func BenchmarkMove(b *testing.B) {
 		b.ReportMetric(events/time.Since(t0).Seconds(), "cassandra-import-events/s")
 
 		t0 = time.Now()
-		if _, err := transfer.Export(ctx, dst, io.Discard, time.Now(), nil); err != nil {
+		if _, err := transfer.Export(ctx, dst, transfer.Rows{}, io.Discard, time.Now(), nil); err != nil {
 			b.Fatal(err)
 		}
 		b.ReportMetric(events/time.Since(t0).Seconds(), "cassandra-export-events/s")

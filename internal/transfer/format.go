@@ -5,10 +5,12 @@
 // `orderd export` and `orderd import` run to move an embedded (SQLite)
 // deployment to a CQL cluster.
 //
-// The stream is one JSON object per line. The first line is the Header;
-// every other line is one Line, an event. Within the stream each
-// aggregate's events come in sequence order, without gaps; aggregates
-// interleave in whatever order the source's Replay reads them.
+// The stream is one JSON object per line. The first line is the Header
+// and the last the Trailer; between them come the events, one Line each,
+// then the data keys, one KeyLine each, then the e-mail address claims,
+// one ClaimLine each. Within the stream each aggregate's events come in
+// sequence order, without gaps; aggregates interleave in whatever order
+// the source's Replay reads them.
 package transfer
 
 import (
@@ -29,10 +31,12 @@ import (
 // know.
 //
 // Version 2 added the key lines (KeyLine): the data keys of personal data,
-// wrapped as the source keeps them. An importer reads versions 1 and 2.
+// wrapped as the source keeps them. Version 3 added the claim lines
+// (ClaimLine): the rows of store.EmailClaims. An importer reads versions
+// 1, 2 and 3.
 const (
 	Format        = "orderd-events"
-	FormatVersion = 2
+	FormatVersion = 3
 )
 
 // Header is the first line of a stream.
@@ -49,9 +53,10 @@ type Header struct {
 // Trailer is the last line of a complete stream: an import that meets
 // the end of its input without one knows the stream was cut short.
 type Trailer struct {
-	End    bool  `json:"end"`            // always true
-	Events int64 `json:"events"`         // the event lines of the stream
-	Keys   int64 `json:"keys,omitempty"` // the key lines of the stream
+	End    bool  `json:"end"`              // always true
+	Events int64 `json:"events"`           // the event lines of the stream
+	Keys   int64 `json:"keys,omitempty"`   // the key lines of the stream
+	Claims int64 `json:"claims,omitempty"` // the claim lines of the stream
 }
 
 // KeyLine is one data key of a stream, after the events: a subject's key
@@ -71,8 +76,29 @@ type WrappedKey struct {
 	Created time.Time `json:"created"`
 }
 
+// ClaimLine is one row of the source's e-mail address claims, after the
+// keys: the row under its address's key, as store.EmailClaims keeps it
+// (the key is a keyed hash, so the address is not in it). Without its
+// row on the target, a customer's live address could be taken by
+// another customer after the move.
+type ClaimLine struct {
+	Claim ClaimRow `json:"claim"`
+}
+
+// ClaimRow is a key and its store.ClaimRow in the stream.
+type ClaimRow struct {
+	Key      uuid.UUID `json:"key"`
+	Attempt  uuid.UUID `json:"attempt"`
+	Customer uuid.UUID `json:"customer"`
+	Since    int64     `json:"since"`
+	At       time.Time `json:"at"` // UTC
+}
+
 // keyPrefix starts a KeyLine's line, and no Line's.
 var keyPrefix = []byte(`{"key":`)
+
+// claimPrefix starts a ClaimLine's line, and no Line's.
+var claimPrefix = []byte(`{"claim":`)
 
 // trailerPrefix starts a Trailer's line, and no Line's.
 var trailerPrefix = []byte(`{"end":`)

@@ -36,6 +36,12 @@ type Options struct {
 	Keys interface {
 		Create(ctx context.Context, k store.WrappedKey) (store.WrappedKey, error)
 	}
+	// Claims takes the stream's e-mail address claims (version 3 streams),
+	// each row written with Claim (the rows it returns are not read); nil
+	// refuses a stream that holds some.
+	Claims interface {
+		Claim(ctx context.Context, key uuid.UUID, row store.ClaimRow) ([]store.ClaimRow, error)
+	}
 	// Chunk is how many lines are read, appended and marked at a time
 	// (default 4096): the events in memory at once.
 	Chunk int
@@ -61,9 +67,10 @@ const maxLine = 64 << 20
 // events are appended with the version before them as the expected one,
 // so optimistic concurrency holds; events whose sequence dst holds
 // already are skipped, so re-running an import that was interrupted
-// continues where it stopped, without duplicates. It keeps each seen
-// aggregate's version in memory (some tens of bytes an aggregate), never
-// the events beyond a chunk. n counts the events appended and skipped.
+// continues where it stopped, without duplicates (data keys and claim
+// rows are written again, harmlessly). It keeps each seen aggregate's
+// version in memory (some tens of bytes an aggregate), never the events
+// beyond a chunk. n counts the events appended and skipped.
 func Import(ctx context.Context, dst Target, r io.Reader, opt Options, n *Counter) error {
 	if opt.Chunk <= 0 {
 		opt.Chunk = 4096
@@ -99,12 +106,18 @@ func Import(ctx context.Context, dst Target, r io.Reader, opt Options, n *Counte
 		if err := im.storeKeys(ctx, rd); err != nil {
 			return err
 		}
+		if err := im.storeClaims(ctx, rd); err != nil {
+			return err
+		}
 		if rd.trailer != nil {
 			if rd.trailer.Events != rd.events {
 				return fmt.Errorf("import: the trailer counts %d events, the stream held %d", rd.trailer.Events, rd.events)
 			}
 			if rd.trailer.Keys != rd.nkeys {
 				return fmt.Errorf("import: the trailer counts %d data keys, the stream held %d", rd.trailer.Keys, rd.nkeys)
+			}
+			if rd.trailer.Claims != rd.nclaims {
+				return fmt.Errorf("import: the trailer counts %d e-mail claims, the stream held %d", rd.trailer.Claims, rd.nclaims)
 			}
 			return nil
 		}
@@ -125,8 +138,8 @@ func readHeader(sc *bufio.Scanner) (Header, error) {
 	if err := json.Unmarshal(sc.Bytes(), &h); err != nil || h.Format != Format {
 		return h, fmt.Errorf("import: line 1 is not an %s header", Format)
 	}
-	if h.Version != 1 && h.Version != FormatVersion {
-		return h, fmt.Errorf("import: stream format version %d, this orderd reads %d", h.Version, FormatVersion)
+	if h.Version < 1 || h.Version > FormatVersion {
+		return h, fmt.Errorf("import: stream format version %d, this orderd reads 1 to %d", h.Version, FormatVersion)
 	}
 	return h, nil
 }
@@ -140,6 +153,10 @@ type reader struct {
 	// keys are the key lines read and not yet stored; nkeys counts them all.
 	keys  []store.WrappedKey
 	nkeys int64
+	// claims are the claim lines read and not yet stored; nclaims counts
+	// them all.
+	claims  []ClaimRow
+	nclaims int64
 }
 
 // chunk reads up to size events and groups them by aggregate, in each
@@ -157,6 +174,14 @@ func (rd *reader) chunk(size int) (map[uuid.UUID][]store.Event, []uuid.UUID, err
 				return chunk, order, fmt.Errorf("import: line %d: a bad key line", rd.line)
 			}
 			rd.keys = append(rd.keys, store.WrappedKey{Subject: k.Key.Subject, KEK: k.Key.KEK, Wrapped: k.Key.Wrapped, Created: k.Key.Created})
+			continue
+		}
+		if bytes.HasPrefix(b, claimPrefix) {
+			var c ClaimLine
+			if err := json.Unmarshal(b, &c); err != nil || c.Claim.Key == uuid.Nil || c.Claim.Attempt == uuid.Nil || c.Claim.Customer == uuid.Nil {
+				return chunk, order, fmt.Errorf("import: line %d: a bad claim line", rd.line)
+			}
+			rd.claims = append(rd.claims, c.Claim)
 			continue
 		}
 		if bytes.HasPrefix(b, trailerPrefix) {
@@ -204,6 +229,27 @@ func (im *importer) storeKeys(ctx context.Context, rd *reader) error {
 	}
 	rd.nkeys += int64(len(rd.keys))
 	rd.keys = rd.keys[:0]
+	return nil
+}
+
+// storeClaims writes the claim lines rd read, each row as the source kept
+// it (a re-run of an import writes them again: a row written twice is one
+// row).
+func (im *importer) storeClaims(ctx context.Context, rd *reader) error {
+	if len(rd.claims) == 0 {
+		return nil
+	}
+	if im.opt.Claims == nil {
+		return errors.New("import: the stream holds e-mail claims, and the target has no claim store to take them")
+	}
+	for _, c := range rd.claims {
+		row := store.ClaimRow{Attempt: c.Attempt, Customer: c.Customer, Since: c.Since, At: c.At.UTC()}
+		if _, err := im.opt.Claims.Claim(ctx, c.Key, row); err != nil {
+			return fmt.Errorf("import: e-mail claim %s of %s: %w", c.Attempt, c.Customer, err)
+		}
+	}
+	rd.nclaims += int64(len(rd.claims))
+	rd.claims = rd.claims[:0]
 	return nil
 }
 

@@ -52,7 +52,7 @@ func TestKeysTravel(t *testing.T) {
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	if _, err := transfer.ExportWithKeys(ctx, src, srcKeys, &buf, time.Now(), nil); err != nil {
+	if _, err := transfer.Export(ctx, src, transfer.Rows{Keys: srcKeys}, &buf, time.Now(), nil); err != nil {
 		t.Fatal(err)
 	}
 	stream := buf.Bytes()
