@@ -35,6 +35,7 @@ type backend struct {
 	snaps store.Snapshots   // the aggregates' snapshots, a cache
 	// datakeys are the wrapped data keys of personal data.
 	datakeys store.DataKeys
+	claims   store.EmailClaims
 	catalog  readmodel.Catalog
 	ledger   relay.Ledger
 	// views are the read models' current generation, which queries read
@@ -121,7 +122,7 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 			return nil, err
 		}
 		b = &backend{engine: e, events: e.Store, keys: e.Keys, snaps: e.Snapshots, catalog: e.Catalog, ledger: e.Ledger,
-			positions: e.Store, backups: e, datakeys: e.DataKeys}
+			positions: e.Store, backups: e, datakeys: e.DataKeys, claims: e.Claims}
 	case "scylla":
 		c := cfg.scylla
 		c.Upcaster, c.Logger, c.Feed = aggregate.Upcasters(), log, cfg.feed
@@ -133,7 +134,7 @@ func openBackend(ctx context.Context, cfg config, log *zap.Logger) (*backend, er
 			return nil, err
 		}
 		b = &backend{engine: e, events: e.Store, keys: e.Store, snaps: e.Store, catalog: e.Catalog, ledger: e.Ledger,
-			hintsDropped: e.Store.HintsDropped, handOffsDropped: e.Store.HandOffsDropped, reconciliation: e.Store.Reconciliation, backups: noBackups{}, datakeys: e.DataKeys}
+			hintsDropped: e.Store.HintsDropped, handOffsDropped: e.Store.HandOffsDropped, reconciliation: e.Store.Reconciliation, backups: noBackups{}, datakeys: e.DataKeys, claims: e.Claims}
 	default:
 		return nil, fmt.Errorf("store %q: want sqlite or scylla", cfg.store)
 	}

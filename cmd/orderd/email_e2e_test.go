@@ -83,7 +83,11 @@ func checkEmailUnique(t *testing.T, s *service) {
 }
 
 // checkEmailRace sends 32 concurrent registrations of one address, each in
-// its own case, and wants one 201 and 31 409 email_taken.
+// its own case: at most one is created, the others are 409 email_taken.
+// Every one may be refused when the earliest claim gave up waiting for the
+// later ones to yield (the claim wait, see internal/aggregate/claims.go:
+// a machine loaded enough); then nothing of them holds the address, and a
+// registration after them is created.
 func checkEmailRace(t *testing.T, s *service) {
 	const n = 32
 	var wg sync.WaitGroup
@@ -105,9 +109,14 @@ func checkEmailRace(t *testing.T, s *service) {
 			t.Errorf("registration %d: %d %s", i, r.Status, r.Body)
 		}
 	}
-	if created != 1 {
-		t.Fatalf("%d registrations created, want 1", created)
+	switch {
+	case created > 1:
+		t.Fatalf("%d registrations created, want at most 1", created)
+	case created == 0:
+		t.Logf("all %d racing registrations refused; the address must be free", n)
+		s.registerCustomer(t, "Race.Winner@example.com")
 	}
+	checkTaken(t, s.do(t, "POST", "/v1/customers", registerBody("race.winner@example.com"), http.StatusConflict))
 }
 
 // mixedCase returns s with its letters upper-cased where i's bits say.
@@ -121,9 +130,10 @@ func mixedCase(s string, i int) string {
 	return string(b)
 }
 
-// TestEmailClaimsNotRelayed: the claim streams stay inside orderd: no
-// record on any of the deployment's topics is keyed by a claim's id or
-// typed as a claim, while the customers' events are published.
+// TestEmailClaimsNotRelayed: the claims stay inside orderd: no record on
+// any of the deployment's topics is keyed by a claim's key or typed as a
+// claim (the claim streams of earlier builds), while the customers' events
+// are published.
 func TestEmailClaimsNotRelayed(t *testing.T) {
 	brokers := kafkatest.Brokers(t)
 	env := kafkaEnv(t, brokers)
@@ -133,8 +143,8 @@ func TestEmailClaimsNotRelayed(t *testing.T) {
 	s.do(t, "POST", "/v1/customers/"+ann+"/email", map[string]any{"email": "claims@example.org"}, http.StatusOK)
 	s.registerCustomer(t, "Claims@example.com")
 
-	// The feed hands events in commit order, so once the last customer
-	// event is on Kafka every claim event before it was handled.
+	// Were a claim an event, the feed would hand it before the last
+	// customer event: once that is on Kafka, every claim was handled.
 	kcat(t, brokers[0], prefix+"customer-events", 3)
 
 	claims := map[string]bool{}

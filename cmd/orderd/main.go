@@ -341,7 +341,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, environ
 
 	commands := aggregate.NewHandler(b.events, time.Now, aggregate.WithLogger(log.Named("aggregate")),
 		aggregate.WithSnapshots(b.snaps, int64(cfg.snapshotEvery)), aggregate.WithAppended(appendedCounter(reg)),
-		aggregate.WithPersonalData(keyring, claims.ID))
+		aggregate.WithPersonalData(keyring, claims.ID), aggregate.WithEmailClaims(b.claims))
 	queries := readmodel.NewQueries(b.views, b.events, cfg.readWait, b.ReadPoll()).WithMaxWaiters(cfg.maxWaiters).WithKeys(keyring)
 	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "orderd_read_waiters",

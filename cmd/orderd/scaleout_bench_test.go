@@ -257,7 +257,7 @@ func newBacklog(b *testing.B, hosts []string, keyspace string) *backlog {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { _ = st.Close() })
-	bl := &backlog{h: aggregate.NewHandler(st, time.Now), cust: uuid.New()}
+	bl := &backlog{h: aggregate.NewHandler(st, time.Now, aggregate.WithEmailClaims(st.EmailClaims())), cust: uuid.New()}
 	if _, err := bl.h.RegisterCustomer(ctx, bl.cust, aggregate.Meta{}, "scale-"+uuid.NewString()[:8]+"@example.com", "Scale", "Out", ""); err != nil {
 		b.Fatal(err)
 	}

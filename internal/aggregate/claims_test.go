@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -42,29 +43,28 @@ func isTaken(err error) bool {
 	return errors.As(err, &e) && errors.Is(err, ErrRejected) && e.Code == "email_taken" && e.Field == "/email"
 }
 
-// claimHistory returns the types and holders of address's claim stream.
-func claimHistory(t *testing.T, st store.Store, address string) string {
+// claimRows returns the customers whose claim rows are under address's
+// key, in the order of their claims.
+func claimRows(t *testing.T, claims store.EmailClaims, address string) string {
 	t.Helper()
 	addr, err := ParseEmail(address)
 	if err != nil {
 		t.Fatal(err)
 	}
-	evs, err := st.Load(context.Background(), EmailClaimID(addr), 0)
-	if err != nil {
+	key := EmailClaimID(addr)
+	var rows []store.ClaimRow
+	if err := claims.Scan(context.Background(), func(k uuid.UUID, r store.ClaimRow) error {
+		if k == key {
+			rows = append(rows, r)
+		}
+		return nil
+	}); err != nil {
 		t.Fatal(err)
 	}
+	slices.SortFunc(rows, func(a, b store.ClaimRow) int { return strings.Compare(a.Attempt.String(), b.Attempt.String()) })
 	var out []string
-	for _, e := range evs {
-		ev, err := Decode(e)
-		if err != nil || e.AggregateType != EmailClaimType {
-			t.Fatalf("claim event %s of %s: %v", e.Type, e.AggregateType, err)
-		}
-		switch ev := ev.(type) {
-		case EmailClaimed:
-			out = append(out, "claimed by "+short(ev.CustomerID))
-		case EmailReleased:
-			out = append(out, "released by "+short(ev.CustomerID))
-		}
+	for _, r := range rows {
+		out = append(out, "claimed by "+short(r.Customer))
 	}
 	return strings.Join(out, ", ")
 }
@@ -76,8 +76,8 @@ func short(id uuid.UUID) string { return id.String()[len(id.String())-1:] }
 // address to others (its claim is stale: no release is written); a change
 // of case only claims nothing.
 func TestHandlerEmailUnique(t *testing.T) {
-	st := openStore(t)
-	h := NewHandler(st, time.Now)
+	st, claims := openStore(t), OpenSQLiteClaims(t)
+	h := NewHandler(st, time.Now, WithEmailClaims(claims))
 	a, b := customerID, otherID // …2 and …3
 
 	if err := registerAs(h, a, "Ann@Example.com"); err != nil {
@@ -108,10 +108,10 @@ func TestHandlerEmailUnique(t *testing.T) {
 	if err := changeEmailOf(h, b, "ann@example.com"); err != nil {
 		t.Fatalf("take an address its customer left: %v", err)
 	}
-	if got, want := claimHistory(t, st, "ann@example.com"), "claimed by 2, claimed by 3"; got != want {
+	if got, want := claimRows(t, claims, "ann@example.com"), "claimed by 3"; got != want {
 		t.Errorf("claims of ann@example.com: %s, want %s", got, want)
 	}
-	if got, want := claimHistory(t, st, "bob@example.com"), "claimed by 3"; got != want {
+	if got, want := claimRows(t, claims, "bob@example.com"), "claimed by 3"; got != want {
 		t.Errorf("claims of bob@example.com: %s, want %s", got, want)
 	}
 
@@ -122,7 +122,7 @@ func TestHandlerEmailUnique(t *testing.T) {
 	if err := changeEmailOf(h, b, "ann@example.org"); !isTaken(err) {
 		t.Fatalf("change to an address held in another case: %v, want email_taken", err)
 	}
-	if got, want := claimHistory(t, st, "ann@example.org"), "claimed by 2"; got != want {
+	if got, want := claimRows(t, claims, "ann@example.org"), "claimed by 2"; got != want {
 		t.Errorf("claims of ann@example.org: %s, want %s", got, want)
 	}
 	c, _, err := load[Customer](context.Background(), st, CustomerType, a)
@@ -137,13 +137,13 @@ func TestHandlerEmailUnique(t *testing.T) {
 // taken over at once.
 func TestHandlerStaleClaims(t *testing.T) {
 	ctx := context.Background()
-	st := openStore(t)
+	st, claims := openStore(t), OpenSQLiteClaims(t)
 	clk := newClock()
-	h := NewHandler(st, clk.now)
+	h := NewHandler(st, clk.now, WithEmailClaims(claims))
 	crashed, other, late := uuid.New(), uuid.New(), uuid.New()
 
 	// The crash: the claim is written, the registration is not.
-	if err := h.claim(ctx, "carl@example.com", crashed, 0, cmd(), clk.now()); err != nil {
+	if err := h.claim(ctx, "carl@example.com", crashed, 0, clk.now()); err != nil {
 		t.Fatal(err)
 	}
 	clk.add(h.claimTTL - time.Second)
@@ -160,7 +160,7 @@ func TestHandlerStaleClaims(t *testing.T) {
 	}
 
 	// The same customer takes its own pending claim at once.
-	if err := h.claim(ctx, "dora@example.com", late, 0, cmd(), clk.now()); err != nil {
+	if err := h.claim(ctx, "dora@example.com", late, 0, clk.now()); err != nil {
 		t.Fatal(err)
 	}
 	if err := registerAs(h, late, "dora@example.com"); err != nil {
@@ -171,14 +171,14 @@ func TestHandlerStaleClaims(t *testing.T) {
 	if err := registerAs(h, other, "eve@example.com"); !errors.Is(err, ErrExists) {
 		t.Fatalf("register an existing id: %v", err)
 	}
-	if got := claimHistory(t, st, "eve@example.com"); got != "" {
+	if got := claimRows(t, claims, "eve@example.com"); got != "" {
 		t.Errorf("claims of eve@example.com: %s, want none", got)
 	}
 
 	// A change that claimed, then lost its append to another command of
 	// its customer (and was not retried), leaves a claim its customer
 	// moved past: stale at once.
-	if err := h.claim(ctx, "fay@example.com", other, 1, cmd(), clk.now()); err != nil {
+	if err := h.claim(ctx, "fay@example.com", other, 1, clk.now()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.Customer(ctx, other, cmd(), func(c *Customer, now time.Time) ([]Event, error) {
@@ -195,8 +195,8 @@ func TestHandlerStaleClaims(t *testing.T) {
 // (two processes) over one store: exactly one wins, the others are
 // refused as email_taken, none is retried into a second winner.
 func TestHandlerEmailRace(t *testing.T) {
-	st := openStore(t)
-	handlers := []*Handler{NewHandler(st, time.Now), NewHandler(st, time.Now)}
+	st, claims := openStore(t), OpenSQLiteClaims(t)
+	handlers := []*Handler{NewHandler(st, time.Now, WithEmailClaims(claims)), NewHandler(st, time.Now, WithEmailClaims(claims))}
 	var wg sync.WaitGroup
 	var won, taken atomic.Int32
 	var winner atomic.Value
@@ -223,7 +223,7 @@ func TestHandlerEmailRace(t *testing.T) {
 		t.Fatalf("%d won, %d refused as taken; want 1 and 31", won.Load(), taken.Load())
 	}
 	id := winner.Load().(uuid.UUID)
-	if got := claimHistory(t, st, "race@example.com"); got != "claimed by "+short(id) {
+	if got := claimRows(t, claims, "race@example.com"); got != "claimed by "+short(id) {
 		t.Errorf("claims: %s, want the winner's only", got)
 	}
 }
@@ -231,8 +231,8 @@ func TestHandlerEmailRace(t *testing.T) {
 // TestHandlerChangeEmailRace: customers racing to change to one address,
 // and one registering it: one ends with it.
 func TestHandlerChangeEmailRace(t *testing.T) {
-	st := openStore(t)
-	handlers := []*Handler{NewHandler(st, time.Now), NewHandler(st, time.Now)}
+	st, claims := openStore(t), OpenSQLiteClaims(t)
+	handlers := []*Handler{NewHandler(st, time.Now, WithEmailClaims(claims)), NewHandler(st, time.Now, WithEmailClaims(claims))}
 	ids := make([]uuid.UUID, 16)
 	for i := range ids {
 		ids[i] = uuid.New()
@@ -272,5 +272,116 @@ func TestHandlerChangeEmailRace(t *testing.T) {
 	}
 	if won.Load() != 1 || holders > 1 {
 		t.Fatalf("%d commands won, %d of the changing customers hold the address; want one winner", won.Load(), holders)
+	}
+}
+
+// failingClaims writes each claim, then fails it: a write whose answer was
+// lost (a timeout after the replicas took it).
+type failingClaims struct{ store.EmailClaims }
+
+func (f failingClaims) Claim(ctx context.Context, key uuid.UUID, row store.ClaimRow) ([]store.ClaimRow, error) {
+	if _, err := f.EmailClaims.Claim(ctx, key, row); err != nil {
+		return nil, err
+	}
+	return nil, fmt.Errorf("claim timed out: %w", store.ErrUnavailable)
+}
+
+// TestHandlerClaimFails: a claim whose write may have landed fails its
+// command as unavailable (never email_taken, nothing appended), and leaves
+// no row that would hold the address for the claim TTL.
+func TestHandlerClaimFails(t *testing.T) {
+	st, claims := openStore(t), OpenSQLiteClaims(t)
+	failing := NewHandler(st, time.Now, WithEmailClaims(failingClaims{claims}))
+	h := NewHandler(st, time.Now, WithEmailClaims(claims))
+	a, b := uuid.New(), uuid.New()
+	if err := registerAs(failing, a, "gil@example.com"); !errors.Is(err, store.ErrUnavailable) || isTaken(err) {
+		t.Fatalf("register with a failed claim: %v, want unavailable", err)
+	}
+	if evs, _ := st.Load(context.Background(), a, 0); len(evs) != 0 {
+		t.Fatalf("the failed registration appended %d events", len(evs))
+	}
+	if got := claimRows(t, claims, "gil@example.com"); got != "" {
+		t.Fatalf("the failed claim left rows: %s", got)
+	}
+	if err := registerAs(h, b, "gil@example.com"); err != nil {
+		t.Fatalf("register the address after another's failed claim: %v", err)
+	}
+}
+
+// TestHandlerClaimWaitsForClaimsInFlight: a claim that meets another
+// customer's pending row waits for it to settle, whichever came first:
+// behind an earlier claim it yields its row and is refused once that
+// claim's customer has the address; ahead of a later one (which yields to
+// it) it goes on once that row is gone. A row that never settles refuses
+// after claimWait.
+func TestHandlerClaimWaitsForClaimsInFlight(t *testing.T) {
+	ctx := context.Background()
+	st, claims := openStore(t), OpenSQLiteClaims(t)
+	h := NewHandler(st, time.Now, WithEmailClaims(claims))
+	h.claimWait = time.Minute // settling, not the bound, ends these waits
+	key := func(address string) uuid.UUID {
+		addr, err := ParseEmail(address)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return EmailClaimID(addr)
+	}
+	// plant writes the row of another customer's claim in flight.
+	plant := func(address string, attempt uuid.UUID) store.ClaimRow {
+		r := store.ClaimRow{Attempt: attempt, Customer: uuid.New(), At: time.Now().UTC().Truncate(time.Millisecond)}
+		if _, err := claims.Claim(ctx, key(address), r); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	register := func(id uuid.UUID, address string) <-chan error {
+		done := make(chan error, 1)
+		go func() { done <- registerAs(h, id, address) }()
+		return done
+	}
+	notYet := func(done <-chan error, what string) {
+		t.Helper()
+		select {
+		case err := <-done:
+			t.Fatalf("%s ended before the claim in flight settled: %v", what, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+
+	// Behind an earlier claim: refused once its customer holds the address.
+	first := plant("ida@example.com", uuid.MustParse("00000000-0000-7000-8000-000000000001"))
+	done := register(uuid.New(), "ida@example.com")
+	notYet(done, "a claim behind an earlier one")
+	if err := registerAs(h, first.Customer, "ida@example.com"); err != nil {
+		t.Fatalf("the earlier claimant's registration: %v", err)
+	}
+	if err := <-done; !isTaken(err) {
+		t.Fatalf("the later claim, once the earlier one's customer has the address: %v, want email_taken", err)
+	}
+	// The holder's planted row and its registration's; none of the loser's.
+	if got, want := claimRows(t, claims, "ida@example.com"), "claimed by "+short(first.Customer); got != want+", "+want {
+		t.Errorf("rows of ida@example.com: %s, want the holder's two only", got)
+	}
+
+	// Ahead of a later claim: goes on once the later one yields.
+	later := plant("jo@example.com", uuid.Max)
+	jo := uuid.New()
+	done = register(jo, "jo@example.com")
+	notYet(done, "a claim ahead of a later one")
+	if err := claims.Drop(ctx, key("jo@example.com"), later); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the earlier claim, once the later one yielded: %v", err)
+	}
+
+	// A claim in flight that never settles: refused after claimWait.
+	h.claimWait = 200 * time.Millisecond
+	plant("kim@example.com", uuid.Max)
+	if err := registerAs(h, uuid.New(), "kim@example.com"); !isTaken(err) {
+		t.Fatalf("register beside a claim that never settles: %v, want email_taken", err)
+	}
+	if got := claimRows(t, claims, "kim@example.com"); strings.Count(got, "claimed") != 1 {
+		t.Errorf("rows of kim@example.com: %s, want the one in flight only", got)
 	}
 }

@@ -7,11 +7,11 @@ import (
 	"github.com/google/uuid"
 )
 
-// EmailClaimType is the aggregate type of email claims: the reservation of
-// one address by one customer, which is how customers' addresses are kept
-// unique without a store capability beyond one stream's optimistic
-// concurrency. Its events are bookkeeping, not facts for other services:
-// see PublishedTypes.
+// EmailClaimType is the aggregate type of the email claims of earlier
+// builds: the reservation of one address by one customer as an event
+// stream, read and never written now (claims are rows, see claims.go). Its
+// events are bookkeeping, not facts for other services: see
+// PublishedTypes.
 const EmailClaimType = "EmailClaim"
 
 // emailClaimSpace is the UUIDv5 namespace of claim stream ids. Changing it
@@ -23,8 +23,9 @@ var emailClaimSpace = uuid.MustParse("4727093b-7f90-4d04-ba2a-cb0710e3e580")
 // email claims.
 func PublishedTypes() []string { return []string{OrderType, CustomerType} }
 
-// EmailClaimID returns the id of addr's claim stream: a UUIDv5 of its key,
-// so that every instance finds one stream per address without an index.
+// EmailClaimID returns the key of addr's claims without personal-data
+// protection (WithPersonalData): a UUIDv5 of its key, so that every
+// instance finds one key per address without an index.
 func EmailClaimID(addr Email) uuid.UUID { return claimID(addr.Key()) }
 
 func claimID(key string) uuid.UUID { return uuid.NewSHA1(emailClaimSpace, []byte(key)) }
@@ -35,14 +36,16 @@ func claimID(key string) uuid.UUID { return uuid.NewSHA1(emailClaimSpace, []byte
 // are one mailbox, and one customer's.
 func emailKey(addr string) string { return strings.ToLower(addr) }
 
-// EmailClaim is an address's reservation as its events leave it.
+// EmailClaim is an address's reservation by one customer: a claim row
+// (store.ClaimRow), or a claim stream of an earlier build as its events
+// leave it.
 //
 // A claim is held by Holder while it is live (the holder's current address
 // has this key) or pending (the holder has written nothing since it
 // claimed, and the claim is younger than the handler's claim TTL: the
 // holder may be between its claim and its customer write). Any other claim
 // is stale: the holder crashed between the two writes, or failed its
-// customer write, or moved on; any customer may take it over. See heldBy
+// customer write, or moved on; any customer may take it over. See holding
 // for why this rule never lets two customers end with one address.
 type EmailClaim struct {
 	ID      uuid.UUID
@@ -61,30 +64,17 @@ func emailTaken() error {
 		Detail: "the address is used by another customer"}
 }
 
-// Claim records EmailClaimed for customer, at version when it claims: the
-// customer's events that take the address will be appended at that
-// version. holder is the current holder as loaded (nil when the claim is
-// free or is customer's own), ttl how long a pending claim is held and now
-// the command's time.
-//
-// It returns an ErrRejected error ("email_taken") while another customer
-// holds the claim. A free or stale claim, or one customer's own, is claimed
-// again (a new event), so that the claim's version and time are those of
-// the write that follows it.
-func (c *EmailClaim) Claim(email string, customer uuid.UUID, version int64, holder *Customer, ttl time.Duration, now time.Time) ([]Event, error) {
-	if c.ID == uuid.Nil && c.Version > 0 {
-		// The claim's id is some other aggregate's (a client chose it):
-		// the address cannot be reserved, so it cannot be given out.
-		return nil, emailTaken()
-	}
-	if c.Holder != uuid.Nil && c.Holder != customer && c.heldBy(holder, ttl, now) {
-		return nil, emailTaken()
-	}
-	return []Event{EmailClaimed{Email: emailKey(email), CustomerID: customer, CustomerVersion: version, ClaimedAt: now.UTC()}}, nil
-}
+// holding is what a claim is to its address: stale, pending or live.
+type holding int
 
-// heldBy reports whether the claim still belongs to its holder, loaded as
-// holder (a Customer without events when it has none).
+const (
+	stale   holding = iota // its holder can no longer write the address
+	pending                // its holder may be between its claim and its write
+	live                   // its holder's current address is this one
+)
+
+// holding tells what the claim is, given its holder as loaded (a Customer
+// without events when it has none, nil when unknown: stale).
 //
 // Why it is safe: a stale claim's holder can no longer write the address.
 // A holder whose version moved past Since cannot append at Since any more;
@@ -95,17 +85,16 @@ func (c *EmailClaim) Claim(email string, customer uuid.UUID, version int64, hold
 // store write is decided within ttl − claimHold of its deadline and that
 // instances' clocks agree within that margin. A claim is never held for
 // ever: at most ttl past a crash, and not at all once the holder moved on.
-func (c *EmailClaim) heldBy(holder *Customer, ttl time.Duration, now time.Time) bool {
-	if holder == nil {
-		return false
+func (c *EmailClaim) holding(holder *Customer, ttl time.Duration, now time.Time) holding {
+	switch {
+	case holder == nil, holder.Erased: // an erased customer holds no address
+		return stale
+	case holder.ID == c.Holder && holder.Version > 0 && emailKey(holder.Email) == c.Email:
+		return live
+	case holder.Version <= c.Since && now.Before(c.At.Add(ttl)):
+		return pending
 	}
-	if holder.Erased {
-		return false // an erased customer holds no address
-	}
-	if holder.ID == c.Holder && holder.Version > 0 && emailKey(holder.Email) == c.Email {
-		return true // live
-	}
-	return holder.Version <= c.Since && now.Before(c.At.Add(ttl)) // pending
+	return stale
 }
 
 // apply changes the claim by one event.

@@ -65,8 +65,9 @@ type Handler struct {
 
 	// claimTTL is how long a pending email claim is held; claimHold bounds
 	// the customer write that follows a claim, well within claimTTL (see
-	// EmailClaim.heldBy).
-	claimTTL, claimHold time.Duration
+	// EmailClaim.holding); claimWait bounds how long a claim waits for
+	// another customer's claim in flight to settle (see Handler.claim).
+	claimTTL, claimHold, claimWait time.Duration
 
 	mu    sync.Mutex
 	locks map[uuid.UUID]*aggLock
@@ -79,7 +80,8 @@ type Handler struct {
 	appended func(aggregateType string, events int) // after each append
 
 	keys    Keys                       // nil: personal data in plaintext
-	claimID func(key string) uuid.UUID // an address key's claim stream
+	claims  store.EmailClaims          // nil: no address can be claimed
+	claimID func(key string) uuid.UUID // an address key's claims
 	// hashedClaims: claimID is a keyed hash, and the UUIDv5 claims of
 	// earlier builds are still read (legacyClaim).
 	hashedClaims bool
@@ -100,6 +102,7 @@ func NewHandler(st store.Store, now func() time.Time, opts ...Option) *Handler {
 		retries:   10,
 		claimTTL:  time.Minute,
 		claimHold: 10 * time.Second,
+		claimWait: time.Second,
 		locks:     make(map[uuid.UUID]*aggLock),
 		customers: idSet{max: 1 << 16},
 		log:       zap.NewNop(),

@@ -17,7 +17,7 @@ import (
 func TestOrderAtEqualsReplay(t *testing.T) {
 	ctx := context.Background()
 	st, snaps := openStore(t), openSnapshots(t)
-	h := NewHandler(st, time.Now, WithSnapshots(snaps, 3))
+	h := newTestHandler(t, st, time.Now, WithSnapshots(snaps, 3))
 	cust := uuid.New()
 	registerCustomer(t, h, cust)
 	for seed := range uint64(20) {
@@ -71,7 +71,7 @@ func TestOrderAtEqualsReplay(t *testing.T) {
 func TestOrderAtPages(t *testing.T) {
 	ctx := context.Background()
 	st, snaps := openStore(t), openSnapshots(t)
-	writer := NewHandler(st, time.Now, WithSnapshots(snaps, 100)) // fast writes only
+	writer := newTestHandler(t, st, time.Now, WithSnapshots(snaps, 100)) // fast writes only
 	cust := uuid.New()
 	registerCustomer(t, writer, cust)
 	id := uuid.New()
@@ -90,7 +90,7 @@ func TestOrderAtPages(t *testing.T) {
 	if err != nil || len(events) != n {
 		t.Fatalf("%d events, %v; want %d", len(events), err, n)
 	}
-	reader := NewHandler(st, time.Now) // no snapshots: every event from the first
+	reader := newTestHandler(t, st, time.Now) // no snapshots: every event from the first
 	for _, v := range []int64{1, pastPage, pastPage + 1, 2*pastPage + 50, n, n + 5} {
 		var want Order
 		for _, e := range events[:min(v, n)] {

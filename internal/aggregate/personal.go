@@ -393,16 +393,27 @@ func WithPersonalData(keys Keys, claimID func(key string) uuid.UUID) Option {
 }
 
 // EraseCustomer erases customer id's personal data: it appends
-// CustomerErased (none when the customer is erased already), then destroys
-// the customer's data key. It returns the customer's version. A failure
+// CustomerErased (none when the customer is erased already), drops the
+// customer's claim rows of every address it had (they tie an address's
+// keyed hash to the customer), then destroys the customer's data key. It returns the customer's version. A failure
 // to destroy the key is returned (the command may be retried: it destroys
 // the key again). Without keys (WithPersonalData) the event is all.
 func (h *Handler) EraseCustomer(ctx context.Context, id uuid.UUID, meta Meta) (int64, error) {
+	// The addresses are read before the erasure, which makes them
+	// unreadable.
+	addresses, err := h.addressesOf(ctx, id)
+	if err != nil {
+		return 0, err
+	}
 	v, err := handle[Customer](ctx, h, CustomerType, id, meta, false, func(c *Customer, now time.Time) ([]Event, error) {
 		return c.Erase(now)
 	}, nil)
-	if err != nil || h.keys == nil {
+	if err != nil {
 		return v, err
+	}
+	h.dropClaimsOf(ctx, id, addresses)
+	if h.keys == nil {
+		return v, nil
 	}
 	// The erasure is committed: destroy the key even if the client left.
 	if err := h.keys.Erase(context.WithoutCancel(ctx), id, h.now()); err != nil {

@@ -29,6 +29,7 @@ type personalFixture struct {
 	keys  *sqlite.DataKeys
 	kek   pii.KEK
 	ring  *pii.Keyring
+	hash  *pii.Hasher // the claims' keyed hash
 	h     *aggregate.Handler
 }
 
@@ -52,12 +53,11 @@ func newPersonalFixture(t *testing.T) *personalFixture {
 		t.Fatal(err)
 	}
 	f.ring = pii.NewKeyring(f.keys, f.kek, pii.Options{})
-	hasher, err := f.ring.ClaimSecret(t.Context())
-	if err != nil {
+	if f.hash, err = f.ring.ClaimSecret(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	f.h = aggregate.NewHandler(f.st, time.Now, aggregate.WithSnapshots(f.snaps, 1),
-		aggregate.WithPersonalData(f.ring, hasher.ID))
+		aggregate.WithPersonalData(f.ring, f.hash.ID), aggregate.WithEmailClaims(f.keys.Claims()))
 	return f
 }
 
@@ -170,13 +170,30 @@ func TestPersonalDataEncryptedAndErased(t *testing.T) {
 	}
 
 	// Erase.
+	claimsOf := func() (n int) {
+		if err := f.keys.Claims().Scan(ctx, func(_ uuid.UUID, r store.ClaimRow) error {
+			if r.Customer == c {
+				n++
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := claimsOf(); n == 0 {
+		t.Fatal("the customer has no claim row before its erasure")
+	}
 	if _, err := f.h.EraseCustomer(ctx, c, meta()); err != nil {
 		t.Fatal(err)
+	}
+	if n := claimsOf(); n != 0 {
+		t.Errorf("%d claim rows still name the erased customer", n)
 	}
 	if _, err := f.h.EraseCustomer(ctx, c, meta()); err != nil {
 		t.Fatalf("a second erasure: %v", err)
 	}
-	fresh := aggregate.NewHandler(f.st, time.Now, aggregate.WithPersonalData(f.ring, nil)) // no snapshots: a full replay
+	fresh := aggregate.NewHandler(f.st, time.Now, aggregate.WithPersonalData(f.ring, nil), aggregate.WithEmailClaims(f.keys.Claims())) // no snapshots: a full replay
 	for name, h := range map[string]*aggregate.Handler{"snapshots": f.h, "replay": fresh} {
 		for _, at := range []int64{1, 100} { // time travel before the erasure, and now
 			cu, _, err := h.CustomerAt(ctx, c, at)
@@ -255,23 +272,34 @@ func BenchmarkSealOpen(b *testing.B) {
 	})
 }
 
-// TestLegacyClaims: an address claimed by a build before hashed claims (a
-// UUIDv5 claim stream, not migrated) stays its customer's after the
-// upgrade, and is free once that customer moves to another address.
+// TestLegacyClaims: an address claimed by a build before claim rows (a
+// claim stream, under a keyed hash or, before that, a UUIDv5 of the
+// address; not migrated) stays its customer's after the upgrade, and is
+// free once that customer moves to another address.
 func TestLegacyClaims(t *testing.T) {
 	ctx := t.Context()
 	f := newPersonalFixture(t)
-	legacy := aggregate.NewHandler(f.st, time.Now) // the build before: UUIDv5 claims, plaintext
-	a := uuid.New()
-	if _, err := legacy.RegisterCustomer(ctx, a, meta(), "old.timer@example.com", "Old", "Timer", ""); err != nil {
-		t.Fatal(err)
+	// The customers as the builds before left them: their events, and no
+	// claim row of this build (these rows go elsewhere).
+	before := aggregate.NewHandler(f.st, time.Now, aggregate.WithEmailClaims(aggregate.OpenSQLiteClaims(t)))
+	old, hashed := uuid.New(), uuid.New()
+	for id, email := range map[uuid.UUID]string{old: "old.timer@example.com", hashed: "hashed@example.com"} {
+		if _, err := before.RegisterCustomer(ctx, id, meta(), email, "Old", "Timer", ""); err != nil {
+			t.Fatal(err)
+		}
 	}
-	var aerr *aggregate.Error
-	_, err := f.h.RegisterCustomer(ctx, uuid.New(), meta(), "Old.Timer@example.com", "New", "Comer", "")
-	if !errors.As(err, &aerr) || aerr.Code != "email_taken" {
-		t.Fatalf("registering an address held by a legacy claim: %v, want email_taken", err)
+	oldAddr, _ := aggregate.ParseEmail("old.timer@example.com")
+	aggregate.AppendClaimStream(t, f.st, aggregate.EmailClaimID(oldAddr), oldAddr.Key(), old)
+	aggregate.AppendClaimStream(t, f.st, f.hash.ID("hashed@example.com"), "hashed@example.com", hashed)
+
+	for _, email := range []string{"Old.Timer@example.com", "HASHED@example.com"} {
+		var aerr *aggregate.Error
+		_, err := f.h.RegisterCustomer(ctx, uuid.New(), meta(), email, "New", "Comer", "")
+		if !errors.As(err, &aerr) || aerr.Code != "email_taken" {
+			t.Fatalf("registering %s, held by a legacy claim: %v, want email_taken", email, err)
+		}
 	}
-	if _, err := f.h.Customer(ctx, a, meta(), func(c *aggregate.Customer, now time.Time) ([]aggregate.Event, error) {
+	if _, err := f.h.Customer(ctx, old, meta(), func(c *aggregate.Customer, now time.Time) ([]aggregate.Event, error) {
 		return c.ChangeEmail("moved.on@example.com", now)
 	}); err != nil {
 		t.Fatal(err)
@@ -311,7 +339,7 @@ func TestMintedRegistration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := aggregate.NewHandler(f.st, time.Now, aggregate.WithPersonalData(ring, hasher.ID))
+	h := aggregate.NewHandler(f.st, time.Now, aggregate.WithPersonalData(ring, hasher.ID), aggregate.WithEmailClaims(f.keys.Claims()))
 	counted.creates = 0
 
 	minted := meta()

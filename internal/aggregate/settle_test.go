@@ -43,11 +43,11 @@ func TestHandlerUncertainAppend(t *testing.T) {
 	ctx := context.Background()
 	items := []Item{{ProductID: uuid.New(), Quantity: 1}}
 	base := openStore(t)
-	setup := NewHandler(base, time.Now)
+	setup := newTestHandler(t, base, time.Now)
 	registerCustomer(t, setup, customerID)
 
 	st := &uncertainStore{EventStore: base, land: true}
-	h := NewHandler(st, time.Now)
+	h := newTestHandler(t, st, time.Now)
 	meta := Meta{CommandID: uuid.New(), CorrelationID: uuid.New(), Expected: AnyVersion}
 	stored := uuid.New()
 	if v, err := h.CreateOrder(ctx, stored, meta, customerID, items); err != nil || v != 1 {

@@ -54,11 +54,11 @@ func BenchmarkCommandLongHistory(b *testing.B) {
 		}
 	}
 	b.Run("10k-events/no-snapshots", func(b *testing.B) {
-		h := NewHandler(openStore(b), time.Now)
+		h := newTestHandler(b, openStore(b), time.Now)
 		run(b, h, long(b, h))
 	})
 	b.Run("10k-events/snapshots-every-100", func(b *testing.B) {
-		h := NewHandler(openStore(b), time.Now, WithSnapshots(openSnapshots(b), 100))
+		h := newTestHandler(b, openStore(b), time.Now, WithSnapshots(openSnapshots(b), 100))
 		run(b, h, long(b, h))
 		b.ReportMetric(float64(h.SnapshotStats().Saved), "snapshots")
 	})
@@ -67,16 +67,16 @@ func BenchmarkCommandLongHistory(b *testing.B) {
 		// command after a restart or on another instance: the load reads
 		// the newest stored snapshot and replays the events after it.
 		st, snaps := openStore(b), openSnapshots(b)
-		id := long(b, NewHandler(st, time.Now, WithSnapshots(snaps, 100)))
+		id := long(b, newTestHandler(b, st, time.Now, WithSnapshots(snaps, 100)))
 		for b.Loop() {
-			h := NewHandler(st, time.Now, WithSnapshots(snaps, 100))
+			h := newTestHandler(b, st, time.Now, WithSnapshots(snaps, 100))
 			if _, err := h.Order(ctx, id, Meta{Expected: AnyVersion}, update); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	b.Run("new-order", func(b *testing.B) {
-		h := NewHandler(openStore(b), time.Now, WithSnapshots(openSnapshots(b), 100))
+		h := newTestHandler(b, openStore(b), time.Now, WithSnapshots(openSnapshots(b), 100))
 		cust := uuid.New()
 		registerCustomer(b, h, cust)
 		for b.Loop() {

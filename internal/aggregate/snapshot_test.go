@@ -51,7 +51,7 @@ func randomOrderCommand(r *rand.Rand) lifecycleCommand {
 func TestSnapshotEqualsReplay(t *testing.T) {
 	ctx := context.Background()
 	st, snaps := openStore(t), openSnapshots(t)
-	h := NewHandler(st, time.Now, WithSnapshots(snaps, 3))
+	h := newTestHandler(t, st, time.Now, WithSnapshots(snaps, 3))
 	h.snaps.recentMin = 1 // every command's state kept in memory
 	cust := uuid.New()
 	registerCustomer(t, h, cust)
@@ -71,7 +71,7 @@ func TestSnapshotEqualsReplay(t *testing.T) {
 			}
 			// From the state in memory, and, in a handler with nothing in
 			// memory, from the store's newest snapshot.
-			for name, hh := range map[string]*Handler{"memory": h, "store": NewHandler(st, time.Now, WithSnapshots(snaps, 3))} {
+			for name, hh := range map[string]*Handler{"memory": h, "store": newTestHandler(t, st, time.Now, WithSnapshots(snaps, 3))} {
 				cached, v, _, err := loadCached[Order](ctx, hh, OrderType, id)
 				if err != nil {
 					t.Fatal(err)
@@ -116,7 +116,7 @@ func TestSnapshotEqualsReplay(t *testing.T) {
 func TestSnapshotIgnored(t *testing.T) {
 	ctx := context.Background()
 	st, snaps := openStore(t), openSnapshots(t)
-	writer := NewHandler(st, time.Now, WithSnapshots(snaps, 1000))
+	writer := newTestHandler(t, st, time.Now, WithSnapshots(snaps, 1000))
 	cust, id := uuid.New(), uuid.New()
 	registerCustomer(t, writer, cust)
 	if _, err := writer.CreateOrder(ctx, id, Meta{Expected: AnyVersion}, cust, []Item{{ProductID: uuid.New(), Quantity: 1}}); err != nil {
@@ -124,7 +124,7 @@ func TestSnapshotIgnored(t *testing.T) {
 	}
 	// A handler with nothing in memory (another process, or this one
 	// restarted) reads the store's snapshots.
-	h := NewHandler(st, time.Now, WithSnapshots(snaps, 1000))
+	h := newTestHandler(t, st, time.Now, WithSnapshots(snaps, 1000))
 	full, _, _ := load[Order](ctx, st, OrderType, id)
 	lie := *full
 	lie.Status = Delivered
@@ -156,7 +156,7 @@ func TestSnapshotIgnored(t *testing.T) {
 func TestSnapshotsDeleted(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
-	with := NewHandler(st, time.Now, WithSnapshots(openSnapshots(t), 2))
+	with := newTestHandler(t, st, time.Now, WithSnapshots(openSnapshots(t), 2))
 	cust := uuid.New()
 	registerCustomer(t, with, cust)
 	var ids []uuid.UUID
@@ -173,8 +173,8 @@ func TestSnapshotsDeleted(t *testing.T) {
 	}
 	with.snaps.wg.Wait()
 	handlers := map[string]*Handler{
-		"deleted": NewHandler(st, time.Now, WithSnapshots(openSnapshots(t), 2)),
-		"off":     NewHandler(st, time.Now),
+		"deleted": newTestHandler(t, st, time.Now, WithSnapshots(openSnapshots(t), 2)),
+		"off":     newTestHandler(t, st, time.Now),
 	}
 	for _, id := range ids {
 		want, wv, _, err := loadCached[Order](ctx, with, OrderType, id)
@@ -230,8 +230,8 @@ func TestSnapshotStateFields(t *testing.T) {
 func TestRecentStatesTwoWriters(t *testing.T) {
 	ctx := context.Background()
 	st, snaps := openStore(t), openSnapshots(t)
-	a := NewHandler(st, time.Now, WithSnapshots(snaps, 100))
-	b := NewHandler(st, time.Now, WithSnapshots(snaps, 100))
+	a := newTestHandler(t, st, time.Now, WithSnapshots(snaps, 100))
+	b := newTestHandler(t, st, time.Now, WithSnapshots(snaps, 100))
 	a.snaps.recentMin, b.snaps.recentMin = 1, 1
 	cust, id := uuid.New(), uuid.New()
 	registerCustomer(t, a, cust)
@@ -267,7 +267,7 @@ func TestRecentStatesTwoWriters(t *testing.T) {
 func TestRecentStatesOnlyWhenWorthIt(t *testing.T) {
 	ctx := context.Background()
 	st, snaps := openStore(t), openSnapshots(t)
-	h := NewHandler(st, time.Now, WithSnapshots(snaps, 1000))
+	h := newTestHandler(t, st, time.Now, WithSnapshots(snaps, 1000))
 	cust, id := uuid.New(), uuid.New()
 	registerCustomer(t, h, cust)
 	if _, err := h.CreateOrder(ctx, id, Meta{Expected: AnyVersion}, cust, []Item{{ProductID: uuid.New(), Quantity: 1}}); err != nil {

@@ -31,4 +31,13 @@ func init() {
 		t.Cleanup(func() { s.Close() })
 		return s
 	}
+	aggregate.OpenSQLiteClaims = func(t testing.TB) store.EmailClaims {
+		t.Helper()
+		d, err := sqlite.OpenDataKeys(context.Background(), filepath.Join(t.TempDir(), "datakeys.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		return d.Claims()
+	}
 }

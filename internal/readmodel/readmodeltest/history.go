@@ -33,7 +33,7 @@ type history struct {
 
 func newHistory(t testing.TB) *history {
 	h := &history{t: t, log: &memLog{streams: map[uuid.UUID][]store.Event{}}}
-	h.h = aggregate.NewHandler(h.log, func() time.Time { return h.now })
+	h.h = aggregate.NewHandler(h.log, func() time.Time { return h.now }, aggregate.WithEmailClaims(&memClaims{rows: map[uuid.UUID][]store.ClaimRow{}}))
 	return h
 }
 
@@ -235,4 +235,45 @@ func Pipeline(tb testing.TB, n int) []store.Event {
 		}
 	}
 	return h.events()[:n]
+}
+
+// memClaims is a store.EmailClaims in memory, for the history's handler.
+type memClaims struct {
+	mu   sync.Mutex
+	rows map[uuid.UUID][]store.ClaimRow
+}
+
+func (m *memClaims) Claim(_ context.Context, key uuid.UUID, row store.ClaimRow) ([]store.ClaimRow, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rows[key] = append(m.rows[key], row)
+	return slices.Clone(m.rows[key]), nil
+}
+
+func (m *memClaims) Rows(_ context.Context, key uuid.UUID) ([]store.ClaimRow, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.rows[key]), nil
+}
+
+func (m *memClaims) Drop(_ context.Context, key uuid.UUID, rows ...store.ClaimRow) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.rows[key] = slices.DeleteFunc(m.rows[key], func(r store.ClaimRow) bool {
+		return slices.ContainsFunc(rows, func(d store.ClaimRow) bool { return d.Attempt == r.Attempt })
+	})
+	return nil
+}
+
+func (m *memClaims) Scan(_ context.Context, fn func(uuid.UUID, store.ClaimRow) error) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for key, rows := range m.rows {
+		for _, r := range rows {
+			if err := fn(key, r); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
