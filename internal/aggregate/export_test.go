@@ -22,8 +22,8 @@ var (
 	// OpenSQLiteSnapshots opens the embedded snapshot store on a file of
 	// t's own, closed when t ends.
 	OpenSQLiteSnapshots func(t testing.TB) store.Snapshots
-	// OpenSQLiteClaims opens the embedded store of e-mail claims on a
-	// file of t's own, closed when t ends.
+	// OpenSQLiteClaims opens the embedded store of e-mail claims on an
+	// event store of its own (a file of t's), closed when t ends.
 	OpenSQLiteClaims func(t testing.TB) store.EmailClaims
 )
 

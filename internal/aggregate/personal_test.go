@@ -57,7 +57,7 @@ func newPersonalFixture(t *testing.T) *personalFixture {
 		t.Fatal(err)
 	}
 	f.h = aggregate.NewHandler(f.st, time.Now, aggregate.WithSnapshots(f.snaps, 1),
-		aggregate.WithPersonalData(f.ring, f.hash.ID), aggregate.WithEmailClaims(f.keys.Claims()))
+		aggregate.WithPersonalData(f.ring, f.hash.ID), aggregate.WithEmailClaims(f.st.EmailClaims()))
 	return f
 }
 
@@ -171,7 +171,7 @@ func TestPersonalDataEncryptedAndErased(t *testing.T) {
 
 	// Erase.
 	claimsOf := func() (n int) {
-		if err := f.keys.Claims().Scan(ctx, func(_ uuid.UUID, r store.ClaimRow) error {
+		if err := f.st.EmailClaims().Scan(ctx, func(_ uuid.UUID, r store.ClaimRow) error {
 			if r.Customer == c {
 				n++
 			}
@@ -193,7 +193,7 @@ func TestPersonalDataEncryptedAndErased(t *testing.T) {
 	if _, err := f.h.EraseCustomer(ctx, c, meta()); err != nil {
 		t.Fatalf("a second erasure: %v", err)
 	}
-	fresh := aggregate.NewHandler(f.st, time.Now, aggregate.WithPersonalData(f.ring, nil), aggregate.WithEmailClaims(f.keys.Claims())) // no snapshots: a full replay
+	fresh := aggregate.NewHandler(f.st, time.Now, aggregate.WithPersonalData(f.ring, nil), aggregate.WithEmailClaims(f.st.EmailClaims())) // no snapshots: a full replay
 	for name, h := range map[string]*aggregate.Handler{"snapshots": f.h, "replay": fresh} {
 		for _, at := range []int64{1, 100} { // time travel before the erasure, and now
 			cu, _, err := h.CustomerAt(ctx, c, at)
@@ -339,7 +339,7 @@ func TestMintedRegistration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := aggregate.NewHandler(f.st, time.Now, aggregate.WithPersonalData(ring, hasher.ID), aggregate.WithEmailClaims(f.keys.Claims()))
+	h := aggregate.NewHandler(f.st, time.Now, aggregate.WithPersonalData(ring, hasher.ID), aggregate.WithEmailClaims(f.st.EmailClaims()))
 	counted.creates = 0
 
 	minted := meta()

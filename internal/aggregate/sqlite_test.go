@@ -33,11 +33,11 @@ func init() {
 	}
 	aggregate.OpenSQLiteClaims = func(t testing.TB) store.EmailClaims {
 		t.Helper()
-		d, err := sqlite.OpenDataKeys(context.Background(), filepath.Join(t.TempDir(), "datakeys.db"))
+		st, err := sqlite.OpenStore(filepath.Join(t.TempDir(), "events.db"), sqlite.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { d.Close() })
-		return d.Claims()
+		t.Cleanup(func() { st.Close() })
+		return st.EmailClaims()
 	}
 }

@@ -46,7 +46,7 @@ func newKeyed(t *testing.T, next func(*Server) http.Handler, opts IdempotencyOpt
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = keys.Close(); _ = events.Close() })
-	srv := New(aggregate.NewHandler(events, time.Now, aggregate.WithEmailClaims(openClaims(t))), nil, events, nil, orderd.OpenAPI, zap.NewNop())
+	srv := New(aggregate.NewHandler(events, time.Now, aggregate.WithEmailClaims(events.EmailClaims())), nil, events, nil, orderd.OpenAPI, zap.NewNop())
 	m := NewIdempotency(keys, events, opts)
 	// The API's own routes run the middleware inside their route, as
 	// WithIdempotency puts it (it reads the route's {id}); a test's
@@ -467,16 +467,4 @@ func TestFingerprintStable(t *testing.T) {
 	if got := fingerprint("POST", "/v1/orders", body); !bytes.Equal(got, want[:]) {
 		t.Fatalf("fingerprint %x, want %x", got, want)
 	}
-}
-
-// openClaims opens the embedded store of e-mail claims on a file of t's
-// own, closed when t ends.
-func openClaims(t *testing.T) store.EmailClaims {
-	t.Helper()
-	d, err := sqlite.OpenDataKeys(t.Context(), filepath.Join(t.TempDir(), "datakeys.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = d.Close() })
-	return d.Claims()
 }

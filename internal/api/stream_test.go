@@ -52,7 +52,7 @@ func newStreamed(t *testing.T, opts StreamOptions, tune func(*httptest.Server)) 
 	}
 	t.Cleanup(func() { _ = events.Close() })
 	st := NewStream(events, opts, nil, zap.NewNop())
-	srv := New(aggregate.NewHandler(events, time.Now, aggregate.WithEmailClaims(openClaims(t))), nil, events, nil, orderd.OpenAPI, zap.NewNop()).WithStream(st)
+	srv := New(aggregate.NewHandler(events, time.Now, aggregate.WithEmailClaims(events.EmailClaims())), nil, events, nil, orderd.OpenAPI, zap.NewNop()).WithStream(st)
 	ts := httptest.NewUnstartedServer(srv.Handler())
 	if tune != nil {
 		tune(ts)

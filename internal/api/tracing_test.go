@@ -46,7 +46,7 @@ func newTraced(t *testing.T, sampler sdktrace.Sampler) *traced {
 	telemetry.Install(tp)
 	t.Cleanup(func() { telemetry.Install(prev); _ = tp.Shutdown(context.Background()) })
 	core, logs := observer.New(zapcore.InfoLevel)
-	srv := New(aggregate.NewHandler(events, time.Now, aggregate.WithEmailClaims(openClaims(t))), nil, events, nil, orderd.OpenAPI, zap.New(core))
+	srv := New(aggregate.NewHandler(events, time.Now, aggregate.WithEmailClaims(events.EmailClaims())), nil, events, nil, orderd.OpenAPI, zap.New(core))
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	return &traced{base: ts.URL, events: events, spans: rec, logs: logs}

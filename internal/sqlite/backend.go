@@ -55,7 +55,7 @@ type Backend struct {
 	Snapshots *Snapshots
 	// DataKeys is the store.DataKeys on datakeys.db.
 	DataKeys *DataKeys
-	// Claims is the store.EmailClaims, on datakeys.db too.
+	// Claims is the store.EmailClaims, on events.db.
 	Claims *EmailClaims
 	// Catalog is the read models' readmodel.Catalog.
 	Catalog *Catalog
@@ -88,6 +88,7 @@ func Open(ctx context.Context, cfg Config) (_ *Backend, err error) {
 	if b.Store, err = OpenStore(filepath.Join(cfg.Dir, "events.db"), Options{Upcaster: cfg.Upcaster, Logger: log.Named("store")}); err != nil {
 		return nil, err
 	}
+	b.Claims = b.Store.EmailClaims()
 	// The data directory's lock (events.db) makes this process the views'
 	// only writer, which the row cache needs.
 	// Every write of a worker is fenced by the leases of this process
@@ -123,7 +124,6 @@ func Open(ctx context.Context, cfg Config) (_ *Backend, err error) {
 		return nil, err
 	}
 	b.DataKeys.health = b.Store.Health() // one disk, one episode
-	b.Claims = b.DataKeys.Claims()
 	return b, nil
 }
 

@@ -41,18 +41,15 @@ type DataKeys struct {
 	stopped chan struct{}  // closed when createLoop returns
 }
 
-// keyCreate is one Create waiting for its batch, or one EmailClaims.Claim
-// (claim set), which shares the batches' fsync.
+// keyCreate is one Create waiting for its batch.
 type keyCreate struct {
-	key   store.WrappedKey
-	claim *claimWrite
-	done  chan keyCreated
+	key  store.WrappedKey
+	done chan keyCreated
 }
 
 type keyCreated struct {
-	key  store.WrappedKey
-	rows []store.ClaimRow // a claim's answer
-	err  error
+	key store.WrappedKey
+	err error
 }
 
 // maxCreateBatch bounds the creations of one transaction.
@@ -161,14 +158,6 @@ func (d *DataKeys) createBatch(batch []keyCreate) ([]keyCreated, error) {
 	defer func() { _ = tx.Rollback() }()
 	out := make([]keyCreated, len(batch))
 	for i, c := range batch {
-		if c.claim != nil {
-			rows, err := c.claim.write(ctx, tx)
-			if err != nil {
-				return nil, err
-			}
-			out[i] = keyCreated{rows: rows}
-			continue
-		}
 		k := c.key
 		if _, err := tx.ExecContext(ctx, `INSERT INTO data_keys (subject, kek, wrapped, created_at) VALUES (?, ?, ?, ?)
 			ON CONFLICT (subject) DO NOTHING`, k.Subject.String(), k.KEK, k.Wrapped, formatTime(k.Created)); err != nil {

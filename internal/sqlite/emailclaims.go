@@ -11,86 +11,100 @@ import (
 	"github.com/orderd/orderd/internal/store"
 )
 
-// EmailClaims is the store.EmailClaims of a data key store, in
-// datakeys.db's table email_claims: beside the claim-hash secret, and
-// copied by a backup after events.db (see backupFiles), so that a backup
-// never holds an address's customer event without its claim.
+// EmailClaims is the store.EmailClaims of an event store, in events.db's
+// table email_claims, written by the event writer: a claim shares the
+// group commit (and its fsync) of the appends it is batched with, and a
+// backup copies the claims with the events they guard, at one point.
 //
-// A Claim's insert and read run in one transaction of the data keys' one
-// writer, committed with the batch it joins (one fsync for the batch):
-// every Claim sees every Claim committed before it, so of two racing
-// claims the later sees the earlier.
-type EmailClaims struct{ d *DataKeys }
+// A Claim's insert and read run in the writer's transaction: every Claim
+// sees every Claim committed before it, so of two racing claims the later
+// sees the earlier.
+type EmailClaims struct{ s *Store }
 
-// Claims returns the e-mail claims kept in the data key store's file.
-func (d *DataKeys) Claims() *EmailClaims { return &EmailClaims{d: d} }
+// EmailClaims returns the e-mail claims kept in the event store's file.
+func (s *Store) EmailClaims() *EmailClaims { return &EmailClaims{s: s} }
 
-// claimWrite is one Claim in a batch of the data keys' writer.
-type claimWrite struct {
-	key uuid.UUID
-	row store.ClaimRow
+// claimReq is one Claim or Drop waiting for the event writer: a Drop when
+// drop is set.
+type claimReq struct {
+	key  uuid.UUID
+	row  store.ClaimRow
+	drop []store.ClaimRow
+	rows []store.ClaimRow // a Claim's answer
+	done chan error       // buffered: the writer never blocks on a reply
 }
 
-// write inserts the row (a row already there is kept: the same attempt
-// written again) and reads every row of the key.
-func (c *claimWrite) write(ctx context.Context, tx *sql.Tx) ([]store.ClaimRow, error) {
-	r := c.row
+// run writes the request in the writer's transaction.
+func (r *claimReq) run(ctx context.Context, tx *sql.Tx) error {
+	if r.drop != nil {
+		for _, d := range r.drop {
+			if _, err := tx.ExecContext(ctx, `DELETE FROM email_claims WHERE claim = ? AND attempt = ?`,
+				r.key.String(), d.Attempt.String()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// A row already there is kept: the same attempt written again.
 	if _, err := tx.ExecContext(ctx, `INSERT INTO email_claims (claim, attempt, customer, since, at) VALUES (?, ?, ?, ?, ?)
 		ON CONFLICT (claim, attempt) DO NOTHING`,
-		c.key.String(), r.Attempt.String(), r.Customer.String(), r.Since, formatTime(r.At.Truncate(time.Millisecond))); err != nil {
-		return nil, err
+		r.key.String(), r.row.Attempt.String(), r.row.Customer.String(), r.row.Since,
+		formatTime(r.row.At.Truncate(time.Millisecond))); err != nil {
+		return err
 	}
-	return claimRows(ctx, tx, c.key)
+	var err error
+	r.rows, err = claimRows(ctx, tx, r.key)
+	return err
+}
+
+// write hands r to the event writer and waits for its commit.
+func (e *EmailClaims) write(ctx context.Context, r *claimReq) error {
+	s := e.s
+	if s.isClosed() {
+		return store.ErrClosed
+	}
+	select {
+	case s.claims <- r:
+	case <-ctx.Done():
+		return fmt.Errorf("sqlite: claim %s: %w", r.key, ctx.Err())
+	case <-s.closing:
+		return store.ErrClosed
+	}
+	return s.reply(r.done) // the batch is bound to no caller's context: wait for it
 }
 
 // Claim writes row under key and returns every row of key.
-func (e *EmailClaims) Claim(ctx context.Context, key uuid.UUID, row store.ClaimRow) (_ []store.ClaimRow, err error) {
-	d := e.d
-	defer d.wrapErr(&err, true, "claim %s", key)
-	c := keyCreate{claim: &claimWrite{key: key, row: row}, done: make(chan keyCreated, 1)}
-	select {
-	case d.creates <- c:
-	case <-d.stop:
-		return nil, store.ErrClosed
-	case <-ctx.Done():
-		return nil, ctx.Err()
+func (e *EmailClaims) Claim(ctx context.Context, key uuid.UUID, row store.ClaimRow) ([]store.ClaimRow, error) {
+	r := &claimReq{key: key, row: row, done: make(chan error, 1)}
+	if err := e.write(ctx, r); err != nil {
+		return nil, err
 	}
-	r := <-c.done // the batch is bound to no caller's context: wait for it
-	return r.rows, r.err
+	return r.rows, nil
 }
 
 // Rows reads every row of key, as committed.
-func (e *EmailClaims) Rows(ctx context.Context, key uuid.UUID) (_ []store.ClaimRow, err error) {
-	if e.d.closed.Load() {
+func (e *EmailClaims) Rows(ctx context.Context, key uuid.UUID) ([]store.ClaimRow, error) {
+	s := e.s
+	if s.isClosed() {
 		return nil, store.ErrClosed
 	}
-	defer e.d.wrapErr(&err, false, "read the claims of %s", key)
-	return claimRows(ctx, e.d.r, key)
+	rows, err := claimRows(ctx, s.r, key)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: read the claims of %s: %w", key, s.closedOr(err))
+	}
+	return rows, nil
 }
 
 // Drop deletes rows of key. SQLite's writes are not retried behind the
 // caller's back, so a delete is all it takes.
-func (e *EmailClaims) Drop(ctx context.Context, key uuid.UUID, rows ...store.ClaimRow) (err error) {
-	d := e.d
-	if d.closed.Load() {
+func (e *EmailClaims) Drop(ctx context.Context, key uuid.UUID, rows ...store.ClaimRow) error {
+	if e.s.isClosed() {
 		return store.ErrClosed
 	}
 	if len(rows) == 0 {
 		return nil
 	}
-	defer d.wrapErr(&err, true, "drop claims of %s", key)
-	tx, err := d.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback() }()
-	for _, r := range rows {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM email_claims WHERE claim = ? AND attempt = ?`,
-			key.String(), r.Attempt.String()); err != nil {
-			return err
-		}
-	}
-	return tx.Commit()
+	return e.write(ctx, &claimReq{key: key, drop: rows, done: make(chan error, 1)})
 }
 
 // claimRows reads every row of key through q.
@@ -135,10 +149,9 @@ func readClaims(rows *sql.Rows) (keys []uuid.UUID, out []store.ClaimRow, err err
 
 // Scan calls fn with every row, a page at a time.
 func (e *EmailClaims) Scan(ctx context.Context, fn func(key uuid.UUID, row store.ClaimRow) error) error {
-	d := e.d
 	afterKey, afterAttempt := "", ""
 	for {
-		if d.closed.Load() {
+		if e.s.isClosed() {
 			return store.ErrClosed
 		}
 		keys, page, err := e.scanPage(ctx, afterKey, afterAttempt)
@@ -158,7 +171,7 @@ func (e *EmailClaims) Scan(ctx context.Context, fn func(key uuid.UUID, row store
 }
 
 func (e *EmailClaims) scanPage(ctx context.Context, afterKey, afterAttempt string) ([]uuid.UUID, []store.ClaimRow, error) {
-	rows, err := e.d.r.QueryContext(ctx, `SELECT claim, attempt, customer, since, at FROM email_claims
+	rows, err := e.s.r.QueryContext(ctx, `SELECT claim, attempt, customer, since, at FROM email_claims
 		WHERE (claim, attempt) > (?, ?) ORDER BY claim, attempt LIMIT ?`, afterKey, afterAttempt, scanPage)
 	if err != nil {
 		return nil, nil, err

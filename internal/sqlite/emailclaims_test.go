@@ -10,7 +10,10 @@ import (
 
 func TestEmailClaimsConformance(t *testing.T) {
 	storetest.RunEmailClaims(t, func(t *testing.T) (store.EmailClaims, func() error) {
-		d := openTestDataKeys(t, filepath.Join(t.TempDir(), "datakeys.db"))
-		return d.Claims(), d.Close
+		s, err := OpenStore(filepath.Join(t.TempDir(), "events.db"), Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.EmailClaims(), s.Close
 	})
 }

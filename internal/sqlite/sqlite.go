@@ -106,9 +106,10 @@ type Store struct {
 	lock    *os.File // the advisory lock that keeps other processes out
 	reqs    chan *appendReq
 	saves   chan *saveReq
-	holds   chan *holdReq // see hold, in backup.go
-	closing chan struct{} // closed by Close: stop taking work
-	stopped chan struct{} // closed when the writer goroutine has returned
+	claims  chan *claimReq // see EmailClaims
+	holds   chan *holdReq  // see hold, in backup.go
+	closing chan struct{}  // closed by Close: stop taking work
+	stopped chan struct{}  // closed when the writer goroutine has returned
 	once    sync.Once
 
 	wakeMu sync.Mutex
@@ -161,6 +162,7 @@ func OpenStore(path string, opts Options) (*Store, error) {
 		health:        store.NewHealth("sqlite", opts.Logger),
 		reqs:          make(chan *appendReq, opts.MaxBatch),
 		saves:         make(chan *saveReq, 16),
+		claims:        make(chan *claimReq, opts.MaxBatch),
 		holds:         make(chan *holdReq),
 		closing:       make(chan struct{}),
 		stopped:       make(chan struct{}),

@@ -20,15 +20,16 @@ const insertSQL = `INSERT INTO events (event_id, aggregate_id, aggregate_type, s
 
 // writeLoop is the only goroutine that writes. It takes whatever appends are
 // queued, up to maxBatch, and commits them in one transaction, together
-// with any feed progress waiting to be saved. While a batch is being
+// with any feed progress waiting to be saved and any e-mail claims. While a batch is being
 // fsynced new requests queue up, so the batch size grows by itself with the
 // load and no timer is needed.
 func (s *Store) writeLoop() {
 	defer close(s.stopped)
 	batch := make([]*appendReq, 0, s.maxBatch)
 	var saves []*saveReq
+	var claims []*claimReq
 	for {
-		batch, saves = batch[:0], saves[:0]
+		batch, saves, claims = batch[:0], saves[:0], claims[:0]
 		select {
 		case <-s.closing:
 			s.failQueued()
@@ -37,6 +38,8 @@ func (s *Store) writeLoop() {
 			batch = append(batch, r)
 		case r := <-s.saves:
 			saves = append(saves, r)
+		case r := <-s.claims:
+			claims = append(claims, r)
 		case h := <-s.holds:
 			close(h.held) // nothing commits until the holder releases
 			<-h.release
@@ -49,13 +52,16 @@ func (s *Store) writeLoop() {
 				batch = append(batch, r)
 			case r := <-s.saves:
 				saves = append(saves, r)
+			case r := <-s.claims:
+				claims = append(claims, r)
 			default:
 				break drain
 			}
 		}
-		s.commitBatch(batch, saves)
+		s.commitBatch(batch, saves, claims)
 		clear(batch) // drop references to finished requests
 		clear(saves)
+		clear(claims)
 	}
 }
 
@@ -67,25 +73,27 @@ func (s *Store) failQueued() {
 			r.done <- store.ErrClosed
 		case r := <-s.saves:
 			r.done <- store.ErrClosed
+		case r := <-s.claims:
+			r.done <- store.ErrClosed
 		default:
 			return
 		}
 	}
 }
 
-// commitBatch writes the batch and the progress saves in one transaction
-// and replies to every request once the outcome is known. Each append runs
+// commitBatch writes the batch, the progress saves and the claims in one
+// transaction and replies to every request once the outcome is known. Each append runs
 // in its own savepoint, so one that conflicts is rolled back alone; the
 // replies to the others wait for COMMIT, since an event must never be
 // reported stored before it is durable.
-func (s *Store) commitBatch(batch []*appendReq, saves []*saveReq) {
+func (s *Store) commitBatch(batch []*appendReq, saves []*saveReq, claims []*claimReq) {
 	// The transaction is not bound to any caller's ctx: one caller giving up
 	// must not roll back the others.
 	ctx := context.Background()
 	results := make([]error, len(batch))
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		s.failAll(batch, saves, fmt.Errorf("sqlite: begin: %w", err))
+		s.failAll(batch, saves, claims, fmt.Errorf("sqlite: begin: %w", err))
 		return
 	}
 	// An insert that failed for the disk fails its request alone (SQLite
@@ -111,7 +119,7 @@ func (s *Store) commitBatch(batch []*appendReq, saves []*saveReq) {
 			// A savepoint statement failed (SQLite may have rolled back the
 			// whole transaction already): none of the batch may commit.
 			_ = tx.Rollback()
-			s.failAll(batch, saves, err)
+			s.failAll(batch, saves, claims, err)
 			return
 		}
 		if results[i] == nil {
@@ -124,25 +132,35 @@ func (s *Store) commitBatch(batch []*appendReq, saves []*saveReq) {
 	for _, r := range saves {
 		if _, err := save.ExecContext(ctx, r.consumer, r.position); err != nil {
 			_ = tx.Rollback()
-			s.failAll(batch, saves, fmt.Errorf("sqlite: save progress of %s: %w", r.consumer, err))
+			s.failAll(batch, saves, claims, fmt.Errorf("sqlite: save progress of %s: %w", r.consumer, err))
 			return
 		}
 	}
-	if written == 0 && len(saves) == 0 {
+	for _, r := range claims {
+		if err := r.run(ctx, tx); err != nil {
+			_ = tx.Rollback()
+			s.failAll(batch, saves, claims, fmt.Errorf("sqlite: claim %s: %w", r.key, err))
+			return
+		}
+	}
+	if written == 0 && len(saves) == 0 && len(claims) == 0 {
 		err = tx.Rollback()
 	} else {
 		err = tx.Commit()
 	}
 	if err != nil {
-		s.failAll(batch, saves, fmt.Errorf("sqlite: commit: %w", err))
+		s.failAll(batch, saves, claims, fmt.Errorf("sqlite: commit: %w", err))
 		return
 	}
 	if faulted {
 		s.health.Fault("append", true, firstFault(results))
-	} else if written > 0 || len(saves) > 0 {
+	} else if written > 0 || len(saves) > 0 || len(claims) > 0 {
 		s.health.OK()
 	}
 	for _, r := range saves {
+		r.done <- nil
+	}
+	for _, r := range claims {
 		r.done <- nil
 	}
 	if written > 0 {
@@ -280,12 +298,16 @@ func refused(err error) bool {
 // failAll answers every request of a batch that did not commit with err.
 // A storage fault is wrapped in store.ErrUnavailable and logged by the
 // store's health, once per episode; any other failure is logged here.
-func (s *Store) failAll(batch []*appendReq, saves []*saveReq, err error) {
+func (s *Store) failAll(batch []*appendReq, saves []*saveReq, claims []*claimReq, err error) {
 	// A failed COMMIT may still have reached the disk: the feed reads the
 	// log until the next commit anchors its tail again.
 	s.tail.invalidate()
 	op := "append"
-	if len(batch) == 0 {
+	switch {
+	case len(batch) > 0:
+	case len(claims) > 0:
+		op = "claim"
+	default:
 		op = "progress"
 	}
 	if err = s.fault(op, true, err); !errors.Is(err, store.ErrUnavailable) {
@@ -295,6 +317,9 @@ func (s *Store) failAll(batch []*appendReq, saves []*saveReq, err error) {
 		r.done <- err
 	}
 	for _, r := range saves {
+		r.done <- err
+	}
+	for _, r := range claims {
 		r.done <- err
 	}
 }

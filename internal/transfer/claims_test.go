@@ -99,12 +99,12 @@ func TestClaimsTravel(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	claimSome(t, srcKeys.Claims(), 60) // 120 rows written, 20 dropped
-	want := claimRows(t, srcKeys.Claims())
+	claimSome(t, src.EmailClaims(), 60) // 120 rows written, 20 dropped
+	want := claimRows(t, src.EmailClaims())
 	if len(want) != 100 {
 		t.Fatalf("the source holds %d claim rows, want 100", len(want))
 	}
-	stream := exportClaims(t, src, transfer.Rows{Keys: srcKeys, Claims: srcKeys.Claims()})
+	stream := exportClaims(t, src, transfer.Rows{Keys: srcKeys, Claims: src.EmailClaims()})
 
 	lines := bytes.Split(bytes.TrimSuffix(stream, []byte("\n")), []byte("\n"))
 	var kinds []string // the kind of each line after the header, runs merged
@@ -122,19 +122,19 @@ func TestClaimsTravel(t *testing.T) {
 	}
 
 	dst, dstKeys := openSQLite(t), openDataKeys(t)
-	opt := transfer.Options{Keys: dstKeys, Claims: dstKeys.Claims(), Chunk: 16}
+	opt := transfer.Options{Keys: dstKeys, Claims: dst.EmailClaims(), Chunk: 16}
 	cut := stream[:len(stream)-len(lines[len(lines)-1])-40*len(lines[len(lines)-2])] // among the claim lines
 	if err := transfer.Import(ctx, dst, bytes.NewReader(cut), opt, nil); err == nil {
 		t.Fatal("a cut stream imported without an error")
 	}
-	if n := len(claimRows(t, dstKeys.Claims())); n == 0 || n >= 100 {
+	if n := len(claimRows(t, dst.EmailClaims())); n == 0 || n >= 100 {
 		t.Fatalf("the cut stream left %d claim rows, want some of 100", n)
 	}
 	for range 2 { // a re-run changes nothing
 		if err := transfer.Import(ctx, dst, bytes.NewReader(stream), opt, nil); err != nil {
 			t.Fatal(err)
 		}
-		sameClaims(t, want, claimRows(t, dstKeys.Claims()))
+		sameClaims(t, want, claimRows(t, dst.EmailClaims()))
 	}
 }
 
@@ -145,9 +145,9 @@ func TestClaimsRefused(t *testing.T) {
 	ctx := context.Background()
 	src, srcKeys := openSQLite(t), openDataKeys(t)
 	populate(t, src, 10)
-	claimSome(t, srcKeys.Claims(), 10)
-	stream := exportClaims(t, src, transfer.Rows{Claims: srcKeys.Claims()})
-	n := len(claimRows(t, srcKeys.Claims()))
+	claimSome(t, src.EmailClaims(), 10)
+	stream := exportClaims(t, src, transfer.Rows{Claims: src.EmailClaims()})
+	n := len(claimRows(t, src.EmailClaims()))
 	counted := fmt.Appendf(nil, `"claims":%d}`, n)
 	if !bytes.Contains(stream, counted) {
 		t.Fatalf("the trailer does not count %d claims", n)
@@ -161,10 +161,10 @@ func TestClaimsRefused(t *testing.T) {
 	}{
 		{"no claim store", stream, transfer.Options{}, "the target has no claim store"},
 		{"miscounted", bytes.Replace(stream, counted, fmt.Appendf(nil, `"claims":%d}`, n+1), 1),
-			transfer.Options{Claims: openDataKeys(t).Claims()}, fmt.Sprintf("the trailer counts %d e-mail claims, the stream held %d", n+1, n)},
+			transfer.Options{Claims: openSQLite(t).EmailClaims()}, fmt.Sprintf("the trailer counts %d e-mail claims, the stream held %d", n+1, n)},
 		{"uncounted", bytes.Replace(stream, []byte(`,`+string(counted)), []byte(`}`), 1),
-			transfer.Options{Claims: openDataKeys(t).Claims()}, fmt.Sprintf("the trailer counts 0 e-mail claims, the stream held %d", n)},
-		{"bad line", badLine, transfer.Options{Claims: openDataKeys(t).Claims()}, "a bad claim line"},
+			transfer.Options{Claims: openSQLite(t).EmailClaims()}, fmt.Sprintf("the trailer counts 0 e-mail claims, the stream held %d", n)},
+		{"bad line", badLine, transfer.Options{Claims: openSQLite(t).EmailClaims()}, "a bad claim line"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if err := transfer.Import(ctx, openSQLite(t), bytes.NewReader(c.stream), c.opt, nil); err == nil || !strings.Contains(err.Error(), c.want) {
@@ -178,7 +178,7 @@ func TestClaimsRefused(t *testing.T) {
 	if bytes.Contains(v2, []byte(`"claim`)) {
 		t.Fatalf("an export without claims mentions them")
 	}
-	for _, opt := range []transfer.Options{{Keys: openDataKeys(t)}, {Keys: openDataKeys(t), Claims: openDataKeys(t).Claims()}} {
+	for _, opt := range []transfer.Options{{Keys: openDataKeys(t)}, {Keys: openDataKeys(t), Claims: openSQLite(t).EmailClaims()}} {
 		dst := openSQLite(t)
 		if err := transfer.Import(ctx, dst, bytes.NewReader(v2), opt, nil); err != nil {
 			t.Fatalf("a version 2 stream, claims taken %t: %v", opt.Claims != nil, err)

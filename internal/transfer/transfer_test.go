@@ -193,10 +193,10 @@ func TestPublishedSQLite(t *testing.T) {
 // nothing of them while another consumer is handed all.
 func TestToCassandra(t *testing.T) {
 	hosts := cqltest.Hosts(t)
-	src, srcKeys := openSQLite(t), openDataKeys(t)
+	src := openSQLite(t)
 	total := populate(t, src, 200)
-	claimSome(t, srcKeys.Claims(), 30)
-	stream := exportClaims(t, src, transfer.Rows{Claims: srcKeys.Claims()})
+	claimSome(t, src.EmailClaims(), 30)
+	stream := exportClaims(t, src, transfer.Rows{Claims: src.EmailClaims()})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	dst, err := cql.OpenStore(ctx, cql.Config{Hosts: hosts, Keyspace: cqltest.Keyspace(t, hosts), Timeout: cqltest.Timeout,
@@ -215,7 +215,7 @@ func TestToCassandra(t *testing.T) {
 		}
 	}
 	storetest.SameEvents(t, storetest.ByAggregate(t, src), storetest.ByAggregate(t, dst), true)
-	sameClaims(t, claimRows(t, srcKeys.Claims()), claimRows(t, dst.EmailClaims()))
+	sameClaims(t, claimRows(t, src.EmailClaims()), claimRows(t, dst.EmailClaims()))
 
 	var (
 		mu     sync.Mutex
